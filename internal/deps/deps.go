@@ -11,7 +11,7 @@ import (
 	_ "github.com/plgd-dev/go-coap/v3/udp/coder"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "golang.org/x/crypto/cryptobyte"
 	_ "gopkg.in/yaml.v3"
 	_ "modernc.org/sqlite"
-	_ "golang.org/x/crypto/cryptobyte"
 )
