@@ -1,0 +1,115 @@
+// Package config is coapca's configuration file: one YAML document whose every field is
+// documented in docs/configuration.md. The zero file (no file at all) is a working
+// configuration: Default fills in everything.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"coapca/authority"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Data is the data directory (CA keys, certificates, database). Default ./coapca-data.
+	Data string `yaml:"data"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Listen holds the listener addresses; an empty address disables that listener.
+	Listen Listen `yaml:"listen"`
+	// ServerNames are extra DNS names / IP addresses for the server certificate created on
+	// first start (localhost, 127.0.0.1, ::1 and the host name are always included).
+	ServerNames []string `yaml:"server_names"`
+	// CoAP tunes the CoAP endpoint (RFC 7252 transmission parameters and limits).
+	CoAP CoAP `yaml:"coap"`
+	// DTLS tunes the DTLS listener.
+	DTLS DTLS `yaml:"dtls"`
+	// Authority configures profiles, trust stores and CA behaviour.
+	Authority authority.Config `yaml:"authority"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// Listen holds listener addresses.
+type Listen struct {
+	// CoAPS is the EST-coaps (DTLS) listener. Default ":5684".
+	CoAPS string `yaml:"coaps"`
+	// Metrics serves Prometheus /metrics and /healthz over HTTP. Default "" (off).
+	Metrics string `yaml:"metrics"`
+}
+
+// CoAP are the CoAP endpoint's parameters. Zero values take the RFC 7252 §4.8 defaults.
+type CoAP struct {
+	// ACKTimeout is ACK_TIMEOUT. Default 2s.
+	ACKTimeout time.Duration `yaml:"ack_timeout"`
+	// ACKRandomFactor is ACK_RANDOM_FACTOR. Default 1.5.
+	ACKRandomFactor float64 `yaml:"ack_random_factor"`
+	// MaxRetransmit is MAX_RETRANSMIT. Default 4.
+	MaxRetransmit int `yaml:"max_retransmit"`
+	// NStart is NSTART, outstanding confirmable requests per peer. Default 1.
+	NStart int `yaml:"nstart"`
+	// SeparateAfter: a handler slower than this gets an empty ACK at once and its answer as
+	// a separate confirmable response (RFC 7252 §5.2.2). Default 1s.
+	SeparateAfter time.Duration `yaml:"separate_after"`
+	// MaxBodySize caps a block-wise (Block1) request body; larger → 4.13 with Size1.
+	// Default 65536 bytes.
+	MaxBodySize int `yaml:"max_body_size"`
+	// BlockTimeout is how long a half-transferred block-wise body is kept after its last
+	// block (refreshed by every block). Default 2m.
+	BlockTimeout time.Duration `yaml:"block_timeout"`
+	// MaxExchangesPerPeer caps concurrent requests a peer may have in progress. Default 16.
+	MaxExchangesPerPeer int `yaml:"max_exchanges_per_peer"`
+}
+
+// DTLS are the DTLS listener's parameters.
+type DTLS struct {
+	// HandshakeTimeout bounds one handshake. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// IdleTimeout closes a session without traffic for this long. Default 10m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// HandshakesPerSourcePerSecond rate-limits handshakes from one IP address. Default 20.
+	HandshakesPerSourcePerSecond float64 `yaml:"handshakes_per_source_per_second"`
+	// MaxHalfOpen caps handshakes in progress at once. Default 256.
+	MaxHalfOpen int `yaml:"max_half_open"`
+	// MaxSessions caps established sessions. Default 10000.
+	MaxSessions int `yaml:"max_sessions"`
+	// CipherSuites lists extra DTLS cipher suites by IANA name; TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
+	// (RFC 7925) is always offered. Default [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256].
+	CipherSuites []string `yaml:"cipher_suites"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		Data:   "./coapca-data",
+		Log:    Log{Level: "info", Format: "text"},
+		Listen: Listen{CoAPS: ":5684"},
+	}
+}
+
+// Load reads the YAML file at path over Default. Unknown fields are errors, so a typo in a
+// field name does not silently leave a default in force.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every test of coapca: static checks, unit and loopback integration tests, interop tests
+# against real peers (libcoap's coap-client, openssl), and a short smoke run of every fuzz target.
+# Installs the test peers it needs (Debian packages) when they are missing.
+#
+#   ./scripts/test.sh            everything (what CI runs)
+#   FUZZTIME=30s ./scripts/test.sh   longer fuzz smoke runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME=${FUZZTIME:-4s}
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- test peers -------------------------------------------------------------------------------
+need=()
+command -v coap-client-openssl >/dev/null || need+=(libcoap3-bin)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ ${#need[@]} -gt 0 ]; then
+	step "installing test peers: ${need[*]}"
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# --- static checks ----------------------------------------------------------------------------
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+step "go vet"
+go vet ./...
+step "staticcheck"
+if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
+	go install honnef.co/go/tools/cmd/staticcheck@2026.2.2 >/dev/null 2>&1 || echo "staticcheck could not be installed; skipped"
+fi
+SC=$(command -v staticcheck || echo "$(go env GOPATH)/bin/staticcheck")
+if [ -x "$SC" ]; then "$SC" ./...; fi
+
+# --- tests ------------------------------------------------------------------------------------
+step "go test (unit, loopback integration, interop with libcoap and openssl)"
+go test -count=1 -timeout 20m ./...
+
+# --- fuzz smoke -------------------------------------------------------------------------------
+step "fuzz smoke: every fuzz target for $FUZZTIME"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
+		echo "fuzz $pkg $target"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/coapca-fuzz.log 2>&1 || {
+			cat /tmp/coapca-fuzz.log; exit 1; }
+	done
+done
+
+step "all tests passed"
