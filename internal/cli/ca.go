@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"coapca/store"
+)
+
+const caUsage = `Usage: coapca ca COMMAND [flags] [ARGS]
+
+Manage the CA of a data directory. Works while 'coapca serve' runs on the same directory
+(the database is shared; decisions take effect on the device's next retry).
+
+Commands:
+  list                 issued certificates, newest first (--subject, --label, --revoked)
+  show SERIAL          one certificate: record and PEM
+  revoke SERIAL        revoke (--reason N, RFC 5280 CRLReason, default 0 unspecified)
+  pending              requests waiting for approval (--all for decided ones too)
+  approve ID           approve a pending request; the device's next retry gets its certificate
+  reject ID            reject a pending request (--why TEXT)
+  crl                  print a freshly signed CRL (PEM; --der for DER)
+
+Common flags: --data DIR (default ./coapca-data), --config FILE
+`
+
+func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, caUsage)
+		if len(args) == 0 {
+			return usagef("a command is required")
+		}
+		return nil
+	}
+	cmd := args[0]
+	fs := newFlagSet("ca "+cmd, "coapca ca "+cmd+" [flags] [ARGS]", "See 'coapca ca help'.", stderr)
+	dataDir := fs.String("data", "", "data directory (default ./coapca-data, or the config's)")
+	cfgPath := fs.String("config", "", "YAML configuration file")
+	var (
+		subject = fs.String("subject", "", "list: only subjects containing this text")
+		label   = fs.String("label", "", "list: only this profile label")
+		revoked = fs.Bool("revoked", false, "list: only revoked certificates")
+		limit   = fs.Int("limit", 100, "list, pending: at most this many rows")
+		reason  = fs.Int("reason", 0, "revoke: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation, ...)")
+		why     = fs.String("why", "rejected by the operator", "reject: the reason told to the device")
+		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
+		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
+	)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	needArg := func(what string) (string, error) {
+		if len(rest) != 1 {
+			return "", usagef("ca %s takes one %s", cmd, what)
+		}
+		return rest[0], nil
+	}
+	switch cmd {
+	case "list", "show", "revoke", "pending", "approve", "reject", "crl":
+	default:
+		return usagef("unknown ca command %q (see 'coapca ca help')", cmd)
+	}
+	cfg, err := loadConfig(*cfgPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, "warn")
+	if err != nil {
+		return err
+	}
+	h, err := openHouse(ctx, cfg, log, houseOptions{})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+
+	switch cmd {
+	case "list":
+		f := store.CertFilter{SubjectContains: *subject, Limit: *limit}
+		if *label != "" {
+			f.Label, f.LabelSet = *label, true
+		}
+		if *revoked {
+			f.Revocation = store.OnlyRevoked
+		}
+		certs, err := h.store.ListCerts(ctx, f)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERIAL\tSUBJECT\tLABEL\tVIA\tISSUED\tNOT AFTER\tSTATUS")
+		for _, c := range certs {
+			st := "valid"
+			switch {
+			case c.Revoked():
+				st = "revoked"
+			case time.Now().After(c.NotAfter):
+				st = "expired"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s %s\t%s\t%s\t%s\n", c.Serial, c.Subject, orDash(c.Label),
+				c.Protocol, c.Transport, c.Op, c.IssuedAt.Format(time.RFC3339), c.NotAfter.Format("2006-01-02"), st)
+		}
+		return tw.Flush()
+	case "show":
+		serial, err := needArg("serial number")
+		if err != nil {
+			return err
+		}
+		c, err := h.auth.Certificate(ctx, serial)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+		row("Serial", c.Serial)
+		row("Subject", c.Subject)
+		row("Issuer", c.Issuer)
+		row("Validity", c.NotBefore.Format(time.RFC3339)+" – "+c.NotAfter.Format(time.RFC3339))
+		row("Profile", orDash(c.Label))
+		row("Requested", fmt.Sprintf("%s via %s/%s at %s", c.Op, c.Protocol, c.Transport, c.IssuedAt.Format(time.RFC3339)))
+		row("Requester", strings.TrimSpace(fmt.Sprintf("%s %s", orDash(c.RequesterSubject), c.RequesterRef)))
+		if c.RequesterSerial != "" {
+			row("Requester cert", c.RequesterSerial+" issued by "+c.RequesterIssuer)
+		}
+		row("Address", orDash(c.RequesterAddr))
+		if c.PendingID != "" {
+			row("Approved request", c.PendingID)
+		}
+		if c.Revoked() {
+			row("Revoked", fmt.Sprintf("%s (reason %d)", c.RevokedAt.Format(time.RFC3339), c.RevocationReason))
+		}
+		tw.Flush()
+		return pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: c.DER})
+	case "revoke":
+		serial, err := needArg("serial number")
+		if err != nil {
+			return err
+		}
+		if err := h.auth.Revoke(ctx, serial, *reason); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s (reason %d)\n", serial, *reason)
+		return nil
+	case "pending":
+		f := store.PendingFilter{Status: store.StatusPending, Limit: *limit}
+		if *all {
+			f.Status = ""
+		}
+		ps, err := h.store.ListPending(ctx, f)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATUS\tSUBJECT\tLABEL\tREQUESTER\tVIA\tCREATED")
+		for _, p := range ps {
+			req := p.RequesterSubject
+			if req == "" {
+				req = p.RequesterRef
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s/%s %s\t%s\n", p.ID, p.Status, p.Subject, orDash(p.Label), orDash(req),
+				p.Protocol, p.Transport, p.Op, p.CreatedAt.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "approve":
+		id, err := needArg("request ID")
+		if err != nil {
+			return err
+		}
+		if err := h.auth.Approve(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "approved %s: the device gets its certificate on its next retry\n", id)
+		return nil
+	case "reject":
+		id, err := needArg("request ID")
+		if err != nil {
+			return err
+		}
+		if err := h.auth.Reject(ctx, id, *why); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "rejected %s\n", id)
+		return nil
+	case "crl":
+		crl, err := h.auth.CRL(ctx)
+		if err != nil {
+			return err
+		}
+		if *der {
+			_, err = stdout.Write(crl)
+			return err
+		}
+		return pem.Encode(stdout, &pem.Block{Type: "X509 CRL", Bytes: crl})
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+const serveDescription = `Run the coapca server.
+
+On first start it creates the data directory (--data, default ./coapca-data) with a root and an
+issuing CA, the server's DTLS certificate, a SQLite database, a demo manufacturer CA that the
+server trusts for initial enrollment and a demo device identity; later starts reuse everything.
+It then serves EST-coaps (RFC 9148) on --coaps and prints the commands that enroll the demo
+device. Everything else is set in the YAML file given with --config (docs/configuration.md);
+flags override the file.`
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "coapca serve [flags]", serveDescription, stderr)
+	cfgPath := fs.String("config", "", "YAML configuration file (docs/configuration.md)")
+	dataDir := fs.String("data", "", "data directory (default ./coapca-data)")
+	coaps := fs.String("coaps", "", "EST-coaps (CoAP over DTLS) listen address (default :5684; \"off\" disables)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	var names stringList
+	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(*cfgPath, *dataDir)
+	if err != nil {
+		return err
+	}
+	switch *coaps {
+	case "":
+	case "off":
+		cfg.Listen.CoAPS = ""
+	default:
+		cfg.Listen.CoAPS = *coaps
+	}
+	if *metricsAddr != "" {
+		cfg.Listen.Metrics = *metricsAddr
+	}
+	if *logLevel != "" {
+		cfg.Log.Level = *logLevel
+	}
+	cfg.ServerNames = append(cfg.ServerNames, names...)
+	log, err := newLoggerFormat(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+
+	s, err := startServer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	printWelcome(stdout, s)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "coapca: shutting down")
+	return nil
+}
+
+// printWelcome tells the operator what was created and how to enroll the demo device.
+func printWelcome(w io.Writer, s *server) {
+	d := s.data
+	rel := func(p string) string {
+		if wd, err := os.Getwd(); err == nil {
+			if r, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(r, "..") {
+				return r
+			}
+		}
+		return p
+	}
+	if len(d.Created) > 0 {
+		fmt.Fprintf(w, "coapca: created %s:\n", rel(d.Dir))
+		for _, f := range d.Created {
+			fmt.Fprintf(w, "  %s\n", rel(f))
+		}
+	} else {
+		fmt.Fprintf(w, "coapca: using %s\n", rel(d.Dir))
+	}
+	if s.demoTrust {
+		fmt.Fprintf(w, "coapca: no trust_stores configured: devices of the demo manufacturer CA (%s) may enroll\n", rel(d.Paths.ManufacturerCA))
+	}
+	if s.metrics2 != nil {
+		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metrics2)
+	}
+	if s.dtls == nil {
+		fmt.Fprintln(w, "coapca: no listener enabled")
+		return
+	}
+	url := "coaps://" + connectHost(s.dtls.Addr())
+	fmt.Fprintf(w, "coapca: EST-coaps on %s (listening on %s), labels: %s\n\n", url, s.dtls.Addr(), labelList(s.auth.Labels()))
+	self := selfCommand()
+	fmt.Fprintf(w, `Enroll the demo device with coapca:
+  %s est enroll --server %s \
+      --trust %s --cert %s --key %s \
+      --subject CN=demo-device-0001 --key-out ldevid.key --out ldevid.pem
+
+or with libcoap (CSR from openssl req):
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ldevid.key \
+      -subj /CN=demo-device-0001 -outform DER -out csr.der
+  coap-client-openssl -m post -t 286 -b 64 -f csr.der -o ldevid.p7 \
+      -c %s -j %s -C %s \
+      %s/.well-known/est/sen
+  openssl pkcs7 -inform DER -in ldevid.p7 -print_certs
+
+Pending requests and issued certificates: %s ca pending | list --data %s
+`, self, url, rel(d.Paths.Root), rel(d.Paths.Device), rel(d.Paths.DeviceKey),
+		rel(d.Paths.Device), rel(d.Paths.DeviceKey), rel(d.Paths.Root), url, self, rel(d.Dir))
+}
+
+// connectHost turns a listen address into one a local client can dial (":5684" → "localhost:5684").
+func connectHost(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	if port == "5684" {
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func labelList(l []string) string {
+	if len(l) == 0 {
+		return "(default only)"
+	}
+	return strings.Join(l, ", ")
+}
+
+// selfCommand is how the user ran us: "coapca", or "go run ./cmd/coapca" for a go run binary.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err == nil && strings.Contains(exe, "go-build") {
+		return "go run ./cmd/coapca"
+	}
+	return "coapca"
+}
