@@ -7,5 +7,4 @@ import (
 )
 
 // TODO(lead): replaced by serve.go, est.go, ca.go, bench.go in this session.
-func runEST(context.Context, []string, io.Writer, io.Writer) error   { return errors.New("not wired") }
 func runBench(context.Context, []string, io.Writer, io.Writer) error { return errors.New("not wired") }

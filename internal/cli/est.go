@@ -1,0 +1,450 @@
+package cli
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"coapca/client"
+	"coapca/coap"
+	"coapca/coap/dtlsconn"
+	"coapca/est"
+	"coapca/kms"
+)
+
+const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
+
+EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
+enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
+anchors) or the explicit trust anchor database --explicit-ta, which 'cacerts' fills (RFC 7030
+§4.1.3) and which replaces --trust once it exists.
+
+Commands:
+  cacerts       fetch the CA certificates (/crts)
+  enroll        new key + CSR, enroll (/sen); writes --key-out and --out
+  reenroll      renew the --cert identity (/sren): same subject and SANs, new key unless --reuse-key
+  csrattrs      print the CSR attributes the server wants (/att)
+  serverkeygen  the server generates the key (/skg, or /skc with --accept cert)
+
+Run 'coapca est COMMAND -h' for the flags.
+`
+
+type estFlags struct {
+	server, cert, key, trust, explicitTA string
+	subject, keyOut, out, accept, csrFile  string
+	keyType                                string
+	sans                                   stringList
+	blockSize                              int
+	pop, reuseKey, insecure                bool
+	wait, timeout                          time.Duration
+}
+
+func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, estUsage)
+		if len(args) == 0 {
+			return usagef("a command is required")
+		}
+		return nil
+	}
+	cmd := args[0]
+	switch cmd {
+	case "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen":
+	default:
+		return usagef("unknown est command %q (see 'coapca est help')", cmd)
+	}
+	var f estFlags
+	fs := newFlagSet("est "+cmd, "coapca est "+cmd+" --server coaps://HOST[:PORT][/LABEL] [flags]", estUsage, stderr)
+	fs.StringVar(&f.server, "server", "", "EST server URL: coaps://host[:port][/label] (required)")
+	fs.StringVar(&f.cert, "cert", "", "client certificate (PEM; chain allowed): the IDevID, or for reenroll the certificate to renew")
+	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
+	fs.StringVar(&f.trust, "trust", "", "implicit trust anchors (PEM) that authenticate the server")
+	fs.StringVar(&f.explicitTA, "explicit-ta", "", "explicit trust anchor database (PEM): used instead of --trust when it exists; cacerts updates it")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not authenticate the server (bootstrapping only; RFC 7030 §4.1.1 provisional trust)")
+	fs.StringVar(&f.out, "out", "", "write the certificate(s) here as PEM (default stdout)")
+	fs.StringVar(&f.accept, "accept", "pkcs7", "certificate format to ask for: pkcs7 (281) or cert (287)")
+	fs.IntVar(&f.blockSize, "block-size", 1024, "CoAP block size: 16, 32, 64, 128, 256, 512 or 1024")
+	fs.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to keep retrying a pending request (5.03 + Max-Age)")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long in all (default: --wait plus 1m)")
+	if cmd == "enroll" || cmd == "reenroll" || cmd == "serverkeygen" {
+		fs.StringVar(&f.subject, "subject", "", "subject of the CSR, e.g. CN=dev-1,O=Acme (reenroll: default the current certificate's)")
+		fs.Var(&f.sans, "san", "subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable; a bare value is a DNS name)")
+		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
+		fs.StringVar(&f.csrFile, "csr", "", "send this CSR (DER or PEM) instead of making one")
+		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
+		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the DTLS session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5)")
+	}
+	if cmd == "reenroll" {
+		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if f.server == "" {
+		return usagef("--server is required")
+	}
+	if f.timeout == 0 {
+		f.timeout = f.wait + time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+
+	c, ec, err := dialEST(ctx, &f, stderr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	switch cmd {
+	case "cacerts":
+		certs, err := ec.CACerts(ctx)
+		if err != nil {
+			return err
+		}
+		if f.explicitTA != "" {
+			if err := client.UpdateTrustAnchors(f.explicitTA, certs, c.Peer().Certificates); err != nil {
+				return fmt.Errorf("explicit trust anchors: %w", err)
+			}
+			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(certs))
+		}
+		return writeCerts(f.out, stdout, certs...)
+	case "csrattrs":
+		a, err := ec.CSRAttrs(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, a.String())
+		return nil
+	}
+
+	// enroll, reenroll, serverkeygen
+	var identity *x509.Certificate
+	if cmd == "reenroll" {
+		chain, err := readCertsPEM(f.cert)
+		if err != nil {
+			return err
+		}
+		identity = chain[0]
+	}
+	csr, newKey, err := buildCSR(&f, cmd, identity, ec)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "enroll", "reenroll":
+		var cert *x509.Certificate
+		if cmd == "enroll" {
+			cert, err = ec.Enroll(ctx, csr)
+		} else {
+			cert, err = ec.Reenroll(ctx, csr)
+		}
+		if err != nil {
+			return err
+		}
+		if newKey != nil && f.keyOut != "" {
+			if err := kms.WriteKeyFile(f.keyOut, newKey); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+		}
+		fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s)\n", cert.Subject, cert.SerialNumber, cert.NotAfter.Format(time.RFC3339))
+		return writeCerts(f.out, stdout, cert)
+	default: // serverkeygen
+		sk, err := ec.ServerKeyGen(ctx, csr)
+		if err != nil {
+			return err
+		}
+		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: sk.PKCS8})
+		if f.keyOut != "" {
+			if err := kms.WriteFileAtomic(f.keyOut, keyPEM, 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "wrote server-generated key %s\n", f.keyOut)
+		} else {
+			fmt.Fprintln(stderr, "warning: no --key-out: printing the server-generated private key")
+			if _, err := stdout.Write(keyPEM); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s)\n", sk.Cert.Subject, sk.Cert.SerialNumber, sk.Cert.NotAfter.Format(time.RFC3339))
+		return writeCerts(f.out, stdout, sk.Cert)
+	}
+}
+
+// dialEST opens the DTLS association and wraps it in the EST client.
+func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, *client.EST, error) {
+	u, err := url.Parse(f.server)
+	if err != nil || u.Host == "" {
+		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
+	}
+	if u.Scheme != "coaps" {
+		return nil, nil, usagef("--server %q: only coaps:// is supported so far", f.server)
+	}
+	label := strings.Trim(u.Path, "/")
+	label = strings.TrimPrefix(label, ".well-known/est")
+	label = strings.Trim(label, "/")
+	accept, err := client.ParseCertFormat(f.accept)
+	if err != nil {
+		return nil, nil, usagef("--accept: %v", err)
+	}
+	switch f.blockSize {
+	case 16, 32, 64, 128, 256, 512, 1024:
+	default:
+		return nil, nil, usagef("--block-size %d: want 16, 32, 64, 128, 256, 512 or 1024", f.blockSize)
+	}
+	dc := dtlsconn.ClientConfig{ServerName: u.Hostname()}
+	if f.cert != "" || f.key != "" {
+		if f.cert == "" || f.key == "" {
+			return nil, nil, usagef("--cert and --key go together")
+		}
+		pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("client identity: %w", err)
+		}
+		dc.Certificates = []tls.Certificate{pair}
+	}
+	anchors, from := []*x509.Certificate(nil), ""
+	if f.explicitTA != "" {
+		if anchors, err = client.ReadTrustAnchors(f.explicitTA); err != nil {
+			return nil, nil, err
+		}
+		from = f.explicitTA
+	}
+	if len(anchors) == 0 && f.trust != "" {
+		if anchors, err = readCertsPEM(f.trust); err != nil {
+			return nil, nil, err
+		}
+		from = f.trust
+	}
+	switch {
+	case len(anchors) > 0:
+		// Verify the server against the anchors ourselves, so that intermediate CAs among them
+		// count and the name check follows RFC 6125 against --server's host.
+		dc.InsecureSkipVerify = true
+		host := u.Hostname()
+		dc.VerifyPeer = func(raw [][]byte) ([]*x509.Certificate, error) {
+			chain, err := parseChain(raw)
+			if err != nil {
+				return nil, err
+			}
+			if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
+				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
+			}
+			if err := chain[0].VerifyHostname(host); err != nil {
+				return nil, err
+			}
+			return chain, nil
+		}
+	case f.insecure:
+		dc.InsecureSkipVerify = true
+		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
+	default:
+		return nil, nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
+	}
+	c, err := coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: f.blockSize})
+	if err != nil {
+		return nil, nil, err
+	}
+	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, OnProgress: func(p client.Progress) {
+		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
+		if p.Diagnostic != "" {
+			msg += ": " + p.Diagnostic
+		}
+		fmt.Fprintln(stderr, msg)
+	}})
+	return c, ec, nil
+}
+
+// buildCSR returns the CSR to send and, when it made one, the new key.
+func buildCSR(f *estFlags, cmd string, identity *x509.Certificate, ec *client.EST) ([]byte, crypto.Signer, error) {
+	if f.csrFile != "" {
+		b, err := os.ReadFile(f.csrFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		if blk, _ := pem.Decode(b); blk != nil {
+			b = blk.Bytes
+		}
+		return b, nil, nil
+	}
+	tmpl := &x509.CertificateRequest{}
+	switch {
+	case f.subject != "":
+		name, err := parseDN(f.subject)
+		if err != nil {
+			return nil, nil, usagef("--subject: %v", err)
+		}
+		tmpl.Subject = name
+	case identity != nil:
+		tmpl.RawSubject = identity.RawSubject
+	default:
+		return nil, nil, usagef("--subject is required (e.g. --subject CN=device-1)")
+	}
+	if len(f.sans) > 0 {
+		if err := addSANs(tmpl, f.sans); err != nil {
+			return nil, nil, err
+		}
+	} else if identity != nil {
+		tmpl.DNSNames, tmpl.IPAddresses, tmpl.EmailAddresses, tmpl.URIs = identity.DNSNames, identity.IPAddresses, identity.EmailAddresses, identity.URIs
+	}
+	var key crypto.Signer
+	var err error
+	if cmd == "reenroll" && f.reuseKey {
+		if key, err = kms.LoadKeyFile(f.key); err != nil {
+			return nil, nil, err
+		}
+	} else if key, err = kms.GenerateKey(f.keyType); err != nil {
+		return nil, nil, usagef("--key-type: %v", err)
+	}
+	pw := ""
+	if f.pop {
+		tu := ec.TLSUnique()
+		if len(tu) == 0 {
+			return nil, nil, errors.New("--pop: the DTLS session has no tls-unique value")
+		}
+		pw = base64.StdEncoding.EncodeToString(tu)
+	}
+	csr, err := est.CreateCSR(rand.Reader, tmpl, key, pw)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cmd == "reenroll" && f.reuseKey {
+		return csr, nil, nil
+	}
+	return csr, key, nil
+}
+
+// parseDN parses "CN=x,O=y,serialNumber=z" (RFC 4514 subset: no escaped commas).
+func parseDN(s string) (pkix.Name, error) {
+	var n pkix.Name
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || v == "" {
+			return n, fmt.Errorf("%q is not TYPE=value", part)
+		}
+		switch strings.ToLower(k) {
+		case "cn":
+			n.CommonName = v
+		case "o":
+			n.Organization = append(n.Organization, v)
+		case "ou":
+			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
+		case "c":
+			n.Country = append(n.Country, v)
+		case "l":
+			n.Locality = append(n.Locality, v)
+		case "st":
+			n.Province = append(n.Province, v)
+		case "serialnumber":
+			n.SerialNumber = v
+		default:
+			return n, fmt.Errorf("unsupported attribute %q (CN, O, OU, C, L, ST, serialNumber)", k)
+		}
+	}
+	return n, nil
+}
+
+func addSANs(t *x509.CertificateRequest, sans []string) error {
+	for _, s := range sans {
+		typ, v, ok := strings.Cut(s, ":")
+		if !ok || strings.Contains(typ, "/") {
+			typ, v = "dns", s
+		}
+		switch strings.ToLower(typ) {
+		case "dns":
+			t.DNSNames = append(t.DNSNames, v)
+		case "ip":
+			ip := net.ParseIP(v)
+			if ip == nil {
+				return usagef("--san %q: bad IP address", s)
+			}
+			t.IPAddresses = append(t.IPAddresses, ip)
+		case "email":
+			t.EmailAddresses = append(t.EmailAddresses, v)
+		case "uri":
+			u, err := url.Parse(v)
+			if err != nil {
+				return usagef("--san %q: %v", s, err)
+			}
+			t.URIs = append(t.URIs, u)
+		default:
+			return usagef("--san %q: type must be dns, ip, email or uri", s)
+		}
+	}
+	return nil
+}
+
+func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("server sent no certificate")
+	}
+	out := make([]*x509.Certificate, 0, len(raw))
+	for _, r := range raw {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func readCertsPEM(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return out, nil
+}
+
+// writeCerts writes certs as PEM to path, or to w when path is "".
+func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
+	var b strings.Builder
+	for _, c := range certs {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	if path == "" {
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	if err := kms.WriteFileAtomic(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return nil
+}
+
