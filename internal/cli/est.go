@@ -43,13 +43,13 @@ Run 'coapca est COMMAND -h' for the flags.
 `
 
 type estFlags struct {
-	server, cert, key, trust, explicitTA string
-	subject, keyOut, out, accept, csrFile  string
-	keyType                                string
-	sans                                   stringList
-	blockSize                              int
-	pop, reuseKey, insecure                bool
-	wait, timeout                          time.Duration
+	server, cert, key, trust, explicitTA  string
+	subject, keyOut, out, accept, csrFile string
+	keyType                               string
+	sans                                  stringList
+	blockSize                             int
+	pop, reuseKey, insecure               bool
+	wait, timeout                         time.Duration
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -447,4 +447,3 @@ func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
 	}
 	return nil
 }
-
