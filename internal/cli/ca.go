@@ -51,10 +51,10 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
 		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
 	)
-	if err := fs.Parse(args[1:]); err != nil {
+	rest, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		return err
 	}
-	rest := fs.Args()
 	needArg := func(what string) (string, error) {
 		if len(rest) != 1 {
 			return "", usagef("ca %s takes one %s", cmd, what)
