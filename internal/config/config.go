@@ -80,7 +80,7 @@ type DTLS struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// HandshakesPerSourcePerSecond rate-limits handshakes from one IP address. Default 20.
 	HandshakesPerSourcePerSecond float64 `yaml:"handshakes_per_source_per_second"`
-	// MaxHalfOpen caps handshakes in progress at once. Default 256.
+	// MaxHalfOpen caps handshakes in progress at once. Default 512.
 	MaxHalfOpen int `yaml:"max_half_open"`
 	// MaxSessions caps established sessions. Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
