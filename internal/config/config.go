@@ -66,7 +66,7 @@ type CoAP struct {
 	// Default 65536 bytes.
 	MaxBodySize int `yaml:"max_body_size"`
 	// BlockTimeout is how long a half-transferred block-wise body is kept after its last
-	// block (refreshed by every block). Default 2m.
+	// block (refreshed by every block). Default 60s.
 	BlockTimeout time.Duration `yaml:"block_timeout"`
 	// MaxExchangesPerPeer caps concurrent requests a peer may have in progress. Default 16.
 	MaxExchangesPerPeer int `yaml:"max_exchanges_per_peer"`
