@@ -1,0 +1,379 @@
+// Package client holds coapca's client libraries. This file is the EST-coaps client (RFC 9148):
+// it speaks the EST functions over a coap.Client (one DTLS association), negotiates the
+// Content-Formats of RFC 9148 §4.3, follows delayed responses (5.03 + Max-Age, §4.7) until a
+// deadline, and helps keep the Explicit Trust Anchor database of RFC 7030 §4.1.3 / RFC 9148 §9.1
+// (trustanchors.go).
+package client
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/coap"
+	"coapca/est"
+)
+
+// CertFormat selects how the server returns certificates (RFC 9148 §4.3).
+type CertFormat int
+
+const (
+	// PKCS7 asks for certs-only PKCS#7 (Content-Format 281), the server's default.
+	PKCS7 CertFormat = iota
+	// Cert asks for a single DER certificate (Content-Format 287).
+	Cert
+)
+
+// ParseCertFormat parses "pkcs7" or "cert".
+func ParseCertFormat(s string) (CertFormat, error) {
+	switch strings.ToLower(s) {
+	case "pkcs7", "281", "":
+		return PKCS7, nil
+	case "cert", "287", "pkix-cert":
+		return Cert, nil
+	}
+	return 0, fmt.Errorf("unknown certificate format %q (want pkcs7 or cert)", s)
+}
+
+// Progress reports a delayed response the client is waiting out (RFC 9148 §4.7).
+type Progress struct {
+	Function   string        // "sen", "sren", "skg", ...
+	Attempt    int           // 1 for the first 5.03
+	RetryAfter time.Duration // the server's Max-Age
+	Diagnostic string        // the server's diagnostic payload, if any
+}
+
+// ESTOptions configures an EST client.
+type ESTOptions struct {
+	// Root is the EST root; "" = /.well-known/est (RFC 9148 §4.1).
+	Root string
+	// Label selects a certificate profile: requests go to Root/Label/<function>.
+	Label string
+	// Accept is the certificate format asked for on /crts, /sen, /sren and /skg.
+	Accept CertFormat
+	// Wait is how long to keep resending a request answered with 5.03 + Max-Age. 0 = give up
+	// at the first 5.03 (the error is a *PendingError).
+	Wait time.Duration
+	// OnProgress, if set, is called before each wait.
+	OnProgress func(Progress)
+}
+
+// EST is an EST-coaps client over one CoAP association.
+type EST struct {
+	c    *coap.Client
+	opts ESTOptions
+	// sleep waits d or until ctx is done (replaced in tests).
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// NewEST returns an EST client using c.
+func NewEST(c *coap.Client, opts ESTOptions) *EST {
+	if opts.Root == "" {
+		opts.Root = "/.well-known/est"
+	}
+	opts.Root = "/" + strings.Trim(opts.Root, "/")
+	opts.Label = strings.Trim(opts.Label, "/")
+	return &EST{c: c, opts: opts, sleep: sleepCtx}
+}
+
+// StatusError is a non-success answer from the server.
+type StatusError struct {
+	Function   string
+	Code       codes.Code
+	Diagnostic string // the server's diagnostic payload (RFC 7252 §5.5.2)
+}
+
+func (e *StatusError) Error() string {
+	s := fmt.Sprintf("est /%s: server answered %s", e.Function, codeString(e.Code))
+	if e.Diagnostic != "" {
+		s += ": " + e.Diagnostic
+	}
+	return s
+}
+
+// PendingError is returned when the server still answers 5.03 + Max-Age at the wait deadline.
+type PendingError struct {
+	Function   string
+	RetryAfter time.Duration
+	Diagnostic string
+}
+
+func (e *PendingError) Error() string {
+	s := fmt.Sprintf("est /%s: request still pending (server asks to retry in %v)", e.Function, e.RetryAfter)
+	if e.Diagnostic != "" {
+		s += ": " + e.Diagnostic
+	}
+	return s
+}
+
+// TLSUnique is the tls-unique of the association, to put (base64) in a CSR's challengePassword
+// for PoP linking (RFC 7030 §3.5, RFC 9148 §3; see est.CreateCSR).
+func (e *EST) TLSUnique() []byte { return e.c.Peer().TLSUnique }
+
+func (e *EST) path(fn string) string {
+	if e.opts.Label != "" {
+		return e.opts.Root + "/" + e.opts.Label + "/" + fn
+	}
+	return e.opts.Root + "/" + fn
+}
+
+func (e *EST) certAccept() int {
+	if e.opts.Accept == Cert {
+		return est.CFPKIXCert
+	}
+	return est.CFPKCS7CertsOnly
+}
+
+// do sends the request and resends it while the server answers 5.03 + Max-Age, until
+// opts.Wait runs out (RFC 9148 §4.7: "the client SHOULD resend the identical CSR").
+func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want codes.Code) (*coap.Response, error) {
+	deadline := time.Now().Add(e.opts.Wait)
+	for attempt := 1; ; attempt++ {
+		resp, err := e.c.Do(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("est /%s: %w", fn, err)
+		}
+		if resp.Code == want {
+			return resp, nil
+		}
+		if resp.Code == codes.ServiceUnavailable && resp.MaxAge > 0 {
+			wait := time.Duration(resp.MaxAge) * time.Second
+			diag := string(resp.Payload)
+			if time.Now().Add(wait).After(deadline) {
+				return nil, &PendingError{Function: fn, RetryAfter: wait, Diagnostic: diag}
+			}
+			if e.opts.OnProgress != nil {
+				e.opts.OnProgress(Progress{Function: fn, Attempt: attempt, RetryAfter: wait, Diagnostic: diag})
+			}
+			if err := e.sleep(ctx, wait); err != nil {
+				return nil, fmt.Errorf("est /%s: %w", fn, err)
+			}
+			continue
+		}
+		se := &StatusError{Function: fn, Code: resp.Code}
+		if resp.Code>>5 >= 4 {
+			se.Diagnostic = string(resp.Payload)
+		}
+		return nil, se
+	}
+}
+
+// CACerts fetches the CA certificates (/crts, RFC 9148 §4.1; RFC 7030 §4.1). With Accept Cert
+// the server returns one certificate (the trust anchor).
+func (e *EST) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
+	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
+		ContentFormat: -1, Accept: e.certAccept()}, codes.Content)
+	if err != nil {
+		return nil, err
+	}
+	return parseCerts("crts", resp)
+}
+
+// CACertsMultipart fetches /crts with Accept 62 (constrained BRSKI): one 287 part per CA
+// certificate.
+func (e *EST) CACertsMultipart(ctx context.Context) ([]*x509.Certificate, error) {
+	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
+		ContentFormat: -1, Accept: est.CFMultipartCore}, codes.Content)
+	if err != nil {
+		return nil, err
+	}
+	return parseCerts("crts", resp)
+}
+
+// Enroll posts a DER CSR to /sen (RFC 7030 §4.2.1) and returns the issued certificate.
+func (e *EST) Enroll(ctx context.Context, csr []byte) (*x509.Certificate, error) {
+	return e.enroll(ctx, "sen", csr)
+}
+
+// Reenroll posts a DER CSR to /sren (RFC 7030 §4.2.2) and returns the issued certificate.
+func (e *EST) Reenroll(ctx context.Context, csr []byte) (*x509.Certificate, error) {
+	return e.enroll(ctx, "sren", csr)
+}
+
+func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certificate, error) {
+	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
+		ContentFormat: est.CFPKCS10, Accept: e.certAccept(), Payload: csr}, codes.Changed)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseCerts(fn, resp)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// CSRAttrs fetches /att (RFC 7030 §4.5).
+func (e *EST) CSRAttrs(ctx context.Context) (*est.CsrAttrs, error) {
+	resp, err := e.do(ctx, "att", &coap.ClientRequest{Method: codes.GET, Path: e.path("att"),
+		ContentFormat: -1, Accept: est.CFCSRAttrs}, codes.Content)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentFormat != est.CFCSRAttrs {
+		return nil, fmt.Errorf("est /att: unexpected Content-Format %d", resp.ContentFormat)
+	}
+	a, err := est.ParseCsrAttrs(resp.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("est /att: %w", err)
+	}
+	return a, nil
+}
+
+// ServerKey is what server-side key generation returns.
+type ServerKey struct {
+	Key    crypto.PrivateKey
+	PKCS8  []byte // the key as received (Content-Format 284)
+	Cert   *x509.Certificate
+	Format int // the certificate's Content-Format (281 or 287)
+}
+
+// ServerKeyGen posts csr to /skg (Accept PKCS7) or /skc (Accept Cert) and returns the
+// generated key and its certificate (RFC 9148 §4.8). The CSR's key and signature are ignored
+// by the server; only its subject, SANs and attributes count.
+func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) {
+	fn := "skg"
+	if e.opts.Accept == Cert {
+		fn = "skc"
+	}
+	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
+		ContentFormat: est.CFPKCS10, Accept: est.CFMultipartCore, Payload: csr}, codes.Changed)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentFormat != est.CFMultipartCore {
+		return nil, fmt.Errorf("est /%s: unexpected Content-Format %d (want 62)", fn, resp.ContentFormat)
+	}
+	parts, err := est.ParseMultipart(resp.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: %w", fn, err)
+	}
+	sk := &ServerKey{}
+	for _, p := range parts {
+		switch p.ContentFormat {
+		case est.CFPKCS8:
+			k, err := x509.ParsePKCS8PrivateKey(p.Body)
+			if err != nil {
+				return nil, fmt.Errorf("est /%s: private key: %w", fn, err)
+			}
+			sk.Key, sk.PKCS8 = k, p.Body
+		case est.CFPKCS7ServerKey:
+			return nil, fmt.Errorf("est /%s: the server returned a CMS-encrypted key (280), which this client cannot decrypt", fn)
+		case est.CFPKCS7CertsOnly, est.CFPKIXCert:
+			certs, err := decodeCerts(p.ContentFormat, p.Body)
+			if err != nil {
+				return nil, fmt.Errorf("est /%s: %w", fn, err)
+			}
+			sk.Cert, sk.Format = certs[0], int(p.ContentFormat)
+		}
+	}
+	if sk.Key == nil || sk.Cert == nil {
+		return nil, fmt.Errorf("est /%s: response lacks the key or the certificate", fn)
+	}
+	if pub, ok := sk.Key.(interface{ Public() crypto.PublicKey }); ok {
+		if eq, ok := pub.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && !eq.Equal(sk.Cert.PublicKey) {
+			return nil, fmt.Errorf("est /%s: the certificate does not certify the returned key", fn)
+		}
+	}
+	return sk, nil
+}
+
+func parseCerts(fn string, resp *coap.Response) ([]*x509.Certificate, error) {
+	certs, err := decodeCerts(uint16(max(resp.ContentFormat, 0)), resp.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: %w", fn, err)
+	}
+	return certs, nil
+}
+
+func decodeCerts(cf uint16, body []byte) ([]*x509.Certificate, error) {
+	switch cf {
+	case est.CFPKCS7CertsOnly:
+		return est.ParseCertsOnly(body)
+	case est.CFPKIXCert:
+		c, err := x509.ParseCertificate(body)
+		if err != nil {
+			return nil, err
+		}
+		return []*x509.Certificate{c}, nil
+	case est.CFMultipartCore:
+		parts, err := est.ParseMultipart(body)
+		if err != nil {
+			return nil, err
+		}
+		var out []*x509.Certificate
+		for _, p := range parts {
+			if p.ContentFormat != est.CFPKIXCert && p.ContentFormat != est.CFPKCS7CertsOnly {
+				continue
+			}
+			cs, err := decodeCerts(p.ContentFormat, p.Body)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, cs...)
+		}
+		if len(out) == 0 {
+			return nil, errors.New("multipart-core holds no certificate")
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unexpected Content-Format %d for certificates", cf)
+}
+
+func codeString(c codes.Code) string {
+	return fmt.Sprintf("%d.%02d", uint8(c)>>5, uint8(c)&0x1f)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Discover lists the EST-coaps resources the server announces (RFC 9148 §4.1:
+// GET /.well-known/core?rt=ace.est*).
+func Discover(ctx context.Context, c *coap.Client) ([]coap.Link, error) {
+	resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core",
+		Query: []string{"rt=ace.est*"}, ContentFormat: -1, Accept: -1})
+	if err != nil {
+		return nil, fmt.Errorf("est discovery: %w", err)
+	}
+	if resp.Code != codes.Content {
+		return nil, &StatusError{Function: ".well-known/core", Code: resp.Code, Diagnostic: string(resp.Payload)}
+	}
+	links, err := coap.ParseLinkFormat(resp.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("est discovery: %w", err)
+	}
+	return links, nil
+}
+
+// SplitServerURL splits "coaps://host[:port][/label]" into the URL to dial and the EST label.
+// A path under /.well-known/est is accepted too ("coaps://h/.well-known/est/lbl").
+func SplitServerURL(raw string) (dialURL, label string, err error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || (scheme != "coaps" && scheme != "coap") {
+		return "", "", fmt.Errorf("server URL %q: want coaps://host[:port][/label]", raw)
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	if host == "" {
+		return "", "", fmt.Errorf("server URL %q: no host", raw)
+	}
+	path = strings.Trim(path, "/")
+	path = strings.TrimPrefix(strings.TrimPrefix(path, ".well-known/est"), "/")
+	if strings.Contains(path, "/") {
+		return "", "", fmt.Errorf("server URL %q: a label is one path segment", raw)
+	}
+	return scheme + "://" + host, path, nil
+}

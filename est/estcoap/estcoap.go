@@ -1,0 +1,400 @@
+// Package estcoap is the EST-coaps binding (RFC 9148): it registers the EST resources in a
+// coap.Mux and translates CoAP requests to calls on the EST service and the service's results
+// and typed errors back to CoAP responses. It decides no policy and touches no store.
+//
+// Implemented: the resources and link attributes of RFC 9148 §4.1 (/crts, /sen, /sren, /att,
+// /skg, /skc under /.well-known/est and under /.well-known/est/<label>), the Content-Formats of
+// §4.3 (requests 286; responses 281 by default, 287 on Accept, 285, and 62 multipart-core for
+// server-side key generation, §4.8), the response codes of §4.5 (Table 4) mapped from
+// errs.Kind in one table, and delayed responses as 5.03 + Max-Age (§4.7).
+//
+// Beyond RFC 9148, for constrained BRSKI (draft-ietf-anima-constrained-voucher) /crts answers
+// Accept 62 with a multipart-core of 287 parts, one per CA certificate, and carries an ETag
+// (a matching ETag in the request gets 2.03 Valid, RFC 7252 §5.10.6).
+package estcoap
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/authority"
+	"coapca/coap"
+	"coapca/errs"
+	"coapca/est"
+)
+
+// DefaultRoot is the EST root every EST-coaps server MUST support (RFC 9148 §4.1).
+const DefaultRoot = "/.well-known/est"
+
+// Service is the EST service the binding calls; *est.Service implements it (a registrar can
+// implement it too).
+type Service interface {
+	CACerts(ctx context.Context, r *est.Request) ([]*x509.Certificate, error)
+	Enroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
+	Reenroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
+	ServerKeyGen(ctx context.Context, r *est.Request) (*est.ServerKey, error)
+	CSRAttrs(ctx context.Context, r *est.Request) (*est.CsrAttrs, error)
+}
+
+// Options configures the binding.
+type Options struct {
+	// Labels are the non-default labels listed in /.well-known/core. Requests for other labels
+	// still reach the service, which answers errs.NotFound (4.04) for labels it does not know.
+	Labels []string
+	// Root is the EST root; "" = DefaultRoot.
+	Root string
+	// OSCORE marks the resources with `osc` (EST-oscore).
+	OSCORE bool
+	Logger *slog.Logger
+}
+
+// Binding serves the EST-coaps resources. It is a coap.Handler for every path under its root.
+type Binding struct {
+	svc  Service
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns the binding of svc.
+func New(svc Service, opts Options) *Binding {
+	if opts.Root == "" {
+		opts.Root = DefaultRoot
+	}
+	opts.Root = "/" + strings.Trim(opts.Root, "/")
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Binding{svc: svc, opts: opts, log: log}
+}
+
+// function describes one EST-coaps resource (RFC 9148 §4.1 Table 1 and the §4.1 discovery
+// example).
+type function struct {
+	name   string
+	rt     string
+	ct     []int
+	method codes.Code
+}
+
+var functions = []function{
+	{"crts", "ace.est.crts", []int{est.CFPKCS7CertsOnly, est.CFPKIXCert}, codes.GET},
+	{"sen", "ace.est.sen", []int{est.CFPKCS7CertsOnly, est.CFPKIXCert}, codes.POST},
+	{"sren", "ace.est.sren", []int{est.CFPKCS7CertsOnly, est.CFPKIXCert}, codes.POST},
+	{"att", "ace.est.att", []int{est.CFCSRAttrs}, codes.GET},
+	{"skg", "ace.est.skg", []int{est.CFMultipartCore}, codes.POST},
+	{"skc", "ace.est.skc", []int{est.CFMultipartCore}, codes.POST},
+}
+
+// Register adds the resources to m: every function under the root and under each label, plus
+// a hidden prefix resource on the root so that other labels and unknown functions get an
+// answer from the binding (4.04 with a diagnostic).
+func (b *Binding) Register(m *coap.Mux) {
+	bases := []string{b.opts.Root}
+	for _, l := range b.opts.Labels {
+		if l = strings.Trim(l, "/"); l != "" {
+			bases = append(bases, b.opts.Root+"/"+l)
+		}
+	}
+	for _, base := range bases {
+		for _, f := range functions {
+			m.Handle(coap.Resource{
+				Path:    base + "/" + f.name,
+				RT:      []string{f.rt},
+				CT:      f.ct,
+				OSCORE:  b.opts.OSCORE,
+				Handler: b,
+			})
+		}
+	}
+	m.Handle(coap.Resource{Path: b.opts.Root, Prefix: true, Hidden: true, Handler: b})
+}
+
+// ServeCoAP dispatches a request under the root to its EST function.
+func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response {
+	label, fn, ok := b.split(r.Path)
+	if !ok {
+		return ErrorResponse(errs.New(errs.NotFound, "no EST function at %s (expected %s[/<label>]/{crts,sen,sren,att,skg,skc})", r.Path, b.opts.Root))
+	}
+	var f *function
+	for i := range functions {
+		if functions[i].name == fn {
+			f = &functions[i]
+		}
+	}
+	if f == nil {
+		return ErrorResponse(errs.New(errs.NotFound, "unknown EST function %q", fn))
+	}
+	if r.Method != f.method {
+		// A CoAP-level error with no errs.Kind: the service is never called.
+		return diag(codes.MethodNotAllowed, "/"+fn+" takes "+f.method.String()+" only (RFC 9148 §4.5)")
+	}
+	req := b.estRequest(r, label)
+	switch fn {
+	case "crts":
+		return b.crts(ctx, r, req)
+	case "att":
+		return b.att(ctx, r, req)
+	case "sen", "sren":
+		return b.enroll(ctx, r, req, fn == "sren")
+	default:
+		return b.serverKeyGen(ctx, r, req, fn == "skc")
+	}
+}
+
+// split turns "/.well-known/est[/label]/fn" into (label, fn).
+func (b *Binding) split(p string) (label, fn string, ok bool) {
+	rest, found := strings.CutPrefix(p, b.opts.Root+"/")
+	if !found || rest == "" {
+		return "", "", false
+	}
+	segs := strings.Split(rest, "/")
+	switch len(segs) {
+	case 1:
+		return "", segs[0], segs[0] != ""
+	case 2:
+		return segs[0], segs[1], segs[0] != "" && segs[1] != ""
+	}
+	return "", "", false
+}
+
+func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
+	transport := "coap"
+	switch {
+	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || len(r.Peer.TLSUnique) > 0):
+		transport = "coaps"
+	case r.Peer.Secure:
+		transport = "oscore"
+	}
+	addr := ""
+	if r.Peer.Addr != nil {
+		addr = r.Peer.Addr.String()
+	}
+	return &est.Request{
+		Label:       label,
+		Body:        r.Payload,
+		Peer:        r.Peer.Certificates,
+		TLSUnique:   r.Peer.TLSUnique,
+		TLSExporter: r.Peer.TLSExporter,
+		Transport:   transport,
+		Addr:        addr,
+	}
+}
+
+func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
+	switch r.Accept {
+	case -1, est.CFPKCS7CertsOnly, est.CFPKIXCert, est.CFMultipartCore:
+	default:
+		return notAcceptable(r.Accept, est.CFPKCS7CertsOnly, est.CFPKIXCert, est.CFMultipartCore)
+	}
+	certs, err := b.svc.CACerts(ctx, req)
+	if err != nil {
+		return b.fail(ctx, r, err)
+	}
+	resp := &coap.Response{Code: codes.Content, MaxAge: -1}
+	switch r.Accept {
+	case est.CFPKIXCert:
+		// One certificate only: the root, the trust anchor a client stores (RFC 7030 §4.1.3).
+		resp.ContentFormat, resp.Payload = est.CFPKIXCert, certs[len(certs)-1].Raw
+	case est.CFMultipartCore:
+		parts := make([]est.Part, len(certs))
+		for i, c := range certs {
+			parts[i] = est.Part{ContentFormat: est.CFPKIXCert, Body: c.Raw}
+		}
+		p, err := est.EncodeMultipart(parts)
+		if err != nil {
+			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+		}
+		resp.ContentFormat, resp.Payload = est.CFMultipartCore, p
+	default:
+		p, err := est.EncodeCertsOnly(certs)
+		if err != nil {
+			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+		}
+		resp.ContentFormat, resp.Payload = est.CFPKCS7CertsOnly, p
+	}
+	sum := sha256.Sum256(append([]byte{byte(resp.ContentFormat >> 8), byte(resp.ContentFormat)}, resp.Payload...))
+	resp.ETag = sum[:8]
+	for _, o := range r.Options {
+		if o.ID == message.ETag && bytes.Equal(o.Value, resp.ETag) {
+			// RFC 7252 §5.10.6.2: the client's stored representation is still current.
+			return &coap.Response{Code: codes.Valid, ContentFormat: -1, MaxAge: -1, ETag: resp.ETag}
+		}
+	}
+	return resp
+}
+
+func (b *Binding) att(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
+	if r.Accept != -1 && r.Accept != est.CFCSRAttrs {
+		return notAcceptable(r.Accept, est.CFCSRAttrs)
+	}
+	a, err := b.svc.CSRAttrs(ctx, req)
+	if err != nil {
+		return b.fail(ctx, r, err)
+	}
+	p, err := a.Marshal()
+	if err != nil {
+		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+	}
+	return &coap.Response{Code: codes.Content, ContentFormat: est.CFCSRAttrs, Payload: p, MaxAge: -1}
+}
+
+// checkRequestFormat enforces Content-Format 286 on the CSR-carrying requests (RFC 9148
+// §4.3). A request without Content-Format is taken as 286 (the body is checked as a CSR anyway).
+func checkRequestFormat(r *coap.Request) *coap.Response {
+	if r.ContentFormat != -1 && r.ContentFormat != est.CFPKCS10 {
+		return ErrorResponse(errs.New(errs.UnsupportedFormat,
+			"request Content-Format must be 286 (application/pkcs10), got %s (RFC 9148 §4.3)", itoa(r.ContentFormat)))
+	}
+	return nil
+}
+
+func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request, re bool) *coap.Response {
+	if resp := checkRequestFormat(r); resp != nil {
+		return resp
+	}
+	// RFC 9148 §4.3: 281 unless the client's Accept asks for 287.
+	switch r.Accept {
+	case -1, est.CFPKCS7CertsOnly, est.CFPKIXCert:
+	default:
+		return notAcceptable(r.Accept, est.CFPKCS7CertsOnly, est.CFPKIXCert)
+	}
+	var iss *authority.Issued
+	var err error
+	if re {
+		iss, err = b.svc.Reenroll(ctx, req)
+	} else {
+		iss, err = b.svc.Enroll(ctx, req)
+	}
+	if err != nil {
+		return b.fail(ctx, r, err)
+	}
+	if r.Accept == est.CFPKIXCert {
+		return &coap.Response{Code: codes.Changed, ContentFormat: est.CFPKIXCert, Payload: iss.Cert.Raw, MaxAge: -1}
+	}
+	// RFC 7030 §4.2.3: a certs-only response holding only the issued certificate.
+	p, err := est.EncodeCertsOnly([]*x509.Certificate{iss.Cert})
+	if err != nil {
+		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+	}
+	return &coap.Response{Code: codes.Changed, ContentFormat: est.CFPKCS7CertsOnly, Payload: p, MaxAge: -1}
+}
+
+// serverKeyGen answers /skg (certificate as 281) and /skc (certificate as 287) with a
+// multipart-core [284, PKCS#8 key, 281|287, certificate] (RFC 9148 §4.3 Table 3, §4.8).
+// The Accept of the whole response is 62; Accept 281/287 selects the certificate's format
+// (RFC 9148 §4.3 lets 287 replace 281 in an /skg response); Accept 280 asks for an encrypted
+// key, which is not implemented.
+func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Request, skc bool) *coap.Response {
+	if resp := checkRequestFormat(r); resp != nil {
+		return resp
+	}
+	certCF := est.CFPKCS7CertsOnly
+	if skc {
+		certCF = est.CFPKIXCert
+	}
+	switch r.Accept {
+	case -1, est.CFMultipartCore, est.CFPKCS8:
+	case est.CFPKCS7CertsOnly, est.CFPKIXCert:
+		certCF = r.Accept
+	case est.CFPKCS7ServerKey:
+		return ErrorResponse(errs.New(errs.NotAcceptable, "CMS-encrypted server-generated keys (Content-Format 280) "+
+			"are not supported yet; ask for 62 with an unencrypted PKCS#8 key (284)"))
+	default:
+		return notAcceptable(r.Accept, est.CFMultipartCore)
+	}
+	sk, err := b.svc.ServerKeyGen(ctx, req)
+	if err != nil {
+		return b.fail(ctx, r, err)
+	}
+	certBody := sk.Issued.Cert.Raw
+	if certCF == est.CFPKCS7CertsOnly {
+		if certBody, err = est.EncodeCertsOnly([]*x509.Certificate{sk.Issued.Cert}); err != nil {
+			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+		}
+	}
+	p, err := est.EncodeMultipart([]est.Part{
+		{ContentFormat: est.CFPKCS8, Body: sk.PKCS8},
+		{ContentFormat: uint16(certCF), Body: certBody},
+	})
+	if err != nil {
+		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+	}
+	return &coap.Response{Code: codes.Changed, ContentFormat: est.CFMultipartCore, Payload: p, MaxAge: -1}
+}
+
+// codeFor is THE table from error kinds to EST-coaps response codes (RFC 9148 §4.5 Table 4,
+// RFC 8075 §7 for the HTTP statuses EST uses).
+var codeFor = map[errs.Kind]codes.Code{
+	errs.BadRequest:        codes.BadRequest,            // 4.00
+	errs.Unauthorized:      codes.Unauthorized,          // 4.01
+	errs.Forbidden:         codes.Forbidden,             // 4.03
+	errs.NotFound:          codes.NotFound,              // 4.04
+	errs.NotAcceptable:     codes.NotAcceptable,         // 4.06
+	errs.Conflict:          codes.Code(137),             // 4.09 Conflict (RFC 8132)
+	errs.TooLarge:          codes.RequestEntityTooLarge, // 4.13
+	errs.UnsupportedFormat: codes.UnsupportedMediaType,  // 4.15
+	errs.Internal:          codes.InternalServerError,   // 5.00
+	errs.Pending:           codes.ServiceUnavailable,    // 5.03 + Max-Age (RFC 9148 §4.7)
+	errs.Unavailable:       codes.ServiceUnavailable,    // 5.03
+}
+
+// ErrorResponse maps err to its CoAP response: the code from the table, the client-visible
+// message as diagnostic payload (RFC 7252 §5.5.2: no Content-Format), and Max-Age for a
+// pending or unavailable service (RFC 9148 §4.7: retry after Max-Age seconds).
+func ErrorResponse(err error) *coap.Response {
+	code, ok := codeFor[errs.KindOf(err)]
+	if !ok {
+		code = codes.InternalServerError
+	}
+	resp := diag(code, errs.Message(err))
+	if e := errs.As(err); e != nil {
+		switch {
+		case e.RetryAfter > 0:
+			resp.MaxAge = int(min(math.Ceil(e.RetryAfter.Seconds()), math.MaxUint32))
+		case e.Kind == errs.Pending:
+			// RFC 9148 §4.7 needs a Max-Age on the 5.03; 60 s is the RFC 7252 §5.10.5 default.
+			resp.MaxAge = 60
+		}
+	}
+	return resp
+}
+
+func (b *Binding) fail(ctx context.Context, r *coap.Request, err error) *coap.Response {
+	resp := ErrorResponse(err)
+	level := slog.LevelDebug
+	if errs.KindOf(err) == errs.Internal {
+		level = slog.LevelError
+	}
+	b.log.Log(ctx, level, "est-coaps request failed", "path", r.Path, "code", resp.Code.String(), "error", err)
+	return resp
+}
+
+func diag(code codes.Code, msg string) *coap.Response {
+	return &coap.Response{Code: code, ContentFormat: -1, Payload: []byte(msg), MaxAge: -1}
+}
+
+func notAcceptable(got int, can ...int) *coap.Response {
+	s := make([]string, len(can))
+	for i, c := range can {
+		s[i] = itoa(c)
+	}
+	return ErrorResponse(errs.New(errs.NotAcceptable, "cannot produce Content-Format %s; this resource offers %s",
+		itoa(got), strings.Join(s, ", ")))
+}
+
+func itoa(n int) string {
+	if n < 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
+}

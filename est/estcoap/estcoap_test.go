@@ -1,0 +1,330 @@
+package estcoap
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/authority"
+	"coapca/coap"
+	"coapca/errs"
+	"coapca/est"
+	"coapca/est/esttest"
+)
+
+type fixture struct {
+	fa      *esttest.Authority
+	b       *Binding
+	dev     *x509.Certificate
+	unique  []byte
+	csr     []byte
+	devKey  *ecdsa.PrivateKey
+	popCSR  []byte // challengePassword = base64(unique)
+	wrongPW []byte // challengePassword = something else
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	fa, err := esttest.New("pop", "manual")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
+	dev, _, err := fa.ClientCert("device-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{fa: fa, dev: dev, unique: []byte("twelve bytes")}
+	f.b = New(est.NewService(fa, nil), Options{Labels: []string{"pop", "manual"}})
+	f.devKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	mk := func(pw string) []byte {
+		der, err := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device-1"}}, f.devKey, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	f.csr = mk("")
+	f.popCSR = mk(base64.StdEncoding.EncodeToString(f.unique))
+	f.wrongPW = mk("bm90IHRoaXMgc2Vzc2lvbg==")
+	return f
+}
+
+func (f *fixture) do(method codes.Code, path string, cf, accept int, payload []byte, opts ...message.Option) *coap.Response {
+	r := &coap.Request{
+		Method: method, Path: path, ContentFormat: cf, Accept: accept, Observe: -1, Payload: payload,
+		Options: opts,
+		Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
+			Certificates: []*x509.Certificate{f.dev}, TLSUnique: f.unique},
+	}
+	resp := f.b.ServeCoAP(context.Background(), r)
+	if resp == nil {
+		panic("nil response")
+	}
+	return resp
+}
+
+const root = "/.well-known/est"
+
+func TestRegisterDiscovery(t *testing.T) {
+	f := newFixture(t)
+	m := coap.NewMux()
+	f.b.Register(m)
+	got := map[string]coap.Resource{}
+	for _, r := range m.Resources() {
+		got[r.Path] = r
+	}
+	want := map[string]struct {
+		rt string
+		ct []int
+	}{
+		"crts": {"ace.est.crts", []int{281, 287}}, "sen": {"ace.est.sen", []int{281, 287}},
+		"sren": {"ace.est.sren", []int{281, 287}}, "att": {"ace.est.att", []int{285}},
+		"skg": {"ace.est.skg", []int{62}}, "skc": {"ace.est.skc", []int{62}},
+	}
+	for _, base := range []string{root, root + "/pop", root + "/manual"} {
+		for fn, w := range want {
+			r, ok := got[base+"/"+fn]
+			if !ok {
+				t.Errorf("%s/%s not registered", base, fn)
+				continue
+			}
+			if !slices.Equal(r.RT, []string{w.rt}) || !slices.Equal(r.CT, w.ct) || r.Hidden || r.Handler == nil {
+				t.Errorf("%s/%s: rt=%v ct=%v hidden=%v", base, fn, r.RT, r.CT, r.Hidden)
+			}
+		}
+	}
+	if r, ok := got[root]; !ok || !r.Prefix || !r.Hidden {
+		t.Errorf("prefix resource: %+v", r)
+	}
+}
+
+func TestCACerts(t *testing.T) {
+	f := newFixture(t)
+	resp := f.do(codes.GET, root+"/crts", -1, -1, nil)
+	if resp.Code != codes.Content || resp.ContentFormat != est.CFPKCS7CertsOnly || len(resp.ETag) == 0 {
+		t.Fatalf("crts: %v cf=%d etag=%x", resp.Code, resp.ContentFormat, resp.ETag)
+	}
+	certs, err := est.ParseCertsOnly(resp.Payload)
+	if err != nil || len(certs) != 2 || !certs[0].Equal(f.fa.CA) || !certs[1].Equal(f.fa.Root) {
+		t.Fatalf("crts payload: %v", err)
+	}
+	// The same ETag in the request: 2.03 Valid (RFC 7252 §5.10.6).
+	valid := f.do(codes.GET, root+"/crts", -1, -1, nil, message.Option{ID: message.ETag, Value: resp.ETag})
+	if valid.Code != codes.Valid || len(valid.Payload) != 0 || !bytes.Equal(valid.ETag, resp.ETag) {
+		t.Errorf("revalidation: %v", valid.Code)
+	}
+	stale := f.do(codes.GET, root+"/crts", -1, -1, nil, message.Option{ID: message.ETag, Value: []byte{1}})
+	if stale.Code != codes.Content {
+		t.Errorf("stale etag: %v", stale.Code)
+	}
+	one := f.do(codes.GET, root+"/crts", -1, est.CFPKIXCert, nil)
+	if one.Code != codes.Content || one.ContentFormat != est.CFPKIXCert || !bytes.Equal(one.Payload, f.fa.Root.Raw) {
+		t.Errorf("crts 287: %v %d", one.Code, one.ContentFormat)
+	}
+	mp := f.do(codes.GET, root+"/pop/crts", -1, est.CFMultipartCore, nil)
+	parts, err := est.ParseMultipart(mp.Payload)
+	if mp.Code != codes.Content || mp.ContentFormat != est.CFMultipartCore || err != nil || len(parts) != 2 ||
+		parts[0].ContentFormat != est.CFPKIXCert || !bytes.Equal(parts[1].Body, f.fa.Root.Raw) {
+		t.Errorf("crts 62: %v %v %+v", mp.Code, err, parts)
+	}
+	if bytes.Equal(mp.ETag, resp.ETag) {
+		t.Error("different representations share an ETag")
+	}
+}
+
+func TestEnrollAndFormats(t *testing.T) {
+	f := newFixture(t)
+	resp := f.do(codes.POST, root+"/sen", est.CFPKCS10, -1, f.csr)
+	if resp.Code != codes.Changed || resp.ContentFormat != est.CFPKCS7CertsOnly {
+		t.Fatalf("sen: %v %s", resp.Code, resp.Payload)
+	}
+	certs, err := est.ParseCertsOnly(resp.Payload)
+	if err != nil || len(certs) != 1 || !f.devKey.PublicKey.Equal(certs[0].PublicKey) {
+		t.Fatalf("sen payload: %v", err)
+	}
+	resp = f.do(codes.POST, root+"/sren", -1, est.CFPKIXCert, f.csr) // no Content-Format: taken as 286
+	if resp.Code != codes.Changed || resp.ContentFormat != est.CFPKIXCert {
+		t.Fatalf("sren 287: %v %s", resp.Code, resp.Payload)
+	}
+	if _, err := x509.ParseCertificate(resp.Payload); err != nil {
+		t.Fatal(err)
+	}
+	reqs := f.fa.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Op != authority.OpReenroll || last.Requester.Transport != "coaps" || last.Requester.Addr != "[::1]:40000" ||
+		len(last.Requester.Chain) != 1 || !last.Requester.Chain[0].Equal(f.dev) {
+		t.Errorf("requester: %+v", last.Requester)
+	}
+	att := f.do(codes.GET, root+"/pop/att", -1, -1, nil)
+	if att.Code != codes.Content || att.ContentFormat != est.CFCSRAttrs {
+		t.Fatalf("att: %v", att.Code)
+	}
+	a, err := est.ParseCsrAttrs(att.Payload)
+	if err != nil || !a.WantsChallengePassword() || a.KeyType() != "P-256" {
+		t.Errorf("att payload: %v", err)
+	}
+}
+
+func TestServerKeyGen(t *testing.T) {
+	f := newFixture(t)
+	a3, err := os.ReadFile("../testdata/a3-skg-request-286.der")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path   string
+		accept int
+		certCF uint16
+	}{
+		{root + "/skg", -1, est.CFPKCS7CertsOnly},
+		{root + "/skg", est.CFMultipartCore, est.CFPKCS7CertsOnly},
+		{root + "/skc", -1, est.CFPKIXCert},
+		{root + "/skg", est.CFPKIXCert, est.CFPKIXCert},
+	} {
+		resp := f.do(codes.POST, tc.path, est.CFPKCS10, tc.accept, a3)
+		if resp.Code != codes.Changed || resp.ContentFormat != est.CFMultipartCore {
+			t.Fatalf("%s: %v %s", tc.path, resp.Code, resp.Payload)
+		}
+		parts, err := est.ParseMultipart(resp.Payload)
+		if err != nil || len(parts) != 2 || parts[0].ContentFormat != est.CFPKCS8 || parts[1].ContentFormat != tc.certCF {
+			t.Fatalf("%s accept %d: %v %+v", tc.path, tc.accept, err, parts)
+		}
+		key, err := x509.ParsePKCS8PrivateKey(parts[0].Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cert *x509.Certificate
+		if tc.certCF == est.CFPKIXCert {
+			cert, err = x509.ParseCertificate(parts[1].Body)
+		} else {
+			var cs []*x509.Certificate
+			cs, err = est.ParseCertsOnly(parts[1].Body)
+			if err == nil {
+				cert = cs[0]
+			}
+		}
+		if err != nil || !key.(*ecdsa.PrivateKey).PublicKey.Equal(cert.PublicKey) {
+			t.Fatalf("%s: key/cert mismatch: %v", tc.path, err)
+		}
+	}
+}
+
+// Every error path of the binding, with the code of RFC 9148 Table 4 and a diagnostic payload
+// without Content-Format (RFC 7252 §5.5.2).
+func TestErrorPaths(t *testing.T) {
+	f := newFixture(t)
+	encKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	encCSR, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "enc"},
+		Attributes: []pkix.AttributeTypeAndValueSET{{Type: est.OIDAsymmetricDecryptKeyIdentifier,
+			Value: [][]pkix.AttributeTypeAndValue{{{Type: asn1.ObjectIdentifier{2, 999}, Value: "kid"}}}}},
+	}, encKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badSig := append([]byte{}, f.csr...)
+	badSig[len(badSig)-4] ^= 0x42
+
+	for _, tc := range []struct {
+		name    string
+		method  codes.Code
+		path    string
+		cf, acc int
+		body    []byte
+		setup   func()
+		code    codes.Code
+		diag    string
+		maxAge  int
+	}{
+		{"bad CSR", codes.POST, root + "/sen", 286, -1, []byte("not a csr"), nil, codes.BadRequest, "not a DER PKCS#10", -1},
+		{"bad CSR signature", codes.POST, root + "/sren", 286, -1, badSig, nil, codes.BadRequest, "signature does not verify", -1},
+		{"empty body", codes.POST, root + "/sen", 286, -1, nil, nil, codes.BadRequest, "empty request body", -1},
+		{"wrong content-format", codes.POST, root + "/sen", 0, -1, f.csr, nil, codes.UnsupportedMediaType, "must be 286", -1},
+		{"wrong content-format skg", codes.POST, root + "/skg", 281, -1, f.csr, nil, codes.UnsupportedMediaType, "must be 286", -1},
+		{"accept crts", codes.GET, root + "/crts", -1, 285, nil, nil, codes.NotAcceptable, "offers 281, 287, 62", -1},
+		{"accept sen", codes.POST, root + "/sen", 286, 62, f.csr, nil, codes.NotAcceptable, "cannot produce Content-Format 62", -1},
+		{"accept att", codes.GET, root + "/att", -1, 281, nil, nil, codes.NotAcceptable, "offers 285", -1},
+		{"accept skg 280", codes.POST, root + "/skg", 286, 280, f.csr, nil, codes.NotAcceptable, "not supported yet", -1},
+		{"accept skg 50", codes.POST, root + "/skc", 286, 50, f.csr, nil, codes.NotAcceptable, "offers 62", -1},
+		{"encrypted key asked in CSR", codes.POST, root + "/skg", 286, -1, encCSR, nil, codes.NotAcceptable, "AsymmetricDecryptKeyIdentifier", -1},
+		{"unknown label", codes.GET, root + "/nolabel/crts", -1, -1, nil, nil, codes.NotFound, "unknown label", -1},
+		{"unknown label sen", codes.POST, root + "/nolabel/sen", 286, -1, f.csr, nil, codes.NotFound, "unknown label", -1},
+		{"unknown function", codes.GET, root + "/cacerts", -1, -1, nil, nil, codes.NotFound, "unknown EST function", -1},
+		{"too deep", codes.GET, root + "/a/b/crts", -1, -1, nil, nil, codes.NotFound, "no EST function", -1},
+		{"root itself", codes.GET, root, -1, -1, nil, nil, codes.NotFound, "no EST function", -1},
+		{"POST crts", codes.POST, root + "/crts", 286, -1, f.csr, nil, codes.MethodNotAllowed, "GET only", -1},
+		{"GET sen", codes.GET, root + "/sen", -1, -1, nil, nil, codes.MethodNotAllowed, "POST only", -1},
+		{"PUT att", codes.PUT, root + "/pop/att", -1, -1, nil, nil, codes.MethodNotAllowed, "GET only", -1},
+		{"pending", codes.POST, root + "/manual/sen", 286, -1, f.csr,
+			func() { f.fa.SetPending("manual", 1, 90*time.Second) }, codes.ServiceUnavailable, "pending", 90},
+		{"pending sub-second rounds up", codes.POST, root + "/manual/sren", 286, -1, f.csr,
+			func() { f.fa.SetPending("manual", 1, 1500*time.Millisecond) }, codes.ServiceUnavailable, "pending", 2},
+		{"PoP mismatch", codes.POST, root + "/sen", 286, -1, f.wrongPW, nil, codes.BadRequest, "does not match", -1},
+		{"PoP required", codes.POST, root + "/pop/sen", 286, -1, f.csr, nil, codes.BadRequest, "requires proof-of-possession", -1},
+		{"forbidden", codes.POST, root + "/manual/sren", 286, -1, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Forbidden, "subject differs")) }, codes.Forbidden, "subject differs", -1},
+		{"unauthorized", codes.POST, root + "/manual/sen", 286, -1, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Unauthorized, "untrusted")) }, codes.Unauthorized, "untrusted", -1},
+		{"conflict", codes.POST, root + "/manual/skg", 286, -1, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Conflict, "already answered")) }, codes.Code(137), "already answered", -1},
+		{"internal hidden", codes.POST, root + "/manual/sen", 286, -1, f.csr,
+			func() { f.fa.SetError("manual", errors.New("disk on fire")) }, codes.InternalServerError, "certificate issuance failed", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.fa.SetError("manual", nil)
+			if tc.setup != nil {
+				tc.setup()
+			}
+			resp := f.do(tc.method, tc.path, tc.cf, tc.acc, tc.body)
+			if resp.Code != tc.code {
+				t.Fatalf("code %v, want %v (%s)", resp.Code, tc.code, resp.Payload)
+			}
+			if resp.ContentFormat != -1 || !strings.Contains(string(resp.Payload), tc.diag) {
+				t.Errorf("diagnostic cf=%d %q, want %q", resp.ContentFormat, resp.Payload, tc.diag)
+			}
+			if resp.MaxAge != tc.maxAge {
+				t.Errorf("Max-Age %d, want %d", resp.MaxAge, tc.maxAge)
+			}
+			if strings.Contains(string(resp.Payload), "disk on fire") {
+				t.Error("internal error text leaked")
+			}
+		})
+	}
+	// After the pending answers, the identical request succeeds (RFC 9148 §4.7).
+	f.fa.SetError("manual", nil)
+	if resp := f.do(codes.POST, root+"/manual/sen", 286, -1, f.csr); resp.Code != codes.Changed {
+		t.Errorf("after pending: %v %s", resp.Code, resp.Payload)
+	}
+}
+
+func TestErrorTableCoversEveryKind(t *testing.T) {
+	for k := errs.Internal; k <= errs.Conflict; k++ {
+		if _, ok := codeFor[k]; !ok {
+			t.Errorf("kind %v has no CoAP code", k)
+		}
+	}
+	r := ErrorResponse(&errs.Error{Kind: errs.Unavailable, Msg: "overloaded", RetryAfter: 5 * time.Second})
+	if r.Code != codes.ServiceUnavailable || r.MaxAge != 5 {
+		t.Errorf("unavailable: %v %d", r.Code, r.MaxAge)
+	}
+	if r := ErrorResponse(errs.NewPending("x", 0)); r.Code != codes.ServiceUnavailable || r.MaxAge != 60 {
+		t.Errorf("pending without retry: %v %d", r.Code, r.MaxAge)
+	}
+}

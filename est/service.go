@@ -1,0 +1,349 @@
+package est
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"coapca/authority"
+	"coapca/errs"
+)
+
+// Authority is what the EST service needs from the CA/RA core (implemented by
+// *authority.Authority). It owns every policy decision: who may enroll for what, profiles,
+// pending approval, issuance and its record.
+type Authority interface {
+	Issue(ctx context.Context, r authority.CertRequest) (*authority.Issued, error)
+	Profile(label string) (*authority.Profile, error)
+	CACerts(label string) []*x509.Certificate
+}
+
+var _ Authority = (*authority.Authority)(nil)
+
+// Request is one EST operation as the front doors hand it over, independent of the transport.
+type Request struct {
+	Label       string              // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
+	Body        []byte              // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
+	Peer        []*x509.Certificate // authenticated client chain, leaf first (nil when none)
+	TLSUnique   []byte              // RFC 5929 tls-unique of the connection (PoP linking, RFC 7030 §3.5)
+	TLSExporter []byte              // RFC 9266 tls-exporter, accepted in place of tls-unique (RFC 9148 §3)
+	Transport   string              // "coaps", "oscore", "https", ...
+	Addr        string              // peer address, for the record and logs
+}
+
+// ServerKey is the result of server-side key generation.
+type ServerKey struct {
+	Issued *authority.Issued
+	Key    crypto.Signer
+	PKCS8  []byte // the key as PKCS#8 DER (Content-Format 284)
+}
+
+// Service implements the EST functions of RFC 7030 §4 / RFC 9148 §4 on top of an Authority.
+type Service struct {
+	auth Authority
+	log  *slog.Logger
+	rand io.Reader
+}
+
+// NewService returns the EST service over a. log may be nil (discard).
+func NewService(a Authority, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{auth: a, log: log, rand: rand.Reader}
+}
+
+// CACerts returns the CA certificates for the label (RFC 7030 §4.1, /crts): issuing CA first,
+// then up to the root. An unknown label is errs.NotFound.
+func (s *Service) CACerts(ctx context.Context, r *Request) ([]*x509.Certificate, error) {
+	if _, err := s.auth.Profile(r.Label); err != nil {
+		return nil, typed(err, "profile lookup")
+	}
+	certs := s.auth.CACerts(r.Label)
+	if len(certs) == 0 {
+		return nil, errs.New(errs.Unavailable, "no CA certificates are configured for label %q", r.Label)
+	}
+	return certs, nil
+}
+
+// Enroll is simple enrollment (RFC 7030 §4.2.1, RFC 9148 /sen).
+func (s *Service) Enroll(ctx context.Context, r *Request) (*authority.Issued, error) {
+	return s.enroll(ctx, r, authority.OpEnroll)
+}
+
+// Reenroll is simple re-enrollment (RFC 7030 §4.2.2, RFC 9148 /sren). The authority checks
+// that the client authenticated with a certificate for the same subject and SAN.
+func (s *Service) Reenroll(ctx context.Context, r *Request) (*authority.Issued, error) {
+	return s.enroll(ctx, r, authority.OpReenroll)
+}
+
+func (s *Service) enroll(ctx context.Context, r *Request, op authority.Op) (iss *authority.Issued, err error) {
+	start := time.Now()
+	reached := false
+	defer func() { s.logResult(ctx, op, r, start, reached, iss, err) }()
+	prof, err := s.auth.Profile(r.Label)
+	if err != nil {
+		return nil, typed(err, "profile lookup")
+	}
+	csr, err := ParseCSR(r.Body, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPoP(csr, r, prof); err != nil {
+		return nil, err
+	}
+	reached = true
+	iss, err = s.auth.Issue(ctx, authority.CertRequest{
+		Op: op, Label: r.Label, CSR: csr, Requester: requester(r),
+	})
+	if err != nil {
+		return nil, typed(err, "certificate issuance")
+	}
+	return iss, nil
+}
+
+// ServerKeyGen is server-side key generation (RFC 7030 §4.4, RFC 9148 §4.8 /skg and /skc).
+// The CSR is parsed for its subject, SANs and attributes; its public key and signature are
+// ignored (RFC 9148 §4.8: the server MUST ignore them). A key of the profile's KeyType is
+// generated and certified. Requests for a CMS-encrypted key (Content-Format 280) are refused
+// with errs.NotAcceptable: only unencrypted PKCS#8 (284, mandatory in RFC 9148 §4.8) is
+// implemented.
+func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, err error) {
+	start := time.Now()
+	reached := false
+	defer func() {
+		var iss *authority.Issued
+		if sk != nil {
+			iss = sk.Issued
+		}
+		s.logResult(ctx, authority.OpServerKeyGen, r, start, reached, iss, err)
+	}()
+	prof, err := s.auth.Profile(r.Label)
+	if err != nil {
+		return nil, typed(err, "profile lookup")
+	}
+	csr, err := ParseCSR(r.Body, false)
+	if err != nil {
+		return nil, err
+	}
+	if attr, ok := EncryptedKeyRequest(csr); ok {
+		return nil, errs.New(errs.NotAcceptable,
+			"the CSR carries %s: CMS-encrypted server-generated keys (Content-Format 280) are not supported yet; "+
+				"send the CSR without it to receive an unencrypted PKCS#8 key (284) over this DTLS session", attr)
+	}
+	if err := checkPoP(csr, r, prof); err != nil {
+		return nil, err
+	}
+	key, err := generateKey(s.rand, prof.KeyType)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "server key generation failed")
+	}
+	reached = true
+	iss, err := s.auth.Issue(ctx, authority.CertRequest{
+		Op: authority.OpServerKeyGen, Label: r.Label, CSR: csr, PublicKey: key.Public(), Requester: requester(r),
+	})
+	if err != nil {
+		return nil, typed(err, "certificate issuance")
+	}
+	p8, err := MarshalPKCS8(key)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "encoding the generated key failed")
+	}
+	return &ServerKey{Issued: iss, Key: key, PKCS8: p8}, nil
+}
+
+// CSRAttrs returns what the label's profile wants in a CSR (RFC 7030 §4.5, RFC 9148 /att),
+// in the RFC 9908 style: challengePassword when PoP linking is required, the key type and
+// signature algorithm, and an extensionRequest template with the profile's key usages.
+func (s *Service) CSRAttrs(ctx context.Context, r *Request) (*CsrAttrs, error) {
+	prof, err := s.auth.Profile(r.Label)
+	if err != nil {
+		return nil, typed(err, "profile lookup")
+	}
+	kt := prof.KeyType
+	if kt == "" {
+		kt = "P-256"
+	}
+	t := CsrAttrsTemplate{ChallengePassword: prof.RequirePoP, KeyType: kt}
+	switch kt {
+	case "P-256":
+		t.SignatureAlgorithm = x509.ECDSAWithSHA256
+	case "P-384":
+		t.SignatureAlgorithm = x509.ECDSAWithSHA384
+	case "P-521":
+		t.SignatureAlgorithm = x509.ECDSAWithSHA512
+	case "RSA-2048", "RSA-3072", "RSA-4096":
+		t.SignatureAlgorithm = x509.SHA256WithRSA
+	}
+	if prof.KeyUsage != 0 {
+		ext, err := keyUsageExtension(prof.KeyUsage)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "building CSR attributes failed")
+		}
+		t.Extensions = append(t.Extensions, ext)
+	}
+	if len(prof.ExtKeyUsage) > 0 {
+		ext, err := extKeyUsageExtension(prof.ExtKeyUsage)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "building CSR attributes failed")
+		}
+		t.Extensions = append(t.Extensions, ext)
+	}
+	a, err := NewCsrAttrs(t)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "building CSR attributes failed")
+	}
+	return a, nil
+}
+
+// checkPoP enforces proof-of-possession linking (RFC 7030 §3.5, RFC 9148 §3): a
+// challengePassword, when present, MUST carry this connection's tls-unique (base64 per RFC 7030,
+// raw per RFC 9148; tls-exporter for DTLS 1.3); a profile with RequirePoP rejects a CSR without
+// it. A client authenticated as an RA (id-kp-cmcRA, e.g. an EST-coaps-to-HTTPS registrar)
+// terminated the client's own session, so its binding cannot match ours: RFC 7030 §3.7 and
+// RFC 9148 §5 let the server accept it.
+func checkPoP(csr *x509.CertificateRequest, r *Request, prof *authority.Profile) error {
+	pw, present, err := ChallengePassword(csr)
+	if err != nil {
+		return err
+	}
+	if isRA(r.Peer) {
+		return nil
+	}
+	if !present {
+		if prof.RequirePoP {
+			return errs.New(errs.BadRequest, "this profile requires proof-of-possession linking: put the connection's "+
+				"tls-unique (base64) in the CSR's challengePassword (RFC 7030 §3.5, RFC 9148 §3)")
+		}
+		return nil
+	}
+	if len(r.TLSUnique) == 0 && len(r.TLSExporter) == 0 {
+		return errs.New(errs.BadRequest, "the CSR carries a challengePassword but this connection has no "+
+			"tls-unique to link it to (RFC 7030 §3.5)")
+	}
+	if !MatchesChannelBinding(pw, r.TLSUnique, r.TLSExporter) {
+		return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this DTLS connection's "+
+			"tls-unique: the CSR was not made for this session (RFC 7030 §3.5, RFC 9148 §3)")
+	}
+	return nil
+}
+
+func isRA(chain []*x509.Certificate) bool {
+	if len(chain) == 0 {
+		return false
+	}
+	for _, o := range chain[0].UnknownExtKeyUsage {
+		if o.Equal(OIDCmcRA) {
+			return true
+		}
+	}
+	return false
+}
+
+func requester(r *Request) authority.Requester {
+	return authority.Requester{Chain: r.Peer, Transport: r.Transport, Protocol: "est", Addr: r.Addr}
+}
+
+func generateKey(rnd io.Reader, keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case "", "P-256":
+		return ecdsa.GenerateKey(elliptic.P256(), rnd)
+	case "P-384":
+		return ecdsa.GenerateKey(elliptic.P384(), rnd)
+	case "P-521":
+		return ecdsa.GenerateKey(elliptic.P521(), rnd)
+	case "Ed25519":
+		_, k, err := ed25519.GenerateKey(rnd)
+		return k, err
+	case "RSA-2048", "RSA-3072", "RSA-4096":
+		bits, _ := strconv.Atoi(keyType[len("RSA-"):])
+		return rsa.GenerateKey(rnd, bits)
+	}
+	return nil, fmt.Errorf("unsupported key type %q", keyType)
+}
+
+// typed makes sure err carries a Kind: untyped errors from below become Internal (and their
+// text is never shown to the client).
+func typed(err error, what string) error {
+	if errs.As(err) != nil {
+		return err
+	}
+	return errs.Wrap(errs.Internal, err, "%s failed", what)
+}
+
+// logResult logs one operation. The authority logs every issuance decision (who, what,
+// result, duration); the service adds a line at Info only for requests it refused itself
+// before reaching the authority (bad CSR, PoP linking, encrypted-key requests), and at Debug
+// otherwise.
+func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, start time.Time, reached bool, iss *authority.Issued, err error) {
+	level := slog.LevelDebug
+	msg := "est request"
+	attrs := []slog.Attr{
+		slog.String("op", string(op)), slog.String("label", r.Label), slog.String("transport", r.Transport),
+		slog.String("addr", r.Addr), slog.Duration("duration", time.Since(start)),
+	}
+	if len(r.Peer) > 0 {
+		attrs = append(attrs, slog.String("client", r.Peer[0].Subject.String()))
+	}
+	switch {
+	case err != nil:
+		attrs = append(attrs, slog.String("result", errs.KindOf(err).String()), slog.String("error", err.Error()))
+		if !reached {
+			level, msg = slog.LevelInfo, "est request refused"
+		}
+	case iss != nil && iss.Cert != nil:
+		attrs = append(attrs, slog.String("result", "issued"), slog.String("serial", iss.Serial))
+	}
+	s.log.LogAttrs(ctx, level, msg, attrs...)
+}
+
+var oidExtKeyUsages = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
+	x509.ExtKeyUsageAny:             {2, 5, 29, 37, 0},
+	x509.ExtKeyUsageServerAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 1},
+	x509.ExtKeyUsageClientAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 2},
+	x509.ExtKeyUsageCodeSigning:     {1, 3, 6, 1, 5, 5, 7, 3, 3},
+	x509.ExtKeyUsageEmailProtection: {1, 3, 6, 1, 5, 5, 7, 3, 4},
+	x509.ExtKeyUsageTimeStamping:    {1, 3, 6, 1, 5, 5, 7, 3, 8},
+	x509.ExtKeyUsageOCSPSigning:     {1, 3, 6, 1, 5, 5, 7, 3, 9},
+}
+
+func extKeyUsageExtension(ekus []x509.ExtKeyUsage) (pkix.Extension, error) {
+	var oids []asn1.ObjectIdentifier
+	for _, u := range ekus {
+		o, ok := oidExtKeyUsages[u]
+		if !ok {
+			return pkix.Extension{}, fmt.Errorf("unknown extended key usage %v", u)
+		}
+		oids = append(oids, o)
+	}
+	v, err := asn1.Marshal(oids)
+	return pkix.Extension{Id: oidExtKeyUsage, Value: v}, err
+}
+
+// keyUsageExtension encodes KeyUsage as RFC 5280 §4.2.1.3 (bit 0 = digitalSignature, DER
+// minimal bit string).
+func keyUsageExtension(ku x509.KeyUsage) (pkix.Extension, error) {
+	var b [2]byte
+	n := 0
+	for i := 0; i < 9; i++ {
+		if ku&(1<<i) != 0 {
+			b[i/8] |= 0x80 >> (i % 8)
+			n = i + 1
+		}
+	}
+	bs := asn1.BitString{Bytes: b[:(n+7)/8], BitLength: n}
+	v, err := asn1.Marshal(bs)
+	return pkix.Extension{Id: oidKeyUsage, Critical: true, Value: v}, err
+}

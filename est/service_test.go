@@ -1,0 +1,227 @@
+package est
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"coapca/authority"
+	"coapca/errs"
+	"coapca/est/esttest"
+)
+
+func newCSR(t testing.TB, cn, pw string) (crypto.Signer, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn + ".example"}}, key, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, der
+}
+
+func TestServiceEnrollPoP(t *testing.T) {
+	fa, err := esttest.New("pop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
+	svc := NewService(fa, nil)
+	ctx := context.Background()
+	tlsUnique := []byte("finishedmsg!")
+	exporter := make([]byte, 32)
+	ra, _, err := fa.ClientCert("registrar", OIDCmcRA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, _, _ := fa.ClientCert("device")
+	b64 := base64.StdEncoding.EncodeToString(tlsUnique)
+
+	for _, tc := range []struct {
+		name  string
+		label string
+		pw    string
+		peer  []*x509.Certificate
+		tu    []byte
+		kind  errs.Kind // -1 = success
+		msg   string
+	}{
+		{"no pw, default profile", "", "", []*x509.Certificate{dev}, tlsUnique, -1, ""},
+		{"base64 tls-unique", "", b64, []*x509.Certificate{dev}, tlsUnique, -1, ""},
+		{"raw tls-unique", "", string(tlsUnique), []*x509.Certificate{dev}, tlsUnique, -1, ""},
+		{"tls-exporter", "", base64.StdEncoding.EncodeToString(exporter), []*x509.Certificate{dev}, tlsUnique, -1, ""},
+		{"mismatch", "", "AAAAAAAAAAAAAAAA", []*x509.Certificate{dev}, tlsUnique, errs.BadRequest, "does not match"},
+		{"pw without binding", "", b64, []*x509.Certificate{dev}, nil, errs.BadRequest, "no tls-unique"},
+		{"profile requires pop", "pop", "", []*x509.Certificate{dev}, tlsUnique, errs.BadRequest, "requires proof-of-possession"},
+		{"profile requires pop, ok", "pop", b64, []*x509.Certificate{dev}, tlsUnique, -1, ""},
+		{"registrar exempt", "pop", "registrar-session", []*x509.Certificate{ra}, tlsUnique, -1, ""},
+		{"unknown label", "nope", "", []*x509.Certificate{dev}, tlsUnique, errs.NotFound, "unknown label"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key, csr := newCSR(t, "dev1", tc.pw)
+			var exp []byte
+			if tc.tu != nil {
+				exp = exporter
+			}
+			iss, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: tc.peer, TLSUnique: tc.tu,
+				TLSExporter: exp, Transport: "coaps"})
+			if tc.kind == -1 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !key.Public().(*ecdsa.PublicKey).Equal(iss.Cert.PublicKey) {
+					t.Error("certificate is not for the CSR's key")
+				}
+				return
+			}
+			if errs.KindOf(err) != tc.kind || !strings.Contains(errs.Message(err), tc.msg) {
+				t.Fatalf("got %v (%v), want %v containing %q", err, errs.KindOf(err), tc.kind, tc.msg)
+			}
+		})
+	}
+	reqs := fa.Requests()
+	if len(reqs) == 0 || reqs[0].Op != authority.OpEnroll || reqs[0].Requester.Protocol != "est" || reqs[0].Requester.Transport != "coaps" {
+		t.Errorf("requests: %+v", reqs)
+	}
+}
+
+func TestServiceErrors(t *testing.T) {
+	fa, _ := esttest.New()
+	svc := NewService(fa, nil)
+	ctx := context.Background()
+	if _, err := svc.Enroll(ctx, &Request{Body: []byte("junk")}); errs.KindOf(err) != errs.BadRequest {
+		t.Errorf("bad CSR: %v", err)
+	}
+	_, csr := newCSR(t, "d", "")
+	bad := append([]byte{}, csr...)
+	bad[len(bad)-3] ^= 0x55
+	if _, err := svc.Reenroll(ctx, &Request{Body: bad}); errs.KindOf(err) != errs.BadRequest || !strings.Contains(errs.Message(err), "signature") {
+		t.Errorf("bad signature: %v", err)
+	}
+	fa.SetPending("", 1, 90*time.Second)
+	_, err := svc.Enroll(ctx, &Request{Body: csr})
+	if e := errs.As(err); e == nil || e.Kind != errs.Pending || e.RetryAfter != 90*time.Second {
+		t.Errorf("pending: %v", err)
+	}
+	fa.SetError("", errs.New(errs.Forbidden, "not your subject"))
+	if _, err := svc.Reenroll(ctx, &Request{Body: csr}); errs.KindOf(err) != errs.Forbidden {
+		t.Errorf("forbidden: %v", err)
+	}
+	fa.SetError("", context.DeadlineExceeded) // untyped → Internal, text hidden
+	_, err = svc.Enroll(ctx, &Request{Body: csr})
+	if errs.KindOf(err) != errs.Internal || strings.Contains(errs.Message(err), "deadline") {
+		t.Errorf("untyped: %v / %q", err, errs.Message(err))
+	}
+}
+
+func TestServiceServerKeyGen(t *testing.T) {
+	fa, _ := esttest.New()
+	svc := NewService(fa, nil)
+	ctx := context.Background()
+	// RFC 9148 A.3: the example CSR works; its (example) key is not the certified one.
+	csrA3 := readVector(t, "a3-skg-request-286.der")
+	sk, err := svc.ServerKeyGen(ctx, &Request{Body: csrA3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sk.Issued.Cert.Subject.Organization[0] != "skg example" {
+		t.Errorf("subject %v", sk.Issued.Cert.Subject)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(sk.PKCS8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.(*ecdsa.PrivateKey).PublicKey.Equal(sk.Issued.Cert.PublicKey) {
+		t.Error("certificate does not certify the generated key")
+	}
+	oldCSR, _ := x509.ParseCertificateRequest(csrA3)
+	if oldCSR.PublicKey.(*ecdsa.PublicKey).Equal(sk.Issued.Cert.PublicKey) {
+		t.Error("the CSR's key was certified")
+	}
+	if r := fa.Requests(); r[len(r)-1].Op != authority.OpServerKeyGen || r[len(r)-1].PublicKey == nil {
+		t.Errorf("request: %+v", r[len(r)-1])
+	}
+	// A corrupted signature is ignored for server keygen (RFC 9148 §4.8).
+	bad := append([]byte{}, csrA3...)
+	bad[len(bad)-3] ^= 0x55
+	if _, err := svc.ServerKeyGen(ctx, &Request{Body: bad}); err != nil {
+		t.Errorf("signature not ignored: %v", err)
+	}
+	// Asking for an encrypted key: not supported yet.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	enc, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "enc"},
+		Attributes: []pkix.AttributeTypeAndValueSET{{Type: OIDDecryptKeyIdentifier,
+			Value: [][]pkix.AttributeTypeAndValue{{{Type: asn1.ObjectIdentifier{2, 999}, Value: "kek"}}}}},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.ServerKeyGen(ctx, &Request{Body: enc})
+	if errs.KindOf(err) != errs.NotAcceptable || !strings.Contains(errs.Message(err), "not supported yet") {
+		t.Errorf("encrypted key request: %v", err)
+	}
+}
+
+func TestServiceCSRAttrsAndCACerts(t *testing.T) {
+	fa, _ := esttest.New("pop")
+	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-384",
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	svc := NewService(fa, nil)
+	ctx := context.Background()
+	a, err := svc.CSRAttrs(ctx, &Request{Label: "pop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.WantsChallengePassword() || a.KeyType() != "P-384" || a.SignatureAlgorithm() != x509.ECDSAWithSHA384 || len(a.Extensions()) != 2 {
+		t.Errorf("csrattrs:\n%s", a)
+	}
+	s := a.String()
+	for _, want := range []string{"digitalSignature, keyAgreement", "clientAuth"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("String lacks %q:\n%s", want, s)
+		}
+	}
+	a, err = svc.CSRAttrs(ctx, &Request{})
+	if err != nil || a.WantsChallengePassword() || a.KeyType() != "P-256" {
+		t.Errorf("default csrattrs: %v\n%s", err, a)
+	}
+	if _, err := svc.CSRAttrs(ctx, &Request{Label: "x"}); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("unknown label: %v", err)
+	}
+	certs, err := svc.CACerts(ctx, &Request{})
+	if err != nil || len(certs) != 2 || !certs[1].Equal(fa.Root) {
+		t.Errorf("cacerts: %v", err)
+	}
+	if _, err := svc.CACerts(ctx, &Request{Label: "x"}); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("unknown label: %v", err)
+	}
+}
+
+func TestGenerateKeyTypes(t *testing.T) {
+	for _, kt := range []string{"", "P-256", "P-384", "P-521", "Ed25519", "RSA-2048"} {
+		k, err := generateKey(rand.Reader, kt)
+		if err != nil || k == nil {
+			t.Errorf("%q: %v", kt, err)
+			continue
+		}
+		if _, err := MarshalPKCS8(k); err != nil {
+			t.Errorf("%q: %v", kt, err)
+		}
+	}
+	if _, err := generateKey(rand.Reader, "DSA"); err == nil {
+		t.Error("DSA accepted")
+	}
+}
