@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"coapca/authority"
@@ -52,9 +53,34 @@ type ServerKey struct {
 
 // Service implements the EST functions of RFC 7030 §4 / RFC 9148 §4 on top of an Authority.
 type Service struct {
-	auth Authority
-	log  *slog.Logger
-	rand io.Reader
+	auth    Authority
+	log     *slog.Logger
+	rand    io.Reader
+	observe Observer
+}
+
+// Observer is told the outcome of every EST request: the function ("cacerts", "enroll",
+// "reenroll", "serverkeygen", "csrattrs"), the transport, the result ("ok", "issued",
+// "pending" or the errs.Kind's name in snake case) and how long it took. Metrics use it.
+type Observer func(function, transport, result string, d time.Duration)
+
+// SetObserver installs o (nil removes it). Call it before serving.
+func (s *Service) SetObserver(o Observer) { s.observe = o }
+
+func (s *Service) report(function string, r *Request, start time.Time, err error, issued bool) {
+	if s.observe == nil {
+		return
+	}
+	result := "ok"
+	switch {
+	case errs.KindOf(err) == errs.Pending:
+		result = "pending"
+	case err != nil:
+		result = strings.ReplaceAll(errs.KindOf(err).String(), " ", "_")
+	case issued:
+		result = "issued"
+	}
+	s.observe(function, r.Transport, result, time.Since(start))
 }
 
 // NewService returns the EST service over a. log may be nil (discard).
@@ -67,11 +93,12 @@ func NewService(a Authority, log *slog.Logger) *Service {
 
 // CACerts returns the CA certificates for the label (RFC 7030 §4.1, /crts): issuing CA first,
 // then up to the root. An unknown label is errs.NotFound.
-func (s *Service) CACerts(ctx context.Context, r *Request) ([]*x509.Certificate, error) {
+func (s *Service) CACerts(ctx context.Context, r *Request) (certs []*x509.Certificate, err error) {
+	defer func(start time.Time) { s.report("cacerts", r, start, err, false) }(time.Now())
 	if _, err := s.auth.Profile(r.Label); err != nil {
 		return nil, typed(err, "profile lookup")
 	}
-	certs := s.auth.CACerts(r.Label)
+	certs = s.auth.CACerts(r.Label)
 	if len(certs) == 0 {
 		return nil, errs.New(errs.Unavailable, "no CA certificates are configured for label %q", r.Label)
 	}
@@ -167,7 +194,8 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 // CSRAttrs returns what the label's profile wants in a CSR (RFC 7030 §4.5, RFC 9148 /att),
 // in the RFC 9908 style: challengePassword when PoP linking is required, the key type and
 // signature algorithm, and an extensionRequest template with the profile's key usages.
-func (s *Service) CSRAttrs(ctx context.Context, r *Request) (*CsrAttrs, error) {
+func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, err error) {
+	defer func(start time.Time) { s.report("csrattrs", r, start, err, false) }(time.Now())
 	prof, err := s.auth.Profile(r.Label)
 	if err != nil {
 		return nil, typed(err, "profile lookup")
@@ -307,6 +335,7 @@ func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, st
 		attrs = append(attrs, slog.String("result", "issued"), slog.String("serial", iss.Serial))
 	}
 	s.log.LogAttrs(ctx, level, msg, attrs...)
+	s.report(string(op), r, start, err, iss != nil && iss.Cert != nil)
 }
 
 var oidExtKeyUsages = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{

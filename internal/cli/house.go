@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"time"
 
 	"coapca/authority"
 	"coapca/internal/config"
@@ -28,8 +27,7 @@ type house struct {
 
 type houseOptions struct {
 	// create the data directory if missing (serve); the ca commands refuse a missing one.
-	create  bool
-	onIssue func(op authority.Op, label, protocol, result string, d time.Duration)
+	create bool
 }
 
 func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o houseOptions) (*house, error) {
@@ -65,7 +63,7 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o house
 		return nil, fmt.Errorf("issuing key: %w", err)
 	}
 	h.auth, err = authority.New(acfg, authority.Options{
-		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log, OnIssue: o.onIssue,
+		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log,
 	})
 	if err != nil {
 		st.Close()

@@ -13,7 +13,6 @@ import (
 
 	"github.com/pion/dtls/v3"
 
-	"coapca/authority"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/est"
@@ -42,9 +41,7 @@ const defaultMaxBody = 64 << 10
 
 func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*server, error) {
 	m := metrics.New()
-	h, err := openHouse(ctx, cfg, log, houseOptions{create: true, onIssue: func(op authority.Op, label, protocol, result string, d time.Duration) {
-		m.Observe(protocol, string(op), result, d)
-	}})
+	h, err := openHouse(ctx, cfg, log, houseOptions{create: true})
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +54,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 
 	mux := coap.NewMux()
 	svc := est.NewService(h.auth, log)
+	svc.SetObserver(func(function, transport, result string, d time.Duration) {
+		m.Observe("est-"+transport, function, result, d)
+	})
 	estcoap.New(svc, estcoap.Options{Labels: h.auth.Labels(), Logger: log}).Register(mux)
 
 	cc := cfg.CoAP
