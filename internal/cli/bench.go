@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ type benchOpts struct {
 	duration             time.Duration
 	blockSize            int
 	dataDir              string
+	cpuProfile           string
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,6 +64,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long the re-enrollment phase and each floor measurement run")
 	fs.IntVar(&o.blockSize, "block-size", 1024, "CoAP block size the devices use")
 	fs.StringVar(&o.dataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -150,6 +153,17 @@ func benchEST(ctx context.Context, o benchOpts, progress io.Writer) (*benchResul
 			Certificates: []tls.Certificate{id}, RootCAs: roots, ServerName: "127.0.0.1"}})
 	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	say("phase 1: %d enrollments, each over a new DTLS session", o.devices)
 	var mu sync.Mutex
 	var next atomic.Int64

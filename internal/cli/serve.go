@@ -24,6 +24,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "", "YAML configuration file (docs/configuration.md)")
 	dataDir := fs.String("data", "", "data directory (default ./coapca-data)")
 	coaps := fs.String("coaps", "", "EST-coaps (CoAP over DTLS) listen address (default :5684; \"off\" disables)")
+	coapAddr := fs.String("coap", "", "plain CoAP (UDP) listen address for CMP over CoAP and EST-oscore, e.g. :5683 (default off; \"off\" disables)")
+	httpAddr := fs.String("http", "", "HTTP listen address for CMP over HTTP, e.g. :8080 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	var names stringList
@@ -44,6 +46,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Listen.CoAPS = ""
 	default:
 		cfg.Listen.CoAPS = *coaps
+	}
+	for _, o := range []struct {
+		flag string
+		dst  *string
+	}{{*coapAddr, &cfg.Listen.CoAP}, {*httpAddr, &cfg.Listen.HTTP}} {
+		switch o.flag {
+		case "":
+		case "off":
+			*o.dst = ""
+		default:
+			*o.dst = o.flag
+		}
 	}
 	if *metricsAddr != "" {
 		cfg.Listen.Metrics = *metricsAddr

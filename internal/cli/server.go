@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -24,19 +25,33 @@ import (
 
 // server is a running coapca: the house and its front doors. serve, the end-to-end tests and
 // `coapca bench` all start it the same way.
+//
+// Each listener has its own CoAP resource table: coaps:// (DTLS-authenticated: EST-coaps) and
+// coap:// (no transport security: only resources that protect themselves, such as CMP
+// messages or OSCORE-protected EST). Front doors register into the tables in register*.
 type server struct {
 	*house
-	log      *slog.Logger
-	metrics  *metrics.Metrics
-	coap     *coap.Server
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	est     *est.Service
+
+	secureMux, plainMux *coap.Mux
+	httpMux             *http.ServeMux
+
+	coaps    *coap.Server // nil when listen.coaps is off
+	coapUDP  *coap.Server // nil when listen.coap is off
 	dtls     *dtlsconn.Listener
+	udp      net.PacketConn
+	http     net.Listener
 	coapsURL string // coaps://host:port of the DTLS listener
+	coapURL  string // coap://host:port of the UDP listener
+	httpURL  string // http://host:port of the HTTP listener
 	metrics2 net.Addr
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 }
 
-// defaultMaxBody caps EST request bodies: a CSR is a few hundred bytes.
+// defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
 const defaultMaxBody = 64 << 10
 
 func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*server, error) {
@@ -46,28 +61,29 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &server{house: h, log: log, metrics: m, cancel: cancel}
+	s := &server{house: h, log: log, metrics: m, cancel: cancel,
+		secureMux: coap.NewMux(), plainMux: coap.NewMux(), httpMux: http.NewServeMux()}
 	fail := func(err error) (*server, error) {
 		s.Close()
 		return nil, err
 	}
 
-	mux := coap.NewMux()
-	svc := est.NewService(h.auth, log)
-	svc.SetObserver(func(function, transport, result string, d time.Duration) {
+	// The front doors.
+	s.est = est.NewService(h.auth, log)
+	s.est.SetObserver(func(function, transport, result string, d time.Duration) {
 		m.Observe("est-"+transport, function, result, d)
 	})
-	estcoap.New(svc, estcoap.Options{Labels: h.auth.Labels(), Logger: log}).Register(mux)
+	estcoap.New(s.est, estcoap.Options{Labels: h.auth.Labels(), Logger: log}).Register(s.secureMux)
 
 	cc := cfg.CoAP
 	if cc.MaxBodySize == 0 {
 		cc.MaxBodySize = defaultMaxBody
 	}
-	s.coap = coap.NewServer(mux, coap.Config{
+	coapCfg := coap.Config{
 		ACKTimeout: cc.ACKTimeout, ACKRandomFactor: cc.ACKRandomFactor, MaxRetransmit: cc.MaxRetransmit,
 		NStart: cc.NStart, SeparateAfter: cc.SeparateAfter, MaxBodySize: cc.MaxBodySize,
 		BlockTimeout: cc.BlockTimeout, MaxExchangesPerPeer: cc.MaxExchangesPerPeer, Logger: log,
-	})
+	}
 
 	if cfg.Listen.CoAPS != "" {
 		suites, err := cipherSuites(cfg.DTLS.CipherSuites)
@@ -94,12 +110,52 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		}
 		s.dtls = l
 		s.coapsURL = "coaps://" + l.Addr().String()
+		s.coaps = coap.NewServer(s.secureMux, coapCfg)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.coap.ServeDTLS(l); err != nil && ctx.Err() == nil {
+			if err := s.coaps.ServeDTLS(l); err != nil && ctx.Err() == nil {
 				log.Error("coaps listener stopped", "err", err)
 			}
+		}()
+	}
+	if cfg.Listen.CoAP != "" {
+		pc, err := net.ListenPacket("udp", cfg.Listen.CoAP)
+		if err != nil {
+			return fail(fmt.Errorf("coap listener %s: %w", cfg.Listen.CoAP, err))
+		}
+		s.udp = pc
+		s.coapURL = "coap://" + pc.LocalAddr().String()
+		s.coapUDP = coap.NewServer(s.plainMux, coapCfg)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.coapUDP.ServeUDP(pc); err != nil && ctx.Err() == nil {
+				log.Error("coap listener stopped", "err", err)
+			}
+		}()
+	}
+	if cfg.Listen.HTTP != "" {
+		ln, err := net.Listen("tcp", cfg.Listen.HTTP)
+		if err != nil {
+			return fail(fmt.Errorf("http listener %s: %w", cfg.Listen.HTTP, err))
+		}
+		s.http = ln
+		s.httpURL = "http://" + ln.Addr().String()
+		hs := &http.Server{Handler: s.httpMux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(2)
+		go func() {
+			defer s.wg.Done()
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http listener stopped", "err", err)
+			}
+		}()
+		go func() {
+			defer s.wg.Done()
+			<-ctx.Done()
+			shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(shut)
 		}()
 	}
 	s.registerMetrics()
@@ -122,9 +178,15 @@ func (s *server) health(ctx context.Context) error {
 func (s *server) registerMetrics() {
 	m := s.metrics
 	cs := func(f func(coap.Stats) float64) func() float64 {
-		return func() float64 { return f(s.coap.Stats()) }
+		return func() float64 {
+			var sum float64
+			for _, srv := range s.coapServers() {
+				sum += f(srv.Stats())
+			}
+			return sum
+		}
 	}
-	m.Collector(newCoAPResponsesCollector(s.coap))
+	m.Collector(newCoAPResponsesCollector(s.coapServers))
 	m.CounterFunc("coap_retransmissions_total", "Confirmable messages retransmitted.", cs(func(st coap.Stats) float64 { return float64(st.Retransmissions) }))
 	m.CounterFunc("coap_duplicates_total", "Duplicate messages detected (RFC 7252 §4.5).", cs(func(st coap.Stats) float64 { return float64(st.Duplicates) }))
 	m.CounterFunc("coap_malformed_total", "Datagrams that did not parse as CoAP.", cs(func(st coap.Stats) float64 { return float64(st.Malformed) }))
@@ -148,14 +210,28 @@ func (s *server) registerMetrics() {
 	}
 }
 
+// coapServers returns the running CoAP servers.
+func (s *server) coapServers() []*coap.Server {
+	var out []*coap.Server
+	for _, c := range []*coap.Server{s.coaps, s.coapUDP} {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // Close stops the listeners and closes the store.
 func (s *server) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
 	var err error
-	if s.coap != nil {
-		err = s.coap.Close()
+	for _, c := range s.coapServers() {
+		err = errors.Join(err, c.Close())
+	}
+	if s.http != nil {
+		s.http.Close()
 	}
 	s.wg.Wait()
 	return errors.Join(err, s.house.Close())

@@ -45,6 +45,10 @@ type Log struct {
 type Listen struct {
 	// CoAPS is the EST-coaps (DTLS) listener. Default ":5684".
 	CoAPS string `yaml:"coaps"`
+	// CoAP is the plain-UDP CoAP listener (CMP over CoAP, EST-oscore). Default "" (off).
+	CoAP string `yaml:"coap"`
+	// HTTP is the HTTP listener (CMP over HTTP). Default "" (off).
+	HTTP string `yaml:"http"`
 	// Metrics serves Prometheus /metrics and /healthz over HTTP. Default "" (off).
 	Metrics string `yaml:"metrics"`
 }
