@@ -22,6 +22,7 @@ const usage = `coapca — certificate authority, registration authority and clie
 Usage:
   coapca serve [flags]              run the server (EST-coaps on coaps://:5684 by default)
   coapca est COMMAND [flags]        EST client: cacerts | enroll | reenroll | csrattrs | serverkeygen
+  coapca cmp COMMAND [flags]        CMP client: ir | cr | p10cr | kur | rr | genm
   coapca ca COMMAND [flags]         manage the CA: list | show | revoke | approve | reject | pending | crl
   coapca bench est [flags]          measure enrollments/s against an in-process server
   coapca version                    print the version
@@ -45,6 +46,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runEST(ctx, args[1:], stdout, stderr)
 	case "ca":
 		err = runCA(ctx, args[1:], stdout, stderr)
+	case "cmp":
+		err = runCMP(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":

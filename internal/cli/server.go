@@ -74,6 +74,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		m.Observe("est-"+transport, function, result, d)
 	})
 	estcoap.New(s.est, estcoap.Options{Labels: h.auth.Labels(), Logger: log}).Register(s.secureMux)
+	if err := s.registerCMP(ctx); err != nil {
+		return fail(err)
+	}
 
 	cc := cfg.CoAP
 	if cc.MaxBodySize == 0 {
