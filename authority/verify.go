@@ -1,0 +1,154 @@
+package authority
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"coapca/errs"
+	"coapca/store"
+)
+
+// identity is an authenticated requester.
+type identity struct {
+	leaf      *x509.Certificate   // client certificate; nil for secrets
+	chain     []*x509.Certificate // verified chain, leaf first, up to the trust anchor
+	source    string              // trust store name, CANameOurs, or "secret"
+	ours      *store.Cert         // the record when leaf is a certificate this CA issued
+	secretRef string
+}
+
+// authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
+// certificate recorded in our store (byte-identical DER, not revoked, in its validity), a
+// chain to our CA, then each manufacturer trust store.
+func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate, secretRef string) (identity, error) {
+	if len(chain) == 0 {
+		if secretRef != "" {
+			if _, ok := a.secrets[secretRef]; !ok {
+				return identity{}, errs.New(errs.Unauthorized, "unknown MAC secret reference %q", secretRef)
+			}
+			return identity{source: "secret", secretRef: secretRef}, nil
+		}
+		// RFC 9148 §3: the client MUST authenticate with a certificate.
+		return identity{}, errs.New(errs.Unauthorized, "a client certificate is required")
+	}
+	leaf := chain[0]
+	now := a.now()
+	if a.issuedByUs(leaf) {
+		rec, err := a.store.Cert(ctx, store.FormatSerial(leaf.SerialNumber))
+		switch {
+		case err == nil && bytes.Equal(rec.DER, leaf.Raw):
+			// The DER is our own record, so its signature is ours; the handshake (or the CMP
+			// protection) proved possession of its key.
+			if rec.Revoked() {
+				return identity{}, errs.New(errs.Forbidden, "client certificate %s is revoked", rec.Serial)
+			}
+			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+				return identity{}, errs.New(errs.Unauthorized, "client certificate %s is expired or not yet valid", rec.Serial)
+			}
+			return identity{leaf: leaf, chain: append([]*x509.Certificate{leaf}, a.chain...),
+				source: CANameOurs, ours: rec}, nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return identity{}, errs.Wrap(errs.Internal, err, "cannot look up the client certificate")
+		}
+		// Not recorded (e.g. the server's own certificate): verify it like any other.
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	opts := x509.VerifyOptions{
+		Intermediates: inter,
+		CurrentTime:   now,
+		// IDevIDs often carry no extendedKeyUsage, or one that names no TLS purpose.
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}
+	var firstErr error
+	// Our own CA: intermediates of our chain are added to the client-sent ones.
+	ourOpts := opts
+	ourOpts.Roots = a.caRoots
+	ourInter := inter.Clone()
+	for _, c := range a.chain[:len(a.chain)-1] {
+		ourInter.AddCert(c)
+	}
+	ourOpts.Intermediates = ourInter
+	if chains, err := leaf.Verify(ourOpts); err == nil {
+		return identity{leaf: leaf, chain: chains[0], source: CANameOurs}, nil
+	} else {
+		firstErr = err
+	}
+	for _, ts := range a.trust {
+		o := opts
+		o.Roots = ts.roots
+		chains, err := leaf.Verify(o)
+		if err != nil && ts.allowExpired && now.After(leaf.NotAfter) {
+			// RFC 9148 §9: an IDevID may outlive its notAfter; this store accepts that. The
+			// chain is checked as of the leaf's last valid second.
+			o.CurrentTime = leaf.NotAfter.Add(-time.Second)
+			chains, err = leaf.Verify(o)
+		}
+		if err == nil {
+			return identity{leaf: leaf, chain: chains[0], source: ts.name}, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return identity{}, errs.Wrap(errs.Unauthorized, firstErr, "client certificate %s is not trusted", leaf.Subject)
+}
+
+// authorize authenticates r's requester and checks that it may do r.Op under profile p.
+func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (identity, error) {
+	who, err := a.authenticate(ctx, r.Requester.Chain, r.Requester.SecretRef)
+	if err != nil {
+		return who, err
+	}
+	switch r.Op {
+	case OpEnroll, OpServerKeyGen:
+		if who.secretRef != "" {
+			if l := a.secrets[who.secretRef].labels; len(l) > 0 && !slices.Contains(l, r.Label) {
+				return who, errs.New(errs.Forbidden, "secret %q may not enroll for label %q", who.secretRef, r.Label)
+			}
+			return who, nil
+		}
+		if len(p.TrustStores) > 0 && !slices.Contains(p.TrustStores, who.source) {
+			return who, errs.New(errs.Forbidden, "identities from %q may not enroll for label %q", who.source, r.Label)
+		}
+		return who, nil
+	case OpReenroll:
+		// RFC 7030 §4.2.2: re-enrollment renews a certificate this CA issued.
+		if who.ours == nil {
+			return who, errs.New(errs.Forbidden, "re-enrollment requires a certificate issued by this CA")
+		}
+		return who, nil
+	}
+	return who, errs.New(errs.BadRequest, "unknown operation %q", r.Op)
+}
+
+// VerifyClient verifies a DTLS/TLS client chain (raw DER, leaf first) during the handshake:
+// it must chain to a manufacturer trust store or to this CA, and a certificate this CA issued
+// must not be revoked. It returns the verified chain, leaf first.
+func (a *Authority) VerifyClient(rawCerts [][]byte) ([]*x509.Certificate, error) {
+	if len(rawCerts) == 0 {
+		return nil, errs.New(errs.Unauthorized, "a client certificate is required")
+	}
+	chain := make([]*x509.Certificate, 0, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return nil, errs.Wrap(errs.Unauthorized, err, "client certificate %d does not parse", i)
+		}
+		chain = append(chain, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	who, err := a.authenticate(ctx, chain, "")
+	if err != nil {
+		return nil, fmt.Errorf("authority: %w", err)
+	}
+	return who.chain, nil
+}

@@ -1,0 +1,203 @@
+// Package kms turns key URIs into crypto.Signers, so the authority signs the same way with a
+// key file and with a hardware or software token.
+//
+// Supported URIs:
+//
+//	file:/abs/path/key.pem    PEM private key: PKCS#8 ("PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY")
+//	file:relative/key.pem     or PKCS#1 ("RSA PRIVATE KEY")
+//	/abs/path/key.pem         a bare path is a file URI
+//	pkcs11:token=...;object=...   RFC 7512; only in binaries built with -tags pkcs11
+//
+// The package also generates and writes keys (P-256, the key type of the CA, the server and
+// the demo identities).
+package kms
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNotBuilt is returned for a key URI scheme this binary was built without.
+var ErrNotBuilt = errors.New("kms: key URI scheme not built into this binary")
+
+// Open returns the signer that uri names.
+func Open(ctx context.Context, uri string) (crypto.Signer, error) {
+	scheme, rest, ok := strings.Cut(uri, ":")
+	if !ok || strings.ContainsAny(scheme, "/\\.") || len(scheme) < 2 { // bare path (also C:\ on Windows)
+		return LoadKeyFile(uri)
+	}
+	switch strings.ToLower(scheme) {
+	case "file":
+		// file:///abs, file:/abs and file:rel are all accepted.
+		path := strings.TrimPrefix(rest, "//")
+		if path == "" {
+			return nil, fmt.Errorf("kms: %q names no file", uri)
+		}
+		return LoadKeyFile(path)
+	case "pkcs11":
+		return openPKCS11(ctx, uri)
+	default:
+		return nil, fmt.Errorf("kms: unknown key URI scheme %q in %q (want file: or pkcs11:)", scheme, uri)
+	}
+}
+
+// LoadKeyFile reads a PEM private key file.
+func LoadKeyFile(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kms: %w", err)
+	}
+	k, err := ParsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("kms: %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ParsePrivateKeyPEM parses the first private key block of data (PKCS#8, SEC 1 or PKCS#1).
+func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return nil, errors.New("no PEM private key found")
+		}
+		switch b.Type {
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PKCS#8 key: %w", err)
+			}
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("PKCS#8 key of type %T cannot sign", k)
+			}
+			return s, nil
+		case "EC PRIVATE KEY":
+			k, err := x509.ParseECPrivateKey(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("EC key: %w", err)
+			}
+			return k, nil
+		case "RSA PRIVATE KEY":
+			k, err := x509.ParsePKCS1PrivateKey(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("RSA key: %w", err)
+			}
+			return k, nil
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("encrypted private keys are not supported")
+		}
+	}
+}
+
+// GenerateKey makes a new key of type keyType: "P-256" (also "" and "EC"), "P-384",
+// "P-521", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096".
+func GenerateKey(keyType string) (crypto.Signer, error) {
+	switch strings.ToUpper(keyType) {
+	case "", "P-256", "EC", "ECDSA", "PRIME256V1", "SECP256R1":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "P-384", "SECP384R1":
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "P-521", "SECP521R1":
+		return ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	case "ED25519":
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		return k, err
+	case "RSA-2048", "RSA":
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case "RSA-3072":
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case "RSA-4096":
+		return rsa.GenerateKey(rand.Reader, 4096)
+	}
+	return nil, fmt.Errorf("kms: unknown key type %q", keyType)
+}
+
+// GenerateP256 makes a new ECDSA P-256 key.
+func GenerateP256() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+// KeyType names the type of a public key the way GenerateKey spells it ("P-256", "Ed25519",
+// "RSA-2048", ...); "" for a type it does not know.
+func KeyType(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	}
+	return ""
+}
+
+// MarshalPrivateKeyPEM encodes key as a PKCS#8 PEM block.
+func MarshalPrivateKeyPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("kms: marshal key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// WriteKeyFile writes key as PKCS#8 PEM to path with mode 0600, atomically (a temporary file
+// in the same directory, fsync'd and renamed), creating the directory with mode 0700.
+func WriteKeyFile(path string, key crypto.Signer) error {
+	data, err := MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+// WriteFileAtomic writes data to path so that readers see either the old or the new
+// content, never a part of it.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	dirMode := os.FileMode(0o755)
+	if mode&0o077 == 0 {
+		dirMode = 0o700
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return fmt.Errorf("kms: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("kms: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("kms: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("kms: write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("kms: sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("kms: close %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("kms: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package kms
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := GenerateP256()
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	pk8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	rk, _ := rsa.GenerateKey(rand.Reader, 1024) //nolint:gosec // test only
+	pk1 := x509.MarshalPKCS1PrivateKey(rk)
+	p8 := writePEM(t, dir, "p8.pem", "PRIVATE KEY", pk8)
+	s1 := writePEM(t, dir, "sec1.pem", "EC PRIVATE KEY", sec1)
+	r1 := writePEM(t, dir, "rsa.pem", "RSA PRIVATE KEY", pk1)
+	enc := writePEM(t, dir, "enc.pem", "ENCRYPTED PRIVATE KEY", []byte{1})
+	junk := filepath.Join(dir, "junk.pem")
+	os.WriteFile(junk, []byte("hello"), 0o600)
+
+	tests := []struct {
+		uri     string
+		wantPub crypto.PublicKey
+		wantErr error
+	}{
+		{"file:" + p8, &ec.PublicKey, nil},
+		{"file://" + p8, &ec.PublicKey, nil},
+		{p8, &ec.PublicKey, nil},
+		{"file:" + s1, &ec.PublicKey, nil},
+		{"file:" + r1, &rk.PublicKey, nil},
+		{"file:" + enc, nil, nil},
+		{"file:" + junk, nil, nil},
+		{"file:" + filepath.Join(dir, "missing.pem"), nil, os.ErrNotExist},
+		{"file:", nil, nil},
+		{"pkcs11:token=ca;object=issuing", nil, ErrNotBuilt},
+		{"vault:secret/ca", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.uri, func(t *testing.T) {
+			s, err := Open(context.Background(), tt.uri)
+			if tt.wantPub == nil {
+				if err == nil {
+					t.Fatal("Open succeeded, want an error")
+				}
+				if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(tt.wantPub) {
+				t.Error("wrong public key")
+			}
+		})
+	}
+}
+
+func TestWriteKeyFileRoundTrip(t *testing.T) {
+	for _, kt := range []string{"P-256", "P-384", "Ed25519"} {
+		t.Run(kt, func(t *testing.T) {
+			k, err := GenerateKey(kt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := KeyType(k.Public()); got != kt {
+				t.Errorf("KeyType = %q", got)
+			}
+			p := filepath.Join(t.TempDir(), "private", "k.pem")
+			if err := WriteKeyFile(p, k); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(p)
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("mode %v, want 0600", st.Mode().Perm())
+			}
+			if st, _ := os.Stat(filepath.Dir(p)); st.Mode().Perm() != 0o700 {
+				t.Errorf("dir mode %v, want 0700", st.Mode().Perm())
+			}
+			s, err := Open(context.Background(), "file:"+p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Public()) {
+				t.Error("round trip changed the key")
+			}
+		})
+	}
+	if _, err := GenerateKey("DSA"); err == nil {
+		t.Error("GenerateKey(DSA) succeeded")
+	}
+}
+
+func BenchmarkECDSASign(b *testing.B) {
+	k, _ := GenerateP256()
+	h := sha256.Sum256([]byte("x"))
+	for b.Loop() {
+		if _, err := ecdsa.SignASN1(rand.Reader, k, h[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

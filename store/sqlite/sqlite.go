@@ -1,0 +1,660 @@
+// Package sqlite is the embedded store.Store: one SQLite file through modernc.org/sqlite
+// (pure Go, no cgo).
+//
+// Durability: WAL journal with synchronous=FULL, so a committed certificate record has been
+// fsync'd before the certificate leaves the server. busy_timeout lets a second process (the
+// `coapca ca approve` command line) write while the server runs; inside one process writers are
+// serialised by a mutex so they queue in Go instead of spinning in SQLite's busy handler.
+// Every write is one transaction begun with BEGIN IMMEDIATE. The schema is versioned with
+// PRAGMA user_version and migrated forward on Open.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"coapca/store"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Options tune Open. The zero value is the production setting.
+type Options struct {
+	// BusyTimeout is how long a write waits for another process's lock (default 10 s).
+	BusyTimeout time.Duration
+	// Synchronous is the PRAGMA synchronous value: FULL (default: every commit is fsync'd
+	// before RecordIssued returns), EXTRA, NORMAL or OFF (tests only).
+	Synchronous string
+	Logger      *slog.Logger
+}
+
+// Store is the SQLite store.Store.
+type Store struct {
+	db  *sql.DB
+	wmu sync.Mutex // serialises this process's write transactions
+	log *slog.Logger
+
+	recq      chan *recordReq // RecordIssued → committer
+	stop      chan struct{}   // closed by Close
+	exited    chan struct{}   // closed when the committer has returned
+	closeOnce sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path and migrates its schema.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 10 * time.Second
+	}
+	switch opts.Synchronous = strings.ToUpper(opts.Synchronous); opts.Synchronous {
+	case "":
+		opts.Synchronous = "FULL"
+	case "OFF", "NORMAL", "FULL", "EXTRA":
+	default:
+		return nil, fmt.Errorf("sqlite: synchronous %q is not OFF, NORMAL, FULL or EXTRA", opts.Synchronous)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+opts.Synchronous+")")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + path + "?" + q.Encode()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// Readers run in parallel under WAL; writers are serialised by wmu anyway.
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(0)
+	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch),
+		stop: make(chan struct{}), exited: make(chan struct{})}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	go s.committer()
+	return s, nil
+}
+
+// Close stops the group committer and closes the database. It is safe to call twice.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.exited
+		err = s.db.Close()
+	})
+	return err
+}
+
+// migrations[i] brings the schema from version i to i+1. Never edit a released entry; append.
+var migrations = []string{
+	`CREATE TABLE certificates (
+		serial             TEXT PRIMARY KEY,
+		subject            TEXT NOT NULL,
+		issuer             TEXT NOT NULL,
+		not_before         INTEGER NOT NULL,
+		not_after          INTEGER NOT NULL,
+		der                BLOB NOT NULL,
+		label              TEXT NOT NULL,
+		op                 TEXT NOT NULL,
+		protocol           TEXT NOT NULL,
+		transport          TEXT NOT NULL,
+		requester_subject  TEXT NOT NULL,
+		requester_issuer   TEXT NOT NULL,
+		requester_serial   TEXT NOT NULL,
+		requester_ref      TEXT NOT NULL,
+		requester_addr     TEXT NOT NULL,
+		pending_id         TEXT NOT NULL,
+		issued_at          INTEGER NOT NULL,
+		revoked_at         INTEGER,
+		revocation_reason  INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX certificates_issued ON certificates(issued_at);
+	CREATE INDEX certificates_revoked ON certificates(issuer, revoked_at) WHERE revoked_at IS NOT NULL;
+	CREATE TABLE pending (
+		id                 TEXT PRIMARY KEY,
+		request_key        TEXT NOT NULL UNIQUE,
+		status             TEXT NOT NULL,
+		reason             TEXT NOT NULL,
+		label              TEXT NOT NULL,
+		op                 TEXT NOT NULL,
+		protocol           TEXT NOT NULL,
+		transport          TEXT NOT NULL,
+		subject            TEXT NOT NULL,
+		request            BLOB NOT NULL,
+		requester_subject  TEXT NOT NULL,
+		requester_issuer   TEXT NOT NULL,
+		requester_serial   TEXT NOT NULL,
+		requester_ref      TEXT NOT NULL,
+		requester_addr     TEXT NOT NULL,
+		cert_serial        TEXT NOT NULL,
+		created_at         INTEGER NOT NULL,
+		updated_at         INTEGER NOT NULL
+	);
+	CREATE INDEX pending_created ON pending(created_at);
+	CREATE TABLE counters (
+		name  TEXT PRIMARY KEY,
+		value INTEGER NOT NULL
+	);`,
+}
+
+// SchemaVersion is the schema version this build writes.
+const SchemaVersion = 1
+
+func (s *Store) migrate(ctx context.Context) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var v int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if v > len(migrations) {
+			return fmt.Errorf("database schema version %d is newer than this program (%d)", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+			}
+			s.log.Info("store: migrated schema", "from", i, "to", i+1)
+		}
+		if v != len(migrations) {
+			// PRAGMA takes no bind parameters; the value is our own constant.
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+				return fmt.Errorf("set schema version: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn in one BEGIN IMMEDIATE transaction and commits it (fsync'd with synchronous=FULL).
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func fromUnix(v int64) time.Time { return time.Unix(v, 0).UTC() }
+
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+	}
+	return false
+}
+
+// errClosed is returned by RecordIssued after Close.
+var errClosed = errors.New("sqlite: store is closed")
+
+// recordReq is one RecordIssued call waiting for the group committer.
+type recordReq struct {
+	c    *store.Cert
+	done chan error
+}
+
+// maxBatch bounds the certificates committed in one transaction.
+const maxBatch = 256
+
+// RecordIssued implements store.Store.
+//
+// Group commit: calls are queued to one committer goroutine that writes every queued record
+// in a single transaction (one fsync), each inside its own SAVEPOINT so that one failure
+// (duplicate serial, pending request in the wrong state) leaves the others intact. A lone
+// call is committed at once; under load, calls that arrive during an fsync share the next.
+// RecordIssued returns only after its record is durable (or failed).
+func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlite: record %s: %w", c.Serial, err)
+	}
+	r := &recordReq{c: c, done: make(chan error, 1)}
+	select {
+	case s.recq <- r:
+	case <-s.stop:
+		return errClosed
+	case <-ctx.Done():
+		return fmt.Errorf("sqlite: record %s: %w", c.Serial, ctx.Err())
+	}
+	// Once queued, wait for the outcome even if ctx ends: the caller must learn whether the
+	// certificate was recorded.
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.exited:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return errClosed
+		}
+	}
+}
+
+func (s *Store) committer() {
+	defer close(s.exited)
+	for {
+		var batch []*recordReq
+		select {
+		case r := <-s.recq:
+			batch = append(batch, r)
+		case <-s.stop:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.recq:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+	}
+}
+
+func (s *Store) commitBatch(batch []*recordReq) {
+	ctx := context.Background() // one caller's cancellation must not abort the others' records
+	if len(batch) == 1 {
+		// Alone: the transaction itself undoes a failed record.
+		batch[0].done <- s.write(ctx, func(tx *sql.Tx) error { return recordOne(ctx, tx, batch[0].c) })
+		return
+	}
+	results := make([]error, len(batch))
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for i, r := range batch {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT rec"); err != nil {
+				return fmt.Errorf("sqlite: savepoint: %w", err)
+			}
+			results[i] = recordOne(ctx, tx, r.c)
+			stmt := "RELEASE rec"
+			if results[i] != nil {
+				stmt = "ROLLBACK TO rec; RELEASE rec"
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("sqlite: release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	for i, r := range batch {
+		if err != nil {
+			results[i] = err // the transaction failed: nothing of the batch was written
+		}
+		r.done <- results[i]
+	}
+	if len(batch) > 1 {
+		s.log.Debug("store: group commit", "records", len(batch), "error", err)
+	}
+}
+
+// recordOne writes one certificate (and its pending request). On error the caller must roll
+// back (transaction or savepoint): the certificate row may already be inserted.
+func recordOne(ctx context.Context, tx *sql.Tx, c *store.Cert) error {
+	issued := c.IssuedAt
+	if issued.IsZero() {
+		issued = time.Now()
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
+		label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
+		requester_addr, pending_id, issued_at, revoked_at, revocation_reason)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)`,
+		c.Serial, c.Subject, c.Issuer, unix(c.NotBefore), unix(c.NotAfter), c.DER,
+		c.Label, c.Op, c.Protocol, c.Transport, c.RequesterSubject, c.RequesterIssuer, c.RequesterSerial,
+		c.RequesterRef, c.RequesterAddr, c.PendingID, unix(issued))
+	if err != nil {
+		if isConstraint(err) {
+			return fmt.Errorf("sqlite: serial %s: %w", c.Serial, store.ErrDuplicateSerial)
+		}
+		return fmt.Errorf("sqlite: insert certificate %s: %w", c.Serial, err)
+	}
+	if c.PendingID != "" {
+		// Only an approved request becomes issued; on failure the caller's rollback also
+		// removes the certificate row inserted above.
+		res, err := tx.ExecContext(ctx, `UPDATE pending SET status = ?, cert_serial = ?, updated_at = ?
+			WHERE id = ? AND status = ?`,
+			store.StatusIssued, c.Serial, unix(issued), c.PendingID, store.StatusApproved)
+		if err != nil {
+			return fmt.Errorf("sqlite: mark pending %s issued: %w", c.PendingID, err)
+		}
+		if k, _ := res.RowsAffected(); k != 1 {
+			return fmt.Errorf("sqlite: pending %s is not approved: %w", c.PendingID, store.ErrPendingState)
+		}
+	}
+	return nil
+}
+
+const certColumns = `serial, subject, issuer, not_before, not_after, der, label, op, protocol, transport,
+	requester_subject, requester_issuer, requester_serial, requester_ref, requester_addr, pending_id,
+	issued_at, revoked_at, revocation_reason`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanCert(r scanner) (*store.Cert, error) {
+	var c store.Cert
+	var nb, na, ia int64
+	var ra sql.NullInt64
+	if err := r.Scan(&c.Serial, &c.Subject, &c.Issuer, &nb, &na, &c.DER, &c.Label, &c.Op, &c.Protocol,
+		&c.Transport, &c.RequesterSubject, &c.RequesterIssuer, &c.RequesterSerial, &c.RequesterRef,
+		&c.RequesterAddr, &c.PendingID, &ia, &ra, &c.RevocationReason); err != nil {
+		return nil, err
+	}
+	c.NotBefore, c.NotAfter, c.IssuedAt = fromUnix(nb), fromUnix(na), fromUnix(ia)
+	if ra.Valid {
+		c.RevokedAt = fromUnix(ra.Int64)
+	}
+	return &c, nil
+}
+
+// Cert implements store.Store.
+func (s *Store) Cert(ctx context.Context, serial string) (*store.Cert, error) {
+	c, err := scanCert(s.db.QueryRowContext(ctx, "SELECT "+certColumns+" FROM certificates WHERE serial = ?", serial))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: certificate %s: %w", serial, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: certificate %s: %w", serial, err)
+	}
+	return c, nil
+}
+
+// ListCerts implements store.Store.
+func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, error) {
+	var where []string
+	var args []any
+	if f.Label != "" || f.LabelSet {
+		where, args = append(where, "label = ?"), append(args, f.Label)
+	}
+	if f.SubjectContains != "" {
+		where, args = append(where, "instr(subject, ?) > 0"), append(args, f.SubjectContains)
+	}
+	if f.SerialPrefix != "" {
+		where, args = append(where, "substr(serial, 1, ?) = ?"), append(args, len(f.SerialPrefix), f.SerialPrefix)
+	}
+	if f.Issuer != "" {
+		where, args = append(where, "issuer = ?"), append(args, f.Issuer)
+	}
+	switch f.Revocation {
+	case store.OnlyRevoked:
+		where = append(where, "revoked_at IS NOT NULL")
+	case store.NotRevoked:
+		where = append(where, "revoked_at IS NULL")
+	}
+	q := "SELECT " + certColumns + " FROM certificates"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY issued_at DESC, rowid DESC" + limit(f.Limit, f.Offset)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Cert
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+	}
+	return out, nil
+}
+
+func limit(n, off int) string {
+	switch {
+	case n > 0:
+		return fmt.Sprintf(" LIMIT %d OFFSET %d", n, max(off, 0))
+	case off > 0:
+		return fmt.Sprintf(" LIMIT -1 OFFSET %d", off)
+	}
+	return ""
+}
+
+// RevokeCert implements store.Store.
+func (s *Store) RevokeCert(ctx context.Context, serial string, reason int, at time.Time) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var ra sql.NullInt64
+		err := tx.QueryRowContext(ctx, "SELECT revoked_at FROM certificates WHERE serial = ?", serial).Scan(&ra)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: revoke %s: %w", serial, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: revoke %s: %w", serial, err)
+		}
+		if ra.Valid {
+			return fmt.Errorf("sqlite: revoke %s: %w", serial, store.ErrAlreadyRevoked)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ?",
+			unix(at), reason, serial); err != nil {
+			return fmt.Errorf("sqlite: revoke %s: %w", serial, err)
+		}
+		return nil
+	})
+}
+
+// RevokedCerts implements store.Store.
+func (s *Store) RevokedCerts(ctx context.Context, issuer string) ([]store.RevokedEntry, error) {
+	q := "SELECT serial, revoked_at, revocation_reason, not_after FROM certificates WHERE revoked_at IS NOT NULL"
+	var args []any
+	if issuer != "" {
+		q += " AND issuer = ?"
+		args = append(args, issuer)
+	}
+	rows, err := s.db.QueryContext(ctx, q+" ORDER BY revoked_at, serial", args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: revoked certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []store.RevokedEntry
+	for rows.Next() {
+		var e store.RevokedEntry
+		var ra, na int64
+		if err := rows.Scan(&e.Serial, &ra, &e.Reason, &na); err != nil {
+			return nil, fmt.Errorf("sqlite: revoked certificates: %w", err)
+		}
+		e.RevokedAt, e.NotAfter = fromUnix(ra), fromUnix(na)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: revoked certificates: %w", err)
+	}
+	return out, nil
+}
+
+const pendingColumns = `id, request_key, status, reason, label, op, protocol, transport, subject, request,
+	requester_subject, requester_issuer, requester_serial, requester_ref, requester_addr, cert_serial,
+	created_at, updated_at`
+
+func scanPending(r scanner) (*store.Pending, error) {
+	var p store.Pending
+	var ca, ua int64
+	if err := r.Scan(&p.ID, &p.RequestKey, &p.Status, &p.Reason, &p.Label, &p.Op, &p.Protocol, &p.Transport,
+		&p.Subject, &p.Request, &p.RequesterSubject, &p.RequesterIssuer, &p.RequesterSerial, &p.RequesterRef,
+		&p.RequesterAddr, &p.CertSerial, &ca, &ua); err != nil {
+		return nil, err
+	}
+	p.CreatedAt, p.UpdatedAt = fromUnix(ca), fromUnix(ua)
+	return &p, nil
+}
+
+// NewPendingID returns a random 16-hex-digit ID (64 bits), short enough to type.
+func NewPendingID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("pending id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// CreatePending implements store.Store.
+func (s *Store) CreatePending(ctx context.Context, p *store.Pending) (*store.Pending, bool, error) {
+	var out *store.Pending
+	created := false
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		old, err := scanPending(tx.QueryRowContext(ctx, "SELECT "+pendingColumns+" FROM pending WHERE request_key = ?", p.RequestKey))
+		if err == nil {
+			out = old
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: find pending: %w", err)
+		}
+		n := *p
+		now := time.Now().UTC().Truncate(time.Second)
+		n.Status, n.CreatedAt, n.UpdatedAt, n.CertSerial, n.Reason = store.StatusPending, now, now, "", ""
+		if n.Request == nil {
+			n.Request = []byte{}
+		}
+		for attempt := 0; ; attempt++ {
+			if n.ID == "" || attempt > 0 {
+				if n.ID, err = NewPendingID(); err != nil {
+					return err
+				}
+			}
+			_, err = tx.ExecContext(ctx, "INSERT INTO pending ("+pendingColumns+`)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				n.ID, n.RequestKey, n.Status, n.Reason, n.Label, n.Op, n.Protocol, n.Transport, n.Subject, n.Request,
+				n.RequesterSubject, n.RequesterIssuer, n.RequesterSerial, n.RequesterRef, n.RequesterAddr,
+				n.CertSerial, unix(n.CreatedAt), unix(n.UpdatedAt))
+			if err == nil {
+				break
+			}
+			if !isConstraint(err) || attempt >= 3 {
+				return fmt.Errorf("sqlite: insert pending: %w", err)
+			}
+		}
+		out, created = &n, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return out, created, nil
+}
+
+// Pending implements store.Store.
+func (s *Store) Pending(ctx context.Context, id string) (*store.Pending, error) {
+	p, err := scanPending(s.db.QueryRowContext(ctx, "SELECT "+pendingColumns+" FROM pending WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: pending request %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending request %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// ListPending implements store.Store.
+func (s *Store) ListPending(ctx context.Context, f store.PendingFilter) ([]*store.Pending, error) {
+	var where []string
+	var args []any
+	if f.Status != "" {
+		where, args = append(where, "status = ?"), append(args, f.Status)
+	}
+	if f.Label != "" {
+		where, args = append(where, "label = ?"), append(args, f.Label)
+	}
+	q := "SELECT " + pendingColumns + " FROM pending"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, rowid DESC" + limit(f.Limit, f.Offset)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list pending: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Pending
+	for rows.Next() {
+		p, err := scanPending(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list pending: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list pending: %w", err)
+	}
+	return out, nil
+}
+
+// DecidePending implements store.Store.
+func (s *Store) DecidePending(ctx context.Context, id string, status store.PendingStatus, reason string) error {
+	if status != store.StatusApproved && status != store.StatusRejected {
+		return fmt.Errorf("sqlite: decide pending %s: status %q is not a decision", id, status)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var cur store.PendingStatus
+		err := tx.QueryRowContext(ctx, "SELECT status FROM pending WHERE id = ?", id).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: decide pending %s: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: decide pending %s: %w", id, err)
+		}
+		switch {
+		case cur == status:
+			return nil
+		case cur != store.StatusPending:
+			return fmt.Errorf("sqlite: pending %s is %s, cannot become %s: %w", id, cur, status, store.ErrPendingState)
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE pending SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
+			status, reason, time.Now().Unix(), id); err != nil {
+			return fmt.Errorf("sqlite: decide pending %s: %w", id, err)
+		}
+		return nil
+	})
+}
+
+// NextCounter implements store.Store.
+func (s *Store) NextCounter(ctx context.Context, name string) (int64, error) {
+	var v int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO counters (name, value) VALUES (?, 1)
+			ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value`, name).Scan(&v)
+		if err != nil {
+			return fmt.Errorf("sqlite: counter %s: %w", name, err)
+		}
+		return nil
+	})
+	return v, err
+}

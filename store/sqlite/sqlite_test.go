@@ -1,0 +1,166 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"coapca/store"
+	"coapca/store/storetest"
+)
+
+func openTemp(t testing.TB, path string) *Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "test.db")
+	}
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t, "") })
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "x.db")
+	s := openTemp(t, path)
+	p, _, err := s.CreatePending(ctx, &store.Pending{RequestKey: "k", Label: "manual"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openTemp(t, path) // migrations are idempotent
+	defer s.Close()
+	got, err := s.Pending(ctx, p.ID)
+	if err != nil || got.Status != store.StatusPending || got.Label != "manual" {
+		t.Fatalf("pending after reopen: %+v, %v", got, err)
+	}
+	if _, err := s.Cert(ctx, "1"); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != SchemaVersion {
+		t.Errorf("user_version = %d, %v; want %d", v, err, SchemaVersion)
+	}
+	var mode string
+	if err := s.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v", mode, err)
+	}
+	var sync int
+	if err := s.db.QueryRow("PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
+		t.Errorf("synchronous = %d, %v; want 2 (FULL)", sync, err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	s := openTemp(t, path)
+	if _, err := s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion+1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(context.Background(), path, Options{}); err == nil {
+		t.Fatal("opened a database with a newer schema")
+	}
+}
+
+// TestTwoHandles simulates the server and a `coapca ca approve` process: two independent
+// handles on one file, writing at the same time.
+func TestTwoHandles(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "x.db")
+	server, cli := openTemp(t, path), openTemp(t, path)
+	defer server.Close()
+	defer cli.Close()
+	p, _, err := server.CreatePending(ctx, &store.Pending{RequestKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 200)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			if err := server.RecordIssued(ctx, &store.Cert{Serial: fmt.Sprintf("a%d", i), DER: []byte{1}}); err != nil {
+				errc <- err
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 100 {
+			if _, err := cli.NextCounter(ctx, "n"); err != nil {
+				errc <- err
+			}
+		}
+		if err := cli.DecidePending(ctx, p.ID, store.StatusApproved, ""); err != nil {
+			errc <- err
+		}
+	}()
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	got, err := server.Pending(ctx, p.ID)
+	if err != nil || got.Status != store.StatusApproved {
+		t.Errorf("server sees %+v, %v", got, err)
+	}
+	err = server.RecordIssued(ctx, &store.Cert{Serial: "a1", DER: []byte{1}})
+	if !errors.Is(err, store.ErrDuplicateSerial) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// BenchmarkRecordIssued measures fsync'd commits (synchronous=FULL).
+func BenchmarkRecordIssued(b *testing.B) {
+	s := openTemp(b, "")
+	defer s.Close()
+	ctx := context.Background()
+	der := make([]byte, 600)
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		if err := s.RecordIssued(ctx, &store.Cert{Serial: fmt.Sprintf("%x", i), DER: der}); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/time.Since(start).Seconds(), "commits/s")
+}
+
+// BenchmarkRecordIssuedParallel shows group commit: parallel callers share fsyncs.
+func BenchmarkRecordIssuedParallel(b *testing.B) {
+	s := openTemp(b, "")
+	defer s.Close()
+	ctx := context.Background()
+	der := make([]byte, 600)
+	var n atomic.Int64
+	start := time.Now()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if err := s.RecordIssued(ctx, &store.Cert{Serial: fmt.Sprintf("%x", i), DER: der}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "records/s")
+}

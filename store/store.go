@@ -1,0 +1,195 @@
+// Package store defines what the authority keeps: issued certificates, pending (manually
+// approved) requests and counters such as the CRL number.
+//
+// Store is an interface; store/sqlite is the embedded default and a PostgreSQL implementation
+// can follow. Every implementation must pass the conformance suite in store/storetest.
+//
+// The guarantees every implementation gives (DESIGN.md, "the store"):
+//   - a certificate is recorded in one transaction together with the pending request it
+//     answers (RecordIssued), so there is never a half-written record;
+//   - serial numbers are unique forever: RecordIssued fails with ErrDuplicateSerial rather than
+//     overwrite, and revoked or expired rows are never deleted (RFC 5280 §4.1.2.2: a CA MUST
+//     NOT reuse a serial number);
+//   - a pending request is identified by a request key (see authority) and created at most once
+//     (CreatePending is create-or-get), so an identical resend finds the same entry.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them (errors.Is works).
+var (
+	// ErrNotFound: no row with that serial or ID.
+	ErrNotFound = errors.New("store: not found")
+	// ErrDuplicateSerial: a certificate with that serial is already recorded.
+	ErrDuplicateSerial = errors.New("store: duplicate serial number")
+	// ErrAlreadyRevoked: RevokeCert on a revoked certificate.
+	ErrAlreadyRevoked = errors.New("store: certificate already revoked")
+	// ErrPendingState: the pending request is not in the state the operation requires
+	// (e.g. approving a rejected request, or recording a second certificate for one request).
+	ErrPendingState = errors.New("store: pending request in wrong state")
+)
+
+// Cert is one issued certificate and how it was requested.
+type Cert struct {
+	Serial    string // lowercase hex without leading zeros (FormatSerial)
+	Subject   string // RFC 4514 string of the subject
+	Issuer    string // RFC 4514 string of the issuer
+	NotBefore time.Time
+	NotAfter  time.Time
+	DER       []byte
+
+	Label     string // profile label ("" = default profile)
+	Op        string // "enroll", "reenroll", "serverkeygen", ...
+	Protocol  string // "est", "cmp"
+	Transport string // "coaps", "oscore", "coap", "https", "http"
+
+	// The requester: the client certificate that authenticated the request (empty without one),
+	// the MAC secret reference (CMP PBM), and the network address.
+	RequesterSubject string
+	RequesterIssuer  string
+	RequesterSerial  string
+	RequesterRef     string
+	RequesterAddr    string
+
+	PendingID string // the pending request this certificate answers, "" when none
+	IssuedAt  time.Time
+
+	RevokedAt        time.Time // zero when not revoked
+	RevocationReason int       // RFC 5280 §5.3.1 CRLReason, valid when RevokedAt is set
+}
+
+// Revoked reports whether the certificate has been revoked.
+func (c *Cert) Revoked() bool { return !c.RevokedAt.IsZero() }
+
+// PendingStatus is the state of a pending request:
+// pending → approved → issued, or pending → rejected.
+type PendingStatus string
+
+const (
+	StatusPending  PendingStatus = "pending"
+	StatusApproved PendingStatus = "approved"
+	StatusRejected PendingStatus = "rejected"
+	StatusIssued   PendingStatus = "issued"
+)
+
+// Pending is a certificate request waiting for (or decided by) manual approval.
+type Pending struct {
+	ID         string // short random ID shown to the operator (`coapca ca approve ID`)
+	RequestKey string // hash identifying the request; unique
+	Status     PendingStatus
+	Reason     string // why it was rejected
+
+	Label     string
+	Op        string
+	Protocol  string
+	Transport string
+	Subject   string // requested subject (RFC 4514), for display
+	Request   []byte // the request as received (CSR DER, or CMP CertTemplate DER)
+
+	RequesterSubject string
+	RequesterIssuer  string
+	RequesterSerial  string
+	RequesterRef     string
+	RequesterAddr    string
+
+	CertSerial string // set when issued
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// RevokedEntry is one line of a CRL.
+type RevokedEntry struct {
+	Serial    string
+	RevokedAt time.Time
+	Reason    int
+	NotAfter  time.Time
+}
+
+// RevocationFilter selects certificates by revocation state in ListCerts.
+type RevocationFilter int
+
+const (
+	AnyRevocation RevocationFilter = iota // all certificates
+	OnlyRevoked                           // revoked ones
+	NotRevoked                            // not revoked ones (expired included)
+)
+
+// CertFilter selects certificates in ListCerts. Zero fields do not filter.
+type CertFilter struct {
+	Label           string // exact profile label; use LabelSet to select the default label ""
+	LabelSet        bool
+	SubjectContains string // substring of the subject string
+	SerialPrefix    string // prefix of the hex serial
+	Issuer          string // exact issuer string
+	Revocation      RevocationFilter
+	Limit           int // 0 = no limit
+	Offset          int
+}
+
+// PendingFilter selects pending requests in ListPending. Zero fields do not filter.
+type PendingFilter struct {
+	Status PendingStatus
+	Label  string
+	Limit  int
+	Offset int
+}
+
+// Store keeps certificates, pending requests and counters. Implementations are safe for
+// concurrent use, and for use by several processes on the same database (the server and the
+// `coapca ca` command line).
+type Store interface {
+	// RecordIssued records a newly signed certificate. When c.PendingID is set, the same
+	// transaction moves that pending request from approved to issued with c.Serial; if the
+	// request is not approved (e.g. a concurrent resend already issued it) nothing is written
+	// and ErrPendingState is returned. A serial that exists → ErrDuplicateSerial, nothing written.
+	RecordIssued(ctx context.Context, c *Cert) error
+	// Cert returns the certificate with that serial (ErrNotFound).
+	Cert(ctx context.Context, serial string) (*Cert, error)
+	// ListCerts returns certificates, newest first.
+	ListCerts(ctx context.Context, f CertFilter) ([]*Cert, error)
+	// RevokeCert marks a certificate revoked (ErrNotFound, ErrAlreadyRevoked).
+	RevokeCert(ctx context.Context, serial string, reason int, at time.Time) error
+	// RevokedCerts returns every revoked certificate of issuer (all issuers when "").
+	RevokedCerts(ctx context.Context, issuer string) ([]RevokedEntry, error)
+
+	// CreatePending stores p unless a request with p.RequestKey exists; it returns the stored
+	// request and whether it was created now. The store sets ID (when empty), Status
+	// (StatusPending), CreatedAt and UpdatedAt of a new row.
+	CreatePending(ctx context.Context, p *Pending) (stored *Pending, created bool, err error)
+	// Pending returns the pending request with that ID (ErrNotFound).
+	Pending(ctx context.Context, id string) (*Pending, error)
+	// ListPending returns pending requests, newest first.
+	ListPending(ctx context.Context, f PendingFilter) ([]*Pending, error)
+	// DecidePending moves a request from pending to approved or rejected (with a reason).
+	// Deciding the same way twice is not an error; any other transition → ErrPendingState.
+	DecidePending(ctx context.Context, id string, status PendingStatus, reason string) error
+
+	// NextCounter atomically increments the named counter and returns its new value
+	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).
+	NextCounter(ctx context.Context, name string) (int64, error)
+
+	Close() error
+}
+
+// FormatSerial is the canonical text form of a serial number: lowercase hex, no leading zeros.
+func FormatSerial(n *big.Int) string { return n.Text(16) }
+
+// NormalizeSerial accepts a serial as an operator types it ("0x01:AB", "01ab", "1AB") and
+// returns the canonical form.
+func NormalizeSerial(s string) (string, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimPrefix(t, "0x")
+	t = strings.NewReplacer(":", "", " ", "").Replace(t)
+	n, ok := new(big.Int).SetString(t, 16)
+	if !ok || t == "" || strings.Trim(t, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("store: %q is not a hexadecimal serial number", s)
+	}
+	return FormatSerial(n), nil
+}

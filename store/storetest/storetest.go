@@ -1,0 +1,420 @@
+// Package storetest is the conformance suite every store.Store implementation runs:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store { return openFresh(t) })
+//	}
+//
+// open must return an empty store; the suite closes it.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"coapca/store"
+)
+
+// Run runs every conformance test against stores made by open.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"RecordAndGet", testRecordAndGet},
+		{"DuplicateSerial", testDuplicateSerial},
+		{"List", testList},
+		{"Revoke", testRevoke},
+		{"PendingCreateOrGet", testPendingCreateOrGet},
+		{"PendingDecide", testPendingDecide},
+		{"PendingIssuedAtomically", testPendingIssued},
+		{"PendingConcurrentIssue", testPendingConcurrentIssue},
+		{"ListPending", testListPending},
+		{"Counter", testCounter},
+		{"ConcurrentWrites", testConcurrentWrites},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			defer s.Close()
+			tt.fn(t, s)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+// second truncates, since stores may keep seconds only.
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func cert(serial string) *store.Cert {
+	return &store.Cert{
+		Serial: serial, Subject: "CN=dev-" + serial, Issuer: "CN=Issuing CA",
+		NotBefore: t0, NotAfter: t0.Add(24 * time.Hour), DER: []byte{0x30, 0x03, 0x02, 0x01, 0x01},
+		Label: "", Op: "enroll", Protocol: "est", Transport: "coaps",
+		RequesterSubject: "CN=idevid", RequesterIssuer: "CN=Manufacturer", RequesterSerial: "abc",
+		RequesterAddr: "127.0.0.1:1234", IssuedAt: t0,
+	}
+}
+
+func testRecordAndGet(t *testing.T, s store.Store) {
+	c := cert("1a2b")
+	c.RequesterRef = "demo"
+	if err := s.RecordIssued(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Cert(ctx, "1a2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(*got) != fmt.Sprint(*c) {
+		t.Errorf("got  %+v\nwant %+v", *got, *c)
+	}
+	if got.Revoked() {
+		t.Error("new certificate is revoked")
+	}
+	if _, err := s.Cert(ctx, "ffff"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("missing serial: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testDuplicateSerial(t *testing.T, s store.Store) {
+	if err := s.RecordIssued(ctx, cert("77")); err != nil {
+		t.Fatal(err)
+	}
+	dup := cert("77")
+	dup.Subject = "CN=other"
+	if err := s.RecordIssued(ctx, dup); !errors.Is(err, store.ErrDuplicateSerial) {
+		t.Fatalf("duplicate: err = %v, want ErrDuplicateSerial", err)
+	}
+	got, err := s.Cert(ctx, "77")
+	if err != nil || got.Subject != "CN=dev-77" {
+		t.Fatalf("the first record was changed: %+v, %v", got, err)
+	}
+	// A revoked serial stays taken.
+	if err := s.RevokeCert(ctx, "77", 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, cert("77")); !errors.Is(err, store.ErrDuplicateSerial) {
+		t.Fatalf("reuse after revocation: err = %v, want ErrDuplicateSerial", err)
+	}
+}
+
+func testList(t *testing.T, s store.Store) {
+	for i, lbl := range []string{"", "a", "a", "b"} {
+		c := cert(fmt.Sprintf("%x", 0x100+i))
+		c.Label = lbl
+		c.IssuedAt = t0.Add(time.Duration(i) * time.Second)
+		if err := s.RecordIssued(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeCert(ctx, "101", 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	serials := func(cs []*store.Cert) string {
+		var out string
+		for _, c := range cs {
+			out += c.Serial + " "
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		f    store.CertFilter
+		want string
+	}{
+		{"all newest first", store.CertFilter{}, "103 102 101 100 "},
+		{"label a", store.CertFilter{Label: "a"}, "102 101 "},
+		{"default label", store.CertFilter{LabelSet: true}, "100 "},
+		{"revoked", store.CertFilter{Revocation: store.OnlyRevoked}, "101 "},
+		{"not revoked", store.CertFilter{Revocation: store.NotRevoked}, "103 102 100 "},
+		{"subject", store.CertFilter{SubjectContains: "dev-102"}, "102 "},
+		{"serial prefix", store.CertFilter{SerialPrefix: "10"}, "103 102 101 100 "},
+		{"serial prefix none", store.CertFilter{SerialPrefix: "2"}, ""},
+		{"issuer", store.CertFilter{Issuer: "CN=Issuing CA", Limit: 1}, "103 "},
+		{"limit offset", store.CertFilter{Limit: 2, Offset: 1}, "102 101 "},
+		{"other issuer", store.CertFilter{Issuer: "CN=x"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.ListCerts(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if serials(got) != tt.want {
+				t.Errorf("got %q, want %q", serials(got), tt.want)
+			}
+		})
+	}
+}
+
+func testRevoke(t *testing.T, s store.Store) {
+	for _, sn := range []string{"a1", "a2", "a3"} {
+		c := cert(sn)
+		if sn == "a3" {
+			c.Issuer = "CN=Other CA"
+		}
+		if err := s.RecordIssued(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err := s.RevokedCerts(ctx, ""); err != nil || len(l) != 0 {
+		t.Fatalf("revoked before any revocation: %v %v", l, err)
+	}
+	at := t0.Add(time.Hour)
+	if err := s.RevokeCert(ctx, "a2", 1, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeCert(ctx, "a3", 4, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeCert(ctx, "a2", 1, at); !errors.Is(err, store.ErrAlreadyRevoked) {
+		t.Errorf("second revoke: err = %v, want ErrAlreadyRevoked", err)
+	}
+	if err := s.RevokeCert(ctx, "ff", 1, at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("revoke unknown: err = %v, want ErrNotFound", err)
+	}
+	got, err := s.Cert(ctx, "a2")
+	if err != nil || !got.Revoked() || !got.RevokedAt.Equal(at) || got.RevocationReason != 1 {
+		t.Errorf("revoked record = %+v, %v", got, err)
+	}
+	l, err := s.RevokedCerts(ctx, "CN=Issuing CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.RevokedEntry{{Serial: "a2", RevokedAt: at, Reason: 1, NotAfter: t0.Add(24 * time.Hour)}}
+	if fmt.Sprint(l) != fmt.Sprint(want) {
+		t.Errorf("RevokedCerts = %v, want %v", l, want)
+	}
+	if l, _ := s.RevokedCerts(ctx, ""); len(l) != 2 {
+		t.Errorf("RevokedCerts(all) = %v, want 2 entries", l)
+	}
+}
+
+func pending(key string) *store.Pending {
+	return &store.Pending{
+		RequestKey: key, Label: "manual", Op: "enroll", Protocol: "est", Transport: "coaps",
+		Subject: "CN=dev", Request: []byte{1, 2, 3}, RequesterSubject: "CN=idevid",
+		RequesterIssuer: "CN=Manufacturer", RequesterSerial: "01", RequesterAddr: "[::1]:5000",
+	}
+}
+
+func testPendingCreateOrGet(t *testing.T, s store.Store) {
+	p1, created, err := s.CreatePending(ctx, pending("k1"))
+	if err != nil || !created {
+		t.Fatalf("first create: created=%v err=%v", created, err)
+	}
+	if p1.ID == "" || p1.Status != store.StatusPending || p1.CreatedAt.IsZero() {
+		t.Fatalf("created row incomplete: %+v", p1)
+	}
+	p2, created, err := s.CreatePending(ctx, pending("k1"))
+	if err != nil || created || p2.ID != p1.ID {
+		t.Fatalf("second create: id %q created=%v err=%v, want id %q not created", p2.ID, created, err, p1.ID)
+	}
+	p3, created, err := s.CreatePending(ctx, pending("k2"))
+	if err != nil || !created || p3.ID == p1.ID {
+		t.Fatalf("other key: %+v created=%v err=%v", p3, created, err)
+	}
+	got, err := s.Pending(ctx, p1.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pending("k1")
+	if got.RequestKey != want.RequestKey || got.Label != want.Label || string(got.Request) != string(want.Request) ||
+		got.RequesterAddr != want.RequesterAddr || got.Subject != want.Subject || got.Status != store.StatusPending {
+		t.Errorf("Pending = %+v", got)
+	}
+	if _, err := s.Pending(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown id: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testPendingDecide(t *testing.T, s store.Store) {
+	a, _, _ := s.CreatePending(ctx, pending("a"))
+	r, _, _ := s.CreatePending(ctx, pending("r"))
+	tests := []struct {
+		id     string
+		status store.PendingStatus
+		reason string
+		err    error
+	}{
+		{a.ID, store.StatusApproved, "", nil},
+		{a.ID, store.StatusApproved, "", nil}, // idempotent
+		{a.ID, store.StatusRejected, "late", store.ErrPendingState},
+		{r.ID, store.StatusRejected, "unknown device", nil},
+		{r.ID, store.StatusApproved, "", store.ErrPendingState},
+		{"missing", store.StatusApproved, "", store.ErrNotFound},
+	}
+	for i, tt := range tests {
+		err := s.DecidePending(ctx, tt.id, tt.status, tt.reason)
+		if (tt.err == nil && err != nil) || (tt.err != nil && !errors.Is(err, tt.err)) {
+			t.Errorf("step %d: err = %v, want %v", i, err, tt.err)
+		}
+	}
+	if err := s.DecidePending(ctx, a.ID, store.StatusIssued, ""); err == nil {
+		t.Error("DecidePending(issued) succeeded; only approve/reject are decisions")
+	}
+	got, _ := s.Pending(ctx, r.ID)
+	if got.Status != store.StatusRejected || got.Reason != "unknown device" {
+		t.Errorf("rejected row = %+v", got)
+	}
+	got, _ = s.Pending(ctx, a.ID)
+	if got.Status != store.StatusApproved {
+		t.Errorf("approved row = %+v", got)
+	}
+}
+
+func testPendingIssued(t *testing.T, s store.Store) {
+	p, _, _ := s.CreatePending(ctx, pending("x"))
+	c := cert("c0ffee")
+	c.PendingID = p.ID
+	// Not yet approved: nothing is written.
+	if err := s.RecordIssued(ctx, c); !errors.Is(err, store.ErrPendingState) {
+		t.Fatalf("issue for unapproved request: err = %v, want ErrPendingState", err)
+	}
+	if _, err := s.Cert(ctx, "c0ffee"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("half-written record after failed RecordIssued: %v", err)
+	}
+	if err := s.DecidePending(ctx, p.ID, store.StatusApproved, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Pending(ctx, p.ID)
+	if got.Status != store.StatusIssued || got.CertSerial != "c0ffee" {
+		t.Errorf("pending after issue = %+v", got)
+	}
+	if cc, err := s.Cert(ctx, "c0ffee"); err != nil || cc.PendingID != p.ID {
+		t.Errorf("cert = %+v, %v", cc, err)
+	}
+	// A duplicate serial leaves the pending row untouched.
+	p2, _, _ := s.CreatePending(ctx, pending("y"))
+	s.DecidePending(ctx, p2.ID, store.StatusApproved, "")
+	c2 := cert("c0ffee")
+	c2.PendingID = p2.ID
+	if err := s.RecordIssued(ctx, c2); !errors.Is(err, store.ErrDuplicateSerial) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if got, _ := s.Pending(ctx, p2.ID); got.Status != store.StatusApproved || got.CertSerial != "" {
+		t.Errorf("pending changed by a failed RecordIssued: %+v", got)
+	}
+}
+
+func testPendingConcurrentIssue(t *testing.T, s store.Store) {
+	p, _, _ := s.CreatePending(ctx, pending("race"))
+	s.DecidePending(ctx, p.ID, store.StatusApproved, "")
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cert(fmt.Sprintf("beef%02x", i))
+			c.PendingID = p.ID
+			errs[i] = s.RecordIssued(ctx, c)
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrPendingState):
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d certificates recorded for one approved request, want 1", ok)
+	}
+	if l, _ := s.ListCerts(ctx, store.CertFilter{SerialPrefix: "beef"}); len(l) != 1 {
+		t.Errorf("%d certificates in the store, want 1", len(l))
+	}
+}
+
+func testListPending(t *testing.T, s store.Store) {
+	var ids []string
+	for _, k := range []string{"p1", "p2", "p3"} {
+		p := pending(k)
+		if k == "p3" {
+			p.Label = "other"
+		}
+		got, _, err := s.CreatePending(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got.ID)
+	}
+	s.DecidePending(ctx, ids[0], store.StatusRejected, "no")
+	tests := []struct {
+		f    store.PendingFilter
+		want int
+	}{
+		{store.PendingFilter{}, 3},
+		{store.PendingFilter{Status: store.StatusPending}, 2},
+		{store.PendingFilter{Status: store.StatusRejected}, 1},
+		{store.PendingFilter{Label: "other"}, 1},
+		{store.PendingFilter{Limit: 2}, 2},
+		{store.PendingFilter{Offset: 2}, 1},
+	}
+	for _, tt := range tests {
+		got, err := s.ListPending(ctx, tt.f)
+		if err != nil || len(got) != tt.want {
+			t.Errorf("ListPending(%+v) = %d rows, %v; want %d", tt.f, len(got), err, tt.want)
+		}
+	}
+}
+
+func testCounter(t *testing.T, s store.Store) {
+	for want := int64(1); want <= 3; want++ {
+		if v, err := s.NextCounter(ctx, "crl"); err != nil || v != want {
+			t.Fatalf("NextCounter = %d, %v; want %d", v, err, want)
+		}
+	}
+	if v, _ := s.NextCounter(ctx, "other"); v != 1 {
+		t.Errorf("independent counter = %d, want 1", v)
+	}
+}
+
+func testConcurrentWrites(t *testing.T, s store.Store) {
+	const n = 64
+	var wg sync.WaitGroup
+	errc := make(chan error, 2*n)
+	seen := make(chan int64, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.RecordIssued(ctx, cert(fmt.Sprintf("cc%04x", i))); err != nil {
+				errc <- err
+			}
+			v, err := s.NextCounter(ctx, "c")
+			if err != nil {
+				errc <- err
+			}
+			seen <- v
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	close(seen)
+	for err := range errc {
+		t.Error(err)
+	}
+	uniq := map[int64]bool{}
+	for v := range seen {
+		if uniq[v] {
+			t.Errorf("counter value %d returned twice", v)
+		}
+		uniq[v] = true
+	}
+	if l, _ := s.ListCerts(ctx, store.CertFilter{SerialPrefix: "cc"}); len(l) != n {
+		t.Errorf("%d certificates recorded, want %d", len(l), n)
+	}
+}
