@@ -1,0 +1,171 @@
+package dtlsconn
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"testing"
+
+	"github.com/pion/dtls/v3"
+	pionelliptic "github.com/pion/dtls/v3/pkg/crypto/elliptic"
+)
+
+// Full handshakes (ECDHE-ECDSA P-256, mutual certificates, CCM_8, EMS), one
+// at a time, through our Listener and through raw pion (dtls.Listen +
+// dtls.Dial) in the same run. Compare with the ECDSA benchmarks below.
+func BenchmarkHandshake(b *testing.B) {
+	p := testPKI(b)
+	verify := poolVerifier(p.pool, x509.ExtKeyUsageClientAuth)
+	pionServer := func() *dtls.Config {
+		return &dtls.Config{
+			Certificates:         []tls.Certificate{p.server},
+			CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
+			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
+			EllipticCurves:       []pionelliptic.Curve{pionelliptic.P256},
+			ClientAuth:           dtls.RequireAnyClientCert,
+			LoggerFactory:        quietLoggerFactory(),
+			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				_, err := verify(raw)
+				return err
+			},
+		}
+	}
+	pionClient := func() *dtls.Config {
+		return &dtls.Config{
+			Certificates:         []tls.Certificate{p.client},
+			RootCAs:              p.pool,
+			ServerName:           "localhost",
+			CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
+			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
+			EllipticCurves:       []pionelliptic.Curve{pionelliptic.P256},
+			LoggerFactory:        quietLoggerFactory(),
+		}
+	}
+	pionDial := func(b *testing.B, addr *net.UDPAddr) {
+		c, err := dtls.Dial("udp", addr, pionClient())
+		if err == nil {
+			err = c.Handshake()
+		}
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		_ = c.Close()
+	}
+	ourListener := func(b *testing.B) *Listener {
+		cfg := serverConfig(p)
+		cfg.HandshakesPerSourcePerSecond = -1
+		l := listen(b, cfg)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { // until the client's close_notify
+					_, _ = c.Read(make([]byte, 1500))
+					_ = c.Close()
+				}()
+			}
+		}()
+		return l
+	}
+	b.Run("dtlsconn-listener+dtlsconn-dial", func(b *testing.B) {
+		l := ourListener(b)
+		cfg := clientConfig(p)
+		b.ResetTimer()
+		for b.Loop() {
+			c, err := Dial(context.Background(), "udp", l.Addr().String(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Close()
+		}
+	})
+	b.Run("dtlsconn-listener+pion-dial", func(b *testing.B) {
+		l := ourListener(b)
+		addr := l.Addr().(*net.UDPAddr)
+		b.ResetTimer()
+		for b.Loop() {
+			pionDial(b, addr)
+		}
+	})
+	pionListener := func(b *testing.B) net.Listener {
+		ln, err := dtls.Listen("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, pionServer())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					if dc, ok := c.(*dtls.Conn); ok {
+						_ = dc.Handshake()
+					}
+					_, _ = c.Read(make([]byte, 1500)) // until the client's close_notify
+					_ = c.Close()
+				}()
+			}
+		}()
+		return ln
+	}
+	b.Run("pion-listen+pion-dial", func(b *testing.B) {
+		addr := pionListener(b).Addr().(*net.UDPAddr)
+		b.ResetTimer()
+		for b.Loop() {
+			pionDial(b, addr)
+		}
+	})
+	// 4 concurrent clients per CPU.
+	b.Run("parallel/dtlsconn-listener+pion-dial", func(b *testing.B) {
+		l := ourListener(b)
+		b.Cleanup(func() { b.Logf("listener stats %+v", l.Stats()) })
+		addr := l.Addr().(*net.UDPAddr)
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				pionDial(b, addr)
+			}
+		})
+	})
+	b.Run("parallel/pion-listen+pion-dial", func(b *testing.B) {
+		addr := pionListener(b).Addr().(*net.UDPAddr)
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				pionDial(b, addr)
+			}
+		})
+	})
+}
+
+func BenchmarkECDSAP256(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := sha256.Sum256([]byte("message"))
+	sig, _ := ecdsa.SignASN1(rand.Reader, k, h[:])
+	b.Run("sign", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ecdsa.SignASN1(rand.Reader, k, h[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			if !ecdsa.VerifyASN1(&k.PublicKey, h[:], sig) {
+				b.Fatal("verify")
+			}
+		}
+	})
+}

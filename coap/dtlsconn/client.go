@@ -1,0 +1,132 @@
+package dtlsconn
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
+)
+
+// Dial opens a DTLS 1.2 session to addr ("host:port") and completes the
+// handshake, bounded by ctx and cfg.HandshakeTimeout.
+func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, error) {
+	raddr, err := net.ResolveUDPAddr(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dtlsconn: dial %s: %w", addr, err)
+	}
+	uc, err := net.DialUDP(network, nil, raddr)
+	if err != nil {
+		return nil, fmt.Errorf("dtlsconn: dial %s: %w", addr, err)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	serverName := cfg.ServerName
+	if serverName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) == nil {
+			serverName = host
+		}
+	}
+	pc := &clientPC{uc: uc, raddr: raddr, tr: newTranscript()}
+	var accepted []*x509.Certificate
+	pcfg := &dtls.Config{
+		Certificates:         cfg.Certificates,
+		RootCAs:              cfg.RootCAs,
+		ServerName:           serverName,
+		InsecureSkipVerify:   cfg.InsecureSkipVerify,
+		CipherSuites:         suiteList(cfg.CipherSuites),
+		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret, // RFC 7627 §5.3
+		EllipticCurves:       []elliptic.Curve{elliptic.P256},
+		LoggerFactory:        quietLoggerFactory(),
+		MTU:                  cfg.MTU,
+	}
+	if cfg.ConnectionID {
+		pcfg.ConnectionIDGenerator = dtls.OnlySendCIDGenerator()
+	}
+	if cfg.VerifyPeer != nil {
+		pcfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			chain, err := cfg.VerifyPeer(raw)
+			if err != nil {
+				return err
+			}
+			accepted = chain
+			return nil
+		}
+	}
+	dc, err := dtls.Client(pc, raddr, pcfg)
+	if err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("dtlsconn: dial %s: %w", addr, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	defer cancel()
+	if err := dc.HandshakeContext(hctx); err != nil {
+		_ = dc.Close()
+		_ = uc.Close()
+		return nil, fmt.Errorf("dtlsconn: handshake with %s: %w", addr, err)
+	}
+	pc.mu.Lock()
+	tr := pc.tr
+	pc.tr = nil
+	pc.mu.Unlock()
+	c, err := newConn(dc, tr, accepted, discardLogger(nil))
+	if err != nil {
+		_ = dc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// clientPC adapts a connected UDP socket to the net.PacketConn pion wants and
+// records the epoch-0 handshake for tls-unique.
+type clientPC struct {
+	uc      *net.UDPConn
+	raddr   *net.UDPAddr
+	mu      sync.Mutex
+	tr      *transcript
+	buf     []byte   // whole datagram (64 KiB)
+	pending [][]byte // chunks of the last datagram not yet handed to pion
+}
+
+func (p *clientPC) sniff(b []byte, fromClient bool) {
+	p.mu.Lock()
+	if p.tr != nil {
+		p.tr.addDatagram(b, fromClient)
+	}
+	p.mu.Unlock()
+}
+
+// ReadFrom hands pion one datagram, split at record boundaries when it is
+// longer than pion's read buffer (pion reads sequentially from one goroutine).
+func (p *clientPC) ReadFrom(b []byte) (int, net.Addr, error) {
+	if len(p.pending) == 0 {
+		if p.buf == nil {
+			p.buf = make([]byte, 1<<16)
+		}
+		n, err := p.uc.Read(p.buf)
+		if err != nil {
+			return 0, nil, err
+		}
+		p.sniff(p.buf[:n], false)
+		p.pending = splitDatagram(p.buf[:n], min(len(b), pionInboundBuffer))
+	}
+	n := copy(b, p.pending[0])
+	p.pending = p.pending[1:]
+	return n, p.raddr, nil
+}
+
+func (p *clientPC) WriteTo(b []byte, _ net.Addr) (int, error) {
+	p.sniff(b, true)
+	return p.uc.Write(b)
+}
+
+func (p *clientPC) Close() error                       { return p.uc.Close() }
+func (p *clientPC) LocalAddr() net.Addr                { return p.uc.LocalAddr() }
+func (p *clientPC) SetDeadline(t time.Time) error      { return p.uc.SetDeadline(t) }
+func (p *clientPC) SetReadDeadline(t time.Time) error  { return p.uc.SetReadDeadline(t) }
+func (p *clientPC) SetWriteDeadline(t time.Time) error { return p.uc.SetWriteDeadline(t) }

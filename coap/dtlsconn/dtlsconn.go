@@ -1,0 +1,322 @@
+// Package dtlsconn is the DTLS 1.2 transport of coapca's CoAP endpoint
+// (RFC 7252 §9 "coaps"), built on github.com/pion/dtls/v3 through its public API.
+//
+// It adds what the CoAP endpoint needs around pion:
+//
+//   - its own UDP demultiplexer (one socket, one virtual net.PacketConn per
+//     remote address handed to dtls.Server) with a per-source handshake rate
+//     limit, a cap on concurrent half-open handshakes (the oldest handshake
+//     that has not yet returned a cookie is evicted first), a short handshake
+//     timeout, a session cap and an idle timeout;
+//   - a read path whose buffer fits any DTLS record (RFC 6347 §4.1: plaintext ≤ 2^14),
+//     so a large record never ends a session. (pion itself reads datagrams into
+//     8192 bytes: datagrams carrying several records are split at record
+//     boundaries before pion sees them, but a single record larger than that is
+//     dropped by pion — not fatal — so peers should keep records below ≈ 8 KB;
+//     CoAP over DTLS uses far smaller ones);
+//   - channel binding: RFC 5929 §3 tls-unique (the first Finished message's
+//     verify_data, on a full handshake the client's, recomputed from the
+//     epoch-0 handshake messages observed on the wire per RFC 5246 §7.4.9 and
+//     RFC 6347 §4.2.6, and the master secret from pion's exported State) and
+//     RFC 9266 tls-exporter;
+//   - fixed policy: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (RFC 7252 §9.1.3.3) always
+//     offered, P-256, extended master secret (RFC 7627) required, optional
+//     Connection ID (RFC 9146).
+//
+// HelloVerifyRequest cookies are pion's (stateful, RFC 6347 §4.2.1). A
+// stateless cookie exchange in front of pion is not possible through pion's
+// public API: a pion server only starts from a ClientHello with message_seq 0,
+// while the ClientHello answering a cookie has message_seq 1, and message_seq
+// is part of the DTLS 1.2 transcript (signed by CertificateVerify, checked by
+// Finished), so it cannot be rewritten. The demultiplexer bounds that state
+// instead (see ServerConfig.MaxHalfOpen).
+package dtlsconn
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/crypto/prf"
+	"github.com/pion/logging"
+)
+
+// ClientAuth is a listener's policy for client certificates.
+type ClientAuth int
+
+// Client certificate policies.
+const (
+	NoClientCert      ClientAuth = iota // no CertificateRequest
+	RequestClientCert                   // asked for; verified with VerifyPeer when sent
+	RequireClientCert                   // handshake fails without a certificate accepted by VerifyPeer
+)
+
+// ServerConfig configures a Listener. Zero values take the defaults noted.
+type ServerConfig struct {
+	Certificates []tls.Certificate // ECDSA P-256 keys
+	ClientAuth   ClientAuth
+	// VerifyPeer, when set, decides about the client's chain (leaf first, raw
+	// DER); it returns the chain it accepted, which Conn.PeerCertificates reports.
+	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
+	// ClientCAs is used when VerifyPeer is nil: the leaf must chain to it
+	// (x509 verification for client authentication).
+	ClientCAs *x509.CertPool
+	// CipherSuites are offered in this order of preference;
+	// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 is always included (last when absent).
+	CipherSuites []dtls.CipherSuiteID
+	// HandshakeTimeout bounds a handshake from its first ClientHello (default
+	// 10 s); one whose client has not returned the cookie is dropped after 3 s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a session without any datagram in either direction (default 10 min).
+	IdleTimeout time.Duration
+	// HandshakesPerSourcePerSecond limits cookie-verified handshakes per source
+	// IP (token bucket, burst = max(2, 2×rate); default 20; negative = unlimited).
+	HandshakesPerSourcePerSecond float64
+	// MaxHalfOpen caps handshakes in progress (default 512). When the cap is
+	// reached, the oldest handshake that has not answered the cookie is evicted;
+	// evicted handshakes still winding down count too, so at most 1.5×MaxHalfOpen
+	// pion handshake states exist at any time (≈ 40 KB and 6 goroutines each).
+	MaxHalfOpen int
+	// MaxSessions caps established plus half-open sessions (default 10000).
+	MaxSessions int
+	// ConnectionID enables RFC 9146 connection IDs (8 bytes) for clients that offer them.
+	ConnectionID bool
+	// MTU for pion's handshake fragmentation (default pion's 1200).
+	MTU    int
+	Logger *slog.Logger
+}
+
+// ClientConfig configures Dial.
+type ClientConfig struct {
+	Certificates       []tls.Certificate
+	RootCAs            *x509.CertPool
+	ServerName         string
+	InsecureSkipVerify bool
+	CipherSuites       []dtls.CipherSuiteID // TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 is always included
+	HandshakeTimeout   time.Duration        // default 10 s
+	ConnectionID       bool                 // offer an RFC 9146 connection ID
+	MTU                int
+	// VerifyPeer, when set, is called with the server's chain after the
+	// standard verification (or instead of it with InsecureSkipVerify).
+	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
+}
+
+// Stats are a Listener's counters.
+type Stats struct {
+	HandshakesOK, HandshakesFailed uint64
+	ActiveSessions, HalfOpen       int
+	DroppedRateLimit               uint64 // ClientHellos refused by the per-source rate limit
+	DroppedCaps                    uint64 // refused by MaxSessions or MaxHalfOpen
+	Evicted                        uint64 // half-open handshakes evicted for newer ones
+	DroppedGarbage                 uint64 // datagrams from unknown sources that are not a ClientHello
+	DroppedQueue                   uint64 // datagrams dropped because a session's queue was full
+	IdleClosed                     uint64
+}
+
+const (
+	defaultHandshakeTimeout = 10 * time.Second
+	defaultIdleTimeout      = 10 * time.Minute
+	defaultRatePerSource    = 20
+	defaultMaxHalfOpen      = 512
+	defaultMaxSessions      = 10000
+	cidLength               = 8
+	// maxRecordPlaintext is the largest plaintext of one record (RFC 6347 §4.1 →
+	// RFC 5246 §6.2.1: 2^14) with room to spare.
+	maxRecordPlaintext = 1<<14 + 2048
+	// exporterLabel is RFC 9266 §2.
+	exporterLabel = "EXPORTER-Channel-Binding"
+)
+
+// ErrClosed is returned by Accept after Close.
+var ErrClosed = errors.New("dtlsconn: listener closed")
+
+// suiteList returns extra (in its order of preference) with
+// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 appended when absent: it is mandatory to
+// implement for certificate-based coaps (RFC 7252 §9.1.3.3).
+func suiteList(extra []dtls.CipherSuiteID) []dtls.CipherSuiteID {
+	out := append([]dtls.CipherSuiteID(nil), extra...)
+	if !slices.Contains(out, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8) {
+		out = append(out, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)
+	}
+	return out
+}
+
+func quietLoggerFactory() logging.LoggerFactory {
+	f := logging.NewDefaultLoggerFactory()
+	f.DefaultLogLevel = logging.LogLevelDisabled
+	f.ScopeLevels = nil
+	return f
+}
+
+func discardLogger(l *slog.Logger) *slog.Logger {
+	if l != nil {
+		return l
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Conn is an established DTLS session.
+type Conn struct {
+	dc          *dtls.Conn
+	peerCerts   []*x509.Certificate
+	tlsUnique   []byte
+	tlsExporter []byte
+	suite       dtls.CipherSuiteID
+	cid         bool
+
+	readMu  sync.Mutex
+	readBuf []byte
+
+	closeOnce sync.Once
+	closeErr  error
+	onClose   func()
+}
+
+// Read reads the plaintext of one record. The internal buffer fits any
+// record; when b is shorter than the record, the record is truncated to b and
+// io.ErrShortBuffer returned (the session stays up).
+func (c *Conn) Read(b []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if len(b) >= maxRecordPlaintext {
+		return c.dc.Read(b)
+	}
+	if c.readBuf == nil {
+		c.readBuf = make([]byte, maxRecordPlaintext)
+	}
+	n, err := c.dc.Read(c.readBuf)
+	if err != nil {
+		return 0, err
+	}
+	m := copy(b, c.readBuf[:n])
+	if m < n {
+		return m, io.ErrShortBuffer
+	}
+	return m, nil
+}
+
+// Write sends b as one record.
+func (c *Conn) Write(b []byte) (int, error) { return c.dc.Write(b) }
+
+// Close sends close_notify and releases the session.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.dc.Close()
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return c.closeErr
+}
+
+// LocalAddr returns the local address.
+func (c *Conn) LocalAddr() net.Addr { return c.dc.LocalAddr() }
+
+// RemoteAddr returns the peer's current address (it may change with a connection ID).
+func (c *Conn) RemoteAddr() net.Addr { return c.dc.RemoteAddr() }
+
+// SetReadDeadline sets the deadline for Read.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.dc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline for Write.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.dc.SetWriteDeadline(t) }
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error { return c.dc.SetDeadline(t) }
+
+// PeerCertificates returns the peer's chain, leaf first, as accepted in the
+// handshake (VerifyPeer's result when set), or nil.
+func (c *Conn) PeerCertificates() []*x509.Certificate { return c.peerCerts }
+
+// TLSUnique returns the RFC 5929 §3.1 tls-unique channel binding: the
+// verify_data of the first Finished message of the handshake (12 bytes). It is
+// nil when it could not be recomputed (the handshake transcript was not
+// observable in full); callers that need it must then refuse the binding.
+func (c *Conn) TLSUnique() []byte { return c.tlsUnique }
+
+// TLSExporter returns the RFC 9266 tls-exporter channel binding (32 bytes).
+func (c *Conn) TLSExporter() []byte { return c.tlsExporter }
+
+// CipherSuite returns the negotiated cipher suite.
+func (c *Conn) CipherSuite() dtls.CipherSuiteID { return c.suite }
+
+// ConnectionID reports whether an RFC 9146 connection ID is in use in either direction.
+func (c *Conn) ConnectionID() bool { return c.cid }
+
+// exportedState is the subset of pion's gob-encoded State (State.MarshalBinary)
+// that channel binding needs; gob matches fields by name.
+type exportedState struct {
+	HandshakeComplete  bool
+	CipherSuiteID      uint16
+	MasterSecret       []byte
+	LocalConnectionID  []byte
+	RemoteConnectionID []byte
+}
+
+// prfHash returns the PRF hash of a DTLS 1.2 suite (RFC 5246 §5: SHA-256 unless
+// the suite names SHA-384).
+func prfHash(id dtls.CipherSuiteID) func() hash.Hash {
+	if strings.Contains(id.String(), "SHA384") {
+		return sha512.New384
+	}
+	return sha256.New
+}
+
+// newConn builds a Conn after a completed handshake: exporter, tls-unique
+// from the observed transcript and the master secret.
+func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.Logger) (*Conn, error) {
+	st, ok := dc.ConnectionState()
+	if !ok {
+		return nil, errors.New("dtlsconn: no connection state after handshake")
+	}
+	exp, err := st.ExportKeyingMaterial(exporterLabel, nil, 32)
+	if err != nil {
+		return nil, fmt.Errorf("dtlsconn: tls-exporter: %w", err)
+	}
+	raw, err := st.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("dtlsconn: export state: %w", err)
+	}
+	var es exportedState
+	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&es); err != nil {
+		return nil, fmt.Errorf("dtlsconn: decode state: %w", err)
+	}
+	c := &Conn{dc: dc, tlsExporter: exp, suite: dtls.CipherSuiteID(es.CipherSuiteID), peerCerts: peer,
+		cid: len(es.LocalConnectionID) > 0 || len(es.RemoteConnectionID) > 0}
+	if c.peerCerts == nil {
+		for _, der := range st.PeerCertificates {
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("dtlsconn: peer certificate: %w", err)
+			}
+			c.peerCerts = append(c.peerCerts, cert)
+		}
+	}
+	// RFC 5929 §3.1: tls-unique is the first Finished of the most recent
+	// handshake; on a full handshake (the only kind we run: no session cache)
+	// that is the client's: PRF(master_secret, "client finished",
+	// Hash(handshake_messages))[0..11] (RFC 5246 §7.4.9).
+	msgs, err := tr.clientFinishedInput()
+	if err == nil {
+		c.tlsUnique, err = prf.VerifyDataClient(es.MasterSecret, msgs, prfHash(c.suite))
+	}
+	if err != nil {
+		log.Warn("dtls: tls-unique unavailable", "remote", dc.RemoteAddr(), "err", err)
+		c.tlsUnique = nil
+	}
+	return c, nil
+}

@@ -1,0 +1,189 @@
+package dtlsconn
+
+import (
+	"bytes"
+	"testing"
+)
+
+// record builds one epoch-0 handshake record holding the given fragments.
+func record(epoch uint16, frags ...[]byte) []byte {
+	body := bytes.Join(frags, nil)
+	h := []byte{contentTypeHandshake, 0xfe, 0xfd, byte(epoch >> 8), byte(epoch), 0, 0, 0, 0, 0, 1,
+		byte(len(body) >> 8), byte(len(body))}
+	return append(h, body...)
+}
+
+// frag builds a handshake fragment.
+func frag(typ uint8, seq uint16, length, off int, data []byte) []byte {
+	h := make([]byte, handshakeHeaderLen)
+	h[0] = typ
+	put24(h[1:4], length)
+	h[4], h[5] = byte(seq>>8), byte(seq)
+	put24(h[6:9], off)
+	put24(h[9:12], len(data))
+	return append(h, data...)
+}
+
+func unfragmented(typ uint8, seq uint16, body []byte) []byte {
+	return frag(typ, seq, len(body), 0, body)
+}
+
+func TestTranscript(t *testing.T) {
+	ch1 := []byte("client-hello-1, no cookie.......")
+	ch2 := []byte("client-hello-2 with cookie......")
+	sh := []byte("server hello")
+	cert := bytes.Repeat([]byte{'C'}, 3000)
+	ske, shd := []byte("ske"), []byte{}
+	ccert, cke, cv := []byte("client cert"), []byte("cke"), []byte("cv")
+	want := bytes.Join([][]byte{
+		unfragmented(hsClientHello, 1, ch2),
+		unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert),
+		unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd),
+		unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+		unfragmented(hsCertificateVerify, 4, cv),
+	}, nil)
+	for _, tc := range []struct {
+		name    string
+		feed    func(tr *transcript)
+		wantErr bool
+	}{
+		{"in-order", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch1)), true)
+			tr.addDatagram(record(0, unfragmented(hsHelloVerifyRequest, 0, []byte("hvr"))), false)
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(append(record(0, unfragmented(hsServerHello, 1, sh), frag(hsCertificate, 2, len(cert), 0, cert[:1000])),
+				record(0, frag(hsCertificate, 2, len(cert), 1000, cert[1000:]))...), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+			tr.addDatagram(record(1, []byte("encrypted finished")), true)
+		}, false},
+		{"reordered-retransmitted-overlapping", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 500, cert[500:])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:600])), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHelloDone, 4, shd), unfragmented(hsServerKeyExchange, 3, ske)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificateVerify, 4, cv), unfragmented(hsCertificate, 2, ccert),
+				unfragmented(hsClientKeyExchange, 3, cke)), true)
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch1)), true) // late first hello
+		}, false},
+		{"missing-fragment", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:600])), false)
+		}, true},
+		{"conflicting-bytes", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch2)), true)
+			bad := append([]byte(nil), ch2...)
+			bad[3] ^= 1
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, bad)), true)
+		}, true},
+		{"no-client-hello", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 0, sh)), false)
+		}, true},
+		{"too-big", func(tr *transcript) {
+			tr.addDatagram(record(0, frag(hsCertificate, 2, maxHandshakeMsgLen+1, 0, []byte{1})), false)
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch2)), true)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTranscript()
+			tc.feed(tr)
+			got, err := tr.clientFinishedInput()
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("want error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("transcript differs:\n got %x\nwant %x", got, want)
+			}
+		})
+	}
+}
+
+func TestFirstClientHello(t *testing.T) {
+	body := func(cookie []byte) []byte {
+		b := append([]byte{0xfe, 0xfd}, make([]byte, 32)...)
+		b = append(b, 0)                 // session_id
+		b = append(b, byte(len(cookie))) // cookie
+		b = append(b, cookie...)
+		return append(b, 0, 2, 0xc0, 0xae, 1, 0) // suites, compression
+	}
+	for _, tc := range []struct {
+		name       string
+		b          []byte
+		ok, cookie bool
+	}{
+		{"initial", record(0, unfragmented(hsClientHello, 0, body(nil))), true, false},
+		{"with-cookie", record(0, unfragmented(hsClientHello, 1, body([]byte("cookie")))), true, true},
+		{"epoch1", record(1, unfragmented(hsClientHello, 0, body(nil))), false, false},
+		{"server-hello", record(0, unfragmented(hsServerHello, 0, body(nil))), false, false},
+		{"second-fragment", record(0, frag(hsClientHello, 0, 100, 10, []byte("x"))), false, false},
+		{"truncated", record(0, unfragmented(hsClientHello, 0, body(nil)))[:20], false, false},
+		{"empty", nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, cookie := firstClientHello(tc.b)
+			if ok != tc.ok || cookie != tc.cookie {
+				t.Fatalf("got %v,%v want %v,%v", ok, cookie, tc.ok, tc.cookie)
+			}
+		})
+	}
+}
+
+func TestSplitDatagram(t *testing.T) {
+	r1 := record(0, make([]byte, 5000))
+	r2 := record(0, make([]byte, 5000))
+	r3 := record(0, make([]byte, 100))
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		parts int
+	}{
+		{"small", append(append([]byte(nil), r3...), r3...), 1},
+		{"two-big", append(append([]byte(nil), r1...), r2...), 2},
+		{"three", bytes.Join([][]byte{r1, r3, r2}, nil), 2},
+		{"one-huge", record(0, make([]byte, 9000)), 1},
+		{"bad-tail", append(append([]byte(nil), r1...), append(r2, 0x16, 0xfe)...), 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parts := splitDatagram(tc.b, pionInboundBuffer)
+			if len(parts) != tc.parts || !bytes.Equal(bytes.Join(parts, nil), tc.b) {
+				t.Fatalf("%d parts", len(parts))
+			}
+		})
+	}
+}
+
+// FuzzSniffer feeds arbitrary datagrams in both directions through the
+// record/handshake parser, the transcript and the ClientHello classifier.
+func FuzzSniffer(f *testing.F) {
+	ch := append([]byte{0xfe, 0xfd}, make([]byte, 32)...)
+	ch = append(ch, 0, 0, 0, 2, 0xc0, 0xae, 1, 0)
+	f.Add(record(0, unfragmented(hsClientHello, 0, ch)), false)
+	f.Add(record(0, frag(hsCertificate, 2, 3000, 1000, make([]byte, 500))), true)
+	f.Add(append(record(0, unfragmented(hsServerHello, 1, []byte("sh"))), record(1, []byte("x"))...), true)
+	f.Add([]byte{0x19, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0}, false)
+	f.Add([]byte{0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, false)
+	f.Fuzz(func(t *testing.T, b []byte, fromServer bool) {
+		firstClientHello(b)
+		hasHandshakeType(b, hsServerHello)
+		parts := splitDatagram(b, 64)
+		if !bytes.Equal(bytes.Join(parts, nil), b) {
+			t.Fatal("split lost bytes")
+		}
+		tr := newTranscript()
+		for i := 0; i < 3; i++ {
+			tr.addDatagram(b, fromServer == (i%2 == 0))
+		}
+		if out, err := tr.clientFinishedInput(); err == nil && len(out) < handshakeHeaderLen {
+			t.Fatal("short transcript without error")
+		}
+	})
+}
