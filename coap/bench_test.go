@@ -1,0 +1,94 @@
+package coap
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// signRate measures raw ECDSA P-256 signatures per second (all cores) for a
+// short while, as the yardstick the request rates are compared with.
+func signRate() float64 {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := sha256.Sum256([]byte("x"))
+	var n atomic.Int64
+	deadline := time.Now().Add(300 * time.Millisecond)
+	done := make(chan struct{})
+	procs := runtime.GOMAXPROCS(0)
+	start := time.Now()
+	for range procs {
+		go func() {
+			for time.Now().Before(deadline) {
+				_, _ = ecdsa.SignASN1(rand.Reader, k, h[:])
+				n.Add(1)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range procs {
+		<-done
+	}
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+func BenchmarkECDSAP256Sign(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := sha256.Sum256([]byte("x"))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = ecdsa.SignASN1(rand.Reader, k, h[:])
+		}
+	})
+}
+
+// benchGET runs small GETs from 8 concurrent clients and reports requests/s
+// and the ratio to the ECDSA sign rate measured in the same run.
+func benchGET(b *testing.B, clients []*Client) {
+	sr := signRate()
+	var idx atomic.Int64
+	ctx := context.Background()
+	req := &ClientRequest{Method: codes.GET, Path: "/small", ContentFormat: -1, Accept: -1}
+	b.SetParallelism((len(clients) + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		c := clients[int(idx.Add(1)-1)%len(clients)]
+		for pb.Next() {
+			if r, err := c.Do(ctx, req); err != nil || r.Code != codes.Content {
+				b.Errorf("GET: %v", err)
+				return
+			}
+		}
+	})
+	rps := float64(b.N) / time.Since(start).Seconds()
+	b.ReportMetric(rps, "req/s")
+	b.ReportMetric(sr, "signs/s")
+	b.ReportMetric(rps/sr, "req/sign")
+}
+
+func BenchmarkGETUDP8(b *testing.B) {
+	ts := startTestServer(b, Config{})
+	clients := make([]*Client, 8)
+	for i := range clients {
+		clients[i] = dialTest(b, ts, 0)
+	}
+	benchGET(b, clients)
+}
+
+func BenchmarkGETDTLS8(b *testing.B) {
+	p := newTestPKI(b)
+	ts, _ := startDTLSServer(b, p, Config{})
+	clients := make([]*Client, 8)
+	for i := range clients {
+		clients[i] = dialDTLSTest(b, p, ts, 0)
+	}
+	benchGET(b, clients)
+}

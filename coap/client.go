@@ -1,0 +1,382 @@
+package coap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// ClientOptions configures Dial.
+type ClientOptions struct {
+	DTLS      *DTLSClientConfig // for coaps://
+	BlockSize int               // 16..1024; 0 = 1024. Block1 size and the Block2 size asked for.
+	Config    Config            // timers and limits (MaxBodySize caps a Block2 download)
+}
+
+// ClientRequest is a request for Client.Do.
+type ClientRequest struct {
+	Method        codes.Code
+	Path          string
+	Query         []string
+	ContentFormat int // -1 = none
+	Accept        int // -1 = none
+	Payload       []byte
+	Options       message.Options // extra options
+}
+
+// Client is a CoAP client bound to one server association.
+type Client struct {
+	ep      *endpoint
+	sess    *session
+	conn    io.Closer
+	szx     uint8
+	maxBody int
+	wg      sync.WaitGroup
+}
+
+// Dial opens a client to rawURL ("coap://host[:port]" or "coaps://host[:port]").
+func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("coap: dial %q: %w", rawURL, err)
+	}
+	bs := opts.BlockSize
+	if bs <= 0 || bs > maxBlock {
+		bs = maxBlock
+	}
+	c := &Client{ep: newEndpoint(opts.Config), szx: szxFor(bs)}
+	c.maxBody = c.ep.cfg.MaxBodySize
+	var (
+		rd   func([]byte) (int, error)
+		peer Peer
+		wr   func([]byte) error
+	)
+	switch u.Scheme {
+	case "coap":
+		host := hostPort(u, "5683")
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "udp", host)
+		if err != nil {
+			return nil, fmt.Errorf("coap: dial %s: %w", host, err)
+		}
+		c.conn = conn
+		rd = conn.Read
+		wr = func(b []byte) error { _, err := conn.Write(b); return err }
+		peer = Peer{Addr: conn.RemoteAddr()}
+	case "coaps":
+		host := hostPort(u, "5684")
+		conn, p, err := dialDTLS(ctx, host, opts.DTLS)
+		if err != nil {
+			return nil, err
+		}
+		c.conn = conn
+		rd = conn.Read
+		wr = func(b []byte) error { _, err := conn.Write(b); return err }
+		peer = p
+	default:
+		return nil, fmt.Errorf("coap: dial %q: unsupported scheme", rawURL)
+	}
+	c.sess = c.ep.newSession(peer, wr)
+	c.wg.Add(1)
+	go c.readLoop(rd)
+	return c, nil
+}
+
+func hostPort(u *url.URL, port string) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+func (c *Client) readLoop(rd func([]byte) (int, error)) {
+	defer c.wg.Done()
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := rd(buf)
+		if err != nil {
+			if c.ep.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			if errors.Is(err, io.ErrShortBuffer) {
+				continue
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// ICMP port unreachable and the like: keep reading until Close.
+			select {
+			case <-c.ep.ctx.Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		b := make([]byte, n)
+		copy(b, buf[:n])
+		c.sess.handle(b)
+	}
+}
+
+// Peer returns the server's DTLS chain and channel-binding values (Addr only over coap://).
+func (c *Client) Peer() Peer { return c.sess.peer }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats { return c.ep.stats.snapshot() }
+
+// Close ends the association.
+func (c *Client) Close() error {
+	c.ep.cancel()
+	err := c.conn.Close()
+	c.sess.close()
+	c.wg.Wait()
+	return err
+}
+
+func (c *Client) newMessage(req *ClientRequest) *message.Message {
+	opts := make(message.Options, 0, len(req.Options)+12)
+	for _, o := range req.Options {
+		opts = opts.Add(o)
+	}
+	opts = setPath(opts, req.Path)
+	for _, q := range req.Query {
+		opts = opts.Add(message.Option{ID: message.URIQuery, Value: []byte(q)})
+	}
+	if req.ContentFormat >= 0 {
+		opts = addUint(opts, message.ContentFormat, uint32(req.ContentFormat))
+	}
+	if req.Accept >= 0 {
+		opts = addUint(opts, message.Accept, uint32(req.Accept))
+	}
+	return &message.Message{Code: req.Method, Options: opts}
+}
+
+// exchange sends m (CON) with a fresh token and returns the response,
+// piggybacked or separate (RFC 7252 §5.2).
+func (c *Client) exchange(ctx context.Context, m *message.Message) (*message.Message, error) {
+	m.Token = newToken()
+	ch := c.sess.addWaiter(m.Token, 1)
+	defer c.sess.removeWaiter(m.Token)
+	ackc := make(chan error, 1)
+	select {
+	case c.sess.nstart <- struct{}{}: // NSTART (RFC 7252 §4.7)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { <-c.sess.nstart }) }
+	defer release()
+	mid, err := c.sess.startCON(m, func(_ *message.Message, err error) { ackc <- err })
+	if err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case r := <-ch:
+			// A separate response may overtake the empty ACK (RFC 7252 §5.2.2).
+			c.sess.cancelCON(mid)
+			if id := unknownCritical(r.Options); id != 0 {
+				return nil, fmt.Errorf("coap: response carries unrecognised critical option %d", id)
+			}
+			return r, nil
+		case err := <-ackc:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return nil, fmt.Errorf("coap: %s %s: %w", m.Code, pathOf(m.Options), err)
+			}
+			release()
+			ackc = nil
+		case <-ctx.Done():
+			c.sess.cancelCON(mid)
+			return nil, ctx.Err()
+		case <-c.ep.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// Do sends req and returns the whole response: a body larger than the block
+// size goes out with Block1 (RFC 7959 §2.5, one Request-Tag per body, RFC 9175
+// §3), a block-wise response is fetched completely (§2.4) and checked by ETag.
+func (c *Client) Do(ctx context.Context, req *ClientRequest) (*Response, error) {
+	size := 1 << (c.szx + 4)
+	var resp *message.Message
+	if len(req.Payload) > size {
+		tag := newToken()[:4]
+		szx := c.szx
+		off := 0
+		for {
+			bs := 1 << (szx + 4)
+			end := min(off+bs, len(req.Payload))
+			more := end < len(req.Payload)
+			m := c.newMessage(req)
+			m.Options = m.Options.Add(message.Option{ID: message.Block1, Value: block{Num: uint32(off / bs), More: more, SZX: szx}.encode()})
+			m.Options = m.Options.Add(message.Option{ID: optRequestTag, Value: tag})
+			if off == 0 {
+				m.Options = addUint(m.Options, message.Size1, uint32(len(req.Payload)))
+			}
+			if !more {
+				// Early Block2 size negotiation in the last Block1 request (RFC 7959 §3.3).
+				m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})
+			}
+			m.Payload = req.Payload[off:end]
+			r, err := c.exchange(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			if !more || r.Code != codes.Continue {
+				resp = r
+				break
+			}
+			if rb, ok, err := getBlock(r.Options, message.Block1); err == nil && ok && rb.SZX < szx {
+				szx = rb.SZX // the server asked for smaller blocks (RFC 7959 §2.5)
+			}
+			off = end
+		}
+	} else {
+		m := c.newMessage(req)
+		m.Payload = req.Payload
+		m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})
+		r, err := c.exchange(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		resp = r
+	}
+	return c.finishBlock2(ctx, req, resp)
+}
+
+// finishBlock2 fetches the remaining blocks of a Block2 response.
+func (c *Client) finishBlock2(ctx context.Context, req *ClientRequest, first *message.Message) (*Response, error) {
+	b2, has, err := getBlock(first.Options, message.Block2)
+	if err != nil {
+		return nil, fmt.Errorf("coap: response: %w", err)
+	}
+	out := toResponse(first)
+	if !has || !b2.More {
+		return out, nil
+	}
+	etag, _ := optBytes(first.Options, message.ETag)
+	body := append([]byte(nil), first.Payload...)
+	szx := b2.SZX
+	for b2.More {
+		if len(body)%(1<<(szx+4)) != 0 {
+			return nil, errors.New("coap: Block2 payload does not match its block size")
+		}
+		if len(body) > c.maxBody {
+			return nil, fmt.Errorf("coap: response body over %d bytes", c.maxBody)
+		}
+		m := c.newMessage(&ClientRequest{Method: req.Method, Path: req.Path, Query: req.Query,
+			ContentFormat: -1, Accept: req.Accept, Options: req.Options})
+		m.Options = m.Options.Remove(message.Observe)
+		m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{Num: uint32(len(body) >> (szx + 4)), SZX: szx}.encode()})
+		r, err := c.exchange(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		if r.Code != first.Code {
+			return toResponse(r), nil
+		}
+		nb, ok, err := getBlock(r.Options, message.Block2)
+		if err != nil || !ok {
+			return nil, errors.New("coap: Block2 follow-up without Block2 option")
+		}
+		if et, _ := optBytes(r.Options, message.ETag); !bytes.Equal(et, etag) {
+			return nil, errors.New("coap: representation changed during Block2 transfer (ETag)")
+		}
+		if nb.offset() != len(body) {
+			return nil, errors.New("coap: Block2 block at unexpected offset")
+		}
+		body = append(body, r.Payload...)
+		b2, szx = nb, nb.SZX
+	}
+	out.Payload = body
+	out.Options = out.Options.Remove(message.Block2)
+	return out, nil
+}
+
+func toResponse(m *message.Message) *Response {
+	r := &Response{Code: m.Code, ContentFormat: int(optUint(m.Options, message.ContentFormat)),
+		MaxAge: int(optUint(m.Options, message.MaxAge)), Payload: m.Payload, Options: m.Options}
+	r.ETag, _ = optBytes(m.Options, message.ETag)
+	return r
+}
+
+// Observe registers for path (RFC 7641 §3.1) and calls fn with the first
+// response and every later notification, in order, until ctx is done; then it
+// deregisters (§3.6) and returns ctx's error. A block-wise notification is
+// completed with GETs before fn sees it.
+func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) error {
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m.Options = addUint(m.Options, message.Observe, 0)
+	m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})
+	m.Token = newToken()
+	ch := c.sess.addWaiter(m.Token, 16)
+	defer c.sess.removeWaiter(m.Token)
+	if _, err := c.sess.sendCONWait(ctx, m); err != nil {
+		return fmt.Errorf("coap: observe %s: %w", path, err)
+	}
+	var (
+		lastSeq  int64 = -1
+		lastTime time.Time
+	)
+	get := &ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1}
+	for {
+		select {
+		case <-ctx.Done():
+			c.deregister(path, m.Token)
+			return ctx.Err()
+		case <-c.ep.ctx.Done():
+			return ErrClosed
+		case r := <-ch:
+			seq := optUint(r.Options, message.Observe)
+			now := time.Now()
+			if seq >= 0 && lastSeq >= 0 && !newer(lastSeq, seq, lastTime, now) {
+				continue // RFC 7641 §3.4: reordered, older notification
+			}
+			if seq >= 0 {
+				lastSeq, lastTime = seq, now
+			}
+			resp, err := c.finishBlock2(ctx, get, r)
+			if err != nil {
+				continue
+			}
+			fn(resp)
+			if seq < 0 {
+				return errors.New("coap: resource is not observable")
+			}
+			if r.Code>>5 != 2 {
+				return fmt.Errorf("coap: observation ended with %s", r.Code)
+			}
+		}
+	}
+}
+
+// newer implements the freshness rule of RFC 7641 §3.4.
+func newer(v1, v2 int64, t1, t2 time.Time) bool {
+	return v1 < v2 && v2-v1 < 1<<23 || v1 > v2 && v1-v2 > 1<<23 || t2.After(t1.Add(128*time.Second))
+}
+
+func (c *Client) deregister(path string, token []byte) {
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m.Options = addUint(m.Options, message.Observe, 1)
+	m.Token = token
+	ctx, cancel := context.WithTimeout(c.ep.ctx, c.ep.cfg.ACKTimeout*2)
+	defer cancel()
+	_, _ = c.sess.sendCONWait(ctx, m)
+}
+
+// String renders the request line for logs.
+func (r *ClientRequest) String() string {
+	return r.Method.String() + " " + r.Path + "?" + strings.Join(r.Query, "&")
+}

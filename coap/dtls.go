@@ -1,0 +1,75 @@
+package coap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"coapca/coap/dtlsconn"
+)
+
+// DTLSClientConfig is the DTLS configuration of a coaps:// client.
+type DTLSClientConfig = dtlsconn.ClientConfig
+
+func dialDTLS(ctx context.Context, host string, cfg *DTLSClientConfig) (io.ReadWriteCloser, Peer, error) {
+	if cfg == nil {
+		return nil, Peer{}, errors.New("coap: coaps:// needs ClientOptions.DTLS")
+	}
+	conn, err := dtlsconn.Dial(ctx, "udp", host, *cfg)
+	if err != nil {
+		return nil, Peer{}, fmt.Errorf("coap: dtls dial %s: %w", host, err)
+	}
+	return conn, peerOf(conn), nil
+}
+
+func peerOf(c *dtlsconn.Conn) Peer {
+	return Peer{Addr: c.RemoteAddr(), Secure: true, Certificates: c.PeerCertificates(),
+		TLSUnique: c.TLSUnique(), TLSExporter: c.TLSExporter()}
+}
+
+// ServeDTLS serves coaps:// on l until Close. A record that does not parse as
+// CoAP is dropped; it never ends the session.
+func (s *Server) ServeDTLS(l *dtlsconn.Listener) error {
+	if err := s.addCloser(l); err != nil {
+		return err
+	}
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) || errors.Is(err, dtlsconn.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("coap: dtls accept: %w", err)
+		}
+		sess := s.ep.newSession(peerOf(conn), func(b []byte) error { _, err := conn.Write(b); return err })
+		sess.conn = conn
+		if !s.addSecure(sess) {
+			_ = conn.Close()
+			continue
+		}
+		go s.readDTLS(conn, sess)
+	}
+}
+
+func (s *Server) readDTLS(conn *dtlsconn.Conn, sess *session) {
+	defer func() {
+		_ = conn.Close()
+		s.removeSecure(sess)
+	}()
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		if errors.Is(err, io.ErrShortBuffer) {
+			s.ep.stats.malformed.Add(1)
+			continue
+		}
+		if err != nil {
+			return
+		}
+		b := make([]byte, n)
+		copy(b, buf[:n])
+		sess.handle(b)
+	}
+}

@@ -1,0 +1,712 @@
+package coap
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+const (
+	wellKnownCore = "/.well-known/core"
+	// maxTransfersPerPeer caps concurrent Block1 reassemblies and observations
+	// per peer (memory is also capped globally by MaxCacheBytes).
+	maxTransfersPerPeer = 64
+)
+
+var _ Metrics = (*Server)(nil)
+
+// Server is a CoAP server over any number of UDP sockets and DTLS listeners,
+// all sharing one resource table and one set of limits.
+type Server struct {
+	ep  *endpoint
+	mux *Mux
+
+	mu      sync.Mutex
+	closed  bool
+	udp     map[netip.AddrPort]*session
+	lru     *list.List // UDP sessions, most recently heard first
+	secure  map[*session]struct{}
+	closers []io.Closer
+	janitor sync.Once
+	done    chan struct{}
+	running sync.WaitGroup // handler goroutines
+
+	obsMu     sync.Mutex
+	observers map[string]map[*observer]struct{} // by path
+	obsSeq    atomic.Uint32
+}
+
+// NewServer returns a server for the resources of m.
+func NewServer(m *Mux, cfg Config) *Server {
+	s := &Server{
+		ep: newEndpoint(cfg), mux: m,
+		udp:       map[netip.AddrPort]*session{},
+		lru:       list.New(),
+		secure:    map[*session]struct{}{},
+		observers: map[string]map[*observer]struct{}{},
+		done:      make(chan struct{}),
+	}
+	s.obsSeq.Store(uint32(time.Now().Unix()) & 0xffff)
+	s.ep.onReq = s.onRequest
+	s.ep.obsClean = s.removeObserver
+	return s
+}
+
+// Stats returns a snapshot of the server's counters. DTLS handshake counters
+// are in the dtlsconn.Listener's own Stats.
+func (s *Server) Stats() Stats {
+	st := s.ep.stats.snapshot()
+	s.mu.Lock()
+	st.ActiveSessions = len(s.udp) + len(s.secure)
+	s.mu.Unlock()
+	s.obsMu.Lock()
+	for _, set := range s.observers {
+		st.Observers += len(set)
+	}
+	s.obsMu.Unlock()
+	return st
+}
+
+// Close stops every Serve loop, fails pending exchanges and forgets all sessions.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	closers := s.closers
+	var sess []*session
+	for _, x := range s.udp {
+		sess = append(sess, x)
+	}
+	for x := range s.secure {
+		sess = append(sess, x)
+	}
+	s.udp = map[netip.AddrPort]*session{}
+	s.lru.Init()
+	s.secure = map[*session]struct{}{}
+	close(s.done)
+	s.mu.Unlock()
+	s.ep.cancel()
+	var errsOut []error
+	for _, c := range closers {
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errsOut = append(errsOut, err)
+		}
+	}
+	for _, x := range sess {
+		x.close()
+	}
+	return errors.Join(errsOut...)
+}
+
+func (s *Server) addCloser(c io.Closer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.closers = append(s.closers, c)
+	s.janitor.Do(func() { go s.sweepLoop() })
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// ServeUDP serves coap:// on pc until Close.
+func (s *Server) ServeUDP(pc net.PacketConn) error {
+	if err := s.addCloser(pc); err != nil {
+		return err
+	}
+	uc, _ := pc.(*net.UDPConn)
+	buf := make([]byte, 64*1024)
+	for {
+		var (
+			n   int
+			ap  netip.AddrPort
+			err error
+		)
+		if uc != nil {
+			n, ap, err = uc.ReadFromUDPAddrPort(buf)
+		} else {
+			var a net.Addr
+			n, a, err = pc.ReadFrom(buf)
+			if err == nil {
+				ap, err = netip.ParseAddrPort(a.String())
+				if err != nil {
+					continue
+				}
+			}
+		}
+		if err != nil {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("coap: udp read: %w", err)
+		}
+		sess := s.udpSession(ap, pc, uc)
+		if sess == nil {
+			continue
+		}
+		b := make([]byte, n)
+		copy(b, buf[:n])
+		sess.handle(b)
+	}
+}
+
+// HandleDatagram feeds one datagram from addr into the server as if read from
+// pc (used by tests and fuzzing; replies go to pc).
+func (s *Server) HandleDatagram(pc net.PacketConn, addr netip.AddrPort, b []byte) {
+	uc, _ := pc.(*net.UDPConn)
+	if sess := s.udpSession(addr, pc, uc); sess != nil {
+		sess.handle(append([]byte(nil), b...))
+	}
+}
+
+func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPConn) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess, ok := s.udp[ap]; ok {
+		s.lru.MoveToFront(sess.lruElem)
+		return sess
+	}
+	if s.closed {
+		return nil
+	}
+	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictLocked() {
+		s.ep.stats.sessionsDropped.Add(1)
+		return nil
+	}
+	addr := net.UDPAddrFromAddrPort(ap)
+	write := func(b []byte) error { _, err := pc.WriteTo(b, addr); return err }
+	if uc != nil {
+		write = func(b []byte) error { _, err := uc.WriteToUDPAddrPort(b, ap); return err }
+	}
+	sess := s.ep.newSession(Peer{Addr: addr}, write)
+	s.udp[ap] = sess
+	sess.udpKey = ap
+	sess.lruElem = s.lru.PushFront(sess)
+	return sess
+}
+
+// evictLocked frees the least recently heard UDP session when it holds
+// nothing but deduplication state (no exchange, observation, block-wise
+// transfer or pending CON), so that a flood from many (spoofed) sources cannot
+// lock legitimate peers out. O(1): only the oldest session is examined.
+func (s *Server) evictLocked() bool {
+	back := s.lru.Back()
+	if back == nil {
+		return false
+	}
+	old := back.Value.(*session)
+	old.mu.Lock()
+	busy := old.exchanges > 0 || len(old.pending) > 0 || len(old.observers) > 0 || len(old.block1) > 0 || len(old.block2) > 0
+	old.mu.Unlock()
+	if busy {
+		return false
+	}
+	s.removeUDPLocked(old)
+	go old.close()
+	return true
+}
+
+func (s *Server) removeUDPLocked(x *session) {
+	if s.udp[x.udpKey] == x {
+		delete(s.udp, x.udpKey)
+		s.lru.Remove(x.lruElem)
+	}
+}
+
+// addSecure registers a DTLS session; false when over MaxSessions.
+func (s *Server) addSecure(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions {
+		s.ep.stats.sessionsDropped.Add(1)
+		return false
+	}
+	s.secure[sess] = struct{}{}
+	return true
+}
+
+func (s *Server) removeSecure(sess *session) {
+	s.mu.Lock()
+	delete(s.secure, sess)
+	s.mu.Unlock()
+	sess.close()
+}
+
+// sweepLoop expires block-wise state and idle UDP sessions. It scans sessions
+// once per tick, never per datagram.
+func (s *Server) sweepLoop() {
+	tick := s.ep.cfg.BlockTimeout / 4
+	tick = min(max(tick, 50*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			all := make([]*session, 0, len(s.udp)+len(s.secure))
+			for _, x := range s.udp {
+				all = append(all, x)
+			}
+			nUDP := len(all)
+			for x := range s.secure {
+				all = append(all, x)
+			}
+			s.mu.Unlock()
+			for i, x := range all {
+				if x.sweep(now) && i < nUDP {
+					s.mu.Lock()
+					s.removeUDPLocked(x)
+					s.mu.Unlock()
+					x.close()
+				}
+			}
+		}
+	}
+}
+
+// sweep drops expired block-wise state; it reports whether the session is idle
+// and holds nothing worth keeping.
+func (x *session) sweep(now time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.purgeDedupLocked(now)
+	for k, st := range x.block1 {
+		if now.After(st.expires) {
+			delete(x.block1, k)
+			x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+		}
+	}
+	for k, st := range x.block2 {
+		if now.After(st.expires) {
+			delete(x.block2, k)
+			x.ep.stats.cacheBytes.Add(-int64(len(st.body)))
+		}
+	}
+	return len(x.dedup) == 0 && len(x.pending) == 0 && len(x.observers) == 0 && x.exchanges == 0 &&
+		len(x.block1) == 0 && len(x.block2) == 0 && now.Sub(x.lastSeen) > x.ep.cfg.ExchangeLifetime
+}
+
+// exchange is one request being answered.
+type exchange struct {
+	s     *session
+	e     *dedupEntry
+	typ   message.Type
+	mid   uint16
+	token []byte
+
+	mu       sync.Mutex
+	done     bool
+	separate bool
+}
+
+// reply sends m as the answer to the request: piggybacked in the ACK of a CON
+// (RFC 7252 §5.2.1), or as a NON for a NON request (§5.2.3).
+func (ex *exchange) reply(m *message.Message) {
+	m.Token = ex.token
+	if ex.typ == message.Confirmable {
+		m.Type = message.Acknowledgement
+		m.MessageID = int32(ex.mid)
+	} else {
+		m.Type = message.NonConfirmable
+		ex.s.mu.Lock()
+		m.MessageID = int32(ex.s.allocMIDLocked())
+		ex.s.mu.Unlock()
+	}
+	b := encode(m)
+	if b == nil {
+		return
+	}
+	ex.s.ep.stats.byCode[m.Code].Add(1)
+	if ex.typ == message.Confirmable {
+		ex.s.setReply(ex.e, b) // before sending, so a duplicate never misses it
+	}
+	ex.s.send(b)
+}
+
+func (ex *exchange) replyCode(c codes.Code, diag string) {
+	m := &message.Message{Code: c}
+	if diag != "" {
+		m.Payload = []byte(diag) // RFC 7252 §5.5.2 diagnostic payload
+	}
+	ex.reply(m)
+}
+
+// block1State is a Block1 reassembly in progress (RFC 7959 §2.5).
+type block1State struct {
+	buf     []byte
+	expires time.Time
+}
+
+// block2State is a cached representation served block by block (RFC 7959 §2.4).
+type block2State struct {
+	code    codes.Code
+	opts    message.Options
+	body    []byte
+	etag    []byte
+	expires time.Time
+}
+
+func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id message.OptionID) {
+	ex := &exchange{s: sess, e: e, typ: m.Type, mid: uint16(m.MessageID), token: m.Token}
+	if id != 0 {
+		s.ep.stats.badOption.Add(1)
+		if m.Type == message.NonConfirmable {
+			return // RFC 7252 §5.4.1: a NON with an unrecognised critical option is ignored
+		}
+		ex.replyCode(codes.BadOption, "unrecognised critical option "+strconv.Itoa(int(id))) // RFC 7252 §5.4.1
+		return
+	}
+	if m.Options.HasOption(message.ProxyURI) || m.Options.HasOption(message.ProxyScheme) {
+		ex.replyCode(codes.ProxyingNotSupported, "") // RFC 7252 §5.7.2: not a proxy
+		return
+	}
+	b1, has1, err1 := getBlock(m.Options, message.Block1)
+	b2, has2, err2 := getBlock(m.Options, message.Block2)
+	if err1 != nil || err2 != nil {
+		ex.replyCode(codes.BadOption, "bad block option")
+		return
+	}
+	path := pathOf(m.Options)
+	query := queriesOf(m.Options)
+	cf := optUint(m.Options, message.ContentFormat)
+	res, ok := s.mux.lookup(path)
+	if !ok && path == wellKnownCore {
+		res, ok = Resource{Path: wellKnownCore, Handler: HandlerFunc(s.wellKnown)}, true
+	}
+	if !ok {
+		ex.replyCode(codes.NotFound, "")
+		return
+	}
+	qs := strings.Join(query, "&")
+	key2 := strconv.Itoa(int(m.Code)) + "\x00" + path + "\x00" + qs
+	body := m.Payload
+	var b1echo *block
+	if has1 {
+		// RFC 9175 §3.3: blocks belong together when endpoint, method, URI,
+		// Content-Format and Request-Tag match; the token plays no part.
+		tag, _ := optBytes(m.Options, optRequestTag)
+		key1 := key2 + "\x00" + strconv.FormatInt(cf, 10) + "\x00" + string(tag)
+		full, resp := sess.block1Step(key1, b1, m.Payload, optUint(m.Options, message.Size1))
+		if resp != nil {
+			ex.reply(resp)
+			return
+		}
+		body = full
+		b1echo = &block{Num: b1.Num, SZX: b1.SZX}
+	} else if has2 && b2.Num > 0 {
+		if sess.serveCached(ex, key2, b2) {
+			return
+		}
+		if m.Code != codes.GET && m.Code != codes.Code(5) { // GET, FETCH may be recomputed
+			ex.replyCode(codes.RequestEntityIncomplete, "no cached representation")
+			return
+		}
+	}
+	sess.mu.Lock()
+	if sess.exchanges >= s.ep.cfg.MaxExchangesPerPeer {
+		sess.mu.Unlock()
+		s.ep.stats.busy.Add(1)
+		r := &message.Message{Code: codes.ServiceUnavailable}
+		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 1)
+		ex.reply(r)
+		return
+	}
+	sess.exchanges++
+	sess.mu.Unlock()
+	req := &Request{
+		Method: m.Code, Path: path, Query: query, ContentFormat: int(cf),
+		Accept: int(optUint(m.Options, message.Accept)), Observe: int(optUint(m.Options, message.Observe)),
+		Payload: body, Options: m.Options, Peer: sess.peer,
+	}
+	if !has2 {
+		b2 = block{SZX: maxSZX}
+	}
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.serve(ex, res, req, key2, b2, b1echo)
+	}()
+}
+
+// serve runs the handler on its own goroutine and sends its answer,
+// piggybacked or, when slower than SeparateAfter, as a separate response.
+func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2 block, b1echo *block) {
+	sess := ex.s
+	defer func() {
+		sess.mu.Lock()
+		sess.exchanges--
+		sess.mu.Unlock()
+	}()
+	var timer *time.Timer
+	if ex.typ == message.Confirmable {
+		timer = time.AfterFunc(s.ep.cfg.SeparateAfter, func() {
+			ex.mu.Lock()
+			defer ex.mu.Unlock()
+			if !ex.done {
+				// RFC 7252 §5.2.2: empty ACK now, the response later as a CON.
+				ex.separate = true
+				sess.setReply(ex.e, sess.sendEmpty(message.Acknowledgement, ex.mid))
+			}
+		})
+	}
+	resp := s.callHandler(res.Handler, req)
+	if timer != nil {
+		timer.Stop()
+	}
+	ex.mu.Lock()
+	ex.done = true
+	sep := ex.separate
+	ex.mu.Unlock()
+
+	obs := int64(-1)
+	if req.Method == codes.GET {
+		if req.Observe == 0 && res.Observable && resp.Code>>5 == 2 && sess.canObserve(ex.token) {
+			obs = int64(s.register(sess, ex.token, req.Path, req.Query, b2.SZX))
+		} else {
+			s.deregister(sess, ex.token) // RFC 7641 §3.6: GET without Observe (or 1) cancels
+		}
+	}
+	m := sess.buildResponse(resp, key2, b2, b1echo, obs)
+	if _, asked := optBytes(req.Options, message.Size2); asked && optUint(m.Options, message.Size2) < 0 {
+		m.Options = addUint(m.Options, message.Size2, uint32(len(resp.Payload))) // RFC 7959 §4
+	}
+	if !sep {
+		ex.reply(m)
+		return
+	}
+	m.Token = ex.token
+	s.ep.stats.byCode[m.Code].Add(1)
+	ctx, cancel := context.WithTimeout(s.ep.ctx, s.ep.cfg.ExchangeLifetime)
+	defer cancel()
+	if _, err := sess.sendCONWait(ctx, m); err != nil {
+		s.ep.log.Debug("coap: separate response not acknowledged", "peer", sess.peer.Addr, "err", err)
+	}
+}
+
+func (s *Server) callHandler(h Handler, req *Request) (resp *Response) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.ep.log.Error("coap: handler panicked", "path", req.Path, "panic", p)
+			resp = NewResponse(codes.InternalServerError, nil)
+		}
+	}()
+	if h == nil {
+		return NewResponse(codes.NotImplemented, nil)
+	}
+	resp = h.ServeCoAP(s.ep.ctx, req)
+	if resp == nil {
+		resp = NewResponse(codes.InternalServerError, nil)
+	}
+	return resp
+}
+
+// block1Step adds one Block1 block; it returns the whole body when the last
+// block arrived, or the message to answer with.
+func (x *session) block1Step(key string, b block, payload []byte, size1 int64) ([]byte, *message.Message) {
+	cfg := &x.ep.cfg
+	tooLarge := func() *message.Message {
+		// RFC 7959 §2.9.3: 4.13 with Size1 indicating the largest acceptable body.
+		r := &message.Message{Code: codes.RequestEntityTooLarge}
+		r.Options = addUint(make(message.Options, 0, 1), message.Size1, uint32(cfg.MaxBodySize))
+		return r
+	}
+	off := b.offset()
+	if size1 > int64(cfg.MaxBodySize) || off+len(payload) > cfg.MaxBodySize {
+		x.dropBlock1(key)
+		return nil, tooLarge()
+	}
+	if b.More && len(payload) != b.size() {
+		x.dropBlock1(key)
+		return nil, &message.Message{Code: codes.BadRequest, Payload: []byte("block payload does not match block size")}
+	}
+	x.mu.Lock()
+	st := x.block1[key]
+	if b.Num == 0 && st == nil && len(x.block1) >= maxTransfersPerPeer {
+		x.mu.Unlock()
+		r := &message.Message{Code: codes.ServiceUnavailable}
+		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 5)
+		return nil, r
+	}
+	if b.Num == 0 {
+		if st != nil {
+			x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+		}
+		st = &block1State{}
+		x.block1[key] = st
+	} else if st == nil || off > len(st.buf) {
+		x.mu.Unlock()
+		// RFC 7959 §2.3: a missing or out-of-order block → 4.08.
+		return nil, &message.Message{Code: codes.RequestEntityIncomplete}
+	}
+	grow := off + len(payload) - len(st.buf)
+	if x.ep.stats.reasmBytes.Load()+int64(grow) > int64(cfg.MaxCacheBytes) {
+		delete(x.block1, key)
+		x.mu.Unlock()
+		x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+		r := &message.Message{Code: codes.ServiceUnavailable}
+		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 5)
+		return nil, r
+	}
+	// A block at an offset already received (resent under a new MID) rewrites the tail.
+	st.buf = append(st.buf[:off], payload...)
+	x.ep.stats.reasmBytes.Add(int64(grow))
+	st.expires = time.Now().Add(cfg.BlockTimeout) // refreshed per block
+	if b.More {
+		x.mu.Unlock()
+		r := &message.Message{Code: codes.Continue}
+		r.Options = make(message.Options, 0, 1).Add(message.Option{ID: message.Block1, Value: block{Num: b.Num, More: true, SZX: b.SZX}.encode()})
+		return nil, r
+	}
+	delete(x.block1, key)
+	x.mu.Unlock()
+	x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+	x.ep.stats.blockwise.Add(1)
+	return st.buf, nil
+}
+
+func (x *session) dropBlock1(key string) {
+	x.mu.Lock()
+	st := x.block1[key]
+	delete(x.block1, key)
+	x.mu.Unlock()
+	if st != nil {
+		x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+	}
+}
+
+// serveCached answers a Block2 follow-up from the cached representation.
+func (x *session) serveCached(ex *exchange, key string, b block) bool {
+	x.mu.Lock()
+	st := x.block2[key]
+	if st == nil {
+		x.mu.Unlock()
+		return false
+	}
+	st.expires = time.Now().Add(x.ep.cfg.BlockTimeout)
+	x.mu.Unlock()
+	ex.reply(st.blockMessage(b.Num, b.SZX))
+	return true
+}
+
+func (st *block2State) blockMessage(num uint32, szx uint8) *message.Message {
+	size := 1 << (szx + 4)
+	off := int(num) * size
+	if off >= len(st.body) && off > 0 {
+		return &message.Message{Code: codes.BadOption, Payload: []byte("block out of range")} // RFC 7959 §2.2
+	}
+	end := min(off+size, len(st.body))
+	opts := make(message.Options, len(st.opts), len(st.opts)+4)
+	copy(opts, st.opts)
+	opts = opts.Add(message.Option{ID: message.ETag, Value: st.etag})
+	opts = opts.Add(message.Option{ID: message.Block2, Value: block{Num: num, More: end < len(st.body), SZX: szx}.encode()})
+	opts = addUint(opts, message.Size2, uint32(len(st.body)))
+	return &message.Message{Code: st.code, Options: opts, Payload: st.body[off:end]}
+}
+
+// buildResponse turns a handler's Response into the first (or only) message;
+// a body larger than the negotiated block size is cached and served with Block2.
+func (x *session) buildResponse(resp *Response, key2 string, b2 block, b1echo *block, obs int64) *message.Message {
+	opts := make(message.Options, 0, len(resp.Options)+8)
+	for _, o := range resp.Options {
+		opts = opts.Add(o)
+	}
+	if resp.ContentFormat >= 0 {
+		opts = addUint(opts, message.ContentFormat, uint32(resp.ContentFormat))
+	}
+	if resp.MaxAge >= 0 {
+		opts = addUint(opts, message.MaxAge, uint32(resp.MaxAge))
+	}
+	if obs >= 0 {
+		opts = addUint(opts, message.Observe, uint32(obs))
+	}
+	if b1echo != nil {
+		opts = opts.Add(message.Option{ID: message.Block1, Value: b1echo.encode()})
+	}
+	szx := min(b2.SZX, maxSZX)
+	if len(resp.Payload) <= 1<<(szx+4) && b2.Num == 0 {
+		if len(resp.ETag) > 0 {
+			opts = opts.Add(message.Option{ID: message.ETag, Value: resp.ETag})
+		}
+		return &message.Message{Code: resp.Code, Options: opts, Payload: resp.Payload}
+	}
+	etag := resp.ETag
+	if len(etag) == 0 {
+		h := fnv.New64a()
+		h.Write(resp.Payload)
+		etag = h.Sum(nil)
+	}
+	// The block-wise response must not carry Observe in follow-ups, nor Block1.
+	base := opts.Remove(message.Observe).Remove(message.Block1)
+	base = append(message.Options(nil), base...)
+	st := &block2State{code: resp.Code, opts: base, body: resp.Payload, etag: etag,
+		expires: time.Now().Add(x.ep.cfg.BlockTimeout)}
+	if x.ep.stats.cacheBytes.Load()+int64(len(st.body)) > int64(x.ep.cfg.MaxCacheBytes) {
+		r := &message.Message{Code: codes.ServiceUnavailable}
+		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 5)
+		return r
+	}
+	x.mu.Lock()
+	if old := x.block2[key2]; old != nil {
+		x.ep.stats.cacheBytes.Add(-int64(len(old.body)))
+	}
+	x.block2[key2] = st
+	x.mu.Unlock()
+	x.ep.stats.cacheBytes.Add(int64(len(st.body)))
+	x.ep.stats.blockwise.Add(1)
+	m := st.blockMessage(b2.Num, szx)
+	if obs >= 0 {
+		m.Options = addUint(m.Options, message.Observe, uint32(obs))
+	}
+	if b1echo != nil {
+		m.Options = m.Options.Add(message.Option{ID: message.Block1, Value: b1echo.encode()})
+	}
+	return m
+}
+
+// wellKnown serves /.well-known/core from the table (RFC 6690 §4), filtered by
+// the query (§4.1).
+func (s *Server) wellKnown(_ context.Context, r *Request) *Response {
+	if r.Method != codes.GET {
+		return NewResponse(codes.MethodNotAllowed, nil)
+	}
+	links := FilterLinks(resourceLinks(s.mux.Resources()), r.Query)
+	resp := NewResponse(codes.Content, FormatLinks(links))
+	resp.ContentFormat = 40
+	return resp
+}
+
+// canObserve reports whether the session may add (or refresh) the observation token.
+func (x *session) canObserve(token []byte) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, exists := x.observers[string(token)]
+	return exists || len(x.observers) < maxTransfersPerPeer
+}

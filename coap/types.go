@@ -1,0 +1,215 @@
+package coap
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+)
+
+// Peer describes the remote endpoint of an exchange.
+type Peer struct {
+	Addr         net.Addr
+	Secure       bool                // DTLS (or later OSCORE-protected)
+	Certificates []*x509.Certificate // DTLS peer chain, leaf first, as verified in the handshake; nil on UDP
+	TLSUnique    []byte              // RFC 5929 tls-unique (first Finished verify_data), DTLS only
+	TLSExporter  []byte              // RFC 9266 tls-exporter, 32 bytes, DTLS only
+}
+
+// Request is a CoAP request as a handler sees it: the body is already reassembled.
+type Request struct {
+	Method        codes.Code      // codes.GET/POST/PUT/DELETE/FETCH...
+	Path          string          // "/.well-known/est/sen" (Uri-Path joined, leading '/')
+	Query         []string        // Uri-Query values, in order
+	ContentFormat int             // -1 when absent
+	Accept        int             // -1 when absent
+	Observe       int             // -1 absent, 0 register, 1 deregister
+	Payload       []byte          // whole body, Block1 already reassembled
+	Options       message.Options // every option as received (read-only)
+	Peer          Peer
+}
+
+// Response is a handler's answer; the endpoint splits Payload into Block2 blocks.
+type Response struct {
+	Code          codes.Code
+	ContentFormat int             // -1 = none
+	Payload       []byte          // whole body; the endpoint does Block2
+	MaxAge        int             // -1 = absent (use for 5.03 + Max-Age)
+	ETag          []byte          // optional; the endpoint adds one for block-wise bodies if absent
+	Options       message.Options // extra options (Location-Path, ...), optional
+}
+
+// NewResponse returns a Response with code and payload and no Content-Format or Max-Age.
+func NewResponse(code codes.Code, payload []byte) *Response {
+	return &Response{Code: code, ContentFormat: -1, MaxAge: -1, Payload: payload}
+}
+
+// Handler serves a CoAP request. It runs on its own goroutine; returning nil
+// means 5.00.
+type Handler interface {
+	ServeCoAP(ctx context.Context, r *Request) *Response
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, r *Request) *Response
+
+// ServeCoAP calls f.
+func (f HandlerFunc) ServeCoAP(ctx context.Context, r *Request) *Response { return f(ctx, r) }
+
+// Resource is one entry of the resource table.
+type Resource struct {
+	Path       string // exact path; with Prefix true, also matches every path below it
+	Prefix     bool
+	RT, IF     []string // link-format attributes (RFC 6690)
+	CT         []int
+	Title      string
+	OSCORE     bool // adds `osc` to the link (EST-oscore)
+	Observable bool // adds `obs`; GET with Observe:0 registers
+	Hidden     bool // not listed in /.well-known/core
+	Handler    Handler
+}
+
+// Mux is the resource table that front doors register into. It is safe for
+// concurrent use.
+type Mux struct {
+	mu    sync.RWMutex
+	exact map[string]*Resource
+	list  []*Resource // registration order, for /.well-known/core
+}
+
+// NewMux returns an empty resource table. /.well-known/core is served by the
+// endpoint from the table unless a resource is registered at that path.
+func NewMux() *Mux { return &Mux{exact: map[string]*Resource{}} }
+
+// Handle registers r, replacing any resource with the same path.
+func (m *Mux) Handle(r Resource) {
+	r.Path = cleanPath(r.Path)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.exact[r.Path]; ok {
+		*old = r
+		return
+	}
+	rr := r
+	m.exact[r.Path] = &rr
+	m.list = append(m.list, &rr)
+}
+
+// Resources returns a copy of the table in registration order.
+func (m *Mux) Resources() []Resource {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Resource, len(m.list))
+	for i, r := range m.list {
+		out[i] = *r
+	}
+	return out
+}
+
+// lookup finds the resource for path: an exact match first, then the longest
+// prefix resource.
+func (m *Mux) lookup(path string) (Resource, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if r, ok := m.exact[path]; ok {
+		return *r, true
+	}
+	var best *Resource
+	for _, r := range m.list {
+		if r.Prefix && (strings.HasPrefix(path, r.Path+"/") || r.Path == "/") {
+			if best == nil || len(r.Path) > len(best.Path) {
+				best = r
+			}
+		}
+	}
+	if best == nil {
+		return Resource{}, false
+	}
+	return *best, true
+}
+
+func cleanPath(p string) string {
+	p = strings.TrimRight(p, "/")
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	return p
+}
+
+// Config holds the transmission parameters and limits of an endpoint. Zero
+// values mean the RFC 7252 §4.8 defaults or the sane limits documented per field.
+type Config struct {
+	ACKTimeout       time.Duration // ACK_TIMEOUT, default 2 s
+	ACKRandomFactor  float64       // ACK_RANDOM_FACTOR, default 1.5
+	MaxRetransmit    int           // MAX_RETRANSMIT, default 4
+	NStart           int           // NSTART, default 1
+	ExchangeLifetime time.Duration // EXCHANGE_LIFETIME, default 247 s (derived per §4.8.2)
+	// SeparateAfter: a handler slower than this gets an empty ACK first and its
+	// answer as a separate CON response (RFC 7252 §5.2.2). Default 1 s.
+	SeparateAfter time.Duration
+	// MaxBodySize caps a Block1 reassembly (4.13 + Size1). Default 1 MiB.
+	MaxBodySize int
+	// BlockTimeout is how long a block-wise transfer (either direction) waits for
+	// its next block; refreshed on every block. Default 60 s.
+	BlockTimeout        time.Duration
+	MaxSessions         int // default 10000
+	MaxExchangesPerPeer int // concurrent handler exchanges per peer, default 16
+	// MaxCacheBytes caps the memory of response caches (deduplication and Block2
+	// representations) and, separately, of Block1 reassembly buffers. Default 64 MiB.
+	MaxCacheBytes int
+	// ObserveConEvery makes every n-th notification confirmable (RFC 7641 §4.5);
+	// default 5. A notification is also CON if the last CON was over 24 h ago.
+	ObserveConEvery int
+	Logger          *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.ACKTimeout <= 0 {
+		c.ACKTimeout = 2 * time.Second
+	}
+	if c.ACKRandomFactor < 1 {
+		c.ACKRandomFactor = 1.5
+	}
+	if c.MaxRetransmit <= 0 {
+		c.MaxRetransmit = 4
+	}
+	if c.NStart <= 0 {
+		c.NStart = 1
+	}
+	if c.ExchangeLifetime <= 0 {
+		// RFC 7252 §4.8.2: MAX_TRANSMIT_SPAN + 2*MAX_LATENCY + PROCESSING_DELAY.
+		span := time.Duration(float64(c.ACKTimeout) * float64(int(1)<<c.MaxRetransmit-1) * c.ACKRandomFactor)
+		c.ExchangeLifetime = span + 2*100*time.Second + c.ACKTimeout
+	}
+	if c.SeparateAfter <= 0 {
+		c.SeparateAfter = time.Second
+	}
+	if c.MaxBodySize <= 0 {
+		c.MaxBodySize = 1 << 20
+	}
+	if c.BlockTimeout <= 0 {
+		c.BlockTimeout = 60 * time.Second
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 10000
+	}
+	if c.MaxExchangesPerPeer <= 0 {
+		c.MaxExchangesPerPeer = 16
+	}
+	if c.MaxCacheBytes <= 0 {
+		c.MaxCacheBytes = 64 << 20
+	}
+	if c.ObserveConEvery <= 0 {
+		c.ObserveConEvery = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
