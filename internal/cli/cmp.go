@@ -1,13 +1,545 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"coapca/client"
+	"coapca/cmp"
+	"coapca/coap/dtlsconn"
+	"coapca/kms"
 )
 
-// TODO(issue 4): the CMP front doors and client are being written; this file is replaced.
+const cmpUsage = `Usage: coapca cmp COMMAND --server URL [flags]
+
+CMP client (Lightweight CMP Profile, RFC 9483) over CoAP (RFC 9482) or HTTP (RFC 9811).
+--server is coap://HOST[:PORT], coaps://HOST[:PORT], http://HOST:PORT or https://HOST:PORT,
+optionally with the CMP path (default /.well-known/cmp; /.well-known/cmp/p/LABEL selects a
+profile, as does --label).
+
+Requests are protected either with a shared secret (--ref and --secret or --secret-file:
+PasswordBasedMac, or PBMAC1 with --pbmac1) or with a signature (--cert and --key: the
+manufacturer/IDevID certificate for ir, a certificate this CA issued for cr, kur and rr).
+Signed answers are checked against --trust (e.g. coapca-data/ca.pem); MAC-protected answers
+with the secret. Over coaps:// --cert/--key are also the DTLS client identity.
+
+Commands:
+  ir      enroll a new key with a new PKI (initialization request)
+  cr      enroll a new key with a PKI that already knows us (certification request)
+  p10cr   enroll with a PKCS#10 CSR (--csr FILE, or one made from --subject)
+  kur     renew --oldcert (default --cert) with a new key (key update request)
+  rr      revoke --oldcert (default --cert) (revocation request; --reason N)
+  genm    ask for support information: --info cacerts | rootupdate | template | crls
+
+Enrollment writes the new key to --key-out, the certificate (PEM) to --out (default stdout),
+sends certConf (unless --implicit-confirm is granted), and polls while the request waits for
+approval, printing progress, for up to --wait.
+
+Run 'coapca cmp COMMAND -h' for the flags.
+`
+
+type cmpFlags struct {
+	server, ref, secret, secretFile, cert, key, trust, label string
+	subject, keyOut, out, keyType, csr, oldcert, caOut       string
+	sans, info                                               stringList
+	reason, blockSize                                        int
+	pbmac1, implicit, insecure                               bool
+	wait, timeout                                            time.Duration
+}
 
 func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("the CMP client is not available yet")
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, cmpUsage)
+		if len(args) == 0 {
+			return usagef("a command is required")
+		}
+		return nil
+	}
+	cmd := args[0]
+	switch cmd {
+	case "ir", "cr", "p10cr", "kur", "rr", "genm":
+	default:
+		return usagef("unknown cmp command %q (see 'coapca cmp help')", cmd)
+	}
+	var f cmpFlags
+	fs := newFlagSet("cmp "+cmd, "coapca cmp "+cmd+" --server URL [flags]", cmpUsage, stderr)
+	fs.StringVar(&f.server, "server", "", "CMP server URL: coap://, coaps://, http:// or https://HOST[:PORT][/PATH] (required)")
+	fs.StringVar(&f.ref, "ref", "", "MAC protection: reference of the shared secret (senderKID), e.g. demo")
+	fs.StringVar(&f.secret, "secret", "", "MAC protection: the shared secret (prefer --secret-file)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "MAC protection: file holding the shared secret (e.g. coapca-data/demo/cmp-secret)")
+	fs.BoolVar(&f.pbmac1, "pbmac1", false, "MAC protection with PBMAC1 (RFC 9481 §6.1.2) instead of PasswordBasedMac")
+	fs.StringVar(&f.cert, "cert", "", "signature protection: certificate (PEM, chain allowed); for coaps:// also the DTLS identity")
+	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
+	fs.StringVar(&f.trust, "trust", "", "trust anchors (PEM) for the server's CMP signer and DTLS certificate, e.g. coapca-data/ca.pem")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not check signed answers and the DTLS server (testing only)")
+	fs.StringVar(&f.label, "label", "", "certificate profile, sent as certProfile (RFC 9483 §3.1)")
+	fs.IntVar(&f.blockSize, "block-size", 1024, "CoAP block size: 16 ... 1024")
+	fs.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to keep polling a request that waits for approval")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long in all (default: --wait plus 1m)")
+	switch cmd {
+	case "ir", "cr", "p10cr", "kur":
+		fs.StringVar(&f.subject, "subject", "", "subject, e.g. CN=dev-1,O=Acme (kur: default the old certificate's)")
+		fs.Var(&f.sans, "san", "subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable)")
+		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
+		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
+		fs.StringVar(&f.out, "out", "", "write the certificate here as PEM (default stdout)")
+		fs.StringVar(&f.caOut, "ca-out", "", "write the CA certificates of the answer (caPubs, extraCerts) here as PEM")
+		fs.BoolVar(&f.implicit, "implicit-confirm", false, "ask the server to skip certConf (implicitConfirm)")
+	case "genm":
+		fs.Var(&f.info, "info", "what to ask for: cacerts, rootupdate, template, crls (repeatable; default cacerts)")
+		fs.StringVar(&f.out, "out", "", "write certificates / CRLs here as PEM (default stdout)")
+	}
+	if cmd == "p10cr" {
+		fs.StringVar(&f.csr, "csr", "", "send this PKCS#10 CSR (PEM or DER) instead of making one")
+	}
+	if cmd == "kur" || cmd == "rr" {
+		fs.StringVar(&f.oldcert, "oldcert", "", "the certificate to renew or revoke (default --cert)")
+	}
+	if cmd == "rr" {
+		fs.IntVar(&f.reason, "reason", -1, "CRL reason code (RFC 5280 §5.3.1): 0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation ...; -1 none")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if f.server == "" {
+		return usagef("--server is required")
+	}
+	if f.timeout == 0 {
+		f.timeout = f.wait + time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+
+	c, closeFn, err := dialCMP(ctx, &f, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	switch cmd {
+	case "rr":
+		old, err := f.oldCertificate()
+		if err != nil {
+			return err
+		}
+		if err := c.Revoke(ctx, old, f.reason); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "revoked: %s (serial %x)\n", old.Subject, old.SerialNumber)
+		return nil
+	case "genm":
+		return cmpGenM(ctx, c, &f, stdout, stderr)
+	}
+	return cmpEnroll(ctx, c, cmd, &f, stdout, stderr)
+}
+
+func (f *cmpFlags) oldCertificate() (*x509.Certificate, error) {
+	p := f.oldcert
+	if p == "" {
+		p = f.cert
+	}
+	if p == "" {
+		return nil, usagef("--oldcert (or --cert) is required")
+	}
+	certs, err := readCertsPEM(p)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// dialCMP builds the transport and the client from the flags.
+func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, func(), error) {
+	u, err := url.Parse(f.server)
+	if err != nil || u.Host == "" {
+		return nil, nil, usagef("bad --server %q: want coap://, coaps://, http:// or https://HOST[:PORT][/PATH]", f.server)
+	}
+	var anchors []*x509.Certificate
+	if f.trust != "" {
+		if anchors, err = readCertsPEM(f.trust); err != nil {
+			return nil, nil, err
+		}
+	}
+	opts := client.CMPOptions{Trust: anchors, Profile: f.label, ImplicitConfirm: f.implicit, Wait: f.wait,
+		InsecureSkipVerify: f.insecure,
+		OnProgress: func(p client.CMPProgress) {
+			msg := fmt.Sprintf("waiting: the request awaits approval; polling (attempt %d)", p.Attempt)
+			if p.CheckAfter > 0 {
+				msg = fmt.Sprintf("waiting: the request awaits approval; polling again in %v (attempt %d)", p.CheckAfter, p.Attempt)
+			}
+			if p.Reason != "" {
+				msg += ": " + p.Reason
+			}
+			fmt.Fprintln(stderr, msg)
+		}}
+	var pair *tls.Certificate
+	if f.cert != "" || f.key != "" {
+		if f.cert == "" || f.key == "" {
+			return nil, nil, usagef("--cert and --key go together")
+		}
+		p, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("signature identity: %w", err)
+		}
+		pair = &p
+	}
+	secret := []byte(f.secret)
+	if f.secretFile != "" {
+		b, err := os.ReadFile(f.secretFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		secret = bytes.TrimRight(b, "\r\n")
+	}
+	switch {
+	case f.ref != "" || len(secret) > 0:
+		if f.ref == "" || len(secret) == 0 {
+			return nil, nil, usagef("MAC protection needs --ref and --secret or --secret-file")
+		}
+		opts.Secret = secret
+		if f.pbmac1 {
+			opts.Protection = &cmp.PBMAC1Protection{Secret: secret, Reference: []byte(f.ref)}
+		} else {
+			opts.Protection = &cmp.PBMProtection{Secret: secret, Reference: []byte(f.ref)}
+		}
+	case pair != nil:
+		chain, err := parseChain(pair.Certificate)
+		if err != nil {
+			return nil, nil, err
+		}
+		signer, ok := pair.PrivateKey.(crypto.Signer)
+		if !ok {
+			return nil, nil, errors.New("--key is not a signing key")
+		}
+		opts.Protection = &cmp.SignatureProtection{Signer: signer, Cert: chain[0], Chain: chain[1:]}
+	default:
+		return nil, nil, usagef("protect the request: --ref with --secret/--secret-file (MAC), or --cert and --key (signature)")
+	}
+	if len(anchors) == 0 && !f.insecure {
+		if _, sig := opts.Protection.(*cmp.SignatureProtection); sig {
+			return nil, nil, usagef("--trust FILE is required to check the server's signed answers (e.g. coapca-data/ca.pem)")
+		}
+	}
+	switch f.blockSize {
+	case 16, 32, 64, 128, 256, 512, 1024:
+	default:
+		return nil, nil, usagef("--block-size %d: want 16, 32, 64, 128, 256, 512 or 1024", f.blockSize)
+	}
+	to := client.CMPTransportOptions{BlockSize: f.blockSize}
+	switch u.Scheme {
+	case "coaps":
+		dc := &dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true}
+		if pair == nil {
+			return nil, nil, usagef("coaps:// needs --cert and --key as the DTLS client identity")
+		}
+		dc.Certificates = []tls.Certificate{*pair}
+		if !f.insecure {
+			if len(anchors) == 0 {
+				return nil, nil, usagef("coaps:// needs --trust to authenticate the server (or --insecure)")
+			}
+			host := u.Hostname()
+			dc.VerifyPeer = func(raw [][]byte) ([]*x509.Certificate, error) {
+				chain, err := parseChain(raw)
+				if err != nil {
+					return nil, err
+				}
+				if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
+					return nil, err
+				}
+				return chain, chain[0].VerifyHostname(host)
+			}
+		}
+		to.DTLS = dc
+	case "https":
+		tc := &tls.Config{InsecureSkipVerify: f.insecure}
+		if len(anchors) > 0 {
+			pool := x509.NewCertPool()
+			for _, a := range anchors {
+				pool.AddCert(a)
+			}
+			tc.RootCAs = pool
+		}
+		to.TLS = tc
+	}
+	t, err := client.DialCMP(ctx, f.server, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client.NewCMP(t, opts), func() { t.Close() }, nil
+}
+
+func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdout, stderr io.Writer) error {
+	var (
+		res    *client.CMPEnrollment
+		newKey crypto.Signer
+		err    error
+	)
+	if cmd == "p10cr" {
+		var csr *x509.CertificateRequest
+		if csr, newKey, err = cmpCSR(f); err != nil {
+			return err
+		}
+		res, err = c.P10CR(ctx, csr)
+	} else {
+		if newKey, err = kms.GenerateKey(f.keyType); err != nil {
+			return usagef("--key-type: %v", err)
+		}
+		var tmpl cmp.CertTemplate
+		if f.subject != "" {
+			name, err := parseDN(f.subject)
+			if err != nil {
+				return usagef("--subject: %v", err)
+			}
+			if err := tmpl.SetSubject(name); err != nil {
+				return err
+			}
+		} else if cmd != "kur" {
+			return usagef("--subject is required (e.g. --subject CN=device-1)")
+		}
+		if len(f.sans) > 0 {
+			ext, err := sanExtension(f.sans)
+			if err != nil {
+				return err
+			}
+			tmpl.Extensions = append(tmpl.Extensions, ext)
+		}
+		switch cmd {
+		case "ir":
+			res, err = c.Enroll(ctx, cmp.TypeIR, tmpl, newKey)
+		case "cr":
+			res, err = c.Enroll(ctx, cmp.TypeCR, tmpl, newKey)
+		case "kur":
+			old, oerr := f.oldCertificate()
+			if oerr != nil {
+				return oerr
+			}
+			res, err = c.KeyUpdate(ctx, old, tmpl, newKey)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if newKey != nil && f.keyOut != "" {
+		if err := kms.WriteKeyFile(f.keyOut, newKey); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+	} else if newKey != nil {
+		fmt.Fprintln(stderr, "warning: no --key-out: the new private key is not saved")
+	}
+	how := "confirmed with certConf"
+	if res.ImplicitConfirm {
+		how = "implicitly confirmed"
+	}
+	fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s, %s)\n", res.Cert.Subject, res.Cert.SerialNumber,
+		res.Cert.NotAfter.Format(time.RFC3339), how)
+	if f.caOut != "" {
+		cas := append(append([]*x509.Certificate{}, res.ExtraCerts...), res.CAPubs...)
+		var keep []*x509.Certificate
+		seen := map[string]bool{}
+		for _, ca := range cas {
+			if ca.IsCA && !seen[string(ca.Raw)] {
+				seen[string(ca.Raw)] = true
+				keep = append(keep, ca)
+			}
+		}
+		if err := writeCerts(f.caOut, stdout, keep...); err != nil {
+			return err
+		}
+	}
+	return writeCerts(f.out, stdout, res.Cert)
+}
+
+// cmpCSR reads --csr or makes a CSR from --subject/--san with a new key.
+func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
+	if f.csr != "" {
+		b, err := os.ReadFile(f.csr)
+		if err != nil {
+			return nil, nil, err
+		}
+		if blk, _ := pem.Decode(b); blk != nil {
+			b = blk.Bytes
+		}
+		csr, err := x509.ParseCertificateRequest(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--csr: %w", err)
+		}
+		return csr, nil, nil
+	}
+	if f.subject == "" {
+		return nil, nil, usagef("--subject or --csr is required")
+	}
+	name, err := parseDN(f.subject)
+	if err != nil {
+		return nil, nil, usagef("--subject: %v", err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: name}
+	if err := addSANs(tmpl, f.sans); err != nil {
+		return nil, nil, err
+	}
+	key, err := kms.GenerateKey(f.keyType)
+	if err != nil {
+		return nil, nil, usagef("--key-type: %v", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	return csr, key, err
+}
+
+// sanExtension encodes --san values as a subjectAltName extension for the CertTemplate.
+func sanExtension(sans []string) (pkix.Extension, error) {
+	var t x509.CertificateRequest
+	if err := addSANs(&t, sans); err != nil {
+		return pkix.Extension{}, err
+	}
+	var raw []asn1.RawValue
+	for _, e := range t.EmailAddresses {
+		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte(e)})
+	}
+	for _, d := range t.DNSNames {
+		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(d)})
+	}
+	for _, u := range t.URIs {
+		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u.String())})
+	}
+	for _, ip := range t.IPAddresses {
+		b := ip.To4()
+		if b == nil {
+			b = ip.To16()
+		}
+		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 7, Bytes: b})
+	}
+	v, err := asn1.Marshal(raw)
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: v}, nil
+}
+
+var genmInfo = map[string]asn1.ObjectIdentifier{
+	"cacerts": cmp.OIDITCACerts, "rootupdate": cmp.OIDITRootCAKeyUpdate,
+	"template": cmp.OIDITCertReqTemplate, "crls": cmp.OIDITCRLStatusList,
+}
+
+func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.Writer) error {
+	if len(f.info) == 0 {
+		f.info = stringList{"cacerts"}
+	}
+	var itavs []cmp.InfoTypeAndValue
+	for _, n := range f.info {
+		oid, ok := genmInfo[strings.ToLower(n)]
+		if !ok {
+			return usagef("--info %q: want cacerts, rootupdate, template or crls", n)
+		}
+		it := cmp.InfoTypeAndValue{Type: oid}
+		if oid.Equal(cmp.OIDITCRLStatusList) {
+			// RFC 9483 §4.3.4: name the CRL source; we have none cached, so ask for any.
+			v, err := cmp.MarshalCRLStatusList([]cmp.CRLStatus{{Issuer: []cmp.GeneralName{cmp.NullDN()}}})
+			if err != nil {
+				return err
+			}
+			it.Value = v
+		}
+		itavs = append(itavs, it)
+	}
+	got, err := c.GenM(ctx, itavs...)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	for _, it := range got {
+		switch {
+		case it.Type.Equal(cmp.OIDITCACerts):
+			certs, err := cmp.ParseCerts(it.Value)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "caCerts: %d certificate(s)\n", len(certs))
+			for _, c := range certs {
+				fmt.Fprintf(stderr, "  %s\n", c.Subject)
+				_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+			}
+		case it.Type.Equal(cmp.OIDITRootCAKeyUpdate):
+			if len(it.Value) == 0 {
+				fmt.Fprintln(stderr, "rootCaKeyUpdate: no root CA update available")
+				continue
+			}
+			u, err := cmp.ParseRootCAKeyUpdate(it.Value)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "rootCaKeyUpdate: new root %s\n", u.NewWithNew.Subject)
+			_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: u.NewWithNew.Raw})
+		case it.Type.Equal(cmp.OIDITCertReqTemplate):
+			if len(it.Value) == 0 {
+				fmt.Fprintln(stderr, "certReqTemplate: none")
+				continue
+			}
+			t, err := cmp.ParseCertReqTemplate(it.Value)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "certReqTemplate: %d template field(s) set, keySpec %d control(s)\n", countTemplate(&t.Template), len(t.KeySpec))
+			for _, k := range t.KeySpec {
+				fmt.Fprintf(stderr, "  keySpec %v\n", k.Type)
+			}
+		case it.Type.Equal(cmp.OIDITCRLs):
+			if len(it.Value) == 0 {
+				fmt.Fprintln(stderr, "crls: no newer CRL")
+				continue
+			}
+			crls, err := cmp.ParseCRLs(it.Value)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "crls: %d CRL(s)\n", len(crls))
+			for _, c := range crls {
+				if rl, err := x509.ParseRevocationList(c); err == nil {
+					fmt.Fprintf(stderr, "  issuer %s, number %v, %d revoked, next update %s\n", rl.Issuer, rl.Number,
+						len(rl.RevokedCertificateEntries), rl.NextUpdate.Format(time.RFC3339))
+				}
+				_ = pem.Encode(&out, &pem.Block{Type: "X509 CRL", Bytes: c})
+			}
+		default:
+			fmt.Fprintf(stderr, "%v: %d octet(s)\n", it.Type, len(it.Value))
+		}
+	}
+	if out.Len() == 0 {
+		return nil
+	}
+	if f.out == "" {
+		_, err := stdout.Write(out.Bytes())
+		return err
+	}
+	return kms.WriteFileAtomic(f.out, out.Bytes(), 0o644)
+}
+
+func countTemplate(t *cmp.CertTemplate) int {
+	n := len(t.Extensions)
+	if t.Subject != nil {
+		n++
+	}
+	if t.PublicKey != nil {
+		n++
+	}
+	return n
 }
