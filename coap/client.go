@@ -21,6 +21,10 @@ type ClientOptions struct {
 	DTLS      *DTLSClientConfig // for coaps://
 	BlockSize int               // 16..1024; 0 = 1024. Block1 size and the Block2 size asked for.
 	Config    Config            // timers and limits (MaxBodySize caps a Block2 download)
+	// Layer, when set, protects every request message (each block of a block-wise transfer
+	// separately: OSCORE inner block-wise, RFC 8613 §4.1.3.4.1) and verifies every response.
+	// Observe is not available through a Layer.
+	Layer ClientLayer
 }
 
 // ClientRequest is a request for Client.Do.
@@ -41,6 +45,7 @@ type Client struct {
 	conn    io.Closer
 	szx     uint8
 	maxBody int
+	layer   ClientLayer
 	wg      sync.WaitGroup
 }
 
@@ -54,7 +59,7 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, erro
 	if bs <= 0 || bs > maxBlock {
 		bs = maxBlock
 	}
-	c := &Client{ep: newEndpoint(opts.Config), szx: szxFor(bs)}
+	c := &Client{ep: newEndpoint(opts.Config), szx: szxFor(bs), layer: opts.Layer}
 	c.maxBody = c.ep.cfg.MaxBodySize
 	var (
 		rd   func([]byte) (int, error)
@@ -162,9 +167,24 @@ func (c *Client) newMessage(req *ClientRequest) *message.Message {
 	return &message.Message{Code: req.Method, Options: opts}
 }
 
-// exchange sends m (CON) with a fresh token and returns the response,
-// piggybacked or separate (RFC 7252 §5.2).
+// exchange sends m through the Layer, if any, and returns the (verified) response.
 func (c *Client) exchange(ctx context.Context, m *message.Message) (*message.Message, error) {
+	if c.layer == nil {
+		return c.rawExchange(ctx, m)
+	}
+	r, err := c.layer.RoundTrip(m, func(p *message.Message) (*message.Message, error) { return c.rawExchange(ctx, p) })
+	if err != nil {
+		return nil, err
+	}
+	if id := unknownCritical(r.Options); id != 0 {
+		return nil, fmt.Errorf("coap: response carries unrecognised critical option %d", id)
+	}
+	return r, nil
+}
+
+// rawExchange sends m (CON) with a fresh token and returns the response,
+// piggybacked or separate (RFC 7252 §5.2).
+func (c *Client) rawExchange(ctx context.Context, m *message.Message) (*message.Message, error) {
 	m.Token = newToken()
 	ch := c.sess.addWaiter(m.Token, 1)
 	defer c.sess.removeWaiter(m.Token)
@@ -317,6 +337,9 @@ func toResponse(m *message.Message) *Response {
 // deregisters (§3.6) and returns ctx's error. A block-wise notification is
 // completed with GETs before fn sees it.
 func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) error {
+	if c.layer != nil {
+		return errors.New("coap: Observe is not available through a client Layer")
+	}
 	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
 	m.Options = addUint(m.Options, message.Observe, 0)
 	m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})

@@ -325,11 +325,29 @@ type exchange struct {
 	mu       sync.Mutex
 	done     bool
 	separate bool
+
+	// protect seals every response message to a request a Layer verified; nil otherwise.
+	protect func(*message.Message) (*message.Message, error)
+}
+
+// seal protects m when the request was verified by a Layer. A response that cannot be protected
+// is replaced by an unprotected 5.00 without payload (nothing of the answer leaks).
+func (ex *exchange) seal(m *message.Message) *message.Message {
+	if ex.protect == nil {
+		return m
+	}
+	p, err := ex.protect(m)
+	if err != nil || p == nil {
+		ex.s.ep.log.Debug("coap: cannot protect response", "peer", ex.s.peer.Addr, "err", err)
+		return &message.Message{Code: codes.InternalServerError}
+	}
+	return p
 }
 
 // reply sends m as the answer to the request: piggybacked in the ACK of a CON
 // (RFC 7252 §5.2.1), or as a NON for a NON request (§5.2.3).
 func (ex *exchange) reply(m *message.Message) {
+	m = ex.seal(m)
 	m.Token = ex.token
 	if ex.typ == message.Confirmable {
 		m.Type = message.Acknowledgement
@@ -388,6 +406,30 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		ex.replyCode(codes.ProxyingNotSupported, "") // RFC 7252 §5.7.2: not a proxy
 		return
 	}
+	peer := sess.peer
+	if l := s.mux.getLayer(); l != nil {
+		lr := l.Unprotect(m, sess.peer)
+		switch {
+		case lr.Reply != nil:
+			ex.reply(lr.Reply)
+			return
+		case lr.Request != nil:
+			inner := lr.Request
+			inner.Type, inner.MessageID, inner.Token = m.Type, m.MessageID, m.Token
+			m, peer, ex.protect = inner, lr.Peer, lr.Protect
+			if ex.protect == nil {
+				ex.protect = func(r *message.Message) (*message.Message, error) {
+					return nil, errors.New("coap: layer gave no Protect")
+				}
+			}
+			var bad message.OptionID
+			if m.Options, bad = checkOptions(m.Options); bad != 0 {
+				s.ep.stats.badOption.Add(1)
+				ex.replyCode(codes.BadOption, "unrecognised critical option "+strconv.Itoa(int(bad))) // RFC 8613 §8.2 step 8
+				return
+			}
+		}
+	}
 	b1, has1, err1 := getBlock(m.Options, message.Block1)
 	b2, has2, err2 := getBlock(m.Options, message.Block2)
 	if err1 != nil || err2 != nil {
@@ -403,6 +445,12 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	}
 	if !ok {
 		ex.replyCode(codes.NotFound, "")
+		return
+	}
+	if res.OSCORE && peer.OSCORE == nil {
+		// An OSCORE-only resource (EST-oscore) reached without object security: fail closed,
+		// whether or not a Layer is installed.
+		ex.replyCode(codes.Unauthorized, "this resource requires OSCORE (RFC 8613)")
 		return
 	}
 	qs := strings.Join(query, "&")
@@ -444,7 +492,7 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	req := &Request{
 		Method: m.Code, Path: path, Query: query, ContentFormat: int(cf),
 		Accept: int(optUint(m.Options, message.Accept)), Observe: int(optUint(m.Options, message.Observe)),
-		Payload: body, Options: m.Options, Peer: sess.peer,
+		Payload: body, Options: m.Options, Peer: peer,
 	}
 	if !has2 {
 		b2 = block{SZX: maxSZX}
@@ -488,7 +536,9 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 
 	obs := int64(-1)
 	if req.Method == codes.GET {
-		if req.Observe == 0 && res.Observable && resp.Code>>5 == 2 && sess.canObserve(ex.token) {
+		// Observations under OSCORE are not kept: notifications would need the exchange's
+		// security state (RFC 8613 §4.1.3.5); the request is answered as a plain GET.
+		if req.Observe == 0 && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
 			obs = int64(s.register(sess, ex.token, req.Path, req.Query, b2.SZX))
 		} else {
 			s.deregister(sess, ex.token) // RFC 7641 §3.6: GET without Observe (or 1) cancels
@@ -502,6 +552,7 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 		ex.reply(m)
 		return
 	}
+	m = ex.seal(m)
 	m.Token = ex.token
 	s.ep.stats.byCode[m.Code].Add(1)
 	ctx, cancel := context.WithTimeout(s.ep.ctx, s.ep.cfg.ExchangeLifetime)

@@ -20,6 +20,51 @@ type Peer struct {
 	Certificates []*x509.Certificate // DTLS peer chain, leaf first, as verified in the handshake; nil on UDP
 	TLSUnique    []byte              // RFC 5929 tls-unique (first Finished verify_data), DTLS only
 	TLSExporter  []byte              // RFC 9266 tls-exporter, 32 bytes, DTLS only
+	// OSCORE is set on a request that a Layer (Mux.SetLayer) verified: the object-security
+	// context it came under. Certificates then holds the chain the layer authenticated the
+	// context's owner with (EDHOC), if any. nil on DTLS and plain UDP.
+	OSCORE *ObjectSecurity
+}
+
+// ObjectSecurity describes the security context (OSCORE, RFC 8613) that protected a request,
+// as the Layer that verified it reports it.
+type ObjectSecurity struct {
+	KID       []byte // the peer's Sender ID (the request's kid)
+	IDContext []byte // nil when the context has none
+	// Identity is the name the layer knows the context's owner by (e.g. the name of a
+	// pre-shared context); "" when the owner is identified by Peer.Certificates.
+	Identity string
+	// ChannelBinding is a value both ends derived from the key exchange that made the
+	// context (EDHOC: an EDHOC_Exporter output); nil for pre-shared contexts.
+	ChannelBinding []byte
+}
+
+// Layer is an object-security layer (OSCORE, RFC 8613) between the message layer and a resource
+// table: it sees every request before the table and seals every response to a request it
+// verified. Install it with Mux.SetLayer.
+type Layer interface {
+	// Unprotect is called with every request (after deduplication and the outer option checks).
+	Unprotect(req *message.Message, peer Peer) LayerResult
+}
+
+// LayerResult is a Layer's verdict on one request. Exactly one of these holds:
+//   - Reply != nil: send Reply as the answer (an OSCORE error or an Echo challenge) and serve
+//     nothing;
+//   - Request != nil: serve the decrypted Request with Peer, and pass every response message
+//     to it (piggybacked, separate, block-wise, error) through Protect;
+//   - both nil: the request is not for the layer (no OSCORE option); serve it as it is.
+type LayerResult struct {
+	Request *message.Message
+	Peer    Peer
+	Protect func(resp *message.Message) (*message.Message, error)
+	Reply   *message.Message
+}
+
+// ClientLayer protects a client's requests (ClientOptions.Layer), e.g. with OSCORE.
+type ClientLayer interface {
+	// RoundTrip protects req, sends it with send (once, or again after a challenge such as
+	// RFC 9175 Echo) and returns the verified, decrypted response.
+	RoundTrip(req *message.Message, send func(*message.Message) (*message.Message, error)) (*message.Message, error)
 }
 
 // Request is a CoAP request as a handler sees it: the body is already reassembled.
@@ -81,6 +126,21 @@ type Mux struct {
 	mu    sync.RWMutex
 	exact map[string]*Resource
 	list  []*Resource // registration order, for /.well-known/core
+	layer Layer
+}
+
+// SetLayer installs an object-security layer for the requests this table serves (nil removes
+// it). Resources marked OSCORE answer 4.01 to requests the layer did not verify.
+func (m *Mux) SetLayer(l Layer) {
+	m.mu.Lock()
+	m.layer = l
+	m.mu.Unlock()
+}
+
+func (m *Mux) getLayer() Layer {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.layer
 }
 
 // NewMux returns an empty resource table. /.well-known/core is served by the

@@ -50,6 +50,9 @@ type benchOpts struct {
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cmp" {
+		return benchCMP(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "est" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			fmt.Fprintln(stdout, "Usage: coapca bench est [flags]\n\n"+benchDescription)
@@ -321,24 +324,20 @@ func rawHandshakeFloor(ctx context.Context, srvCert, cliCert tls.Certificate, cl
 	clientRoots.AddCert(clientCA)
 	serverRoots := x509.NewCertPool()
 	serverRoots.AddCert(serverRoot)
-	common := func(c *dtls.Config) *dtls.Config {
-		c.CipherSuites = []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8}
-		c.ExtendedMasterSecret = dtls.RequireExtendedMasterSecret
-		c.EllipticCurves = []pionelliptic.Curve{pionelliptic.P256}
-		return c
-	}
-	ln, err := dtls.Listen("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, common(&dtls.Config{
-		Certificates: []tls.Certificate{srvCert}, ClientAuth: dtls.RequireAnyClientCert,
+	suite := dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)
+	ems := dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)
+	curve := dtls.WithEllipticCurves(pionelliptic.P256)
+	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
+		suite, ems, curve, dtls.WithCertificates(srvCert), dtls.WithClientAuth(dtls.RequireAnyClientCert),
 		// Verify the client chain as the real server does: against the manufacturer CA.
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			leaf, err := x509.ParseCertificate(raw[0])
 			if err != nil {
 				return err
 			}
 			_, err = leaf.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 			return err
-		},
-	}))
+		}))
 	if err != nil {
 		return 0, err
 	}
@@ -368,7 +367,8 @@ func rawHandshakeFloor(ctx context.Context, srvCert, cliCert tls.Certificate, cl
 		wg.Go(func() {
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				// The device authenticates the server, as RFC 9148 §3 requires and our client does.
-				c, err := dtls.Dial("udp", addr, common(&dtls.Config{Certificates: []tls.Certificate{cliCert}, RootCAs: serverRoots, ServerName: "127.0.0.1"}))
+				c, err := dtls.DialWithOptions("udp", addr, suite, ems, curve,
+					dtls.WithCertificates(cliCert), dtls.WithRootCAs(serverRoots), dtls.WithServerName("127.0.0.1"))
 				if err == nil {
 					hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 					err = c.HandshakeContext(hctx)

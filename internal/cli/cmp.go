@@ -55,6 +55,7 @@ Run 'coapca cmp COMMAND -h' for the flags.
 type cmpFlags struct {
 	server, ref, secret, secretFile, cert, key, trust, label string
 	subject, keyOut, out, keyType, csr, oldcert, caOut       string
+	newKey                                                   string
 	sans, info                                               stringList
 	reason, blockSize                                        int
 	pbmac1, implicit, insecure                               bool
@@ -96,6 +97,7 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Var(&f.sans, "san", "subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable)")
 		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
 		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
+		fs.StringVar(&f.newKey, "newkey", "", "certify this existing private key (PEM) instead of generating one")
 		fs.StringVar(&f.out, "out", "", "write the certificate here as PEM (default stdout)")
 		fs.StringVar(&f.caOut, "ca-out", "", "write the CA certificates of the answer (caPubs, extraCerts) here as PEM")
 		fs.BoolVar(&f.implicit, "implicit-confirm", false, "ask the server to skip certConf (implicitConfirm)")
@@ -297,8 +299,8 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 		}
 		res, err = c.P10CR(ctx, csr)
 	} else {
-		if newKey, err = kms.GenerateKey(f.keyType); err != nil {
-			return usagef("--key-type: %v", err)
+		if newKey, err = f.certifiedKey(); err != nil {
+			return err
 		}
 		var tmpl cmp.CertTemplate
 		if f.subject != "" {
@@ -335,6 +337,9 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 	if err != nil {
 		return err
 	}
+	if f.newKey != "" {
+		newKey = nil // the caller has it
+	}
 	if newKey != nil && f.keyOut != "" {
 		if err := kms.WriteKeyFile(f.keyOut, newKey); err != nil {
 			return err
@@ -366,6 +371,18 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 	return writeCerts(f.out, stdout, res.Cert)
 }
 
+// certifiedKey loads --newkey or generates a key of --key-type.
+func (f *cmpFlags) certifiedKey() (crypto.Signer, error) {
+	if f.newKey != "" {
+		return kms.LoadKeyFile(f.newKey)
+	}
+	k, err := kms.GenerateKey(f.keyType)
+	if err != nil {
+		return nil, usagef("--key-type: %v", err)
+	}
+	return k, nil
+}
+
 // cmpCSR reads --csr or makes a CSR from --subject/--san with a new key.
 func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	if f.csr != "" {
@@ -393,9 +410,9 @@ func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	if err := addSANs(tmpl, f.sans); err != nil {
 		return nil, nil, err
 	}
-	key, err := kms.GenerateKey(f.keyType)
+	key, err := f.certifiedKey()
 	if err != nil {
-		return nil, nil, usagef("--key-type: %v", err)
+		return nil, nil, err
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
