@@ -23,15 +23,6 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-type testPKI struct {
-	caKey  crypto.Signer
-	ca     *x509.Certificate
-	leaves map[string]struct {
-		key  crypto.Signer
-		cert *x509.Certificate
-	}
-}
-
 func newKey(t testing.TB, kind string) crypto.Signer {
 	t.Helper()
 	var k crypto.Signer

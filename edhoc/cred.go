@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/big"
 )
 
 // COSE header labels used in ID_CRED_x (RFC 9528 §3.5.3, RFC 9360, RFC 9528 §10.6).
@@ -365,10 +364,11 @@ func parseCOSEKey(b []byte) (crypto.PublicKey, []byte, error) {
 			return nil, nil, errors.New("edhoc: COSE_Key: bad P-256 coordinates")
 		}
 		enc := append(append([]byte{4}, x...), y...)
-		if _, err := ecdh.P256().NewPublicKey(enc); err != nil {
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), enc)
+		if err != nil {
 			return nil, nil, fmt.Errorf("edhoc: COSE_Key: %w", err)
 		}
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, kid, nil
+		return pub, kid, nil
 	}
 	return nil, nil, fmt.Errorf("edhoc: COSE_Key: unsupported kty %d / crv %d", kty, crv)
 }

@@ -187,11 +187,27 @@ func EncryptedKeyRequest(csr *x509.CertificateRequest) (string, bool) {
 // challengePassword is non-empty (crypto/x509 cannot encode one). The password is encoded
 // as PrintableString when it fits (base64 does), else UTF8String.
 func CreateCSR(rand io.Reader, template *x509.CertificateRequest, priv crypto.Signer, challengePassword string) ([]byte, error) {
+	if challengePassword == "" {
+		return CreateCSRWithAttributes(rand, template, priv, nil)
+	}
+	tag := asn1.TagUTF8String
+	if isPrintable(challengePassword) {
+		tag = asn1.TagPrintableString
+	}
+	pw := asn1.RawValue{Class: asn1.ClassUniversal, Tag: tag, Bytes: []byte(challengePassword)}
+	return CreateCSRWithAttributes(rand, template, priv, []Attribute{{Type: OIDChallengePassword, Values: []asn1.RawValue{pw}}})
+}
+
+// CreateCSRWithAttributes is x509.CreateCertificateRequest with extra PKCS#10 attributes
+// (RFC 2986 §4.1) placed before the extensionRequest that crypto/x509 writes; crypto/x509
+// itself can only add extensionRequest. Each value is written from its FullBytes when set,
+// else from its Class, Tag and Bytes.
+func CreateCSRWithAttributes(rand io.Reader, template *x509.CertificateRequest, priv crypto.Signer, extra []Attribute) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand, template, priv)
 	if err != nil {
 		return nil, fmt.Errorf("csr: %w", err)
 	}
-	if challengePassword == "" {
+	if len(extra) == 0 {
 		return der, nil
 	}
 	csr, err := x509.ParseCertificateRequest(der)
@@ -212,22 +228,31 @@ func CreateCSR(rand io.Reader, template *x509.CertificateRequest, priv crypto.Si
 		!inner.ReadOptionalASN1(&attrs, &present, cbasn1.Tag(0).Constructed().ContextSpecific()) {
 		return nil, errors.New("csr: cannot split the generated CertificationRequestInfo")
 	}
-	pwTag := cbasn1.Tag(asn1.TagUTF8String)
-	if isPrintable(challengePassword) {
-		pwTag = cbasn1.Tag(asn1.TagPrintableString)
-	}
 	var tb cryptobyte.Builder
 	tb.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(version)
 		b.AddBytes(subject)
 		b.AddBytes(spki)
 		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				b.AddASN1ObjectIdentifier(OIDChallengePassword)
-				b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-					b.AddASN1(pwTag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(challengePassword)) })
+			for _, a := range extra {
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+					b.AddASN1ObjectIdentifier(a.Type)
+					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+						for _, v := range a.Values {
+							if len(v.FullBytes) > 0 {
+								b.AddBytes(v.FullBytes)
+								continue
+							}
+							enc, err := asn1.Marshal(v)
+							if err != nil {
+								b.SetError(err)
+								return
+							}
+							b.AddBytes(enc)
+						}
+					})
 				})
-			})
+			}
 			b.AddBytes(attrs)
 		})
 	})

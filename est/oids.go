@@ -27,7 +27,6 @@ var (
 	oidSubjectAltName   = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
 	oidExtKeyUsage      = asn1.ObjectIdentifier{2, 5, 29, 37}
-	oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
 )
 
 // sigAlgOIDs maps the signature algorithms a CsrAttrs can name to their OIDs.

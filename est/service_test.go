@@ -161,11 +161,8 @@ func TestServiceServerKeyGen(t *testing.T) {
 	}
 	// Asking for an encrypted key: not supported yet.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	enc, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "enc"},
-		Attributes: []pkix.AttributeTypeAndValueSET{{Type: OIDDecryptKeyIdentifier,
-			Value: [][]pkix.AttributeTypeAndValue{{{Type: asn1.ObjectIdentifier{2, 999}, Value: "kek"}}}}},
-	}, key)
+	enc, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
+		key, []Attribute{{Type: OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kek")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

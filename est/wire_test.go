@@ -385,16 +385,9 @@ func TestCreateCSRWithChallengePassword(t *testing.T) {
 
 func TestEncryptedKeyRequest(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	// Build a CSR whose attributes include AsymmetricDecryptKeyIdentifier by splicing it in
-	// through the deprecated Attributes field (crypto/x509 marshals each as SET{SEQUENCE{...}}).
-	tmpl := &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "enc"},
-		Attributes: []pkix.AttributeTypeAndValueSET{{
-			Type:  OIDAsymmetricDecryptKeyIdentifier,
-			Value: [][]pkix.AttributeTypeAndValue{{{Type: asn1.ObjectIdentifier{2, 999}, Value: "kid"}}},
-		}},
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	// A CSR whose attributes include AsymmetricDecryptKeyIdentifier (RFC 7030 §4.4.1.2).
+	der, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}}, key,
+		[]Attribute{{Type: OIDAsymmetricDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kid")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -231,11 +231,8 @@ func TestServerKeyGen(t *testing.T) {
 func TestErrorPaths(t *testing.T) {
 	f := newFixture(t)
 	encKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	encCSR, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "enc"},
-		Attributes: []pkix.AttributeTypeAndValueSET{{Type: est.OIDAsymmetricDecryptKeyIdentifier,
-			Value: [][]pkix.AttributeTypeAndValue{{{Type: asn1.ObjectIdentifier{2, 999}, Value: "kid"}}}}},
-	}, encKey)
+	encCSR, err := est.CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
+		encKey, []est.Attribute{{Type: est.OIDAsymmetricDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kid")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
