@@ -24,9 +24,9 @@ var (
 	oidP384         = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
 	oidP521         = asn1.ObjectIdentifier{1, 3, 132, 0, 35}
 
-	oidSubjectAltName   = asn1.ObjectIdentifier{2, 5, 29, 17}
-	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
-	oidExtKeyUsage      = asn1.ObjectIdentifier{2, 5, 29, 37}
+	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidKeyUsage       = asn1.ObjectIdentifier{2, 5, 29, 15}
+	oidExtKeyUsage    = asn1.ObjectIdentifier{2, 5, 29, 37}
 )
 
 // sigAlgOIDs maps the signature algorithms a CsrAttrs can name to their OIDs.
