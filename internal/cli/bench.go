@@ -53,12 +53,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(args) > 0 && args[0] == "cmp" {
 		return benchCMP(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "coap" {
+		return benchCoAP(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "est" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, "Usage: coapca bench est [flags]\n\n"+benchDescription)
+			fmt.Fprintln(stdout, "Usage: coapca bench est|cmp|coap [flags]\n\n  est   EST-coaps enrollments and re-enrollments\n  cmp   CMP ir+certConf transactions over CoAP and HTTP\n  coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP\n\nRun 'coapca bench est -h' (etc.) for the flags.")
 			return nil
 		}
-		return usagef("usage: coapca bench est [flags] (see 'coapca bench est -h')")
+		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
 	}
 	var o benchOpts
 	fs := newFlagSet("bench est", "coapca bench est [flags]", benchDescription, stderr)

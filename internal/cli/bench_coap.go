@@ -1,0 +1,158 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/coap"
+	"coapca/coap/dtlsconn"
+	"coapca/internal/datadir"
+)
+
+const benchCoAPDescription = `Measure the CoAP endpoint alone: full DTLS handshakes per second through coapca's
+listener, and small GETs per second over established DTLS sessions and over plain UDP, with
+--clients concurrent clients on this machine. Beside them it prints floors measured in the same
+run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
+second, and each result as a ratio to them.`
+
+func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
+	clients := fs.Int("clients", 8, "concurrent clients")
+	dur := fs.Duration("duration", 3*time.Second, "how long each measurement runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *clients < 1 || *dur <= 0 {
+		return usagef("--clients and --duration must be positive")
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
+	dir, err := os.MkdirTemp("", "coapca-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	d, err := datadir.Open(datadir.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(d.Root)
+	mfr := x509.NewCertPool()
+	mfr.AddCert(d.ManufacturerCA)
+
+	say("measuring ECDSA P-256 (%v each)", *dur/2)
+	signs, verifies := ecdsaFloor(*dur / 2)
+	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", *clients, *dur)
+	raw, err := rawHandshakeFloor(ctx, d.ServerCertificate(), d.DeviceCertificate(), d.ManufacturerCA, d.Root, *clients, *dur)
+	if err != nil {
+		return fmt.Errorf("raw handshakes: %w", err)
+	}
+
+	mux := coap.NewMux()
+	mux.Handle(coap.Resource{Path: "/ping", Handler: coap.HandlerFunc(func(context.Context, *coap.Request) *coap.Response {
+		return coap.NewResponse(codes.Content, []byte("pong"))
+	})})
+	srv := coap.NewServer(mux, coap.Config{MaxExchangesPerPeer: 64})
+	defer srv.Close()
+	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
+		Certificates: []tls.Certificate{d.ServerCertificate()}, ClientAuth: dtlsconn.RequireClientCert,
+		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: 4 * *clients,
+	})
+	if err != nil {
+		return err
+	}
+	go func() { _ = srv.ServeDTLS(l) }()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go func() { _ = srv.ServeUDP(pc) }()
+	dtlsCfg := &dtlsconn.ClientConfig{Certificates: []tls.Certificate{d.DeviceCertificate()}, RootCAs: roots, ServerName: "127.0.0.1"}
+	coapsURL, coapURL := "coaps://"+l.Addr().String(), "coap://"+pc.LocalAddr().String()
+
+	say("measuring handshakes through coapca's listener (%d concurrent, %v)", *clients, *dur)
+	hs, err := loop(ctx, *clients, *dur, func(int) error {
+		c, err := dtlsconn.Dial(ctx, "udp", l.Addr().String(), *dtlsCfg)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("handshakes: %w", err)
+	}
+
+	gets := func(url string, opts coap.ClientOptions) (float64, error) {
+		cs := make([]*coap.Client, *clients)
+		for i := range cs {
+			c, err := coap.Dial(ctx, url, opts)
+			if err != nil {
+				return 0, err
+			}
+			defer c.Close()
+			cs[i] = c
+		}
+		return loop(ctx, *clients, *dur, func(i int) error {
+			_, err := cs[i].Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/ping", ContentFormat: -1, Accept: -1})
+			return err
+		})
+	}
+	say("measuring GETs over %d established DTLS sessions (%v)", *clients, *dur)
+	dtlsGets, err := gets(coapsURL, coap.ClientOptions{DTLS: dtlsCfg})
+	if err != nil {
+		return fmt.Errorf("GETs over DTLS: %w", err)
+	}
+	say("measuring GETs from %d plain UDP clients (%v)", *clients, *dur)
+	udpGets, err := gets(coapURL, coap.ClientOptions{})
+	if err != nil {
+		return fmt.Errorf("GETs over UDP: %w", err)
+	}
+
+	fmt.Fprintf(stdout, "coapca bench coap: %d concurrent clients, client and server on this machine\n\n", *clients)
+	fmt.Fprintf(stdout, "floor (same run)   ECDSA P-256 sign %8.0f/s  verify %8.0f/s (one goroutine)\n", signs, verifies)
+	fmt.Fprintf(stdout, "                   raw pion DTLS handshakes %8.0f/s (both chains verified, CCM_8)\n\n", raw)
+	fmt.Fprintf(stdout, "DTLS handshakes via coapca's listener  %8.0f/s  = %5.1f%% of raw pion\n", hs, 100*hs/raw)
+	fmt.Fprintf(stdout, "GET over established DTLS sessions     %8.0f/s  = %5.2f per ECDSA sign\n", dtlsGets, dtlsGets/signs)
+	fmt.Fprintf(stdout, "GET over plain UDP                     %8.0f/s  = %5.2f per ECDSA sign (%.2f× DTLS)\n", udpGets, udpGets/signs, udpGets/dtlsGets)
+	return nil
+}
+
+// loop runs f on n workers (worker index as argument) for d and returns successful calls per
+// second; it fails when no call succeeded.
+func loop(ctx context.Context, n int, d time.Duration, f func(worker int) error) (float64, error) {
+	var ok atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if err := f(i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() == 0 {
+		if e, is := firstErr.Load().(error); is {
+			return 0, e
+		}
+		return 0, fmt.Errorf("nothing completed")
+	}
+	return float64(ok.Load()) / time.Since(start).Seconds(), nil
+}
