@@ -3,7 +3,6 @@ package dtlsconn
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"runtime"
@@ -190,7 +189,7 @@ func TestSpoofedClientHellos(t *testing.T) {
 	// Closing the listener releases everything.
 	_ = l.Close()
 	defer func() {
-		// For the report: the same flood against stock pion (dtls.Listen) in this run.
+		// For the report: the same flood against stock pion (dtls.ListenWithOptions) in this run.
 		g, h := floodStockPion(t, ch, total, batch)
 		t.Logf("stock pion, same flood: goroutines +%d, heap +%.1f MB (ours: +%d, +%.1f MB)",
 			g, float64(h)/1e6, peak.goroutines-base.goroutines, float64(peak.heap-base.heap)/1e6)
@@ -261,14 +260,13 @@ func TestGarbage(t *testing.T) {
 // of goroutines and heap over the following 300 ms.
 func floodStockPion(t *testing.T, ch []byte, total, batch int) (int, uint64) {
 	p := testPKI(t)
-	cfg := &dtls.Config{
-		Certificates:         []tls.Certificate{p.server},
-		CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-		ClientAuth:           dtls.RequireAnyClientCert,
-		LoggerFactory:        quietLoggerFactory(),
-	}
-	ln, err := dtls.Listen("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, cfg)
+	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
+		dtls.WithCertificates(p.server),
+		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithClientAuth(dtls.RequireAnyClientCert),
+		dtls.WithLoggerFactory(quietLoggerFactory()),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}

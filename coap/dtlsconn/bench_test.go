@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"testing"
@@ -16,38 +15,38 @@ import (
 )
 
 // Full handshakes (ECDHE-ECDSA P-256, mutual certificates, CCM_8, EMS), one
-// at a time, through our Listener and through raw pion (dtls.Listen +
-// dtls.Dial) in the same run. Compare with the ECDSA benchmarks below.
+// at a time, through our Listener and through raw pion (dtls.ListenWithOptions +
+// dtls.DialWithOptions) in the same run. Compare with the ECDSA benchmarks below.
 func BenchmarkHandshake(b *testing.B) {
 	p := testPKI(b)
 	verify := poolVerifier(p.pool, x509.ExtKeyUsageClientAuth)
-	pionServer := func() *dtls.Config {
-		return &dtls.Config{
-			Certificates:         []tls.Certificate{p.server},
-			CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-			EllipticCurves:       []pionelliptic.Curve{pionelliptic.P256},
-			ClientAuth:           dtls.RequireAnyClientCert,
-			LoggerFactory:        quietLoggerFactory(),
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+	pionServer := func() []dtls.ServerOption {
+		return []dtls.ServerOption{
+			dtls.WithCertificates(p.server),
+			dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+			dtls.WithEllipticCurves(pionelliptic.P256),
+			dtls.WithClientAuth(dtls.RequireAnyClientCert),
+			dtls.WithLoggerFactory(quietLoggerFactory()),
+			dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 				_, err := verify(raw)
 				return err
-			},
+			}),
 		}
 	}
-	pionClient := func() *dtls.Config {
-		return &dtls.Config{
-			Certificates:         []tls.Certificate{p.client},
-			RootCAs:              p.pool,
-			ServerName:           "localhost",
-			CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-			EllipticCurves:       []pionelliptic.Curve{pionelliptic.P256},
-			LoggerFactory:        quietLoggerFactory(),
+	pionClient := func() []dtls.ClientOption {
+		return []dtls.ClientOption{
+			dtls.WithCertificates(p.client),
+			dtls.WithRootCAs(p.pool),
+			dtls.WithServerName("localhost"),
+			dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+			dtls.WithEllipticCurves(pionelliptic.P256),
+			dtls.WithLoggerFactory(quietLoggerFactory()),
 		}
 	}
 	pionDial := func(b *testing.B, addr *net.UDPAddr) {
-		c, err := dtls.Dial("udp", addr, pionClient())
+		c, err := dtls.DialWithOptions("udp", addr, pionClient()...)
 		if err == nil {
 			err = c.Handshake()
 		}
@@ -96,7 +95,7 @@ func BenchmarkHandshake(b *testing.B) {
 		}
 	})
 	pionListener := func(b *testing.B) net.Listener {
-		ln, err := dtls.Listen("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, pionServer())
+		ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, pionServer()...)
 		if err != nil {
 			b.Fatal(err)
 		}

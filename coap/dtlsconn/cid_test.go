@@ -3,7 +3,6 @@ package dtlsconn
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"net"
 	"sync"
 	"testing"
@@ -62,14 +61,14 @@ func TestConnectionIDMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	spc := &swappablePC{pc: first}
-	c, err := dtls.Client(spc, l.Addr(), &dtls.Config{
-		Certificates: []tls.Certificate{p.client}, RootCAs: p.pool, ServerName: "localhost",
-		CipherSuites:          []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-		ExtendedMasterSecret:  dtls.RequireExtendedMasterSecret,
-		EllipticCurves:        []pionelliptic.Curve{pionelliptic.P256},
-		ConnectionIDGenerator: dtls.OnlySendCIDGenerator(),
-		LoggerFactory:         quietLoggerFactory(),
-	})
+	c, err := dtls.ClientWithOptions(spc, l.Addr(),
+		dtls.WithCertificates(p.client), dtls.WithRootCAs(p.pool), dtls.WithServerName("localhost"),
+		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithEllipticCurves(pionelliptic.P256),
+		dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()),
+		dtls.WithLoggerFactory(quietLoggerFactory()),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +145,12 @@ func TestRebootedClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		laddr = pc.LocalAddr().(*net.UDPAddr) // same port the second time
-		c, err := dtls.Client(pc, l.Addr(), &dtls.Config{
-			Certificates: []tls.Certificate{p.client}, RootCAs: p.pool, ServerName: "localhost",
-			CipherSuites:         []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8},
-			ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-			LoggerFactory:        quietLoggerFactory(),
-		})
+		c, err := dtls.ClientWithOptions(pc, l.Addr(),
+			dtls.WithCertificates(p.client), dtls.WithRootCAs(p.pool), dtls.WithServerName("localhost"),
+			dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+			dtls.WithLoggerFactory(quietLoggerFactory()),
+		)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,31 +34,35 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	}
 	pc := &clientPC{uc: uc, raddr: raddr, tr: newTranscript()}
 	var accepted []*x509.Certificate
-	pcfg := &dtls.Config{
-		Certificates:         cfg.Certificates,
-		RootCAs:              cfg.RootCAs,
-		ServerName:           serverName,
-		InsecureSkipVerify:   cfg.InsecureSkipVerify,
-		CipherSuites:         suiteList(cfg.CipherSuites),
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret, // RFC 7627 §5.3
-		EllipticCurves:       []elliptic.Curve{elliptic.P256},
-		LoggerFactory:        quietLoggerFactory(),
-		MTU:                  cfg.MTU,
+	opts := []dtls.ClientOption{
+		dtls.WithRootCAs(cfg.RootCAs),
+		dtls.WithServerName(serverName),
+		dtls.WithInsecureSkipVerify(cfg.InsecureSkipVerify),
+		dtls.WithCipherSuites(suiteList(cfg.CipherSuites)...),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret), // RFC 7627 §5.3
+		dtls.WithEllipticCurves(elliptic.P256),
+		dtls.WithLoggerFactory(quietLoggerFactory()),
+	}
+	if len(cfg.Certificates) > 0 { // WithCertificates rejects an empty list
+		opts = append(opts, dtls.WithCertificates(cfg.Certificates...))
+	}
+	if cfg.MTU > 0 { // WithMTU rejects 0; pion's default (1200) applies otherwise
+		opts = append(opts, dtls.WithMTU(cfg.MTU))
 	}
 	if cfg.ConnectionID {
-		pcfg.ConnectionIDGenerator = dtls.OnlySendCIDGenerator()
+		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
 	}
 	if cfg.VerifyPeer != nil {
-		pcfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		opts = append(opts, dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			chain, err := cfg.VerifyPeer(raw)
 			if err != nil {
 				return err
 			}
 			accepted = chain
 			return nil
-		}
+		}))
 	}
-	dc, err := dtls.Client(pc, raddr, pcfg)
+	dc, err := dtls.ClientWithOptions(pc, raddr, opts...)
 	if err != nil {
 		_ = uc.Close()
 		return nil, fmt.Errorf("dtlsconn: dial %s: %w", addr, err)

@@ -4,8 +4,8 @@
 // It adds what the CoAP endpoint needs around pion:
 //
 //   - its own UDP demultiplexer (one socket, one virtual net.PacketConn per
-//     remote address handed to dtls.Server) with a per-source handshake rate
-//     limit, a cap on concurrent half-open handshakes (the oldest handshake
+//     remote address handed to dtls.ServerWithOptions) with a per-source
+//     handshake rate limit, a cap on concurrent half-open handshakes (the oldest handshake
 //     that has not yet returned a cookie is evicted first), a short handshake
 //     timeout, a session cap and an idle timeout;
 //   - a read path whose buffer fits any DTLS record (RFC 6347 §4.1: plaintext ≤ 2^14),

@@ -50,7 +50,7 @@ type bucket struct {
 type Listener struct {
 	pc     *net.UDPConn
 	cfg    ServerConfig
-	base   dtls.Config
+	base   []dtls.ServerOption // shared by every session; never appended to in place
 	verify func(rawCerts [][]byte) ([]*x509.Certificate, error)
 	log    *slog.Logger
 	ctx    context.Context
@@ -124,20 +124,22 @@ func newListener(pc *net.UDPConn, cfg ServerConfig) (*Listener, error) {
 		}
 		l.verify = poolVerifier(cfg.ClientCAs, x509.ExtKeyUsageClientAuth)
 	}
-	l.base = dtls.Config{
-		Certificates: cfg.Certificates,
-		CipherSuites: suiteList(cfg.CipherSuites),
+	l.base = []dtls.ServerOption{
+		dtls.WithCertificates(cfg.Certificates...),
+		dtls.WithCipherSuites(suiteList(cfg.CipherSuites)...),
 		// RFC 7627 §5.3: we refuse handshakes without extended master secret.
-		ExtendedMasterSecret: dtls.RequireExtendedMasterSecret,
-		EllipticCurves:       []elliptic.Curve{elliptic.P256},
-		LoggerFactory:        quietLoggerFactory(),
-		MTU:                  cfg.MTU,
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithEllipticCurves(elliptic.P256),
+		dtls.WithLoggerFactory(quietLoggerFactory()),
+	}
+	if cfg.MTU > 0 { // WithMTU rejects 0; pion's default (1200) applies otherwise
+		l.base = append(l.base, dtls.WithMTU(cfg.MTU))
 	}
 	switch cfg.ClientAuth {
 	case RequireClientCert:
-		l.base.ClientAuth = dtls.RequireAnyClientCert // chain checked by VerifyPeer
+		l.base = append(l.base, dtls.WithClientAuth(dtls.RequireAnyClientCert)) // chain checked by VerifyPeer
 	case RequestClientCert:
-		l.base.ClientAuth = dtls.RequestClientCert
+		l.base = append(l.base, dtls.WithClientAuth(dtls.RequestClientCert))
 	}
 	l.wg.Add(2)
 	go l.readLoop()
@@ -489,17 +491,20 @@ func (l *Listener) handshake(s *session) {
 		l.inflight--
 		l.mu.Unlock()
 	}()
-	cfg := l.base
+	// Per-session options: the listener's base plus this session's verifier
+	// and connection ID. A fresh slice, so sessions never share a backing array.
+	opts := make([]dtls.ServerOption, 0, len(l.base)+2)
+	opts = append(opts, l.base...)
 	if l.verify != nil {
 		verify := l.verify
-		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		opts = append(opts, dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
 			chain, err := verify(raw)
 			if err != nil {
 				return err
 			}
 			s.accepted = chain
 			return nil
-		}
+		}))
 	}
 	if l.cfg.ConnectionID {
 		cid := make([]byte, cidLength)
@@ -507,9 +512,9 @@ func (l *Listener) handshake(s *session) {
 		l.mu.Lock()
 		s.cid = cid
 		l.mu.Unlock()
-		cfg.ConnectionIDGenerator = func() []byte { return cid }
+		opts = append(opts, dtls.WithConnectionIDGenerator(func() []byte { return cid }))
 	}
-	dc, err := dtls.Server(&sessionPC{s: s}, net.UDPAddrFromAddrPort(s.addr), &cfg)
+	dc, err := dtls.ServerWithOptions(&sessionPC{s: s}, net.UDPAddrFromAddrPort(s.addr), opts...)
 	if err == nil {
 		s.mu.Lock()
 		s.dc = dc
