@@ -30,7 +30,7 @@ func testServer(t *testing.T) *server {
 	return testServerAt(t, t.TempDir())
 }
 
-func testServerAt(t *testing.T, dir string) *server {
+func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *server {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Data = dir
@@ -40,6 +40,9 @@ func testServerAt(t *testing.T, dir string) *server {
 		{Label: "manual", ManualApproval: true, RetryAfter: time.Second},
 		{Label: "pop", RequirePoP: true},
 		{Label: "sensors"},
+	}
+	for _, f := range tweak {
+		f(&cfg)
 	}
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
@@ -375,6 +378,29 @@ func TestManualApproval(t *testing.T) {
 	if errOut, code := enroll(s, "0s"); code == 0 || !strings.Contains(errOut, "unknown device") {
 		t.Errorf("rejected enroll: exit %d %s", code, errOut)
 	}
+}
+
+// TestSlowIssuanceSeparateResponse: when issuance takes longer than coap.separate_after (here
+// 1 µs, so every request counts as slow), the device gets an empty ACK at once and the
+// certificate in a separate confirmable response (RFC 7252 §5.2.2), as libcoap's own log shows.
+func TestSlowIssuanceSeparateResponse(t *testing.T) {
+	need(t, "coap-client-openssl", "openssl")
+	s := testServerAt(t, t.TempDir(), func(c *config.Config) { c.CoAP.SeparateAfter = time.Microsecond })
+	d := s.data.Paths
+	dir := t.TempDir()
+	csr, p7 := filepath.Join(dir, "csr.der"), filepath.Join(dir, "cert.p7")
+	makeCSR(t, csr, "CN=demo-device-0001")
+	out := mustRun(t, "coap-client-openssl", "-v", "7", "-B", "20", "-m", "post", "-t", "286", "-f", csr, "-o", p7,
+		"-c", d.Device, "-j", d.DeviceKey, "-C", d.Root, s.coapsURL+"/.well-known/est/sen")
+	var sawEmptyACK, sawCON bool
+	for _, l := range strings.Split(out, "\n") {
+		sawEmptyACK = sawEmptyACK || strings.Contains(l, "t:ACK c:0.00") && !sawCON
+		sawCON = sawCON || strings.Contains(l, "t:CON c:2.04")
+	}
+	if !sawEmptyACK || !sawCON {
+		t.Fatalf("no empty ACK followed by a CON 2.04 in libcoap's log:\n%s", out)
+	}
+	mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs")
 }
 
 func listPending(t *testing.T, dir string) []string {
