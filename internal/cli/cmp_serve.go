@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"coapca/cmp"
+	"coapca/cmp/cmpcoap"
+	"coapca/cmp/cmphttp"
+	"coapca/cmp/cmpserver"
+	"coapca/coap"
+	"coapca/store"
+)
+
+// registerCMP registers the CMP front doors: RFC 9482 on s.secureMux (coaps://) and
+// s.plainMux (coap://, where the PKIMessage protection is the security), RFC 9811 on
+// s.httpMux. Announcements go to the observers of …/ann on both CoAP servers: certificates
+// accepted and revoked through CMP at once, and revocations made elsewhere (`coapca ca revoke`
+// in another process, EST) when the store is next polled (every revocationPoll).
+func (s *server) registerCMP(ctx context.Context) error {
+	d := s.data
+	var bind *cmpcoap.Binding
+	svc, err := cmpserver.New(s.auth, cmpserver.Options{
+		Signer: d.CMPSignerKey, Cert: d.CMPSigner, Chain: d.CMPSignerChain()[1:],
+		Announce: func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
+		Observe: func(bodyType, transport, result string, dur time.Duration) {
+			s.metrics.Observe("cmp-"+transport, bodyType, result, dur)
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	bind = cmpcoap.New(svc, cmpcoap.Options{Labels: s.auth.Labels(), Logger: s.log,
+		// The CoAP servers start after the front doors register: look them up per notification.
+		Notify: func(path string, r *coap.Response) {
+			for _, c := range s.coapServers() {
+				c.Notify(path, r)
+			}
+		}})
+	bind.Register(s.secureMux)
+	bind.Register(s.plainMux)
+	cmphttp.New(svc, s.log).Register(s.httpMux)
+
+	// Revocations already in the store when the server starts are old news.
+	old, err := s.store.RevokedCerts(ctx, "")
+	if err != nil {
+		return fmt.Errorf("cmp announcements: %w", err)
+	}
+	svc.MarkAnnounced(serials(old))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(revocationPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rev, err := s.store.RevokedCerts(ctx, "")
+			switch {
+			case err != nil:
+			case s.hasAnnouncementObservers():
+				_, err = svc.AnnounceRevocations(ctx, serials(rev))
+			default:
+				// Nobody listens: a later observer should not get these as news.
+				svc.MarkAnnounced(serials(rev))
+			}
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("cmp: revocation announcements", "err", err)
+			}
+		}
+	}()
+	return nil
+}
+
+// revocationPoll is how often the store is checked for revocations to announce.
+const revocationPoll = 2 * time.Second
+
+func serials(rev []store.RevokedEntry) []string {
+	out := make([]string, len(rev))
+	for i, r := range rev {
+		out[i] = r.Serial
+	}
+	return out
+}
+
+// hasAnnouncementObservers reports whether any CoAP client observes a CMP …/ann resource.
+func (s *server) hasAnnouncementObservers() bool {
+	for _, c := range s.coapServers() {
+		if c.Observers(cmpcoap.DefaultRoot+"/ann") > 0 {
+			return true
+		}
+		for _, l := range s.auth.Labels() {
+			if c.Observers(cmpcoap.DefaultRoot+"/p/"+l+"/ann") > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
