@@ -518,3 +518,39 @@ func verifySignature(pub crypto.PublicKey, alg pkix.AlgorithmIdentifier, data, s
 	}
 	return errors.New("signature does not verify")
 }
+
+// MACProtectionLike returns a protector for answering m, a MAC-protected request whose MAC
+// has been verified with secret: the same secret, reference, algorithms and iteration count,
+// with a fresh salt. RFC 9483 §3.2: a response to a MAC-protected request is protected with the
+// same shared secret; clients such as OpenSSL expect their own algorithms back. Unparsable
+// parameters fall back to the defaults of PBMProtection / PBMAC1Protection.
+func (m *Message) MACProtectionLike(secret []byte) Protector {
+	alg := m.Header.ProtectionAlg
+	ref := m.Header.SenderKID
+	if alg.Algorithm.Equal(OIDPBMAC1) {
+		p := &PBMAC1Protection{Secret: secret, Reference: ref}
+		var pp pbmac1Params
+		var k pbkdf2Params
+		if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &pp); err != nil {
+			return p
+		}
+		if _, err := asn1.Unmarshal(pp.KeyDerivationFunc.Parameters.FullBytes, &k); err != nil {
+			return p
+		}
+		p.PRF = crypto.SHA1 // RFC 8018 default algid-hmacWithSHA1
+		if len(k.PRF.Algorithm) > 0 {
+			p.PRF, _ = hmacByOID(k.PRF.Algorithm)
+		}
+		p.MAC, _ = hmacByOID(pp.MessageAuthScheme.Algorithm)
+		p.Iterations, p.KeyLength = k.IterationCount, k.KeyLength
+		return p
+	}
+	p := &PBMProtection{Secret: secret, Reference: ref}
+	var pp pbmParameter
+	if _, err := asn1.Unmarshal(alg.Parameters.FullBytes, &pp); err == nil {
+		p.OWF, _ = hashByOID(pp.OWF.Algorithm)
+		p.MAC, _ = hmacByOID(pp.MAC.Algorithm)
+		p.Iterations = pp.IterationCount
+	}
+	return p
+}

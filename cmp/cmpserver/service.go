@@ -419,7 +419,7 @@ func (s *Service) authenticate(ses *session) error {
 		}
 		ses.ref, ses.who = ref, "ref:"+ref
 		// RFC 9483 §3.2: the answer is protected with the same shared secret.
-		ses.prot = macLike(m, secret)
+		ses.prot = m.MACProtectionLike(secret)
 	case cmp.ProtectionSignature:
 		cert := m.ProtectionCert()
 		if err := m.VerifySignature(cert); err != nil {
