@@ -34,6 +34,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"coapca/errs"
@@ -61,6 +62,11 @@ type Requester struct {
 	// (CMP MAC protection, RFC 9483 §3.2); "" otherwise. The caller has verified the MAC
 	// with the secret from Authority.MACSecret.
 	SecretRef string
+	// PreShared names the pre-shared symmetric key that authenticated the request when no
+	// certificate did: an OSCORE context loaded with `coapca serve --oscore-context`
+	// (EST-oscore). The front door verified the protection; the authority accepts only
+	// names registered with AllowPreShared, for the labels registered with them.
+	PreShared string
 	Transport string // "coaps", "oscore", "coap", "https", "http"
 	Protocol  string // "est", "cmp"
 	Addr      string // network address, for the record and the log
@@ -126,6 +132,8 @@ type Authority struct {
 	profiles  map[string]*Profile
 	labels    []string
 	secrets   map[string]*macSecret
+	psMu      sync.RWMutex
+	preShared map[string][]string // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration
 	backdate  time.Duration
 	log       *slog.Logger
@@ -322,6 +330,30 @@ func (a *Authority) CACerts(label string) []*x509.Certificate { return slices.Cl
 // Root returns the root CA certificate (the last of the chain).
 func (a *Authority) Root() *x509.Certificate { return a.chain[len(a.chain)-1] }
 
+// AllowPreShared registers the identity of a pre-shared symmetric key that a front door
+// authenticates itself (an OSCORE context from `coapca serve --oscore-context`): requests whose
+// Requester.PreShared is name may enroll and ask for server-generated keys under labels ("" is
+// the default profile; empty = every profile). Such a requester holds no certificate, so it
+// cannot re-enroll (RFC 7030 §4.2.2 renews the certificate the client authenticates with).
+// Registering a name again replaces its labels.
+func (a *Authority) AllowPreShared(name string, labels []string) error {
+	if name == "" {
+		return errors.New("authority: a pre-shared identity needs a name")
+	}
+	for _, l := range labels {
+		if _, ok := a.profiles[l]; !ok {
+			return fmt.Errorf("authority: pre-shared identity %q names unknown label %q", name, l)
+		}
+	}
+	a.psMu.Lock()
+	defer a.psMu.Unlock()
+	if a.preShared == nil {
+		a.preShared = map[string][]string{}
+	}
+	a.preShared[name] = slices.Clone(labels)
+	return nil
+}
+
 // MACSecret returns the shared secret with that reference (CMP MAC protection,
 // RFC 9483 §3.2); unknown reference → errs.Unauthorized.
 func (a *Authority) MACSecret(ref string) ([]byte, error) {
@@ -421,7 +453,7 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 func (a *Authority) record(r CertRequest, who identity) *store.Cert {
 	c := &store.Cert{
 		Label: r.Label, Op: string(r.Op), Protocol: r.Requester.Protocol, Transport: r.Requester.Transport,
-		RequesterRef: who.secretRef, RequesterAddr: r.Requester.Addr,
+		RequesterRef: who.ref(), RequesterAddr: r.Requester.Addr,
 	}
 	if who.leaf != nil {
 		c.RequesterSubject = who.leaf.Subject.String()
@@ -616,8 +648,19 @@ func (w identity) String() string {
 			store.FormatSerial(w.leaf.SerialNumber), w.source)
 	case w.secretRef != "":
 		return "secret " + w.secretRef
+	case w.preShared != "":
+		return "pre-shared key " + w.preShared
 	}
 	return "anonymous"
+}
+
+// ref is the requester reference recorded with a certificate: the MAC secret's reference, or
+// "psk:NAME" for a pre-shared key.
+func (w identity) ref() string {
+	if w.preShared != "" {
+		return "psk:" + w.preShared
+	}
+	return w.secretRef
 }
 
 // key is the identity as it enters the pending request key.
@@ -627,6 +670,8 @@ func (w identity) key() string {
 		return "cert:" + w.leaf.Issuer.String() + "/" + store.FormatSerial(w.leaf.SerialNumber)
 	case w.secretRef != "":
 		return "secret:" + w.secretRef
+	case w.preShared != "":
+		return "psk:" + w.preShared
 	}
 	return ""
 }

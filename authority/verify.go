@@ -20,12 +20,28 @@ type identity struct {
 	source    string              // trust store name, CANameOurs, or "secret"
 	ours      *store.Cert         // the record when leaf is a certificate this CA issued
 	secretRef string
+	preShared string // name of a pre-shared key (AllowPreShared)
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
 // certificate recorded in our store (byte-identical DER, not revoked, in its validity), a
 // chain to our CA, then each manufacturer trust store.
 func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate, secretRef string) (identity, error) {
+	return a.authenticateRequester(ctx, Requester{Chain: chain, SecretRef: secretRef})
+}
+
+// authenticateRequester is authenticate with the pre-shared identities too.
+func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (identity, error) {
+	chain, secretRef := r.Chain, r.SecretRef
+	if len(chain) == 0 && secretRef == "" && r.PreShared != "" {
+		a.psMu.RLock()
+		_, ok := a.preShared[r.PreShared]
+		a.psMu.RUnlock()
+		if !ok {
+			return identity{}, errs.New(errs.Unauthorized, "unknown pre-shared identity %q", r.PreShared)
+		}
+		return identity{source: "psk", preShared: r.PreShared}, nil
+	}
 	if len(chain) == 0 {
 		if secretRef != "" {
 			if _, ok := a.secrets[secretRef]; !ok {
@@ -103,12 +119,21 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 
 // authorize authenticates r's requester and checks that it may do r.Op under profile p.
 func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (identity, error) {
-	who, err := a.authenticate(ctx, r.Requester.Chain, r.Requester.SecretRef)
+	who, err := a.authenticateRequester(ctx, r.Requester)
 	if err != nil {
 		return who, err
 	}
 	switch r.Op {
 	case OpEnroll, OpServerKeyGen:
+		if who.preShared != "" {
+			a.psMu.RLock()
+			l := a.preShared[who.preShared]
+			a.psMu.RUnlock()
+			if len(l) > 0 && !slices.Contains(l, r.Label) {
+				return who, errs.New(errs.Forbidden, "pre-shared identity %q may not enroll for label %q", who.preShared, r.Label)
+			}
+			return who, nil
+		}
 		if who.secretRef != "" {
 			if l := a.secrets[who.secretRef].labels; len(l) > 0 && !slices.Contains(l, r.Label) {
 				return who, errs.New(errs.Forbidden, "secret %q may not enroll for label %q", who.secretRef, r.Label)

@@ -17,6 +17,13 @@
 //   - RFC 6690 /.well-known/core generated from the resource table, with query
 //     filtering (including the prefix form "rt=ace.est*"), and a link-format parser.
 //
+// Object security plugs in as a layer: Mux.SetLayer installs a Layer (package
+// coap/oscorelayer: OSCORE, RFC 8613, keyed by EDHOC or pre-shared) that verifies every
+// request before the resource table and seals every response message to it (piggybacked,
+// separate, each Block1/Block2 block: inner block-wise), with the verified identity in
+// Request.Peer.OSCORE; resources marked OSCORE answer 4.01 to anything else.
+// ClientOptions.Layer does the same for a Client.
+//
 // Limits (Config): sessions (the least recently heard idle UDP session is
 // evicted for a new peer), concurrent handler exchanges per peer, Block1 body
 // size, and the memory held by reassembly buffers and response caches. Server

@@ -40,8 +40,15 @@ type Request struct {
 	Peer        []*x509.Certificate // authenticated client chain, leaf first (nil when none)
 	TLSUnique   []byte              // RFC 5929 tls-unique of the connection (PoP linking, RFC 7030 §3.5)
 	TLSExporter []byte              // RFC 9266 tls-exporter, accepted in place of tls-unique (RFC 9148 §3)
-	Transport   string              // "coaps", "oscore", "https", ...
-	Addr        string              // peer address, for the record and logs
+	// ChannelBinding is another channel-binding value of the session the request came over,
+	// accepted in the challengePassword like tls-unique: EST-oscore's edhoc-unique (an
+	// EDHOC_Exporter output, seed of draft-ietf-ace-coap-est-oscore).
+	ChannelBinding []byte
+	// PreShared names the pre-shared key (an OSCORE context) that authenticated the request
+	// when no certificate did; the authority decides what it may do.
+	PreShared string
+	Transport string // "coaps", "oscore", "https", ...
+	Addr      string // peer address, for the record and logs
 }
 
 // ServerKey is the result of server-side key generation.
@@ -168,7 +175,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if attr, ok := EncryptedKeyRequest(csr); ok {
 		return nil, errs.New(errs.NotAcceptable,
 			"the CSR carries %s: CMS-encrypted server-generated keys (Content-Format 280) are not supported yet; "+
-				"send the CSR without it to receive an unencrypted PKCS#8 key (284) over this DTLS session", attr)
+				"send the CSR without it to receive an unencrypted PKCS#8 key (284) over this protected session", attr)
 	}
 	if err := checkPoP(csr, r, prof); err != nil {
 		return nil, err
@@ -257,11 +264,18 @@ func checkPoP(csr *x509.CertificateRequest, r *Request, prof *authority.Profile)
 		}
 		return nil
 	}
-	if len(r.TLSUnique) == 0 && len(r.TLSExporter) == 0 {
+	if len(r.TLSUnique) == 0 && len(r.TLSExporter) == 0 && len(r.ChannelBinding) == 0 {
 		return errs.New(errs.BadRequest, "the CSR carries a challengePassword but this connection has no "+
-			"tls-unique to link it to (RFC 7030 §3.5)")
+			"tls-unique (or edhoc-unique) to link it to (RFC 7030 §3.5)")
+	}
+	if len(r.ChannelBinding) > 0 && MatchesChannelBinding(pw, r.ChannelBinding) {
+		return nil
 	}
 	if !MatchesChannelBinding(pw, r.TLSUnique, r.TLSExporter) {
+		if len(r.ChannelBinding) > 0 {
+			return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this EDHOC session's "+
+				"edhoc-unique: the CSR was not made for this session (draft-ietf-ace-coap-est-oscore)")
+		}
 		return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this DTLS connection's "+
 			"tls-unique: the CSR was not made for this session (RFC 7030 §3.5, RFC 9148 §3)")
 	}
@@ -281,7 +295,7 @@ func isRA(chain []*x509.Certificate) bool {
 }
 
 func requester(r *Request) authority.Requester {
-	return authority.Requester{Chain: r.Peer, Transport: r.Transport, Protocol: "est", Addr: r.Addr}
+	return authority.Requester{Chain: r.Peer, PreShared: r.PreShared, Transport: r.Transport, Protocol: "est", Addr: r.Addr}
 }
 
 func generateKey(rnd io.Reader, keyType string) (crypto.Signer, error) {

@@ -91,6 +91,25 @@ func TestServiceEnrollPoP(t *testing.T) {
 			}
 		})
 	}
+	// EST-oscore: edhoc-unique in the challengePassword (Request.ChannelBinding).
+	edhocUnique := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range []struct {
+		name, label, pw string
+		ok              bool
+	}{
+		{"edhoc-unique", "pop", base64.StdEncoding.EncodeToString(edhocUnique), true},
+		{"edhoc-unique mismatch", "pop", b64, false},
+		{"edhoc-unique missing", "pop", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, csr := newCSR(t, "dev1", tc.pw)
+			_, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: []*x509.Certificate{dev},
+				ChannelBinding: edhocUnique, Transport: "oscore"})
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
 	reqs := fa.Requests()
 	if len(reqs) == 0 || reqs[0].Op != authority.OpEnroll || reqs[0].Requester.Protocol != "est" || reqs[0].Requester.Transport != "coaps" {
 		t.Errorf("requests: %+v", reqs)

@@ -8,6 +8,11 @@
 // server-side key generation, §4.8), the response codes of §4.5 (Table 4) mapped from
 // errs.Kind in one table, and delayed responses as 5.03 + Max-Age (§4.7).
 //
+// EST-oscore (draft-ietf-ace-coap-est-oscore): with Options.OSCORE the resources carry `osc`
+// and are registered on a table whose coap.Layer verifies OSCORE; a request's
+// Peer.OSCORE becomes transport "oscore", its edhoc-unique the channel binding checked against
+// the challengePassword, and a pre-shared context's name the requester's identity.
+//
 // Beyond RFC 9148, for constrained BRSKI (draft-ietf-anima-constrained-voucher) /crts answers
 // Accept 62 with a multipart-core of 287 parts, one per CA certificate, and carries an ETag
 // (a matching ETag in the request gets 2.03 Valid, RFC 7252 §5.10.6).
@@ -169,7 +174,11 @@ func (b *Binding) split(p string) (label, fn string, ok bool) {
 
 func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 	transport := "coap"
+	var cb []byte
+	var psk string
 	switch {
+	case r.Peer.OSCORE != nil:
+		transport, cb, psk = "oscore", r.Peer.OSCORE.ChannelBinding, r.Peer.OSCORE.Identity
 	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || len(r.Peer.TLSUnique) > 0):
 		transport = "coaps"
 	case r.Peer.Secure:
@@ -185,8 +194,11 @@ func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 		Peer:        r.Peer.Certificates,
 		TLSUnique:   r.Peer.TLSUnique,
 		TLSExporter: r.Peer.TLSExporter,
-		Transport:   transport,
-		Addr:        addr,
+		// EST-oscore: edhoc-unique and the pre-shared context's name.
+		ChannelBinding: cb,
+		PreShared:      psk,
+		Transport:      transport,
+		Addr:           addr,
 	}
 }
 

@@ -325,3 +325,46 @@ func TestErrorTableCoversEveryKind(t *testing.T) {
 		t.Errorf("pending without retry: %v %d", r.Code, r.MaxAge)
 	}
 }
+
+// TestOSCOREPeer: a request verified by an OSCORE layer is transport "oscore", its
+// edhoc-unique is the channel binding the challengePassword must match, and a pre-shared
+// context's name is the requester's identity.
+func TestOSCOREPeer(t *testing.T) {
+	f := newFixture(t)
+	edhocPeer := coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40001}, Secure: true,
+		Certificates: []*x509.Certificate{f.dev}, OSCORE: &coap.ObjectSecurity{KID: []byte{1}, ChannelBinding: f.unique}}
+	pskPeer := coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40002}, Secure: true,
+		OSCORE: &coap.ObjectSecurity{KID: []byte{2}, Identity: "sensor-17"}}
+	for _, tc := range []struct {
+		name string
+		peer coap.Peer
+		path string
+		csr  []byte
+		code codes.Code
+	}{
+		{"edhoc, edhoc-unique required and present", edhocPeer, root + "/pop/sen", f.popCSR, codes.Changed},
+		{"edhoc, wrong challengePassword", edhocPeer, root + "/sen", f.wrongPW, codes.BadRequest},
+		{"pre-shared, no channel binding for pop", pskPeer, root + "/pop/sen", f.popCSR, codes.BadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := New(est.NewService(f.fa, nil), Options{Labels: []string{"pop"}, OSCORE: true})
+			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: est.CFPKCS10,
+				Accept: -1, Observe: -1, Payload: tc.csr, Peer: tc.peer})
+			if resp.Code != tc.code {
+				t.Fatalf("code %v, want %v: %s", resp.Code, tc.code, resp.Payload)
+			}
+		})
+	}
+	reqs := f.fa.Requests()
+	if len(reqs) == 0 || reqs[len(reqs)-1].Requester.Transport != "oscore" {
+		t.Fatalf("requests: %+v", reqs)
+	}
+	// The pre-shared identity reaches the authority.
+	b := New(est.NewService(f.fa, nil), Options{OSCORE: true})
+	b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/sen", ContentFormat: est.CFPKCS10,
+		Accept: -1, Observe: -1, Payload: f.csr, Peer: pskPeer})
+	reqs = f.fa.Requests()
+	if last := reqs[len(reqs)-1].Requester; last.PreShared != "sensor-17" || last.Transport != "oscore" {
+		t.Fatalf("requester %+v", last)
+	}
+}

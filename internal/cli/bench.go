@@ -47,6 +47,9 @@ type benchOpts struct {
 	blockSize            int
 	dataDir              string
 	cpuProfile           string
+	// EST-oscore comparison (bench_oscore.go): --oscore, --edhoc, --wire-samples.
+	oscore, edhoc bool
+	wireSamples   int
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,11 +74,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&o.blockSize, "block-size", 1024, "CoAP block size the devices use")
 	fs.StringVar(&o.dataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
+	fs.BoolVar(&o.oscore, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
+	fs.BoolVar(&o.edhoc, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
+	fs.IntVar(&o.wireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if o.devices < 1 || o.concurrency < 1 || o.duration <= 0 {
 		return usagef("--devices, --concurrency and --duration must be positive")
+	}
+	if o.oscore || o.edhoc {
+		rs, err := benchFrontDoors(ctx, o, stderr)
+		if err != nil {
+			return err
+		}
+		printFrontDoors(stdout, o, rs)
+		return nil
 	}
 	res, err := benchEST(ctx, o, stderr)
 	if err != nil {

@@ -26,11 +26,18 @@ import (
 )
 
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
+       coapca est COMMAND --server coap://HOST[:PORT][/LABEL] (--oscore FILE | --edhoc) [flags]
 
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
 anchors) or the explicit trust anchor database --explicit-ta, which 'cacerts' fills (RFC 7030
 §4.1.3) and which replaces --trust once it exists.
+
+EST-oscore (draft-ietf-ace-coap-est-oscore) over coap://: --oscore FILE protects the requests
+with a pre-shared OSCORE context (YAML seen from the client's side; its sequence number is kept
+in FILE.seq), or --edhoc keys OSCORE with EDHOC (RFC 9528), authenticated with --cert/--key and
+the server's chain checked against the trust anchors; message_3 travels in the first OSCORE
+request (RFC 9668) unless --edhoc-separate. --pop puts edhoc-unique in the challengePassword.
 
 Commands:
   cacerts       fetch the CA certificates (/crts)
@@ -50,6 +57,13 @@ type estFlags struct {
 	blockSize                             int
 	pop, reuseKey, insecure               bool
 	wait, timeout                         time.Duration
+	oscoreFile                            string
+	edhoc, edhocSeparate                  bool
+
+	// Set by dialEST: the session's channel-binding value for --pop, and the server's
+	// authenticated chain (nil when the session authenticated no certificate).
+	binding     func(ctx context.Context) ([]byte, error)
+	serverChain func() []*x509.Certificate
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,7 +82,10 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var f estFlags
 	fs := newFlagSet("est "+cmd, "coapca est "+cmd+" --server coaps://HOST[:PORT][/LABEL] [flags]", estUsage, stderr)
-	fs.StringVar(&f.server, "server", "", "EST server URL: coaps://host[:port][/label] (required)")
+	fs.StringVar(&f.server, "server", "", "EST server URL: coaps://host[:port][/label], or coap://… with --oscore or --edhoc (required)")
+	fs.StringVar(&f.oscoreFile, "oscore", "", "coap://: protect with this pre-shared OSCORE context (YAML, client's side)")
+	fs.BoolVar(&f.edhoc, "edhoc", false, "coap://: key OSCORE with EDHOC, authenticated with --cert/--key")
+	fs.BoolVar(&f.edhocSeparate, "edhoc-separate", false, "with --edhoc: send message_3 on its own, not in the first OSCORE request (RFC 9668)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate (PEM; chain allowed): the IDevID, or for reenroll the certificate to renew")
 	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
 	fs.StringVar(&f.trust, "trust", "", "implicit trust anchors (PEM) that authenticate the server")
@@ -85,7 +102,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
 		fs.StringVar(&f.csrFile, "csr", "", "send this CSR (DER or PEM) instead of making one")
 		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
-		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the DTLS session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5)")
+		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5) or edhoc-unique")
 	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
@@ -118,7 +135,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if f.explicitTA != "" {
-			if err := client.UpdateTrustAnchors(f.explicitTA, certs, c.Peer().Certificates); err != nil {
+			if err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain()); err != nil {
 				return fmt.Errorf("explicit trust anchors: %w", err)
 			}
 			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(certs))
@@ -142,7 +159,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		identity = chain[0]
 	}
-	csr, newKey, err := buildCSR(&f, cmd, identity, ec)
+	csr, newKey, err := buildCSR(ctx, &f, cmd, identity)
 	if err != nil {
 		return err
 	}
@@ -187,14 +204,24 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 }
 
-// dialEST opens the DTLS association and wraps it in the EST client.
+// dialEST opens the association (DTLS, or UDP with an OSCORE layer) and wraps it in the EST
+// client.
 func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, *client.EST, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || u.Host == "" {
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
 	}
-	if u.Scheme != "coaps" {
-		return nil, nil, usagef("--server %q: only coaps:// is supported so far", f.server)
+	switch u.Scheme {
+	case "coaps":
+		if f.oscoreFile != "" || f.edhoc {
+			return nil, nil, usagef("--oscore and --edhoc go with coap:// (EST-oscore), not coaps://")
+		}
+	case "coap":
+		if (f.oscoreFile != "") == f.edhoc {
+			return nil, nil, usagef("coap:// (EST-oscore) needs exactly one of --oscore FILE and --edhoc")
+		}
+	default:
+		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps) or coap:// (EST-oscore)", f.server)
 	}
 	label := strings.Trim(u.Path, "/")
 	label = strings.TrimPrefix(label, ".well-known/est")
@@ -208,57 +235,38 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	default:
 		return nil, nil, usagef("--block-size %d: want 16, 32, 64, 128, 256, 512 or 1024", f.blockSize)
 	}
-	dc := dtlsconn.ClientConfig{ServerName: u.Hostname()}
+	var pair *tls.Certificate
 	if f.cert != "" || f.key != "" {
 		if f.cert == "" || f.key == "" {
 			return nil, nil, usagef("--cert and --key go together")
 		}
-		pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+		p, err := tls.LoadX509KeyPair(f.cert, f.key)
 		if err != nil {
 			return nil, nil, fmt.Errorf("client identity: %w", err)
 		}
-		dc.Certificates = []tls.Certificate{pair}
+		pair = &p
 	}
-	anchors, from := []*x509.Certificate(nil), ""
-	if f.explicitTA != "" {
-		if anchors, err = client.ReadTrustAnchors(f.explicitTA); err != nil {
-			return nil, nil, err
-		}
-		from = f.explicitTA
-	}
-	if len(anchors) == 0 && f.trust != "" {
-		if anchors, err = readCertsPEM(f.trust); err != nil {
-			return nil, nil, err
-		}
-		from = f.trust
-	}
-	switch {
-	case len(anchors) > 0:
-		// Verify the server against the anchors ourselves, so that intermediate CAs among them
-		// count and the name check follows RFC 6125 against --server's host.
-		dc.InsecureSkipVerify = true
-		host := u.Hostname()
-		dc.VerifyPeer = func(raw [][]byte) ([]*x509.Certificate, error) {
-			chain, err := parseChain(raw)
-			if err != nil {
-				return nil, err
-			}
-			if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
-				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
-			}
-			if err := chain[0].VerifyHostname(host); err != nil {
-				return nil, err
-			}
-			return chain, nil
-		}
-	case f.insecure:
-		dc.InsecureSkipVerify = true
-		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
-	default:
-		return nil, nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
-	}
-	c, err := coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: f.blockSize})
+	verify, err := serverVerifier(f, u.Hostname(), stderr)
 	if err != nil {
+		return nil, nil, err
+	}
+	var c *coap.Client
+	if u.Scheme == "coaps" {
+		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: verify}
+		if pair != nil {
+			dc.Certificates = []tls.Certificate{*pair}
+		}
+		if c, err = coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: f.blockSize}); err != nil {
+			return nil, nil, err
+		}
+		f.serverChain = func() []*x509.Certificate { return c.Peer().Certificates }
+		f.binding = func(context.Context) ([]byte, error) {
+			if tu := c.Peer().TLSUnique; len(tu) > 0 {
+				return tu, nil
+			}
+			return nil, errors.New("the DTLS session has no tls-unique value")
+		}
+	} else if c, err = dialOSCORE(ctx, f, u, pair, verify); err != nil {
 		return nil, nil, err
 	}
 	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, OnProgress: func(p client.Progress) {
@@ -271,8 +279,52 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	return c, ec, nil
 }
 
+// serverVerifier returns the check of the server's chain: against the explicit trust anchors,
+// else --trust, with the name of --server (RFC 6125); nil verification with --insecure.
+func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
+	anchors, from := []*x509.Certificate(nil), ""
+	var err error
+	if f.explicitTA != "" {
+		if anchors, err = client.ReadTrustAnchors(f.explicitTA); err != nil {
+			return nil, err
+		}
+		from = f.explicitTA
+	}
+	if len(anchors) == 0 && f.trust != "" {
+		if anchors, err = readCertsPEM(f.trust); err != nil {
+			return nil, err
+		}
+		from = f.trust
+	}
+	switch {
+	case len(anchors) > 0:
+		// Verify the server against the anchors ourselves, so that intermediate CAs among them
+		// count and the name check follows RFC 6125 against --server's host.
+		return func(raw [][]byte) ([]*x509.Certificate, error) {
+			chain, err := parseChain(raw)
+			if err != nil {
+				return nil, err
+			}
+			if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
+				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
+			}
+			if err := chain[0].VerifyHostname(host); err != nil {
+				return nil, err
+			}
+			return chain, nil
+		}, nil
+	case f.oscoreFile != "":
+		// The pre-shared context authenticates the server.
+		return nil, nil
+	case f.insecure:
+		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
+		return func(raw [][]byte) ([]*x509.Certificate, error) { return parseChain(raw) }, nil
+	}
+	return nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
+}
+
 // buildCSR returns the CSR to send and, when it made one, the new key.
-func buildCSR(f *estFlags, cmd string, identity *x509.Certificate, ec *client.EST) ([]byte, crypto.Signer, error) {
+func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certificate) ([]byte, crypto.Signer, error) {
 	if f.csrFile != "" {
 		b, err := os.ReadFile(f.csrFile)
 		if err != nil {
@@ -314,11 +366,11 @@ func buildCSR(f *estFlags, cmd string, identity *x509.Certificate, ec *client.ES
 	}
 	pw := ""
 	if f.pop {
-		tu := ec.TLSUnique()
-		if len(tu) == 0 {
-			return nil, nil, errors.New("--pop: the DTLS session has no tls-unique value")
+		cb, err := f.binding(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--pop: %w", err)
 		}
-		pw = base64.StdEncoding.EncodeToString(tu)
+		pw = base64.StdEncoding.EncodeToString(cb)
 	}
 	csr, err := est.CreateCSR(rand.Reader, tmpl, key, pw)
 	if err != nil {

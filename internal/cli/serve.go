@@ -28,7 +28,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpAddr := fs.String("http", "", "HTTP listen address for CMP over HTTP, e.g. :8080 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
-	var names stringList
+	var names, oscoreCtx stringList
+	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,6 +67,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Log.Level = *logLevel
 	}
 	cfg.ServerNames = append(cfg.ServerNames, names...)
+	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)
 	log, err := newLoggerFormat(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err

@@ -77,6 +77,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 	if err := s.registerCMP(ctx); err != nil {
 		return fail(err)
 	}
+	if err := s.registerOSCORE(ctx, cfg.OSCOREContexts); err != nil {
+		return fail(err)
+	}
 
 	cc := cfg.CoAP
 	if cc.MaxBodySize == 0 {

@@ -31,6 +31,11 @@ type Config struct {
 	DTLS DTLS `yaml:"dtls"`
 	// Authority configures profiles, trust stores and CA behaviour.
 	Authority authority.Config `yaml:"authority"`
+	// OSCOREContexts are pre-shared OSCORE context files for EST-oscore on the coap://
+	// listener (YAML, seen from the server's side: hex master_secret, master_salt, sender_id,
+	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
+	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
+	OSCOREContexts []string `yaml:"oscore_contexts"`
 }
 
 // Log configures logging.

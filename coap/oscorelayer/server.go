@@ -1,0 +1,575 @@
+// Package oscorelayer plugs OSCORE (RFC 8613) and EDHOC (RFC 9528) into the coap endpoint: a
+// server-side coap.Layer that verifies OSCORE requests and seals their responses, the EDHOC
+// resource that keys it, and client-side coap.ClientLayers for pre-shared and EDHOC-derived
+// contexts. It knows nothing of EST; the EST-oscore front door (draft-ietf-ace-coap-est-oscore)
+// is estcoap registered with OSCORE marks on a table that has this layer.
+//
+// Implemented:
+//   - RFC 9528 Appendix A.2, EDHOC over CoAP: POST to /.well-known/edhoc (rt core.edhoc), the
+//     client prefixes message_1 with CBOR true (0xf5) and message_3 with C_R, requests carry
+//     Content-Format 65 (application/cid-edhoc+cbor-seq), message_2 and error messages 64
+//     (application/edhoc+cbor-seq); 2.04 answers, EDHOC error messages in 4.00 / 5.00 / 5.03.
+//     The Responder keeps one state per C_R in a table with a cap and an expiry, so a peer that
+//     abandons a handshake costs a bounded amount of memory for a bounded time.
+//   - RFC 9528 Appendix A.1: the OSCORE context (Master Secret = EDHOC_Exporter(0, h”, key
+//     length), Master Salt = EDHOC_Exporter(1, h”, 8), the Responder's Recipient ID is C_R).
+//   - RFC 9668, the EDHOC + OSCORE combined request: the EDHOC option (21) and a payload of
+//     message_3 ‖ OSCORE ciphertext, C_R carried as the OSCORE kid (§3.2 client, §3.3 server).
+//   - An edhoc-unique channel-binding value (the seed of draft-ietf-ace-coap-est-oscore):
+//     EDHOC_Exporter(ChannelBindingLabel, h”, 32) with a label from the private-use range,
+//     reported in coap.ObjectSecurity.ChannelBinding.
+//   - Inner block-wise (RFC 8613 §4.1.3.4.1): the coap endpoint protects every block message
+//     separately; Outer block-wise of OSCORE messages is not implemented.
+//   - RFC 9175 Echo after a restart: pre-shared contexts loaded with
+//     oscore.Params.ReplayWindowUnsynchronized answer the first request with the protected
+//     4.01 + Echo; Client (through oscore.Context.Exchange) repeats the request with it.
+package oscorelayer
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/coap"
+	"coapca/edhoc"
+	"coapca/oscore"
+)
+
+// Constants of EDHOC over CoAP.
+const (
+	// WellKnownEDHOC is the EDHOC resource (RFC 9528 §10.10).
+	WellKnownEDHOC = "/.well-known/edhoc"
+	// CFEDHOC is application/edhoc+cbor-seq (RFC 9528 §10.9): message_2, message_4, errors.
+	CFEDHOC = 64
+	// CFCIDEDHOC is application/cid-edhoc+cbor-seq (RFC 9528 §10.9): requests prefixed with a
+	// connection identifier or with CBOR true.
+	CFCIDEDHOC = 65
+	// ChannelBindingLabel is the EDHOC_Exporter label of the edhoc-unique channel binding:
+	// 32768 is the first label of the private-use range (RFC 9528 §10.1); the seed of
+	// draft-ietf-ace-coap-est-oscore names the value "EDHOC Unique" without a registered label.
+	ChannelBindingLabel = 32768
+	// ChannelBindingLength is the length of the edhoc-unique value.
+	ChannelBindingLength = 32
+)
+
+// Identity is what the server layer reports about the owner of a security context.
+type Identity struct {
+	// Name names a pre-shared context's owner ("" for EDHOC peers).
+	Name string
+	// Certificates is the verified chain of an EDHOC peer (leaf first).
+	Certificates []*x509.Certificate
+	// ChannelBinding is the edhoc-unique value of an EDHOC-derived context.
+	ChannelBinding []byte
+}
+
+// ServerConfig configures the server layer. The EDHOC fields are needed only when the EDHOC
+// resource is served.
+type ServerConfig struct {
+	// Credential and PrivateKey are the server's EDHOC authentication credential and key.
+	Credential *edhoc.Credential
+	PrivateKey crypto.PrivateKey
+	// Suites the Responder supports, by preference; nil = 2 and 3 (mandatory for EST-oscore),
+	// then the other implemented ones.
+	Suites []edhoc.Suite
+	// Methods accepted; nil = all four.
+	Methods []edhoc.Method
+	// VerifyPeer decides about an Initiator's X.509 chain (raw DER, leaf first, as carried in
+	// x5chain) and returns the chain it accepted. Required for EDHOC; credentials referenced
+	// by x5t or kid are refused (the server keeps no credential database).
+	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
+	// SessionTimeout frees a handshake state that waited this long for message_3; default 60 s.
+	SessionTimeout time.Duration
+	// MaxSessions caps concurrent handshake states; default 1024. Beyond it message_1 gets
+	// 5.03 + Max-Age.
+	MaxSessions int
+	// ContextIdle drops an EDHOC-derived OSCORE context unused this long; default 10 min.
+	// Pre-shared contexts are never dropped.
+	ContextIdle time.Duration
+	// MaxContexts caps EDHOC-derived contexts (the least recently used is dropped); default 10000.
+	MaxContexts int
+	Logger      *slog.Logger
+	Now         func() time.Time // tests
+}
+
+// Server is the server side: a coap.Layer (install with Mux.SetLayer) and the EDHOC resource.
+// It is safe for concurrent use.
+type Server struct {
+	cfg  ServerConfig
+	log  *slog.Logger
+	ring *oscore.Keyring
+
+	mu        sync.Mutex
+	ctxs      map[*oscore.Context]*ctxEntry
+	derived   int
+	sessions  map[string]*hsState // by C_R
+	lastSweep time.Time
+}
+
+type ctxEntry struct {
+	id       Identity
+	derived  bool
+	lastUsed time.Time
+}
+
+type hsState struct {
+	r       *edhoc.Responder
+	expires time.Time
+}
+
+var _ coap.Layer = (*Server)(nil)
+
+// NewServer returns a server layer with no contexts.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 60 * time.Second
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 1024
+	}
+	if cfg.ContextIdle <= 0 {
+		cfg.ContextIdle = 10 * time.Minute
+	}
+	if cfg.MaxContexts <= 0 {
+		cfg.MaxContexts = 10000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Suites == nil {
+		cfg.Suites = []edhoc.Suite{edhoc.Suite2, edhoc.Suite3}
+		for _, s := range edhoc.SupportedSuites() {
+			if s != edhoc.Suite2 && s != edhoc.Suite3 {
+				cfg.Suites = append(cfg.Suites, s)
+			}
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, ring: oscore.NewKeyring(),
+		ctxs: map[*oscore.Context]*ctxEntry{}, sessions: map[string]*hsState{}}
+}
+
+// AddContext adds a long-lived (pre-shared) context owned by id.
+func (s *Server) AddContext(c *oscore.Context, id Identity) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ring.Add(c)
+	s.ctxs[c] = &ctxEntry{id: id, lastUsed: s.cfg.Now()}
+}
+
+// Stats reports the handshake states held and the OSCORE contexts known (pre-shared and derived).
+func (s *Server) Stats() (sessions, contexts int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions), len(s.ctxs)
+}
+
+// Sweep frees expired handshake states and idle EDHOC-derived contexts. The layer sweeps by
+// itself at most once a second as requests arrive; tests call it directly.
+func (s *Server) Sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(s.cfg.Now())
+}
+
+func (s *Server) sweepLocked(now time.Time) {
+	s.lastSweep = now
+	for k, h := range s.sessions {
+		if now.After(h.expires) {
+			h.r.Close() // wipes the secrets at once
+			delete(s.sessions, k)
+		}
+	}
+	for c, e := range s.ctxs {
+		if e.derived && now.Sub(e.lastUsed) > s.cfg.ContextIdle {
+			s.dropLocked(c)
+		}
+	}
+}
+
+func (s *Server) maybeSweepLocked(now time.Time) {
+	if now.Sub(s.lastSweep) >= time.Second {
+		s.sweepLocked(now)
+	}
+}
+
+func (s *Server) dropLocked(c *oscore.Context) {
+	if e, ok := s.ctxs[c]; ok {
+		if e.derived {
+			s.derived--
+		}
+		delete(s.ctxs, c)
+		s.ring.Remove(c)
+	}
+}
+
+// addDerivedLocked adds an EDHOC-derived context, dropping the least recently used one over the cap.
+func (s *Server) addDerivedLocked(c *oscore.Context, id Identity, now time.Time) {
+	if s.derived >= s.cfg.MaxContexts {
+		var oldest *oscore.Context
+		var t time.Time
+		for k, e := range s.ctxs {
+			if e.derived && (oldest == nil || e.lastUsed.Before(t)) {
+				oldest, t = k, e.lastUsed
+			}
+		}
+		if oldest != nil {
+			s.dropLocked(oldest)
+		}
+	}
+	s.ring.Add(c)
+	s.ctxs[c] = &ctxEntry{id: id, derived: true, lastUsed: now}
+	s.derived++
+}
+
+// Unprotect implements coap.Layer: it verifies an OSCORE request (RFC 8613 §8.2), first
+// completing EDHOC when it is a combined request (RFC 9668 §3.3.1).
+func (s *Server) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResult {
+	if !oscore.IsProtected(req) {
+		if hasOption(req, oscore.OptionEDHOC) {
+			return coap.LayerResult{Reply: &message.Message{Code: codes.BadRequest,
+				Payload: []byte("EDHOC option without OSCORE option (RFC 9668 §3.1)")}}
+		}
+		return coap.LayerResult{}
+	}
+	if hasOption(req, oscore.OptionEDHOC) {
+		inner, reply := s.combined(req)
+		if reply != nil {
+			return coap.LayerResult{Reply: reply}
+		}
+		req = inner
+	}
+	in, st, err := s.ring.UnprotectRequest(req)
+	if err != nil {
+		resp, rerr := oscore.ErrorResponse(req, err)
+		if rerr != nil || resp == nil {
+			resp = &message.Message{Code: codes.BadRequest}
+		}
+		s.log.Debug("oscore: request refused", "peer", peer.Addr, "err", err)
+		return coap.LayerResult{Reply: resp}
+	}
+	c := st.Context()
+	now := s.cfg.Now()
+	s.mu.Lock()
+	e := s.ctxs[c]
+	if e != nil {
+		e.lastUsed = now
+	}
+	s.maybeSweepLocked(now)
+	s.mu.Unlock()
+	if e == nil {
+		// Dropped between verification and now: answer like an unknown context.
+		resp, _ := oscore.ErrorResponse(req, oscore.ErrContextNotFound)
+		return coap.LayerResult{Reply: resp}
+	}
+	out := coap.Peer{Addr: peer.Addr, Secure: true, Certificates: e.id.Certificates,
+		OSCORE: &coap.ObjectSecurity{KID: st.KID(), IDContext: c.IDContext(), Identity: e.id.Name,
+			ChannelBinding: e.id.ChannelBinding}}
+	return coap.LayerResult{Request: in, Peer: out, Protect: func(r *message.Message) (*message.Message, error) {
+		return c.ProtectResponse(st, r)
+	}}
+}
+
+// combined handles an EDHOC + OSCORE request (RFC 9668 §3.3.1): it takes message_3 from the
+// front of the payload, completes the handshake of the session whose C_R is the OSCORE kid,
+// adds the derived context and returns the request as a plain OSCORE request (option 21 and
+// message_3 removed). Failures are answered with an EDHOC error message (§3.3.1 step 2).
+func (s *Server) combined(req *message.Message) (*message.Message, *message.Message) {
+	ov, err := oscore.ParseMessage(req)
+	if err != nil || !ov.HasKID {
+		resp, _ := oscore.ErrorResponse(req, oscore.ErrDecode)
+		return nil, resp
+	}
+	m3, rest, err := splitBstr(req.Payload)
+	if err != nil || len(rest) == 0 {
+		return nil, edhocError(codes.BadRequest, "combined request: payload is not message_3 followed by the OSCORE ciphertext")
+	}
+	if _, reply := s.finish(ov.KID, m3); reply != nil {
+		return nil, reply
+	}
+	out := *req
+	out.Options = make(message.Options, 0, len(req.Options))
+	for _, o := range req.Options {
+		if o.ID != oscore.OptionEDHOC {
+			out.Options = append(out.Options, o)
+		}
+	}
+	out.Payload = rest
+	return &out, nil
+}
+
+// EDHOCResource returns the EDHOC resource (RFC 9528 Appendix A.2) to register in the table.
+func (s *Server) EDHOCResource() coap.Resource {
+	return coap.Resource{Path: WellKnownEDHOC, RT: []string{"core.edhoc"}, CT: []int{CFEDHOC, CFCIDEDHOC},
+		Handler: coap.HandlerFunc(s.serveEDHOC)}
+}
+
+func (s *Server) serveEDHOC(_ context.Context, r *coap.Request) *coap.Response {
+	if r.Method != codes.POST {
+		return &coap.Response{Code: codes.MethodNotAllowed, ContentFormat: -1, MaxAge: -1}
+	}
+	if r.ContentFormat != -1 && r.ContentFormat != CFCIDEDHOC && r.ContentFormat != CFEDHOC {
+		return toResponse(edhocError(codes.UnsupportedMediaType, "EDHOC requests are application/cid-edhoc+cbor-seq (65)"))
+	}
+	if len(r.Payload) == 0 {
+		return toResponse(edhocError(codes.BadRequest, "empty EDHOC request"))
+	}
+	if r.Payload[0] == 0xf5 { // CBOR true: message_1 (Appendix A.2)
+		return s.message1(r.Payload[1:])
+	}
+	cr, m3, err := edhoc.SplitConnID(r.Payload)
+	if err != nil {
+		return toResponse(edhocError(codes.BadRequest, "request is neither true ‖ message_1 nor C_R ‖ message_3"))
+	}
+	if _, reply := s.finish(cr, m3); reply != nil {
+		return toResponse(reply)
+	}
+	// No message_4: the first OSCORE response confirms the key (RFC 9528 §5.5).
+	return &coap.Response{Code: codes.Changed, ContentFormat: -1, MaxAge: -1}
+}
+
+// message1 runs ProcessMessage1 and Message2 for a new session.
+func (s *Server) message1(m1 []byte) *coap.Response {
+	if s.cfg.Credential == nil || s.cfg.VerifyPeer == nil {
+		return toResponse(edhocError(codes.InternalServerError, "EDHOC is not configured"))
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	s.maybeSweepLocked(now)
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		s.sweepLocked(now)
+	}
+	full := len(s.sessions) >= s.cfg.MaxSessions
+	s.mu.Unlock()
+	if full {
+		resp := toResponse(edhocError(codes.ServiceUnavailable, "too many EDHOC sessions in progress"))
+		resp.MaxAge = 5
+		return resp
+	}
+	r, err := edhoc.NewResponder(edhoc.Config{
+		Methods: s.cfg.Methods, Suites: s.cfg.Suites, Credential: s.cfg.Credential,
+		PrivateKey: s.cfg.PrivateKey, Resolve: s.resolve, Logger: s.log,
+	})
+	if err != nil {
+		return toResponse(edhocError(codes.InternalServerError, "EDHOC responder: "+err.Error()))
+	}
+	msg1, err := r.ProcessMessage1(m1)
+	if err != nil {
+		r.Close()
+		s.log.Debug("edhoc: message_1 refused", "err", err)
+		return toResponse(replyFor(err))
+	}
+	s.mu.Lock()
+	cr, ok := s.freeConnIDLocked(msg1.CI)
+	if !ok {
+		s.mu.Unlock()
+		r.Close()
+		return toResponse(edhocError(codes.ServiceUnavailable, "no free connection identifier"))
+	}
+	// Reserve C_R while message_2 is built.
+	s.sessions[string(cr)] = &hsState{r: r, expires: now.Add(s.cfg.SessionTimeout)}
+	s.mu.Unlock()
+	fail := func(resp *message.Message) *coap.Response {
+		s.mu.Lock()
+		delete(s.sessions, string(cr))
+		s.mu.Unlock()
+		r.Close()
+		return toResponse(resp)
+	}
+	if err := r.SetConnID(cr); err != nil {
+		return fail(edhocError(codes.InternalServerError, err.Error()))
+	}
+	m2, err := r.Message2(nil)
+	if err != nil {
+		s.log.Debug("edhoc: message_2 failed", "err", err)
+		return fail(replyFor(err))
+	}
+	return &coap.Response{Code: codes.Changed, ContentFormat: CFEDHOC, Payload: m2, MaxAge: -1}
+}
+
+// freeConnIDLocked picks a C_R unused by handshakes and contexts and different from the
+// Initiator's C_I (RFC 9528 §3.3: the two MUST differ, they become the two OSCORE Sender IDs):
+// one byte when possible (the compact encoding of §3.3.2 saves bytes in every OSCORE request),
+// longer when crowded.
+func (s *Server) freeConnIDLocked(ci []byte) ([]byte, bool) {
+	for _, n := range []int{1, 1, 1, 1, 2, 2, 2, 4, 4, 4} {
+		id := make([]byte, n)
+		if _, err := rand.Read(id); err != nil {
+			return nil, false
+		}
+		if bytes.Equal(id, ci) {
+			continue
+		}
+		if _, busy := s.sessions[string(id)]; busy {
+			continue
+		}
+		if len(s.ring.Lookup(oscore.OptionValue{KID: id, HasKID: true})) > 0 {
+			continue
+		}
+		return id, true
+	}
+	return nil, false
+}
+
+// resolve authenticates the Initiator's credential: an X.509 chain transported in x5chain,
+// checked by VerifyPeer (the same rules as for DTLS clients).
+func (s *Server) resolve(id *edhoc.IDCred, _ []edhoc.EAD) (*edhoc.Credential, error) {
+	if len(id.X5Chain) == 0 {
+		return nil, fmt.Errorf("%w: only x5chain credentials are accepted", edhoc.ErrUnknownCredential)
+	}
+	cred, err := edhoc.CredentialFromIDCred(id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", edhoc.ErrUnknownCredential, err)
+	}
+	chain, err := s.cfg.VerifyPeer(id.X5Chain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", edhoc.ErrUnknownCredential, err)
+	}
+	cred.Certificates = chain
+	return cred, nil
+}
+
+// finish processes message_3 for the session C_R and installs the derived OSCORE context
+// (Appendix A.1). The session leaves the table whatever the outcome.
+func (s *Server) finish(cr, m3 []byte) (*oscore.Context, *message.Message) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	h := s.sessions[string(cr)]
+	delete(s.sessions, string(cr))
+	s.mu.Unlock()
+	if h == nil || now.After(h.expires) {
+		if h != nil {
+			h.r.Close()
+		}
+		return nil, edhocError(codes.BadRequest, "no EDHOC session for this C_R")
+	}
+	defer h.r.Close()
+	if _, err := h.r.ProcessMessage3(m3); err != nil {
+		s.log.Debug("edhoc: message_3 refused", "err", err)
+		return nil, replyFor(err)
+	}
+	c, id, err := deriveContext(h.r, h.r.PeerCredential())
+	if err != nil {
+		s.log.Error("edhoc: cannot derive the OSCORE context", "err", err)
+		return nil, edhocError(codes.InternalServerError, "cannot derive the OSCORE context")
+	}
+	s.mu.Lock()
+	s.addDerivedLocked(c, id, now)
+	s.mu.Unlock()
+	return c, nil
+}
+
+// exporter is what Initiator and Responder share for key export.
+type exporter interface {
+	OSCORE() (*edhoc.OSCOREContext, error)
+	Exporter(label int, context []byte, length int) ([]byte, error)
+}
+
+// deriveContext builds the OSCORE context of RFC 9528 Appendix A.1 and the identity of the
+// peer (chain and edhoc-unique).
+func deriveContext(x exporter, peer *edhoc.Credential) (*oscore.Context, Identity, error) {
+	oc, err := x.OSCORE()
+	if err != nil {
+		return nil, Identity{}, err
+	}
+	hkdf := oscore.HKDFSHA256
+	if oc.Hash != edhoc.AlgSHA256 {
+		return nil, Identity{}, fmt.Errorf("edhoc: application hash %d has no OSCORE HKDF here", oc.Hash)
+	}
+	c, err := oscore.NewContext(oscore.Params{MasterSecret: oc.MasterSecret, MasterSalt: oc.MasterSalt,
+		SenderID: oc.SenderID, RecipientID: oc.RecipientID, AEAD: oc.AEAD, HKDF: hkdf})
+	if err != nil {
+		return nil, Identity{}, err
+	}
+	cb, err := x.Exporter(ChannelBindingLabel, nil, ChannelBindingLength)
+	if err != nil {
+		return nil, Identity{}, err
+	}
+	id := Identity{ChannelBinding: cb}
+	if peer != nil {
+		id.Certificates = peer.Certificates
+	}
+	return c, id, nil
+}
+
+// replyFor turns an EDHOC processing error into the CoAP answer: the EDHOC error message of
+// RFC 9528 §6 (or ERR_CODE 1) in a 4.00 (Appendix A.2).
+func replyFor(err error) *message.Message {
+	if b := edhoc.ReplyFor(err); b != nil {
+		return &message.Message{Code: codes.BadRequest, Options: cfOpts(CFEDHOC), Payload: b}
+	}
+	return edhocError(codes.BadRequest, "EDHOC processing failed")
+}
+
+// edhocError is an EDHOC error message with ERR_CODE 1 and a diagnostic (RFC 9528 §6.2).
+func edhocError(code codes.Code, diag string) *message.Message {
+	b := (&edhoc.ErrorMessage{Code: edhoc.ErrCodeUnspecified, Diagnostic: diag}).Marshal()
+	return &message.Message{Code: code, Options: cfOpts(CFEDHOC), Payload: b}
+}
+
+func cfOpts(cf int) message.Options {
+	return message.Options{{ID: message.ContentFormat, Value: []byte{byte(cf)}}}
+}
+
+func toResponse(m *message.Message) *coap.Response {
+	resp := &coap.Response{Code: m.Code, ContentFormat: -1, MaxAge: -1, Payload: m.Payload}
+	for _, o := range m.Options {
+		if o.ID == message.ContentFormat && len(o.Value) == 1 {
+			resp.ContentFormat = int(o.Value[0])
+		}
+	}
+	return resp
+}
+
+func hasOption(m *message.Message, id message.OptionID) bool {
+	for _, o := range m.Options {
+		if o.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+var errBstr = errors.New("not a definite-length CBOR byte string")
+
+// splitBstr splits a leading CBOR byte string (its whole encoding) from b (RFC 9668 §3.2.1:
+// the combined payload starts with message_3, which is one bstr).
+func splitBstr(b []byte) (item, rest []byte, err error) {
+	if len(b) == 0 || b[0]>>5 != 2 {
+		return nil, nil, errBstr
+	}
+	ai := b[0] & 0x1f
+	var n, hdr int
+	switch {
+	case ai < 24:
+		n, hdr = int(ai), 1
+	case ai == 24 && len(b) >= 2:
+		n, hdr = int(b[1]), 2
+	case ai == 25 && len(b) >= 3:
+		n, hdr = int(b[1])<<8|int(b[2]), 3
+	case ai == 26 && len(b) >= 5:
+		v := uint64(b[1])<<24 | uint64(b[2])<<16 | uint64(b[3])<<8 | uint64(b[4])
+		if v > uint64(len(b)) {
+			return nil, nil, errBstr
+		}
+		n, hdr = int(v), 5
+	default:
+		return nil, nil, errBstr
+	}
+	if len(b)-hdr < n {
+		return nil, nil, errBstr
+	}
+	return b[:hdr+n], b[hdr+n:], nil
+}

@@ -1,0 +1,332 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"coapca/client"
+	"coapca/coap"
+	"coapca/coap/dtlsconn"
+	"coapca/coap/oscorelayer"
+	"coapca/edhoc"
+	"coapca/internal/config"
+	"coapca/oscore"
+)
+
+// benchFrontDoors compares EST enrollment over EST-coaps (a new DTLS session per enrollment),
+// EST-oscore with a pre-shared context (--oscore) and EST-oscore keyed by EDHOC with the
+// combined request (--edhoc), against one server in one run: enrollments per second with
+// o.concurrency devices at once, and the bytes and datagrams on the wire per enrollment, counted
+// by a UDP relay over o.wireSamples sequential enrollments per mode (UDP payloads, both
+// directions, retransmissions included; IP/UDP headers excluded).
+func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]frontDoorResult, error) {
+	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
+	dir, err := os.MkdirTemp("", "coapca-bench-oscore-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	samples := max(o.wireSamples, 1)
+	n := o.devices + samples
+
+	// One pre-shared context per device (server's side in files, client's side in memory).
+	type pskPair struct{ cli oscore.Params }
+	psks := make([]pskPair, n)
+	var files []string
+	if o.oscore {
+		if err := os.MkdirAll(filepath.Join(dir, "psk"), 0o700); err != nil {
+			return nil, err
+		}
+		for i := range psks {
+			secret := make([]byte, 16)
+			if _, err := rand.Read(secret); err != nil {
+				return nil, err
+			}
+			rid := []byte{byte((i + 1) >> 8), byte(i + 1)}
+			f := filepath.Join(dir, "psk", fmt.Sprintf("bench-%05d.yaml", i))
+			y := fmt.Sprintf("name: bench-%05d\nmaster_secret: %x\nsender_id: \"\"\nrecipient_id: %x\n", i, secret, rid)
+			if err := os.WriteFile(f, []byte(y), 0o600); err != nil {
+				return nil, err
+			}
+			files = append(files, f)
+			psks[i].cli = oscore.Params{MasterSecret: secret, SenderID: rid, RecipientID: []byte{}}
+		}
+	}
+
+	cfg := config.Default()
+	cfg.Data = filepath.Join(dir, "data")
+	cfg.Listen.CoAPS = "127.0.0.1:0"
+	cfg.Listen.CoAP = "127.0.0.1:0"
+	cfg.OSCOREContexts = files
+	cfg.DTLS.HandshakesPerSourcePerSecond = -1
+	cfg.DTLS.MaxHalfOpen = 4 * o.concurrency
+	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	say("preparing %d device identities and CSRs", n)
+	devs, err := makeDevices(s, n)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.data.Root)
+	verify := func(raw [][]byte) ([]*x509.Certificate, error) {
+		chain, err := parseChain(raw)
+		if err != nil {
+			return nil, err
+		}
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+			return nil, err
+		}
+		return chain, nil
+	}
+	pskCtx := make([]*oscore.Context, n)
+	for i := range pskCtx {
+		if o.oscore {
+			if pskCtx[i], err = oscore.NewContext(psks[i].cli); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	coapsURL := func(addr string) string { return "coaps://" + addr }
+	coapURL := func(addr string) string { return "coap://" + addr }
+	srvCoaps, srvCoap := s.coapsURL[len("coaps://"):], s.coapURL[len("coap://"):]
+	// enroll runs one enrollment of device i in mode against addr.
+	enroll := func(ctx context.Context, mode string, i int, addr string) error {
+		d := devs[i]
+		var c *coap.Client
+		var err error
+		switch mode {
+		case "coaps":
+			c, err = coap.Dial(ctx, coapsURL(addr), coap.ClientOptions{BlockSize: o.blockSize, DTLS: &dtlsconn.ClientConfig{
+				Certificates: []tls.Certificate{d.idevid}, RootCAs: roots, ServerName: "127.0.0.1"}})
+		case "oscore":
+			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.blockSize, Layer: oscorelayer.NewClient(pskCtx[i])})
+		case "edhoc":
+			leaf, perr := x509.ParseCertificate(d.idevid.Certificate[0])
+			if perr != nil {
+				return perr
+			}
+			cred, cerr := edhoc.NewX509Credential([]*x509.Certificate{leaf}, edhoc.ByX5Chain)
+			if cerr != nil {
+				return cerr
+			}
+			ec, eerr := oscorelayer.NewEDHOCClient(oscorelayer.EDHOCConfig{Credential: cred, PrivateKey: d.idevid.PrivateKey, VerifyPeer: verify})
+			if eerr != nil {
+				return eerr
+			}
+			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.blockSize, Layer: ec})
+		}
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
+		return err
+	}
+
+	if o.oscore {
+		// A context loaded at start answers its first request with Echo (RFC 8613 B.1.2):
+		// synchronise every device once, outside the measurement.
+		say("synchronising %d pre-shared contexts (Echo)", n)
+		for i := range n {
+			c, err := coap.Dial(ctx, s.coapURL, coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
+			if err != nil {
+				return nil, err
+			}
+			_, err = client.NewEST(c, client.ESTOptions{}).CSRAttrs(ctx)
+			c.Close()
+			if err != nil {
+				return nil, fmt.Errorf("oscore warm-up: %w", err)
+			}
+		}
+	}
+
+	modes := []string{"coaps"}
+	if o.oscore {
+		modes = append(modes, "oscore")
+	}
+	if o.edhoc {
+		modes = append(modes, "edhoc")
+	}
+	var out []frontDoorResult
+	for _, mode := range modes {
+		r := frontDoorResult{mode: mode}
+		target := srvCoaps
+		if mode != "coaps" {
+			target = srvCoap
+		}
+		say("%s: %d enrollments, %d at a time", mode, o.devices, o.concurrency)
+		var next atomic.Int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range o.concurrency {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= o.devices || ctx.Err() != nil {
+						return
+					}
+					t0 := time.Now()
+					err := enroll(ctx, mode, i, target)
+					mu.Lock()
+					if err != nil {
+						r.errs++
+						if r.errs == 1 {
+							say("%s: first error: %v", mode, err)
+						}
+					} else {
+						r.lat = append(r.lat, time.Since(t0))
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		r.perSec = float64(len(r.lat)) / time.Since(start).Seconds()
+
+		relay, err := newUDPRelay(target)
+		if err != nil {
+			return nil, err
+		}
+		ok := 0
+		for k := range samples {
+			if err := enroll(ctx, mode, o.devices+k, relay.addr()); err == nil {
+				ok++
+			}
+		}
+		relay.close()
+		if ok > 0 {
+			r.bytes = float64(relay.bytes.Load()) / float64(ok)
+			r.datagrams = float64(relay.datagrams.Load()) / float64(ok)
+		}
+		out = append(out, r)
+	}
+	return out, ctx.Err()
+}
+
+type frontDoorResult struct {
+	mode             string
+	perSec           float64
+	lat              latencies
+	errs             int
+	bytes, datagrams float64
+}
+
+func printFrontDoors(w io.Writer, o benchOpts, rs []frontDoorResult) {
+	names := map[string]string{
+		"coaps":  "EST-coaps (new DTLS session + /sen)",
+		"oscore": "EST-oscore, pre-shared context (/sen)",
+		"edhoc":  "EST-oscore, EDHOC + combined /sen",
+	}
+	fmt.Fprintf(w, "coapca bench est: one enrollment per device, %d devices, %d at a time, block size %d, SQLite fsync'd\n", o.devices, o.concurrency, o.blockSize)
+	fmt.Fprintf(w, "bytes on the wire: UDP payloads both ways through a counting relay, mean of %d sequential enrollments\n\n", max(o.wireSamples, 1))
+	fmt.Fprintf(w, "%-40s %10s %10s %10s %14s %10s %7s\n", "front door", "enroll/s", "p50", "p99", "bytes/enroll", "datagrams", "errors")
+	for _, r := range rs {
+		fmt.Fprintf(w, "%-40s %10.0f %10v %10v %14.0f %10.1f %7d\n", names[r.mode], r.perSec,
+			r.lat.pct(.5).Round(10*time.Microsecond), r.lat.pct(.99).Round(10*time.Microsecond), r.bytes, r.datagrams, r.errs)
+	}
+}
+
+// udpRelay forwards datagrams between clients and a UDP server and counts them.
+type udpRelay struct {
+	pc        net.PacketConn
+	target    *net.UDPAddr
+	bytes     atomic.Int64
+	datagrams atomic.Int64
+	mu        sync.Mutex
+	up        map[string]*net.UDPConn
+	wg        sync.WaitGroup
+}
+
+func newUDPRelay(target string) (*udpRelay, error) {
+	ta, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &udpRelay{pc: pc, target: ta, up: map[string]*net.UDPConn{}}
+	r.wg.Add(1)
+	go r.loop()
+	return r, nil
+}
+
+func (r *udpRelay) addr() string { return r.pc.LocalAddr().String() }
+
+func (r *udpRelay) loop() {
+	defer r.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := r.pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		r.bytes.Add(int64(n))
+		r.datagrams.Add(1)
+		r.mu.Lock()
+		up := r.up[from.String()]
+		if up == nil {
+			up, err = net.DialUDP("udp", nil, r.target)
+			if err != nil {
+				r.mu.Unlock()
+				continue
+			}
+			r.up[from.String()] = up
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				b := make([]byte, 64<<10)
+				for {
+					m, err := up.Read(b)
+					if err != nil {
+						if errors.Is(err, net.ErrClosed) {
+							return
+						}
+						continue
+					}
+					r.bytes.Add(int64(m))
+					r.datagrams.Add(1)
+					_, _ = r.pc.WriteTo(b[:m], from)
+				}
+			}()
+		}
+		r.mu.Unlock()
+		_, _ = up.Write(buf[:n])
+	}
+}
+
+func (r *udpRelay) close() {
+	r.pc.Close()
+	r.mu.Lock()
+	for _, u := range r.up {
+		u.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
