@@ -146,6 +146,7 @@ func benchEST(ctx context.Context, o benchOpts, progress io.Writer) (*benchResul
 	cfg := config.Default()
 	cfg.Data = dir
 	cfg.Listen.CoAPS = "127.0.0.1:0"
+	cfg.Listen.CoAP = ""                       // EST-coaps only
 	cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
 	cfg.DTLS.MaxHalfOpen = 4 * o.concurrency
 	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler))

@@ -35,6 +35,7 @@ func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *serv
 	cfg := config.Default()
 	cfg.Data = dir
 	cfg.Listen.CoAPS = "127.0.0.1:0"
+	cfg.Listen.CoAP = "127.0.0.1:0"
 	cfg.Listen.Metrics = "127.0.0.1:0"
 	cfg.Authority.Profiles = []authority.ProfileConfig{
 		{Label: "manual", ManualApproval: true, RetryAfter: time.Second},

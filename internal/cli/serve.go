@@ -24,7 +24,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "", "YAML configuration file (docs/configuration.md)")
 	dataDir := fs.String("data", "", "data directory (default ./coapca-data)")
 	coaps := fs.String("coaps", "", "EST-coaps (CoAP over DTLS) listen address (default :5684; \"off\" disables)")
-	coapAddr := fs.String("coap", "", "plain CoAP (UDP) listen address for CMP over CoAP and EST-oscore, e.g. :5683 (default off; \"off\" disables)")
+	coapAddr := fs.String("coap", "", "plain CoAP (UDP) listen address for EST-oscore and CMP over CoAP (default :5683; \"off\" disables)")
 	httpAddr := fs.String("http", "", "HTTP listen address for CMP over HTTP, e.g. :8080 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -109,14 +109,16 @@ func printWelcome(w io.Writer, s *server) {
 	if s.metrics2 != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metrics2)
 	}
-	if s.dtls == nil {
+	if s.dtls == nil && s.udp == nil && s.http == nil {
 		fmt.Fprintln(w, "coapca: no listener enabled")
 		return
 	}
-	url := "coaps://" + connectHost(s.dtls.Addr())
-	fmt.Fprintf(w, "coapca: EST-coaps on %s (listening on %s), labels: %s\n\n", url, s.dtls.Addr(), labelList(s.auth.Labels()))
 	self := selfCommand()
-	fmt.Fprintf(w, `Enroll the demo device with coapca:
+	root, dev, devKey := rel(d.Paths.Root), rel(d.Paths.Device), rel(d.Paths.DeviceKey)
+	if s.dtls != nil {
+		url := "coaps://" + connectHost(s.dtls.Addr(), "5684")
+		fmt.Fprintf(w, "coapca: EST-coaps on %s (listening on %s), labels: %s\n\n", url, s.dtls.Addr(), labelList(s.auth.Labels()))
+		fmt.Fprintf(w, `Enroll the demo device with coapca:
   %s est enroll --server %s \
       --trust %s --cert %s --key %s \
       --subject CN=demo-device-0001 --key-out ldevid.key --out ldevid.pem
@@ -129,13 +131,43 @@ or with libcoap (CSR from openssl req):
       %s/.well-known/est/sen
   openssl pkcs7 -inform DER -in ldevid.p7 -print_certs
 
-Pending requests and issued certificates: %s ca pending | list --data %s
-`, self, url, rel(d.Paths.Root), rel(d.Paths.Device), rel(d.Paths.DeviceKey),
-		rel(d.Paths.Device), rel(d.Paths.DeviceKey), rel(d.Paths.Root), url, self, rel(d.Dir))
+`, self, url, root, dev, devKey, dev, devKey, root, url)
+	}
+	if s.udp != nil {
+		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
+		fmt.Fprintf(w, "coapca: EST-oscore and CMP over CoAP on %s (listening on %s)\n\n", url, s.udp.LocalAddr())
+		fmt.Fprintf(w, `EST-oscore (EDHOC with the demo device's certificate, then OSCORE):
+  %s est enroll --server %s --edhoc \
+      --trust %s --cert %s --key %s \
+      --subject CN=demo-device-0001 --key-out ldevid.key --out ldevid.pem
+
+CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the demo device:
+  %s cmp ir --server %s --ref %s --secret-file %s \
+      --trust %s --subject CN=demo-device-0002 --key-out cmp.key --out cmp.pem
+  %s cmp ir --server %s --cert %s --key %s \
+      --trust %s --subject CN=demo-device-0001 --key-out cmp.key --out cmp.pem
+  (observe %s/.well-known/cmp/ann for CA announcements)
+
+`, self, url, root, dev, devKey,
+			self, url, d.CMPSecretRef, rel(d.Paths.CMPSecret), root,
+			self, url, dev, devKey, root, url)
+	}
+	if s.http != nil {
+		host := connectHost(s.http.Addr(), "")
+		fmt.Fprintf(w, "coapca: CMP over HTTP on http://%s/.well-known/cmp\n\n", host)
+		fmt.Fprintf(w, `CMP over HTTP (RFC 9811) with OpenSSL:
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out cmp-openssl.key
+  openssl cmp -cmd ir -server %s -path /.well-known/cmp -ref %s -secret file:%s \
+      -newkey cmp-openssl.key -subject /CN=demo-device-0003 -certout cmp-openssl.pem
+
+`, host, d.CMPSecretRef, rel(d.Paths.CMPSecret))
+	}
+	fmt.Fprintf(w, "Pending requests and issued certificates: %s ca pending | list --data %s\n", self, rel(d.Dir))
 }
 
-// connectHost turns a listen address into one a local client can dial (":5684" → "localhost:5684").
-func connectHost(a net.Addr) string {
+// connectHost turns a listen address into one a local client can dial (":5684" → "localhost"
+// when 5684 is the scheme's default port, ":8080" → "localhost:8080").
+func connectHost(a net.Addr, defaultPort string) string {
 	host, port, err := net.SplitHostPort(a.String())
 	if err != nil {
 		return a.String()
@@ -143,7 +175,7 @@ func connectHost(a net.Addr) string {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "localhost"
 	}
-	if port == "5684" {
+	if port == defaultPort {
 		return host
 	}
 	return net.JoinHostPort(host, port)

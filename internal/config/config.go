@@ -50,7 +50,7 @@ type Log struct {
 type Listen struct {
 	// CoAPS is the EST-coaps (DTLS) listener. Default ":5684".
 	CoAPS string `yaml:"coaps"`
-	// CoAP is the plain-UDP CoAP listener (CMP over CoAP, EST-oscore). Default "" (off).
+	// CoAP is the plain-UDP CoAP listener (EST-oscore, CMP over CoAP). Default ":5683".
 	CoAP string `yaml:"coap"`
 	// HTTP is the HTTP listener (CMP over HTTP). Default "" (off).
 	HTTP string `yaml:"http"`
@@ -103,7 +103,7 @@ func Default() Config {
 	return Config{
 		Data:   "./coapca-data",
 		Log:    Log{Level: "info", Format: "text"},
-		Listen: Listen{CoAPS: ":5684"},
+		Listen: Listen{CoAPS: ":5684", CoAP: ":5683"},
 	}
 }
 
