@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"coapca/authority"
 )
 
 // The Explicit Trust Anchor database of RFC 7030 §4.1.3 / RFC 9148 §9.1: after the client has
@@ -26,26 +28,11 @@ func ReadTrustAnchors(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust anchors: %w", err)
 	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, data = pem.Decode(data)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("trust anchors %s: %w", path, err)
-		}
-		out = append(out, c)
+	certs, err := authority.ParseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("trust anchors %s: %w", path, err)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("trust anchors %s: no certificate in the file", path)
-	}
-	return out, nil
+	return certs, nil
 }
 
 // WriteTrustAnchors replaces the file with certs as PEM, atomically (temporary file, fsync,

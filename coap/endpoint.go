@@ -152,7 +152,6 @@ type endpoint struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	onReq    func(s *session, m *message.Message, e *dedupEntry, badOpt message.OptionID) // nil on a client
-	onClose  func(s *session)
 	obsClean func(s *session, o *observer)
 }
 
@@ -399,12 +398,6 @@ func (s *session) handle(b []byte) {
 	}
 	// Unknown token: reject (RFC 7252 §5.3.2; RFC 7641 §3.6 cancels observations this way).
 	s.setReply(e, s.sendEmpty(message.Reset, mid))
-}
-
-func (s *session) dedupEntryFor(mid uint16) *dedupEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dedup[mid]
 }
 
 // setReply stores the reply resent for duplicates of the message e belongs to.

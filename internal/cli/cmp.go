@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"coapca/authority"
 	"coapca/client"
 	"coapca/cmp"
 	"coapca/coap/dtlsconn"
@@ -159,7 +160,7 @@ func (f *cmpFlags) oldCertificate() (*x509.Certificate, error) {
 	if p == "" {
 		return nil, usagef("--oldcert (or --cert) is required")
 	}
-	certs, err := readCertsPEM(p)
+	certs, err := authority.LoadCertsFile(p)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +175,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	}
 	var anchors []*x509.Certificate
 	if f.trust != "" {
-		if anchors, err = readCertsPEM(f.trust); err != nil {
+		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
 			return nil, nil, err
 		}
 	}

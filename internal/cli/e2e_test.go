@@ -243,7 +243,7 @@ func TestClientLifecycle(t *testing.T) {
 	}
 
 	est(append([]string{"cacerts", "--server", s.url(""), "--trust", d.Root, "--explicit-ta", ta, "--out", filepath.Join(dir, "ca.pem")}, idevid...)...)
-	if anchors, err := readCertsPEM(ta); err != nil || len(anchors) != 2 {
+	if anchors, err := authority.LoadCertsFile(ta); err != nil || len(anchors) != 2 {
 		t.Fatalf("explicit TA database: %v (%d certs)", err, len(anchors))
 	}
 	out, _ := est(append([]string{"csrattrs", "--server", s.url(""), "--explicit-ta", ta}, idevid...)...)

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"coapca/authority"
 	"coapca/client"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
@@ -153,7 +154,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// enroll, reenroll, serverkeygen
 	var identity *x509.Certificate
 	if cmd == "reenroll" {
-		chain, err := readCertsPEM(f.cert)
+		chain, err := authority.LoadCertsFile(f.cert)
 		if err != nil {
 			return err
 		}
@@ -291,7 +292,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		from = f.explicitTA
 	}
 	if len(anchors) == 0 && f.trust != "" {
-		if anchors, err = readCertsPEM(f.trust); err != nil {
+		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
 			return nil, err
 		}
 		from = f.trust
@@ -453,33 +454,6 @@ func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
 			return nil, err
 		}
 		out = append(out, c)
-	}
-	return out, nil
-}
-
-func readCertsPEM(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificate", path)
 	}
 	return out, nil
 }
