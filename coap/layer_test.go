@@ -14,8 +14,36 @@ import (
 
 // tagLayer is a toy object-security layer: a request is "protected" when it carries the OSCORE
 // option with value "ok" (anything else is refused with 4.01), and every response message to it
-// gets the option "sealed". It counts what it sealed.
+// gets the option "sealed". It counts what it sealed. Like OSCORE, it hides the Block options of
+// the inner message (RFC 8613 §4.1.3.4.1: inner Block options are class E): "sealed" messages
+// carry them as the elective private options innerBlock1/innerBlock2, so the endpoint's own
+// block-wise handling sees only Outer Block options.
 type tagLayer struct{ sealed atomic.Int64 }
+
+const (
+	innerBlock1 message.OptionID = 65000
+	innerBlock2 message.OptionID = 65002
+)
+
+// hideBlocks moves Block1/Block2 to the inner private options; showBlocks moves them back.
+func hideBlocks(opts message.Options) message.Options {
+	return swapOpts(opts, map[message.OptionID]message.OptionID{message.Block1: innerBlock1, message.Block2: innerBlock2})
+}
+
+func showBlocks(opts message.Options) message.Options {
+	return swapOpts(opts, map[message.OptionID]message.OptionID{innerBlock1: message.Block1, innerBlock2: message.Block2})
+}
+
+func swapOpts(opts message.Options, m map[message.OptionID]message.OptionID) message.Options {
+	out := make(message.Options, 0, len(opts))
+	for _, o := range opts {
+		if to, ok := m[o.ID]; ok {
+			o.ID = to
+		}
+		out = out.Add(o)
+	}
+	return out
+}
 
 func (l *tagLayer) Unprotect(m *message.Message, peer Peer) LayerResult {
 	v, ok := optBytes(m.Options, optOSCORE)
@@ -26,12 +54,12 @@ func (l *tagLayer) Unprotect(m *message.Message, peer Peer) LayerResult {
 		return LayerResult{Reply: &message.Message{Code: codes.Unauthorized, Payload: []byte("bad tag")}}
 	}
 	inner := *m
-	inner.Options = append(message.Options(nil), m.Options.Remove(optOSCORE)...)
+	inner.Options = showBlocks(append(message.Options(nil), m.Options...).Remove(optOSCORE))
 	peer.OSCORE = &ObjectSecurity{Identity: "tagged"}
 	return LayerResult{Request: &inner, Peer: peer, Protect: func(r *message.Message) (*message.Message, error) {
 		l.sealed.Add(1)
 		out := *r
-		out.Options = append(message.Options(nil), r.Options...).Add(message.Option{ID: optOSCORE, Value: []byte("sealed")})
+		out.Options = hideBlocks(append(message.Options(nil), r.Options...)).Add(message.Option{ID: optOSCORE, Value: []byte("sealed")})
 		return &out, nil
 	}}
 }
@@ -41,14 +69,14 @@ type tagClient struct{ tag string }
 
 func (c tagClient) RoundTrip(req *message.Message, send func(*message.Message) (*message.Message, error)) (*message.Message, error) {
 	p := *req
-	p.Options = append(message.Options(nil), req.Options...).Add(message.Option{ID: optOSCORE, Value: []byte(c.tag)})
+	p.Options = hideBlocks(append(message.Options(nil), req.Options...)).Add(message.Option{ID: optOSCORE, Value: []byte(c.tag)})
 	r, err := send(&p)
 	if err != nil {
 		return nil, err
 	}
 	if v, _ := optBytes(r.Options, optOSCORE); string(v) == "sealed" {
 		out := *r
-		out.Options = r.Options.Remove(optOSCORE)
+		out.Options = showBlocks(append(message.Options(nil), r.Options...).Remove(optOSCORE))
 		return &out, nil
 	}
 	return r, nil

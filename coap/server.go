@@ -408,6 +408,28 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	}
 	peer := sess.peer
 	if l := s.mux.getLayer(); l != nil {
+		if m.Options.HasOption(optOSCORE) && m.Options.HasOption(message.Block1) {
+			// RFC 8613 §4.1.3.4.2: Outer Block options (a proxy fragmenting an OSCORE message)
+			// are processed first, until the whole OSCORE message has arrived; its blocks share
+			// the OSCORE option (same Partial IV and kid) and the outer Request-Tag.
+			ob1, _, err := getBlock(m.Options, message.Block1)
+			if err != nil {
+				ex.replyCode(codes.BadOption, "bad block option")
+				return
+			}
+			osc, _ := optBytes(m.Options, optOSCORE)
+			tag, _ := optBytes(m.Options, optRequestTag)
+			key := "oscore-outer\x00" + strconv.Itoa(int(m.Code)) + "\x00" + string(osc) + "\x00" + string(tag)
+			full, resp := sess.block1Step(key, ob1, m.Payload, optUint(m.Options, message.Size1))
+			if resp != nil {
+				ex.reply(resp)
+				return
+			}
+			outer := *m
+			outer.Payload = full
+			outer.Options = append(message.Options(nil), m.Options...).Remove(message.Block1).Remove(message.Size1).Remove(optRequestTag)
+			m = &outer
+		}
 		lr := l.Unprotect(m, sess.peer)
 		switch {
 		case lr.Reply != nil:
