@@ -46,18 +46,25 @@ if [ -x "$SC" ]; then "$SC" ./...; fi
 
 # --- tests ------------------------------------------------------------------------------------
 step "go test (unit, loopback integration, interop with libcoap and openssl)"
-go test -count=1 -timeout 20m ./...
+gotest_log=$(mktemp)
+trap 'rm -f "$gotest_log"' EXIT
+go test -count=1 -timeout 20m ./... 2>&1 | tee "$gotest_log"
+passed=$(grep -c '^ok ' "$gotest_log" || true)
+failed=$(grep -c '^FAIL' "$gotest_log" || true)
 
 # --- fuzz smoke -------------------------------------------------------------------------------
 step "fuzz smoke: every fuzz target for $FUZZTIME"
+fuzzed=0
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
 		echo "fuzz $pkg $target"
+		fuzzed=$((fuzzed + 1))
 		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/coapca-fuzz.log 2>&1 || {
 			cat /tmp/coapca-fuzz.log; exit 1; }
 	done
 done
 
-step "all tests passed"
+step "all tests passed ($fuzzed fuzz targets smoke-tested)"
+echo "packages: $passed passed, $failed failed"
