@@ -132,6 +132,7 @@ type Authority struct {
 	profiles  map[string]*Profile
 	labels    []string
 	secrets   map[string]*macSecret
+	chains    chainCache // verified client chains (verifycache.go)
 	psMu      sync.RWMutex
 	preShared map[string][]string // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration

@@ -73,6 +73,9 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 		}
 		// Not recorded (e.g. the server's own certificate): verify it like any other.
 	}
+	if e, ok := a.chains.get(chain, now); ok {
+		return identity{leaf: leaf, chain: e.chain, source: e.source}, nil
+	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
@@ -93,6 +96,7 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 	}
 	ourOpts.Intermediates = ourInter
 	if chains, err := leaf.Verify(ourOpts); err == nil {
+		a.remember(chain, CANameOurs, chains[0], false, now)
 		return identity{leaf: leaf, chain: chains[0], source: CANameOurs}, nil
 	} else {
 		firstErr = err
@@ -108,6 +112,7 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 			chains, err = leaf.Verify(o)
 		}
 		if err == nil {
+			a.remember(chain, ts.name, chains[0], ts.allowExpired, now)
 			return identity{leaf: leaf, chain: chains[0], source: ts.name}, nil
 		}
 		if firstErr == nil {
@@ -152,6 +157,14 @@ func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (i
 		return who, nil
 	}
 	return who, errs.New(errs.BadRequest, "unknown operation %q", r.Op)
+}
+
+// remember caches a verified chain under the chain as presented and as verified: the DTLS
+// handshake presents the device's certificates, and the request that follows carries the
+// verified chain (leaf to root) that VerifyClient returned.
+func (a *Authority) remember(presented []*x509.Certificate, source string, verified []*x509.Certificate, leafMayExpire bool, now time.Time) {
+	a.chains.put(presented, source, verified, leafMayExpire, now)
+	a.chains.put(verified, source, verified, leafMayExpire, now)
 }
 
 // VerifyClient verifies a DTLS/TLS client chain (raw DER, leaf first) during the handshake:
