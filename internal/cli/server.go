@@ -88,7 +88,8 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 	coapCfg := coap.Config{
 		ACKTimeout: cc.ACKTimeout, ACKRandomFactor: cc.ACKRandomFactor, MaxRetransmit: cc.MaxRetransmit,
 		NStart: cc.NStart, SeparateAfter: cc.SeparateAfter, MaxBodySize: cc.MaxBodySize,
-		BlockTimeout: cc.BlockTimeout, MaxExchangesPerPeer: cc.MaxExchangesPerPeer, Logger: log,
+		BlockTimeout: cc.BlockTimeout, MaxExchangesPerPeer: cc.MaxExchangesPerPeer,
+		MaxSessions: cc.MaxSessions, MaxCacheBytes: cc.MaxCacheBytes, Logger: log,
 	}
 
 	if cfg.Listen.CoAPS != "" {

@@ -79,6 +79,11 @@ type CoAP struct {
 	BlockTimeout time.Duration `yaml:"block_timeout"`
 	// MaxExchangesPerPeer caps concurrent requests a peer may have in progress. Default 16.
 	MaxExchangesPerPeer int `yaml:"max_exchanges_per_peer"`
+	// MaxSessions caps the CoAP peers (UDP sources, DTLS sessions) kept at once. Default 10000.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxCacheBytes caps the memory of response caches (deduplication, Block2 representations)
+	// and, separately, of Block1 reassembly buffers. Default 67108864 (64 MiB).
+	MaxCacheBytes int `yaml:"max_cache_bytes"`
 }
 
 // DTLS are the DTLS listener's parameters.
