@@ -23,7 +23,9 @@ func (s *server) registerCMP(ctx context.Context) error {
 	var bind *cmpcoap.Binding
 	svc, err := cmpserver.New(s.auth, cmpserver.Options{
 		Signer: d.CMPSignerKey, Cert: d.CMPSigner, Chain: d.CMPSignerChain()[1:],
-		Announce: func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
+		ConfirmWait: s.cfg.CMP.ConfirmWait, NoImplicitConfirm: s.cfg.CMP.NoImplicitConfirm,
+		MaxTransactions: s.cfg.CMP.MaxTransactions,
+		Announce:        func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
 		Observe: func(bodyType, transport, result string, dur time.Duration) {
 			s.metrics.Observe("cmp-"+transport, bodyType, result, dur)
 		},

@@ -31,11 +31,25 @@ type Config struct {
 	DTLS DTLS `yaml:"dtls"`
 	// Authority configures profiles, trust stores and CA behaviour.
 	Authority authority.Config `yaml:"authority"`
+	// CMP tunes the CMP service (RFC 9483).
+	CMP CMP `yaml:"cmp"`
 	// OSCOREContexts are pre-shared OSCORE context files for EST-oscore on the coap://
 	// listener (YAML, seen from the server's side: hex master_secret, master_salt, sender_id,
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
 	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
 	OSCOREContexts []string `yaml:"oscore_contexts"`
+}
+
+// CMP tunes the CMP service.
+type CMP struct {
+	// ConfirmWait is how long an issued certificate waits for certConf before it is revoked
+	// (RFC 9810 §5.1.1.2 confirmWaitTime). Default 5m.
+	ConfirmWait time.Duration `yaml:"confirm_wait"`
+	// NoImplicitConfirm refuses implicitConfirm: every certificate then needs certConf.
+	// Default false (implicitConfirm is granted when asked).
+	NoImplicitConfirm bool `yaml:"no_implicit_confirm"`
+	// MaxTransactions caps the open transactions. Default 10000.
+	MaxTransactions int `yaml:"max_transactions"`
 }
 
 // Log configures logging.
