@@ -114,7 +114,7 @@ func (e *PendingError) Error() string {
 
 // TLSUnique is the tls-unique of the association, to put (base64) in a CSR's challengePassword
 // for PoP linking (RFC 7030 §3.5, RFC 9148 §3; see est.CreateCSR).
-func (e *EST) TLSUnique() []byte { return e.c.Peer().TLSUnique }
+func (e *EST) TLSUnique() []byte { return e.c.Peer().TLSUnique() }
 
 func (e *EST) path(fn string) string {
 	if e.opts.Label != "" {

@@ -26,7 +26,7 @@ func dialDTLS(ctx context.Context, host string, cfg *DTLSClientConfig) (io.ReadW
 
 func peerOf(c *dtlsconn.Conn) Peer {
 	return Peer{Addr: c.RemoteAddr(), Secure: true, Certificates: c.PeerCertificates(),
-		TLSUnique: c.TLSUnique(), TLSExporter: c.TLSExporter()}
+		TLS: c}
 }
 
 // ServeDTLS serves coaps:// on l until Close. A record that does not parse as

@@ -85,7 +85,7 @@ func startDTLSServer(t testing.TB, p *testPKI, cfg Config) (*testSrv, *dtlsconn.
 		if !r.Peer.Secure || len(r.Peer.Certificates) == 0 {
 			return NewResponse(codes.Unauthorized, nil)
 		}
-		body := fmt.Sprintf("%s|%x|%x", r.Peer.Certificates[0].Subject.CommonName, r.Peer.TLSUnique, r.Peer.TLSExporter)
+		body := fmt.Sprintf("%s|%x|%x", r.Peer.Certificates[0].Subject.CommonName, r.Peer.TLSUnique(), r.Peer.TLSExporter())
 		return NewResponse(codes.Content, []byte(body))
 	})})
 	ts.srv = NewServer(mux, cfg)
@@ -140,8 +140,8 @@ func TestDTLSLoopback(t *testing.T) {
 			t.Fatalf("/peer: %v %v", r, err)
 		}
 		pe := c.Peer()
-		want := fmt.Sprintf("device-1|%x|%x", pe.TLSUnique, pe.TLSExporter)
-		if string(r.Payload) != want || len(pe.TLSExporter) != 32 || len(pe.TLSUnique) != 12 {
+		want := fmt.Sprintf("device-1|%x|%x", pe.TLSUnique(), pe.TLSExporter())
+		if string(r.Payload) != want || len(pe.TLSExporter()) != 32 || len(pe.TLSUnique()) != 12 {
 			t.Errorf("peer view %q, client view %q", r.Payload, want)
 		}
 		if len(pe.Certificates) == 0 || pe.Certificates[0].Subject.CommonName != "127.0.0.1" {

@@ -305,7 +305,7 @@ func TestLibcoapServerDTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if pe := c.Peer(); !pe.Secure || len(pe.TLSExporter) != 32 || len(pe.Certificates) == 0 {
+	if pe := c.Peer(); !pe.Secure || len(pe.TLSExporter()) != 32 || len(pe.Certificates) == 0 {
 		t.Errorf("peer: %+v", pe)
 	}
 	body := testBody(3000, 0x21)

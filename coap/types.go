@@ -18,8 +18,8 @@ type Peer struct {
 	Addr         net.Addr
 	Secure       bool                // DTLS (or later OSCORE-protected)
 	Certificates []*x509.Certificate // DTLS peer chain, leaf first, as verified in the handshake; nil on UDP
-	TLSUnique    []byte              // RFC 5929 tls-unique (first Finished verify_data), DTLS only
-	TLSExporter  []byte              // RFC 9266 tls-exporter, 32 bytes, DTLS only
+	// TLS supplies the DTLS channel bindings, derived on first use; nil on plain UDP.
+	TLS TLSBinding
 	// OSCORE is set on a request that a Layer (Mux.SetLayer) verified: the object-security
 	// context it came under. Certificates then holds the chain the layer authenticated the
 	// context's owner with (EDHOC), if any. nil on DTLS and plain UDP.
@@ -65,6 +65,28 @@ type ClientLayer interface {
 	// RoundTrip protects req, sends it with send (once, or again after a challenge such as
 	// RFC 9175 Echo) and returns the verified, decrypted response.
 	RoundTrip(req *message.Message, send func(*message.Message) (*message.Message, error)) (*message.Message, error)
+}
+
+// TLSBinding supplies the channel bindings of a DTLS session (*dtlsconn.Conn implements it).
+type TLSBinding interface {
+	TLSUnique() []byte   // RFC 5929 tls-unique: the first Finished's verify_data
+	TLSExporter() []byte // RFC 9266 tls-exporter, 32 bytes
+}
+
+// TLSUnique returns the session's tls-unique, or nil without DTLS.
+func (p Peer) TLSUnique() []byte {
+	if p.TLS == nil {
+		return nil
+	}
+	return p.TLS.TLSUnique()
+}
+
+// TLSExporter returns the session's tls-exporter value, or nil without DTLS.
+func (p Peer) TLSExporter() []byte {
+	if p.TLS == nil {
+		return nil
+	}
+	return p.TLS.TLSExporter()
 }
 
 // Request is a CoAP request as a handler sees it: the body is already reassembled.

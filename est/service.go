@@ -35,11 +35,13 @@ var _ Authority = (*authority.Authority)(nil)
 
 // Request is one EST operation as the front doors hand it over, independent of the transport.
 type Request struct {
-	Label       string              // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
-	Body        []byte              // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
-	Peer        []*x509.Certificate // authenticated client chain, leaf first (nil when none)
-	TLSUnique   []byte              // RFC 5929 tls-unique of the connection (PoP linking, RFC 7030 §3.5)
-	TLSExporter []byte              // RFC 9266 tls-exporter, accepted in place of tls-unique (RFC 9148 §3)
+	Label string              // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
+	Body  []byte              // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
+	Peer  []*x509.Certificate // authenticated client chain, leaf first (nil when none)
+	// TLS supplies the DTLS/TLS channel bindings for PoP linking (RFC 7030 §3.5): tls-unique,
+	// and tls-exporter accepted in its place (RFC 9148 §3); nil without a TLS-like channel.
+	// They are only asked for when a CSR carries a challengePassword.
+	TLS TLSBinding
 	// ChannelBinding is another channel-binding value of the session the request came over,
 	// accepted in the challengePassword like tls-unique: EST-oscore's edhoc-unique (an
 	// EDHOC_Exporter output, seed of draft-ietf-ace-coap-est-oscore).
@@ -50,6 +52,21 @@ type Request struct {
 	Transport string // "coaps", "oscore", "https", ...
 	Addr      string // peer address, for the record and logs
 }
+
+// TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).
+type TLSBinding interface {
+	TLSUnique() []byte
+	TLSExporter() []byte
+}
+
+// StaticTLS is a TLSBinding with fixed values.
+type StaticTLS struct{ Unique, Exporter []byte }
+
+// TLSUnique returns s.Unique.
+func (s StaticTLS) TLSUnique() []byte { return s.Unique }
+
+// TLSExporter returns s.Exporter.
+func (s StaticTLS) TLSExporter() []byte { return s.Exporter }
 
 // ServerKey is the result of server-side key generation.
 type ServerKey struct {
@@ -264,14 +281,18 @@ func checkPoP(csr *x509.CertificateRequest, r *Request, prof *authority.Profile)
 		}
 		return nil
 	}
-	if len(r.TLSUnique) == 0 && len(r.TLSExporter) == 0 && len(r.ChannelBinding) == 0 {
+	var tlsUnique, tlsExporter []byte
+	if r.TLS != nil {
+		tlsUnique, tlsExporter = r.TLS.TLSUnique(), r.TLS.TLSExporter()
+	}
+	if len(tlsUnique) == 0 && len(tlsExporter) == 0 && len(r.ChannelBinding) == 0 {
 		return errs.New(errs.BadRequest, "the CSR carries a challengePassword but this connection has no "+
 			"tls-unique (or edhoc-unique) to link it to (RFC 7030 §3.5)")
 	}
 	if len(r.ChannelBinding) > 0 && MatchesChannelBinding(pw, r.ChannelBinding) {
 		return nil
 	}
-	if !MatchesChannelBinding(pw, r.TLSUnique, r.TLSExporter) {
+	if !MatchesChannelBinding(pw, tlsUnique, tlsExporter) {
 		if len(r.ChannelBinding) > 0 {
 			return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this EDHOC session's "+
 				"edhoc-unique: the CSR was not made for this session (draft-ietf-ace-coap-est-oscore)")

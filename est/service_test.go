@@ -71,12 +71,11 @@ func TestServiceEnrollPoP(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key, csr := newCSR(t, "dev1", tc.pw)
-			var exp []byte
+			var binding TLSBinding
 			if tc.tu != nil {
-				exp = exporter
+				binding = StaticTLS{Unique: tc.tu, Exporter: exporter}
 			}
-			iss, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: tc.peer, TLSUnique: tc.tu,
-				TLSExporter: exp, Transport: "coaps"})
+			iss, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: tc.peer, TLS: binding, Transport: "coaps"})
 			if tc.kind == -1 {
 				if err != nil {
 					t.Fatal(err)

@@ -171,11 +171,19 @@ func discardLogger(l *slog.Logger) *slog.Logger {
 
 // Conn is an established DTLS session.
 type Conn struct {
-	dc          *dtls.Conn
-	peerCerts   []*x509.Certificate
+	dc        *dtls.Conn
+	peerCerts []*x509.Certificate
+	suite     dtls.CipherSuiteID
+	log       *slog.Logger
+	// finishedHash is Hash(handshake_messages) up to the client's Finished, taken from the
+	// observed transcript; nil when the transcript was incomplete.
+	finishedHash []byte
+
+	// The channel bindings need pion's master secret, which only its gob-serialized State
+	// carries: costly enough (≈ 6 % of a handshake) to be done on first use only.
+	bindOnce    sync.Once
 	tlsUnique   []byte
 	tlsExporter []byte
-	suite       dtls.CipherSuiteID
 	cid         bool
 
 	readMu  sync.Mutex
@@ -246,16 +254,16 @@ func (c *Conn) PeerCertificates() []*x509.Certificate { return c.peerCerts }
 // verify_data of the first Finished message of the handshake (12 bytes). It is
 // nil when it could not be recomputed (the handshake transcript was not
 // observable in full); callers that need it must then refuse the binding.
-func (c *Conn) TLSUnique() []byte { return c.tlsUnique }
+func (c *Conn) TLSUnique() []byte { c.bind(); return c.tlsUnique }
 
 // TLSExporter returns the RFC 9266 tls-exporter channel binding (32 bytes).
-func (c *Conn) TLSExporter() []byte { return c.tlsExporter }
+func (c *Conn) TLSExporter() []byte { c.bind(); return c.tlsExporter }
 
 // CipherSuite returns the negotiated cipher suite.
 func (c *Conn) CipherSuite() dtls.CipherSuiteID { return c.suite }
 
 // ConnectionID reports whether an RFC 9146 connection ID is in use in either direction.
-func (c *Conn) ConnectionID() bool { return c.cid }
+func (c *Conn) ConnectionID() bool { c.bind(); return c.cid }
 
 // exportedState is the subset of pion's gob-encoded State (State.MarshalBinary)
 // that channel binding needs; gob matches fields by name.
@@ -276,27 +284,14 @@ func prfHash(id dtls.CipherSuiteID) func() hash.Hash {
 	return sha256.New
 }
 
-// newConn builds a Conn after a completed handshake: exporter, tls-unique
-// from the observed transcript and the master secret.
+// newConn builds a Conn after a completed handshake. The channel bindings are derived on
+// first use (bind); here only the transcript hash is kept.
 func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.Logger) (*Conn, error) {
 	st, ok := dc.ConnectionState()
 	if !ok {
 		return nil, errors.New("dtlsconn: no connection state after handshake")
 	}
-	exp, err := st.ExportKeyingMaterial(exporterLabel, nil, 32)
-	if err != nil {
-		return nil, fmt.Errorf("dtlsconn: tls-exporter: %w", err)
-	}
-	raw, err := st.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("dtlsconn: export state: %w", err)
-	}
-	var es exportedState
-	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&es); err != nil {
-		return nil, fmt.Errorf("dtlsconn: decode state: %w", err)
-	}
-	c := &Conn{dc: dc, tlsExporter: exp, suite: dtls.CipherSuiteID(es.CipherSuiteID), peerCerts: peer,
-		cid: len(es.LocalConnectionID) > 0 || len(es.RemoteConnectionID) > 0}
+	c := &Conn{dc: dc, suite: st.CipherSuiteID, peerCerts: peer, log: log}
 	if c.peerCerts == nil {
 		for _, der := range st.PeerCertificates {
 			cert, err := x509.ParseCertificate(der)
@@ -306,17 +301,53 @@ func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.
 			c.peerCerts = append(c.peerCerts, cert)
 		}
 	}
-	// RFC 5929 §3.1: tls-unique is the first Finished of the most recent
-	// handshake; on a full handshake (the only kind we run: no session cache)
-	// that is the client's: PRF(master_secret, "client finished",
-	// Hash(handshake_messages))[0..11] (RFC 5246 §7.4.9).
 	msgs, err := tr.clientFinishedInput()
-	if err == nil {
-		c.tlsUnique, err = prf.VerifyDataClient(es.MasterSecret, msgs, prfHash(c.suite))
-	}
 	if err != nil {
 		log.Warn("dtls: tls-unique unavailable", "remote", dc.RemoteAddr(), "err", err)
-		c.tlsUnique = nil
+		return c, nil
 	}
+	h := prfHash(c.suite)()
+	h.Write(msgs)
+	c.finishedHash = h.Sum(nil)
 	return c, nil
+}
+
+// bind derives the channel bindings once: the RFC 9266 exporter and RFC 5929 tls-unique.
+func (c *Conn) bind() {
+	c.bindOnce.Do(func() {
+		st, ok := c.dc.ConnectionState()
+		if !ok {
+			c.log.Warn("dtls: no connection state for channel binding", "remote", c.dc.RemoteAddr())
+			return
+		}
+		exp, err := st.ExportKeyingMaterial(exporterLabel, nil, 32)
+		if err != nil {
+			c.log.Warn("dtls: tls-exporter unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+		} else {
+			c.tlsExporter = exp
+		}
+		raw, err := st.MarshalBinary()
+		var es exportedState
+		if err == nil {
+			err = gob.NewDecoder(bytes.NewReader(raw)).Decode(&es)
+		}
+		if err != nil {
+			c.log.Warn("dtls: cannot read the session state", "remote", c.dc.RemoteAddr(), "err", err)
+			return
+		}
+		c.cid = len(es.LocalConnectionID) > 0 || len(es.RemoteConnectionID) > 0
+		if c.finishedHash == nil {
+			return
+		}
+		// RFC 5929 §3.1: tls-unique is the first Finished of the most recent handshake; on a
+		// full handshake (the only kind we run: no session cache) that is the client's:
+		// PRF(master_secret, "client finished", Hash(handshake_messages))[0..11]
+		// (RFC 5246 §7.4.9).
+		vd, err := prf.PHash(es.MasterSecret, append([]byte("client finished"), c.finishedHash...), 12, prfHash(c.suite))
+		if err != nil {
+			c.log.Warn("dtls: tls-unique unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+			return
+		}
+		c.tlsUnique = vd
+	})
 }

@@ -179,7 +179,7 @@ func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 	switch {
 	case r.Peer.OSCORE != nil:
 		transport, cb, psk = "oscore", r.Peer.OSCORE.ChannelBinding, r.Peer.OSCORE.Identity
-	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || len(r.Peer.TLSUnique) > 0):
+	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || r.Peer.TLS != nil):
 		transport = "coaps"
 	case r.Peer.Secure:
 		transport = "oscore"
@@ -189,11 +189,10 @@ func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 		addr = r.Peer.Addr.String()
 	}
 	return &est.Request{
-		Label:       label,
-		Body:        r.Payload,
-		Peer:        r.Peer.Certificates,
-		TLSUnique:   r.Peer.TLSUnique,
-		TLSExporter: r.Peer.TLSExporter,
+		Label: label,
+		Body:  r.Payload,
+		Peer:  r.Peer.Certificates,
+		TLS:   r.Peer.TLS,
 		// EST-oscore: edhoc-unique and the pre-shared context's name.
 		ChannelBinding: cb,
 		PreShared:      psk,

@@ -71,7 +71,7 @@ func (f *fixture) do(method codes.Code, path string, cf, accept int, payload []b
 		Method: method, Path: path, ContentFormat: cf, Accept: accept, Observe: -1, Payload: payload,
 		Options: opts,
 		Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
-			Certificates: []*x509.Certificate{f.dev}, TLSUnique: f.unique},
+			Certificates: []*x509.Certificate{f.dev}, TLS: est.StaticTLS{Unique: f.unique}},
 	}
 	resp := f.b.ServeCoAP(context.Background(), r)
 	if resp == nil {

@@ -262,7 +262,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 		}
 		f.serverChain = func() []*x509.Certificate { return c.Peer().Certificates }
 		f.binding = func(context.Context) ([]byte, error) {
-			if tu := c.Peer().TLSUnique; len(tu) > 0 {
+			if tu := c.Peer().TLSUnique(); len(tu) > 0 {
 				return tu, nil
 			}
 			return nil, errors.New("the DTLS session has no tls-unique value")
