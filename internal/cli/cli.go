@@ -20,7 +20,7 @@ const Version = "0.1.0-dev"
 const usage = `coapca — certificate authority, registration authority and client for constrained devices
 
 Usage:
-  coapca serve [flags]              run the server (EST-coaps on coaps://:5684 by default)
+  coapca serve [flags]              run the server (EST-coaps on :5684, EST-oscore and CMP on :5683)
   coapca est COMMAND [flags]        EST client: cacerts | enroll | reenroll | csrattrs | serverkeygen
   coapca cmp COMMAND [flags]        CMP client: ir | cr | p10cr | kur | rr | genm
   coapca ca COMMAND [flags]         manage the CA: list | show | revoke | approve | reject | pending | crl
