@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"coapca/authority"
 	"coapca/cmp"
 	"coapca/coap"
 	"coapca/internal/config"
@@ -26,29 +24,11 @@ import (
 // cmpFixtures are OpenSSL-made test certificates (Test Root CA, CMP Server, Device 1).
 var cmpFixtures, _ = filepath.Abs(filepath.Join("..", "..", "cmp", "testdata", "openssl"))
 
-// cmpTestServer starts coapca with coaps, coap and http listeners on loopback and the profiles
-// "manual" (manual approval, retry after 1 s) and "sensors".
+// cmpTestServer starts coapca like testServerAt (coaps, coap, the "manual", "pop" and
+// "sensors" profiles) plus the HTTP listener.
 func cmpTestServer(t *testing.T) *server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Listen.CoAPS = "127.0.0.1:0"
-	cfg.Listen.CoAP = "127.0.0.1:0"
-	cfg.Listen.HTTP = "127.0.0.1:0"
-	cfg.Authority.Profiles = []authority.ProfileConfig{
-		{Label: "manual", ManualApproval: true, RetryAfter: time.Second},
-		{Label: "sensors"},
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	s, err := startServer(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return testServerAt(t, t.TempDir(), func(c *config.Config) { c.Listen.HTTP = "127.0.0.1:0" })
 }
 
 func needOpenSSLCMP(t *testing.T) {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,30 +33,11 @@ recipient_id: "01"
 `
 )
 
-// testOSCOREServer starts coapca like testServerAt, plus the coap:// listener with EST-oscore
-// and the pre-shared context file ctxFile (if any).
+// testOSCOREServer starts coapca like testServerAt (coaps, coap with EST-oscore, the "manual",
+// "pop" and "sensors" profiles) with the pre-shared context files ctxFiles.
 func testOSCOREServer(t *testing.T, dir string, ctxFiles ...string) *server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.Listen.CoAPS = "127.0.0.1:0"
-	cfg.Listen.CoAP = "127.0.0.1:0"
-	cfg.OSCOREContexts = ctxFiles
-	cfg.Authority.Profiles = []authority.ProfileConfig{
-		{Label: "pop", RequirePoP: true},
-		{Label: "sensors"},
-		{Label: "manual", ManualApproval: true, RetryAfter: time.Second},
-	}
-	log := slog.New(slog.DiscardHandler)
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	s, err := startServer(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return testServerAt(t, dir, func(c *config.Config) { c.OSCOREContexts = ctxFiles })
 }
 
 func writeFile(t *testing.T, path, content string) string {
