@@ -217,7 +217,8 @@ func TestLibcoapDevices(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`coapca_requests_total{function="enroll",protocol="est-coaps",result="issued"} 2`, "coapca_dtls_handshakes_ok_total", `coapca_coap_responses_total{code="4.15"}`,
-		`coapca_requests_total{function="enroll",protocol="est-coaps",result="bad_request"} 2`} {
+		`coapca_requests_total{function="enroll",protocol="est-coaps",result="bad_request"} 2`,
+		"coapca_oscore_contexts", "coapca_edhoc_sessions"} {
 		if !bytes.Contains(body, []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -111,6 +111,14 @@ func (s *server) registerOSCORE(_ context.Context, files []string) error {
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,
 	})
+	s.metrics.GaugeFunc("edhoc_sessions", "EDHOC handshakes waiting for message_3.", func() float64 {
+		n, _ := layer.Stats()
+		return float64(n)
+	})
+	s.metrics.GaugeFunc("oscore_contexts", "OSCORE security contexts held (pre-shared and from EDHOC).", func() float64 {
+		_, n := layer.Stats()
+		return float64(n)
+	})
 	seqDir := filepath.Join(s.data.Dir, "oscore")
 	for _, path := range files {
 		f, p, err := loadOSCOREContext(path)
