@@ -244,7 +244,7 @@ func Open(opts Options) (*Data, error) {
 		return nil, err
 	}
 	for _, c := range d.Created {
-		log.Info("data directory: created", "file", c)
+		log.Debug("data directory: created", "file", c)
 	}
 	return d, nil
 }
