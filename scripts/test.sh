@@ -52,6 +52,16 @@ go test -count=1 -timeout 20m ./... 2>&1 | tee "$gotest_log"
 passed=$(grep -c '^ok ' "$gotest_log" || true)
 failed=$(grep -c '^FAIL' "$gotest_log" || true)
 
+step "go test -race -short (the same tests under the race detector; -short skips the slow loss test)"
+race_log=$(mktemp)
+trap 'rm -f "$gotest_log" "$race_log"' EXIT
+if ! go test -race -short -count=1 -timeout 20m ./... >"$race_log" 2>&1; then
+	cat "$race_log"
+	echo "the race-detector pass failed"
+	exit 1
+fi
+echo "race detector: $(grep -c '^ok ' "$race_log") packages clean"
+
 # --- fuzz smoke -------------------------------------------------------------------------------
 step "fuzz smoke: every fuzz target for $FUZZTIME"
 fuzzed=0
