@@ -382,9 +382,9 @@ func CCSFromPublicKey(sub string, kid []byte, pub crypto.PublicKey) ([]byte, err
 	if kid != nil {
 		n++
 	}
-	switch k := pub.(type) {
-	case ed25519.PublicKey:
-		key = appendHead(nil, majMap, n)
+	// okpKey is a COSE_Key {1: 1 (OKP), [2: kid,] -1: crv, -2: x} (RFC 9053 §7.2).
+	okpKey := func(crv int64, x []byte) []byte {
+		key := appendHead(nil, majMap, n)
 		key = appendInt(key, 1)
 		key = appendInt(key, 1)
 		if kid != nil {
@@ -392,22 +392,16 @@ func CCSFromPublicKey(sub string, kid []byte, pub crypto.PublicKey) ([]byte, err
 			key = appendBstr(key, kid)
 		}
 		key = appendInt(key, -1)
-		key = appendInt(key, 6)
+		key = appendInt(key, crv)
 		key = appendInt(key, -2)
-		key = appendBstr(key, k)
+		return appendBstr(key, x)
+	}
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		key = okpKey(6, k) // Ed25519
 	case *ecdh.PublicKey:
 		if k.Curve() == ecdh.X25519() {
-			key = appendHead(nil, majMap, n)
-			key = appendInt(key, 1)
-			key = appendInt(key, 1)
-			if kid != nil {
-				key = appendInt(key, 2)
-				key = appendBstr(key, kid)
-			}
-			key = appendInt(key, -1)
-			key = appendInt(key, 4)
-			key = appendInt(key, -2)
-			key = appendBstr(key, k.Bytes())
+			key = okpKey(4, k.Bytes()) // X25519
 			break
 		}
 		b := k.Bytes()
