@@ -115,19 +115,10 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "rr" {
 		fs.IntVar(&f.reason, "reason", -1, "CRL reason code (RFC 5280 §5.3.1): 0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation ...; -1 none")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	ctx, cancel, err := parseClientFlags(ctx, fs, args[1:], &f.server, &f.wait, &f.timeout)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if f.server == "" {
-		return usagef("--server is required")
-	}
-	if f.timeout == 0 {
-		f.timeout = f.wait + time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 
 	c, closeFn, err := dialCMP(ctx, &f, stderr)

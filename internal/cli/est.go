@@ -108,19 +108,10 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	ctx, cancel, err := parseClientFlags(ctx, fs, args[1:], &f.server, &f.wait, &f.timeout)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if f.server == "" {
-		return usagef("--server is required")
-	}
-	if f.timeout == 0 {
-		f.timeout = f.wait + time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 
 	c, ec, err := dialEST(ctx, &f, stderr)
