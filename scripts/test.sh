@@ -65,14 +65,27 @@ echo "race detector: $(grep -c '^ok ' "$race_log") packages clean"
 # --- fuzz smoke -------------------------------------------------------------------------------
 step "fuzz smoke: every fuzz target for $FUZZTIME"
 fuzzed=0
+fuzz_log=$(mktemp)
+trap 'rm -f "$gotest_log" "$race_log" "$fuzz_log"' EXIT
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
 		echo "fuzz $pkg $target"
 		fuzzed=$((fuzzed + 1))
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/coapca-fuzz.log 2>&1 || {
-			cat /tmp/coapca-fuzz.log; exit 1; }
+		corpus="$dir/testdata/fuzz/$target"
+		before=$(ls "$corpus" 2>/dev/null | wc -l || true)
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >"$fuzz_log" 2>&1; then
+			after=$(ls "$corpus" 2>/dev/null | wc -l || true)
+			# Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure
+			# (golang/go#75804, fixed in Go 1.27): that has no crasher. A real failure writes one.
+			if [ "$after" = "$before" ] && grep -q 'context deadline exceeded' "$fuzz_log"; then
+				echo "  (go fuzz coordinator deadline race, golang/go#75804: no failing input; not a failure)"
+				continue
+			fi
+			cat "$fuzz_log"
+			exit 1
+		fi
 	done
 done
 
