@@ -30,14 +30,10 @@ Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, caUsage)
-		if len(args) == 0 {
-			return usagef("a command is required")
-		}
-		return nil
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl")
+	if cmd == "" {
+		return err
 	}
-	cmd := args[0]
 	fs := newFlagSet("ca "+cmd, "coapca ca "+cmd+" [flags] [ARGS]", "See 'coapca ca help'.", stderr)
 	dataDir := fs.String("data", "", "data directory (default ./coapca-data, or the config's)")
 	cfgPath := fs.String("config", "", "YAML configuration file")
@@ -60,11 +56,6 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return "", usagef("ca %s takes one %s", cmd, what)
 		}
 		return rest[0], nil
-	}
-	switch cmd {
-	case "list", "show", "revoke", "pending", "approve", "reject", "crl":
-	default:
-		return usagef("unknown ca command %q (see 'coapca ca help')", cmd)
 	}
 	cfg, err := loadConfig(*cfgPath, *dataDir)
 	if err != nil {

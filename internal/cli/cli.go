@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -120,6 +121,22 @@ func newLoggerFormat(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// subcommand picks the command of `coapca GROUP COMMAND …`: help (or nothing) prints usage;
+// an unknown command is a usage error. It returns "" when the caller should return err as is.
+func subcommand(group string, args []string, usage string, stdout io.Writer, valid ...string) (string, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return "", usagef("a command is required")
+		}
+		return "", nil
+	}
+	if !slices.Contains(valid, args[0]) {
+		return "", usagef("unknown %s command %q (see 'coapca %s help')", group, args[0], group)
+	}
+	return args[0], nil
+}
 
 // parseClientFlags parses a client command's flags (no positional arguments allowed),
 // requires --server and returns ctx bounded by --timeout (default: --wait plus a minute).

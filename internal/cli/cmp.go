@@ -64,18 +64,9 @@ type cmpFlags struct {
 }
 
 func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, cmpUsage)
-		if len(args) == 0 {
-			return usagef("a command is required")
-		}
-		return nil
-	}
-	cmd := args[0]
-	switch cmd {
-	case "ir", "cr", "p10cr", "kur", "rr", "genm":
-	default:
-		return usagef("unknown cmp command %q (see 'coapca cmp help')", cmd)
+	cmd, err := subcommand("cmp", args, cmpUsage, stdout, "ir", "cr", "p10cr", "kur", "rr", "genm")
+	if cmd == "" {
+		return err
 	}
 	var f cmpFlags
 	fs := newFlagSet("cmp "+cmd, "coapca cmp "+cmd+" --server URL [flags]", cmpUsage, stderr)

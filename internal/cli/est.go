@@ -68,18 +68,9 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, estUsage)
-		if len(args) == 0 {
-			return usagef("a command is required")
-		}
-		return nil
-	}
-	cmd := args[0]
-	switch cmd {
-	case "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen":
-	default:
-		return usagef("unknown est command %q (see 'coapca est help')", cmd)
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen")
+	if cmd == "" {
+		return err
 	}
 	var f estFlags
 	fs := newFlagSet("est "+cmd, "coapca est "+cmd+" --server coaps://HOST[:PORT][/LABEL] [flags]", estUsage, stderr)
