@@ -210,7 +210,7 @@ func TestLibcoapDevices(t *testing.T) {
 		}
 	}
 	// And the metrics say so.
-	resp, err := http.Get("http://" + s.metrics2.String() + "/metrics")
+	resp, err := http.Get("http://" + s.metricsAddr.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

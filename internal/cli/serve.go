@@ -107,8 +107,8 @@ func printWelcome(w io.Writer, s *server) {
 	if s.demoTrust {
 		fmt.Fprintf(w, "coapca: no trust_stores configured: devices of the demo manufacturer CA (%s) may enroll\n", rel(d.Paths.ManufacturerCA))
 	}
-	if s.metrics2 != nil {
-		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metrics2)
+	if s.metricsAddr != nil {
+		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)
 	}
 	if s.dtls == nil && s.udp == nil && s.http == nil {
 		fmt.Fprintln(w, "coapca: no listener enabled")

@@ -38,17 +38,17 @@ type server struct {
 	secureMux, plainMux *coap.Mux
 	httpMux             *http.ServeMux
 
-	coaps    *coap.Server // nil when listen.coaps is off
-	coapUDP  *coap.Server // nil when listen.coap is off
-	dtls     *dtlsconn.Listener
-	udp      net.PacketConn
-	http     net.Listener
-	coapsURL string // coaps://host:port of the DTLS listener
-	coapURL  string // coap://host:port of the UDP listener
-	httpURL  string // http://host:port of the HTTP listener
-	metrics2 net.Addr
-	wg       sync.WaitGroup
-	cancel   context.CancelFunc
+	coaps       *coap.Server // nil when listen.coaps is off
+	coapUDP     *coap.Server // nil when listen.coap is off
+	dtls        *dtlsconn.Listener
+	udp         net.PacketConn
+	http        net.Listener
+	coapsURL    string // coaps://host:port of the DTLS listener
+	coapURL     string // coap://host:port of the UDP listener
+	httpURL     string // http://host:port of the HTTP listener
+	metricsAddr net.Addr
+	wg          sync.WaitGroup
+	cancel      context.CancelFunc
 }
 
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
@@ -171,7 +171,7 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		if err != nil {
 			return fail(fmt.Errorf("metrics listener %s: %w", cfg.Listen.Metrics, err))
 		}
-		s.metrics2 = addr
+		s.metricsAddr = addr
 	}
 	return s, nil
 }
