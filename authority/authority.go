@@ -53,25 +53,6 @@ const (
 	OpServerKeyGen Op = "serverkeygen"
 )
 
-// Requester is who sent a request, as the front door authenticated it.
-type Requester struct {
-	// Chain is the authenticated client chain, leaf first (nil when none): the DTLS/TLS
-	// client certificate, or the CMP protection certificate with its extraCerts.
-	Chain []*x509.Certificate
-	// SecretRef is the reference of the shared secret that authenticated the request
-	// (CMP MAC protection, RFC 9483 §3.2); "" otherwise. The caller has verified the MAC
-	// with the secret from Authority.MACSecret.
-	SecretRef string
-	// PreShared names the pre-shared symmetric key that authenticated the request when no
-	// certificate did: an OSCORE context loaded with `coapca serve --oscore-context`
-	// (EST-oscore). The front door verified the protection; the authority accepts only
-	// names registered with AllowPreShared, for the labels registered with them.
-	PreShared string
-	Transport string // "coaps", "oscore", "coap", "https", "http"
-	Protocol  string // "est", "cmp"
-	Addr      string // network address, for the record and the log
-}
-
 // CertRequest is one request for a certificate.
 type CertRequest struct {
 	Op    Op
@@ -86,6 +67,12 @@ type CertRequest struct {
 	// identical bytes); nil = CSR.Raw. CMP passes the DER of the CertTemplate.
 	RequestKey []byte
 	Requester  Requester
+	// Link is the EST front door's finding about proof-of-possession linking (RFC 7030 §3.5);
+	// LinkNotApplicable for CMP. The authority decides what it means for this requester.
+	Link Linking
+	// RAVerified is set when a CMP request claims raVerified proof-of-possession (RFC 4211
+	// §4.3, RFC 9483 §5.2): admitted only from an authorized RA.
+	RAVerified bool
 }
 
 // Issued is a newly issued (or, for an approved pending request, previously issued) certificate.
@@ -152,7 +139,6 @@ type trustStore struct {
 
 type macSecret struct {
 	secret []byte
-	labels []string
 }
 
 // CANameOurs is the trust-store name of this CA itself (ProfileConfig.TrustStores).
@@ -236,11 +222,6 @@ func New(cfg Config, opts Options) (*Authority, error) {
 		if err != nil {
 			return nil, fmt.Errorf("authority: profile %q: %w", pc.Label, err)
 		}
-		for _, n := range p.TrustStores {
-			if !seen[n] {
-				return nil, fmt.Errorf("authority: profile %q: unknown trust store %q", pc.Label, n)
-			}
-		}
 		a.profiles[pc.Label] = p
 		if pc.Label != "" {
 			a.labels = append(a.labels, pc.Label)
@@ -260,12 +241,40 @@ func New(cfg Config, opts Options) (*Authority, error) {
 		if len(b) == 0 {
 			return nil, fmt.Errorf("authority: MAC secret %s: %s is empty", ms.Reference, ms.SecretFile)
 		}
-		for _, l := range ms.Labels {
+		a.secrets[ms.Reference] = &macSecret{secret: b}
+	}
+	// Every source a requester rule names must exist: a typo must not silently admit nobody
+	// (or, worse, be read as "everybody").
+	for _, label := range append([]string{""}, a.labels...) {
+		p := a.profiles[label]
+		for _, l := range p.reenrollFrom {
 			if a.profiles[l] == nil {
-				return nil, fmt.Errorf("authority: MAC secret %s: unknown profile label %q", ms.Reference, l)
+				return nil, fmt.Errorf("authority: profile %q: reenroll_from names unknown label %q", label, l)
 			}
 		}
-		a.secrets[ms.Reference] = &macSecret{secret: b, labels: slices.Clone(ms.Labels)}
+		for _, r := range p.rules {
+			for _, src := range r.from {
+				if src == "*" {
+					continue
+				}
+				var known bool
+				switch r.kind {
+				case KindIDevID:
+					known = seen[src] && src != CANameOurs
+				case KindRA:
+					known = seen[src]
+				case KindLDevID:
+					known = a.profiles[src] != nil
+				case KindMAC:
+					known = a.secrets[src] != nil
+				case KindPreShared:
+					known = true // registered later (AllowPreShared)
+				}
+				if !known {
+					return nil, fmt.Errorf("authority: profile %q: requester kind %s names unknown source %q", label, r.kind, src)
+				}
+			}
+		}
 	}
 	return a, nil
 }
@@ -402,7 +411,7 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 		attrs = append(attrs, "result", result)
 		a.log.Log(ctx, level, "issue", attrs...)
 		if a.onIssue != nil {
-			a.onIssue(r.Op, r.Label, r.Requester.Protocol, result, d)
+			a.onIssue(r.Op, r.Label, r.Requester.Protocol.String(), result, d)
 		}
 	}()
 
@@ -453,8 +462,8 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 // record prepares the store row describing r (certificate fields are filled in by sign).
 func (a *Authority) record(r CertRequest, who identity) *store.Cert {
 	c := &store.Cert{
-		Label: r.Label, Op: string(r.Op), Protocol: r.Requester.Protocol, Transport: r.Requester.Transport,
-		RequesterRef: who.ref(), RequesterAddr: r.Requester.Addr,
+		Label: r.Label, Op: string(r.Op), Protocol: r.Requester.Protocol.String(), Transport: r.Requester.Transport.String(),
+		RequesterRef: who.origin, RequesterAddr: r.Requester.Addr,
 	}
 	if who.leaf != nil {
 		c.RequesterSubject = who.leaf.Subject.String()
@@ -653,15 +662,6 @@ func (w identity) String() string {
 		return "pre-shared key " + w.preShared
 	}
 	return "anonymous"
-}
-
-// ref is the requester reference recorded with a certificate: the MAC secret's reference, or
-// "psk:NAME" for a pre-shared key.
-func (w identity) ref() string {
-	if w.preShared != "" {
-		return "psk:" + w.preShared
-	}
-	return w.secretRef
 }
 
 // key is the identity as it enters the pending request key.

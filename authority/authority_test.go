@@ -22,7 +22,7 @@ import (
 var ctx = context.Background()
 
 func est(chain ...*x509.Certificate) Requester {
-	return Requester{Chain: chain, Transport: "coaps", Protocol: "est", Addr: "[::1]:5000"}
+	return Requester{Chain: chain, Transport: TransportCoAPS, Protocol: ProtocolEST, Addr: "[::1]:5000"}
 }
 
 func wantKind(t *testing.T, err error, want errs.Kind, ok bool) {
@@ -93,11 +93,18 @@ func TestEnrollPolicy(t *testing.T) {
 			subject: "SERIALNUMBER=B-old,CN=x"},
 		{name: "not yet valid IDevID, even with allow_expired", req: est(futureB), csr: csrOpts{subject: name("x")}, kind: errs.Unauthorized},
 		{name: "IDevID with chain sent along", req: est(devB, p.mfrB), csr: csrOpts{subject: name("x")}, ok: true, subject: "SERIALNUMBER=B-1,CN=x"},
-		{name: "our own LDevID may enroll", req: est(ldev.Cert), csr: csrOpts{subject: name("dev-1b")}, ok: true,
-			subject: "SERIALNUMBER=A-1,CN=dev-1b"},
-		{name: "MAC secret", req: Requester{SecretRef: "demo", Protocol: "cmp"}, csr: csrOpts{subject: pkix.Name{CommonName: "m", SerialNumber: "7"}},
-			ok: true, subject: "SERIALNUMBER=7,CN=m"},
-		{name: "unknown MAC secret", req: Requester{SecretRef: "nope", Protocol: "cmp"}, csr: csrOpts{subject: name("m")}, kind: errs.Unauthorized},
+		// Attack 5: an LDevID counted as an enrollment identity for any subject.
+		{name: "attack: our own LDevID enrolls another subject", req: est(ldev.Cert), csr: csrOpts{subject: name("dev-1b")}, kind: errs.Forbidden},
+		{name: "MAC secret", req: Requester{SecretRef: "demo", Protocol: ProtocolCMP}, csr: csrOpts{subject: pkix.Name{CommonName: "m"}},
+			ok: true, subject: "CN=m"},
+		// Attack 5: a MAC holder claimed another device's serialNumber.
+		{name: "attack: MAC secret claims a device serialNumber", req: Requester{SecretRef: "demo", Protocol: ProtocolCMP},
+			csr: csrOpts{subject: pkix.Name{CommonName: "m", SerialNumber: "A-1"}}, kind: errs.Forbidden},
+		{name: "attack: wildcard DNS SAN", req: est(devA), csr: csrOpts{subject: name("dev-1"), dns: []string{"*.bank.example"}}, kind: errs.BadRequest},
+		{name: "attack: arbitrary subject attribute", req: est(devA),
+			csr: csrOpts{subject: pkix.Name{CommonName: "dev-1", ExtraNames: []pkix.AttributeTypeAndValue{{Type: []int{1, 2, 3, 4}, Value: "x"}}}}, kind: errs.BadRequest},
+		{name: "attack: CN pattern without a CN", label: "strict", req: est(devA), csr: csrOpts{subject: pkix.Name{Country: []string{"DE"}}, dns: []string{"d.example"}}, kind: errs.BadRequest},
+		{name: "unknown MAC secret", req: Requester{SecretRef: "nope", Protocol: ProtocolCMP}, csr: csrOpts{subject: name("m")}, kind: errs.Unauthorized},
 		{name: "unknown label", label: "nope", req: est(devA), csr: csrOpts{subject: name("x")}, kind: errs.NotFound},
 		{name: "profile restricted to another trust store", label: "only-a", req: est(devB), csr: csrOpts{subject: name("x")}, kind: errs.Forbidden},
 		{name: "profile restricted to this trust store", label: "only-a", req: est(devA), csr: csrOpts{subject: name("x")}, ok: true, subject: "CN=x"},
@@ -160,8 +167,12 @@ func checkIssued(t *testing.T, p *testPKI, s store.Store, iss *Issued, req Reque
 	if err != nil {
 		t.Fatalf("certificate not recorded: %v", err)
 	}
-	if !bytes.Equal(rec.DER, iss.Cert.Raw) || rec.Protocol != req.Protocol || rec.Transport != req.Transport ||
-		rec.RequesterAddr != req.Addr || rec.RequesterRef != req.SecretRef {
+	wantRef := "ts:"
+	if req.SecretRef != "" {
+		wantRef = "mac:" + req.SecretRef
+	}
+	if !bytes.Equal(rec.DER, iss.Cert.Raw) || rec.Protocol != req.Protocol.String() || rec.Transport != req.Transport.String() ||
+		rec.RequesterAddr != req.Addr || !strings.HasPrefix(rec.RequesterRef, wantRef) {
 		t.Errorf("record %+v", rec)
 	}
 	if len(req.Chain) > 0 && (rec.RequesterSubject != req.Chain[0].Subject.String() ||
@@ -540,13 +551,29 @@ func TestNewConfigErrors(t *testing.T) {
 		{"unknown EKU", func(c *Config) { c.Profiles[1].ExtKeyUsage = []string{"flying"} }, nil},
 		{"duplicate label", func(c *Config) { c.Profiles = append(c.Profiles, ProfileConfig{Label: "manual"}) }, nil},
 		{"bad label", func(c *Config) { c.Profiles[1].Label = "a/b" }, nil},
-		{"unknown trust store in profile", func(c *Config) { c.Profiles[1].TrustStores = []string{"zzz"} }, nil},
+		{"unknown trust store in a requester rule", func(c *Config) {
+			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"zzz"}}}
+		}, nil},
+		{"this CA as an idevid source", func(c *Config) {
+			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"ca"}}}
+		}, nil},
+		{"unknown requester kind", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "anyone", From: []string{"*"}}} }, nil},
+		{"rule without from", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac"}} }, nil},
+		{"unknown MAC secret in a rule", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac", From: []string{"zzz"}}} }, nil},
+		{"unknown label in an ldevid rule", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "ldevid", From: []string{"zzz"}}} }, nil},
+		{"unknown transport", func(c *Config) {
+			c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac", From: []string{"*"}, Transports: []string{"smoke"}}}
+		}, nil},
+		{"may_revoke for idevid", func(c *Config) {
+			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"*"}, MayRevoke: true}}
+		}, nil},
+		{"unknown reenroll_from label", func(c *Config) { c.Profiles[1].ReenrollFrom = []string{"zzz"} }, nil},
+		{"unknown subject attribute", func(c *Config) { c.Profiles[1].Subject.AllowAttributes = []string{"shoeSize"} }, nil},
 		{"reserved trust store name", func(c *Config) { c.TrustStores[0].Name = "ca" }, nil},
 		{"missing trust store file", func(c *Config) { c.TrustStores[0].CertsFile = "/nonexistent" }, nil},
 		{"bad regexp", func(c *Config) { c.Profiles[1].Subject.CommonNamePattern = "(" }, nil},
 		{"unknown key type", func(c *Config) { c.Profiles[1].KeyType = "P-999" }, nil},
 		{"unknown SAN type", func(c *Config) { c.Profiles[1].SAN.Allow = []string{"x400"} }, nil},
-		{"secret for unknown label", func(c *Config) { c.MACSecrets[0].Labels = []string{"zzz"} }, nil},
 		{"signer does not match", nil, func(o *Options) { o.Signer = p.rootKey }},
 		{"not a CA", nil, func(o *Options) {
 			k := newKey(t)
@@ -580,7 +607,7 @@ func TestProfilesAndLabels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !def.CopySerialNumber || def.KeyType != "P-256" || def.Validity != 365*24*time.Hour ||
+	if !def.names.copySerialNumber || def.KeyType != "P-256" || def.Validity != 365*24*time.Hour ||
 		def.KeyUsage != x509.KeyUsageDigitalSignature || len(def.ExtKeyUsage) != 1 {
 		t.Errorf("default profile %+v", def)
 	}

@@ -2,9 +2,11 @@ package authority
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -51,9 +53,6 @@ type MACSecretConfig struct {
 	Reference string `yaml:"reference"`
 	// SecretFile holds the secret (the file's content without a trailing newline).
 	SecretFile string `yaml:"secret_file"`
-	// Labels restricts the profiles the secret may enroll for ("" is the default profile);
-	// empty = every profile.
-	Labels []string `yaml:"labels"`
 }
 
 // ProfileConfig configures one certificate profile. Durations are Go durations ("8760h").
@@ -88,10 +87,16 @@ type ProfileConfig struct {
 	// RetryAfter is the delay the client is told to wait while its request is pending
 	// (CoAP Max-Age, HTTP Retry-After, CMP checkAfter). Default 30s.
 	RetryAfter time.Duration `yaml:"retry_after"`
-	// TrustStores restricts which trust stores may enroll under this profile, by name
-	// ("ca" = certificates this CA issued). Empty = all. Re-enrollment always requires a
-	// certificate this CA issued.
-	TrustStores []string `yaml:"trust_stores"`
+	// Requesters says who may enroll (and ask for server-generated keys) under this profile,
+	// one rule per requester kind and source (docs/security.md). Default deny: a requester no
+	// rule names is refused. The built-in default profile admits IDevIDs of every trust store,
+	// every MAC secret and every pre-shared identity.
+	Requesters []RequesterRule `yaml:"requesters"`
+	// ReenrollFrom lists other labels whose certificates may re-enroll (EST /sren, CMP kur)
+	// into this profile. A certificate always re-enrolls under the label it was issued under;
+	// moving to another label needs that label here, and its original requester must be
+	// admitted by this profile's rules too.
+	ReenrollFrom []string `yaml:"reenroll_from"`
 	// Subject sets the subject rules.
 	Subject SubjectConfig `yaml:"subject"`
 	// SAN sets the subjectAltName rules.
@@ -108,8 +113,16 @@ type SubjectConfig struct {
 	CopySerialNumber bool `yaml:"copy_serial_number"`
 	// RequireCommonName rejects CSRs without a commonName.
 	RequireCommonName bool `yaml:"require_common_name"`
-	// CommonNamePattern, when set, is a regular expression the whole commonName must match.
+	// CommonNamePattern, when set, is a regular expression the whole commonName must match;
+	// a CSR without a commonName is then rejected too.
 	CommonNamePattern string `yaml:"common_name_pattern"`
+	// AllowAttributes lists the subject attributes a CSR may ask for, by short name (CN, O, OU,
+	// C, ST, L, serialNumber, DC, UID, emailAddress, title, GN, SN) or dotted OID. Default
+	// [CN, O, OU, C, ST, L, serialNumber]. A serialNumber asked for by a requester with a device
+	// certificate must be that certificate's own; requesters without one (MAC secrets,
+	// pre-shared keys, RAs) may ask for serialNumber only when it is listed explicitly.
+	// Attributes the profile sets itself (organization, copied serialNumber) are always allowed.
+	AllowAttributes []string `yaml:"allow_attributes"`
 	// Organization, when set, replaces the subject's organizationName attributes.
 	Organization []string `yaml:"organization"`
 	// OrganizationalUnit, when set, replaces the subject's organizationalUnitName attributes.
@@ -123,9 +136,42 @@ type SANConfig struct {
 	Allow []string `yaml:"allow"`
 	// DNSPattern, when set, is a regular expression every requested DNS name must match.
 	DNSPattern string `yaml:"dns_pattern"`
+	// AllowWildcard admits DNS names with a wildcard label ("*.example.com"). Default false.
+	AllowWildcard bool `yaml:"allow_wildcard"`
 }
 
-// Profile is a compiled certificate profile. Values returned by Authority.Profile are copies.
+// RequesterRule admits one kind of requester to a profile (docs/security.md).
+type RequesterRule struct {
+	// Kind is the requester kind: idevid (a device certificate from a manufacturer trust
+	// store), ldevid (a certificate this CA issued, enrolling a further certificate with the
+	// same subject and SANs), mac (a CMP shared secret), preshared (a pre-shared OSCORE
+	// context), ra (a registration authority: a certificate with id-kp-cmcRA).
+	Kind string `yaml:"kind"`
+	// From names the sources admitted, by kind: trust store names (idevid; ra also "ca" for
+	// this CA), profile labels whose certificates may enroll here (ldevid), secret references
+	// (mac), pre-shared identity names (preshared). "*" = every configured source of the kind
+	// (for idevid and ra: every manufacturer trust store, not this CA). Required.
+	From []string `yaml:"from"`
+	// Transports restricts the rule to some transports: coaps, oscore, coap, https, http.
+	// Empty = every transport.
+	Transports []string `yaml:"transports"`
+	// MayRevoke lets this requester revoke with CMP rr (RFC 9483 §4.2): for mac, only
+	// certificates enrolled with that very secret under this profile; for ra, every
+	// certificate of this profile. A certificate's own key may always revoke it.
+	MayRevoke bool `yaml:"may_revoke"`
+	// BindCommonName requires the commonName to equal the secret reference (mac) or the
+	// pre-shared identity's name (preshared), so a per-device secret cannot enroll another
+	// device's name.
+	BindCommonName bool `yaml:"bind_common_name"`
+	// Subject and SAN, when set, replace the profile's subject and SAN rules for this
+	// requester kind.
+	Subject *SubjectConfig `yaml:"subject"`
+	SAN     *SANConfig     `yaml:"san"`
+}
+
+// Profile is a compiled certificate profile. Values returned by Authority.Profile are copies;
+// the exported fields are what front doors may show (CSR attributes, key generation, retry
+// delays), the authorization rules stay inside the authority.
 type Profile struct {
 	Label          string
 	Validity       time.Duration
@@ -136,21 +182,49 @@ type Profile struct {
 	RetryAfter     time.Duration
 	KeyType        string   // "P-256" (what /att asks for and server keygen makes)
 	AcceptKeyTypes []string // empty = any supported
-	TrustStores    []string // empty = all
 
-	CopySerialNumber   bool
-	RequireCommonName  bool
-	CommonNamePattern  *regexp.Regexp
-	Organization       []string
-	OrganizationalUnit []string
+	names        *nameRules // subject and SAN rules of the profile
+	rules        []*rule    // who may enroll (default deny)
+	reenrollFrom []string   // other labels whose certificates may re-enroll here
+}
 
-	AllowDNS, AllowIP, AllowEmail, AllowURI bool
-	DNSPattern                              *regexp.Regexp
+// nameRules are the compiled subject and SAN rules.
+type nameRules struct {
+	copySerialNumber   bool
+	requireCommonName  bool
+	commonNamePattern  *regexp.Regexp
+	organization       []string
+	organizationalUnit []string
+	allowAttrs         map[string]bool // OID strings a CSR may ask for
+	serialExplicit     bool            // serialNumber listed in allow_attributes
+
+	allowDNS, allowIP, allowEmail, allowURI bool
+	dnsPattern                              *regexp.Regexp
+	allowWildcard                           bool
+}
+
+// rule is a compiled RequesterRule.
+type rule struct {
+	kind       Kind
+	from       []string // "*" = any
+	transports []Transport
+	mayRevoke  bool
+	bindCN     bool
+	names      *nameRules
+}
+
+func (r *rule) admits(source string) bool {
+	return slices.Contains(r.from, "*") && source != CANameOurs || slices.Contains(r.from, source)
+}
+
+func (r *rule) admitsTransport(t Transport) bool {
+	return len(r.transports) == 0 || slices.Contains(r.transports, t)
 }
 
 // DefaultProfile is the profile used for label "" when the configuration has none:
 // one-year client certificates (digitalSignature, clientAuth) for P-256 keys, with the
-// IDevID's serialNumber copied into the subject and every SAN type allowed.
+// IDevID's serialNumber copied into the subject, no wildcard SANs, and enrollment by IDevIDs of
+// every trust store, every MAC secret and every pre-shared identity.
 func DefaultProfile() ProfileConfig {
 	return ProfileConfig{
 		Validity:    365 * 24 * time.Hour,
@@ -159,7 +233,119 @@ func DefaultProfile() ProfileConfig {
 		KeyType:     "P-256",
 		RetryAfter:  30 * time.Second,
 		Subject:     SubjectConfig{CopySerialNumber: true},
+		Requesters: []RequesterRule{
+			{Kind: "idevid", From: []string{"*"}},
+			{Kind: "mac", From: []string{"*"}},
+			{Kind: "preshared", From: []string{"*"}},
+		},
 	}
+}
+
+// attrNames are the subject attribute short names of allow_attributes (RFC 4514 §3 and
+// RFC 4519 spellings).
+var attrNames = map[string]asn1.ObjectIdentifier{
+	"cn":           {2, 5, 4, 3},
+	"sn":           {2, 5, 4, 4},
+	"serialnumber": {2, 5, 4, 5},
+	"c":            {2, 5, 4, 6},
+	"l":            {2, 5, 4, 7},
+	"st":           {2, 5, 4, 8},
+	"street":       {2, 5, 4, 9},
+	"o":            {2, 5, 4, 10},
+	"ou":           {2, 5, 4, 11},
+	"title":        {2, 5, 4, 12},
+	"gn":           {2, 5, 4, 42},
+	"dc":           {0, 9, 2342, 19200300, 100, 1, 25},
+	"uid":          {0, 9, 2342, 19200300, 100, 1, 1},
+	"emailaddress": {1, 2, 840, 113549, 1, 9, 1},
+}
+
+var defaultAttrs = []string{"CN", "O", "OU", "C", "ST", "L", "serialNumber"}
+
+func parseAttr(s string) (asn1.ObjectIdentifier, error) {
+	if o, ok := attrNames[strings.ToLower(s)]; ok {
+		return o, nil
+	}
+	var o asn1.ObjectIdentifier
+	for _, part := range strings.Split(s, ".") {
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("unknown subject attribute %q (a short name such as CN, O, serialNumber, or a dotted OID)", s)
+		}
+		o = append(o, n)
+	}
+	if len(o) < 2 {
+		return nil, fmt.Errorf("unknown subject attribute %q", s)
+	}
+	return o, nil
+}
+
+func compileSubject(sc SubjectConfig, n *nameRules) error {
+	n.copySerialNumber = sc.CopySerialNumber
+	n.requireCommonName = sc.RequireCommonName
+	n.organization = slices.Clone(sc.Organization)
+	n.organizationalUnit = slices.Clone(sc.OrganizationalUnit)
+	n.commonNamePattern = nil
+	if sc.CommonNamePattern != "" {
+		re, err := regexp.Compile("^(?:" + sc.CommonNamePattern + ")$")
+		if err != nil {
+			return fmt.Errorf("common_name_pattern: %w", err)
+		}
+		n.commonNamePattern = re
+	}
+	attrs := sc.AllowAttributes
+	n.serialExplicit = false
+	if len(attrs) == 0 {
+		attrs = defaultAttrs
+	} else {
+		for _, a := range attrs {
+			if strings.EqualFold(a, "serialNumber") || a == "2.5.4.5" {
+				n.serialExplicit = true
+			}
+		}
+	}
+	n.allowAttrs = map[string]bool{}
+	for _, a := range attrs {
+		o, err := parseAttr(a)
+		if err != nil {
+			return err
+		}
+		n.allowAttrs[o.String()] = true
+	}
+	return nil
+}
+
+func compileSAN(sc SANConfig, n *nameRules) error {
+	n.dnsPattern = nil
+	if sc.DNSPattern != "" {
+		re, err := regexp.Compile("^(?:" + sc.DNSPattern + ")$")
+		if err != nil {
+			return fmt.Errorf("dns_pattern: %w", err)
+		}
+		n.dnsPattern = re
+	}
+	n.allowWildcard = sc.AllowWildcard
+	allow := sc.Allow
+	if len(allow) == 0 {
+		allow = []string{"dns", "ip", "email", "uri"}
+	}
+	n.allowDNS, n.allowIP, n.allowEmail, n.allowURI = false, false, false, false
+	for _, t := range allow {
+		switch strings.ToLower(t) {
+		case "dns":
+			n.allowDNS = true
+		case "ip":
+			n.allowIP = true
+		case "email":
+			n.allowEmail = true
+		case "uri":
+			n.allowURI = true
+		case "none":
+		default:
+			return fmt.Errorf("unknown SAN type %q (want dns, ip, email, uri or none)", t)
+		}
+	}
+	return nil
 }
 
 var keyUsageNames = map[string]x509.KeyUsage{
@@ -199,20 +385,17 @@ func canonicalKeyType(s string) (string, bool) {
 	return "", false
 }
 
-// compile checks a profile configuration and fills in defaults.
+// compile checks a profile configuration and fills in defaults. The sources that requester
+// rules name are checked by New, which knows them.
 func (pc ProfileConfig) compile() (*Profile, error) {
 	def := DefaultProfile()
 	p := &Profile{
-		Label:              pc.Label,
-		Validity:           pc.Validity,
-		RequirePoP:         pc.RequirePoP,
-		ManualApproval:     pc.ManualApproval,
-		RetryAfter:         pc.RetryAfter,
-		TrustStores:        slices.Clone(pc.TrustStores),
-		CopySerialNumber:   pc.Subject.CopySerialNumber,
-		RequireCommonName:  pc.Subject.RequireCommonName,
-		Organization:       slices.Clone(pc.Subject.Organization),
-		OrganizationalUnit: slices.Clone(pc.Subject.OrganizationalUnit),
+		Label:          pc.Label,
+		Validity:       pc.Validity,
+		RequirePoP:     pc.RequirePoP,
+		ManualApproval: pc.ManualApproval,
+		RetryAfter:     pc.RetryAfter,
+		reenrollFrom:   slices.Clone(pc.ReenrollFrom),
 	}
 	if !labelRE.MatchString(pc.Label) {
 		return nil, fmt.Errorf("label %q: only letters, digits, '.', '_' and '-' are allowed", pc.Label)
@@ -263,48 +446,65 @@ func (pc ProfileConfig) compile() (*Profile, error) {
 		}
 		p.AcceptKeyTypes = append(p.AcceptKeyTypes, c)
 	}
-	if pc.Subject.CommonNamePattern != "" {
-		re, err := regexp.Compile("^(?:" + pc.Subject.CommonNamePattern + ")$")
+	p.names = &nameRules{}
+	if err := compileSubject(pc.Subject, p.names); err != nil {
+		return nil, err
+	}
+	if err := compileSAN(pc.SAN, p.names); err != nil {
+		return nil, err
+	}
+	for i, rc := range pc.Requesters {
+		r, err := compileRule(rc, p.names)
 		if err != nil {
-			return nil, fmt.Errorf("common_name_pattern: %w", err)
+			return nil, fmt.Errorf("requesters[%d]: %w", i, err)
 		}
-		p.CommonNamePattern = re
-	}
-	if pc.SAN.DNSPattern != "" {
-		re, err := regexp.Compile("^(?:" + pc.SAN.DNSPattern + ")$")
-		if err != nil {
-			return nil, fmt.Errorf("dns_pattern: %w", err)
-		}
-		p.DNSPattern = re
-	}
-	allow := pc.SAN.Allow
-	if len(allow) == 0 {
-		allow = []string{"dns", "ip", "email", "uri"}
-	}
-	for _, t := range allow {
-		switch strings.ToLower(t) {
-		case "dns":
-			p.AllowDNS = true
-		case "ip":
-			p.AllowIP = true
-		case "email":
-			p.AllowEmail = true
-		case "uri":
-			p.AllowURI = true
-		case "none":
-		default:
-			return nil, fmt.Errorf("unknown SAN type %q (want dns, ip, email, uri or none)", t)
-		}
+		p.rules = append(p.rules, r)
 	}
 	return p, nil
+}
+
+func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
+	k, ok := parseKind(rc.Kind)
+	if !ok {
+		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared or ra)", rc.Kind)
+	}
+	if len(rc.From) == 0 {
+		return nil, fmt.Errorf("requester kind %s: from is required (names of the admitted sources, or \"*\")", k)
+	}
+	r := &rule{kind: k, from: slices.Clone(rc.From), mayRevoke: rc.MayRevoke, bindCN: rc.BindCommonName, names: profileNames}
+	for _, t := range rc.Transports {
+		tt, ok := ParseTransport(t)
+		if !ok {
+			return nil, fmt.Errorf("unknown transport %q (want coaps, oscore, coap, https or http)", t)
+		}
+		r.transports = append(r.transports, tt)
+	}
+	if rc.MayRevoke && k != KindMAC && k != KindRA {
+		return nil, fmt.Errorf("may_revoke is for kinds mac and ra (a certificate's own key may always revoke it)")
+	}
+	if rc.BindCommonName && k != KindMAC && k != KindPreShared {
+		return nil, fmt.Errorf("bind_common_name is for kinds mac and preshared")
+	}
+	if rc.Subject != nil || rc.SAN != nil {
+		n := *profileNames
+		if rc.Subject != nil {
+			if err := compileSubject(*rc.Subject, &n); err != nil {
+				return nil, err
+			}
+		}
+		if rc.SAN != nil {
+			if err := compileSAN(*rc.SAN, &n); err != nil {
+				return nil, err
+			}
+		}
+		r.names = &n
+	}
+	return r, nil
 }
 
 func (p *Profile) clone() *Profile {
 	c := *p
 	c.ExtKeyUsage = slices.Clone(p.ExtKeyUsage)
 	c.AcceptKeyTypes = slices.Clone(p.AcceptKeyTypes)
-	c.TrustStores = slices.Clone(p.TrustStores)
-	c.Organization = slices.Clone(p.Organization)
-	c.OrganizationalUnit = slices.Clone(p.OrganizationalUnit)
 	return &c
 }

@@ -31,7 +31,8 @@ func TestConfigYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.ManualApproval || m.AllowEmail || !m.AllowDNS || m.Organization[0] != "Acme" || m.Validity != 365*24*time.Hour {
+	if !m.ManualApproval || m.names.allowEmail || !m.names.allowDNS || m.names.organization[0] != "Acme" || m.Validity != 365*24*time.Hour ||
+		len(m.rules) != 2 || m.rules[1].kind != KindLDevID {
 		t.Errorf("manual profile %+v", m)
 	}
 	c, _ := a.Profile("cmp-devices")

@@ -30,7 +30,7 @@ func FuzzSubject(f *testing.F) {
 	leaf := &x509.Certificate{Subject: pkix.Name{Names: []pkix.AttributeTypeAndValue{{Type: oidSerialNumber, Value: "0001"}}}}
 	a := &Authority{}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, seq, err := a.subject(p, &x509.CertificateRequest{RawSubject: raw}, identity{leaf: leaf})
+		out, seq, err := a.subject(p, p.names, &x509.CertificateRequest{RawSubject: raw}, identity{leaf: leaf, kind: KindIDevID})
 		if err != nil {
 			return
 		}

@@ -103,6 +103,10 @@ func (p *testPKI) idevid(t testing.TB, mfr *x509.Certificate, mfrKey crypto.Sign
 	return c, k
 }
 
+// anyone admits IDevIDs of every trust store, every MAC secret and every pre-shared identity,
+// as the built-in default profile does.
+var anyone = DefaultProfile().Requesters
+
 func (p *testPKI) config() Config {
 	return Config{
 		TrustStores: []TrustStoreConfig{
@@ -111,15 +115,15 @@ func (p *testPKI) config() Config {
 		},
 		MACSecrets: []MACSecretConfig{{Reference: "demo", SecretFile: p.secretFile}},
 		Profiles: []ProfileConfig{
-			{Label: "", Subject: SubjectConfig{CopySerialNumber: true}},
-			{Label: "manual", ManualApproval: true, RetryAfter: 42 * time.Second},
-			{Label: "only-a", TrustStores: []string{"mfr-a"}},
+			{Label: "", Subject: SubjectConfig{CopySerialNumber: true}, Requesters: anyone},
+			{Label: "manual", ManualApproval: true, RetryAfter: 42 * time.Second, Requesters: anyone},
+			{Label: "only-a", Requesters: []RequesterRule{{Kind: "idevid", From: []string{"mfr-a"}}}},
 			{Label: "strict", Subject: SubjectConfig{RequireCommonName: true, CommonNamePattern: `dev-[0-9]+`,
 				Organization: []string{"Acme"}}, SAN: SANConfig{Allow: []string{"dns"}, DNSPattern: `.*\.example`},
-				AcceptKeyTypes: []string{"P-256"}},
-			{Label: "nosan", SAN: SANConfig{Allow: []string{"none"}}},
+				AcceptKeyTypes: []string{"P-256"}, Requesters: anyone},
+			{Label: "nosan", SAN: SANConfig{Allow: []string{"none"}}, Requesters: anyone},
 			{Label: "ordered", Subject: SubjectConfig{CopySerialNumber: true, Organization: []string{"Acme"},
-				OrganizationalUnit: []string{"Sensors"}}},
+				OrganizationalUnit: []string{"Sensors"}}, Requesters: anyone},
 		},
 	}
 }

@@ -23,7 +23,7 @@ func TestPreShared(t *testing.T) {
 		t.Error("AllowPreShared accepted an empty name")
 	}
 	psk := func(name string) Requester {
-		return Requester{PreShared: name, Transport: "oscore", Protocol: "est"}
+		return Requester{PreShared: name, Transport: TransportOSCORE, Protocol: ProtocolEST}
 	}
 	for _, tt := range []struct {
 		name, label, who string

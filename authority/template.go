@@ -66,45 +66,56 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key")
 	}
 
-	rawSubject, subject, err := a.subject(p, r.CSR, who)
+	names := p.names
+	if who.rule != nil {
+		names = who.rule.names
+	}
+	rawSubject, subject, err := a.subject(p, names, r.CSR, who)
 	if err != nil {
 		return nil, err
 	}
 	csr := r.CSR
-	if len(csr.DNSNames) > 0 && !p.AllowDNS || len(csr.IPAddresses) > 0 && !p.AllowIP ||
-		len(csr.EmailAddresses) > 0 && !p.AllowEmail || len(csr.URIs) > 0 && !p.AllowURI {
-		return nil, errs.New(errs.BadRequest, "the CSR asks for a subjectAltName type that label %q does not allow", p.Label)
+	if len(csr.DNSNames) > 0 && !names.allowDNS || len(csr.IPAddresses) > 0 && !names.allowIP ||
+		len(csr.EmailAddresses) > 0 && !names.allowEmail || len(csr.URIs) > 0 && !names.allowURI {
+		return nil, errs.New(errs.BadRequest, "the CSR asks for a subjectAltName type that label %q does not allow for %s", p.Label, who.kind)
 	}
-	if p.DNSPattern != nil {
-		for _, d := range csr.DNSNames {
-			if !p.DNSPattern.MatchString(d) {
-				return nil, errs.New(errs.BadRequest, "DNS name %q is not allowed for label %q", d, p.Label)
-			}
+	for _, d := range csr.DNSNames {
+		if strings.Contains(d, "*") && !names.allowWildcard {
+			return nil, errs.New(errs.BadRequest, "wildcard DNS name %q is not allowed for label %q", d, p.Label)
+		}
+		if names.dnsPattern != nil && !names.dnsPattern.MatchString(d) {
+			return nil, errs.New(errs.BadRequest, "DNS name %q is not allowed for label %q", d, p.Label)
 		}
 	}
 	if len(subject) == 0 && len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses)+len(csr.URIs) == 0 {
 		return nil, errs.New(errs.BadRequest, "the CSR has neither a subject nor a subjectAltName")
 	}
 
-	if r.Op == OpReenroll {
+	if who.kind == KindLDevID {
+		// A certificate this CA issued vouches only for its own identity. RFC 7030 §4.2.2 for
+		// re-enrollment: "the Subject field and SubjectAltName extension MUST be identical to
+		// the corresponding fields in the certificate being renewed or rekeyed"; the same holds
+		// when it enrolls a further certificate under another label. Compared after the
+		// profile's subject rules, so a copied serialNumber counts as the client's own.
 		old := who.leaf
-		// RFC 7030 §4.2.2: "the Subject field and SubjectAltName extension MUST be identical to
-		// the corresponding fields in the certificate being renewed or rekeyed". Compared after
-		// the profile's subject rules, so a copied serialNumber counts as the client's own.
+		what := "re-enrollment"
+		if r.Op != OpReenroll {
+			what = "a certificate issued by this CA enrolls only for its own identity and"
+		}
 		oldSubject, err := parseRDN(old.RawSubject)
 		if err != nil {
 			return nil, errs.Wrap(errs.Internal, err, "old certificate subject")
 		}
 		if nameKey(subject) != nameKey(oldSubject) {
-			return nil, errs.New(errs.Forbidden, "re-enrollment must keep the subject %q (CSR asks for %q)",
-				oldSubject.String(), subject.String())
+			return nil, errs.New(errs.Forbidden, "%s must keep the subject %q (CSR asks for %q)",
+				what, oldSubject.String(), subject.String())
 		}
 		// The same attributes, perhaps in another order or string type: renew the old name
 		// byte for byte.
 		rawSubject = old.RawSubject
 		if sanKey(csr.DNSNames, csr.IPAddresses, csr.EmailAddresses, csr.URIs) !=
 			sanKey(old.DNSNames, old.IPAddresses, old.EmailAddresses, old.URIs) {
-			return nil, errs.New(errs.Forbidden, "re-enrollment must keep the subjectAltName of the certificate being renewed")
+			return nil, errs.New(errs.Forbidden, "%s must keep the subjectAltName of the certificate it authenticated with", what)
 		}
 	}
 
@@ -142,10 +153,10 @@ func parseRDN(raw []byte) (pkix.RDNSequence, error) {
 	return seq, nil
 }
 
-// subject applies the profile's subject rules to the CSR's subject. The CSR's attributes
-// keep their order; only the attributes a rule names are replaced. (Values are re-encoded:
-// PrintableString where possible, else UTF8String, as RFC 5280 §4.1.2.6 prefers.)
-func (a *Authority) subject(p *Profile, csr *x509.CertificateRequest, who identity) ([]byte, pkix.RDNSequence, error) {
+// subject applies the subject rules to the CSR's subject. The CSR's attributes keep their
+// order; only the attributes a rule names are replaced. (Values are re-encoded: PrintableString
+// where possible, else UTF8String, as RFC 5280 §4.1.2.6 prefers.)
+func (a *Authority) subject(p *Profile, n *nameRules, csr *x509.CertificateRequest, who identity) ([]byte, pkix.RDNSequence, error) {
 	var seq pkix.RDNSequence
 	if len(csr.RawSubject) > 0 {
 		var err error
@@ -154,6 +165,13 @@ func (a *Authority) subject(p *Profile, csr *x509.CertificateRequest, who identi
 		}
 	} else {
 		seq = csr.Subject.ToRDNSequence() // a CMP CertTemplate passed without raw bytes
+	}
+	for _, rdn := range seq {
+		for _, atv := range rdn {
+			if !n.allowAttrs[atv.Type.String()] {
+				return nil, nil, errs.New(errs.BadRequest, "subject attribute %s is not allowed for label %q", attrName(atv.Type), p.Label)
+			}
+		}
 	}
 	drop := func(oid asn1.ObjectIdentifier) {
 		var out pkix.RDNSequence
@@ -170,36 +188,63 @@ func (a *Authority) subject(p *Profile, csr *x509.CertificateRequest, who identi
 			seq = append(seq, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: v}})
 		}
 	}
-	if len(p.Organization) > 0 {
+	if len(n.organization) > 0 {
 		drop(oidOrganization)
-		add(oidOrganization, p.Organization)
+		add(oidOrganization, n.organization)
 	}
-	if len(p.OrganizationalUnit) > 0 {
+	if len(n.organizationalUnit) > 0 {
 		drop(oidOrganizationalUnit)
-		add(oidOrganizationalUnit, p.OrganizationalUnit)
+		add(oidOrganizationalUnit, n.organizationalUnit)
 	}
-	if p.CopySerialNumber && who.leaf != nil {
-		var sn []string
+	// The serialNumber attribute names a device (IEEE 802.1AR): only the device's own
+	// certificate can vouch for it.
+	device := who.leaf != nil && (who.kind == KindIDevID || who.kind == KindLDevID)
+	var own []string
+	if device {
 		for _, atv := range who.leaf.Subject.Names {
 			if atv.Type.Equal(oidSerialNumber) {
 				if s, ok := atv.Value.(string); ok {
-					sn = append(sn, s)
+					own = append(own, s)
 				}
 			}
 		}
+	}
+	switch asked := values(seq, oidSerialNumber); {
+	case n.copySerialNumber && device:
 		// Replace what the CSR asked for: the serial number is the device's, vouched for by
 		// its certificate.
 		drop(oidSerialNumber)
-		add(oidSerialNumber, sn)
+		add(oidSerialNumber, own)
+	case len(asked) == 0:
+	case device:
+		for _, sn := range asked {
+			if !slices.Contains(own, sn) {
+				return nil, nil, errs.New(errs.Forbidden, "the CSR asks for serialNumber %q, which is not the authenticated device's", sn)
+			}
+		}
+	case !n.serialExplicit:
+		return nil, nil, errs.New(errs.Forbidden, "%s may not ask for a serialNumber under label %q: it names a device "+
+			"and no device certificate vouches for it (list serialNumber in allow_attributes to permit it)", who.kind, p.Label)
 	}
 	cns := values(seq, oidCommonName)
-	if p.RequireCommonName && len(cns) == 0 {
+	if (n.requireCommonName || n.commonNamePattern != nil || who.rule != nil && who.rule.bindCN) && len(cns) == 0 {
 		return nil, nil, errs.New(errs.BadRequest, "the CSR's subject has no commonName (required for label %q)", p.Label)
 	}
-	if p.CommonNamePattern != nil {
+	if n.commonNamePattern != nil {
 		for _, cn := range cns {
-			if !p.CommonNamePattern.MatchString(cn) {
+			if !n.commonNamePattern.MatchString(cn) {
 				return nil, nil, errs.New(errs.BadRequest, "commonName %q is not allowed for label %q", cn, p.Label)
+			}
+		}
+	}
+	if who.rule != nil && who.rule.bindCN {
+		bound := who.secretRef
+		if who.preShared != "" {
+			bound = who.preShared
+		}
+		for _, cn := range cns {
+			if cn != bound {
+				return nil, nil, errs.New(errs.Forbidden, "commonName %q is not %s's own name %q", cn, who.kind, bound)
 			}
 		}
 	}
@@ -208,6 +253,22 @@ func (a *Authority) subject(p *Profile, csr *x509.CertificateRequest, who identi
 		return nil, nil, errs.Wrap(errs.BadRequest, err, "the subject cannot be encoded")
 	}
 	return raw, seq, nil
+}
+
+// attrName is the short name of a subject attribute type, or its dotted OID.
+func attrName(o asn1.ObjectIdentifier) string {
+	for n, v := range attrNames {
+		if v.Equal(o) {
+			switch n {
+			case "serialnumber":
+				return "serialNumber"
+			case "emailaddress":
+				return "emailAddress"
+			}
+			return strings.ToUpper(n)
+		}
+	}
+	return o.String()
 }
 
 func values(seq pkix.RDNSequence, oid asn1.ObjectIdentifier) []string {

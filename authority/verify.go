@@ -6,21 +6,24 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
+	"log/slog"
 	"time"
 
 	"coapca/errs"
 	"coapca/store"
 )
 
-// identity is an authenticated requester.
+// identity is an authenticated (and, after authorize, authorized) requester.
 type identity struct {
+	kind      Kind                // after authorize: the kind of the rule that admitted it
 	leaf      *x509.Certificate   // client certificate; nil for secrets
 	chain     []*x509.Certificate // verified chain, leaf first, up to the trust anchor
-	source    string              // trust store name, CANameOurs, or "secret"
+	source    string              // trust store name, CANameOurs, "secret" or "psk"
 	ours      *store.Cert         // the record when leaf is a certificate this CA issued
 	secretRef string
 	preShared string // name of a pre-shared key (AllowPreShared)
+	rule      *rule  // the requester rule that admitted an enrollment; nil for re-enrollment
+	origin    string // the record's RequesterRef: where this certificate's lineage started
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
@@ -30,27 +33,66 @@ func (a *Authority) authenticate(ctx context.Context, chain []*x509.Certificate,
 	return a.authenticateRequester(ctx, Requester{Chain: chain, SecretRef: secretRef})
 }
 
-// authenticateRequester is authenticate with the pre-shared identities too.
+// authenticateRequester is authenticate with the pre-shared identities too. A refusal is
+// logged at Info with its reason (expired, unknown issuer, revoked, unknown secret, ...), so an
+// operator sees why a device cannot enroll.
 func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (identity, error) {
+	who, reason, err := a.identify(ctx, r)
+	if err != nil {
+		attrs := []any{"reason", reason, "transport", r.Transport, "protocol", r.Protocol, "addr", r.Addr, "error", errs.Message(err)}
+		switch {
+		case len(r.Chain) > 0:
+			attrs = append(attrs, "subject", r.Chain[0].Subject.String(), "issuer", r.Chain[0].Issuer.String(),
+				"serial", store.FormatSerial(r.Chain[0].SerialNumber))
+		case r.SecretRef != "":
+			attrs = append(attrs, "secret", r.SecretRef)
+		case r.PreShared != "":
+			attrs = append(attrs, "pre_shared", r.PreShared)
+		}
+		level := slog.LevelInfo
+		if errs.KindOf(err) == errs.Internal {
+			level = slog.LevelError
+		}
+		a.log.Log(ctx, level, "authentication refused", attrs...)
+	}
+	return who, err
+}
+
+// verifyReason names why a chain did not verify, for the log.
+func verifyReason(err error) string {
+	var inv x509.CertificateInvalidError
+	var ua x509.UnknownAuthorityError
+	switch {
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return "expired or not yet valid"
+	case errors.As(err, &inv):
+		return "invalid certificate"
+	case errors.As(err, &ua):
+		return "unknown issuer"
+	}
+	return "not trusted"
+}
+
+func (a *Authority) identify(ctx context.Context, r Requester) (identity, string, error) {
 	chain, secretRef := r.Chain, r.SecretRef
 	if len(chain) == 0 && secretRef == "" && r.PreShared != "" {
 		a.psMu.RLock()
 		_, ok := a.preShared[r.PreShared]
 		a.psMu.RUnlock()
 		if !ok {
-			return identity{}, errs.New(errs.Unauthorized, "unknown pre-shared identity %q", r.PreShared)
+			return identity{}, "unknown pre-shared identity", errs.New(errs.Unauthorized, "unknown pre-shared identity %q", r.PreShared)
 		}
-		return identity{source: "psk", preShared: r.PreShared}, nil
+		return identity{source: "psk", preShared: r.PreShared}, "", nil
 	}
 	if len(chain) == 0 {
 		if secretRef != "" {
 			if _, ok := a.secrets[secretRef]; !ok {
-				return identity{}, errs.New(errs.Unauthorized, "unknown MAC secret reference %q", secretRef)
+				return identity{}, "unknown MAC secret", errs.New(errs.Unauthorized, "unknown MAC secret reference %q", secretRef)
 			}
-			return identity{source: "secret", secretRef: secretRef}, nil
+			return identity{source: "secret", secretRef: secretRef}, "", nil
 		}
 		// RFC 9148 §3: the client MUST authenticate with a certificate.
-		return identity{}, errs.New(errs.Unauthorized, "a client certificate is required")
+		return identity{}, "no credential", errs.New(errs.Unauthorized, "a client certificate is required")
 	}
 	leaf := chain[0]
 	now := a.now()
@@ -61,20 +103,20 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 			// The DER is our own record, so its signature is ours; the handshake (or the CMP
 			// protection) proved possession of its key.
 			if rec.Revoked() {
-				return identity{}, errs.New(errs.Forbidden, "client certificate %s is revoked", rec.Serial)
+				return identity{}, "revoked", errs.New(errs.Forbidden, "client certificate %s is revoked", rec.Serial)
 			}
 			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-				return identity{}, errs.New(errs.Unauthorized, "client certificate %s is expired or not yet valid", rec.Serial)
+				return identity{}, "expired or not yet valid", errs.New(errs.Unauthorized, "client certificate %s is expired or not yet valid", rec.Serial)
 			}
 			return identity{leaf: leaf, chain: append([]*x509.Certificate{leaf}, a.chain...),
-				source: CANameOurs, ours: rec}, nil
+				source: CANameOurs, ours: rec}, "", nil
 		case err != nil && !errors.Is(err, store.ErrNotFound):
-			return identity{}, errs.Wrap(errs.Internal, err, "cannot look up the client certificate")
+			return identity{}, "store error", errs.Wrap(errs.Internal, err, "cannot look up the client certificate")
 		}
 		// Not recorded (e.g. the server's own certificate): verify it like any other.
 	}
 	if e, ok := a.chains.get(chain, now); ok {
-		return identity{leaf: leaf, chain: e.chain, source: e.source}, nil
+		return identity{leaf: leaf, chain: e.chain, source: e.source}, "", nil
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
@@ -97,7 +139,7 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 	ourOpts.Intermediates = ourInter
 	if chains, err := leaf.Verify(ourOpts); err == nil {
 		a.remember(chain, CANameOurs, chains[0], false, now)
-		return identity{leaf: leaf, chain: chains[0], source: CANameOurs}, nil
+		return identity{leaf: leaf, chain: chains[0], source: CANameOurs}, "", nil
 	} else {
 		firstErr = err
 	}
@@ -113,50 +155,13 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 		}
 		if err == nil {
 			a.remember(chain, ts.name, chains[0], ts.allowExpired, now)
-			return identity{leaf: leaf, chain: chains[0], source: ts.name}, nil
+			return identity{leaf: leaf, chain: chains[0], source: ts.name}, "", nil
 		}
 		if firstErr == nil {
 			firstErr = err
 		}
 	}
-	return identity{}, errs.Wrap(errs.Unauthorized, firstErr, "client certificate %s is not trusted", leaf.Subject)
-}
-
-// authorize authenticates r's requester and checks that it may do r.Op under profile p.
-func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (identity, error) {
-	who, err := a.authenticateRequester(ctx, r.Requester)
-	if err != nil {
-		return who, err
-	}
-	switch r.Op {
-	case OpEnroll, OpServerKeyGen:
-		if who.preShared != "" {
-			a.psMu.RLock()
-			l := a.preShared[who.preShared]
-			a.psMu.RUnlock()
-			if len(l) > 0 && !slices.Contains(l, r.Label) {
-				return who, errs.New(errs.Forbidden, "pre-shared identity %q may not enroll for label %q", who.preShared, r.Label)
-			}
-			return who, nil
-		}
-		if who.secretRef != "" {
-			if l := a.secrets[who.secretRef].labels; len(l) > 0 && !slices.Contains(l, r.Label) {
-				return who, errs.New(errs.Forbidden, "secret %q may not enroll for label %q", who.secretRef, r.Label)
-			}
-			return who, nil
-		}
-		if len(p.TrustStores) > 0 && !slices.Contains(p.TrustStores, who.source) {
-			return who, errs.New(errs.Forbidden, "identities from %q may not enroll for label %q", who.source, r.Label)
-		}
-		return who, nil
-	case OpReenroll:
-		// RFC 7030 §4.2.2: re-enrollment renews a certificate this CA issued.
-		if who.ours == nil {
-			return who, errs.New(errs.Forbidden, "re-enrollment requires a certificate issued by this CA")
-		}
-		return who, nil
-	}
-	return who, errs.New(errs.BadRequest, "unknown operation %q", r.Op)
+	return identity{}, verifyReason(firstErr), errs.Wrap(errs.Unauthorized, firstErr, "client certificate %s is not trusted", leaf.Subject)
 }
 
 // remember caches a verified chain under the chain as presented and as verified: the DTLS

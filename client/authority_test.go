@@ -66,8 +66,8 @@ func TestESTWithRealAuthority(t *testing.T) {
 	auth, err := authority.New(authority.Config{
 		TrustStores: []authority.TrustStoreConfig{{Name: "mfg", CertsFile: mfgPath}},
 		Profiles: []authority.ProfileConfig{
-			{Label: "manual", ManualApproval: true, RetryAfter: 3 * time.Second},
-			{Label: "pop", RequirePoP: true},
+			{Label: "manual", ManualApproval: true, RetryAfter: 3 * time.Second, Requesters: authority.DefaultProfile().Requesters},
+			{Label: "pop", RequirePoP: true, Requesters: authority.DefaultProfile().Requesters},
 		},
 	}, authority.Options{Store: st, Signer: ca.CAKey, Chain: []*x509.Certificate{ca.CA, ca.Root}})
 	if err != nil {

@@ -26,7 +26,7 @@ type memTransport struct {
 }
 
 func (m *memTransport) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
-	rsp := m.svc.Handle(ctx, &cmpserver.Request{Body: req, Transport: "mem"})
+	rsp := m.svc.Handle(ctx, &cmpserver.Request{Body: req, Transport: authority.TransportCoAP})
 	if m.tamper == nil {
 		return rsp.Body, nil
 	}
@@ -54,7 +54,7 @@ func cmpService(t *testing.T) (*cmpserver.Service, *datadir.Data) {
 	}
 	t.Cleanup(func() { st.Close() })
 	auth, err := authority.New(authority.Config{
-		Profiles:   []authority.ProfileConfig{{Label: "manual", ManualApproval: true, RetryAfter: time.Second}},
+		Profiles:   []authority.ProfileConfig{{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters}},
 		MACSecrets: []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
 	}, authority.Options{Store: st, Signer: d.IssuingKey, Chain: d.IssuingChain()})
 	if err != nil {

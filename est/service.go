@@ -35,9 +35,11 @@ var _ Authority = (*authority.Authority)(nil)
 
 // Request is one EST operation as the front doors hand it over, independent of the transport.
 type Request struct {
-	Label string              // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
-	Body  []byte              // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
-	Peer  []*x509.Certificate // authenticated client chain, leaf first (nil when none)
+	Label string // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
+	Body  []byte // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
+	// Requester is who sent the request, as the front door authenticated it (the client
+	// chain, the pre-shared identity, the transport): the authority decides on it.
+	Requester authority.Requester
 	// TLS supplies the DTLS/TLS channel bindings for PoP linking (RFC 7030 §3.5): tls-unique,
 	// and tls-exporter accepted in its place (RFC 9148 §3); nil without a TLS-like channel.
 	// They are only asked for when a CSR carries a challengePassword.
@@ -46,11 +48,6 @@ type Request struct {
 	// accepted in the challengePassword like tls-unique: EST-oscore's edhoc-unique (an
 	// EDHOC_Exporter output, seed of draft-ietf-ace-coap-est-oscore).
 	ChannelBinding []byte
-	// PreShared names the pre-shared key (an OSCORE context) that authenticated the request
-	// when no certificate did; the authority decides what it may do.
-	PreShared string
-	Transport string // "coaps", "oscore", "https", ...
-	Addr      string // peer address, for the record and logs
 }
 
 // TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).
@@ -104,7 +101,7 @@ func (s *Service) report(function string, r *Request, start time.Time, err error
 	case issued:
 		result = "issued"
 	}
-	s.observe(function, r.Transport, result, time.Since(start))
+	s.observe(function, r.Requester.Transport.String(), result, time.Since(start))
 }
 
 // NewService returns the EST service over a. log may be nil (discard).
@@ -144,20 +141,20 @@ func (s *Service) enroll(ctx context.Context, r *Request, op authority.Op) (iss 
 	start := time.Now()
 	reached := false
 	defer func() { s.logResult(ctx, op, r, start, reached, iss, err) }()
-	prof, err := s.auth.Profile(r.Label)
-	if err != nil {
+	if _, err := s.auth.Profile(r.Label); err != nil {
 		return nil, typed(err, "profile lookup")
 	}
 	csr, err := ParseCSR(r.Body, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPoP(csr, r, prof); err != nil {
+	link, err := linking(csr, r)
+	if err != nil {
 		return nil, err
 	}
 	reached = true
 	iss, err = s.auth.Issue(ctx, authority.CertRequest{
-		Op: op, Label: r.Label, CSR: csr, Requester: requester(r),
+		Op: op, Label: r.Label, CSR: csr, Requester: r.Requester, Link: link,
 	})
 	if err != nil {
 		return nil, typed(err, "certificate issuance")
@@ -194,7 +191,8 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 			"the CSR carries %s: CMS-encrypted server-generated keys (Content-Format 280) are not supported yet; "+
 				"send the CSR without it to receive an unencrypted PKCS#8 key (284) over this protected session", attr)
 	}
-	if err := checkPoP(csr, r, prof); err != nil {
+	link, err := linking(csr, r)
+	if err != nil {
 		return nil, err
 	}
 	key, err := generateKey(s.rand, prof.KeyType)
@@ -203,7 +201,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	}
 	reached = true
 	iss, err := s.auth.Issue(ctx, authority.CertRequest{
-		Op: authority.OpServerKeyGen, Label: r.Label, CSR: csr, PublicKey: key.Public(), Requester: requester(r),
+		Op: authority.OpServerKeyGen, Label: r.Label, CSR: csr, PublicKey: key.Public(), Requester: r.Requester, Link: link,
 	})
 	if err != nil {
 		return nil, typed(err, "certificate issuance")
@@ -260,63 +258,30 @@ func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, er
 	return a, nil
 }
 
-// checkPoP enforces proof-of-possession linking (RFC 7030 §3.5, RFC 9148 §3): a
-// challengePassword, when present, MUST carry this connection's tls-unique (base64 per RFC 7030,
-// raw per RFC 9148; tls-exporter for DTLS 1.3); a profile with RequirePoP rejects a CSR without
-// it. A client authenticated as an RA (id-kp-cmcRA, e.g. an EST-coaps-to-HTTPS registrar)
-// terminated the client's own session, so its binding cannot match ours: RFC 7030 §3.7 and
-// RFC 9148 §5 let the server accept it.
-func checkPoP(csr *x509.CertificateRequest, r *Request, prof *authority.Profile) error {
+// linking finds out whether the CSR is linked to the session it came over (RFC 7030 §3.5,
+// RFC 9148 §3): a challengePassword carrying the session's tls-unique (base64 per RFC 7030, raw
+// per RFC 9148), tls-exporter (RFC 9266, for TLS 1.3 / DTLS 1.3) or EST-oscore's edhoc-unique.
+// It only reports; the authority decides what a missing or foreign binding means for this
+// requester (a device must match, an authorized RA relays CSRs linked to the device's own
+// session, RFC 7030 §3.7, and a profile may require linking). A malformed challengePassword
+// is a bad request.
+func linking(csr *x509.CertificateRequest, r *Request) (authority.Linking, error) {
 	pw, present, err := ChallengePassword(csr)
 	if err != nil {
-		return err
-	}
-	if isRA(r.Peer) {
-		return nil
+		return 0, err
 	}
 	if !present {
-		if prof.RequirePoP {
-			return errs.New(errs.BadRequest, "this profile requires proof-of-possession linking: put the connection's "+
-				"tls-unique (base64) in the CSR's challengePassword (RFC 7030 §3.5, RFC 9148 §3)")
-		}
-		return nil
+		return authority.LinkAbsent, nil
 	}
 	var tlsUnique, tlsExporter []byte
 	if r.TLS != nil {
 		tlsUnique, tlsExporter = r.TLS.TLSUnique(), r.TLS.TLSExporter()
 	}
-	if len(tlsUnique) == 0 && len(tlsExporter) == 0 && len(r.ChannelBinding) == 0 {
-		return errs.New(errs.BadRequest, "the CSR carries a challengePassword but this connection has no "+
-			"tls-unique (or edhoc-unique) to link it to (RFC 7030 §3.5)")
+	if len(r.ChannelBinding) > 0 && MatchesChannelBinding(pw, r.ChannelBinding) ||
+		(len(tlsUnique) > 0 || len(tlsExporter) > 0) && MatchesChannelBinding(pw, tlsUnique, tlsExporter) {
+		return authority.LinkMatched, nil
 	}
-	if len(r.ChannelBinding) > 0 && MatchesChannelBinding(pw, r.ChannelBinding) {
-		return nil
-	}
-	if !MatchesChannelBinding(pw, tlsUnique, tlsExporter) {
-		if len(r.ChannelBinding) > 0 {
-			return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this EDHOC session's "+
-				"edhoc-unique: the CSR was not made for this session (draft-ietf-ace-coap-est-oscore)")
-		}
-		return errs.New(errs.BadRequest, "the CSR's challengePassword does not match this DTLS connection's "+
-			"tls-unique: the CSR was not made for this session (RFC 7030 §3.5, RFC 9148 §3)")
-	}
-	return nil
-}
-
-func isRA(chain []*x509.Certificate) bool {
-	if len(chain) == 0 {
-		return false
-	}
-	for _, o := range chain[0].UnknownExtKeyUsage {
-		if o.Equal(OIDCmcRA) {
-			return true
-		}
-	}
-	return false
-}
-
-func requester(r *Request) authority.Requester {
-	return authority.Requester{Chain: r.Peer, PreShared: r.PreShared, Transport: r.Transport, Protocol: "est", Addr: r.Addr}
+	return authority.LinkMismatched, nil
 }
 
 func generateKey(rnd io.Reader, keyType string) (crypto.Signer, error) {
@@ -354,11 +319,11 @@ func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, st
 	level := slog.LevelDebug
 	msg := "est request"
 	attrs := []slog.Attr{
-		slog.String("op", string(op)), slog.String("label", r.Label), slog.String("transport", r.Transport),
-		slog.String("addr", r.Addr), slog.Duration("duration", time.Since(start)),
+		slog.String("op", string(op)), slog.String("label", r.Label), slog.String("transport", r.Requester.Transport.String()),
+		slog.String("addr", r.Requester.Addr), slog.Duration("duration", time.Since(start)),
 	}
-	if len(r.Peer) > 0 {
-		attrs = append(attrs, slog.String("client", r.Peer[0].Subject.String()))
+	if len(r.Requester.Chain) > 0 {
+		attrs = append(attrs, slog.String("client", r.Requester.Chain[0].Subject.String()))
 	}
 	switch {
 	case err != nil:

@@ -32,42 +32,38 @@ func newCSR(t testing.TB, cn, pw string) (crypto.Signer, []byte) {
 	return key, der
 }
 
-func TestServiceEnrollPoP(t *testing.T) {
+// TestServiceLinking: the service reports what it found about PoP linking (RFC 7030 §3.5,
+// RFC 9148 §3, edhoc-unique) and leaves the decision to the authority (authority tests cover
+// what each finding means for each requester kind).
+func TestServiceLinking(t *testing.T) {
 	fa, err := esttest.New("pop")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
 	svc := NewService(fa, nil)
 	ctx := context.Background()
 	tlsUnique := []byte("finishedmsg!")
 	exporter := make([]byte, 32)
-	ra, _, err := fa.ClientCert("registrar", OIDCmcRA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	edhocUnique := []byte("0123456789abcdef0123456789abcdef")
 	dev, _, _ := fa.ClientCert("device")
 	b64 := base64.StdEncoding.EncodeToString(tlsUnique)
+	peer := authority.Requester{Chain: []*x509.Certificate{dev}, Transport: authority.TransportCoAPS, Protocol: authority.ProtocolEST}
 
 	for _, tc := range []struct {
-		name  string
-		label string
-		pw    string
-		peer  []*x509.Certificate
-		tu    []byte
-		kind  errs.Kind // -1 = success
-		msg   string
+		name string
+		pw   string
+		tu   []byte
+		cb   []byte
+		want authority.Linking
 	}{
-		{"no pw, default profile", "", "", []*x509.Certificate{dev}, tlsUnique, -1, ""},
-		{"base64 tls-unique", "", b64, []*x509.Certificate{dev}, tlsUnique, -1, ""},
-		{"raw tls-unique", "", string(tlsUnique), []*x509.Certificate{dev}, tlsUnique, -1, ""},
-		{"tls-exporter", "", base64.StdEncoding.EncodeToString(exporter), []*x509.Certificate{dev}, tlsUnique, -1, ""},
-		{"mismatch", "", "AAAAAAAAAAAAAAAA", []*x509.Certificate{dev}, tlsUnique, errs.BadRequest, "does not match"},
-		{"pw without binding", "", b64, []*x509.Certificate{dev}, nil, errs.BadRequest, "no tls-unique"},
-		{"profile requires pop", "pop", "", []*x509.Certificate{dev}, tlsUnique, errs.BadRequest, "requires proof-of-possession"},
-		{"profile requires pop, ok", "pop", b64, []*x509.Certificate{dev}, tlsUnique, -1, ""},
-		{"registrar exempt", "pop", "registrar-session", []*x509.Certificate{ra}, tlsUnique, -1, ""},
-		{"unknown label", "nope", "", []*x509.Certificate{dev}, tlsUnique, errs.NotFound, "unknown label"},
+		{"no pw", "", tlsUnique, nil, authority.LinkAbsent},
+		{"base64 tls-unique", b64, tlsUnique, nil, authority.LinkMatched},
+		{"raw tls-unique", string(tlsUnique), tlsUnique, nil, authority.LinkMatched},
+		{"tls-exporter", base64.StdEncoding.EncodeToString(exporter), tlsUnique, nil, authority.LinkMatched},
+		{"mismatch", "AAAAAAAAAAAAAAAA", tlsUnique, nil, authority.LinkMismatched},
+		{"pw without binding", b64, nil, nil, authority.LinkMismatched},
+		{"edhoc-unique", base64.StdEncoding.EncodeToString(edhocUnique), nil, edhocUnique, authority.LinkMatched},
+		{"edhoc-unique mismatch", b64, nil, edhocUnique, authority.LinkMismatched},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			key, csr := newCSR(t, "dev1", tc.pw)
@@ -75,43 +71,26 @@ func TestServiceEnrollPoP(t *testing.T) {
 			if tc.tu != nil {
 				binding = StaticTLS{Unique: tc.tu, Exporter: exporter}
 			}
-			iss, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: tc.peer, TLS: binding, Transport: "coaps"})
-			if tc.kind == -1 {
-				if err != nil {
-					t.Fatal(err)
+			iss, err := svc.Enroll(ctx, &Request{Body: csr, Requester: peer, TLS: binding, ChannelBinding: tc.cb})
+			switch {
+			case tc.want == authority.LinkMismatched:
+				if errs.KindOf(err) != errs.BadRequest {
+					t.Fatalf("mismatched link: %v", err)
 				}
-				if !key.Public().(*ecdsa.PublicKey).Equal(iss.Cert.PublicKey) {
-					t.Error("certificate is not for the CSR's key")
-				}
-				return
+			case err != nil:
+				t.Fatal(err)
+			case !key.Public().(*ecdsa.PublicKey).Equal(iss.Cert.PublicKey):
+				t.Error("certificate is not for the CSR's key")
 			}
-			if errs.KindOf(err) != tc.kind || !strings.Contains(errs.Message(err), tc.msg) {
-				t.Fatalf("got %v (%v), want %v containing %q", err, errs.KindOf(err), tc.kind, tc.msg)
+			reqs := fa.Requests()
+			last := reqs[len(reqs)-1]
+			if last.Link != tc.want || last.Requester.Protocol != authority.ProtocolEST || last.Requester.Transport != authority.TransportCoAPS {
+				t.Errorf("request %+v, want link %v", last, tc.want)
 			}
 		})
 	}
-	// EST-oscore: edhoc-unique in the challengePassword (Request.ChannelBinding).
-	edhocUnique := []byte("0123456789abcdef0123456789abcdef")
-	for _, tc := range []struct {
-		name, label, pw string
-		ok              bool
-	}{
-		{"edhoc-unique", "pop", base64.StdEncoding.EncodeToString(edhocUnique), true},
-		{"edhoc-unique mismatch", "pop", b64, false},
-		{"edhoc-unique missing", "pop", "", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, csr := newCSR(t, "dev1", tc.pw)
-			_, err := svc.Enroll(ctx, &Request{Label: tc.label, Body: csr, Peer: []*x509.Certificate{dev},
-				ChannelBinding: edhocUnique, Transport: "oscore"})
-			if (err == nil) != tc.ok {
-				t.Fatalf("err = %v, want ok %v", err, tc.ok)
-			}
-		})
-	}
-	reqs := fa.Requests()
-	if len(reqs) == 0 || reqs[0].Op != authority.OpEnroll || reqs[0].Requester.Protocol != "est" || reqs[0].Requester.Transport != "coaps" {
-		t.Errorf("requests: %+v", reqs)
+	if _, err := svc.Enroll(ctx, &Request{Label: "nope", Body: []byte{0x30}, Requester: peer}); errs.KindOf(err) != errs.NotFound {
+		t.Errorf("unknown label: %v", err)
 	}
 }
 

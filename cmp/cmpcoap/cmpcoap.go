@@ -26,6 +26,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"coapca/authority"
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
@@ -152,9 +153,9 @@ func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response
 	if r.Accept != -1 && r.Accept != CFPKIXCMP {
 		return diag(codes.NotAcceptable, "CMP answers are Content-Format 259 application/pkixcmp")
 	}
-	transport := "coap"
+	transport := authority.TransportCoAP
 	if r.Peer.Secure {
-		transport = "coaps"
+		transport = authority.TransportCoAPS
 	}
 	addr := ""
 	if r.Peer.Addr != nil {

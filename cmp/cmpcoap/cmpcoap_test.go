@@ -9,6 +9,7 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"coapca/authority"
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
@@ -109,7 +110,7 @@ func TestBinding(t *testing.T) {
 				return
 			}
 			r := <-svc.got
-			if r.Label != tc.label || r.Operation != tc.op || r.Transport != "coap" || len(r.Body) != 600 {
+			if r.Label != tc.label || r.Operation != tc.op || r.Transport != authority.TransportCoAP || len(r.Body) != 600 {
 				t.Errorf("service saw %+v", r)
 			}
 			if rsp.ContentFormat != CFPKIXCMP || len(rsp.Payload) != 1500 {

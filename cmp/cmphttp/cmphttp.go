@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 
+	"coapca/authority"
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 )
@@ -104,9 +105,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "CMP message too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	transport := "http"
+	transport := authority.TransportHTTP
 	if h.Secure || r.TLS != nil {
-		transport = "https"
+		transport = authority.TransportHTTPS
 	}
 	rsp := h.svc.Handle(r.Context(), &cmpserver.Request{Body: body, Label: label, Operation: op, Transport: transport, Addr: r.RemoteAddr})
 	w.Header().Set("Content-Type", ContentType)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"coapca/authority"
 	"coapca/cmp/cmpserver"
 )
 
@@ -76,7 +77,7 @@ func TestHandler(t *testing.T) {
 			}
 		})
 	}
-	if svc.got == nil || svc.got.Transport != "http" {
+	if svc.got == nil || svc.got.Transport != authority.TransportHTTP {
 		t.Errorf("service saw %+v", svc.got)
 	}
 }

@@ -82,7 +82,7 @@ func (s *Service) p10cr(ctx context.Context, ses *session, b *cmp.P10CR) (cmp.Bo
 
 func (s *Service) requester(ses *session) authority.Requester {
 	return authority.Requester{Chain: ses.chain, SecretRef: ses.ref, Transport: ses.r.Transport,
-		Protocol: "cmp", Addr: ses.r.Addr}
+		Protocol: authority.ProtocolCMP, Addr: ses.r.Addr}
 }
 
 // oldCert checks a kur (RFC 9483 §4.1.3): signature-protected by the certificate to be

@@ -45,6 +45,9 @@ func (a fuzzAuthority) VerifyClient([][]byte) ([]*x509.Certificate, error) {
 func (a fuzzAuthority) Revoke(context.Context, string, int) error {
 	return errs.New(errs.NotFound, "no")
 }
+func (a fuzzAuthority) RevokeAs(context.Context, authority.Requester, string, int) error {
+	return errs.New(errs.Forbidden, "no")
+}
 func (a fuzzAuthority) CRL(context.Context) ([]byte, error) {
 	return nil, errs.New(errs.Internal, "no CRL")
 }
@@ -75,7 +78,7 @@ func FuzzHandle(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rsp := svc.Handle(context.Background(), &cmpserver.Request{Body: b, Transport: "fuzz"})
+		rsp := svc.Handle(context.Background(), &cmpserver.Request{Body: b, Transport: authority.TransportCoAP})
 		if _, err := cmp.Parse(rsp.Body); err != nil {
 			t.Fatalf("answer does not parse: %v", err)
 		}

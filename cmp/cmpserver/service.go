@@ -16,7 +16,8 @@
 //     certConf whose certHash is verified before the certificate counts as accepted, with a
 //     transaction table and confirmWaitTime (certificates rejected in certConf or never
 //     confirmed are revoked).
-//   - §4.2: rr (by the certificate's own key, or by the MAC secret that enrolled it).
+//   - §4.2: rr, as the authority allows (the certificate's own key, an authorized RA, or a
+//     MAC secret explicitly allowed to revoke what it enrolled).
 //   - §4.3: genm/genp support messages: CA certificates, root CA update, certificate request
 //     template, CRL update (crlStatusList → crls).
 //   - §4.4: delayed delivery: status waiting on errs.Pending, then pollReq/pollRep until the
@@ -57,6 +58,7 @@ type Authority interface {
 	MACSecret(ref string) ([]byte, error)
 	VerifyClient(rawCerts [][]byte) ([]*x509.Certificate, error)
 	Revoke(ctx context.Context, serial string, reason int) error
+	RevokeAs(ctx context.Context, req authority.Requester, serial string, reason int) error
 	CRL(ctx context.Context) ([]byte, error)
 	Certificate(ctx context.Context, serial string) (*store.Cert, error)
 	PendingRequest(ctx context.Context, id string) (*store.Pending, error)
@@ -93,7 +95,7 @@ type Request struct {
 	Body      []byte // DER PKIMessage
 	Label     string // from /p/<label>; "" = none (certProfile in generalInfo may choose one)
 	Operation string // normalized operation label from the path (Op*), "" = none
-	Transport string // "coap", "coaps", "http", "https"
+	Transport authority.Transport
 	Addr      string
 }
 
@@ -216,7 +218,7 @@ func (s *Service) Handle(ctx context.Context, r *Request) *Response {
 	start := time.Now()
 	rsp := s.handle(ctx, r)
 	if s.opts.Observe != nil {
-		s.opts.Observe(rsp.BodyType, r.Transport, rsp.Result, time.Since(start))
+		s.opts.Observe(rsp.BodyType, r.Transport.String(), rsp.Result, time.Since(start))
 	}
 	return rsp
 }

@@ -48,8 +48,11 @@ func newEnv(t testing.TB, opts cmpserver.Options) *env {
 	t.Cleanup(func() { st.Close() })
 	auth, err := authority.New(authority.Config{
 		Profiles: []authority.ProfileConfig{
-			{Label: "manual", ManualApproval: true, RetryAfter: time.Second},
-			{Label: "sensors"},
+			{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters},
+			// A device's LDevID from the default label may get a further certificate for its
+			// own identity here.
+			{Label: "sensors", Subject: authority.SubjectConfig{CopySerialNumber: true}, Requesters: append(authority.DefaultProfile().Requesters,
+				authority.RequesterRule{Kind: "ldevid", From: []string{""}})},
 		},
 		TrustStores: []authority.TrustStoreConfig{{Name: "demo", CertsFile: d.Paths.ManufacturerCA}},
 		MACSecrets:  []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
@@ -101,7 +104,7 @@ func (e *env) send(req *cmp.Message, p cmp.Protector, label, op string) *cmp.Mes
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rsp := e.svc.Handle(context.Background(), &cmpserver.Request{Body: der, Label: label, Operation: op, Transport: "test"})
+	rsp := e.svc.Handle(context.Background(), &cmpserver.Request{Body: der, Label: label, Operation: op, Transport: authority.TransportCoAP})
 	m, err := cmp.Parse(rsp.Body)
 	if err != nil {
 		e.t.Fatalf("answer does not parse: %v", err)
@@ -214,10 +217,15 @@ func TestEnrollmentFlows(t *testing.T) {
 		t.Errorf("subject %s", dev.Subject)
 	}
 	devProt := &cmp.SignatureProtection{Signer: k2, Cert: dev}
-	// cr by the new certificate, on a label.
+	// cr by the new certificate, on a label that admits it, for its own identity.
 	k3 := newKey(t)
-	if c := e.enroll(cmp.TypeCR, devProt, "dev-1-tls", k3, "sensors"); c == nil {
+	if c := e.enroll(cmp.TypeCR, devProt, "dev-1", k3, "sensors"); c == nil || c.Subject.String() != dev.Subject.String() {
 		t.Fatal("cr")
+	}
+	// Attack: the LDevID asks for another subject.
+	rsp = e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeCR, "dev-1-tls", newKey(t))}, devProt, "sensors", "")
+	if failInfo(rsp)&cmp.FailNotAuthorized == 0 {
+		t.Errorf("cr for another subject: %v", rsp.Failed())
 	}
 	// kur: same subject, new key, oldCertID names the certificate.
 	k4 := newKey(t)
@@ -249,7 +257,8 @@ func TestEnrollmentFlows(t *testing.T) {
 	csr, _ := x509.ParseCertificateRequest(csrDER)
 	p10 := &cmp.Message{Header: e.hdr(nil, nil), Body: &cmp.P10CR{CSR: csr}}
 	rsp = e.send(p10, e.mac(), "", cmpserver.OpP10CR)
-	if res, err := cmp.ParseEnrollResponse(rsp, -1); err != nil || res.Cert == nil {
+	p10res, err := cmp.ParseEnrollResponse(rsp, -1)
+	if err != nil || p10res.Cert == nil {
 		t.Fatalf("p10cr: %v", err)
 	}
 
@@ -279,6 +288,16 @@ func TestEnrollmentFlows(t *testing.T) {
 	rsp = e.send(rr, e.mac(), "", "")
 	if failInfo(rsp)&cmp.FailNotAuthorized == 0 {
 		t.Errorf("rr by a foreign secret: %v", rsp.Failed())
+	}
+	// Attack 4: rr by the shared secret that enrolled the certificate; the profile does not
+	// allow MAC revocation, so anyone holding the shared secret could otherwise revoke all.
+	rr = &cmp.Message{Header: e.hdr(nil, nil), Body: &cmp.RevReqContent{Requests: []cmp.RevDetails{cmp.NewRevDetails(p10res.Cert, 0)}}}
+	rsp = e.send(rr, e.mac(), "", "")
+	if failInfo(rsp)&cmp.FailNotAuthorized == 0 {
+		t.Errorf("rr by the enrolling shared secret: %v", rsp.Failed())
+	}
+	if rec, _ := e.auth.Certificate(ctx, p10res.Cert.SerialNumber.Text(16)); rec == nil || rec.Revoked() {
+		t.Error("the shared secret revoked the certificate")
 	}
 }
 

@@ -116,8 +116,8 @@ func (s *Service) template(label string) ([]byte, error) {
 	return v, nil
 }
 
-// revoke handles rr (RFC 9483 §4.2). The request must be signed with the certificate to be
-// revoked, or MAC-protected with the secret that enrolled it.
+// revoke handles rr (RFC 9483 §4.2). Whether the requester may revoke the certificate is the
+// authority's decision (Authority.RevokeAs).
 func (s *Service) revoke(ctx context.Context, ses *session, b *cmp.RevReqContent) (cmp.Body, error) {
 	if len(b.Requests) != 1 {
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "exactly one RevDetails is supported"), cmp.FailBadRequest)
@@ -145,20 +145,19 @@ func (s *Service) revoke(ctx context.Context, ses *session, b *cmp.RevReqContent
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "stored certificate %s", serial)
 	}
-	switch {
-	case len(ses.chain) > 0 && bytes.Equal(ses.chain[0].Raw, rec.DER):
-	case ses.ref != "" && rec.RequesterRef == ses.ref:
-	default:
-		return reject(cmp.WithFailInfo(errs.New(errs.Forbidden, "only the certificate's own key or the secret that enrolled it may revoke it"), cmp.FailNotAuthorized))
-	}
-	if rec.Revoked() {
-		return reject(cmp.WithFailInfo(errs.New(errs.Conflict, "certificate %s is already revoked", serial), cmp.FailCertRevoked))
-	}
 	reason := d.Reason()
 	if reason < 0 {
 		reason = 0
 	}
-	if err := s.auth.Revoke(ctx, serial, reason); err != nil {
+	// The authority decides who may revoke (RFC 9483 §4.2, docs/security.md); only then does
+	// the answer say whether the certificate was revoked already.
+	if err := s.auth.RevokeAs(ctx, s.requester(ses), serial, reason); err != nil {
+		switch errs.KindOf(err) {
+		case errs.Forbidden, errs.Unauthorized:
+			err = cmp.WithFailInfo(err, cmp.FailNotAuthorized)
+		case errs.Conflict:
+			err = cmp.WithFailInfo(err, cmp.FailCertRevoked)
+		}
 		return reject(err)
 	}
 	s.log.Info("cmp: revoked", "serial", serial, "reason", reason, "addr", ses.r.Addr)

@@ -173,32 +173,24 @@ func (b *Binding) split(p string) (label, fn string, ok bool) {
 }
 
 func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
-	transport := "coap"
-	var cb []byte
-	var psk string
+	req := &est.Request{Label: label, Body: r.Payload, TLS: r.Peer.TLS}
+	who := authority.Requester{Protocol: authority.ProtocolEST, Chain: r.Peer.Certificates, Transport: authority.TransportCoAP}
 	switch {
 	case r.Peer.OSCORE != nil:
-		transport, cb, psk = "oscore", r.Peer.OSCORE.ChannelBinding, r.Peer.OSCORE.Identity
+		// EST-oscore: the EDHOC peer's certificate (Peer.Certificates) or the pre-shared
+		// context's name, and edhoc-unique as the channel binding.
+		who.Transport, who.PreShared = authority.TransportOSCORE, r.Peer.OSCORE.Identity
+		req.ChannelBinding = r.Peer.OSCORE.ChannelBinding
 	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || r.Peer.TLS != nil):
-		transport = "coaps"
+		who.Transport = authority.TransportCoAPS
 	case r.Peer.Secure:
-		transport = "oscore"
+		who.Transport = authority.TransportOSCORE
 	}
-	addr := ""
 	if r.Peer.Addr != nil {
-		addr = r.Peer.Addr.String()
+		who.Addr = r.Peer.Addr.String()
 	}
-	return &est.Request{
-		Label: label,
-		Body:  r.Payload,
-		Peer:  r.Peer.Certificates,
-		TLS:   r.Peer.TLS,
-		// EST-oscore: edhoc-unique and the pre-shared context's name.
-		ChannelBinding: cb,
-		PreShared:      psk,
-		Transport:      transport,
-		Addr:           addr,
-	}
+	req.Requester = who
+	return req
 }
 
 func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {

@@ -168,7 +168,7 @@ func TestEnrollAndFormats(t *testing.T) {
 	}
 	reqs := f.fa.Requests()
 	last := reqs[len(reqs)-1]
-	if last.Op != authority.OpReenroll || last.Requester.Transport != "coaps" || last.Requester.Addr != "[::1]:40000" ||
+	if last.Op != authority.OpReenroll || last.Requester.Transport != authority.TransportCoAPS || last.Requester.Addr != "[::1]:40000" ||
 		len(last.Requester.Chain) != 1 || !last.Requester.Chain[0].Equal(f.dev) {
 		t.Errorf("requester: %+v", last.Requester)
 	}
@@ -356,7 +356,7 @@ func TestOSCOREPeer(t *testing.T) {
 		})
 	}
 	reqs := f.fa.Requests()
-	if len(reqs) == 0 || reqs[len(reqs)-1].Requester.Transport != "oscore" {
+	if len(reqs) == 0 || reqs[len(reqs)-1].Requester.Transport != authority.TransportOSCORE {
 		t.Fatalf("requests: %+v", reqs)
 	}
 	// The pre-shared identity reaches the authority.
@@ -364,7 +364,7 @@ func TestOSCOREPeer(t *testing.T) {
 	b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/sen", ContentFormat: est.CFPKCS10,
 		Accept: -1, Observe: -1, Payload: f.csr, Peer: pskPeer})
 	reqs = f.fa.Requests()
-	if last := reqs[len(reqs)-1].Requester; last.PreShared != "sensor-17" || last.Transport != "oscore" {
+	if last := reqs[len(reqs)-1].Requester; last.PreShared != "sensor-17" || last.Transport != authority.TransportOSCORE {
 		t.Fatalf("requester %+v", last)
 	}
 }

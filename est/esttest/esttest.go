@@ -164,6 +164,14 @@ func (a *Authority) Issue(ctx context.Context, r authority.CertRequest) (*author
 	if r.CSR == nil {
 		return nil, errs.New(errs.BadRequest, "no CSR")
 	}
+	// The real authority's PoP-linking decision for a device (RFC 7030 §3.5); RAs are not
+	// modelled here (authority tests cover them).
+	switch {
+	case r.Link == authority.LinkMismatched:
+		return nil, errs.New(errs.BadRequest, "the challengePassword does not match this session (fake authority)")
+	case r.Link == authority.LinkAbsent && p.RequirePoP:
+		return nil, errs.New(errs.BadRequest, "the profile requires proof-of-possession linking (fake authority)")
+	}
 	pub := r.PublicKey
 	if pub == nil {
 		pub = r.CSR.PublicKey

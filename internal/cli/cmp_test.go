@@ -83,8 +83,10 @@ func TestCMPOpenSSLClient(t *testing.T) {
 	}{
 		{"ir PBM", cat(mac, []string{"-cmd", "ir", "-path", "/.well-known/cmp", "-newkey", "k1.pem", "-subject", "/CN=pbm", "-certout", "pbm.pem"}), []string{"received PKICONF"}, "pbm.pem", false},
 		{"ir signed by the IDevID", cat(device, []string{"-cmd", "ir", "-path", "/.well-known/cmp/initialization", "-newkey", "k2.pem", "-subject", "/CN=dev", "-certout", "dev.pem", "-cacertsout", "capubs.pem"}), []string{"received PKICONF"}, "dev.pem", false},
-		{"cr", cat(sig("dev.pem", "k2.pem"), []string{"-cmd", "cr", "-path", "/.well-known/cmp/p/sensors/certification", "-newkey", "k3.pem", "-subject", "/CN=dev-cr", "-certout", "cr.pem"}), []string{"received PKICONF"}, "cr.pem", false},
-		{"p10cr", cat(sig("dev.pem", "k2.pem"), []string{"-cmd", "p10cr", "-path", "/.well-known/cmp/pkcs10", "-csr", "p10.csr", "-certout", "p10.pem"}), []string{"received PKICONF"}, "p10.pem", false},
+		{"cr", cat(device, []string{"-cmd", "cr", "-path", "/.well-known/cmp/p/sensors/certification", "-newkey", "k3.pem", "-subject", "/CN=dev-cr", "-certout", "cr.pem"}), []string{"received PKICONF"}, "cr.pem", false},
+		// Attack (issue 8, item 5): a certificate this CA issued asks for another subject.
+		{"cr by the LDevID for another subject: rejected", cat(sig("dev.pem", "k2.pem"), []string{"-cmd", "cr", "-path", "/.well-known/cmp/p/sensors/certification", "-newkey", "k3.pem", "-subject", "/CN=dev-cr", "-certout", "cr2.pem"}), []string{"notAuthorized"}, "", true},
+		{"p10cr", cat(device, []string{"-cmd", "p10cr", "-path", "/.well-known/cmp/pkcs10", "-csr", "p10.csr", "-certout", "p10.pem"}), []string{"received PKICONF"}, "p10.pem", false},
 		{"kur", cat(sig("dev.pem", "k2.pem"), []string{"-cmd", "kur", "-path", "/.well-known/cmp/keyupdate", "-newkey", "k4.pem", "-certout", "kur.pem"}), []string{"received PKICONF"}, "kur.pem", false},
 		{"implicit confirm", cat(mac, []string{"-cmd", "ir", "-path", "/.well-known/cmp", "-newkey", "k1.pem", "-subject", "/CN=implicit", "-implicit_confirm", "-certout", "impl.pem"}), []string{"received IP"}, "impl.pem", false},
 		{"genm caCerts", cat(sig("kur.pem", "k4.pem"), []string{"-cmd", "genm", "-path", "/.well-known/cmp/getcacerts", "-infotype", "caCerts"}), []string{"id-it-caCerts"}, "", false},

@@ -37,10 +37,11 @@ func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *serv
 	cfg.Listen.CoAPS = "127.0.0.1:0"
 	cfg.Listen.CoAP = "127.0.0.1:0"
 	cfg.Listen.Metrics = "127.0.0.1:0"
+	anyone := authority.DefaultProfile().Requesters
 	cfg.Authority.Profiles = []authority.ProfileConfig{
-		{Label: "manual", ManualApproval: true, RetryAfter: time.Second},
-		{Label: "pop", RequirePoP: true},
-		{Label: "sensors"},
+		{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: anyone},
+		{Label: "pop", RequirePoP: true, Requesters: anyone},
+		{Label: "sensors", Requesters: anyone},
 	}
 	for _, f := range tweak {
 		f(&cfg)
@@ -265,9 +266,15 @@ func TestClientLifecycle(t *testing.T) {
 		t.Fatalf("enrolled %v %v", cert.Subject, cert.DNSNames)
 	}
 
-	// Re-enrollment with the new identity: same subject and SAN, new key, cert format 287.
+	// Attack (issue 8, item 2): re-enrollment escapes the label the certificate was issued under.
 	renewed, renewedKey := filepath.Join(dir, "renewed.pem"), filepath.Join(dir, "renewed.key")
-	est("reenroll", "--server", s.url(""), "--explicit-ta", ta, "--cert", ldevid, "--key", ldevidKey,
+	if _, errOut, code := cli(ctx, "est", "reenroll", "--server", s.url(""), "--explicit-ta", ta, "--cert", ldevid, "--key", ldevidKey,
+		"--pop", "--key-out", renewedKey, "--out", renewed); code == 0 || !strings.Contains(errOut, "4.03") {
+		t.Fatalf("re-enrollment under another label: exit %d %s", code, errOut)
+	}
+	// Re-enrollment with the new identity under its own label: same subject and SAN, new key,
+	// cert format 287.
+	est("reenroll", "--server", s.url("pop"), "--explicit-ta", ta, "--cert", ldevid, "--key", ldevidKey, "--pop",
 		"--accept", "cert", "--block-size", "64", "--key-out", renewedKey, "--out", renewed)
 	rc := readCert(t, renewed)
 	if rc.Subject.String() != cert.Subject.String() || rc.SerialNumber.Cmp(cert.SerialNumber) == 0 {

@@ -20,9 +20,9 @@ type house struct {
 	data  *datadir.Data
 	store *sqlite.Store
 	auth  *authority.Authority
-	// demoTrust is true when the demo manufacturer CA was added as a trust store because the
-	// configuration names none.
-	demoTrust bool
+	// demo is true when the demo manufacturer CA and the demo CMP secret are live: the
+	// configuration defines neither trust stores nor MAC secrets.
+	demo bool
 }
 
 type houseOptions struct {
@@ -48,14 +48,18 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o house
 	}
 	h := &house{cfg: cfg, data: data, store: st}
 	acfg := cfg.Authority
-	if len(acfg.TrustStores) == 0 {
-		// Development default: trust the demo manufacturer CA so the demo device can enroll.
-		// A configuration with trust_stores replaces it.
+	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
+		// Development default: trust the demo manufacturer CA and the demo CMP secret so the
+		// demo device can enroll. A configuration that defines either trust stores or MAC
+		// secrets is a real deployment: then neither demo credential is live (printWelcome
+		// says loudly which are).
 		acfg.TrustStores = []authority.TrustStoreConfig{{Name: "demo", CertsFile: data.Paths.ManufacturerCA, AllowExpired: true}}
-		h.demoTrust = true
-	}
-	if len(acfg.MACSecrets) == 0 && fileExists(data.Paths.CMPSecret) {
-		acfg.MACSecrets = []authority.MACSecretConfig{{Reference: datadir.DemoSecretRef, SecretFile: data.Paths.CMPSecret}}
+		if fileExists(data.Paths.CMPSecret) {
+			acfg.MACSecrets = []authority.MACSecretConfig{{Reference: datadir.DemoSecretRef, SecretFile: data.Paths.CMPSecret}}
+		}
+		h.demo = true
+		log.Warn("demo credentials are live: the configuration defines no trust_stores and no mac_secrets",
+			"manufacturer_ca", data.Paths.ManufacturerCA, "cmp_secret", data.Paths.CMPSecret)
 	}
 	signer, err := kms.Open(ctx, data.IssuingKeyURI())
 	if err != nil {

@@ -104,8 +104,16 @@ func printWelcome(w io.Writer, s *server) {
 	} else {
 		fmt.Fprintf(w, "coapca: using %s\n", rel(d.Dir))
 	}
-	if s.demoTrust {
-		fmt.Fprintf(w, "coapca: no trust_stores configured: devices of the demo manufacturer CA (%s) may enroll\n", rel(d.Paths.ManufacturerCA))
+	if s.demo {
+		fmt.Fprintf(w, `
+coapca: DEMO CREDENTIALS ARE LIVE (the configuration defines no trust_stores and no mac_secrets):
+  - the demo manufacturer CA %s: every device it certified may enroll
+  - the demo CMP secret %q (%s): everybody who can read it may enroll
+  For production, configure authority.trust_stores and/or authority.mac_secrets: then neither is live.
+
+`, rel(d.Paths.ManufacturerCA), d.CMPSecretRef, rel(d.Paths.CMPSecret))
+	} else {
+		fmt.Fprintln(w, "coapca: demo credentials are off (the configuration defines trust stores or MAC secrets)")
 	}
 	if s.metricsAddr != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)
@@ -119,6 +127,9 @@ func printWelcome(w io.Writer, s *server) {
 	if s.dtls != nil {
 		url := "coaps://" + connectHost(s.dtls.Addr(), "5684")
 		fmt.Fprintf(w, "coapca: EST-coaps on %s (listening on %s), labels: %s\n\n", url, s.dtls.Addr(), labelList(s.auth.Labels()))
+	}
+	if s.dtls != nil && s.demo {
+		url := "coaps://" + connectHost(s.dtls.Addr(), "5684")
 		fmt.Fprintf(w, `Enroll the demo device with coapca:
   %s est enroll --server %s \
       --trust %s --cert %s --key %s \
@@ -137,6 +148,9 @@ or with libcoap (CSR from openssl req):
 	if s.udp != nil {
 		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
 		fmt.Fprintf(w, "coapca: EST-oscore and CMP over CoAP on %s (listening on %s)\n\n", url, s.udp.LocalAddr())
+	}
+	if s.udp != nil && s.demo {
+		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
 		fmt.Fprintf(w, `EST-oscore (EDHOC with the demo device's certificate, then OSCORE):
   %s est enroll --server %s --edhoc \
       --trust %s --cert %s --key %s \
@@ -156,6 +170,9 @@ CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the d
 	if s.http != nil {
 		host := connectHost(s.http.Addr(), "")
 		fmt.Fprintf(w, "coapca: CMP over HTTP on http://%s/.well-known/cmp\n\n", host)
+	}
+	if s.http != nil && s.demo {
+		host := connectHost(s.http.Addr(), "")
 		fmt.Fprintf(w, `CMP over HTTP (RFC 9811) with OpenSSL:
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out cmp-openssl.key
   openssl cmp -cmd ir -server %s -path /.well-known/cmp -ref %s -secret file:%s \

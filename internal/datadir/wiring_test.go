@@ -46,7 +46,7 @@ func TestWiresIntoAuthority(t *testing.T) {
 		Subject: pkix.Name{CommonName: "demo-device-0001"}}, d.DeviceKey)
 	csr, _ := x509.ParseCertificateRequest(csrDER)
 	iss, err := a.Issue(ctx, authority.CertRequest{Op: authority.OpEnroll, CSR: csr,
-		Requester: authority.Requester{Chain: chain, Transport: "coaps", Protocol: "est"}})
+		Requester: authority.Requester{Chain: chain, Transport: authority.TransportCoAPS, Protocol: authority.ProtocolEST}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,232 @@
+package authority
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"coapca/errs"
+	"coapca/store"
+)
+
+// This file is the one place where coapca decides what an authenticated requester may do: the
+// matrix of docs/security.md. Front doors describe the requester (Requester) and what their
+// transport proved (CertRequest.Link, RAVerified); they decide nothing themselves.
+
+// authorize authenticates r's requester and decides whether it may do r.Op under profile p.
+// On success the identity carries the kind and rule that admitted it and the origin recorded
+// with the new certificate.
+func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (identity, error) {
+	who, err := a.authenticateRequester(ctx, r.Requester)
+	if err != nil {
+		return who, err
+	}
+	switch r.Op {
+	case OpEnroll, OpServerKeyGen:
+		rl := a.match(p, r.Requester.Transport, who)
+		if rl == nil {
+			return who, errs.New(errs.Forbidden, "%s may not enroll under label %q", who.describe(), p.Label)
+		}
+		who.rule, who.kind = rl, rl.kind
+		who.origin = who.originFor(rl.kind)
+	case OpReenroll:
+		// RFC 7030 §4.2.2, RFC 9483 §4.1.3: re-enrollment renews a certificate this CA issued,
+		// authenticated with that very certificate.
+		if who.ours == nil {
+			return who, errs.New(errs.Forbidden, "re-enrollment requires a certificate issued by this CA")
+		}
+		who.kind = KindLDevID
+		who.origin = who.ours.RequesterRef
+		if who.origin == "" {
+			who.origin = CANameOurs
+		}
+		if old := who.ours.Label; old != p.Label {
+			// A certificate stays within the label (and so the trust decision) it was issued
+			// under, unless this profile explicitly takes certificates of that label and would
+			// have admitted the certificate's original requester itself.
+			if !slices.Contains(p.reenrollFrom, old) {
+				return who, errs.New(errs.Forbidden, "a certificate issued under label %q may not re-enroll under label %q", old, p.Label)
+			}
+			if !a.admitsOrigin(p, r.Requester.Transport, who.origin, old) {
+				return who, errs.New(errs.Forbidden, "label %q does not admit the original requester (%s) of this certificate", p.Label, who.origin)
+			}
+		}
+	default:
+		return who, errs.New(errs.BadRequest, "unknown operation %q", r.Op)
+	}
+
+	ra := who.kind == KindRA
+	// RFC 7030 §3.5, RFC 9148 §3: a challengePassword MUST match the session's channel binding.
+	// RFC 7030 §3.7: an authorized RA terminated the device's session and linked the CSR
+	// there, so its own session's binding cannot match; only an RA is excused.
+	switch r.Link {
+	case LinkMismatched:
+		if !ra {
+			return who, errs.New(errs.BadRequest, "the CSR's challengePassword does not match this session's channel binding "+
+				"(tls-unique, tls-exporter or edhoc-unique): the CSR was not made for this session (RFC 7030 §3.5, RFC 9148 §3)")
+		}
+	case LinkAbsent:
+		if p.RequirePoP && !ra {
+			return who, errs.New(errs.BadRequest, "this profile requires proof-of-possession linking: put the connection's "+
+				"tls-unique (base64) in the CSR's challengePassword (RFC 7030 §3.5, RFC 9148 §3)")
+		}
+	}
+	// RFC 4211 §4.3, RFC 9483 §5.2: raVerified is an RA's statement; nobody else may make it.
+	if r.RAVerified && !ra {
+		return who, errs.New(errs.Forbidden, "raVerified proof-of-possession is accepted only from an authorized RA")
+	}
+	return who, nil
+}
+
+// match returns the first requester rule of p that admits who over transport t, RA rules
+// first (an RA's certificate may also chain to a store an idevid rule names).
+func (a *Authority) match(p *Profile, t Transport, who identity) *rule {
+	for _, pass := range []bool{true, false} {
+		for _, rl := range p.rules {
+			if (rl.kind == KindRA) != pass || !rl.admitsTransport(t) {
+				continue
+			}
+			if a.ruleAdmits(rl, p.Label, who) {
+				return rl
+			}
+		}
+	}
+	return nil
+}
+
+func (a *Authority) ruleAdmits(rl *rule, label string, who identity) bool {
+	switch rl.kind {
+	case KindRA:
+		return who.leaf != nil && hasCmcRA(who.leaf) && rl.admits(who.source)
+	case KindIDevID:
+		return who.leaf != nil && who.source != CANameOurs && rl.admits(who.source)
+	case KindLDevID:
+		return who.ours != nil && (slices.Contains(rl.from, "*") || slices.Contains(rl.from, who.ours.Label))
+	case KindMAC:
+		return who.secretRef != "" && rl.admits(who.secretRef)
+	case KindPreShared:
+		if who.preShared == "" || !rl.admits(who.preShared) {
+			return false
+		}
+		// The identity's own registration may narrow its labels further (--oscore-context).
+		a.psMu.RLock()
+		labels := a.preShared[who.preShared]
+		a.psMu.RUnlock()
+		return len(labels) == 0 || slices.Contains(labels, label)
+	}
+	return false
+}
+
+// admitsOrigin reports whether p has a rule that would admit the original requester of a
+// certificate (its recorded origin) issued under label old.
+func (a *Authority) admitsOrigin(p *Profile, t Transport, origin, old string) bool {
+	kind, src, _ := strings.Cut(origin, ":")
+	for _, rl := range p.rules {
+		if !rl.admitsTransport(t) {
+			continue
+		}
+		switch {
+		case kind == "ts" && rl.kind == KindIDevID,
+			kind == "mac" && rl.kind == KindMAC,
+			kind == "psk" && rl.kind == KindPreShared,
+			kind == "ra" && rl.kind == KindRA:
+			if rl.admits(src) {
+				return true
+			}
+		case kind == CANameOurs && rl.kind == KindLDevID:
+			if slices.Contains(rl.from, "*") || slices.Contains(rl.from, old) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originFor is the origin recorded with a certificate enrolled by who as kind k: the kind and
+// source that vouched for it, in separate namespaces ("ts:STORE", "ra:STORE", "mac:REF",
+// "psk:NAME"), or for an LDevID the origin of the certificate it presented.
+func (w identity) originFor(k Kind) string {
+	switch k {
+	case KindIDevID:
+		return "ts:" + w.source
+	case KindRA:
+		return "ra:" + w.source
+	case KindMAC:
+		return "mac:" + w.secretRef
+	case KindPreShared:
+		return "psk:" + w.preShared
+	case KindLDevID:
+		if w.ours != nil && w.ours.RequesterRef != "" {
+			return w.ours.RequesterRef
+		}
+		return CANameOurs
+	}
+	return ""
+}
+
+func (w identity) describe() string {
+	switch {
+	case w.leaf != nil && w.ours != nil:
+		return "the certificate " + w.ours.Serial + " issued by this CA under label \"" + w.ours.Label + "\""
+	case w.leaf != nil && hasCmcRA(w.leaf):
+		return "the RA certificate " + w.leaf.Subject.String() + " (trust store " + w.source + ")"
+	case w.leaf != nil:
+		return "a device certificate of trust store " + w.source
+	case w.secretRef != "":
+		return "the MAC secret " + w.secretRef
+	case w.preShared != "":
+		return "the pre-shared identity " + w.preShared
+	}
+	return "an anonymous requester"
+}
+
+// RevokeAs revokes the certificate with that serial on behalf of a requester (CMP rr,
+// RFC 9483 §4.2), after deciding that it may: the certificate's own key (the requester's
+// certificate is the one to revoke), an RA admitted with may_revoke by the certificate's
+// profile, or a MAC secret admitted with may_revoke, only for certificates enrolled with that
+// very secret. Operators revoke with Revoke. Errors as Revoke, plus errs.Unauthorized and
+// errs.Forbidden.
+func (a *Authority) RevokeAs(ctx context.Context, req Requester, serial string, reason int) error {
+	sn, err := store.NormalizeSerial(serial)
+	if err != nil {
+		return errs.Wrap(errs.BadRequest, err, "bad serial number %q", serial)
+	}
+	who, err := a.authenticateRequester(ctx, req)
+	if err != nil {
+		return err
+	}
+	rec, err := a.Certificate(ctx, sn)
+	if err != nil {
+		return err
+	}
+	if err := a.mayRevoke(req.Transport, who, rec); err != nil {
+		a.log.Info("revocation refused", "serial", sn, "requester", who.String(), "error", errs.Message(err))
+		return err
+	}
+	return a.Revoke(ctx, sn, reason)
+}
+
+func (a *Authority) mayRevoke(t Transport, who identity, rec *store.Cert) error {
+	if who.leaf != nil && who.ours != nil && who.ours.Serial == rec.Serial {
+		return nil // RFC 9483 §4.2: signed with the key of the certificate to be revoked
+	}
+	p := a.profiles[rec.Label]
+	if p != nil {
+		for _, rl := range p.rules {
+			if !rl.mayRevoke || !rl.admitsTransport(t) {
+				continue
+			}
+			switch rl.kind {
+			case KindRA:
+				if a.ruleAdmits(rl, rec.Label, who) {
+					return nil
+				}
+			case KindMAC:
+				if a.ruleAdmits(rl, rec.Label, who) && rec.RequesterRef == "mac:"+who.secretRef {
+					return nil
+				}
+			}
+		}
+	}
+	return errs.New(errs.Forbidden, "%s may not revoke certificate %s: only its own key, an authorized RA or the operator may", who.describe(), rec.Serial)
+}
