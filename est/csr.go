@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -42,15 +43,49 @@ func ParseCSR(der []byte, checkSignature bool) (*x509.CertificateRequest, error)
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return nil, errs.Wrap(errs.BadRequest, err, "body is not a DER PKCS#10 CSR: %v", err)
+		// The parser's text (encoding/asn1 prints its field parameters as a Go struct) is for
+		// the log; the client gets one short line.
+		return nil, errs.Wrap(errs.BadRequest, err, "malformed CSR: not a DER PKCS#10 request (%s)", csrReason(err))
 	}
 	if checkSignature {
 		if err := csr.CheckSignature(); err != nil {
-			return nil, errs.Wrap(errs.BadRequest, err, "CSR signature does not verify with the CSR's public key (%v, %v): %v",
-				csr.PublicKeyAlgorithm, csr.SignatureAlgorithm, err)
+			return nil, errs.Wrap(errs.BadRequest, err, "CSR signature does not verify with the CSR's public key (%v, %v): %s",
+				csr.PublicKeyAlgorithm, csr.SignatureAlgorithm, csrReason(err))
 		}
 	}
 	return csr, nil
+}
+
+// csrReason is the short reason ParseCSR gives the client for a request crypto/x509 could not
+// parse: encoding/asn1's kind of failure without its field dump, or crypto/x509's own
+// one-line message.
+func csrReason(err error) string {
+	var se asn1.StructuralError
+	var sy asn1.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return "ASN.1 structure error: " + shortReason(se.Msg)
+	case errors.As(err, &sy):
+		return "ASN.1 syntax error: " + shortReason(sy.Msg)
+	}
+	return shortReason(strings.TrimPrefix(err.Error(), "x509: "))
+}
+
+// shortReason cuts a parser's message to a few words for a client diagnostic.
+func shortReason(s string) string {
+	const maxReason = 60
+	s = errs.Diagnostic(s)
+	if len(s) > maxReason {
+		cut := maxReason - len("…")
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = strings.TrimRight(s[:cut], " ") + "…"
+	}
+	if s == "" {
+		return "unparsable"
+	}
+	return s
 }
 
 // CSRAttributes returns the attributes of the CertificationRequestInfo (RFC 2986 §4.1), which

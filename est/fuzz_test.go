@@ -2,7 +2,11 @@ package est
 
 import (
 	"bytes"
+	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"coapca/errs"
 )
 
 // The parsers below read bytes straight from the network: they must never panic, and what
@@ -12,11 +16,14 @@ func FuzzParseCSR(f *testing.F) {
 	f.Add(readVector(f, "a2-sen-request-286.der"))
 	f.Add(readVector(f, "a3-skg-request-286.der"))
 	f.Add([]byte{0x30, 0x00})
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		csr, err := ParseCSR(b, true)
 		if err != nil {
+			checkCSRDiagnostic(t, b, err)
 			csr, err = ParseCSR(b, false)
 			if err != nil {
+				checkCSRDiagnostic(t, b, err)
 				return
 			}
 		}
@@ -24,6 +31,18 @@ func FuzzParseCSR(f *testing.F) {
 		_, _ = EncryptedKeyRequest(csr)
 		_, _ = HardwareModuleNames(csr.Extensions)
 	})
+}
+
+// checkCSRDiagnostic: whatever the bytes, a refused CSR is a client error with a one-line,
+// bounded diagnostic that carries no Go value dump.
+func checkCSRDiagnostic(t *testing.T, b []byte, err error) {
+	t.Helper()
+	if k := errs.KindOf(err); k != errs.BadRequest && k != errs.TooLarge {
+		t.Fatalf("% x: kind %v: %v", b, k, err)
+	}
+	if m := errs.Message(err); strings.ContainsAny(m, "{}\r\n") || len(m) > maxCSRDiagnostic || !utf8.ValidString(m) {
+		t.Fatalf("% x: diagnostic %q", b, m)
+	}
 }
 
 func FuzzParseMultipart(f *testing.F) {

@@ -315,6 +315,10 @@ func TestCSRVectorA3(t *testing.T) {
 	}
 }
 
+// maxCSRDiagnostic bounds what ParseCSR's diagnostics may grow to (the longest is the
+// signature message with two algorithm names and a reason).
+const maxCSRDiagnostic = 160
+
 func TestParseCSRDiagnostics(t *testing.T) {
 	good := readVector(t, "a2-sen-request-286.der")
 	bad := append([]byte{}, good...)
@@ -327,13 +331,24 @@ func TestParseCSRDiagnostics(t *testing.T) {
 	}{
 		{"empty", nil, errs.BadRequest, "empty"},
 		{"pem", []byte("-----BEGIN CERTIFICATE REQUEST-----"), errs.BadRequest, "PEM"},
-		{"garbage", []byte{0x30, 0x03, 1, 2, 3}, errs.BadRequest, "not a DER PKCS#10"},
+		{"garbage", []byte{0x30, 0x03, 1, 2, 3}, errs.BadRequest, "malformed CSR: not a DER PKCS#10 request (ASN.1 structure error: tags don't match)"},
+		// DER, but an INTEGER where the CertificationRequestInfo SEQUENCE belongs: encoding/asn1
+		// answers "tags don't match (16 vs {class:0 tag:2 ...}) {optional:false ...}".
+		{"struct dump", []byte{0x30, 0x03, 0x02, 0x01, 0x00}, errs.BadRequest, "malformed CSR: not a DER PKCS#10 request (ASN.1 structure error: tags don't match)"},
+		{"truncated", []byte{0x30, 0x05, 0x30, 0x03, 0x02, 0x01}, errs.BadRequest, "(ASN.1 syntax error: "},
+		{"BER", []byte{0x30, 0x80, 0, 0}, errs.BadRequest, "(ASN.1 syntax error: indefinite length found (not DER))"},
+		{"certificate", readVector(t, "a3-skg-cert-281.der"), errs.BadRequest, "malformed CSR: not a DER PKCS#10 request"},
 		{"bad signature", bad, errs.BadRequest, "signature"},
 		{"huge", make([]byte, MaxCSRSize+1), errs.TooLarge, "more than"},
 	} {
 		_, err := ParseCSR(tc.in, true)
-		if errs.KindOf(err) != tc.kind || !strings.Contains(errs.Message(err), tc.msg) {
+		m := errs.Message(err)
+		if errs.KindOf(err) != tc.kind || !strings.Contains(m, tc.msg) {
 			t.Errorf("%s: %v (kind %v)", tc.name, err, errs.KindOf(err))
+		}
+		// One short line, no Go value dump: the detail is in err (the log), not the diagnostic.
+		if strings.ContainsAny(m, "{}\n") || len(m) > maxCSRDiagnostic {
+			t.Errorf("%s: diagnostic is not a short line: %q", tc.name, m)
 		}
 	}
 	if _, err := ParseCSR(bad, false); err != nil {

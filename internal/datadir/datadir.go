@@ -12,7 +12,10 @@
 //	DIR/server.pem                    the server's DTLS/TLS certificate + issuing CA
 //	DIR/cmp-signer.pem                CMP response-signing certificate (chains to ca.pem)
 //	DIR/private/*.key                 private keys (PKCS#8 PEM, mode 0600, directory 0700)
-//	DIR/coapca.db                     SQLite database (opened by the caller)
+//	DIR/coapca.db                     SQLite database (opened by the caller; 0600)
+//
+// The directories holding keys (private, demo, demo/private) are 0700 and the keys and the
+// demo secret 0600; wider modes found on a later start are narrowed (and logged).
 //
 // All keys are ECDSA P-256. Files are written atomically; a file that exists is never
 // overwritten, except the server and CMP signer certificates, which are re-issued when they
@@ -144,6 +147,9 @@ func Open(opts Options) (*Data, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("datadir: %w", err)
 		}
+	}
+	if err := restrictSecrets(p, log); err != nil {
+		return nil, err
 	}
 	b := &builder{d: &Data{Dir: dir, Paths: p, CMPSecretRef: DemoSecretRef}, now: now(), log: log}
 	d := b.d
@@ -298,6 +304,58 @@ func (b *builder) renewable(parent *x509.Certificate, ok func(*x509.Certificate)
 		}
 		return ok == nil || ok(c), nil
 	}
+}
+
+// restrictSecrets keeps the keys and the demo MAC secret to the CA's user also when an older
+// version, a restore or a copy left them wider: the directories that hold them become 0700
+// (at most), every file in the private directories and the demo device key and secret 0600
+// (at most). Each change is logged; a mode that cannot be narrowed stops Open.
+func restrictSecrets(p Paths, log *slog.Logger) error {
+	for _, d := range []string{p.Private, p.Demo, p.DemoPrivate} {
+		if err := narrowMode(d, 0o700, log); err != nil {
+			return err
+		}
+	}
+	files := []string{p.DeviceKey, p.CMPSecret}
+	for _, d := range []string{p.Private, p.DemoPrivate} {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			return fmt.Errorf("datadir: %w", err)
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				files = append(files, filepath.Join(d, e.Name()))
+			}
+		}
+	}
+	for _, f := range files {
+		if err := narrowMode(f, 0o600, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// narrowMode removes from path's permissions whatever limit does not allow; a missing path is
+// left alone.
+func narrowMode(path string, limit os.FileMode, log *slog.Logger) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("datadir: %w", err)
+	}
+	perm := st.Mode().Perm()
+	if perm&^limit == 0 {
+		return nil
+	}
+	if err := os.Chmod(path, perm&limit); err != nil {
+		return fmt.Errorf("datadir: %s has mode %04o and cannot be restricted to %04o: %w", path, perm, perm&limit, err)
+	}
+	log.Warn("data directory: secret was accessible to other users; mode restricted", "path", path,
+		"old_mode", fmt.Sprintf("%04o", perm), "new_mode", fmt.Sprintf("%04o", perm&limit))
+	return nil
 }
 
 // ensure loads certPath and keyPath, or — when either is missing or check rejects the

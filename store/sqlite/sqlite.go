@@ -6,7 +6,8 @@
 // `coapca ca approve` command line) write while the server runs; inside one process writers are
 // serialised by a mutex so they queue in Go instead of spinning in SQLite's busy handler.
 // Every write is one transaction begun with BEGIN IMMEDIATE. The schema is versioned with
-// PRAGMA user_version and migrated forward on Open.
+// PRAGMA user_version and migrated forward on Open. The database and its -wal and -shm files
+// are readable by the CA's user only (0600).
 package sqlite
 
 import (
@@ -18,6 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +71,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := restrictFileModes(path, log); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -91,6 +97,71 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	go s.committer()
 	return s, nil
+}
+
+// restrictFileModes keeps the database private to the CA's user: it records every issued
+// certificate, the pending requests and who asked for them. SQLite's unix VFS creates a new
+// database 0644 (less the umask) and gives its -wal, -shm and -journal files the database
+// file's own permissions, so the database is created here first with 0600; an existing
+// database and its companion files lose any group or other permission (logged), and one whose
+// permissions cannot be narrowed is refused.
+func restrictFileModes(path string, log *slog.Logger) error {
+	if path == "" || path == ":memory:" || runtime.GOOS == "windows" {
+		return nil // no file, or ACLs rather than modes
+	}
+	suffixes := []string{"", "-wal", "-shm", "-journal"}
+	// A FIFO would block the opens below; a directory or device is no database either.
+	for _, suffix := range suffixes {
+		if st, err := os.Stat(path + suffix); err == nil && !st.Mode().IsRegular() {
+			return fmt.Errorf("sqlite: %s%s is not a regular file", path, suffix)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	err = restrictMode(f, log)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("sqlite: %s: %w", path, cerr)
+	}
+	if err != nil {
+		return err
+	}
+	for _, suffix := range suffixes[1:] {
+		f, err := os.Open(path + suffix)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		err = restrictMode(f, log)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func restrictMode(f *os.File, log *slog.Logger) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("sqlite: %s is not a regular file", f.Name())
+	}
+	perm := st.Mode().Perm()
+	if perm&0o077 == 0 {
+		return nil
+	}
+	if err := f.Chmod(perm &^ 0o077); err != nil {
+		return fmt.Errorf("sqlite: %s has mode %04o (readable by others) and cannot be restricted: %w", f.Name(), perm, err)
+	}
+	log.Warn("database file was accessible to other users; mode restricted", "file", f.Name(),
+		"old_mode", fmt.Sprintf("%04o", perm), "new_mode", fmt.Sprintf("%04o", perm&^0o077))
+	return nil
 }
 
 // Close stops the group committer and closes the database. It is safe to call twice.
