@@ -8,8 +8,8 @@ require (
 	github.com/pion/logging v0.2.4
 	github.com/plgd-dev/go-coap/v3 v3.5.5
 	github.com/prometheus/client_golang v1.25.0
+	go.yaml.in/yaml/v3 v3.0.6
 	golang.org/x/crypto v0.57.0
-	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.61.1
 )
 
