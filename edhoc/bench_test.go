@@ -42,3 +42,28 @@ func BenchmarkHandshake(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMessageCodec measures the CBOR layer alone, without cryptography: encoding
+// message_1 and decoding PLAINTEXT_2 and ID_CRED_R of RFC 9529 trace 1, and an error message.
+func BenchmarkMessageCodec(b *testing.B) {
+	tf := loadTrace(b, "edhoc-rfc9529-trace1.json")
+	m1, err := ParseMessage1(tf.hex(b, "message_1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt2, idCred := tf.hex(b, "plaintext_2"), tf.hex(b, "id_cred_r")
+	errMsg := (&ErrorMessage{Code: ErrCodeWrongSuite, SuitesR: []Suite{Suite2, Suite0}}).Marshal()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = m1.Marshal()
+		if _, err := ParsePlaintext2(pt2, 64); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ParseIDCred(idCred); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ParseErrorMessage(errMsg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

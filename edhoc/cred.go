@@ -50,117 +50,122 @@ type IDCred struct {
 
 // IDCredKid references a credential by kid.
 func IDCredKid(kid []byte) IDCred {
-	b := appendHead(nil, majMap, 1)
-	b = appendInt(b, HeaderKid)
-	b = appendBstr(b, kid)
-	return IDCred{Raw: b, Kid: bytes.Clone(kid)}
+	return IDCred{Raw: encodeCBOR(map[int64]any{HeaderKid: kid}), Kid: bytes.Clone(kid)}
 }
 
 // IDCredX5T references an X.509 certificate by its SHA-256/64 hash (as RFC 9529 trace 1 does).
 func IDCredX5T(certDER []byte) IDCred {
 	sum := sha256.Sum256(certDER)
 	h := bytes.Clone(sum[:8])
-	b := appendHead(nil, majMap, 1)
-	b = appendInt(b, HeaderX5T)
-	b = appendHead(b, majArray, 2)
-	b = appendInt(b, AlgSHA256_64)
-	b = appendBstr(b, h)
-	return IDCred{Raw: b, X5T: &CertHash{Alg: AlgSHA256_64, Hash: h}}
+	raw := encodeCBOR(map[int64]any{HeaderX5T: []any{int64(AlgSHA256_64), h}})
+	return IDCred{Raw: raw, X5T: &CertHash{Alg: AlgSHA256_64, Hash: h}}
 }
 
 // IDCredX5Chain transports an X.509 chain (end-entity first). A single certificate is encoded
 // as a bstr, several as an array (RFC 9360 §2).
 func IDCredX5Chain(ders [][]byte) IDCred {
-	b := appendHead(nil, majMap, 1)
-	b = appendInt(b, HeaderX5Chain)
+	var v any = ders
 	if len(ders) == 1 {
-		b = appendBstr(b, ders[0])
-	} else {
-		b = appendHead(b, majArray, uint64(len(ders)))
-		for _, d := range ders {
-			b = appendBstr(b, d)
-		}
+		v = ders[0]
 	}
 	chain := make([][]byte, len(ders))
 	for i, d := range ders {
 		chain[i] = bytes.Clone(d)
 	}
-	return IDCred{Raw: b, X5Chain: chain}
+	return IDCred{Raw: encodeCBOR(map[int64]any{HeaderX5Chain: v}), X5Chain: chain}
 }
 
-// IDCredKCCS transports a CCS by value.
-func IDCredKCCS(ccs []byte) IDCred {
-	b := appendHead(nil, majMap, 1)
-	b = appendInt(b, HeaderKCCS)
-	b = append(b, ccs...)
-	return IDCred{Raw: b, KCCS: bytes.Clone(ccs)}
+// IDCredKCCS transports a CCS by value. The CCS must be one deterministically encoded CBOR
+// map, as NewCCSCredential and ParseIDCred check.
+func IDCredKCCS(ccs []byte) (IDCred, error) {
+	v, err := decodeOne(ccs)
+	if err != nil {
+		return IDCred{}, fmt.Errorf("edhoc: kccs: %w", err)
+	}
+	if _, ok := v.(map[any]any); !ok {
+		return IDCred{}, fmt.Errorf("edhoc: kccs: %w", wrongType("map", v))
+	}
+	// ccs is deterministic, so encoding its decoded value gives ccs back, byte for byte.
+	return IDCred{Raw: encodeCBOR(map[int64]any{HeaderKCCS: v}), KCCS: bytes.Clone(ccs)}, nil
+}
+
+// decodeOne decodes b, which must be exactly one deterministically encoded item.
+func decodeOne(b []byte) (any, error) {
+	r := &reader{rest: b}
+	v, _, err := r.next()
+	if err != nil {
+		return nil, err
+	}
+	if !r.empty() {
+		return nil, fmt.Errorf("%w: %d trailing bytes", errCBOR, len(r.rest))
+	}
+	return v, nil
 }
 
 // ParseIDCred parses the CBOR encoding of an ID_CRED_x map.
 func ParseIDCred(b []byte) (*IDCred, error) {
-	r := &reader{b: b}
-	entries, err := r.readMap()
+	v, err := decodeOne(b)
 	if err != nil {
 		return nil, fmt.Errorf("edhoc: ID_CRED: %w", err)
 	}
-	if !r.empty() {
-		return nil, fmt.Errorf("edhoc: ID_CRED: trailing bytes")
+	m, ok := v.(map[any]any)
+	if !ok {
+		return nil, fmt.Errorf("edhoc: ID_CRED: %w", wrongType("map", v))
 	}
-	id := &IDCred{Raw: bytes.Clone(b)}
-	for _, e := range entries {
-		kr := &reader{b: e[0]}
-		if m := kr.peekMajor(); m != majUint && m != majNint {
-			continue // text labels: not used here, kept in Raw
+	return idCredFromMap(m, b)
+}
+
+// idCredFromMap reads the recognized parameters of a decoded ID_CRED_x map whose
+// encoding is raw. Parameters with text labels are not used here and are kept in Raw.
+func idCredFromMap(m map[any]any, raw []byte) (*IDCred, error) {
+	id := &IDCred{Raw: bytes.Clone(raw)}
+	if v, ok := mapLookup(m, HeaderKid); ok {
+		kid, ok := v.([]byte)
+		if !ok {
+			return nil, fmt.Errorf("edhoc: ID_CRED kid: %w", wrongType("byte string", v))
 		}
-		label, err := kr.readInt()
+		id.Kid = kid
+	}
+	if v, ok := mapLookup(m, HeaderX5T); ok {
+		arr, ok := v.([]any)
+		if !ok || len(arr) != 2 {
+			return nil, fmt.Errorf("edhoc: ID_CRED x5t: want [alg, hash]")
+		}
+		alg, err := intValue(arr[0])
 		if err != nil {
-			return nil, fmt.Errorf("edhoc: ID_CRED label: %w", err)
+			return nil, fmt.Errorf("edhoc: ID_CRED x5t alg: %w", err)
 		}
-		vr := &reader{b: e[1]}
-		switch label {
-		case HeaderKid:
-			v, err := vr.readBstr()
-			if err != nil {
-				return nil, fmt.Errorf("edhoc: ID_CRED kid: %w", err)
-			}
-			id.Kid = bytes.Clone(v)
-		case HeaderX5T:
-			n, err := vr.readArray()
-			if err != nil || n != 2 {
-				return nil, fmt.Errorf("edhoc: ID_CRED x5t: want [alg, hash]")
-			}
-			alg, err := vr.readInt()
-			if err != nil {
-				return nil, fmt.Errorf("edhoc: ID_CRED x5t alg: %w", err)
-			}
-			h, err := vr.readBstr()
-			if err != nil {
-				return nil, fmt.Errorf("edhoc: ID_CRED x5t hash: %w", err)
-			}
-			id.X5T = &CertHash{Alg: int(alg), Hash: bytes.Clone(h)}
-		case HeaderX5Chain:
-			if vr.peekMajor() == majBstr {
-				v, _ := vr.readBstr()
-				id.X5Chain = [][]byte{bytes.Clone(v)}
-				break
-			}
-			n, err := vr.readArray()
-			if err != nil || n == 0 {
+		h, ok := arr[1].([]byte)
+		if !ok {
+			return nil, fmt.Errorf("edhoc: ID_CRED x5t hash: %w", wrongType("byte string", arr[1]))
+		}
+		id.X5T = &CertHash{Alg: int(alg), Hash: h}
+	}
+	if v, ok := mapLookup(m, HeaderX5Chain); ok {
+		switch x := v.(type) {
+		case []byte:
+			id.X5Chain = [][]byte{x}
+		case []any:
+			if len(x) == 0 {
 				return nil, fmt.Errorf("edhoc: ID_CRED x5chain: want bstr or array of bstr")
 			}
-			for i := 0; i < n; i++ {
-				v, err := vr.readBstr()
-				if err != nil {
-					return nil, fmt.Errorf("edhoc: ID_CRED x5chain: %w", err)
+			for _, e := range x {
+				d, ok := e.([]byte)
+				if !ok {
+					return nil, fmt.Errorf("edhoc: ID_CRED x5chain: %w", wrongType("byte string", e))
 				}
-				id.X5Chain = append(id.X5Chain, bytes.Clone(v))
+				id.X5Chain = append(id.X5Chain, d)
 			}
-		case HeaderKCCS:
-			if vr.peekMajor() != majMap {
-				return nil, fmt.Errorf("edhoc: ID_CRED kccs: want map")
-			}
-			id.KCCS = bytes.Clone(e[1])
+		default:
+			return nil, fmt.Errorf("edhoc: ID_CRED x5chain: want bstr or array of bstr")
 		}
+	}
+	if v, ok := mapLookup(m, HeaderKCCS); ok {
+		if _, ok := v.(map[any]any); !ok {
+			return nil, fmt.Errorf("edhoc: ID_CRED kccs: want map")
+		}
+		// The map was checked to be deterministic, so this is its encoding within raw.
+		id.KCCS = encodeCBOR(v)
 	}
 	return id, nil
 }
@@ -171,9 +176,9 @@ func (id *IDCred) onlyKid() bool {
 	if id.Kid == nil {
 		return false
 	}
-	r := &reader{b: id.Raw}
-	m, n, err := r.head()
-	return err == nil && m == majMap && n == 1
+	v, err := decodeOne(id.Raw)
+	m, ok := v.(map[any]any)
+	return err == nil && ok && len(m) == 1
 }
 
 // MatchesCert reports whether an x5t in the ID_CRED matches the DER certificate.
@@ -251,7 +256,9 @@ func NewCCSCredential(ccs []byte, kid []byte) (*Credential, error) {
 	case keyKid != nil:
 		c.ID = IDCredKid(keyKid)
 	default:
-		c.ID = IDCredKCCS(ccs)
+		if c.ID, err = IDCredKCCS(ccs); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -282,69 +289,51 @@ func CredentialFromIDCred(id *IDCred) (*Credential, error) {
 
 // parseCCS extracts the COSE_Key from the cnf claim (8) of a CCS: {8: {1: COSE_Key}}.
 func parseCCS(ccs []byte) (crypto.PublicKey, []byte, error) {
-	r := &reader{b: ccs}
-	entries, err := r.readMap()
-	if err != nil || !r.empty() {
-		return nil, nil, fmt.Errorf("edhoc: CCS is not a single CBOR map: %v", err)
+	v, err := decodeOne(ccs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("edhoc: CCS is not a single CBOR map: %w", err)
 	}
-	cnf := findInt(entries, 8)
-	if cnf == nil {
+	claims, ok := v.(map[any]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("edhoc: CCS is not a single CBOR map: %w", wrongType("map", v))
+	}
+	cnfV, ok := mapLookup(claims, 8)
+	if !ok {
 		return nil, nil, errors.New("edhoc: CCS without cnf claim")
 	}
-	cr := &reader{b: cnf}
-	ce, err := cr.readMap()
-	if err != nil {
-		return nil, nil, fmt.Errorf("edhoc: CCS cnf: %w", err)
+	cnf, ok := cnfV.(map[any]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("edhoc: CCS cnf: %w", wrongType("map", cnfV))
 	}
-	ck := findInt(ce, 1)
-	if ck == nil {
+	keyV, ok := mapLookup(cnf, 1)
+	if !ok {
 		return nil, nil, errors.New("edhoc: CCS cnf without COSE_Key")
 	}
-	return parseCOSEKey(ck)
-}
-
-func findInt(entries [][2][]byte, label int64) []byte {
-	for _, e := range entries {
-		r := &reader{b: e[0]}
-		if m := r.peekMajor(); m != majUint && m != majNint {
-			continue
-		}
-		if v, err := r.readInt(); err == nil && v == label {
-			return e[1]
-		}
+	key, ok := keyV.(map[any]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("edhoc: COSE_Key: %w", wrongType("map", keyV))
 	}
-	return nil
+	return parseCOSEKey(key)
 }
 
 // parseCOSEKey decodes an OKP (Ed25519/X25519) or EC2 (P-256) COSE_Key (RFC 9053 §7).
-func parseCOSEKey(b []byte) (crypto.PublicKey, []byte, error) {
-	r := &reader{b: b}
-	entries, err := r.readMap()
-	if err != nil {
-		return nil, nil, fmt.Errorf("edhoc: COSE_Key: %w", err)
-	}
-	getInt := func(l int64) (int64, bool) {
-		v := findInt(entries, l)
-		if v == nil {
-			return 0, false
-		}
-		x, err := (&reader{b: v}).readInt()
-		return x, err == nil
-	}
-	getBstr := func(l int64) []byte {
-		v := findInt(entries, l)
-		if v == nil {
-			return nil
-		}
-		x, err := (&reader{b: v}).readBstr()
+func parseCOSEKey(entries map[any]any) (crypto.PublicKey, []byte, error) {
+	getInt := func(l int64) int64 {
+		v, _ := mapLookup(entries, l)
+		x, err := intValue(v)
 		if err != nil {
-			return nil
+			return 0
 		}
 		return x
 	}
-	kty, _ := getInt(1)
-	crv, _ := getInt(-1)
-	kid := bytes.Clone(getBstr(2))
+	getBstr := func(l int64) []byte {
+		v, _ := mapLookup(entries, l)
+		x, _ := v.([]byte)
+		return x
+	}
+	kty := getInt(1)
+	crv := getInt(-1)
+	kid := getBstr(2)
 	x := getBstr(-2)
 	switch {
 	case kty == 1 && crv == 6: // OKP Ed25519
@@ -377,31 +366,13 @@ func parseCOSEKey(b []byte) (crypto.PublicKey, []byte, error) {
 // (ed25519.PublicKey, *ecdsa.PublicKey P-256 or *ecdh.PublicKey), with an optional kid in
 // the COSE_Key. It is meant for tests and provisioning tools.
 func CCSFromPublicKey(sub string, kid []byte, pub crypto.PublicKey) ([]byte, error) {
-	var key []byte
-	n := uint64(3)
-	if kid != nil {
-		n++
-	}
-	// okpKey is a COSE_Key {1: 1 (OKP), [2: kid,] -1: crv, -2: x} (RFC 9053 §7.2).
-	okpKey := func(crv int64, x []byte) []byte {
-		key := appendHead(nil, majMap, n)
-		key = appendInt(key, 1)
-		key = appendInt(key, 1)
-		if kid != nil {
-			key = appendInt(key, 2)
-			key = appendBstr(key, kid)
-		}
-		key = appendInt(key, -1)
-		key = appendInt(key, crv)
-		key = appendInt(key, -2)
-		return appendBstr(key, x)
-	}
+	var key map[int64]any
 	switch k := pub.(type) {
 	case ed25519.PublicKey:
-		key = okpKey(6, k) // Ed25519
+		key = okpKey(kid, 6, k) // Ed25519
 	case *ecdh.PublicKey:
 		if k.Curve() == ecdh.X25519() {
-			key = okpKey(4, k.Bytes()) // X25519
+			key = okpKey(kid, 4, k.Bytes()) // X25519
 			break
 		}
 		b := k.Bytes()
@@ -415,31 +386,24 @@ func CCSFromPublicKey(sub string, kid []byte, pub crypto.PublicKey) ([]byte, err
 	default:
 		return nil, fmt.Errorf("edhoc: CCS: unsupported key type %T", pub)
 	}
-	b := appendHead(nil, majMap, 2)
-	b = appendInt(b, 2)
-	b = appendTstr(b, sub)
-	b = appendInt(b, 8)
-	b = appendHead(b, majMap, 1)
-	b = appendInt(b, 1)
-	return append(b, key...), nil
+	// Deterministic encoding sorts the labels (RFC 8949 §4.2.1): 1, 2, -1, -2, -3.
+	return encodeCBOR(map[int64]any{2: sub, 8: map[int64]any{1: key}}), nil
 }
 
-func ec2Key(kid, x, y []byte) []byte {
-	n := uint64(4)
+// okpKey is a COSE_Key {1: 1 (OKP), [2: kid,] -1: crv, -2: x} (RFC 9053 §7.2).
+func okpKey(kid []byte, crv int64, x []byte) map[int64]any {
+	key := map[int64]any{1: 1, -1: crv, -2: x}
 	if kid != nil {
-		n++
+		key[2] = kid
 	}
-	key := appendHead(nil, majMap, n)
-	key = appendInt(key, 1)
-	key = appendInt(key, 2)
+	return key
+}
+
+// ec2Key is a COSE_Key {1: 2 (EC2), [2: kid,] -1: 1 (P-256), -2: x, -3: y} (RFC 9053 §7.1.1).
+func ec2Key(kid, x, y []byte) map[int64]any {
+	key := map[int64]any{1: 2, -1: 1, -2: x, -3: y}
 	if kid != nil {
-		key = appendInt(key, 2)
-		key = appendBstr(key, kid)
+		key[2] = kid
 	}
-	key = appendInt(key, -1)
-	key = appendInt(key, 1)
-	key = appendInt(key, -2)
-	key = appendBstr(key, x)
-	key = appendInt(key, -3)
-	return appendBstr(key, y)
+	return key
 }

@@ -15,8 +15,9 @@
 //   - §5 message_1..message_4 (message_4 optional) and their processing, §6 error messages;
 //   - Appendix A.1 OSCORE Master Secret/Salt and Sender/Recipient IDs.
 //
-// The message decoders are strict (§3.1: deterministic CBOR) and reject the invalid messages of
-// RFC 9529 §4. EDHOC over CoAP (Appendix A.2: the 0xf5 / C_R prefixes, Content-Formats 64/65) is
+// CBOR is encoded and decoded with github.com/fxamacker/cbor/v2 (wire.go). The message decoders
+// are strict (§3.1: deterministic CBOR, checked by re-encoding each item) and bounded (nesting,
+// array and map sizes), and reject the invalid messages of RFC 9529 §4. EDHOC over CoAP (Appendix A.2: the 0xf5 / C_R prefixes, Content-Formats 64/65) is
 // the binding's job, not this package's.
 //
 // A session is a plain value with no shared state: a peer that abandons a handshake leaves a

@@ -55,12 +55,15 @@ func (r *reader) readEAD() ([]EAD, error) {
 			return nil, fmt.Errorf("EAD label: %w", err)
 		}
 		e := EAD{Label: l}
-		if r.peekMajor() == majBstr {
-			v, err := r.readBstr()
+		if !r.empty() {
+			v, n, err := r.peek()
 			if err != nil {
 				return nil, fmt.Errorf("EAD value: %w", err)
 			}
-			e.Value = bytes.Clone(v)
+			if s, ok := v.([]byte); ok {
+				e.Value = bytes.Clone(s)
+				r.rest = r.rest[n:]
+			}
 		}
 		out = append(out, e)
 	}
@@ -107,42 +110,38 @@ func appendSuites(b []byte, s []Suite) []byte {
 	if len(s) == 1 {
 		return appendInt(b, int64(s[0]))
 	}
-	b = appendHead(b, majArray, uint64(len(s)))
-	for _, x := range s {
-		b = appendInt(b, int64(x))
-	}
-	return b
+	return appendCBOR(b, s)
 }
 
 // readSuites reads suites = [2* int] / int (§5.2.1, §6.3.1). An array of one suite is
 // rejected (RFC 9529 §4: "81 02" for SUITES_I = 2).
 func (r *reader) readSuites() ([]Suite, error) {
-	switch r.peekMajor() {
-	case majUint, majNint:
-		v, err := r.readInt()
-		if err != nil {
-			return nil, err
-		}
-		return []Suite{Suite(v)}, nil
-	case majArray:
-		n, err := r.readArray()
-		if err != nil {
-			return nil, err
-		}
-		if n < 2 {
-			return nil, errors.New("array of fewer than two suites must be encoded as int")
-		}
-		out := make([]Suite, n)
-		for i := range out {
-			v, err := r.readInt()
-			if err != nil {
-				return nil, err
-			}
-			out[i] = Suite(v)
-		}
-		return out, nil
+	v, _, err := r.next()
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("suites is neither int nor array")
+	if i, ok, err := asInt(v); ok {
+		if err != nil {
+			return nil, err
+		}
+		return []Suite{Suite(i)}, nil
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, errors.New("suites is neither int nor array")
+	}
+	if len(arr) < 2 {
+		return nil, errors.New("array of fewer than two suites must be encoded as int")
+	}
+	out := make([]Suite, len(arr))
+	for i, x := range arr {
+		s, err := intValue(x)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = Suite(s)
+	}
+	return out, nil
 }
 
 // ParseMessage1 decodes message_1 and checks the encoding of G_X for the selected suite when
@@ -156,7 +155,7 @@ func ParseMessage1(b []byte) (*Message1, error) {
 
 // parseMessage1 also returns the decoded G_X when the selected suite is implemented.
 func parseMessage1(b []byte) (*Message1, *ecdh.PublicKey, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	method, err := r.readInt()
 	if err != nil {
 		return nil, nil, malformed("message_1 METHOD", err)
@@ -209,7 +208,7 @@ func ParseMessage2(b []byte, suite Suite) (gy, ciphertext2 []byte, err error) {
 }
 
 func parseMessage2(b []byte, gLen int) (gy, ct []byte, err error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	v, err := r.readBstr()
 	if err != nil {
 		return nil, nil, malformed("message_2", err)
@@ -231,7 +230,7 @@ func ParseMessage4(b []byte) ([]byte, error) { return parseBstrMessage("message_
 
 // parseBstrMessage decodes message_3 / message_4 = (CIPHERTEXT: bstr) (§5.4.1, §5.5.1).
 func parseBstrMessage(name string, b []byte) ([]byte, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	v, err := r.readBstr()
 	if err != nil {
 		return nil, malformed(name, err)
@@ -245,12 +244,14 @@ func parseBstrMessage(name string, b []byte) ([]byte, error) {
 // readIDCredCompact reads ID_CRED_x in PLAINTEXT_2/3 (§3.5.3.2): a map, or the compact kid
 // (bstr / -24..23). A map holding nothing but a kid is rejected: it must be sent compact.
 func (r *reader) readIDCredCompact() (*IDCred, error) {
-	if r.peekMajor() == majMap {
-		raw, err := r.readRaw()
-		if err != nil {
-			return nil, err
-		}
-		id, err := ParseIDCred(raw)
+	v, n, err := r.peek()
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := v.(map[any]any); ok {
+		raw := r.rest[:n]
+		r.rest = r.rest[n:]
+		id, err := idCredFromMap(m, raw)
 		if err != nil {
 			return nil, err
 		}
@@ -292,7 +293,7 @@ func (p *Plaintext2) marshal() []byte {
 // ParsePlaintext2 decodes PLAINTEXT_2; sigLen is the exact length Signature_or_MAC_2 must have
 // for the method and suite (§5.3.2; RFC 9529 §4: a 4-byte MAC is invalid).
 func ParsePlaintext2(b []byte, sigLen int) (*Plaintext2, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	cr, err := r.readIDBytes()
 	if err != nil {
 		return nil, malformed("PLAINTEXT_2 C_R", err)
@@ -330,7 +331,7 @@ func (p *Plaintext3) marshal() []byte {
 
 // ParsePlaintext3 decodes PLAINTEXT_3; sigLen as for ParsePlaintext2.
 func ParsePlaintext3(b []byte, sigLen int) (*Plaintext3, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	id, err := r.readIDCredCompact()
 	if err != nil {
 		return nil, malformed("PLAINTEXT_3 ID_CRED_I", err)
@@ -351,7 +352,7 @@ func ParsePlaintext3(b []byte, sigLen int) (*Plaintext3, error) {
 
 // ParsePlaintext4 decodes PLAINTEXT_4 = (? EAD_4) (§5.5.2).
 func ParsePlaintext4(b []byte) ([]EAD, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	ead, err := r.readEAD()
 	if err != nil {
 		return nil, malformed("PLAINTEXT_4 EAD_4", err)
@@ -400,7 +401,7 @@ func (e *ErrorMessage) Marshal() []byte {
 	case ErrCodeWrongSuite:
 		return appendSuites(b, e.SuitesR)
 	case ErrCodeUnknownCredential:
-		return append(b, 0xf5) // true (§6.4)
+		return appendCBOR(b, true) // §6.4
 	}
 	if e.Info != nil {
 		return append(b, e.Info...)
@@ -411,13 +412,13 @@ func (e *ErrorMessage) Marshal() []byte {
 // IsErrorMessage reports whether b starts like an error message (an int where message_2 and
 // message_4 have a bstr; RFC 9528 §6).
 func IsErrorMessage(b []byte) bool {
-	m := (&reader{b: b}).peekMajor()
-	return m == majUint || m == majNint
+	v, _, err := (&reader{rest: b}).peek()
+	return err == nil && isInt(v)
 }
 
 // ParseErrorMessage decodes an EDHOC error message (§6).
 func ParseErrorMessage(b []byte) (*ErrorMessage, error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	code, err := r.readInt()
 	if err != nil {
 		return nil, malformed("error ERR_CODE", err)
@@ -431,7 +432,7 @@ func ParseErrorMessage(b []byte) (*ErrorMessage, error) {
 		if err != nil {
 			return nil, malformed("error ERR_INFO (diagnostic)", err)
 		}
-		e.Diagnostic = string(s)
+		e.Diagnostic = s
 	case ErrCodeWrongSuite:
 		s, err := r.readSuites()
 		if err != nil {
@@ -439,10 +440,10 @@ func ParseErrorMessage(b []byte) (*ErrorMessage, error) {
 		}
 		e.SuitesR = s
 	case ErrCodeUnknownCredential:
-		if r.empty() || r.b[r.off] != 0xf5 {
-			return nil, malformed("error ERR_INFO for code 3 must be true", nil)
+		v, _, err := r.next()
+		if t, ok := v.(bool); err != nil || !ok || !t {
+			return nil, malformed("error ERR_INFO for code 3 must be true", err)
 		}
-		r.off++
 	default:
 		info, err := r.readRaw()
 		if err != nil {
@@ -465,10 +466,10 @@ func AppendConnID(b, id []byte) []byte { return appendIDBytes(b, id) }
 // (e.g. C_R in front of message_3 in a CoAP request, RFC 9528 Appendix A.2). The non-compact
 // encodings are rejected.
 func SplitConnID(b []byte) (id, rest []byte, err error) {
-	r := &reader{b: b}
+	r := &reader{rest: b}
 	v, err := r.readIDBytes()
 	if err != nil {
 		return nil, nil, malformed("connection identifier", err)
 	}
-	return bytes.Clone(v), b[r.off:], nil
+	return bytes.Clone(v), r.rest, nil
 }

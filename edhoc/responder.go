@@ -131,7 +131,7 @@ func (r *Responder) checkSuites(suitesI []Suite) error {
 // wrongSuite decodes just enough of a message_1 that failed full validation to tell whether
 // the suite is the problem.
 func (r *Responder) wrongSuite(msg []byte) error {
-	rd := &reader{b: msg}
+	rd := &reader{rest: msg}
 	if _, err := rd.readInt(); err != nil {
 		return nil
 	}

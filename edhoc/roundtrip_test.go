@@ -578,7 +578,7 @@ func TestConnIDEncoding(t *testing.T) {
 		if fmt.Sprintf("%x", enc) != tc.enc {
 			t.Errorf("%s → %x want %s", tc.raw, enc, tc.enc)
 		}
-		got, err := (&reader{b: enc}).readIDBytes()
+		got, err := (&reader{rest: enc}).readIDBytes()
 		if err != nil || !bytes.Equal(got, raw) {
 			t.Errorf("%x decodes to %x %v", enc, got, err)
 		}
@@ -588,7 +588,7 @@ func TestConnIDEncoding(t *testing.T) {
 		t.Errorf("SplitConnID = %x %x %v", id, rest, err)
 	}
 	for _, bad := range [][]byte{{0x41, 0x0e}, {0x18, 0x18}, {0x38, 0x18}, {0x60}} {
-		if _, err := (&reader{b: bad}).readIDBytes(); err == nil {
+		if _, err := (&reader{rest: bad}).readIDBytes(); err == nil {
 			t.Errorf("%x accepted", bad)
 		}
 	}

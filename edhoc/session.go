@@ -265,22 +265,32 @@ func (s *session) macLen(signs bool) int {
 // sigStructure builds the COSE Sig_structure of §5.3.2/§5.4.2:
 // ["Signature1", << ID_CRED_x >>, << TH_x, CRED_x, ? EAD_x >>, MAC_x].
 func sigStructure(idCred, th, cred []byte, ead []EAD, mac []byte) []byte {
-	b := appendHead(nil, majArray, 4)
-	b = appendTstr(b, "Signature1")
-	b = appendBstr(b, idCred)
 	aad := appendBstr(nil, th)
 	aad = append(aad, cred...)
 	aad = appendEAD(aad, ead)
-	b = appendBstr(b, aad)
-	return appendBstr(b, mac)
+	return encodeCBOR(coseSigStructure{Context: "Signature1", Protected: idCred, ExternalAAD: aad, Payload: mac})
+}
+
+// coseSigStructure is a COSE Sig_structure for a COSE_Sign1 (RFC 9052 §4.4).
+type coseSigStructure struct {
+	_           struct{} `cbor:",toarray"`
+	Context     string
+	Protected   []byte
+	ExternalAAD []byte
+	Payload     []byte
 }
 
 // encStructure is the COSE Enc_structure ["Encrypt0", empty bstr, TH_x], the AAD of §5.4.2 and §5.5.2.
 func encStructure(th []byte) []byte {
-	b := appendHead(nil, majArray, 3)
-	b = appendTstr(b, "Encrypt0")
-	b = appendBstr(b, nil)
-	return appendBstr(b, th)
+	return encodeCBOR(coseEncStructure{Context: "Encrypt0", Protected: nil, ExternalAAD: th})
+}
+
+// coseEncStructure is a COSE Enc_structure for a COSE_Encrypt0 (RFC 9052 §5.3).
+type coseEncStructure struct {
+	_           struct{} `cbor:",toarray"`
+	Context     string
+	Protected   []byte
+	ExternalAAD []byte
 }
 
 func (s *session) sign(msg []byte) ([]byte, error) {

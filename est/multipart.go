@@ -36,12 +36,22 @@ func EncodeMultipart(parts []Part) ([]byte, error) {
 			arr = append(arr, b)
 		}
 	}
-	out, err := cbor.Marshal(arr)
+	out, err := multipartEnc.Marshal(arr)
 	if err != nil {
 		return nil, fmt.Errorf("multipart-core: encode: %w", err)
 	}
 	return out, nil
 }
+
+// multipartEnc is the core deterministic encoding (RFC 8949 §4.2.1), the one EDHOC and OSCORE
+// use too; for this array of uints and byte strings it is the preferred (shortest) form.
+var multipartEnc = func() cbor.EncMode {
+	em, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err) // static options; cannot fail
+	}
+	return em
+}()
 
 var multipartDec = func() cbor.DecMode {
 	dm, err := cbor.DecOptions{

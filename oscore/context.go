@@ -170,7 +170,11 @@ func NewContext(p Params) (*Context, error) {
 		c.rand = rand.Reader
 	}
 	derive := func(id []byte, typ string, l int) ([]byte, error) {
-		k, err := kdf.Derive(p.MasterSecret, p.MasterSalt, hkdfInfo(id, p.IDContext, c.hasIDContext, algID, typ, l), l)
+		info, err := hkdfInfo(id, p.IDContext, c.hasIDContext, algID, typ, l)
+		if err != nil {
+			return nil, err
+		}
+		k, err := kdf.Derive(p.MasterSecret, p.MasterSalt, info, l)
 		if err != nil {
 			return nil, fmt.Errorf("oscore: derive %s: %w", typ, err)
 		}

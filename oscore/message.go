@@ -131,7 +131,11 @@ func (c *Context) ProtectRequest(req *message.Message) (*message.Message, *Reque
 	}
 	st.piv = encodePIV(seq)
 	st.nonce = c.nonce(c.senderID, st.piv)
-	ct, err := seal(c.sender, st.nonce, pt, encStructure(aadArray(c.alg.ID(), st.kid, st.piv)))
+	aad, err := requestAAD(c.alg.ID(), st.kid, st.piv)
+	if err != nil {
+		return nil, nil, &Error{Kind: KindInternal, Err: err}
+	}
+	ct, err := seal(c.sender, st.nonce, pt, aad)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -196,7 +200,10 @@ func (c *Context) unprotectRequest(msg *message.Message, ov OptionValue) (*messa
 	}
 	st := &RequestState{ctx: c, kid: clone(ov.KID), piv: clone(ov.PartialIV)}
 	st.nonce = c.nonce(st.kid, st.piv)
-	aad := encStructure(aadArray(c.alg.ID(), st.kid, st.piv))
+	aad, err := requestAAD(c.alg.ID(), st.kid, st.piv)
+	if err != nil {
+		return nil, nil, &Error{Kind: KindInternal, Err: err}
+	}
 	pt, err := c.recipient.Open(nil, st.nonce, msg.Payload, aad)
 	if err != nil {
 		c.log.Debug("oscore: request decryption failed", "kid", st.kid, "piv", seq)
@@ -328,7 +335,11 @@ func (c *Context) protectResponse(st *RequestState, resp *message.Message, force
 		ov.PartialIV = encodePIV(seq)
 		nonce = c.nonce(c.senderID, ov.PartialIV)
 	}
-	ct, err := seal(c.sender, nonce, pt, encStructure(aadArray(c.alg.ID(), st.kid, st.piv)))
+	aad, err := requestAAD(c.alg.ID(), st.kid, st.piv)
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Err: err}
+	}
+	ct, err := seal(c.sender, nonce, pt, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -356,7 +367,10 @@ func (c *Context) UnprotectResponse(st *RequestState, msg *message.Message) (*me
 	if ov.PartialIV != nil {
 		nonce = c.nonce(c.recipientID, ov.PartialIV)
 	}
-	aad := encStructure(aadArray(c.alg.ID(), st.kid, st.piv))
+	aad, err := requestAAD(c.alg.ID(), st.kid, st.piv)
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Err: err}
+	}
 	pt, err := c.recipient.Open(nil, nonce, msg.Payload, aad)
 	if err != nil {
 		return nil, &Error{Kind: KindDecrypt, Err: err}

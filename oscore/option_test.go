@@ -3,6 +3,7 @@ package oscore
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -68,13 +69,32 @@ func TestFileSequenceStore(t *testing.T) {
 	}
 }
 
-func TestCBORInts(t *testing.T) {
+// TestCOSEEncodingEdges checks the deterministic encoding (RFC 8949 §4.2.1) of the HKDF info
+// (RFC 8613 §3.2.1) and aad_array (§5.4) where the Appendix C vectors do not reach: integer
+// arguments at every length boundary, negative algorithm identifiers, an
+// ID Context that is present but empty (h”) versus absent (null), and an absent kid (h”).
+func TestCOSEEncodingEdges(t *testing.T) {
 	tests := []struct {
-		v    int
+		name string
+		got  func() ([]byte, error)
 		want string
-	}{{0, "00"}, {23, "17"}, {24, "1818"}, {255, "18ff"}, {256, "190100"}, {65536, "1a00010000"},
-		{1 << 32, "1b0000000100000000"}, {-1, "20"}, {-10, "29"}, {-25, "3818"}}
+	}{
+		{"info L 23", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 10, "IV", 23) }, "8540f60a624956" + "17"},
+		{"info L 24", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 10, "IV", 24) }, "8540f60a624956" + "1818"},
+		{"info L 256", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 10, "IV", 256) }, "8540f60a624956" + "190100"},
+		{"info L 65536", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 10, "IV", 65536) }, "8540f60a624956" + "1a00010000"},
+		{"info L 2^32", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 10, "IV", 1<<32) }, "8540f60a624956" + "1b0000000100000000"},
+		{"info alg -25", func() ([]byte, error) { return hkdfInfo([]byte{1}, nil, false, -25, "Key", 16) }, "854101f6" + "3818" + "634b6579" + "10"},
+		{"info alg 255 (one-byte argument)", func() ([]byte, error) { return hkdfInfo(nil, nil, false, 255, "Key", 16) }, "8540f6" + "18ff" + "634b6579" + "10"},
+		{"info empty ID Context", func() ([]byte, error) { return hkdfInfo(nil, nil, true, 10, "Key", 16) }, "854040" + "0a" + "634b6579" + "10"},
+		{"info ID Context", func() ([]byte, error) { return hkdfInfo(nil, []byte{0x37, 0xcb}, true, 10, "Key", 16) }, "854042" + "37cb" + "0a634b657910"},
+		{"aad_array absent kid", func() ([]byte, error) { return aadArray(10, nil, []byte{0x14}) }, "8501810a" + "40" + "4114" + "40"},
+		{"aad_array alg -1", func() ([]byte, error) { return aadArray(-1, []byte{0}, []byte{0}) }, "850181" + "20" + "4100410040"},
+		{"Enc_structure 24-byte aad_array", func() ([]byte, error) { return encStructure(make([]byte, 24)) }, "8368456e6372797074304058" + "18" + strings.Repeat("00", 24)},
+	}
 	for _, tc := range tests {
-		checkHex(t, "cbor int", cborInt(nil, tc.v), tc.want)
+		t.Run(tc.name, func(t *testing.T) {
+			checkHex(t, tc.name, encoded(t)(tc.got()), tc.want)
+		})
 	}
 }

@@ -80,6 +80,17 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
+// encoded(t)(b, err) returns b and fails the test if the encoder returned an error.
+func encoded(t testing.TB) func([]byte, error) []byte {
+	return func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+}
+
 func checkHex(t *testing.T, what string, got []byte, want string) {
 	t.Helper()
 	if hex.EncodeToString(got) != want {
@@ -139,9 +150,9 @@ func TestVectorsKeyDerivation(t *testing.T) {
 			c := contextFor(t, v, kd.ID, 0)
 			hasCtx := kd.IDContext != ""
 			idc := unhex(t, kd.IDContext)
-			checkHex(t, "info sender key", hkdfInfo(unhex(t, kd.SenderID), idc, hasCtx, 10, "Key", 16), kd.InfoSenderKey)
-			checkHex(t, "info recipient key", hkdfInfo(unhex(t, kd.RecipientID), idc, hasCtx, 10, "Key", 16), kd.InfoRecipientKey)
-			checkHex(t, "info common IV", hkdfInfo(nil, idc, hasCtx, 10, "IV", 13), kd.InfoCommonIV)
+			checkHex(t, "info sender key", encoded(t)(hkdfInfo(unhex(t, kd.SenderID), idc, hasCtx, 10, "Key", 16)), kd.InfoSenderKey)
+			checkHex(t, "info recipient key", encoded(t)(hkdfInfo(unhex(t, kd.RecipientID), idc, hasCtx, 10, "Key", 16)), kd.InfoRecipientKey)
+			checkHex(t, "info common IV", encoded(t)(hkdfInfo(nil, idc, hasCtx, 10, "IV", 13)), kd.InfoCommonIV)
 			sk, rk, iv := c.Keys()
 			checkHex(t, "sender key", sk, kd.SenderKeyJ)
 			checkHex(t, "recipient key", rk, kd.RecipientKeyJ)
@@ -189,9 +200,9 @@ func TestVectorsMessages(t *testing.T) {
 					checkHex(t, "partial IV", encodePIV(mp.SSN), *mp.PartialIV)
 				}
 			}
-			aadArr := aadArray(10, kid, reqPIV)
+			aadArr := encoded(t)(aadArray(10, kid, reqPIV))
 			checkHex(t, "aad_array", aadArr, mp.AADArray)
-			checkHex(t, "AAD", encStructure(aadArr), mp.AAD)
+			checkHex(t, "AAD", encoded(t)(encStructure(aadArr)), mp.AAD)
 
 			inner, _, obs, err := splitOptions(orig.Options)
 			if err != nil || obs != nil {
@@ -279,9 +290,9 @@ func peerOf(t testing.TB, v *vectors, id string) *Context {
 
 func TestVectorAADExampleSection54(t *testing.T) {
 	// RFC 8613 §5.4 example: alg 10, request_kid 0x00, request_piv 0x25.
-	a := aadArray(10, []byte{0}, []byte{0x25})
+	a := encoded(t)(aadArray(10, []byte{0}, []byte{0x25}))
 	checkHex(t, "aad_array", a, "8501810a4100412540")
-	checkHex(t, "AAD", encStructure(a), "8368456e63727970743040498501810a4100412540")
+	checkHex(t, "AAD", encoded(t)(encStructure(a)), "8368456e63727970743040498501810a4100412540")
 }
 
 func TestOptionExamplesSection63(t *testing.T) {
