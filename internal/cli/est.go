@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -61,10 +62,12 @@ type estFlags struct {
 	oscoreFile                            string
 	edhoc, edhocSeparate                  bool
 
-	// Set by dialEST: the session's channel-binding value for --pop, and the server's
-	// authenticated chain (nil when the session authenticated no certificate).
+	// Set by dialEST: the session's channel-binding value for --pop, the server's
+	// authenticated chain, and the name it was authenticated for ("" when the session
+	// authenticated no server certificate: --insecure, --oscore).
 	binding     func(ctx context.Context) ([]byte, error)
 	serverChain func() []*x509.Certificate
+	serverName  string
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -113,15 +116,32 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	switch cmd {
 	case "cacerts":
+		if f.explicitTA != "" && f.serverName == "" {
+			// RFC 7030 §4.1.1, §4.1.3: the explicit TA database is filled only from a server
+			// this connection authenticated with certificates (implicit or explicit TAs).
+			return usagef("--explicit-ta: this connection does not authenticate the server with a certificate (--insecure or --oscore); " +
+				"fetch /crts, compare the fingerprints out of band (RFC 7030 §4.1.1) and pass the root with --trust")
+		}
 		certs, err := ec.CACerts(ctx)
 		if err != nil {
 			return err
 		}
-		if f.explicitTA != "" {
-			if err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain()); err != nil {
-				return fmt.Errorf("explicit trust anchors: %w", err)
+		if f.insecure && f.serverName == "" {
+			// RFC 7030 §4.1.1: what an unauthenticated server sent needs an out-of-band check.
+			for _, c := range certs {
+				sum := sha256.Sum256(c.Raw)
+				fmt.Fprintf(stderr, "unauthenticated: %s  SHA-256 %X\n", c.Subject, sum)
 			}
-			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(certs))
+		}
+		if f.explicitTA != "" {
+			written, dropped, err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain(), f.serverName, time.Now())
+			if err != nil {
+				return fmt.Errorf("explicit trust anchors %s left unchanged: %w", f.explicitTA, err)
+			}
+			for _, c := range dropped {
+				fmt.Fprintf(stderr, "not stored as a trust anchor (does not validate to the root %s): %s\n", written[0].Subject, c.Subject)
+			}
+			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(written))
 		}
 		return writeCerts(f.out, stdout, certs...)
 	case "csrattrs":
@@ -235,6 +255,8 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	}
 	var c *coap.Client
 	if u.Scheme == "coaps" {
+		// The server is checked by verify alone (pion's own check cannot replace it: it
+		// knows neither id-kp-cmcRA nor intermediate CAs among the anchors).
 		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: verify}
 		if pair != nil {
 			dc.Certificates = []tls.Certificate{*pair}
@@ -262,8 +284,11 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	return c, ec, nil
 }
 
-// serverVerifier returns the check of the server's chain: against the explicit trust anchors,
-// else --trust, with the name of --server (RFC 6125); nil verification with --insecure.
+// serverVerifier returns the check of the server's chain (DTLS or EDHOC): against the explicit
+// trust anchors, else --trust, for the host of --server (client.VerifyServer: server role and
+// name, RFC 7030 §3.6, RFC 9148 §4); nil with a pre-shared OSCORE context, which authenticates
+// the server itself; a parse-only check with --insecure. It sets f.serverName when the check
+// authenticates the server.
 func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
 	anchors, from := []*x509.Certificate(nil), ""
 	var err error
@@ -273,6 +298,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		}
 		from = f.explicitTA
 	}
+	// RFC 7030 §3.6.1: once the explicit TA database exists it alone authenticates the server.
 	if len(anchors) == 0 && f.trust != "" {
 		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
 			return nil, err
@@ -281,18 +307,12 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 	}
 	switch {
 	case len(anchors) > 0:
-		// Verify the server against the anchors ourselves, so that intermediate CAs among them
-		// count and the name check follows RFC 6125 against --server's host.
+		f.serverName = host
+		check := client.ServerVerifier(anchors, host, nil)
 		return func(raw [][]byte) ([]*x509.Certificate, error) {
-			chain, err := parseChain(raw)
+			chain, err := check(raw)
 			if err != nil {
-				return nil, err
-			}
-			if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
 				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
-			}
-			if err := chain[0].VerifyHostname(host); err != nil {
-				return nil, err
 			}
 			return chain, nil
 		}, nil
@@ -301,7 +321,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		return nil, nil
 	case f.insecure:
 		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
-		return func(raw [][]byte) ([]*x509.Certificate, error) { return parseChain(raw) }, nil
+		return client.ParseChain, nil
 	}
 	return nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
 }
@@ -425,20 +445,7 @@ func addSANs(t *x509.CertificateRequest, sans []string) error {
 	return nil
 }
 
-func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("server sent no certificate")
-	}
-	out := make([]*x509.Certificate, 0, len(raw))
-	for _, r := range raw {
-		c, err := x509.ParseCertificate(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
+func parseChain(raw [][]byte) ([]*x509.Certificate, error) { return client.ParseChain(raw) }
 
 // writeCerts writes certs as PEM to path, or to w when path is "".
 func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
