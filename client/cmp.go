@@ -536,3 +536,30 @@ func (c *CMP) GenM(ctx context.Context, itavs ...cmp.InfoTypeAndValue) ([]cmp.In
 	}
 	return g.ITAVs, nil
 }
+
+// VerifyRootCAKeyUpdate checks a rootCaKeyUpdate from a genp (RFC 9483 §4.3.2) before its new
+// root is used: newWithNew must be self-signed, and newWithOld — the same subject and key,
+// certified by the old root — must validate to the current trust anchors (the check openssl's
+// OSSL_CMP_get1_rootCaKeyUpdate makes; done in two steps because a chain through a certificate
+// with the leaf's own subject and key is a loop to Go's verifier). Without trust anchors only
+// the answer's protection vouches for it (a MAC with our secret or the pinned CMP signer).
+func VerifyRootCAKeyUpdate(u *cmp.RootCAKeyUpdate, anchors []*x509.Certificate, now time.Time) error {
+	if u == nil || u.NewWithNew == nil {
+		return errors.New("rootCaKeyUpdate without newWithNew")
+	}
+	nn := u.NewWithNew
+	if !nn.IsCA || !isSelfSigned(nn) {
+		return fmt.Errorf("rootCaKeyUpdate: newWithNew %q is not a self-signed CA certificate", nn.Subject)
+	}
+	if len(anchors) == 0 {
+		return nil
+	}
+	no := u.NewWithOld
+	if no == nil || !no.IsCA || !bytes.Equal(no.RawSubject, nn.RawSubject) || !publicKeyEqual(no.PublicKey, nn.PublicKey) {
+		return fmt.Errorf("rootCaKeyUpdate: the new root %q is not certified by the current trust anchors: no matching newWithOld", nn.Subject)
+	}
+	if _, err := verifyChain(no, nil, anchors, now); err != nil {
+		return fmt.Errorf("rootCaKeyUpdate: the new root %q is not certified by the current trust anchors: %w", nn.Subject, err)
+	}
+	return nil
+}

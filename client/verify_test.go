@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"coapca/cmp"
 )
 
 // testPKI is a root, an issuing CA under it, and leaves issued by the issuing CA.
@@ -193,6 +195,47 @@ func TestUpdateTrustAnchors(t *testing.T) {
 				if !got[i].Equal(tc.wantWritten[i]) || !written[i].Equal(tc.wantWritten[i]) {
 					t.Errorf("certificate %d is %s, want %s", i, got[i].Subject, tc.wantWritten[i].Subject)
 				}
+			}
+		})
+	}
+}
+
+// TestVerifyRootCAKeyUpdate: a genp rootCaKeyUpdate (RFC 9483 §4.3.2) names a new root only
+// when the current root certified its key (newWithOld).
+func TestVerifyRootCAKeyUpdate(t *testing.T) {
+	old := newTestPKI(t, "old", time.Now().Add(48*time.Hour))
+	foreign := newTestPKI(t, "foreign", time.Now().Add(48*time.Hour))
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootT := func() *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: "new root"}, NotAfter: time.Now().Add(96 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	}
+	newWithNew := old.issue(rootT(), nil, nil, newKey)
+	newWithOld := old.issue(rootT(), old.root, old.rootKey, newKey)
+	forged := foreign.issue(rootT(), foreign.root, foreign.rootKey, newKey)
+	notCA := old.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "new root"}}, nil, nil, newKey)
+	anchors := []*x509.Certificate{old.root}
+	tests := []struct {
+		name    string
+		u       *cmp.RootCAKeyUpdate
+		anchors []*x509.Certificate
+		wantErr string
+	}{
+		{"certified by the current root", &cmp.RootCAKeyUpdate{NewWithNew: newWithNew, NewWithOld: newWithOld}, anchors, ""},
+		{"no newWithOld", &cmp.RootCAKeyUpdate{NewWithNew: newWithNew}, anchors, "not certified"},
+		{"newWithOld from another root", &cmp.RootCAKeyUpdate{NewWithNew: newWithNew, NewWithOld: forged}, anchors, "not certified"},
+		{"newWithNew not a CA", &cmp.RootCAKeyUpdate{NewWithNew: notCA, NewWithOld: newWithOld}, anchors, "not a self-signed CA"},
+		{"no anchors: the protection vouches", &cmp.RootCAKeyUpdate{NewWithNew: newWithNew}, nil, ""},
+		{"empty", &cmp.RootCAKeyUpdate{}, anchors, "without newWithNew"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifyRootCAKeyUpdate(tc.u, tc.anchors, time.Now())
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
 			}
 		})
 	}

@@ -368,3 +368,23 @@ func TestCMPCAOut(t *testing.T) {
 	}
 	mustNotExist(t, insecureOut)
 }
+
+// TestExplicitTAOverEDHOC: EST-oscore with EDHOC authenticates the server with the same check
+// as DTLS, so its /crts may fill the explicit TA database, which then authenticates the
+// EDHOC responder on its own.
+func TestExplicitTAOverEDHOC(t *testing.T) {
+	ctx := context.Background()
+	s := testServer(t)
+	d := s.data.Paths
+	ta := filepath.Join(t.TempDir(), "ta.pem")
+	dev := []string{"--server", s.coapURL, "--edhoc", "--cert", d.Device, "--key", d.DeviceKey, "--timeout", "20s"}
+	if _, errOut, code := cli(ctx, append([]string{"est", "cacerts", "--trust", d.Root, "--explicit-ta", ta}, dev...)...); code != 0 {
+		t.Fatalf("cacerts: exit %d: %s", code, errOut)
+	}
+	if got, err := os.ReadFile(ta); err != nil || !bytes.Equal(got, append(certPEM(s.data.Root), certPEM(s.data.IssuingCA)...)) {
+		t.Fatalf("explicit TA database:\n%s (%v)", got, err)
+	}
+	if _, errOut, code := cli(ctx, append([]string{"est", "csrattrs", "--explicit-ta", ta}, dev...)...); code != 0 {
+		t.Fatalf("csrattrs with the explicit TA database: exit %d: %s", code, errOut)
+	}
+}

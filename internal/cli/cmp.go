@@ -447,6 +447,13 @@ var genmInfo = map[string]asn1.ObjectIdentifier{
 }
 
 func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.Writer) error {
+	var anchors []*x509.Certificate
+	if f.trust != "" {
+		var err error
+		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
+			return err
+		}
+	}
 	if len(f.info) == 0 {
 		f.info = stringList{"cacerts"}
 	}
@@ -491,6 +498,9 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 			}
 			u, err := cmp.ParseRootCAKeyUpdate(it.Value)
 			if err != nil {
+				return err
+			}
+			if err := client.VerifyRootCAKeyUpdate(u, anchors, time.Now()); err != nil {
 				return err
 			}
 			fmt.Fprintf(stderr, "rootCaKeyUpdate: new root %s\n", u.NewWithNew.Subject)
