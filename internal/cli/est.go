@@ -33,7 +33,8 @@ const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL]
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
 anchors) or the explicit trust anchor database --explicit-ta, which 'cacerts' fills (RFC 7030
-§4.1.3) and which replaces --trust once it exists.
+§4.1.3) and which replaces --trust once it exists. The server's certificate (DTLS or EDHOC)
+must chain to them, carry id-kp-serverAuth or id-kp-cmcRA and name the host of --server.
 
 EST-oscore (draft-ietf-ace-coap-est-oscore) over coap://: --oscore FILE protects the requests
 with a pre-shared OSCORE context (YAML seen from the client's side; its sequence number is kept
@@ -290,6 +291,10 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 // the server itself; a parse-only check with --insecure. It sets f.serverName when the check
 // authenticates the server.
 func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
+	if f.oscoreFile != "" {
+		// The pre-shared context authenticates the server; no certificate is involved.
+		return nil, nil
+	}
 	anchors, from := []*x509.Certificate(nil), ""
 	var err error
 	if f.explicitTA != "" {
@@ -316,9 +321,6 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 			}
 			return chain, nil
 		}, nil
-	case f.oscoreFile != "":
-		// The pre-shared context authenticates the server.
-		return nil, nil
 	case f.insecure:
 		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
 		return client.ParseChain, nil
