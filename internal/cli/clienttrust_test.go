@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -386,5 +388,59 @@ func TestExplicitTAOverEDHOC(t *testing.T) {
 	}
 	if _, errOut, code := cli(ctx, append([]string{"est", "csrattrs", "--explicit-ta", ta}, dev...)...); code != 0 {
 		t.Fatalf("csrattrs with the explicit TA database: exit %d: %s", code, errOut)
+	}
+}
+
+// TestExplicitTABootstrapByFingerprint: RFC 7030 §4.1.1 provisional trust. Over an
+// unauthenticated connection (--insecure) the explicit TA database is filled only with the root
+// whose SHA-256 was compared out of band (--ta-fingerprint), and only when the server's chain
+// then authenticates the server under that root — a device certificate in the server's place
+// is refused although the fingerprint matches.
+func TestExplicitTABootstrapByFingerprint(t *testing.T) {
+	ctx := context.Background()
+	d, err := datadir.Open(datadir.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := esttest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := func(c *x509.Certificate) string { sum := sha256.Sum256(c.Raw); return hex.EncodeToString(sum[:]) }
+	ip := []net.IP{net.IPv4(127, 0, 0, 1)}
+	mixed := []*x509.Certificate{d.IssuingCA, d.Root, foreign.Root}
+	_, _, srvID := issueFromDataDir(t, d, &x509.Certificate{Subject: pkix.Name{CommonName: "est"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: ip})
+	_, _, devID := issueFromDataDir(t, d, &x509.Certificate{Subject: pkix.Name{CommonName: "demo-device-0002"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, IPAddresses: ip})
+	server, impostor := fakeESTServer(t, srvID, mixed), fakeESTServer(t, devID, mixed)
+	tests := []struct {
+		name, url, fingerprint, wantErr string
+	}{
+		{"the root compared out of band", server, fp(d.Root), ""},
+		{"colons and capitals", server, strings.ToUpper(fp(d.Root)[:2] + ":" + fp(d.Root)[2:]), ""},
+		{"the fingerprint of another root", server, fp(foreign.Root), "not the --ta-fingerprint"},
+		{"a device certificate in the server's place", impostor, fp(d.Root), "not a server certificate"},
+		{"not a fingerprint", server, "abcd", "not a SHA-256 fingerprint"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ta := filepath.Join(t.TempDir(), "ta.pem")
+			_, errOut, code := cli(ctx, "est", "cacerts", "--server", tc.url, "--insecure", "--explicit-ta", ta, "--ta-fingerprint", tc.fingerprint,
+				"--cert", d.Paths.Device, "--key", d.Paths.DeviceKey, "--timeout", "20s")
+			if tc.wantErr == "" {
+				if code != 0 {
+					t.Fatalf("exit %d: %s", code, errOut)
+				}
+				if got, err := os.ReadFile(ta); err != nil || !bytes.Equal(got, append(certPEM(d.Root), certPEM(d.IssuingCA)...)) {
+					t.Fatalf("explicit TA database:\n%s (%v)", got, err)
+				}
+				return
+			}
+			if code == 0 || !strings.Contains(errOut, tc.wantErr) {
+				t.Fatalf("exit %d, want %q: %s", code, tc.wantErr, errOut)
+			}
+			mustNotExist(t, ta)
+		})
 	}
 }

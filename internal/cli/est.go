@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -62,6 +64,7 @@ type estFlags struct {
 	wait, timeout                         time.Duration
 	oscoreFile                            string
 	edhoc, edhocSeparate                  bool
+	taFingerprint                         string
 
 	// Set by dialEST: the session's channel-binding value for --pop, the server's
 	// authenticated chain, and the name it was authenticated for ("" when the session
@@ -69,6 +72,7 @@ type estFlags struct {
 	binding     func(ctx context.Context) ([]byte, error)
 	serverChain func() []*x509.Certificate
 	serverName  string
+	host        string // the host of --server
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -100,6 +104,10 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
 		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5) or edhoc-unique")
 	}
+	if cmd == "cacerts" {
+		fs.StringVar(&f.taFingerprint, "ta-fingerprint", "", "SHA-256 (hex) of the root CA, compared out of band: --explicit-ta stores only this root; "+
+			"with --insecure this bootstraps the explicit TA database (RFC 7030 §4.1.1)")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -117,11 +125,18 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	switch cmd {
 	case "cacerts":
-		if f.explicitTA != "" && f.serverName == "" {
+		var fingerprint []byte
+		if f.taFingerprint != "" {
+			if fingerprint, err = parseFingerprint(f.taFingerprint); err != nil {
+				return usagef("--ta-fingerprint: %v", err)
+			}
+		}
+		if f.explicitTA != "" && f.serverName == "" && (fingerprint == nil || f.oscoreFile != "") {
 			// RFC 7030 §4.1.1, §4.1.3: the explicit TA database is filled only from a server
-			// this connection authenticated with certificates (implicit or explicit TAs).
+			// this connection authenticated with certificates (implicit or explicit TAs), or
+			// with a root whose fingerprint was compared out of band.
 			return usagef("--explicit-ta: this connection does not authenticate the server with a certificate (--insecure or --oscore); " +
-				"fetch /crts, compare the fingerprints out of band (RFC 7030 §4.1.1) and pass the root with --trust")
+				"fetch /crts, compare the root's fingerprint out of band (RFC 7030 §4.1.1) and pass it with --ta-fingerprint, or the root with --trust")
 		}
 		certs, err := ec.CACerts(ctx)
 		if err != nil {
@@ -135,7 +150,19 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 		if f.explicitTA != "" {
-			written, dropped, err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain(), f.serverName, time.Now())
+			if fingerprint != nil {
+				keep, _, err := client.SelectTrustAnchors(certs, time.Now())
+				if err != nil {
+					return fmt.Errorf("explicit trust anchors %s left unchanged: %w", f.explicitTA, err)
+				}
+				if sum := sha256.Sum256(keep[0].Raw); !bytes.Equal(sum[:], fingerprint) {
+					return fmt.Errorf("explicit trust anchors %s left unchanged: the root %s has SHA-256 %X, not the --ta-fingerprint", f.explicitTA, keep[0].Subject, sum)
+				}
+			}
+			// Without a server check on the connection (--insecure with --ta-fingerprint) the
+			// server is authenticated now: its chain must lead to the root just compared, with
+			// a server role for the host dialed.
+			written, dropped, err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain(), f.host, time.Now())
 			if err != nil {
 				return fmt.Errorf("explicit trust anchors %s left unchanged: %w", f.explicitTA, err)
 			}
@@ -227,6 +254,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	default:
 		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps) or coap:// (EST-oscore)", f.server)
 	}
+	f.host = u.Hostname()
 	label := strings.Trim(u.Path, "/")
 	label = strings.TrimPrefix(label, ".well-known/est")
 	label = strings.Trim(label, "/")
@@ -326,6 +354,15 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		return client.ParseChain, nil
 	}
 	return nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
+}
+
+// parseFingerprint parses a SHA-256 fingerprint in hex, with or without colons.
+func parseFingerprint(s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("%q is not a SHA-256 fingerprint (64 hex digits)", s)
+	}
+	return b, nil
 }
 
 // buildCSR returns the CSR to send and, when it made one, the new key.
