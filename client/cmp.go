@@ -10,11 +10,13 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -149,16 +151,28 @@ type CMPProgress struct {
 }
 
 // CMPOptions configure a CMP client.
+//
+// Who may answer (RFC 9483 §3.5, §3.2): a MAC-protected answer must verify with Secret; a
+// signed answer is accepted only from the pinned ServerCert, or from a protection certificate
+// with id-kp-cmcCA or id-kp-cmcRA (RFC 6402 §2.10) that chains to Trust. A certificate that
+// merely chains to Trust (a device, the DTLS server) cannot answer. An issued certificate is
+// accepted only when it validates to Trust — or to the answer's caPubs when that answer was
+// MAC-protected with Secret (RFC 9483 §4.1.1, §4.1.5) — and is otherwise rejected in certConf.
 type CMPOptions struct {
 	// Protection protects every request: *cmp.SignatureProtection, *cmp.PBMProtection or
 	// *cmp.PBMAC1Protection (RFC 9483 §3.2).
 	Protection cmp.Protector
 	// Secret verifies MAC-protected answers (the shared secret of a MAC Protection).
 	Secret []byte
-	// Trust are the trust anchors for signature-protected answers: the server's protection
-	// certificate must chain to one of them (extraCerts serve as intermediates).
+	// Trust are the trust anchors: for the protection certificate of signed answers (with
+	// extraCerts as intermediates) and for the certificates issued to us.
 	Trust []*x509.Certificate
-	// InsecureSkipVerify accepts answers whose protection cannot be checked (testing only).
+	// ServerCert, when set, is the CMP signer to expect (like openssl cmp -srvcert): a signed
+	// answer whose protection certificate is exactly this one is accepted without a chain or
+	// extended key usage check.
+	ServerCert *x509.Certificate
+	// InsecureSkipVerify accepts answers whose protection cannot be checked and issued
+	// certificates that do not validate (testing only).
 	InsecureSkipVerify bool
 	// Sender and Recipient of the header; zero = the protection certificate's subject (or
 	// the requested subject for MAC) and the null DN.
@@ -171,6 +185,8 @@ type CMPOptions struct {
 	Wait time.Duration
 	// OnProgress is called before each pollReq.
 	OnProgress func(CMPProgress)
+	// Now is the clock for certificate validation (nil = time.Now).
+	Now func() time.Time
 }
 
 // CMP is a CMP end-entity client over one transport.
@@ -184,12 +200,19 @@ func NewCMP(t CMPTransport, o CMPOptions) *CMP {
 	if o.Wait <= 0 {
 		o.Wait = 10 * time.Minute
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &CMP{t: t, o: o}
 }
 
 // CMPEnrollment is the outcome of ir, cr, kur or p10cr.
 type CMPEnrollment struct {
-	Cert       *x509.Certificate
+	Cert *x509.Certificate
+	// Chain is Cert's validated chain, leaf first and trust anchor last: the only CA
+	// certificates of the answer that are authenticated (nil with InsecureSkipVerify).
+	Chain []*x509.Certificate
+	// CAPubs and ExtraCerts are the answer's certificates as received, not authenticated.
 	CAPubs     []*x509.Certificate // root CA certificates from ip (RFC 9483 §4.1.1)
 	ExtraCerts []*x509.Certificate // the chain the server sent
 	// ImplicitConfirm is true when the server granted implicit confirmation (no certConf).
@@ -197,9 +220,18 @@ type CMPEnrollment struct {
 	Polls           int // pollReq messages sent
 }
 
+// protectedBy says how an answer was authenticated.
+type protectedBy int
+
+const (
+	unchecked protectedBy = iota // InsecureSkipVerify: not authenticated
+	bySecret                     // MAC with our shared secret
+	bySigner                     // signature of an authorized CMP signer
+)
+
 // exchange sends one request body in transaction txID (nil = new) and returns the verified
-// answer and the request header.
-func (c *CMP) exchange(ctx context.Context, body cmp.Body, txID, recipNonce []byte, first bool, sender cmp.GeneralName) (*cmp.Message, *cmp.Header, error) {
+// answer, how it was authenticated and the request header.
+func (c *CMP) exchange(ctx context.Context, body cmp.Body, txID, recipNonce []byte, first bool, sender cmp.GeneralName) (*cmp.Message, protectedBy, *cmp.Header, error) {
 	if sender.IsZero() {
 		sender = c.o.Sender
 	}
@@ -209,7 +241,7 @@ func (c *CMP) exchange(ctx context.Context, body cmp.Body, txID, recipNonce []by
 	}
 	hdr, err := cmp.NewRequestHeader(sender, rcpt, txID, recipNonce)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if first {
 		if c.o.Profile != "" {
@@ -225,70 +257,118 @@ func (c *CMP) exchange(ctx context.Context, body cmp.Body, txID, recipNonce []by
 	m := &cmp.Message{Header: hdr, Body: body}
 	der, err := m.Marshal(c.o.Protection)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	rspDER, err := c.t.RoundTrip(ctx, der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
+		return nil, 0, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
 	}
 	rsp, err := cmp.Parse(rspDER)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cmp %s: answer: %w", body.Type(), err)
+		return nil, 0, nil, fmt.Errorf("cmp %s: answer: %w", body.Type(), err)
 	}
-	if err := c.verify(rsp); err != nil {
+	by, err := c.verify(rsp)
+	if err != nil {
 		if f := rsp.Failed(); f != nil {
-			return nil, nil, fmt.Errorf("cmp %s: %w (and the error message's protection does not verify: %v)", body.Type(), f, err)
+			return nil, 0, nil, fmt.Errorf("cmp %s: %w (and the error message's protection does not verify: %v)", body.Type(), f, err)
 		}
-		return nil, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
+		return nil, 0, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
 	}
 	// RFC 9483 §3.5: transactionID and recipNonce must answer our request.
 	if err := cmp.CheckResponse(&m.Header, &rsp.Header); err != nil {
-		return nil, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
+		return nil, 0, nil, fmt.Errorf("cmp %s: %w", body.Type(), err)
 	}
-	return rsp, &m.Header, nil
+	return rsp, by, &m.Header, nil
 }
 
-// verify checks the answer's protection (RFC 9483 §3.2, §3.3).
-func (c *CMP) verify(rsp *cmp.Message) error {
+// verify checks the answer's protection and who gave it (RFC 9483 §3.5, §3.2): a MAC must
+// verify with our shared secret — the one that protected the request —, a signature must come
+// from an authorized CMP signer (authorizedSigner). Anything else is refused, whatever the
+// request's protection was.
+func (c *CMP) verify(rsp *cmp.Message) (protectedBy, error) {
 	switch rsp.ProtectionKind() {
 	case cmp.ProtectionPBM, cmp.ProtectionPBMAC1:
 		if c.o.Secret == nil {
 			if c.o.InsecureSkipVerify {
-				return nil
+				return unchecked, nil
 			}
-			return errors.New("MAC-protected answer but no shared secret")
+			return 0, errors.New("MAC-protected answer but no shared secret")
 		}
-		return rsp.VerifyMAC(c.o.Secret)
+		if err := rsp.VerifyMAC(c.o.Secret); err != nil {
+			return 0, err
+		}
+		return bySecret, nil
 	case cmp.ProtectionSignature:
 		cert := rsp.ProtectionCert()
 		if err := rsp.VerifySignature(cert); err != nil {
-			return err
+			return 0, err
 		}
-		if c.o.InsecureSkipVerify {
-			return nil
+		if err := c.authorizedSigner(cert, rsp.ExtraCerts[1:]); err != nil {
+			if c.o.InsecureSkipVerify {
+				return unchecked, nil
+			}
+			return 0, err
 		}
-		if len(c.o.Trust) == 0 {
-			return errors.New("signed answer but no trust anchors to validate the server's certificate")
-		}
-		roots, inter := x509.NewCertPool(), x509.NewCertPool()
-		for _, a := range c.o.Trust {
-			roots.AddCert(a)
-		}
-		for _, e := range rsp.ExtraCerts[1:] {
-			inter.AddCert(e)
-		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return fmt.Errorf("the server's protection certificate %s is not trusted: %w", cert.Subject, err)
-		}
-		return nil
+		return bySigner, nil
 	case cmp.ProtectionNone:
 		if c.o.InsecureSkipVerify {
+			return unchecked, nil
+		}
+		return 0, errors.New("the answer is not protected")
+	}
+	return 0, errors.New("the answer's protection algorithm is not supported")
+}
+
+// authorizedSigner decides whether cert may sign answers for the CA. RFC 9483 §3.5: the
+// protection certificate must be valid and authorized: the pinned ServerCert, or else a
+// certificate that chains to the trust anchors and names the CA or RA role with id-kp-cmcCA
+// or id-kp-cmcRA (RFC 6402 §2.10, RFC 9483 §3.1) and may sign (digitalSignature).
+func (c *CMP) authorizedSigner(cert *x509.Certificate, extra []*x509.Certificate) error {
+	if c.o.ServerCert != nil {
+		if cert.Equal(c.o.ServerCert) {
 			return nil
 		}
-		return errors.New("the answer is not protected")
+		return fmt.Errorf("the answer is signed by %q, not by the expected CMP signer %q", cert.Subject, c.o.ServerCert.Subject)
 	}
-	return errors.New("the answer's protection algorithm is not supported")
+	if len(c.o.Trust) == 0 {
+		return errors.New("signed answer but no trust anchors (or expected CMP signer) to validate the server's certificate")
+	}
+	if _, err := verifyChain(cert, extra, c.o.Trust, c.o.Now()); err != nil {
+		return fmt.Errorf("the server's protection certificate %q is not trusted: %w", cert.Subject, err)
+	}
+	if !hasEKU(cert, nil, []asn1.ObjectIdentifier{OIDKPCmcCA, OIDKPCmcRA}) {
+		return fmt.Errorf("the server's protection certificate %q is not authorized to answer for the CA: it has neither id-kp-cmcCA nor id-kp-cmcRA", cert.Subject)
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Errorf("the server's protection certificate %q may not sign (no digitalSignature key usage)", cert.Subject)
+	}
+	return nil
+}
+
+// acceptCert checks the issued certificate before it is confirmed or returned: it must
+// certify our key and validate (RFC 5280) to the trust anchors, or to the answer's caPubs when
+// that answer was MAC-protected with our shared secret — the only case where the caPubs are
+// authenticated by something we already trust (RFC 9483 §4.1.1 and §4.1.5). It returns the
+// validated chain (leaf first).
+func (c *CMP) acceptCert(res *cmp.EnrollResult, by protectedBy, want crypto.PublicKey) ([]*x509.Certificate, error) {
+	if !publicKeyEqual(res.Cert.PublicKey, want) {
+		return nil, errors.New("the certificate does not certify our key")
+	}
+	if by == unchecked {
+		return nil, nil
+	}
+	anchors := c.o.Trust
+	if by == bySecret {
+		anchors = append(slices.Clone(c.o.Trust), res.CAPubs...)
+	}
+	if len(anchors) == 0 {
+		return nil, errors.New("no trust anchors to validate the issued certificate (pass the CA's root as trust anchor)")
+	}
+	chain, err := verifyChain(res.Cert, res.ExtraCerts, anchors, c.o.Now())
+	if err != nil {
+		return nil, fmt.Errorf("the issued certificate does not chain to the trust anchors: %w", err)
+	}
+	return chain, nil
 }
 
 // Enroll requests a certificate for tmpl with ir or cr (RFC 9483 §4.1.1, §4.1.2); key proves
@@ -318,14 +398,7 @@ func (c *CMP) certReq(ctx context.Context, t cmp.BodyType, tmpl cmp.CertTemplate
 	if _, sig := c.o.Protection.(*cmp.SignatureProtection); !sig && tmpl.Subject != nil {
 		sender = cmp.DirectoryName(tmpl.Subject)
 	}
-	res, err := c.transact(ctx, &cmp.CertReqMessages{BodyType: t, Requests: []cmp.CertReqMsg{crm}}, 0, sender)
-	if err != nil {
-		return nil, err
-	}
-	if !publicKeyEqual(res.Cert.PublicKey, key.Public()) {
-		return nil, errors.New("cmp: the certificate does not certify our key")
-	}
-	return res, nil
+	return c.transact(ctx, &cmp.CertReqMessages{BodyType: t, Requests: []cmp.CertReqMsg{crm}}, 0, sender, key.Public())
 }
 
 // P10CR requests a certificate with a PKCS#10 CSR (RFC 9483 §4.1.4).
@@ -334,14 +407,7 @@ func (c *CMP) P10CR(ctx context.Context, csr *x509.CertificateRequest) (*CMPEnro
 	if _, sig := c.o.Protection.(*cmp.SignatureProtection); !sig {
 		sender = cmp.DirectoryName(csr.RawSubject)
 	}
-	res, err := c.transact(ctx, &cmp.P10CR{CSR: csr}, -1, sender)
-	if err != nil {
-		return nil, err
-	}
-	if !publicKeyEqual(res.Cert.PublicKey, csr.PublicKey) {
-		return nil, errors.New("cmp: the certificate does not certify the CSR's key")
-	}
-	return res, nil
+	return c.transact(ctx, &cmp.P10CR{CSR: csr}, -1, sender, csr.PublicKey)
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {
@@ -350,8 +416,8 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 }
 
 // transact runs one enrollment transaction: request, polling, certConf.
-func (c *CMP) transact(ctx context.Context, body cmp.Body, certReqID int64, sender cmp.GeneralName) (*CMPEnrollment, error) {
-	rsp, hdr, err := c.exchange(ctx, body, nil, nil, true, sender)
+func (c *CMP) transact(ctx context.Context, body cmp.Body, certReqID int64, sender cmp.GeneralName, want crypto.PublicKey) (*CMPEnrollment, error) {
+	rsp, by, hdr, err := c.exchange(ctx, body, nil, nil, true, sender)
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +452,7 @@ func (c *CMP) transact(ctx context.Context, body cmp.Body, certReqID int64, send
 		}
 		out.Polls++
 		// The certReqId of the request (-1 for p10cr, as the answer said).
-		rsp, _, err = c.exchange(ctx, &cmp.PollReqContent{CertReqIDs: []int64{id}}, txID, rsp.Header.SenderNonce, false, sender)
+		rsp, by, _, err = c.exchange(ctx, &cmp.PollReqContent{CertReqIDs: []int64{id}}, txID, rsp.Header.SenderNonce, false, sender)
 		if err != nil {
 			return nil, err
 		}
@@ -401,15 +467,31 @@ func (c *CMP) transact(ctx context.Context, body cmp.Body, certReqID int64, send
 		}
 	}
 	out.Cert, out.CAPubs, out.ExtraCerts, out.ImplicitConfirm = res.Cert, res.CAPubs, res.ExtraCerts, res.ImplicitConfirm
+	chain, rejected := c.acceptCert(res, by, want)
+	if rejected != nil {
+		rejected = fmt.Errorf("cmp %s: %w", body.Type(), rejected)
+	}
+	out.Chain = chain
 	if res.ImplicitConfirm {
+		if rejected != nil {
+			return nil, rejected
+		}
 		return out, nil
 	}
-	// RFC 9483 §4.1.1: confirm with the certificate's hash; the server answers pkiconf.
-	cs, err := cmp.NewCertStatus(id, res.Cert, nil)
+	// RFC 9483 §4.1.1: confirm with the certificate's hash, or reject a certificate we do not
+	// accept (status rejection, so that the CA can revoke it); the server answers pkiconf.
+	var status *cmp.StatusInfo
+	if rejected != nil {
+		status = &cmp.StatusInfo{Status: cmp.StatusRejection, FailInfo: cmp.FailIncorrectData, StatusString: []string{rejected.Error()}}
+	}
+	cs, err := cmp.NewCertStatus(id, res.Cert, status)
 	if err != nil {
 		return nil, err
 	}
-	conf, _, err := c.exchange(ctx, &cmp.CertConfirmContent{Statuses: []cmp.CertStatus{cs}}, txID, rsp.Header.SenderNonce, false, sender)
+	conf, _, _, err := c.exchange(ctx, &cmp.CertConfirmContent{Statuses: []cmp.CertStatus{cs}}, txID, rsp.Header.SenderNonce, false, sender)
+	if rejected != nil {
+		return nil, rejected
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -425,7 +507,7 @@ func (c *CMP) transact(ctx context.Context, body cmp.Body, certReqID int64, send
 // Revoke asks for the revocation of cert (rr, RFC 9483 §4.2) with an RFC 5280 reason code
 // (-1 = none).
 func (c *CMP) Revoke(ctx context.Context, cert *x509.Certificate, reason int) error {
-	rsp, _, err := c.exchange(ctx, &cmp.RevReqContent{Requests: []cmp.RevDetails{cmp.NewRevDetails(cert, reason)}}, nil, nil, true, cmp.GeneralName{})
+	rsp, _, _, err := c.exchange(ctx, &cmp.RevReqContent{Requests: []cmp.RevDetails{cmp.NewRevDetails(cert, reason)}}, nil, nil, true, cmp.GeneralName{})
 	if err != nil {
 		return err
 	}
@@ -441,7 +523,7 @@ func (c *CMP) Revoke(ctx context.Context, cert *x509.Certificate, reason int) er
 
 // GenM sends a general message with itavs and returns the genp's ITAVs (RFC 9483 §4.3).
 func (c *CMP) GenM(ctx context.Context, itavs ...cmp.InfoTypeAndValue) ([]cmp.InfoTypeAndValue, error) {
-	rsp, _, err := c.exchange(ctx, &cmp.GenContent{BodyType: cmp.TypeGenM, ITAVs: itavs}, nil, nil, true, cmp.GeneralName{})
+	rsp, _, _, err := c.exchange(ctx, &cmp.GenContent{BodyType: cmp.TypeGenM, ITAVs: itavs}, nil, nil, true, cmp.GeneralName{})
 	if err != nil {
 		return nil, err
 	}
@@ -453,4 +535,31 @@ func (c *CMP) GenM(ctx context.Context, itavs ...cmp.InfoTypeAndValue) ([]cmp.In
 		return nil, fmt.Errorf("cmp genm: unexpected %s answer", rsp.Body.Type())
 	}
 	return g.ITAVs, nil
+}
+
+// VerifyRootCAKeyUpdate checks a rootCaKeyUpdate from a genp (RFC 9483 §4.3.2) before its new
+// root is used: newWithNew must be self-signed, and newWithOld — the same subject and key,
+// certified by the old root — must validate to the current trust anchors (the check openssl's
+// OSSL_CMP_get1_rootCaKeyUpdate makes; done in two steps because a chain through a certificate
+// with the leaf's own subject and key is a loop to Go's verifier). Without trust anchors only
+// the answer's protection vouches for it (a MAC with our secret or the pinned CMP signer).
+func VerifyRootCAKeyUpdate(u *cmp.RootCAKeyUpdate, anchors []*x509.Certificate, now time.Time) error {
+	if u == nil || u.NewWithNew == nil {
+		return errors.New("rootCaKeyUpdate without newWithNew")
+	}
+	nn := u.NewWithNew
+	if !nn.IsCA || !isSelfSigned(nn) {
+		return fmt.Errorf("rootCaKeyUpdate: newWithNew %q is not a self-signed CA certificate", nn.Subject)
+	}
+	if len(anchors) == 0 {
+		return nil
+	}
+	no := u.NewWithOld
+	if no == nil || !no.IsCA || !bytes.Equal(no.RawSubject, nn.RawSubject) || !publicKeyEqual(no.PublicKey, nn.PublicKey) {
+		return fmt.Errorf("rootCaKeyUpdate: the new root %q is not certified by the current trust anchors: no matching newWithOld", nn.Subject)
+	}
+	if _, err := verifyChain(no, nil, anchors, now); err != nil {
+		return fmt.Errorf("rootCaKeyUpdate: the new root %q is not certified by the current trust anchors: %w", nn.Subject, err)
+	}
+	return nil
 }

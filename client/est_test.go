@@ -88,7 +88,7 @@ func TestESTOverDTLS(t *testing.T) {
 	}
 	// Explicit TA database (RFC 7030 §4.1.3).
 	taPath := filepath.Join(t.TempDir(), "explicit-ta.pem")
-	if err := UpdateTrustAnchors(taPath, cas, c.Peer().Certificates); err != nil {
+	if _, _, err := UpdateTrustAnchors(taPath, cas, c.Peer().Certificates, "localhost", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	tas, err := ReadTrustAnchors(taPath)
@@ -96,7 +96,7 @@ func TestESTOverDTLS(t *testing.T) {
 		t.Fatalf("read TA: %v", err)
 	}
 	other, _ := esttest.New()
-	if err := UpdateTrustAnchors(taPath, []*x509.Certificate{other.Root}, c.Peer().Certificates); err == nil {
+	if _, _, err := UpdateTrustAnchors(taPath, []*x509.Certificate{other.Root}, c.Peer().Certificates, "localhost", time.Now()); err == nil {
 		t.Error("trust anchors that do not validate the server were accepted")
 	}
 
@@ -204,10 +204,10 @@ func TestTrustAnchorFiles(t *testing.T) {
 		t.Fatalf("read: %v", err)
 	}
 	leaf, _, _ := fa.ClientCert("x")
-	if err := VerifyServerChain([]*x509.Certificate{leaf}, tas, time.Now()); err != nil {
+	if _, err := verifyChain(leaf, nil, tas, time.Now()); err != nil {
 		t.Errorf("verify: %v", err)
 	}
-	if err := VerifyServerChain([]*x509.Certificate{leaf}, []*x509.Certificate{fa.Root}, time.Now()); err == nil {
+	if _, err := verifyChain(leaf, nil, []*x509.Certificate{fa.Root}, time.Now()); err == nil {
 		t.Error("verified without the intermediate")
 	}
 }

@@ -79,43 +79,60 @@ func Pool(certs []*x509.Certificate) *x509.CertPool {
 	return p
 }
 
-// VerifyServerChain checks the server's DTLS chain (leaf first) against anchors. RFC 9148 §9.1:
-// a client that fetched /crts on a connection SHOULD revalidate the server's chain against the
-// updated Explicit TA before continuing on that connection, and MUST use it for new ones.
-// The CA certificates among anchors that are not self-signed serve as intermediates.
-func VerifyServerChain(chain []*x509.Certificate, anchors []*x509.Certificate, now time.Time) error {
-	if len(chain) == 0 {
-		return errors.New("trust anchors: the server presented no certificate")
-	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, a := range anchors {
-		if bytes.Equal(a.RawIssuer, a.RawSubject) && a.CheckSignatureFrom(a) == nil {
-			roots.AddCert(a)
-		} else {
-			inter.AddCert(a)
+// SelectTrustAnchors picks from a /crts answer what may enter the explicit TA database
+// (RFC 7030 §4.1.3): the most recent self-signed CA certificate is the trust anchor, and the
+// other CA certificates are kept only when they pass RFC 5280 path validation to it ("using the
+// most recent CA certificate as the TA") — e.g. the issuing CA, or OldWithNew during a root key
+// rollover. Everything else (a second, unrelated root, an end-entity certificate) is returned
+// in dropped and never stored.
+func SelectTrustAnchors(caCerts []*x509.Certificate, now time.Time) (keep, dropped []*x509.Certificate, err error) {
+	var ta *x509.Certificate
+	for _, c := range caCerts {
+		if c.IsCA && c.BasicConstraintsValid && isSelfSigned(c) && (ta == nil || c.NotAfter.After(ta.NotAfter)) {
+			ta = c
 		}
 	}
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
+	if ta == nil {
+		return nil, nil, errors.New("trust anchors: /crts returned no self-signed CA certificate (RFC 7030 §4.1.3: the current root CA is required)")
 	}
-	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	if err != nil {
-		return fmt.Errorf("trust anchors: the server's certificate does not chain to the explicit trust anchors: %w", err)
+	keep = []*x509.Certificate{ta}
+	for _, c := range caCerts {
+		if c == ta || c.Equal(ta) {
+			continue
+		}
+		if c.IsCA && c.BasicConstraintsValid {
+			if _, err := verifyChain(c, caCerts, []*x509.Certificate{ta}, now); err == nil {
+				keep = append(keep, c)
+				continue
+			}
+		}
+		dropped = append(dropped, c)
 	}
-	return nil
+	return keep, dropped, nil
 }
 
-// UpdateTrustAnchors is the /crts step of RFC 7030 §4.1.3: the CA certificates just fetched
-// over a connection authenticated with the current trust anchors become the explicit trust
-// anchors, after checking that the server's chain validates against them (otherwise the
-// database is left unchanged and an error returned).
-func UpdateTrustAnchors(path string, caCerts, serverChain []*x509.Certificate) error {
+// UpdateTrustAnchors is the /crts step of RFC 7030 §4.1.3 / RFC 9148 §9.1. The caller must
+// have authenticated the server of this connection (VerifyServer with its implicit or current
+// explicit trust anchors, for serverName) and passes the chain it accepted: a /crts answer from
+// an unauthenticated server (provisional trust, RFC 7030 §4.1.1) needs an out-of-band check
+// instead and must not come here. The database gets the trust anchor chosen by
+// SelectTrustAnchors and the CA certificates that validate to it, and only if the server's
+// chain, revalidated against exactly that set, still authenticates the server (RFC 9148 §9.1);
+// otherwise the file is left unchanged and an error returned. It returns what was written and
+// what was dropped.
+func UpdateTrustAnchors(path string, caCerts, serverChain []*x509.Certificate, serverName string, now time.Time) (written, dropped []*x509.Certificate, err error) {
 	if len(caCerts) == 0 {
-		return errors.New("trust anchors: /crts returned no certificate")
+		return nil, nil, errors.New("trust anchors: /crts returned no certificate")
 	}
-	if err := VerifyServerChain(serverChain, caCerts, time.Now()); err != nil {
-		return err
+	keep, dropped, err := SelectTrustAnchors(caCerts, now)
+	if err != nil {
+		return nil, nil, err
 	}
-	return WriteTrustAnchors(path, caCerts)
+	if err := VerifyServer(serverChain, keep, serverName, now); err != nil {
+		return nil, nil, fmt.Errorf("trust anchors: the CA certificates from /crts do not authenticate this server: %w", err)
+	}
+	if err := WriteTrustAnchors(path, keep); err != nil {
+		return nil, nil, err
+	}
+	return keep, dropped, nil
 }

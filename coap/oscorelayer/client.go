@@ -53,7 +53,9 @@ type EDHOCConfig struct {
 	// Suites is SUITES_I; nil = [2] (P-256, AES-CCM-16-64-128, mandatory for EST-oscore).
 	Suites []edhoc.Suite
 	// VerifyPeer decides about the server's X.509 chain (transported in x5chain) and returns
-	// the chain it accepted.
+	// the chain it accepted. It must authenticate the server the client dialed, not just a
+	// chain to the anchors: server role and the dialed host name (RFC 9148 §4, RFC 7030 §3.6;
+	// client.ServerVerifier does both).
 	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
 	// Separate sends message_3 in its own request (RFC 9528 Appendix A.2) instead of the
 	// EDHOC + OSCORE combined request of RFC 9668 (the default).

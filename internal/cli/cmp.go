@@ -35,8 +35,13 @@ profile, as does --label).
 Requests are protected either with a shared secret (--ref and --secret or --secret-file:
 PasswordBasedMac, or PBMAC1 with --pbmac1) or with a signature (--cert and --key: the
 manufacturer/IDevID certificate for ir, a certificate this CA issued for cr, kur and rr).
-Signed answers are checked against --trust (e.g. coapca-data/ca.pem); MAC-protected answers
-with the secret. Over coaps:// --cert/--key are also the DTLS client identity.
+Answers are accepted only from the CA (RFC 9483 §3.5): MAC-protected with the request's secret,
+or signed by the CMP signer given with --srvcert, or else by a certificate with id-kp-cmcCA or
+id-kp-cmcRA that chains to --trust (e.g. coapca-data/ca.pem). An issued certificate is saved
+only when it chains to --trust (or to the caPubs of a MAC-protected answer); otherwise it is
+rejected in certConf. Over coaps:// --cert/--key are also the DTLS client identity, and the
+server's DTLS certificate must chain to --trust with id-kp-serverAuth (or id-kp-cmcRA) for the
+host of --server.
 
 Commands:
   ir      enroll a new key with a new PKI (initialization request)
@@ -55,6 +60,7 @@ Run 'coapca cmp COMMAND -h' for the flags.
 
 type cmpFlags struct {
 	server, ref, secret, secretFile, cert, key, trust, label string
+	srvcert                                                  string
 	subject, keyOut, out, keyType, csr, oldcert, caOut       string
 	newKey                                                   string
 	sans, info                                               stringList
@@ -78,7 +84,8 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&f.cert, "cert", "", "signature protection: certificate (PEM, chain allowed); for coaps:// also the DTLS identity")
 	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
 	fs.StringVar(&f.trust, "trust", "", "trust anchors (PEM) for the server's CMP signer and DTLS certificate, e.g. coapca-data/ca.pem")
-	fs.BoolVar(&f.insecure, "insecure", false, "do not check signed answers and the DTLS server (testing only)")
+	fs.StringVar(&f.srvcert, "srvcert", "", "the CMP signer to expect (PEM): only answers signed by exactly this certificate are accepted (like openssl cmp -srvcert)")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not check answers, issued certificates and the DTLS server (testing only)")
 	fs.StringVar(&f.label, "label", "", "certificate profile, sent as certProfile (RFC 9483 §3.1)")
 	fs.IntVar(&f.blockSize, "block-size", 1024, "CoAP block size: 16 ... 1024")
 	fs.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to keep polling a request that waits for approval")
@@ -91,7 +98,7 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
 		fs.StringVar(&f.newKey, "newkey", "", "certify this existing private key (PEM) instead of generating one")
 		fs.StringVar(&f.out, "out", "", "write the certificate here as PEM (default stdout)")
-		fs.StringVar(&f.caOut, "ca-out", "", "write the CA certificates of the answer (caPubs, extraCerts) here as PEM")
+		fs.StringVar(&f.caOut, "ca-out", "", "write the CA certificates of the issued certificate's validated chain here as PEM")
 		fs.BoolVar(&f.implicit, "implicit-confirm", false, "ask the server to skip certConf (implicitConfirm)")
 	case "genm":
 		fs.Var(&f.info, "info", "what to ask for: cacerts, rootupdate, template, crls (repeatable; default cacerts)")
@@ -161,7 +168,18 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 			return nil, nil, err
 		}
 	}
-	opts := client.CMPOptions{Trust: anchors, Profile: f.label, ImplicitConfirm: f.implicit, Wait: f.wait,
+	if f.caOut != "" && f.insecure {
+		return nil, nil, usagef("--ca-out writes only authenticated CA certificates: not with --insecure")
+	}
+	var srvcert *x509.Certificate
+	if f.srvcert != "" {
+		certs, err := authority.LoadCertsFile(f.srvcert)
+		if err != nil {
+			return nil, nil, err
+		}
+		srvcert = certs[0]
+	}
+	opts := client.CMPOptions{Trust: anchors, ServerCert: srvcert, Profile: f.label, ImplicitConfirm: f.implicit, Wait: f.wait,
 		InsecureSkipVerify: f.insecure,
 		OnProgress: func(p client.CMPProgress) {
 			msg := fmt.Sprintf("waiting: the request awaits approval; polling (attempt %d)", p.Attempt)
@@ -216,9 +234,9 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	default:
 		return nil, nil, usagef("protect the request: --ref with --secret/--secret-file (MAC), or --cert and --key (signature)")
 	}
-	if len(anchors) == 0 && !f.insecure {
+	if len(anchors) == 0 && srvcert == nil && !f.insecure {
 		if _, sig := opts.Protection.(*cmp.SignatureProtection); sig {
-			return nil, nil, usagef("--trust FILE is required to check the server's signed answers (e.g. coapca-data/ca.pem)")
+			return nil, nil, usagef("--trust FILE (or --srvcert FILE) is required to check the server's signed answers (e.g. coapca-data/ca.pem)")
 		}
 	}
 	switch f.blockSize {
@@ -229,28 +247,19 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	to := client.CMPTransportOptions{BlockSize: f.blockSize}
 	switch u.Scheme {
 	case "coaps":
-		dc := &dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true}
 		if pair == nil {
 			return nil, nil, usagef("coaps:// needs --cert and --key as the DTLS client identity")
 		}
-		dc.Certificates = []tls.Certificate{*pair}
-		if !f.insecure {
-			if len(anchors) == 0 {
-				return nil, nil, usagef("coaps:// needs --trust to authenticate the server (or --insecure)")
-			}
-			host := u.Hostname()
-			dc.VerifyPeer = func(raw [][]byte) ([]*x509.Certificate, error) {
-				chain, err := parseChain(raw)
-				if err != nil {
-					return nil, err
-				}
-				if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
-					return nil, err
-				}
-				return chain, chain[0].VerifyHostname(host)
-			}
+		ids := []tls.Certificate{*pair}
+		switch {
+		case len(anchors) > 0:
+			// The same server check as EST-coaps: role and name, not just a chain.
+			to.DTLS = client.ServerDTLSConfig(anchors, u.Hostname(), ids)
+		case f.insecure:
+			to.DTLS = &dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, Certificates: ids}
+		default:
+			return nil, nil, usagef("coaps:// needs --trust to authenticate the server (or --insecure)")
 		}
-		to.DTLS = dc
 	case "https":
 		tc := &tls.Config{InsecureSkipVerify: f.insecure}
 		if len(anchors) > 0 {
@@ -338,16 +347,13 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 	fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s, %s)\n", res.Cert.Subject, res.Cert.SerialNumber,
 		res.Cert.NotAfter.Format(time.RFC3339), how)
 	if f.caOut != "" {
-		cas := append(append([]*x509.Certificate{}, res.ExtraCerts...), res.CAPubs...)
-		var keep []*x509.Certificate
-		seen := map[string]bool{}
-		for _, ca := range cas {
-			if ca.IsCA && !seen[string(ca.Raw)] {
-				seen[string(ca.Raw)] = true
-				keep = append(keep, ca)
-			}
+		// Only the validated chain above the new certificate: never caPubs or extraCerts as
+		// received (RFC 9483 §4.1.1: caPubs are trusted only from a MAC-authenticated answer,
+		// and then they are where the chain ends).
+		if len(res.Chain) < 2 {
+			return errors.New("--ca-out: no authenticated CA certificate to write")
 		}
-		if err := writeCerts(f.caOut, stdout, keep...); err != nil {
+		if err := writeCerts(f.caOut, stdout, res.Chain[1:]...); err != nil {
 			return err
 		}
 	}
@@ -441,6 +447,13 @@ var genmInfo = map[string]asn1.ObjectIdentifier{
 }
 
 func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.Writer) error {
+	var anchors []*x509.Certificate
+	if f.trust != "" {
+		var err error
+		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
+			return err
+		}
+	}
 	if len(f.info) == 0 {
 		f.info = stringList{"cacerts"}
 	}
@@ -485,6 +498,9 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 			}
 			u, err := cmp.ParseRootCAKeyUpdate(it.Value)
 			if err != nil {
+				return err
+			}
+			if err := client.VerifyRootCAKeyUpdate(u, anchors, time.Now()); err != nil {
 				return err
 			}
 			fmt.Fprintf(stderr, "rootCaKeyUpdate: new root %s\n", u.NewWithNew.Subject)

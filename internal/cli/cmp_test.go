@@ -267,17 +267,17 @@ func TestCMPClientAgainstOpenSSLMock(t *testing.T) {
 		{"MAC: ir with polling, p10cr, genm",
 			"-srv_ref srv -srv_secret pass:" + secret + " -rsp_cert new.pem -poll_count 1 -check_after 1",
 			[]string{
-				"cmp ir --ref demo --secret " + secret + " --newkey new.key --subject CN=Device-1 --out ir.pem",
-				"cmp p10cr --ref demo --secret " + secret + " --csr new.csr --out p10.pem",
+				"cmp ir --ref demo --secret " + secret + " --trust ca.pem --newkey new.key --subject CN=Device-1 --out ir.pem",
+				"cmp p10cr --ref demo --secret " + secret + " --trust ca.pem --csr new.csr --out p10.pem",
 				"cmp genm --ref demo --secret " + secret + " --info cacerts",
 			},
 			[]string{"waiting:", "enrolled: CN=Device 1", "caCerts: 0 certificate(s)"}},
 		{"signature: cr, kur, rr",
 			"-srv_cert srv.pem -srv_key srv.key -srv_trusted ca.pem -rsp_cert new.pem",
 			[]string{
-				"cmp cr --cert cli.pem --key cli.key --trust ca.pem --newkey new.key --subject CN=Device-1 --out cr.pem",
-				"cmp kur --cert new.pem --key new.key --trust ca.pem --newkey new.key --out kur.pem",
-				"cmp rr --cert new.pem --key new.key --trust ca.pem --reason 4",
+				"cmp cr --cert cli.pem --key cli.key --trust ca.pem --srvcert srv.pem --newkey new.key --subject CN=Device-1 --out cr.pem",
+				"cmp kur --cert new.pem --key new.key --trust ca.pem --srvcert srv.pem --newkey new.key --out kur.pem",
+				"cmp rr --cert new.pem --key new.key --trust ca.pem --srvcert srv.pem --reason 4",
 			},
 			[]string{"confirmed with certConf", "revoked: CN=Device 1"}},
 	}

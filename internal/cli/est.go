@@ -1,13 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,7 +35,8 @@ const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL]
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
 anchors) or the explicit trust anchor database --explicit-ta, which 'cacerts' fills (RFC 7030
-§4.1.3) and which replaces --trust once it exists.
+§4.1.3) and which replaces --trust once it exists. The server's certificate (DTLS or EDHOC)
+must chain to them, carry id-kp-serverAuth or id-kp-cmcRA and name the host of --server.
 
 EST-oscore (draft-ietf-ace-coap-est-oscore) over coap://: --oscore FILE protects the requests
 with a pre-shared OSCORE context (YAML seen from the client's side; its sequence number is kept
@@ -60,11 +64,15 @@ type estFlags struct {
 	wait, timeout                         time.Duration
 	oscoreFile                            string
 	edhoc, edhocSeparate                  bool
+	taFingerprint                         string
 
-	// Set by dialEST: the session's channel-binding value for --pop, and the server's
-	// authenticated chain (nil when the session authenticated no certificate).
+	// Set by dialEST: the session's channel-binding value for --pop, the server's
+	// authenticated chain, and the name it was authenticated for ("" when the session
+	// authenticated no server certificate: --insecure, --oscore).
 	binding     func(ctx context.Context) ([]byte, error)
 	serverChain func() []*x509.Certificate
+	serverName  string
+	host        string // the host of --server
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -96,6 +104,10 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
 		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5) or edhoc-unique")
 	}
+	if cmd == "cacerts" {
+		fs.StringVar(&f.taFingerprint, "ta-fingerprint", "", "SHA-256 (hex) of the root CA, compared out of band: --explicit-ta stores only this root; "+
+			"with --insecure this bootstraps the explicit TA database (RFC 7030 §4.1.1)")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -113,15 +125,51 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	switch cmd {
 	case "cacerts":
+		var fingerprint []byte
+		if f.taFingerprint != "" {
+			if fingerprint, err = parseFingerprint(f.taFingerprint); err != nil {
+				return usagef("--ta-fingerprint: %v", err)
+			}
+		}
+		if f.explicitTA != "" && f.serverName == "" && (fingerprint == nil || f.oscoreFile != "") {
+			// RFC 7030 §4.1.1, §4.1.3: the explicit TA database is filled only from a server
+			// this connection authenticated with certificates (implicit or explicit TAs), or
+			// with a root whose fingerprint was compared out of band.
+			return usagef("--explicit-ta: this connection does not authenticate the server with a certificate (--insecure or --oscore); " +
+				"fetch /crts, compare the root's fingerprint out of band (RFC 7030 §4.1.1) and pass it with --ta-fingerprint, or the root with --trust")
+		}
 		certs, err := ec.CACerts(ctx)
 		if err != nil {
 			return err
 		}
-		if f.explicitTA != "" {
-			if err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain()); err != nil {
-				return fmt.Errorf("explicit trust anchors: %w", err)
+		if f.insecure && f.serverName == "" {
+			// RFC 7030 §4.1.1: what an unauthenticated server sent needs an out-of-band check.
+			for _, c := range certs {
+				sum := sha256.Sum256(c.Raw)
+				fmt.Fprintf(stderr, "unauthenticated: %s  SHA-256 %X\n", c.Subject, sum)
 			}
-			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(certs))
+		}
+		if f.explicitTA != "" {
+			if fingerprint != nil {
+				keep, _, err := client.SelectTrustAnchors(certs, time.Now())
+				if err != nil {
+					return fmt.Errorf("explicit trust anchors %s left unchanged: %w", f.explicitTA, err)
+				}
+				if sum := sha256.Sum256(keep[0].Raw); !bytes.Equal(sum[:], fingerprint) {
+					return fmt.Errorf("explicit trust anchors %s left unchanged: the root %s has SHA-256 %X, not the --ta-fingerprint", f.explicitTA, keep[0].Subject, sum)
+				}
+			}
+			// Without a server check on the connection (--insecure with --ta-fingerprint) the
+			// server is authenticated now: its chain must lead to the root just compared, with
+			// a server role for the host dialed.
+			written, dropped, err := client.UpdateTrustAnchors(f.explicitTA, certs, f.serverChain(), f.host, time.Now())
+			if err != nil {
+				return fmt.Errorf("explicit trust anchors %s left unchanged: %w", f.explicitTA, err)
+			}
+			for _, c := range dropped {
+				fmt.Fprintf(stderr, "not stored as a trust anchor (does not validate to the root %s): %s\n", written[0].Subject, c.Subject)
+			}
+			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(written))
 		}
 		return writeCerts(f.out, stdout, certs...)
 	case "csrattrs":
@@ -206,6 +254,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	default:
 		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps) or coap:// (EST-oscore)", f.server)
 	}
+	f.host = u.Hostname()
 	label := strings.Trim(u.Path, "/")
 	label = strings.TrimPrefix(label, ".well-known/est")
 	label = strings.Trim(label, "/")
@@ -235,6 +284,8 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	}
 	var c *coap.Client
 	if u.Scheme == "coaps" {
+		// The server is checked by verify alone (pion's own check cannot replace it: it
+		// knows neither id-kp-cmcRA nor intermediate CAs among the anchors).
 		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: verify}
 		if pair != nil {
 			dc.Certificates = []tls.Certificate{*pair}
@@ -262,9 +313,16 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	return c, ec, nil
 }
 
-// serverVerifier returns the check of the server's chain: against the explicit trust anchors,
-// else --trust, with the name of --server (RFC 6125); nil verification with --insecure.
+// serverVerifier returns the check of the server's chain (DTLS or EDHOC): against the explicit
+// trust anchors, else --trust, for the host of --server (client.VerifyServer: server role and
+// name, RFC 7030 §3.6, RFC 9148 §4); nil with a pre-shared OSCORE context, which authenticates
+// the server itself; a parse-only check with --insecure. It sets f.serverName when the check
+// authenticates the server.
 func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
+	if f.oscoreFile != "" {
+		// The pre-shared context authenticates the server; no certificate is involved.
+		return nil, nil
+	}
 	anchors, from := []*x509.Certificate(nil), ""
 	var err error
 	if f.explicitTA != "" {
@@ -273,6 +331,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		}
 		from = f.explicitTA
 	}
+	// RFC 7030 §3.6.1: once the explicit TA database exists it alone authenticates the server.
 	if len(anchors) == 0 && f.trust != "" {
 		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
 			return nil, err
@@ -281,29 +340,29 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 	}
 	switch {
 	case len(anchors) > 0:
-		// Verify the server against the anchors ourselves, so that intermediate CAs among them
-		// count and the name check follows RFC 6125 against --server's host.
+		f.serverName = host
+		check := client.ServerVerifier(anchors, host, nil)
 		return func(raw [][]byte) ([]*x509.Certificate, error) {
-			chain, err := parseChain(raw)
+			chain, err := check(raw)
 			if err != nil {
-				return nil, err
-			}
-			if err := client.VerifyServerChain(chain, anchors, time.Now()); err != nil {
 				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
-			}
-			if err := chain[0].VerifyHostname(host); err != nil {
-				return nil, err
 			}
 			return chain, nil
 		}, nil
-	case f.oscoreFile != "":
-		// The pre-shared context authenticates the server.
-		return nil, nil
 	case f.insecure:
 		fmt.Fprintln(stderr, "warning: --insecure: the server is not authenticated")
-		return func(raw [][]byte) ([]*x509.Certificate, error) { return parseChain(raw) }, nil
+		return client.ParseChain, nil
 	}
 	return nil, usagef("no trust anchors: pass --trust FILE (e.g. coapca-data/ca.pem), --explicit-ta FILE or --insecure")
+}
+
+// parseFingerprint parses a SHA-256 fingerprint in hex, with or without colons.
+func parseFingerprint(s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("%q is not a SHA-256 fingerprint (64 hex digits)", s)
+	}
+	return b, nil
 }
 
 // buildCSR returns the CSR to send and, when it made one, the new key.
@@ -425,20 +484,7 @@ func addSANs(t *x509.CertificateRequest, sans []string) error {
 	return nil
 }
 
-func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("server sent no certificate")
-	}
-	out := make([]*x509.Certificate, 0, len(raw))
-	for _, r := range raw {
-		c, err := x509.ParseCertificate(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
+func parseChain(raw [][]byte) ([]*x509.Certificate, error) { return client.ParseChain(raw) }
 
 // writeCerts writes certs as PEM to path, or to w when path is "".
 func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
