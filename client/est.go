@@ -57,6 +57,10 @@ type ESTOptions struct {
 	Label string
 	// Accept is the certificate format asked for on /crts, /sen, /sren and /skg.
 	Accept CertFormat
+	// Trust, when set, are the trust anchors an issued certificate must chain to (with the CA
+	// certificates of the answer, or else of /crts, as intermediates) before Enroll, Reenroll
+	// or ServerKeyGen return it: the certificate to be saved is checked, not only the server.
+	Trust []*x509.Certificate
 	// Wait is how long to keep resending a request answered with 5.03 + Max-Age. 0 = give up
 	// at the first 5.03 (the error is a *PendingError).
 	Wait time.Duration
@@ -206,7 +210,45 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 	if err != nil {
 		return nil, err
 	}
+	req, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: our own CSR does not parse: %w", fn, err)
+	}
+	if err := e.checkIssued(ctx, fn, certs[0], req.PublicKey, certs[1:]); err != nil {
+		return nil, err
+	}
 	return certs[0], nil
+}
+
+// checkIssued makes sure an issued certificate certifies pub and, with ESTOptions.Trust,
+// chains to the trust anchors: a certificate the client saves must be one it can use. The
+// answer's other certificates are intermediates; when they are not enough, /crts supplies the
+// CA certificates (RFC 7030 §4.1.3).
+func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra []*x509.Certificate) error {
+	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
+		return fmt.Errorf("est /%s: the issued certificate does not certify the requested key", fn)
+	}
+	if len(e.opts.Trust) == 0 {
+		return nil
+	}
+	verify := func(inter []*x509.Certificate) error {
+		_, err := cert.Verify(x509.VerifyOptions{Roots: Pool(e.opts.Trust), Intermediates: Pool(inter),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err
+	}
+	err := verify(extra)
+	if err != nil {
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			if cas, cerr := e.CACerts(ctx); cerr == nil {
+				err = verify(append(extra, cas...))
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("est /%s: the issued certificate does not chain to the trust anchors: %w", fn, err)
+	}
+	return nil
 }
 
 // CSRAttrs fetches /att (RFC 7030 §4.5).
@@ -276,10 +318,12 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 	if sk.Key == nil || sk.Cert == nil {
 		return nil, fmt.Errorf("est /%s: response lacks the key or the certificate", fn)
 	}
-	if pub, ok := sk.Key.(interface{ Public() crypto.PublicKey }); ok {
-		if eq, ok := pub.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && !eq.Equal(sk.Cert.PublicKey) {
-			return nil, fmt.Errorf("est /%s: the certificate does not certify the returned key", fn)
-		}
+	pub, ok := sk.Key.(interface{ Public() crypto.PublicKey })
+	if !ok {
+		return nil, fmt.Errorf("est /%s: unsupported private key type %T", fn, sk.Key)
+	}
+	if err := e.checkIssued(ctx, fn, sk.Cert, pub.Public(), nil); err != nil {
+		return nil, err
 	}
 	return sk, nil
 }

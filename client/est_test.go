@@ -242,3 +242,40 @@ func TestSplitServerURL(t *testing.T) {
 		}
 	}
 }
+
+// TestESTIssuedCertificateChecked: the client saves an issued certificate only when it
+// certifies the requested key and chains to the trust anchors (issue 8, requirement 6) — here
+// an authenticated session whose CA answers with a certificate that does not chain to the
+// anchors the client was given.
+func TestESTIssuedCertificateChecked(t *testing.T) {
+	s := startServer(t)
+	foreign, err := esttest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := s.dial(t, 256)
+	for _, tc := range []struct {
+		name  string
+		trust []*x509.Certificate
+		ok    bool
+	}{
+		{"chains to the anchors (issuing CA fetched from /crts)", []*x509.Certificate{s.fa.Root}, true},
+		{"attack: issued under a CA the client does not trust", []*x509.Certificate{foreign.Root}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEST(c, ESTOptions{Trust: tc.trust})
+			_, csr := newCSR(t, "dev-chain", "")
+			cert, err := e.Enroll(ctx, csr)
+			if tc.ok != (err == nil) || !tc.ok && cert != nil {
+				t.Fatalf("Enroll: %v, %v", cert, err)
+			}
+			_, csr = newCSR(t, "dev-chain", "")
+			sk, err := e.ServerKeyGen(ctx, csr)
+			if tc.ok != (err == nil) || !tc.ok && sk != nil {
+				t.Fatalf("ServerKeyGen: %v, %v", sk, err)
+			}
+		})
+	}
+}

@@ -72,6 +72,8 @@ type estFlags struct {
 	binding     func(ctx context.Context) ([]byte, error)
 	serverChain func() []*x509.Certificate
 	serverName  string
+	// anchors authenticate the server and the certificates it issues (client.ESTOptions.Trust).
+	anchors []*x509.Certificate
 	host        string // the host of --server
 }
 
@@ -303,7 +305,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	} else if c, err = dialOSCORE(ctx, f, u, pair, verify); err != nil {
 		return nil, nil, err
 	}
-	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, OnProgress: func(p client.Progress) {
+	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
 		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
 		if p.Diagnostic != "" {
 			msg += ": " + p.Diagnostic
@@ -320,7 +322,15 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 // authenticates the server.
 func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
 	if f.oscoreFile != "" {
-		// The pre-shared context authenticates the server; no certificate is involved.
+		// The pre-shared context authenticates the server; no certificate is involved. --trust,
+		// when given, still checks the certificates it issues.
+		if f.trust != "" {
+			anchors, err := authority.LoadCertsFile(f.trust)
+			if err != nil {
+				return nil, err
+			}
+			f.anchors = anchors
+		}
 		return nil, nil
 	}
 	anchors, from := []*x509.Certificate(nil), ""
@@ -340,7 +350,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 	}
 	switch {
 	case len(anchors) > 0:
-		f.serverName = host
+		f.serverName, f.anchors = host, anchors
 		check := client.ServerVerifier(anchors, host, nil)
 		return func(raw [][]byte) ([]*x509.Certificate, error) {
 			chain, err := check(raw)
