@@ -74,7 +74,7 @@ type estFlags struct {
 	serverName  string
 	// anchors authenticate the server and the certificates it issues (client.ESTOptions.Trust).
 	anchors []*x509.Certificate
-	host        string // the host of --server
+	host    string // the host of --server
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
