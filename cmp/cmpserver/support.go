@@ -130,7 +130,7 @@ func (s *Service) revoke(ctx context.Context, ses *session, b *cmp.RevReqContent
 	ca := s.auth.CACerts(ses.label)
 	rep := &cmp.RevRepContent{}
 	reject := func(err error) (cmp.Body, error) {
-		rep.Status = []cmp.StatusInfo{cmp.StatusFromError(err)}
+		rep.Status = []cmp.StatusInfo{statusFromError(err)}
 		return rep, nil
 	}
 	if len(ca) == 0 || !bytes.Equal(t.Issuer, ca[0].RawSubject) {
