@@ -180,7 +180,7 @@ type Service struct {
 	mu        sync.Mutex
 	txns      map[string]*txn
 	lastSweep time.Time
-	sweeping  bool // a sweep of the confirmation store is running
+	sweeping  bool            // a sweep of the confirmation store is running
 	announced map[string]bool // revoked serials already announced
 }
 
