@@ -184,7 +184,16 @@ type FailureError struct {
 	cause error // the untyped error failure() typed, kept for errors.Is
 }
 
-func (e *FailureError) Error() string { return e.Err.Error() }
+// Error is Err's text, followed by the full cause when the client-visible text shortened it
+// (for logs; peers get errs.Message).
+func (e *FailureError) Error() string {
+	if e.cause != nil {
+		if c := e.cause.Error(); !strings.Contains(e.Err.Error(), c) {
+			return e.Err.Error() + " (" + c + ")"
+		}
+	}
+	return e.Err.Error()
+}
 
 // Unwrap returns Err (and the original cause of errors typed by this package).
 func (e *FailureError) Unwrap() []error {
