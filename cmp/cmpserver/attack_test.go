@@ -430,7 +430,7 @@ func TestMACParameterFlood(t *testing.T) {
 		{"PBM with 10,000,000 iterations", 0, pbmAlg(t, 10_000_000)},
 		{"PBMAC1 with 10,000,000 iterations", 0, pbmac1Alg(t, cmp.OIDHMACWithSHA256, 10_000_000, 32)},
 		{"PBMAC1 whose 64-octet key needs 4 SHA-1 blocks of 100,000 iterations", 0, pbmac1Alg(t, cmp.OIDHMACWithSHA1, 100_000, 64)},
-		{"PBMAC1 with a keyLength of 1 MiB", 0, pbmac1Alg(t, cmp.OIDHMACWithSHA256, 1000, 1 << 20)},
+		{"PBMAC1 with a keyLength of 1 MiB", 0, pbmac1Alg(t, cmp.OIDHMACWithSHA256, 1000, 1<<20)},
 		{"PBM with 5,000 iterations over a configured limit of 1,000", 1000, pbmAlg(t, 5000)},
 		{"PBM with 99 iterations (RFC 4211 §4.4 minimum is 100)", 0, pbmAlg(t, 99)},
 	}
