@@ -376,6 +376,11 @@ func TestGenMCRLFlood(t *testing.T) {
 	if n := e.crlNumber(); n != start+1 {
 		t.Errorf("after one revocation the CRL number is %d, want %d", n, start+1)
 	}
+	// An old CRL is not reused for ever: after its maximum age (an hour at most) a new one.
+	e.advance(2 * time.Hour)
+	if n := e.crlNumber(); n != start+2 {
+		t.Errorf("two hours later the CRL number is %d, want %d", n, start+2)
+	}
 }
 
 // pbmAlg returns a PasswordBasedMac protectionAlg (RFC 9481 §6.1.1) with the given iteration
