@@ -40,15 +40,6 @@ func spkiOf(t *testing.T, k crypto.Signer) []byte {
 	return der
 }
 
-func dn(t *testing.T, cn string) []byte {
-	t.Helper()
-	der, err := asn1.Marshal(pkix.Name{CommonName: cn}.ToRDNSequence())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
 // popInputRequest builds a CertReqMsg whose POP is a signature by popKey over a poposkInput
 // carrying inputKey's SPKI and authInfo (a publicKeyMAC with macSecret, or sender).
 func popInputRequest(t *testing.T, subject string, templateKey, inputKey, popKey crypto.Signer, macSecret []byte, sender *cmp.GeneralName) cmp.CertReqMsg {
