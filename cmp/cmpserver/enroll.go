@@ -108,7 +108,7 @@ func (s *Service) provenKey(ses *session, crm *cmp.CertReqMsg) ([]byte, error) {
 }
 
 // raVerified decides whether the requester may assert raVerified POP: RFC 4211 §4 allows it
-// only from an RA that verified the POP itself, and RFC 9483 §5.1.3 only for an RA the CA
+// only from an RA that verified the POP itself, and RFC 9483 §5.2.3.2 only from an RA the CA
 // authorized. This is the one place where that RA check goes; until the authority can tell an
 // authorized RA, raVerified is refused with badPOP.
 func (s *Service) raVerified(ses *session) error {

@@ -5,9 +5,10 @@
 //
 // Implemented:
 //   - RFC 9483 §3: generic header checks (pvno, transactionID, senderNonce, recipNonce of
-//     follow-up messages, messageTime within a tolerance, §3.1, §3.5), protection by signature (protection certificate
-//     validated with the authority's chain verification: manufacturer trust stores or this CA)
-//     or by MAC with a shared secret per reference (PasswordBasedMac, PBMAC1, §3.2); responses
+//     follow-up messages, messageTime within a tolerance, §3.1, §3.5), protection by
+//     signature (protection certificate validated with the authority's chain verification:
+//     manufacturer trust stores or this CA) or by MAC with a shared secret per reference
+//     (PasswordBasedMac, PBMAC1, §3.2); responses
 //     protected the same way (MAC with the same secret, else signed by the CMP signer with its
 //     chain in extraCerts, §3.3); error messages with PKIFailureInfo mapped from errs kinds
 //     by this package's table (§3.6.4). The cheap checks (header, messageTime, operation,
