@@ -120,6 +120,7 @@ type Authority struct {
 	labels    []string
 	secrets   map[string]*macSecret
 	chains    chainCache // verified client chains (verifycache.go)
+	crl       crlCache   // the last signed CRL (crl.go)
 	psMu      sync.RWMutex
 	preShared map[string][]string // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration

@@ -13,6 +13,10 @@ import (
 // matrix of docs/security.md. Front doors describe the requester (Requester) and what their
 // transport proved (CertRequest.Link, RAVerified); they decide nothing themselves.
 
+// ErrRAVerifiedNotRA refuses a CMP raVerified proof-of-possession from a requester that is not
+// an authorized RA (CMP answers it with failInfo badPOP).
+var ErrRAVerifiedNotRA = errs.New(errs.Forbidden, "raVerified proof-of-possession is accepted only from an authorized RA")
+
 // authorize authenticates r's requester and decides whether it may do r.Op under profile p.
 // On success the identity carries the kind and rule that admitted it and the origin recorded
 // with the new certificate.
@@ -73,7 +77,7 @@ func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (i
 	}
 	// RFC 4211 §4.3, RFC 9483 §5.2: raVerified is an RA's statement; nobody else may make it.
 	if r.RAVerified && !ra {
-		return who, errs.New(errs.Forbidden, "raVerified proof-of-possession is accepted only from an authorized RA")
+		return who, ErrRAVerifiedNotRA
 	}
 	return who, nil
 }

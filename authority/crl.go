@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"math/big"
+	"slices"
+	"sync"
+	"time"
 
 	"coapca/errs"
 	"coapca/store"
@@ -47,25 +50,73 @@ func (a *Authority) Revoke(ctx context.Context, serial string, reason int) error
 		return errs.Wrap(errs.Internal, err, "cannot revoke %s", sn)
 	}
 	a.log.Info("revoked", "serial", sn, "reason", reason)
+	a.invalidateCRL()
 	if a.onRevoke != nil {
 		a.onRevoke(sn, reason)
 	}
 	return nil
 }
 
-// CRL returns a freshly signed DER CRL of the issuing CA listing every certificate it revoked,
-// with the next CRL number from the store (RFC 5280 §5.2.3) and nextUpdate after
-// Config.CRLValidity.
+// crlCache keeps the last signed CRL: a CRL is signed and numbered only when its content
+// changed or it grew old, not once per request (a genm may ask for it many times, and every new
+// CRL advances the CRL number). The zero value is an empty cache.
+type crlCache struct {
+	mu      sync.Mutex // held while a CRL is built, so concurrent callers share one signature
+	der     []byte
+	entries []store.RevokedEntry // what der lists
+	made    time.Time
+}
+
+// crlMaxAge is how long a CRL is reused when nothing was revoked: a quarter of its validity,
+// at most an hour, so that thisUpdate stays recent and a relying party never holds a CRL near
+// its nextUpdate.
+func (a *Authority) crlMaxAge() time.Duration {
+	return min(a.crlValid/4, time.Hour)
+}
+
+// CRL returns the DER CRL of the issuing CA listing every certificate it revoked (RFC 5280
+// §5), with nextUpdate after Config.CRLValidity. The last CRL is returned again while the
+// revoked certificates in the store are the same (a revocation by this process or by another
+// one, such as `coapca ca revoke`, makes a new one) and it is younger than crlMaxAge; a new
+// CRL takes the next CRL number from the store (RFC 5280 §5.2.3).
 func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
+	a.crl.mu.Lock()
+	defer a.crl.mu.Unlock()
 	entries, err := a.store.RevokedCerts(ctx, a.issuerDN)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "cannot list revoked certificates")
 	}
+	now := a.now()
+	if a.crl.der != nil && sameEntries(entries, a.crl.entries) && now.Sub(a.crl.made) < a.crlMaxAge() && !now.Before(a.crl.made) {
+		return a.crl.der, nil
+	}
+	der, err := a.signCRL(ctx, entries, now)
+	if err != nil {
+		return nil, err
+	}
+	a.crl.der, a.crl.entries, a.crl.made = der, entries, now
+	return der, nil
+}
+
+func sameEntries(x, y []store.RevokedEntry) bool {
+	return slices.EqualFunc(x, y, func(a, b store.RevokedEntry) bool {
+		return a.Serial == b.Serial && a.Reason == b.Reason && a.RevokedAt.Equal(b.RevokedAt) && a.NotAfter.Equal(b.NotAfter)
+	})
+}
+
+// invalidateCRL drops the cached CRL (after a revocation in this process).
+func (a *Authority) invalidateCRL() {
+	a.crl.mu.Lock()
+	defer a.crl.mu.Unlock()
+	a.crl.der, a.crl.entries = nil, nil
+}
+
+// signCRL signs a new CRL listing entries, with the next CRL number.
+func (a *Authority) signCRL(ctx context.Context, entries []store.RevokedEntry, now time.Time) ([]byte, error) {
 	num, err := a.store.NextCounter(ctx, "crl-number")
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "cannot allocate a CRL number")
 	}
-	now := a.now()
 	rl := &x509.RevocationList{
 		Number:     big.NewInt(num),
 		ThisUpdate: now,

@@ -1,8 +1,10 @@
 package cmp
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -530,48 +532,183 @@ func NewCertReqMsg(id int64, tmpl CertTemplate, controls []AttributeTypeAndValue
 	return m, nil
 }
 
-// VerifyPOP checks a signature proof of possession (RFC 4211 §4.1, RFC 9483 §4.1.1): the
-// signature over DER(CertRequest) (or over poposkInput when present) verifies with the
-// template's public key. Other POP kinds return an error. Errors are errs.BadRequest with
-// PKIFailureInfo badPOP.
-func (m *CertReqMsg) VerifyPOP() error {
-	if err := m.verifyPOP(); err != nil {
-		return failure(errs.BadRequest, FailBadPOP, err)
+// POPAuth is what the verifier of a proof of possession knows about the authenticated
+// requester; VerifyPOP checks the authInfo of poposkInput against it (RFC 4211 §4.1).
+type POPAuth struct {
+	// Sender is the DER Name that the request's protection authenticated (the subject of the
+	// signature-protection certificate); nil when the request was not signature-protected.
+	Sender []byte
+	// Secret is the shared secret that MAC-protected the request; nil when it was not.
+	Secret []byte
+	// Limits bound the parameters of a publicKeyMAC (zero value = defaults).
+	Limits MACLimits
+}
+
+// VerifyPOP checks a signature proof of possession (RFC 4211 §4.1, RFC 9483 §4.1.1) and
+// returns the DER SubjectPublicKeyInfo whose possession it proved: a certificate may be issued
+// for that key and no other.
+//
+//   - Without poposkInput the signature is over DER(certReq) and verifies with the template's
+//     publicKey, which must be present.
+//   - With poposkInput (RFC 4211 §4.1: only when the template lacks subject or publicKey) its
+//     publicKey MUST be exactly the template's when the template has one; its authInfo must be
+//     the authenticated sender (a.Sender) or a publicKeyMAC over publicKey that verifies with
+//     the request's shared secret (a.Secret); the signature is over DER(poposkInput).
+//
+// Other POP kinds are refused here: raVerified is the caller's decision (RFC 4211 §4: only an
+// RA the CA trusts may assert it), keyEncipherment and keyAgreement are not supported. Errors
+// are errs.BadRequest with PKIFailureInfo badPOP.
+func (m *CertReqMsg) VerifyPOP(a POPAuth) ([]byte, error) {
+	spki, err := m.verifyPOP(a)
+	if err != nil {
+		return nil, failure(errs.BadRequest, FailBadPOP, err)
+	}
+	return spki, nil
+}
+
+func (m *CertReqMsg) verifyPOP(a POPAuth) ([]byte, error) {
+	if m.POPKind != POPSignature || m.POP == nil {
+		return nil, fmt.Errorf("cmp: POP kind %d is not a signature", m.POPKind)
+	}
+	t := &m.Template
+	if m.POP.Input == nil {
+		if t.PublicKey == nil {
+			return nil, errors.New("cmp: POP: the template has no publicKey and there is no poposkInput")
+		}
+		data, err := m.certRequestDER()
+		if err != nil {
+			return nil, err
+		}
+		if err := verifySPKISignature(t.PublicKey, m.POP.Algorithm, data, m.POP.Signature); err != nil {
+			return nil, err
+		}
+		return t.PublicKey, nil
+	}
+	// RFC 4211 §4.1: "If the CertReqMsg certReq CertTemplate contains the subject and
+	// publicKey values, then poposkInput MUST be omitted".
+	if t.Subject != nil && t.PublicKey != nil {
+		return nil, errors.New("cmp: poposkInput present although the template has subject and publicKey")
+	}
+	// POPOSigningKeyInput ::= SEQUENCE { authInfo CHOICE { sender [0] GeneralName,
+	// publicKeyMAC PKMACValue }, publicKey SubjectPublicKeyInfo }
+	s := cryptobyte.String(m.POP.Input)
+	var in, auth, spki cryptobyte.String
+	var tag cbasn1.Tag
+	if !s.ReadASN1(&in, cbasn1.SEQUENCE) || !s.Empty() || !in.ReadAnyASN1Element(&auth, &tag) ||
+		!in.ReadASN1Element(&spki, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, errors.New("cmp: bad poposkInput")
+	}
+	// RFC 4211 §4.1: publicKey "MUST be exactly the same value as contained in the
+	// certificate template" when the template has one.
+	if t.PublicKey != nil && !bytes.Equal(spki, t.PublicKey) {
+		return nil, errors.New("cmp: the publicKey of poposkInput is not the template's")
+	}
+	switch tag {
+	case tagC(0):
+		// sender: "used only if an authenticated identity has been established for the
+		// sender": it must be the identity the message protection authenticated.
+		var gn cryptobyte.String
+		var gtag cbasn1.Tag
+		var inner cryptobyte.String
+		if !auth.ReadASN1(&inner, tagC(0)) || !inner.ReadAnyASN1Element(&gn, &gtag) || !inner.Empty() {
+			return nil, errors.New("cmp: bad poposkInput sender")
+		}
+		dn, ok := GeneralName{Raw: gn}.Directory()
+		if !ok || a.Sender == nil || !bytes.Equal(dn, a.Sender) {
+			return nil, errors.New("cmp: the poposkInput sender is not the authenticated requester")
+		}
+	case cbasn1.SEQUENCE:
+		// publicKeyMAC: a password-based MAC over DER(publicKey) with the shared secret
+		// (RFC 4211 §4.1, §4.4).
+		if a.Secret == nil {
+			return nil, errors.New("cmp: poposkInput publicKeyMAC, but the request is not protected by a shared secret")
+		}
+		var pk, algEl cryptobyte.String
+		var val asn1.BitString
+		if !auth.ReadASN1(&pk, cbasn1.SEQUENCE) || !pk.ReadASN1Element(&algEl, cbasn1.SEQUENCE) ||
+			!pk.ReadASN1BitString(&val) || !pk.Empty() || val.BitLength%8 != 0 {
+			return nil, errors.New("cmp: bad PKMACValue")
+		}
+		alg, err := parseAlgIDElement(algEl)
+		if err != nil {
+			return nil, fmt.Errorf("cmp: PKMACValue: %w", err)
+		}
+		want, err := macProtectLimited(alg, a.Secret, spki, a.Limits)
+		if err != nil {
+			return nil, fmt.Errorf("cmp: publicKeyMAC: %w", err)
+		}
+		if subtle.ConstantTimeCompare(want, val.Bytes) != 1 {
+			return nil, errors.New("cmp: publicKeyMAC does not verify with the shared secret")
+		}
+	default:
+		return nil, errors.New("cmp: bad poposkInput authInfo")
+	}
+	if err := verifySPKISignature(spki, m.POP.Algorithm, m.POP.Input, m.POP.Signature); err != nil {
+		return nil, err
+	}
+	return append([]byte(nil), spki...), nil
+}
+
+func verifySPKISignature(spki []byte, alg pkix.AlgorithmIdentifier, data, sig []byte) error {
+	pub, err := x509.ParsePKIXPublicKey(spki)
+	if err != nil {
+		return fmt.Errorf("cmp: POP public key: %w", err)
+	}
+	if err := verifySignature(pub, alg, data, sig); err != nil {
+		return fmt.Errorf("cmp: POP: %w", err)
 	}
 	return nil
 }
 
-func (m *CertReqMsg) verifyPOP() error {
-	if m.POPKind != POPSignature || m.POP == nil {
-		return fmt.Errorf("cmp: POP kind %d is not a signature", m.POPKind)
+// NewPublicKeyMAC returns the PKMACValue authInfo of a poposkInput (RFC 4211 §4.1): a
+// PasswordBasedMac with secret over spki, the DER SubjectPublicKeyInfo.
+func NewPublicKeyMAC(secret, spki []byte, p *PBMProtection) ([]byte, error) {
+	if p == nil {
+		p = &PBMProtection{}
 	}
-	data, err := m.certRequestDER()
+	pp := *p
+	pp.Secret = secret
+	alg, _, err := pp.params()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	pubDER := m.Template.PublicKey
-	if m.POP.Input != nil {
-		// POPOSigningKeyInput ::= SEQUENCE { authInfo CHOICE {...}, publicKey SPKI }:
-		// the template must then omit subject or key (RFC 4211 §4.1); sign over the input.
-		s := cryptobyte.String(m.POP.Input)
-		var in, auth, spki cryptobyte.String
-		var tag cbasn1.Tag
-		if !s.ReadASN1(&in, cbasn1.SEQUENCE) || !in.ReadAnyASN1Element(&auth, &tag) ||
-			!in.ReadASN1Element(&spki, cbasn1.SEQUENCE) || !in.Empty() {
-			return errors.New("cmp: bad poposkInput")
+	v, err := macProtect(alg, secret, spki)
+	if err != nil {
+		return nil, err
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		addAlgID(b, alg)
+		b.AddASN1BitString(v)
+	})
+	return b.Bytes()
+}
+
+// NewPOPOSigningKeyInput returns the DER poposkInput (RFC 4211 §4.1) for spki with authInfo,
+// which is either the DER of a PKMACValue (NewPublicKeyMAC) or, with sender set, the
+// authenticated sender name.
+func NewPOPOSigningKeyInput(sender *GeneralName, publicKeyMAC, spki []byte) ([]byte, error) {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		if sender != nil {
+			b.AddASN1(tagC(0), func(b *cryptobyte.Builder) { b.AddBytes(sender.Raw) })
+		} else {
+			b.AddBytes(publicKeyMAC)
 		}
-		data, pubDER = m.POP.Input, spki
-	}
-	if pubDER == nil {
-		return errors.New("cmp: POP: no public key in the template")
-	}
-	pub, err := x509.ParsePKIXPublicKey(pubDER)
+		b.AddBytes(spki)
+	})
+	return b.Bytes()
+}
+
+// SignPOPOSigningKeyInput sets m's POP to a signature by signer over input (a
+// NewPOPOSigningKeyInput value).
+func (m *CertReqMsg) SignPOPOSigningKeyInput(signer crypto.Signer, input []byte) error {
+	alg, sig, err := sign(signer, input)
 	if err != nil {
-		return fmt.Errorf("cmp: POP public key: %w", err)
-	}
-	if err := verifySignature(pub, m.POP.Algorithm, data, m.POP.Signature); err != nil {
 		return fmt.Errorf("cmp: POP: %w", err)
 	}
+	m.POPKind = POPSignature
+	m.POP = &POPOSigningKey{Input: input, Algorithm: alg, Signature: sig}
 	return nil
 }
 

@@ -19,14 +19,18 @@
 //     (§5.1.3.4, depth-limited).
 //   - RFC 9483 §4.3 support-message contents: caCerts, rootCaKeyUpdate/rootCaCert,
 //     certReqTemplate, certProfile, crlStatusList, crls.
-//   - RFC 4211 §5 CertTemplate, §4.1 POPOSigningKey (signature POP, generated and verified).
+//   - RFC 4211 §5 CertTemplate, §4.1 POPOSigningKey (signature POP, generated and verified;
+//     with poposkInput, the key must be the template's and authInfo is checked against the
+//     authenticated requester: [POPAuth]).
 //   - RFC 9481 §3 signatures (ECDSA P-256/P-384/P-521, Ed25519, RSA PKCS#1 v1.5) and §6.1
 //     MACs (PasswordBasedMac §6.1.1 and PBMAC1 §6.1.2, both with HMAC-SHA-1/SHA-2).
 //
 // Errors returned for network input are typed for the front doors: errs.BadRequest or
-// errs.Unauthorized (coapca/errs) carrying explicit PKIFailureInfo bits ([FailInfoOf]); other
-// errors map through the one table of [FailInfoForKind]. [StatusFromError] and [ErrorBody]
-// turn any error into a PKIStatusInfo / error body.
+// errs.Unauthorized (coapca/errs) carrying explicit PKIFailureInfo bits ([FailInfoOf]) and a
+// short one-line message (no encoding/asn1 struct dumps); the full cause stays in the error
+// chain for logs. Mapping other errors (errs kinds) to PKIFailureInfo is server policy and
+// lives in cmp/cmpserver, not here. MAC parameters from the network are bounded by
+// [MACLimits] and checked before any key derivation ([Message.CheckMACParams]).
 //
 // Not implemented: EncryptedKey/EnvelopedData (central key generation, encrypted certificates
 // are kept as raw DER only), POP by key encipherment/agreement (parsed, not verified),

@@ -23,19 +23,25 @@ func Example_server() {
 	if err != nil {
 		return // answer an unprotected error message with badDataFormat
 	}
+	// The failure bits of the codec's errors (cmp.FailInfoOf); the server maps its own errors
+	// (errs kinds) to PKIFailureInfo in a table of its own.
+	reject := func(err error) cmp.StatusInfo {
+		return cmp.StatusInfo{Status: cmp.StatusRejection, FailInfo: cmp.FailInfoOf(err), StatusString: []string{errs.Message(err)}}
+	}
 	if err := cmp.CheckRequest(&req.Header); err != nil {
-		answer = cmp.ErrorBody(err)
+		answer = &cmp.ErrorContent{Status: reject(err)}
 	} else if err := req.VerifyMAC(secret); err != nil {
-		answer = cmp.ErrorBody(cmp.WithFailInfo(errs.Wrap(errs.Unauthorized, err, "bad protection"), cmp.FailBadMessageCheck))
+		answer = &cmp.ErrorContent{Status: reject(err)}
 	} else if reqBody, _ = req.Body.(*cmp.CertReqMessages); reqBody == nil || reqBody.Type() != cmp.TypeIR {
-		answer = cmp.ErrorBody(errs.New(errs.BadRequest, "expected ir"))
+		answer = &cmp.ErrorContent{Status: reject(cmp.WithFailInfo(errs.New(errs.BadRequest, "expected ir"), cmp.FailBadRequest))}
 	} else {
 		r := reqBody.Requests[0]
 		rsp := cmp.CertResponse{CertReqID: r.CertReqID}
-		if err := r.VerifyPOP(); err != nil {
-			rsp.Status = cmp.StatusFromError(cmp.WithFailInfo(errs.Wrap(errs.BadRequest, err, "bad POP"), cmp.FailBadPOP))
+		// The key that the certificate certifies is the one whose possession was proven.
+		if _, err := r.VerifyPOP(cmp.POPAuth{Secret: secret}); err != nil {
+			rsp.Status = reject(err) // badPOP
 		} else if cert, err := issue(r.Template); err != nil {
-			rsp.Status = cmp.StatusFromError(err) // waiting for errs.Pending, rejection otherwise
+			rsp.Status = reject(cmp.WithFailInfo(err, cmp.FailBadCertTemplate))
 		} else {
 			rsp.Status, rsp.Cert = cmp.StatusInfo{Status: cmp.StatusAccepted}, cert
 		}

@@ -48,7 +48,7 @@ func FuzzParse(f *testing.F) {
 		switch b := m.Body.(type) {
 		case *CertReqMessages:
 			for i := range b.Requests {
-				_ = b.Requests[i].VerifyPOP()
+				_, _ = b.Requests[i].VerifyPOP(POPAuth{Secret: []byte("pw")})
 				_, _ = b.Requests[i].OldCertID()
 				_, _ = b.Requests[i].Template.SubjectName()
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"coapca/errs"
@@ -141,7 +142,9 @@ func tagP(n uint8) cbasn1.Tag { return cbasn1.Tag(n).ContextSpecific() }
 func Parse(der []byte) (*Message, error) {
 	m, err := parse(der)
 	if err != nil {
-		return nil, failure(errs.BadRequest, FailBadDataFormat, err)
+		// The peer sees one short line; the full parser error stays the cause (for the log).
+		return nil, &FailureError{Info: FailBadDataFormat, cause: err,
+			Err: errs.New(errs.BadRequest, "malformed PKIMessage: %s", strings.TrimPrefix(shortError(err), "cmp: "))}
 	}
 	return m, nil
 }

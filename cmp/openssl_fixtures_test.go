@@ -182,11 +182,11 @@ func TestOpenSSLRequests(t *testing.T) {
 				if r.POPKind != POPSignature {
 					t.Fatalf("POP kind %d", r.POPKind)
 				}
-				if err := r.VerifyPOP(); err != nil {
+				if _, err := r.VerifyPOP(POPAuth{}); err != nil {
 					t.Errorf("VerifyPOP: %v", err)
 				}
 				r.RawCertReq[len(r.RawCertReq)-1] ^= 1
-				if err := r.VerifyPOP(); err == nil {
+				if _, err := r.VerifyPOP(POPAuth{}); err == nil {
 					t.Error("VerifyPOP accepted a modified request")
 				}
 				if !strings.HasPrefix(func() string { n, _ := r.Template.SubjectName(); return n.CommonName }(), "Device") {

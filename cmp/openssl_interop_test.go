@@ -185,7 +185,7 @@ func TestOpenSSLAcceptsOurResponses(t *testing.T) {
 			steps: []step{{ipBody(TypeIP), nil}, {&PKIConf{}, nil}},
 			args:  cat([]string{"-cmd", "ir"}, sigArgs, enroll), wantFail: "error validating protection"},
 		{name: "error-msg", req: "ir_sig_req1.der", sender: srvSender, prot: sig(srvKey, srvCert),
-			steps: []step{{ErrorBody(WithFailInfo(os.ErrInvalid, FailBadPOP)), nil}},
+			steps: []step{{&ErrorContent{Status: StatusInfo{Status: StatusRejection, FailInfo: FailBadPOP, StatusString: []string{"bad POP"}}}, nil}},
 			args:  cat([]string{"-cmd", "ir"}, sigArgs, enroll), wantFail: "badPOP"},
 	}
 	for _, tt := range tests {

@@ -24,10 +24,11 @@ import (
 	_ "crypto/sha512"
 )
 
-// Limits on MAC parameters accepted from the network (RFC 9481 §6.1 leaves them to policy;
-// bounded here so a request cannot make the server hash for ever).
+// Bounds on MAC parameters accepted from the network (see [MACLimits]).
 const (
+	// MaxIterations is the default cap of [MACLimits].
 	MaxIterations = 100000
+	// MinIterations is the minimum of RFC 4211 §4.4 (as updated by RFC 9045).
 	MinIterations = 100
 	minSaltLen    = 8
 )
@@ -234,92 +235,154 @@ func hmacByOID(oid asn1.ObjectIdentifier) (crypto.Hash, bool) {
 	return 0, false
 }
 
-// macProtect computes a PasswordBasedMac or PBMAC1 value as described by alg.
+// macProtect computes a PasswordBasedMac or PBMAC1 value as described by alg, within the
+// default limits (used for what this side protects itself).
 func macProtect(alg pkix.AlgorithmIdentifier, secret, data []byte) ([]byte, error) {
-	key, mac, err := macKey(alg, secret)
+	return macProtectLimited(alg, secret, data, MACLimits{})
+}
+
+// macProtectLimited computes a MAC whose parameters came from the network: they are checked
+// against l before any key derivation.
+func macProtectLimited(alg pkix.AlgorithmIdentifier, secret, data []byte, l MACLimits) ([]byte, error) {
+	p, err := parseMACParams(alg, l)
 	if err != nil {
 		return nil, err
 	}
-	m := hmac.New(mac.New, key)
+	key, err := p.key(secret)
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(p.mac.New, key)
 	m.Write(data)
 	return m.Sum(nil), nil
 }
 
-// macKey derives the MAC key and HMAC hash from protectionAlg.
-func macKey(alg pkix.AlgorithmIdentifier, secret []byte) ([]byte, crypto.Hash, error) {
+// MACLimits bound the PasswordBasedMac and PBMAC1 parameters accepted from the network. The
+// requester chooses them, and the verifier pays for them before it can compare a MAC: RFC 4211
+// §4.4 (as updated by RFC 9045) puts the minimum at 100 iterations and names the trade-off
+// between password protection and "the time spent by the server processing all of the
+// requests"; RFC 9481 §6.1 leaves the maximum to policy. The zero value is the default.
+type MACLimits struct {
+	// MaxIterations caps the work of one key derivation: PasswordBasedMac iterationCount, and
+	// PBKDF2 iterationCount × the PRF blocks keyLength needs (RFC 8018 §5.2). 0 =
+	// MaxIterations (100,000: about 30 ms of SHA-256 on one core; OpenSSL uses 500 by default
+	// and coapca's client 10,000).
+	MaxIterations int
+}
+
+func (l MACLimits) maxIterations() int {
+	if l.MaxIterations > 0 {
+		return l.MaxIterations
+	}
+	return MaxIterations
+}
+
+// maxKeyLength caps PBKDF2 keyLength (octets): the largest HMAC key worth deriving is one
+// SHA-512 output.
+const maxKeyLength = 64
+
+// macParams are the checked parameters of a PasswordBasedMac or PBMAC1 protectionAlg.
+type macParams struct {
+	pbmac1 bool
+	owf    crypto.Hash // PBM
+	prf    crypto.Hash // PBMAC1
+	mac    crypto.Hash
+	salt   []byte
+	iter   int
+	klen   int // PBMAC1
+}
+
+// parseMACParams decodes and checks protectionAlg without deriving anything, so that a request
+// with unacceptable parameters costs no hashing.
+func parseMACParams(alg pkix.AlgorithmIdentifier, l MACLimits) (*macParams, error) {
 	switch {
 	case alg.Algorithm.Equal(OIDPasswordBasedMac):
 		var p pbmParameter
 		if rest, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil || len(rest) != 0 {
-			return nil, 0, errors.New("bad PBMParameter")
+			return nil, errors.New("bad PBMParameter")
 		}
 		owf, ok := hashByOID(p.OWF.Algorithm)
 		if !ok {
-			return nil, 0, fmt.Errorf("unsupported PBM OWF %v", p.OWF.Algorithm)
+			return nil, fmt.Errorf("unsupported PBM OWF %v", p.OWF.Algorithm)
 		}
 		mac, ok := hmacByOID(p.MAC.Algorithm)
 		if !ok {
-			return nil, 0, fmt.Errorf("unsupported PBM MAC %v", p.MAC.Algorithm)
+			return nil, fmt.Errorf("unsupported PBM MAC %v", p.MAC.Algorithm)
 		}
-		if err := checkKDF(p.Salt, p.IterationCount); err != nil {
-			return nil, 0, err
+		if err := checkKDF(p.Salt, p.IterationCount, p.IterationCount, l); err != nil {
+			return nil, err
 		}
-		// RFC 9810 §5.1.3.1: K = OWF^iterationCount(secret || salt).
-		h := owf.New()
-		h.Write(secret)
-		h.Write(p.Salt)
-		key := h.Sum(nil)
-		for i := 1; i < p.IterationCount; i++ {
-			h.Reset()
-			h.Write(key)
-			key = h.Sum(key[:0])
-		}
-		return key, mac, nil
+		return &macParams{owf: owf, mac: mac, salt: p.Salt, iter: p.IterationCount}, nil
 	case alg.Algorithm.Equal(OIDPBMAC1):
 		var p pbmac1Params
 		if rest, err := asn1.Unmarshal(alg.Parameters.FullBytes, &p); err != nil || len(rest) != 0 {
-			return nil, 0, errors.New("bad PBMAC1-params")
+			return nil, errors.New("bad PBMAC1-params")
 		}
 		if !p.KeyDerivationFunc.Algorithm.Equal(OIDPBKDF2) {
-			return nil, 0, errors.New("PBMAC1: key derivation is not PBKDF2")
+			return nil, errors.New("PBMAC1: key derivation is not PBKDF2")
 		}
 		var k pbkdf2Params
 		if rest, err := asn1.Unmarshal(p.KeyDerivationFunc.Parameters.FullBytes, &k); err != nil || len(rest) != 0 {
-			return nil, 0, errors.New("bad PBKDF2-params (only the specified salt is supported)")
+			return nil, errors.New("bad PBKDF2-params (only the specified salt is supported)")
 		}
 		prf := crypto.SHA1 // RFC 8018 default algid-hmacWithSHA1
 		if len(k.PRF.Algorithm) > 0 {
 			var ok bool
 			if prf, ok = hmacByOID(k.PRF.Algorithm); !ok {
-				return nil, 0, fmt.Errorf("unsupported PBKDF2 PRF %v", k.PRF.Algorithm)
+				return nil, fmt.Errorf("unsupported PBKDF2 PRF %v", k.PRF.Algorithm)
 			}
 		}
 		mac, ok := hmacByOID(p.MessageAuthScheme.Algorithm)
 		if !ok {
-			return nil, 0, fmt.Errorf("unsupported PBMAC1 MAC %v", p.MessageAuthScheme.Algorithm)
-		}
-		if err := checkKDF(k.Salt, k.IterationCount); err != nil {
-			return nil, 0, err
+			return nil, fmt.Errorf("unsupported PBMAC1 MAC %v", p.MessageAuthScheme.Algorithm)
 		}
 		// RFC 9481 §6.1.2: keyLength MUST be present and is in octets.
-		if k.KeyLength < 1 || k.KeyLength > 64 {
-			return nil, 0, fmt.Errorf("PBKDF2 keyLength %d out of range", k.KeyLength)
+		if k.KeyLength < 1 || k.KeyLength > maxKeyLength {
+			return nil, fmt.Errorf("PBKDF2 keyLength %d out of range [1, %d]", k.KeyLength, maxKeyLength)
 		}
-		key, err := pbkdf2.Key(func() hash.Hash { return prf.New() }, string(secret), k.Salt, k.IterationCount, k.KeyLength)
-		if err != nil {
-			return nil, 0, fmt.Errorf("PBKDF2: %w", err)
+		// PBKDF2 runs iterationCount PRF calls per output block (RFC 8018 §5.2).
+		blocks := (k.KeyLength + prf.Size() - 1) / prf.Size()
+		if err := checkKDF(k.Salt, k.IterationCount, k.IterationCount*blocks, l); err != nil {
+			return nil, err
 		}
-		return key, mac, nil
+		return &macParams{pbmac1: true, prf: prf, mac: mac, salt: k.Salt, iter: k.IterationCount, klen: k.KeyLength}, nil
 	}
-	return nil, 0, fmt.Errorf("protectionAlg %v is not a MAC", alg.Algorithm)
+	return nil, fmt.Errorf("protectionAlg %v is not a MAC", alg.Algorithm)
 }
 
-func checkKDF(salt []byte, iter int) error {
+// key derives the MAC key from secret.
+func (p *macParams) key(secret []byte) ([]byte, error) {
+	if p.pbmac1 {
+		key, err := pbkdf2.Key(func() hash.Hash { return p.prf.New() }, string(secret), p.salt, p.iter, p.klen)
+		if err != nil {
+			return nil, fmt.Errorf("PBKDF2: %w", err)
+		}
+		return key, nil
+	}
+	// RFC 9810 §5.1.3.1: K = OWF^iterationCount(secret || salt).
+	h := p.owf.New()
+	h.Write(secret)
+	h.Write(p.salt)
+	key := h.Sum(nil)
+	for i := 1; i < p.iter; i++ {
+		h.Reset()
+		h.Write(key)
+		key = h.Sum(key[:0])
+	}
+	return key, nil
+}
+
+// checkKDF checks the salt and iteration count; work is the hashing they cost.
+func checkKDF(salt []byte, iter, work int, l MACLimits) error {
 	if len(salt) < minSaltLen || len(salt) > 1024 {
 		return fmt.Errorf("salt of %d octets not accepted", len(salt))
 	}
-	if iter < MinIterations || iter > MaxIterations {
-		return fmt.Errorf("iteration count %d outside [%d, %d]", iter, MinIterations, MaxIterations)
+	// RFC 4211 §4.4 (RFC 9045): iterationCount MUST be at least 100.
+	if iter < MinIterations {
+		return fmt.Errorf("iteration count %d below %d", iter, MinIterations)
+	}
+	if maxIter := l.maxIterations(); iter > maxIter || work > maxIter {
+		return fmt.Errorf("iteration count %d (work %d) above the limit %d", iter, work, maxIter)
 	}
 	return nil
 }
@@ -368,13 +431,30 @@ func (m *Message) protectedBytes() ([]byte, error) {
 }
 
 // VerifyMAC checks PasswordBasedMac or PBMAC1 protection with the shared secret
-// (RFC 9810 §5.1.3.1-2). Failures wrap ErrBadMessageCheck.
-func (m *Message) VerifyMAC(secret []byte) error {
+// (RFC 9810 §5.1.3.1-2) within the default [MACLimits]. Failures wrap ErrBadMessageCheck.
+func (m *Message) VerifyMAC(secret []byte) error { return m.VerifyMACWith(secret, MACLimits{}) }
+
+// CheckMACParams checks, without deriving a key, that m is MAC-protected with parameters
+// within l: a verifier calls it (and its other cheap checks) before the key derivation that
+// VerifyMACWith pays. Errors are errs.Unauthorized with badAlg.
+func (m *Message) CheckMACParams(l MACLimits) error {
+	if _, err := m.protectedBytes(); err != nil {
+		return err
+	}
+	if _, err := parseMACParams(*m.Header.ProtectionAlg, l); err != nil {
+		return failure(errs.Unauthorized, FailBadAlg, fmt.Errorf("%w: %v", ErrBadMessageCheck, err))
+	}
+	return nil
+}
+
+// VerifyMACWith is VerifyMAC with the limits l on the requester's MAC parameters; they are
+// checked before the key is derived.
+func (m *Message) VerifyMACWith(secret []byte, l MACLimits) error {
 	data, err := m.protectedBytes()
 	if err != nil {
 		return err
 	}
-	want, err := macProtect(*m.Header.ProtectionAlg, secret, data)
+	want, err := macProtectLimited(*m.Header.ProtectionAlg, secret, data, l)
 	if err != nil {
 		return failure(errs.Unauthorized, FailBadAlg, fmt.Errorf("%w: %v", ErrBadMessageCheck, err))
 	}

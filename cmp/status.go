@@ -174,40 +174,26 @@ func parseStatusInfo(s *cryptobyte.String) (StatusInfo, error) {
 	return st, nil
 }
 
-// failInfoByKind is the ONE table mapping the typed errors of coapca/errs to PKIFailureInfo
-// (RFC 9810 §5.2.3, RFC 9483 §3.6.4).
-var failInfoByKind = map[errs.Kind]FailureInfo{
-	errs.Internal:          FailSystemFailure,
-	errs.BadRequest:        FailBadRequest,
-	errs.Unauthorized:      FailSignerNotTrusted,
-	errs.Forbidden:         FailNotAuthorized,
-	errs.NotFound:          FailBadCertTemplate, // unknown profile/label or certificate
-	errs.NotAcceptable:     FailBadRequest,
-	errs.UnsupportedFormat: FailBadDataFormat,
-	errs.TooLarge:          FailBadRequest,
-	errs.Pending:           0, // not a failure: status waiting
-	errs.Unavailable:       FailSystemUnavail,
-	errs.Conflict:          FailCertRevoked, // e.g. revoking an already revoked certificate
-}
-
-// FailInfoForKind returns the PKIFailureInfo for an errs.Kind.
-func FailInfoForKind(k errs.Kind) FailureInfo {
-	if f, ok := failInfoByKind[k]; ok {
-		return f
-	}
-	return FailSystemFailure
-}
-
-// FailureError is an error that names its PKIFailureInfo explicitly (for cases finer than the
-// Kind table, e.g. badPOP, badMessageCheck, certRevoked). It unwraps to Err, so errs.KindOf
-// still works.
+// FailureError is an error that names its PKIFailureInfo explicitly (for cases finer than an
+// errs.Kind, e.g. badPOP, badMessageCheck, certRevoked). It unwraps to Err, so errs.KindOf
+// still works. The table from errs.Kind to PKIFailureInfo for errors without explicit bits is
+// server policy and lives with the server (cmp/cmpserver), not in this codec.
 type FailureError struct {
 	Info  FailureInfo
 	Err   error
 	cause error // the untyped error failure() typed, kept for errors.Is
 }
 
-func (e *FailureError) Error() string { return e.Err.Error() }
+// Error is Err's text, followed by the full cause when the client-visible text shortened it
+// (for logs; peers get errs.Message).
+func (e *FailureError) Error() string {
+	if e.cause != nil {
+		if c := e.cause.Error(); !strings.Contains(e.Err.Error(), c) {
+			return e.Err.Error() + " (" + c + ")"
+		}
+	}
+	return e.Err.Error()
+}
 
 // Unwrap returns Err (and the original cause of errors typed by this package).
 func (e *FailureError) Unwrap() []error {
@@ -225,38 +211,45 @@ func WithFailInfo(err error, info FailureInfo) error {
 	return &FailureError{Info: info, Err: err}
 }
 
-// failure returns err typed for the front doors: errs Kind k (message err's text) plus
-// explicit PKIFailureInfo bits.
+// failure returns err typed for the front doors: errs Kind k with a short one-line message
+// derived from err (shortError), explicit PKIFailureInfo bits, and err itself as the cause
+// (for errors.Is and the server's log).
 func failure(k errs.Kind, info FailureInfo, err error) error {
-	return &FailureError{Info: info, Err: errs.New(k, "%s", err.Error()), cause: err}
+	return &FailureError{Info: info, Err: errs.New(k, "%s", shortError(err)), cause: err}
 }
 
-// FailInfoOf returns the failure bits for err: explicit ones from WithFailInfo, else the Kind
-// table.
+// maxDiagnostic bounds the client-visible text of a codec error.
+const maxDiagnostic = 160
+
+// shortError renders a codec error for the peer: one line, at most maxDiagnostic bytes, and
+// without the Go struct dumps of encoding/asn1 ("asn1: structure error: tags don't match (16
+// vs {class:0 tag:2 …}) {optional:false …}"), which are replaced by "ASN.1 structure error".
+func shortError(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "asn1: "); i >= 0 {
+		s = strings.TrimRight(s[:i], ": ")
+		if s != "" {
+			s += ": "
+		}
+		s += "ASN.1 structure error"
+	}
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > maxDiagnostic {
+		s = strings.ToValidUTF8(s[:maxDiagnostic], "") + "…"
+	}
+	return s
+}
+
+// FailInfoOf returns the explicit failure bits of err (WithFailInfo, or set by this package),
+// or 0 when err carries none.
 func FailInfoOf(err error) FailureInfo {
 	var fe *FailureError
 	if errors.As(err, &fe) {
 		return fe.Info
 	}
-	return FailInfoForKind(errs.KindOf(err))
-}
-
-// StatusFromError turns an error into a PKIStatusInfo: waiting for errs.Pending, else rejection
-// with the failure bits of FailInfoOf and the client-visible message (errs.Message).
-func StatusFromError(err error) StatusInfo {
-	if errs.KindOf(err) == errs.Pending {
-		return StatusInfo{Status: StatusWaiting, StatusString: []string{errs.Message(err)}}
-	}
-	return StatusInfo{Status: StatusRejection, StatusString: []string{errs.Message(err)}, FailInfo: FailInfoOf(err)}
-}
-
-// ErrorBody returns an error [23] body for err (RFC 9810 §5.3.21).
-func ErrorBody(err error) *ErrorContent {
-	st := StatusFromError(err)
-	if st.Status == StatusWaiting {
-		st = StatusInfo{Status: StatusRejection, StatusString: st.StatusString, FailInfo: FailSystemUnavail}
-	}
-	return &ErrorContent{Status: st}
+	return 0
 }
 
 // StatusError is returned by client-side helpers when a response reports rejection.

@@ -104,6 +104,16 @@ type Pending struct {
 	UpdatedAt  time.Time
 }
 
+// Unconfirmed is a certificate issued through CMP that its requester has not confirmed yet
+// (RFC 9810 §5.1.1.2 certConf, RFC 9483 §4.1.1): it must be revoked when Deadline passes
+// without a confirmation, also when the server restarted in between.
+type Unconfirmed struct {
+	Serial        string // the certificate (FormatSerial)
+	TransactionID []byte // the CMP transaction that issued it
+	Deadline      time.Time
+	CreatedAt     time.Time
+}
+
 // RevokedEntry is one line of a CRL.
 type RevokedEntry struct {
 	Serial    string
@@ -170,6 +180,17 @@ type Store interface {
 	// DecidePending moves a request from pending to approved or rejected (with a reason).
 	// Deciding the same way twice is not an error; any other transition → ErrPendingState.
 	DecidePending(ctx context.Context, id string, status PendingStatus, reason string) error
+
+	// AddUnconfirmed records that certificate u.Serial waits for confirmation until
+	// u.Deadline (recording the same serial again replaces the entry). The store sets
+	// CreatedAt when it is zero.
+	AddUnconfirmed(ctx context.Context, u Unconfirmed) error
+	// DeleteUnconfirmed removes the entry of serial: the certificate was confirmed, or revoked
+	// (ErrNotFound when there is none).
+	DeleteUnconfirmed(ctx context.Context, serial string) error
+	// DueUnconfirmed returns at most limit entries (0 = no limit) whose deadline is at or
+	// before now, earliest deadline first.
+	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]Unconfirmed, error)
 
 	// NextCounter atomically increments the named counter and returns its new value
 	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).

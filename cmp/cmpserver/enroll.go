@@ -47,11 +47,11 @@ func (s *Service) enroll(ctx context.Context, ses *session, b *cmp.CertReqMessag
 			return nil, err
 		}
 	}
-	// RFC 9483 §4.1.1: proof of possession by signature (raVerified is for RAs, not EEs).
-	if err := crm.VerifyPOP(); err != nil {
+	spki, err := s.provenKey(ses, &crm)
+	if err != nil {
 		return nil, err
 	}
-	csr, err := templateCSR(&crm.Template, old)
+	csr, err := templateCSR(&crm.Template, spki, old)
 	if err != nil {
 		return nil, err
 	}
@@ -60,8 +60,13 @@ func (s *Service) enroll(ctx context.Context, ses *session, b *cmp.CertReqMessag
 		return nil, err
 	}
 	x.certReqID = crm.CertReqID
+	reqKey := crm.RawCertReq
+	if crm.Template.PublicKey == nil {
+		// The key travelled in poposkInput: it is part of what identifies the request.
+		reqKey = append(slices.Clone(crm.RawCertReq), spki...)
+	}
 	x.creq = authority.CertRequest{Op: op, Label: ses.label, CSR: csr, PublicKey: csr.PublicKey,
-		RequestKey: crm.RawCertReq, Requester: s.requester(ses)}
+		RequestKey: reqKey, Requester: s.requester(ses), RAVerified: crm.POPKind == cmp.POPRAVerified}
 	return s.issue(ctx, ses, x)
 }
 
@@ -78,6 +83,27 @@ func (s *Service) p10cr(ctx context.Context, ses *session, b *cmp.P10CR) (cmp.Bo
 	x.certReqID = -1
 	x.creq = authority.CertRequest{Op: authority.OpEnroll, Label: ses.label, CSR: b.CSR, Requester: s.requester(ses)}
 	return s.issue(ctx, ses, x)
+}
+
+// provenKey checks the proof of possession of crm (RFC 4211 §4, RFC 9483 §4.1.1) and returns
+// the DER SubjectPublicKeyInfo it proved: the only key a certificate may be issued for.
+func (s *Service) provenKey(ses *session, crm *cmp.CertReqMsg) ([]byte, error) {
+	if crm.POPKind == cmp.POPRAVerified {
+		// RFC 4211 §4.3, RFC 9483 §5.2: whether the requester is an RA that may say so is the
+		// authority's decision (CertRequest.RAVerified).
+		if crm.Template.PublicKey == nil {
+			return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "raVerified POP without a publicKey in the template"), cmp.FailBadCertTemplate)
+		}
+		return crm.Template.PublicKey, nil
+	}
+	a := cmp.POPAuth{Secret: ses.secret, Limits: s.opts.MACLimits}
+	if len(ses.chain) > 0 {
+		a.Sender = ses.chain[0].RawSubject
+	}
+	if ses.ref == "" {
+		a.Secret = nil // only a verified MAC protection makes the secret the requester's
+	}
+	return crm.VerifyPOP(a)
 }
 
 func (s *Service) requester(ses *session) authority.Requester {
@@ -109,11 +135,13 @@ func (s *Service) oldCert(ctx context.Context, ses *session, crm *cmp.CertReqMsg
 }
 
 // templateCSR turns a CertTemplate into the CertificateRequest the authority takes (subject,
-// public key and SANs). For kur, an absent subject or SAN means "as in the old certificate".
-func templateCSR(t *cmp.CertTemplate, old *x509.Certificate) (*x509.CertificateRequest, error) {
-	pub, err := t.ParsePublicKey()
+// public key and SANs). The public key is spki, the key whose possession was proven (the
+// template's, or poposkInput's when the template has none). For kur, an absent subject or SAN
+// means "as in the old certificate".
+func templateCSR(t *cmp.CertTemplate, spki []byte, old *x509.Certificate) (*x509.CertificateRequest, error) {
+	pub, err := x509.ParsePKIXPublicKey(spki)
 	if err != nil {
-		return nil, cmp.WithFailInfo(errs.Wrap(errs.BadRequest, err, "the template has no usable publicKey"), cmp.FailBadCertTemplate)
+		return nil, cmp.WithFailInfo(errs.Wrap(errs.BadRequest, err, "the proven public key is not usable"), cmp.FailBadCertTemplate)
 	}
 	csr := &x509.CertificateRequest{PublicKey: pub, RawSubject: t.Subject}
 	if t.Subject != nil {
@@ -186,7 +214,10 @@ func (s *Service) issue(ctx context.Context, ses *session, x *txn) (cmp.Body, er
 	rep := &cmp.CertRepMessage{BodyType: repType(x.bodyType)}
 	iss, err := s.auth.Issue(ctx, x.creq)
 	if err != nil {
-		st := cmp.StatusFromError(err)
+		if errors.Is(err, authority.ErrRAVerifiedNotRA) {
+			err = cmp.WithFailInfo(err, cmp.FailBadPOP)
+		}
+		st := statusFromError(err)
 		if e := errs.As(err); e != nil && e.Kind == errs.Pending {
 			// RFC 9483 §4.4: status waiting; the EE polls with pollReq.
 			x.pendingID = e.ID
@@ -197,13 +228,18 @@ func (s *Service) issue(ctx context.Context, ses *session, x *txn) (cmp.Body, er
 		rep.Responses = []cmp.CertResponse{{CertReqID: x.certReqID, Status: st}}
 		return rep, nil
 	}
-	keep = s.deliver(ses, x, iss, rep)
+	keep, err = s.deliver(ctx, ses, x, iss, rep)
+	if err != nil {
+		return nil, err
+	}
 	return rep, nil
 }
 
 // deliver fills rep with the issued certificate and decides about confirmation; it returns
-// whether the transaction stays open for certConf.
-func (s *Service) deliver(ses *session, x *txn, iss *authority.Issued, rep *cmp.CertRepMessage) bool {
+// whether the transaction stays open for certConf. A certificate that waits for certConf is
+// recorded in the confirmation store with its deadline before it leaves the server; when that
+// fails it is revoked and not delivered.
+func (s *Service) deliver(ctx context.Context, ses *session, x *txn, iss *authority.Issued, rep *cmp.CertRepMessage) (bool, error) {
 	x.issued = iss
 	rep.Responses = []cmp.CertResponse{{CertReqID: x.certReqID, Status: cmp.StatusInfo{Status: cmp.StatusAccepted}, Cert: iss.Cert}}
 	if x.bodyType == cmp.TypeIR && len(iss.Chain) > 0 {
@@ -216,11 +252,15 @@ func (s *Service) deliver(ses *session, x *txn, iss *authority.Issued, rep *cmp.
 		// RFC 9810 §5.1.1.1: implicitConfirm granted: the certificate is accepted now.
 		ses.implicit = true
 		s.accepted(x)
-		return false
+		return false, nil
 	}
 	x.expires = s.now().Add(s.opts.ConfirmWait)
+	if err := s.rememberUnconfirmed(ctx, x); err != nil {
+		s.revokeUnconfirmed(ctx, x, "its confirmation deadline could not be recorded")
+		return false, err
+	}
 	ses.cwt = x.expires
-	return true
+	return true, nil
 }
 
 // accepted is called once a certificate counts as accepted (certConf or implicit confirm).
@@ -290,6 +330,12 @@ func (s *Service) certConf(ctx context.Context, ses *session, b *cmp.CertConfirm
 	if !st.Accepted() {
 		s.revokeUnconfirmed(ctx, x, "rejected by the requester in certConf: "+st.StatusInfo.String())
 		return &cmp.PKIConf{}, nil
+	}
+	if err := s.forgetUnconfirmed(ctx, x.issued.Serial); err != nil {
+		// Not recorded as confirmed: the certificate would be revoked later anyway, so the
+		// requester must not count it as accepted.
+		s.revokeUnconfirmed(ctx, x, "its confirmation could not be recorded")
+		return nil, err
 	}
 	s.accepted(x)
 	return &cmp.PKIConf{}, nil

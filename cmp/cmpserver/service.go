@@ -5,21 +5,26 @@
 //
 // Implemented:
 //   - RFC 9483 §3: generic header checks (pvno, transactionID, senderNonce, recipNonce of
-//     follow-up messages, §3.1, §3.5), protection by signature (protection certificate
-//     validated with the authority's chain verification: manufacturer trust stores or this CA)
-//     or by MAC with a shared secret per reference (PasswordBasedMac, PBMAC1, §3.2); responses
+//     follow-up messages, messageTime within a tolerance, §3.1, §3.5), protection by
+//     signature (protection certificate validated with the authority's chain verification:
+//     manufacturer trust stores or this CA) or by MAC with a shared secret per reference
+//     (PasswordBasedMac, PBMAC1, §3.2); responses
 //     protected the same way (MAC with the same secret, else signed by the CMP signer with its
 //     chain in extraCerts, §3.3); error messages with PKIFailureInfo mapped from errs kinds
-//     (§3.6.4).
-//   - §4.1.1-4.1.5: ir, cr, kur (old certificate must be ours), p10cr; signature POP checked;
-//     caPubs with the root in ip; implicitConfirm when requested and allowed; otherwise a
-//     certConf whose certHash is verified before the certificate counts as accepted, with a
-//     transaction table and confirmWaitTime (certificates rejected in certConf or never
-//     confirmed are revoked).
+//     by this package's table (§3.6.4). The cheap checks (header, messageTime, operation,
+//     MAC parameters within [Options.MACLimits], known senderKID, transaction state) run
+//     before the expensive ones (key derivation, signature and chain verification).
+//   - §4.1.1-4.1.5: ir, cr, kur (old certificate must be ours), p10cr; signature POP checked
+//     (RFC 4211 §4.1, with poposkInput's authInfo bound to the authenticated requester) and the
+//     certificate issued for the proven key only; caPubs with the root in ip; implicitConfirm
+//     when requested and allowed; otherwise a certConf whose certHash is verified before the
+//     certificate counts as accepted, with a transaction table and confirmWaitTime
+//     (certificates rejected in certConf or never confirmed are revoked; the deadlines are
+//     kept in the store, so this holds across restarts).
 //   - §4.2: rr, as the authority allows (the certificate's own key, an authorized RA, or a
 //     MAC secret explicitly allowed to revoke what it enrolled).
 //   - §4.3: genm/genp support messages: CA certificates, root CA update, certificate request
-//     template, CRL update (crlStatusList → crls).
+//     template, CRL update (crlStatusList → crls); at most maxGenMItems items per genm.
 //   - §4.4: delayed delivery: status waiting on errs.Pending, then pollReq/pollRep until the
 //     authority's pending request is approved or rejected.
 //   - Announcements (RFC 9810 §5.3.13-16, sent by the CoAP binding per RFC 9482 §2.6): cann
@@ -28,7 +33,8 @@
 //     anything else (e.g. a CA key update).
 //
 // Not implemented: nested messages (§5.2.2.1), central key generation (§4.1.6), raVerified
-// POP from RAs, and the RA forwarding role (§5).
+// POP from RAs (refused with badPOP until RAs are authorized: [Service.raVerified]), and the
+// RA forwarding role (§5).
 package cmpserver
 
 import (
@@ -64,6 +70,17 @@ type Authority interface {
 	PendingRequest(ctx context.Context, id string) (*store.Pending, error)
 }
 
+// ConfirmStore keeps the certificates that wait for certConf (store.Store implements it), so
+// that a certificate never confirmed is revoked also when the server restarted in between.
+type ConfirmStore interface {
+	AddUnconfirmed(ctx context.Context, u store.Unconfirmed) error
+	DeleteUnconfirmed(ctx context.Context, serial string) error
+	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]store.Unconfirmed, error)
+}
+
+// DefaultMessageTimeTolerance is the default of Options.MessageTimeTolerance.
+const DefaultMessageTimeTolerance = 5 * time.Minute
+
 // Options configure the service.
 type Options struct {
 	// Signer, Cert and Chain are the CMP signer: it protects responses to signature-protected
@@ -80,6 +97,17 @@ type Options struct {
 	// MaxTransactions caps the open transactions (default 10000); beyond it new ones get
 	// systemUnavail.
 	MaxTransactions int
+	// MessageTimeTolerance is how far a request's messageTime may be from the server's clock
+	// before it is refused with badTime (RFC 9483 §3.5: the recipient may check it; RFC 9810
+	// §5.1.1). 0 = DefaultMessageTimeTolerance (5 minutes: constrained devices' clocks drift,
+	// and a replayed message is also caught by its nonces); negative = not checked.
+	MessageTimeTolerance time.Duration
+	// MACLimits bound the PasswordBasedMac/PBMAC1 parameters a requester may choose (they are
+	// checked before any key derivation). Zero value = cmp defaults.
+	MACLimits cmp.MACLimits
+	// Confirmations keeps the certificates waiting for certConf; nil keeps them in memory
+	// only (then a restart forgets them: production wiring passes the store).
+	Confirmations ConfirmStore
 	// Announce receives every announcement (RFC 9482 §2.6) as a signed PKIMessage, with the
 	// profile label it concerns ("" = all). nil = no announcements.
 	Announce func(der []byte, body cmp.BodyType, label string)
@@ -155,6 +183,7 @@ type Service struct {
 	mu        sync.Mutex
 	txns      map[string]*txn
 	lastSweep time.Time
+	sweeping  bool            // a sweep of the confirmation store is running
 	announced map[string]bool // revoked serials already announced
 }
 
@@ -207,6 +236,7 @@ type session struct {
 	who      string
 	chain    []*x509.Certificate // verified protection chain (signature)
 	ref      string              // MAC reference
+	secret   []byte              // the shared secret of ref (set before the MAC is verified)
 	prot     cmp.Protector       // for the answer
 	extra    []*x509.Certificate
 	implicit bool // grant implicitConfirm in the answer
@@ -236,7 +266,11 @@ func (s *Service) handle(ctx context.Context, r *Request) *Response {
 	bt := req.Body.Type().String()
 	body, err := s.dispatch(ctx, ses)
 	if err != nil {
-		s.log.Info("cmp: request failed", "body", bt, "addr", r.Addr, "transport", r.Transport,
+		level := slog.LevelInfo
+		if errs.KindOf(err) == errs.Internal {
+			level = slog.LevelError // the peer gets only "internal error": the detail is here
+		}
+		s.log.Log(ctx, level, "cmp: request failed", "body", bt, "addr", r.Addr, "transport", r.Transport,
 			"transaction", hex.EncodeToString(req.Header.TransactionID), "err", err)
 		rsp := s.errorAnswer(ses, req, err)
 		rsp.BodyType = bt
@@ -287,7 +321,7 @@ func (s *Service) errorAnswer(ses *session, req *cmp.Message, err error) *Respon
 		hdr = cmp.Header{PVNO: cmp.PVNO2000, Sender: s.name, Recipient: cmp.NullDN(), MessageTime: s.now(), SenderNonce: nonce}
 	}
 	hdr.Sender = s.name
-	body := cmp.ErrorBody(err)
+	body := errorBody(err)
 	m := &cmp.Message{Header: hdr, Body: body}
 	der, mErr := m.Marshal(ses.prot)
 	if mErr != nil {
@@ -326,14 +360,28 @@ func (s *Service) marshal(ses *session, body cmp.Body) ([]byte, []byte, error) {
 func (s *Service) dispatch(ctx context.Context, ses *session) (cmp.Body, error) {
 	req := ses.req
 	h := &req.Header
+	// The cheap checks come first, so that a request that will be refused anyway costs no key
+	// derivation or signature verification.
 	if err := cmp.CheckRequest(h); err != nil {
 		return nil, err
 	}
-	if err := s.authenticate(ses); err != nil {
-		return nil, err
+	if tol := s.messageTimeTolerance(); tol >= 0 {
+		// RFC 9483 §3.5, RFC 9810 §5.1.1: messageTime too far from the server's clock → badTime.
+		if err := cmp.CheckMessageTime(h, s.now(), tol); err != nil {
+			return nil, err
+		}
 	}
 	t := req.Body.Type()
 	if err := checkOperation(ses.r.Operation, t); err != nil {
+		return nil, err
+	}
+	if err := s.precheckProtection(ses); err != nil {
+		return nil, err
+	}
+	if err := s.precheckTransaction(ses); err != nil {
+		return nil, err
+	}
+	if err := s.authenticate(ses); err != nil {
 		return nil, err
 	}
 	if err := s.chooseLabel(ses); err != nil {
@@ -403,10 +451,19 @@ func (s *Service) chooseLabel(ses *session) error {
 	return nil
 }
 
-// authenticate checks the protection (RFC 9483 §3.2) and decides how to protect the answer.
-func (s *Service) authenticate(ses *session) error {
+func (s *Service) messageTimeTolerance() time.Duration {
+	if s.opts.MessageTimeTolerance == 0 {
+		return DefaultMessageTimeTolerance
+	}
+	return s.opts.MessageTimeTolerance
+}
+
+// precheckProtection does the cheap part of authentication: the protection algorithm is one
+// this server accepts, MAC parameters are within the limits, and the senderKID of a
+// MAC-protected request names a known secret.
+func (s *Service) precheckProtection(ses *session) error {
 	m := ses.req
-	switch k := m.ProtectionKind(); k {
+	switch m.ProtectionKind() {
 	case cmp.ProtectionPBM, cmp.ProtectionPBMAC1:
 		ref := string(m.Header.SenderKID)
 		if ref == "" {
@@ -416,7 +473,51 @@ func (s *Service) authenticate(ses *session) error {
 		if err != nil {
 			return cmp.WithFailInfo(err, cmp.FailSignerNotTrusted)
 		}
-		if err := m.VerifyMAC(secret); err != nil {
+		if err := m.CheckMACParams(s.opts.MACLimits); err != nil {
+			return err
+		}
+		ses.secret = secret
+	case cmp.ProtectionUnknown:
+		return cmp.WithFailInfo(errs.New(errs.Unauthorized, "unsupported protection algorithm %v", m.Header.ProtectionAlg.Algorithm), cmp.FailBadAlg)
+	}
+	return nil
+}
+
+// precheckTransaction checks the transaction state before the protection is verified: a
+// first message must bring an unused transactionID (RFC 9810 §5.1.1), a certConf or pollReq
+// must continue an open, unexpired transaction with recipNonce = our last senderNonce
+// (RFC 9483 §3.5). followUp and newTxn check again, with the requester's identity.
+func (s *Service) precheckTransaction(ses *session) error {
+	h := &ses.req.Header
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x, ok := s.txns[string(h.TransactionID)]
+	switch ses.req.Body.Type() {
+	case cmp.TypeIR, cmp.TypeCR, cmp.TypeKUR, cmp.TypeP10CR:
+		if ok {
+			return cmp.WithFailInfo(errs.New(errs.Conflict, "transactionID is already in use"), cmp.FailTransactionIDInUse)
+		}
+	case cmp.TypeCertConf, cmp.TypePollReq:
+		if !ok || s.now().After(x.expires) {
+			return cmp.WithFailInfo(errs.New(errs.BadRequest, "no open transaction with this transactionID"), cmp.FailBadRequest)
+		}
+		if len(x.lastNonce) > 0 && string(h.RecipNonce) != string(x.lastNonce) {
+			return cmp.WithFailInfo(errs.New(errs.BadRequest, "recipNonce does not match the last senderNonce of this transaction"), cmp.FailBadRecipientNonce)
+		}
+	}
+	return nil
+}
+
+// authenticate checks the protection (RFC 9483 §3.2) and decides how to protect the answer.
+func (s *Service) authenticate(ses *session) error {
+	m := ses.req
+	switch k := m.ProtectionKind(); k {
+	case cmp.ProtectionPBM, cmp.ProtectionPBMAC1:
+		ref, secret := string(m.Header.SenderKID), ses.secret
+		if secret == nil {
+			return cmp.WithFailInfo(errs.New(errs.Unauthorized, "MAC protection not prechecked"), cmp.FailBadMessageCheck)
+		}
+		if err := m.VerifyMACWith(secret, s.opts.MACLimits); err != nil {
 			return err
 		}
 		ses.ref, ses.who = ref, "ref:"+ref
@@ -480,7 +581,8 @@ func (s *Service) followUp(ses *session) (*txn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x, ok := s.txns[string(h.TransactionID)]
-	if !ok {
+	if !ok || s.now().After(x.expires) {
+		// An expired transaction is over: the sweep revokes its unconfirmed certificate.
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "no open transaction with this transactionID"), cmp.FailBadRequest)
 	}
 	if x.who != ses.who {
@@ -556,6 +658,65 @@ func (s *Service) sweepAt(ctx context.Context, force bool) {
 			s.revokeUnconfirmed(ctx, x, "no certConf within confirmWaitTime")
 		}
 	}
+	if _, err := s.sweepStore(ctx, now); err != nil {
+		s.log.Error("cmp: cannot revoke unconfirmed certificates from the store", "err", err)
+	}
+}
+
+// sweepBatch bounds the due certificates one sweep of the store revokes.
+const sweepBatch = 100
+
+// sweepStore revokes the certificates of the confirmation store whose deadline has passed and
+// that no open transaction of this process holds (those are the in-memory sweep's): they were
+// issued before a restart, or by another server instance that stopped (RFC 9810 §5.1.1.2).
+// It returns how many it revoked.
+func (s *Service) sweepStore(ctx context.Context, now time.Time) (int, error) {
+	if s.opts.Confirmations == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	if s.sweeping {
+		s.mu.Unlock()
+		return 0, nil
+	}
+	s.sweeping = true
+	held := map[string]bool{}
+	for _, x := range s.txns {
+		if x.issued != nil {
+			held[x.issued.Serial] = true
+		}
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.sweeping = false
+		s.mu.Unlock()
+	}()
+	due, err := s.opts.Confirmations.DueUnconfirmed(ctx, now, sweepBatch)
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "unconfirmed certificates")
+	}
+	n := 0
+	for _, u := range due {
+		if held[u.Serial] {
+			continue
+		}
+		err := s.auth.Revoke(ctx, u.Serial, cessationOfOperation)
+		switch k := errs.KindOf(err); {
+		case err == nil:
+			n++
+			s.log.Info("cmp: revoked an unconfirmed certificate", "serial", u.Serial,
+				"why", "no certConf before the deadline (found in the store)", "deadline", u.Deadline)
+		case k == errs.Conflict || k == errs.NotFound:
+			// Already revoked (e.g. by another instance) or gone: only the entry is left.
+		default:
+			return n, err
+		}
+		if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, u.Serial); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return n, errs.Wrap(errs.Internal, err, "unconfirmed certificate %s", u.Serial)
+		}
+	}
+	return n, nil
 }
 
 // cessationOfOperation is the CRL reason for certificates that were never accepted.
@@ -564,9 +725,40 @@ const cessationOfOperation = authority.ReasonCessationOfOperation
 func (s *Service) revokeUnconfirmed(ctx context.Context, x *txn, why string) {
 	err := s.auth.Revoke(ctx, x.issued.Serial, cessationOfOperation)
 	s.log.Info("cmp: revoked an unconfirmed certificate", "serial", x.issued.Serial, "why", why, "err", err)
+	if err != nil && errs.KindOf(err) != errs.Conflict {
+		return // the entry stays: a later sweep tries again
+	}
+	s.forgetUnconfirmed(ctx, x.issued.Serial)
 }
 
-// Sweep ends expired transactions now (the service also sweeps on every request).
+// rememberUnconfirmed records that serial waits for certConf until deadline.
+func (s *Service) rememberUnconfirmed(ctx context.Context, x *txn) error {
+	if s.opts.Confirmations == nil {
+		return nil
+	}
+	err := s.opts.Confirmations.AddUnconfirmed(ctx, store.Unconfirmed{Serial: x.issued.Serial,
+		TransactionID: []byte(x.id), Deadline: x.expires, CreatedAt: s.now()})
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "cannot record the confirmation deadline")
+	}
+	return nil
+}
+
+// forgetUnconfirmed removes serial from the confirmation store (confirmed or revoked).
+func (s *Service) forgetUnconfirmed(ctx context.Context, serial string) error {
+	if s.opts.Confirmations == nil {
+		return nil
+	}
+	if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, serial); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("cmp: cannot update the confirmation store", "serial", serial, "err", err)
+		return errs.Wrap(errs.Internal, err, "cannot record the confirmation")
+	}
+	return nil
+}
+
+// Sweep ends expired transactions now and revokes the certificates whose confirmation
+// deadline passed, including those found in the store after a restart (the service also
+// sweeps on requests, at most once a second; a server calls Sweep at start and periodically).
 func (s *Service) Sweep(ctx context.Context) { s.sweepAt(ctx, true) }
 
 // OpenTransactions returns the number of open transactions.

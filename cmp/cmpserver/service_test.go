@@ -27,25 +27,43 @@ type env struct {
 	t    testing.TB
 	svc  *cmpserver.Service
 	auth *authority.Authority
+	st   *sqlite.Store
 	data *datadir.Data
+	dir  string
 	now  time.Time
 	mu   sync.Mutex
 	anns []*cmp.Message
+	// wrap, when set, stands between the service and the authority (to inject failures).
+	wrap func(cmpserver.Authority) cmpserver.Authority
 }
 
 func newEnv(t testing.TB, opts cmpserver.Options) *env {
+	return newEnvWith(t, opts, nil)
+}
+
+func newEnvWith(t testing.TB, opts cmpserver.Options, wrap func(cmpserver.Authority) cmpserver.Authority) *env {
 	t.Helper()
-	ctx := context.Background()
 	dir := t.TempDir()
 	d, err := datadir.Open(datadir.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "coapca.db"), sqlite.Options{})
+	e := &env{t: t, data: d, dir: dir, now: time.Now(), wrap: wrap}
+	e.start(opts)
+	return e
+}
+
+// start opens the store of the data directory and runs a new authority and service on it: a
+// server (re)start.
+func (e *env) start(opts cmpserver.Options) {
+	t, d := e.t, e.data
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(e.dir, "coapca.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	e.st = st
 	auth, err := authority.New(authority.Config{
 		Profiles: []authority.ProfileConfig{
 			{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters},
@@ -56,12 +74,15 @@ func newEnv(t testing.TB, opts cmpserver.Options) *env {
 		},
 		TrustStores: []authority.TrustStoreConfig{{Name: "demo", CertsFile: d.Paths.ManufacturerCA}},
 		MACSecrets:  []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
-	}, authority.Options{Store: st, Signer: d.IssuingKey, Chain: d.IssuingChain()})
+	}, authority.Options{Store: st, Signer: d.IssuingKey, Chain: d.IssuingChain(), Now: e.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, auth: auth, data: d, now: time.Now()}
+	e.auth = auth
 	opts.Signer, opts.Cert, opts.Chain = d.CMPSignerKey, d.CMPSigner, d.CMPSignerChain()[1:]
+	if opts.Confirmations == nil {
+		opts.Confirmations = st
+	}
 	opts.Announce = func(der []byte, _ cmp.BodyType, _ string) {
 		m, err := cmp.Parse(der)
 		if err != nil {
@@ -73,12 +94,35 @@ func newEnv(t testing.TB, opts cmpserver.Options) *env {
 		e.mu.Unlock()
 	}
 	if opts.Now == nil {
-		opts.Now = func() time.Time { e.mu.Lock(); defer e.mu.Unlock(); return e.now }
+		opts.Now = e.clock
 	}
-	if e.svc, err = cmpserver.New(auth, opts); err != nil {
+	var a cmpserver.Authority = auth
+	if e.wrap != nil {
+		a = e.wrap(auth)
+	}
+	if e.svc, err = cmpserver.New(a, opts); err != nil {
 		t.Fatal(err)
 	}
-	return e
+}
+
+// stop closes the store: the server is gone (its in-memory transactions with it).
+func (e *env) stop() {
+	e.svc = nil
+	if err := e.st.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+func (e *env) advance(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.now = e.now.Add(d)
 }
 
 func (e *env) mac() cmp.Protector {

@@ -27,9 +27,45 @@ var (
 	oidReasonCode = asn1.ObjectIdentifier{2, 5, 29, 21}
 )
 
+// Bounds of one genm: RFC 9483 §4.3 asks one question per genm (one ITAV, one crlStatusList);
+// a few are answered together, more are refused with badRequest, so that one message cannot
+// buy unbounded work.
+const (
+	maxGenMItems  = 8 // InfoTypeAndValues in one genm
+	maxCRLStatus  = 4 // CRLStatus entries in one crlStatusList
+	maxCRLQueries = 2 // crlStatusList and currentCRL items in one genm
+)
+
 // genm answers the support messages of RFC 9483 §4.3. ITAV types it does not know are left
-// out of the genp (RFC 9810 §5.3.19: the receiver may ignore them).
+// out of the genp (RFC 9810 §5.3.19: the receiver may ignore them). The CRL is fetched at
+// most once per genm (and the authority reuses it while nothing was revoked).
 func (s *Service) genm(ctx context.Context, ses *session, b *cmp.GenContent) (cmp.Body, error) {
+	if len(b.ITAVs) > maxGenMItems {
+		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "genm with %d items; at most %d are answered", len(b.ITAVs), maxGenMItems), cmp.FailBadRequest)
+	}
+	crlQueries := 0
+	for _, it := range b.ITAVs {
+		if it.Type.Equal(cmp.OIDITCRLStatusList) || it.Type.Equal(OIDITCurrentCRL) {
+			crlQueries++
+		}
+		if it.Type.Equal(cmp.OIDITCRLStatusList) {
+			if list, err := cmp.ParseCRLStatusList(it.Value); err == nil && len(list) > maxCRLStatus {
+				return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "crlStatusList with %d entries; at most %d are answered", len(list), maxCRLStatus), cmp.FailBadRequest)
+			}
+		}
+	}
+	if crlQueries > maxCRLQueries {
+		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "genm with %d CRL requests; at most %d are answered", crlQueries, maxCRLQueries), cmp.FailBadRequest)
+	}
+	var crlDER []byte
+	currentCRL := func() ([]byte, error) {
+		if crlDER != nil {
+			return crlDER, nil
+		}
+		var err error
+		crlDER, err = s.auth.CRL(ctx)
+		return crlDER, err
+	}
 	rep := &cmp.GenContent{BodyType: cmp.TypeGenP}
 	for _, it := range b.ITAVs {
 		switch {
@@ -47,7 +83,7 @@ func (s *Service) genm(ctx context.Context, ses *session, b *cmp.GenContent) (cm
 			rep.ITAVs = append(rep.ITAVs, cmp.InfoTypeAndValue{Type: cmp.OIDITCertReqTemplate, Value: v})
 		case it.Type.Equal(cmp.OIDITCRLStatusList):
 			// §4.3.4: the current CRL, unless the client's is as new.
-			crl, err := s.auth.CRL(ctx)
+			crl, err := currentCRL()
 			if err != nil {
 				return nil, err
 			}
@@ -57,7 +93,7 @@ func (s *Service) genm(ctx context.Context, ses *session, b *cmp.GenContent) (cm
 				rep.ITAVs = append(rep.ITAVs, cmp.InfoTypeAndValue{Type: cmp.OIDITCRLs})
 			}
 		case it.Type.Equal(OIDITCurrentCRL):
-			crl, err := s.auth.CRL(ctx)
+			crl, err := currentCRL()
 			if err != nil {
 				return nil, err
 			}
@@ -130,7 +166,7 @@ func (s *Service) revoke(ctx context.Context, ses *session, b *cmp.RevReqContent
 	ca := s.auth.CACerts(ses.label)
 	rep := &cmp.RevRepContent{}
 	reject := func(err error) (cmp.Body, error) {
-		rep.Status = []cmp.StatusInfo{cmp.StatusFromError(err)}
+		rep.Status = []cmp.StatusInfo{statusFromError(err)}
 		return rep, nil
 	}
 	if len(ca) == 0 || !bytes.Equal(t.Issuer, ca[0].RawSubject) {

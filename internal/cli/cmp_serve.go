@@ -24,8 +24,11 @@ func (s *server) registerCMP(ctx context.Context) error {
 	svc, err := cmpserver.New(s.auth, cmpserver.Options{
 		Signer: d.CMPSignerKey, Cert: d.CMPSigner, Chain: d.CMPSignerChain()[1:],
 		ConfirmWait: s.cfg.CMP.ConfirmWait, NoImplicitConfirm: s.cfg.CMP.NoImplicitConfirm,
-		MaxTransactions: s.cfg.CMP.MaxTransactions,
-		Announce:        func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
+		MaxTransactions:      s.cfg.CMP.MaxTransactions,
+		MessageTimeTolerance: s.cfg.CMP.MessageTimeTolerance,
+		MACLimits:            cmp.MACLimits{MaxIterations: s.cfg.CMP.MaxMACIterations},
+		Confirmations:        s.store,
+		Announce:             func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
 		Observe: func(bodyType, transport, result string, dur time.Duration) {
 			s.metrics.Observe("cmp-"+transport, bodyType, result, dur)
 		},
@@ -51,6 +54,9 @@ func (s *server) registerCMP(ctx context.Context) error {
 		return fmt.Errorf("cmp announcements: %w", err)
 	}
 	svc.MarkAnnounced(serials(old))
+	// Certificates left unconfirmed by a previous run are revoked once their certConf deadline
+	// passes: now, and on every poll below (RFC 9810 §5.1.1.2).
+	svc.Sweep(ctx)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -62,6 +68,7 @@ func (s *server) registerCMP(ctx context.Context) error {
 				return
 			case <-t.C:
 			}
+			svc.Sweep(ctx)
 			rev, err := s.store.RevokedCerts(ctx, "")
 			switch {
 			case err != nil:

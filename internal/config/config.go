@@ -50,6 +50,12 @@ type CMP struct {
 	NoImplicitConfirm bool `yaml:"no_implicit_confirm"`
 	// MaxTransactions caps the open transactions. Default 10000.
 	MaxTransactions int `yaml:"max_transactions"`
+	// MessageTimeTolerance is how far a request's messageTime may be from the server's clock
+	// before it is refused with badTime (RFC 9483 §3.5). Default 5m; negative = not checked.
+	MessageTimeTolerance time.Duration `yaml:"message_time_tolerance"`
+	// MaxMACIterations caps the PasswordBasedMac iterationCount and the PBKDF2 work of PBMAC1
+	// (iterations × output blocks) a requester may ask the server to compute. Default 100000.
+	MaxMACIterations int `yaml:"max_mac_iterations"`
 }
 
 // Log configures logging.

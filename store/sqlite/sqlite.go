@@ -225,10 +225,18 @@ var migrations = []string{
 		name  TEXT PRIMARY KEY,
 		value INTEGER NOT NULL
 	);`,
+	// 1→2: CMP certificates waiting for certConf survive a restart (store.Unconfirmed).
+	`CREATE TABLE unconfirmed (
+		serial          TEXT PRIMARY KEY REFERENCES certificates(serial),
+		transaction_id  BLOB NOT NULL,
+		deadline        INTEGER NOT NULL,
+		created_at      INTEGER NOT NULL
+	);
+	CREATE INDEX unconfirmed_deadline ON unconfirmed(deadline);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 func (s *Store) migrate(ctx context.Context) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -714,6 +722,75 @@ func (s *Store) DecidePending(ctx context.Context, id string, status store.Pendi
 		}
 		return nil
 	})
+}
+
+// AddUnconfirmed implements store.Store.
+func (s *Store) AddUnconfirmed(ctx context.Context, u store.Unconfirmed) error {
+	created := u.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	if u.TransactionID == nil {
+		u.TransactionID = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO unconfirmed (serial, transaction_id, deadline, created_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT(serial) DO UPDATE SET transaction_id = excluded.transaction_id,
+			deadline = excluded.deadline, created_at = excluded.created_at`,
+			u.Serial, u.TransactionID, unix(u.Deadline), unix(created))
+		if isConstraint(err) {
+			return fmt.Errorf("sqlite: unconfirmed %s: no such certificate: %w", u.Serial, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: unconfirmed %s: %w", u.Serial, err)
+		}
+		return nil
+	})
+}
+
+// DeleteUnconfirmed implements store.Store.
+func (s *Store) DeleteUnconfirmed(ctx context.Context, serial string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM unconfirmed WHERE serial = ?", serial)
+		if err != nil {
+			return fmt.Errorf("sqlite: delete unconfirmed %s: %w", serial, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("sqlite: unconfirmed %s: %w", serial, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// DueUnconfirmed implements store.Store.
+func (s *Store) DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]store.Unconfirmed, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT serial, transaction_id, deadline, created_at FROM unconfirmed
+		WHERE deadline <= ? ORDER BY deadline, serial`+limitClause(limit), now.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: due unconfirmed: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Unconfirmed
+	for rows.Next() {
+		var u store.Unconfirmed
+		var dl, ca int64
+		if err := rows.Scan(&u.Serial, &u.TransactionID, &dl, &ca); err != nil {
+			return nil, fmt.Errorf("sqlite: due unconfirmed: %w", err)
+		}
+		u.Deadline, u.CreatedAt = fromUnix(dl), fromUnix(ca)
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: due unconfirmed: %w", err)
+	}
+	return out, nil
+}
+
+func limitClause(n int) string {
+	if n > 0 {
+		return fmt.Sprintf(" LIMIT %d", n)
+	}
+	return ""
 }
 
 // NextCounter implements store.Store.

@@ -66,6 +66,38 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 }
 
+// TestMigrateFromVersion1 upgrades a database written by the schema-1 build: its data stays and
+// the unconfirmed table of schema 2 works.
+func TestMigrateFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s := openTemp(t, path)
+	// Make it a schema-1 database, as the previous release left it.
+	if _, err := s.db.Exec("DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = openTemp(t, path)
+	defer s.Close()
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 2 {
+		t.Fatalf("user_version = %d, %v; want %d", v, err, SchemaVersion)
+	}
+	if _, err := s.Cert(ctx, "1"); err != nil {
+		t.Fatalf("certificate lost by the migration: %v", err)
+	}
+	if err := s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: "1", Deadline: time.Unix(100, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if due, err := s.DueUnconfirmed(ctx, time.Unix(100, 0), 0); err != nil || len(due) != 1 {
+		t.Fatalf("due after migration: %v, %v", due, err)
+	}
+}
+
 func TestNewerSchemaRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.db")
 	s := openTemp(t, path)

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PendingConcurrentIssue", testPendingConcurrentIssue},
 		{"ListPending", testListPending},
 		{"Counter", testCounter},
+		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
 	for _, tt := range tests {
@@ -416,5 +417,78 @@ func testConcurrentWrites(t *testing.T, s store.Store) {
 	}
 	if l, _ := s.ListCerts(ctx, store.CertFilter{SerialPrefix: "cc"}); len(l) != n {
 		t.Errorf("%d certificates recorded, want %d", len(l), n)
+	}
+}
+
+// testUnconfirmed: CMP certificates waiting for certConf are kept with their deadline, listed
+// once due (earliest first, bounded), replaced when recorded again, and removed on
+// confirmation; an entry for an unknown certificate is refused.
+func testUnconfirmed(t *testing.T, s store.Store) {
+	for _, sn := range []string{"a1", "a2", "a3"} {
+		if err := s.RecordIssued(ctx, cert(sn)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		serial   string
+		deadline time.Time
+	}{
+		{"a2", t0.Add(2 * time.Minute)},
+		{"a1", t0.Add(time.Minute)},
+		{"a3", t0.Add(time.Hour)},
+	}
+	for _, tt := range tests {
+		if err := s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: tt.serial, TransactionID: []byte("tx-" + tt.serial), Deadline: tt.deadline}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: "ffff", Deadline: t0}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unconfirmed entry for an unknown certificate: err = %v, want ErrNotFound", err)
+	}
+	due := func(now time.Time, limit int) string {
+		t.Helper()
+		us, err := s.DueUnconfirmed(ctx, now, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		for _, u := range us {
+			out += u.Serial + " "
+			if string(u.TransactionID) != "tx-"+u.Serial || u.CreatedAt.IsZero() {
+				t.Errorf("entry %+v lost its fields", u)
+			}
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		now   time.Time
+		limit int
+		want  string
+	}{
+		{t0, 0, ""},
+		{t0.Add(time.Minute), 0, "a1 "},
+		{t0.Add(10 * time.Minute), 0, "a1 a2 "},
+		{t0.Add(10 * time.Minute), 1, "a1 "},
+		{t0.Add(2 * time.Hour), 0, "a1 a2 a3 "},
+	} {
+		if got := due(tt.now, tt.limit); got != tt.want {
+			t.Errorf("due at %v (limit %d) = %q, want %q", tt.now, tt.limit, got, tt.want)
+		}
+	}
+	// Recording a serial again moves its deadline.
+	if err := s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: "a1", TransactionID: []byte("tx-a1"), Deadline: t0.Add(3 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := due(t0.Add(2*time.Hour), 0); got != "a2 a3 " {
+		t.Errorf("after moving a1's deadline: %q", got)
+	}
+	if err := s.DeleteUnconfirmed(ctx, "a2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteUnconfirmed(ctx, "a2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: err = %v, want ErrNotFound", err)
+	}
+	if got := due(t0.Add(4*time.Hour), 0); got != "a3 a1 " {
+		t.Errorf("after confirming a2: %q", got)
 	}
 }
