@@ -8,6 +8,5 @@ import (
 // failure on purpose).
 func FailInfoTableMissing() []errs.Kind { return errs.TableComplete(failInfoByKind, errs.Pending) }
 
-
 // StatusFromError exposes statusFromError to the external tests.
 var StatusFromError = statusFromError
