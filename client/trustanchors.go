@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"coapca/authority"
+	"coapca/internal/pemfile"
 )
 
 // The Explicit Trust Anchor database of RFC 7030 §4.1.3 / RFC 9148 §9.1: after the client has
@@ -28,7 +28,7 @@ func ReadTrustAnchors(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust anchors: %w", err)
 	}
-	certs, err := authority.ParseCertsPEM(data)
+	certs, err := pemfile.ParseCerts(data)
 	if err != nil {
 		return nil, fmt.Errorf("trust anchors %s: %w", path, err)
 	}

@@ -18,10 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"coapca/authority"
 	"coapca/client"
 	"coapca/cmp"
 	"coapca/coap/dtlsconn"
+	"coapca/internal/pemfile"
 	"coapca/kms"
 )
 
@@ -149,7 +149,7 @@ func (f *cmpFlags) oldCertificate() (*x509.Certificate, error) {
 	if p == "" {
 		return nil, usagef("--oldcert (or --cert) is required")
 	}
-	certs, err := authority.LoadCertsFile(p)
+	certs, err := pemfile.ReadCerts(p)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	}
 	var anchors []*x509.Certificate
 	if f.trust != "" {
-		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
+		if anchors, err = pemfile.ReadCerts(f.trust); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -173,7 +173,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	}
 	var srvcert *x509.Certificate
 	if f.srvcert != "" {
-		certs, err := authority.LoadCertsFile(f.srvcert)
+		certs, err := pemfile.ReadCerts(f.srvcert)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -450,7 +450,7 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 	var anchors []*x509.Certificate
 	if f.trust != "" {
 		var err error
-		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
+		if anchors, err = pemfile.ReadCerts(f.trust); err != nil {
 			return err
 		}
 	}

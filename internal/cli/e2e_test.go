@@ -19,6 +19,7 @@ import (
 	"coapca/authority"
 	"coapca/est"
 	"coapca/internal/config"
+	"coapca/internal/pemfile"
 	"coapca/store"
 )
 
@@ -245,7 +246,7 @@ func TestClientLifecycle(t *testing.T) {
 	}
 
 	est(append([]string{"cacerts", "--server", s.url(""), "--trust", d.Root, "--explicit-ta", ta, "--out", filepath.Join(dir, "ca.pem")}, idevid...)...)
-	if anchors, err := authority.LoadCertsFile(ta); err != nil || len(anchors) != 2 {
+	if anchors, err := pemfile.ReadCerts(ta); err != nil || len(anchors) != 2 {
 		t.Fatalf("explicit TA database: %v (%d certs)", err, len(anchors))
 	}
 	out, _ := est(append([]string{"csrattrs", "--server", s.url(""), "--explicit-ta", ta}, idevid...)...)

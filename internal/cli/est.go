@@ -21,11 +21,11 @@ import (
 	"strings"
 	"time"
 
-	"coapca/authority"
 	"coapca/client"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/est"
+	"coapca/internal/pemfile"
 	"coapca/kms"
 )
 
@@ -186,7 +186,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// enroll, reenroll, serverkeygen
 	var identity *x509.Certificate
 	if cmd == "reenroll" {
-		chain, err := authority.LoadCertsFile(f.cert)
+		chain, err := pemfile.ReadCerts(f.cert)
 		if err != nil {
 			return err
 		}
@@ -325,7 +325,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		// The pre-shared context authenticates the server; no certificate is involved. --trust,
 		// when given, still checks the certificates it issues.
 		if f.trust != "" {
-			anchors, err := authority.LoadCertsFile(f.trust)
+			anchors, err := pemfile.ReadCerts(f.trust)
 			if err != nil {
 				return nil, err
 			}
@@ -343,7 +343,7 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 	}
 	// RFC 7030 §3.6.1: once the explicit TA database exists it alone authenticates the server.
 	if len(anchors) == 0 && f.trust != "" {
-		if anchors, err = authority.LoadCertsFile(f.trust); err != nil {
+		if anchors, err = pemfile.ReadCerts(f.trust); err != nil {
 			return nil, err
 		}
 		from = f.trust

@@ -12,9 +12,9 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
-	"coapca/authority"
 	"coapca/coap"
 	"coapca/internal/config"
+	"coapca/internal/pemfile"
 )
 
 // Pre-shared context of the tests (RFC 8613 Appendix C.1.1 inputs), server's and client's side.
@@ -72,7 +72,7 @@ func TestESTOSCOREPreShared(t *testing.T) {
 	}
 	keyOut, certOut := filepath.Join(dir, "k.pem"), filepath.Join(dir, "c.pem")
 	mustCLI(t, append([]string{"est", "enroll", "--subject", "CN=psk-device", "--key-out", keyOut, "--out", certOut}, base...)...)
-	if chain, err := authority.LoadCertsFile(certOut); err != nil || chain[0].Subject.CommonName != "psk-device" {
+	if chain, err := pemfile.ReadCerts(certOut); err != nil || chain[0].Subject.CommonName != "psk-device" {
 		t.Fatalf("enrolled certificate: %v %v", chain, err)
 	}
 	// Under a label, block size 64 (inner block-wise both ways).
@@ -146,7 +146,7 @@ func TestESTOSCOREEDHOC(t *testing.T) {
 	// Re-enrollment: EDHOC authenticated with the certificate we issued.
 	newCert := filepath.Join(dir, "renewed.pem")
 	mustCLI(t, append([]string{"est", "reenroll", "--cert", certOut, "--key", keyOut, "--out", newCert}, base...)...)
-	if chain, err := authority.LoadCertsFile(newCert); err != nil || chain[0].Subject.CommonName != "demo-device-0001" {
+	if chain, err := pemfile.ReadCerts(newCert); err != nil || chain[0].Subject.CommonName != "demo-device-0001" {
 		t.Fatalf("renewed certificate: %v %v", chain, err)
 	}
 	mustCLI(t, append(append([]string{"est", "serverkeygen", "--subject", "CN=skg", "--key-out", filepath.Join(dir, "skg.key")}, base...), dev...)...)
