@@ -79,7 +79,7 @@ type CertRequest struct {
 type Issued struct {
 	Cert   *x509.Certificate
 	Chain  []*x509.Certificate // issuing CA ... root
-	Serial string              // hex, store.FormatSerial
+	Serial string              // hex, FormatSerial
 	// PendingID is the pending request this certificate answers ("" without manual approval).
 	PendingID string
 }
@@ -621,35 +621,6 @@ func (a *Authority) decide(ctx context.Context, id string, st store.PendingStatu
 		return errs.Wrap(errs.Conflict, err, "request %s was already decided", id)
 	}
 	return errs.Wrap(errs.Internal, err, "cannot decide request %s", id)
-}
-
-// PendingRequest returns a pending request by ID (errs.NotFound).
-func (a *Authority) PendingRequest(ctx context.Context, id string) (*store.Pending, error) {
-	p, err := a.store.Pending(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errs.Wrap(errs.NotFound, err, "no pending request %s", id)
-	}
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "pending request %s", id)
-	}
-	return p, nil
-}
-
-// Certificate returns the record of an issued certificate; serial as an operator types it
-// (hex, optional colons). errs.NotFound when unknown, errs.BadRequest when not hex.
-func (a *Authority) Certificate(ctx context.Context, serial string) (*store.Cert, error) {
-	sn, err := store.NormalizeSerial(serial)
-	if err != nil {
-		return nil, errs.Wrap(errs.BadRequest, err, "bad serial number %q", serial)
-	}
-	c, err := a.store.Cert(ctx, sn)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errs.Wrap(errs.NotFound, err, "no certificate with serial %s", sn)
-	}
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "certificate %s", sn)
-	}
-	return c, nil
 }
 
 func (w identity) String() string {

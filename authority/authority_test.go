@@ -285,7 +285,7 @@ func TestManualApproval(t *testing.T) {
 	a = p.authority(t, s, p.config())
 	cli := p.openStore(t)
 	cliAuth := p.authority(t, cli, p.config())
-	if pend, err := a.PendingRequest(ctx, id); err != nil || pend.Status != store.StatusPending || pend.Subject != "CN=dev-3" {
+	if pend, err := a.PendingRequest(ctx, id); err != nil || pend.Status != StatusPending || pend.Subject != "CN=dev-3" {
 		t.Fatalf("pending after restart: %+v, %v", pend, err)
 	}
 	if err := cliAuth.Approve(ctx, id); err != nil {
@@ -300,7 +300,7 @@ func TestManualApproval(t *testing.T) {
 	}
 	checkIssued(t, p, s, iss, req.Requester)
 	pend, _ := a.PendingRequest(ctx, id)
-	if pend.Status != store.StatusIssued || pend.CertSerial != iss.Serial {
+	if pend.Status != StatusIssued || pend.CertSerial != iss.Serial {
 		t.Errorf("pending after issue: %+v", pend)
 	}
 	// A further resend gets the same certificate, not a second one.

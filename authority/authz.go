@@ -199,7 +199,7 @@ func (a *Authority) RevokeAs(ctx context.Context, req Requester, serial string, 
 	if err != nil {
 		return err
 	}
-	rec, err := a.Certificate(ctx, sn)
+	rec, err := a.storedCert(ctx, sn)
 	if err != nil {
 		return err
 	}

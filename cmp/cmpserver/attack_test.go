@@ -18,13 +18,12 @@ import (
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 	"coapca/errs"
-	"coapca/store"
 )
 
 // certCount is the number of certificates in the store.
 func (e *env) certCount() int {
 	e.t.Helper()
-	cs, err := e.st.ListCerts(context.Background(), store.CertFilter{})
+	cs, err := e.auth.ListCertificates(context.Background(), authority.CertFilter{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -226,7 +225,7 @@ func TestUnconfirmedRevokedAfterRestart(t *testing.T) {
 					t.Error("not revoked once the deadline passed after the restart")
 				}
 			}
-			if due, err := e.st.DueUnconfirmed(context.Background(), e.clock().Add(time.Hour), 0); err != nil || len(due) != 0 {
+			if due, err := e.auth.DueUnconfirmed(context.Background(), e.clock().Add(time.Hour), 0); err != nil || len(due) != 0 {
 				t.Errorf("entries left in the confirmation store: %v, %v", due, err)
 			}
 		})

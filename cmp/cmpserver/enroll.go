@@ -16,7 +16,6 @@ import (
 	"coapca/authority"
 	"coapca/cmp"
 	"coapca/errs"
-	"coapca/store"
 )
 
 var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
@@ -285,7 +284,7 @@ func (s *Service) pollReq(ctx context.Context, ses *session, b *cmp.PollReqConte
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "pollReq names an unknown certReqId"), cmp.FailBadCertID)
 	}
 	p, err := s.auth.PendingRequest(ctx, x.pendingID)
-	if err == nil && p.Status == store.StatusPending {
+	if err == nil && p.Status == authority.StatusPending {
 		s.release(x, true)
 		prof, _ := s.auth.Profile(x.label)
 		after := int64(30)

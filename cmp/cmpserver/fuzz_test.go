@@ -13,7 +13,6 @@ import (
 	"coapca/cmp/cmpserver"
 	"coapca/errs"
 	"coapca/internal/datadir"
-	"coapca/store"
 )
 
 func bigOne() *big.Int { return big.NewInt(1) }
@@ -51,11 +50,11 @@ func (a fuzzAuthority) RevokeAs(context.Context, authority.Requester, string, in
 func (a fuzzAuthority) CRL(context.Context) ([]byte, error) {
 	return nil, errs.New(errs.Internal, "no CRL")
 }
-func (a fuzzAuthority) Certificate(context.Context, string) (*store.Cert, error) {
+func (a fuzzAuthority) Certificate(context.Context, string) (*authority.CertRecord, error) {
 	return nil, errs.New(errs.NotFound, "no")
 }
-func (a fuzzAuthority) PendingRequest(context.Context, string) (*store.Pending, error) {
-	return &store.Pending{ID: "p1", Status: store.StatusPending}, nil
+func (a fuzzAuthority) PendingRequest(context.Context, string) (*authority.PendingRecord, error) {
+	return &authority.PendingRecord{ID: "p1", Status: authority.StatusPending}, nil
 }
 
 // FuzzHandle feeds arbitrary bytes to the service's request path: it must never panic and

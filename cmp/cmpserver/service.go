@@ -52,7 +52,6 @@ import (
 	"coapca/authority"
 	"coapca/cmp"
 	"coapca/errs"
-	"coapca/store"
 )
 
 // Authority is what the CMP service needs from the CA; *authority.Authority implements it.
@@ -66,16 +65,17 @@ type Authority interface {
 	Revoke(ctx context.Context, serial string, reason int) error
 	RevokeAs(ctx context.Context, req authority.Requester, serial string, reason int) error
 	CRL(ctx context.Context) ([]byte, error)
-	Certificate(ctx context.Context, serial string) (*store.Cert, error)
-	PendingRequest(ctx context.Context, id string) (*store.Pending, error)
+	Certificate(ctx context.Context, serial string) (*authority.CertRecord, error)
+	PendingRequest(ctx context.Context, id string) (*authority.PendingRecord, error)
 }
 
-// ConfirmStore keeps the certificates that wait for certConf (store.Store implements it), so
-// that a certificate never confirmed is revoked also when the server restarted in between.
+// ConfirmStore keeps the certificates that wait for certConf (*authority.Authority implements
+// it), so that a certificate never confirmed is revoked also when the server restarted in
+// between. DeleteUnconfirmed fails with an error of kind errs.NotFound when serial has no entry.
 type ConfirmStore interface {
-	AddUnconfirmed(ctx context.Context, u store.Unconfirmed) error
+	AddUnconfirmed(ctx context.Context, u authority.Unconfirmed) error
 	DeleteUnconfirmed(ctx context.Context, serial string) error
-	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]store.Unconfirmed, error)
+	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]authority.Unconfirmed, error)
 }
 
 // DefaultMessageTimeTolerance is the default of Options.MessageTimeTolerance.
@@ -106,7 +106,7 @@ type Options struct {
 	// checked before any key derivation). Zero value = cmp defaults.
 	MACLimits cmp.MACLimits
 	// Confirmations keeps the certificates waiting for certConf; nil keeps them in memory
-	// only (then a restart forgets them: production wiring passes the store).
+	// only (then a restart forgets them: production wiring passes the authority).
 	Confirmations ConfirmStore
 	// Announce receives every announcement (RFC 9482 §2.6) as a signed PKIMessage, with the
 	// profile label it concerns ("" = all). nil = no announcements.
@@ -712,7 +712,7 @@ func (s *Service) sweepStore(ctx context.Context, now time.Time) (int, error) {
 		default:
 			return n, err
 		}
-		if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, u.Serial); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, u.Serial); err != nil && errs.KindOf(err) != errs.NotFound {
 			return n, errs.Wrap(errs.Internal, err, "unconfirmed certificate %s", u.Serial)
 		}
 	}
@@ -736,7 +736,7 @@ func (s *Service) rememberUnconfirmed(ctx context.Context, x *txn) error {
 	if s.opts.Confirmations == nil {
 		return nil
 	}
-	err := s.opts.Confirmations.AddUnconfirmed(ctx, store.Unconfirmed{Serial: x.issued.Serial,
+	err := s.opts.Confirmations.AddUnconfirmed(ctx, authority.Unconfirmed{Serial: x.issued.Serial,
 		TransactionID: []byte(x.id), Deadline: x.expires, CreatedAt: s.now()})
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "cannot record the confirmation deadline")
@@ -749,7 +749,7 @@ func (s *Service) forgetUnconfirmed(ctx context.Context, serial string) error {
 	if s.opts.Confirmations == nil {
 		return nil
 	}
-	if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, serial); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := s.opts.Confirmations.DeleteUnconfirmed(ctx, serial); err != nil && errs.KindOf(err) != errs.NotFound {
 		s.log.Error("cmp: cannot update the confirmation store", "serial", serial, "err", err)
 		return errs.Wrap(errs.Internal, err, "cannot record the confirmation")
 	}

@@ -81,7 +81,7 @@ func (e *env) start(opts cmpserver.Options) {
 	e.auth = auth
 	opts.Signer, opts.Cert, opts.Chain = d.CMPSignerKey, d.CMPSigner, d.CMPSignerChain()[1:]
 	if opts.Confirmations == nil {
-		opts.Confirmations = st
+		opts.Confirmations = auth
 	}
 	opts.Announce = func(der []byte, _ cmp.BodyType, _ string) {
 		m, err := cmp.Parse(der)

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"coapca/store"
+	"coapca/authority"
 )
 
 const caUsage = `Usage: coapca ca COMMAND [flags] [ARGS]
@@ -73,14 +73,14 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	switch cmd {
 	case "list":
-		f := store.CertFilter{SubjectContains: *subject, Limit: *limit}
+		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {
 			f.Label, f.LabelSet = *label, true
 		}
 		if *revoked {
-			f.Revocation = store.OnlyRevoked
+			f.Revocation = authority.OnlyRevoked
 		}
-		certs, err := h.store.ListCerts(ctx, f)
+		certs, err := h.auth.ListCertificates(ctx, f)
 		if err != nil {
 			return err
 		}
@@ -139,11 +139,11 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "revoked %s (reason %d)\n", serial, *reason)
 		return nil
 	case "pending":
-		f := store.PendingFilter{Status: store.StatusPending, Limit: *limit}
+		f := authority.PendingFilter{Status: authority.StatusPending, Limit: *limit}
 		if *all {
-			f.Status = ""
+			f.Status = authority.StatusUnknown // every status
 		}
-		ps, err := h.store.ListPending(ctx, f)
+		ps, err := h.auth.ListPending(ctx, f)
 		if err != nil {
 			return err
 		}

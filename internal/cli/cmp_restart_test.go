@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"coapca/authority"
 	"coapca/cmp"
 	"coapca/internal/config"
-	"coapca/store"
 )
 
 // TestCMPUnconfirmedRevokedAfterRestart: over HTTP on loopback, a device gets a certificate
@@ -68,7 +68,7 @@ func TestCMPUnconfirmedRevokedAfterRestart(t *testing.T) {
 	if err != nil || res.Cert == nil {
 		t.Fatalf("ir: %v", err)
 	}
-	serial := store.FormatSerial(res.Cert.SerialNumber)
+	serial := authority.FormatSerial(res.Cert.SerialNumber)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,15 +80,15 @@ func TestCMPUnconfirmedRevokedAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	due, err := h.store.DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0)
+	due, err := h.auth.DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0)
 	if err != nil || len(due) != 1 || due[0].Serial != serial {
 		t.Fatalf("the unconfirmed certificate is not in the store: %v, %v", due, err)
 	}
 	due[0].Deadline = time.Now().Add(-time.Minute)
-	if err := h.store.AddUnconfirmed(ctx, due[0]); err != nil {
+	if err := h.auth.AddUnconfirmed(ctx, due[0]); err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := h.store.Cert(ctx, serial); err != nil || rec.Revoked() {
+	if rec, err := h.auth.Certificate(ctx, serial); err != nil || rec.Revoked() {
 		t.Fatalf("revoked before the restart: %v", err)
 	}
 	if err := h.Close(); err != nil {
@@ -96,14 +96,14 @@ func TestCMPUnconfirmedRevokedAfterRestart(t *testing.T) {
 	}
 
 	s2 := testServerAt(t, dir, tweak) // sweeps the store at start
-	rec, err := s2.store.Cert(ctx, serial)
+	rec, err := s2.auth.Certificate(ctx, serial)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rec.Revoked() {
 		t.Fatal("the certificate never confirmed is still valid after the restart")
 	}
-	if due, err := s2.store.DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0); err != nil || len(due) != 0 {
+	if due, err := s2.auth.DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0); err != nil || len(due) != 0 {
 		t.Errorf("entries left: %v, %v", due, err)
 	}
 }

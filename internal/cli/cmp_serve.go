@@ -10,7 +10,6 @@ import (
 	"coapca/cmp/cmphttp"
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
-	"coapca/store"
 )
 
 // registerCMP registers the CMP front doors: RFC 9482 on s.secureMux (coaps://) and
@@ -27,7 +26,7 @@ func (s *server) registerCMP(ctx context.Context) error {
 		MaxTransactions:      s.cfg.CMP.MaxTransactions,
 		MessageTimeTolerance: s.cfg.CMP.MessageTimeTolerance,
 		MACLimits:            cmp.MACLimits{MaxIterations: s.cfg.CMP.MaxMACIterations},
-		Confirmations:        s.store,
+		Confirmations:        s.auth,
 		Announce:             func(der []byte, body cmp.BodyType, label string) { bind.Announce(der, body, label) },
 		Observe: func(bodyType, transport, result string, dur time.Duration) {
 			s.metrics.Observe("cmp-"+transport, bodyType, result, dur)
@@ -49,11 +48,11 @@ func (s *server) registerCMP(ctx context.Context) error {
 	cmphttp.New(svc, s.log).Register(s.httpMux)
 
 	// Revocations already in the store when the server starts are old news.
-	old, err := s.store.RevokedCerts(ctx, "")
+	old, err := s.auth.RevokedSerials(ctx)
 	if err != nil {
 		return fmt.Errorf("cmp announcements: %w", err)
 	}
-	svc.MarkAnnounced(serials(old))
+	svc.MarkAnnounced(old)
 	// Certificates left unconfirmed by a previous run are revoked once their certConf deadline
 	// passes: now, and on every poll below (RFC 9810 §5.1.1.2).
 	svc.Sweep(ctx)
@@ -69,14 +68,14 @@ func (s *server) registerCMP(ctx context.Context) error {
 			case <-t.C:
 			}
 			svc.Sweep(ctx)
-			rev, err := s.store.RevokedCerts(ctx, "")
+			rev, err := s.auth.RevokedSerials(ctx)
 			switch {
 			case err != nil:
 			case s.hasAnnouncementObservers():
-				_, err = svc.AnnounceRevocations(ctx, serials(rev))
+				_, err = svc.AnnounceRevocations(ctx, rev)
 			default:
 				// Nobody listens: a later observer should not get these as news.
-				svc.MarkAnnounced(serials(rev))
+				svc.MarkAnnounced(rev)
 			}
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn("cmp: revocation announcements", "err", err)
@@ -88,14 +87,6 @@ func (s *server) registerCMP(ctx context.Context) error {
 
 // revocationPoll is how often the store is checked for revocations to announce.
 const revocationPoll = 2 * time.Second
-
-func serials(rev []store.RevokedEntry) []string {
-	out := make([]string, len(rev))
-	for i, r := range rev {
-		out[i] = r.Serial
-	}
-	return out
-}
 
 // hasAnnouncementObservers reports whether any CoAP client observes a CMP …/ann resource.
 func (s *server) hasAnnouncementObservers() bool {

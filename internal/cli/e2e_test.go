@@ -20,7 +20,6 @@ import (
 	"coapca/est"
 	"coapca/internal/config"
 	"coapca/internal/pemfile"
-	"coapca/store"
 )
 
 // testServer starts coapca in-process on a loopback port with a fresh data directory and three
@@ -199,7 +198,7 @@ func TestLibcoapDevices(t *testing.T) {
 	}
 
 	// Every enrollment above is in the store, with the transport and the requester.
-	certs, err := s.store.ListCerts(context.Background(), store.CertFilter{})
+	certs, err := s.auth.ListCertificates(context.Background(), authority.CertFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +206,7 @@ func TestLibcoapDevices(t *testing.T) {
 		t.Errorf("store has %d certificates, want 4 (2 × sen, 2 × skg)", len(certs))
 	}
 	for _, c := range certs {
-		if c.Transport != "coaps" || c.Protocol != "est" || !strings.Contains(c.RequesterSubject, "demo-device-0001") {
+		if c.Transport != authority.TransportCoAPS || c.Protocol != authority.ProtocolEST || !strings.Contains(c.RequesterSubject, "demo-device-0001") {
 			t.Errorf("record %+v lacks transport or requester", c)
 		}
 	}

@@ -14,13 +14,13 @@ import (
 
 	"github.com/pion/dtls/v3"
 
+	"coapca/authority"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/est"
 	"coapca/est/estcoap"
 	"coapca/internal/config"
 	"coapca/internal/metrics"
-	"coapca/store"
 )
 
 // server is a running coapca: the house and its front doors. serve, the end-to-end tests and
@@ -176,9 +176,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 	return s, nil
 }
 
-// health reports whether the store answers.
+// health reports whether the store answers (through the authority).
 func (s *server) health(ctx context.Context) error {
-	_, err := s.store.ListCerts(ctx, store.CertFilter{Limit: 1})
+	_, err := s.auth.ListCertificates(ctx, authority.CertFilter{Limit: 1})
 	return err
 }
 
