@@ -26,12 +26,10 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -142,11 +140,13 @@ type macSecret struct {
 	secret []byte
 }
 
-// CANameOurs is the trust-store name of this CA itself (ProfileConfig.TrustStores).
+// CANameOurs is the source name of this CA itself in requester rules (RequesterRule.From of
+// kind ra); no trust store may take it.
 const CANameOurs = "ca"
 
-// New builds an Authority from its configuration.
-func New(cfg Config, opts Options) (*Authority, error) {
+// New builds an Authority from its policy, checking every rule: a policy with an unknown
+// name, an empty secret or a trust store without certificates is refused. It reads no files.
+func New(pol Policy, opts Options) (*Authority, error) {
 	if opts.Store == nil || opts.Signer == nil || len(opts.Chain) == 0 {
 		return nil, errors.New("authority: Store, Signer and Chain are required")
 	}
@@ -160,8 +160,8 @@ func New(cfg Config, opts Options) (*Authority, error) {
 		caInter:   x509.NewCertPool(),
 		profiles:  map[string]*Profile{},
 		secrets:   map[string]*macSecret{},
-		crlValid:  cfg.CRLValidity,
-		backdate:  cfg.Backdate,
+		crlValid:  pol.CRLValidity,
+		backdate:  pol.Backdate,
 		log:       opts.Logger,
 		onIssue:   opts.OnIssue,
 		onRevoke:  opts.OnRevoke,
@@ -195,25 +195,27 @@ func New(cfg Config, opts Options) (*Authority, error) {
 	}
 
 	seen := map[string]bool{CANameOurs: true}
-	for _, ts := range cfg.TrustStores {
+	for _, ts := range pol.TrustStores {
 		if ts.Name == "" || seen[ts.Name] {
 			return nil, fmt.Errorf("authority: trust store name %q is empty, reserved or used twice", ts.Name)
 		}
 		seen[ts.Name] = true
-		certs, err := LoadCertsFile(ts.CertsFile)
-		if err != nil {
-			return nil, fmt.Errorf("authority: trust store %s: %w", ts.Name, err)
+		if len(ts.Roots) == 0 {
+			return nil, fmt.Errorf("authority: trust store %s has no certificate", ts.Name)
 		}
 		s := &trustStore{name: ts.Name, roots: x509.NewCertPool(), allowExpired: ts.AllowExpired}
-		for _, c := range certs {
+		for _, c := range ts.Roots {
+			if c == nil {
+				return nil, fmt.Errorf("authority: trust store %s: nil certificate", ts.Name)
+			}
 			s.roots.AddCert(c)
 		}
 		a.trust = append(a.trust, s)
 	}
 
-	pcs := cfg.Profiles
-	if !slices.ContainsFunc(pcs, func(p ProfileConfig) bool { return p.Label == "" }) {
-		pcs = append([]ProfileConfig{DefaultProfile()}, pcs...)
+	pcs := pol.Profiles
+	if !slices.ContainsFunc(pcs, func(p ProfileOptions) bool { return p.Label == "" }) {
+		pcs = append([]ProfileOptions{DefaultProfile()}, pcs...)
 	}
 	for _, pc := range pcs {
 		if _, dup := a.profiles[pc.Label]; dup {
@@ -230,19 +232,14 @@ func New(cfg Config, opts Options) (*Authority, error) {
 	}
 	sort.Strings(a.labels)
 
-	for _, ms := range cfg.MACSecrets {
+	for _, ms := range pol.MACSecrets {
 		if ms.Reference == "" || a.secrets[ms.Reference] != nil {
 			return nil, fmt.Errorf("authority: MAC secret reference %q is empty or used twice", ms.Reference)
 		}
-		b, err := os.ReadFile(ms.SecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("authority: MAC secret %s: %w", ms.Reference, err)
+		if len(ms.Secret) == 0 {
+			return nil, fmt.Errorf("authority: MAC secret %s is empty", ms.Reference)
 		}
-		b = bytes.TrimRight(b, "\r\n")
-		if len(b) == 0 {
-			return nil, fmt.Errorf("authority: MAC secret %s: %s is empty", ms.Reference, ms.SecretFile)
-		}
-		a.secrets[ms.Reference] = &macSecret{secret: b}
+		a.secrets[ms.Reference] = &macSecret{secret: bytes.Clone(ms.Secret)}
 	}
 	// Every source a requester rule names must exist: a typo must not silently admit nobody
 	// (or, worse, be read as "everybody").
@@ -283,43 +280,6 @@ func New(cfg Config, opts Options) (*Authority, error) {
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
-}
-
-// LoadCertsFile reads every CERTIFICATE block of a PEM file.
-func LoadCertsFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := ParseCertsPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return certs, nil
-}
-
-// ParseCertsPEM parses every CERTIFICATE block of data (at least one).
-func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return out, nil
 }
 
 // Profile returns the profile for label ("" = default); unknown label → errs.NotFound.

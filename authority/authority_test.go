@@ -544,36 +544,43 @@ func TestNewConfigErrors(t *testing.T) {
 	base := p.config
 	tests := []struct {
 		name string
-		mod  func(c *Config)
+		mod  func(c *Policy)
 		opts func(o *Options)
 	}{
-		{"unknown key usage", func(c *Config) { c.Profiles[1].KeyUsage = []string{"flying"} }, nil},
-		{"unknown EKU", func(c *Config) { c.Profiles[1].ExtKeyUsage = []string{"flying"} }, nil},
-		{"duplicate label", func(c *Config) { c.Profiles = append(c.Profiles, ProfileConfig{Label: "manual"}) }, nil},
-		{"bad label", func(c *Config) { c.Profiles[1].Label = "a/b" }, nil},
-		{"unknown trust store in a requester rule", func(c *Config) {
+		{"unknown key usage", func(c *Policy) { c.Profiles[1].KeyUsage = []string{"flying"} }, nil},
+		{"unknown EKU", func(c *Policy) { c.Profiles[1].ExtKeyUsage = []string{"flying"} }, nil},
+		{"duplicate label", func(c *Policy) { c.Profiles = append(c.Profiles, ProfileOptions{Label: "manual"}) }, nil},
+		{"bad label", func(c *Policy) { c.Profiles[1].Label = "a/b" }, nil},
+		{"unknown trust store in a requester rule", func(c *Policy) {
 			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"zzz"}}}
 		}, nil},
-		{"this CA as an idevid source", func(c *Config) {
+		{"this CA as an idevid source", func(c *Policy) {
 			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"ca"}}}
 		}, nil},
-		{"unknown requester kind", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "anyone", From: []string{"*"}}} }, nil},
-		{"rule without from", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac"}} }, nil},
-		{"unknown MAC secret in a rule", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac", From: []string{"zzz"}}} }, nil},
-		{"unknown label in an ldevid rule", func(c *Config) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "ldevid", From: []string{"zzz"}}} }, nil},
-		{"unknown transport", func(c *Config) {
+		{"unknown requester kind", func(c *Policy) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "anyone", From: []string{"*"}}} }, nil},
+		{"rule without from", func(c *Policy) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac"}} }, nil},
+		{"unknown MAC secret in a rule", func(c *Policy) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac", From: []string{"zzz"}}} }, nil},
+		{"unknown label in an ldevid rule", func(c *Policy) { c.Profiles[1].Requesters = []RequesterRule{{Kind: "ldevid", From: []string{"zzz"}}} }, nil},
+		{"unknown transport", func(c *Policy) {
 			c.Profiles[1].Requesters = []RequesterRule{{Kind: "mac", From: []string{"*"}, Transports: []string{"smoke"}}}
 		}, nil},
-		{"may_revoke for idevid", func(c *Config) {
+		{"may_revoke for idevid", func(c *Policy) {
 			c.Profiles[1].Requesters = []RequesterRule{{Kind: "idevid", From: []string{"*"}, MayRevoke: true}}
 		}, nil},
-		{"unknown reenroll_from label", func(c *Config) { c.Profiles[1].ReenrollFrom = []string{"zzz"} }, nil},
-		{"unknown subject attribute", func(c *Config) { c.Profiles[1].Subject.AllowAttributes = []string{"shoeSize"} }, nil},
-		{"reserved trust store name", func(c *Config) { c.TrustStores[0].Name = "ca" }, nil},
-		{"missing trust store file", func(c *Config) { c.TrustStores[0].CertsFile = "/nonexistent" }, nil},
-		{"bad regexp", func(c *Config) { c.Profiles[1].Subject.CommonNamePattern = "(" }, nil},
-		{"unknown key type", func(c *Config) { c.Profiles[1].KeyType = "P-999" }, nil},
-		{"unknown SAN type", func(c *Config) { c.Profiles[1].SAN.Allow = []string{"x400"} }, nil},
+		{"unknown reenroll_from label", func(c *Policy) { c.Profiles[1].ReenrollFrom = []string{"zzz"} }, nil},
+		{"unknown subject attribute", func(c *Policy) { c.Profiles[1].Subject.AllowAttributes = []string{"shoeSize"} }, nil},
+		{"reserved trust store name", func(c *Policy) { c.TrustStores[0].Name = "ca" }, nil},
+		{"trust store without certificates", func(c *Policy) { c.TrustStores[0].Roots = nil }, nil},
+		{"nil trust anchor", func(c *Policy) { c.TrustStores[0].Roots = []*x509.Certificate{nil} }, nil},
+		{"duplicate trust store", func(c *Policy) { c.TrustStores[1].Name = c.TrustStores[0].Name }, nil},
+		{"empty MAC secret", func(c *Policy) { c.MACSecrets[0].Secret = nil }, nil},
+		{"MAC secret without reference", func(c *Policy) { c.MACSecrets[0].Reference = "" }, nil},
+		{"duplicate MAC secret", func(c *Policy) {
+			c.MACSecrets = append(c.MACSecrets, MACSecret{Reference: "demo", Secret: []byte("x")})
+		}, nil},
+		{"bad regexp", func(c *Policy) { c.Profiles[1].Subject.CommonNamePattern = "(" }, nil},
+		{"unknown key type", func(c *Policy) { c.Profiles[1].KeyType = "P-999" }, nil},
+		{"unknown SAN type", func(c *Policy) { c.Profiles[1].SAN.Allow = []string{"x400"} }, nil},
 		{"signer does not match", nil, func(o *Options) { o.Signer = p.rootKey }},
 		{"not a CA", nil, func(o *Options) {
 			k := newKey(t)
@@ -584,15 +591,15 @@ func TestNewConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := base()
+			pol := base()
 			if tt.mod != nil {
-				tt.mod(&cfg)
+				tt.mod(&pol)
 			}
 			o := Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}}
 			if tt.opts != nil {
 				tt.opts(&o)
 			}
-			if _, err := New(cfg, o); err == nil {
+			if _, err := New(pol, o); err == nil {
 				t.Fatal("New accepted the configuration")
 			}
 		})
@@ -602,7 +609,7 @@ func TestNewConfigErrors(t *testing.T) {
 func TestProfilesAndLabels(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
-	a := p.authority(t, s, Config{})
+	a := p.authority(t, s, Policy{})
 	def, err := a.Profile("")
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,23 +14,15 @@ import (
 // authzConfig is the audit's configuration: the default label for devices of manufacturer A,
 // a "servers" label restricted to manufacturer B that issues serverAuth certificates, a
 // "fleet" label that MAC secrets may use (with revocation for per-device secrets), and an RA.
-func (p *testPKI) authzConfig(t *testing.T) Config {
+func (p *testPKI) authzConfig(t *testing.T) Policy {
 	t.Helper()
-	other := filepath.Join(p.dir, "other-secret")
-	if err := os.WriteFile(other, []byte("other"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	psk := filepath.Join(p.dir, "psk-secret")
-	if err := os.WriteFile(psk, []byte("psk"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return Config{
-		TrustStores: []TrustStoreConfig{{Name: "mfr-a", CertsFile: p.mfrAFile}, {Name: "mfr-b", CertsFile: p.mfrBFile}},
-		MACSecrets: []MACSecretConfig{{Reference: "demo", SecretFile: p.secretFile}, {Reference: "other", SecretFile: other},
+	return Policy{
+		TrustStores: []TrustStore{{Name: "mfr-a", Roots: []*x509.Certificate{p.mfrA}}, {Name: "mfr-b", Roots: []*x509.Certificate{p.mfrB}}},
+		MACSecrets: []MACSecret{{Reference: "demo", Secret: []byte("s3cret")}, {Reference: "other", Secret: []byte("other")},
 			// A MAC reference spelled like a pre-shared identity's record.
-			{Reference: "psk:sensor-1", SecretFile: psk}},
-		Profiles: []ProfileConfig{
-			{Label: "", Subject: SubjectConfig{CopySerialNumber: true}, Requesters: []RequesterRule{
+			{Reference: "psk:sensor-1", Secret: []byte("psk")}},
+		Profiles: []ProfileOptions{
+			{Label: "", Subject: SubjectRules{CopySerialNumber: true}, Requesters: []RequesterRule{
 				{Kind: "idevid", From: []string{"mfr-a"}},
 				{Kind: "mac", From: []string{"demo", "psk:sensor-1"}},
 				{Kind: "preshared", From: []string{"*"}},

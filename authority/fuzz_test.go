@@ -21,7 +21,7 @@ func FuzzSubject(f *testing.F) {
 	f.Add([]byte{0x30, 0x00})
 	f.Add([]byte{0x30, 0x03, 0x31, 0x01, 0x30})
 	pc := DefaultProfile()
-	pc.Subject = SubjectConfig{CopySerialNumber: true, RequireCommonName: true, CommonNamePattern: "dev-.*",
+	pc.Subject = SubjectRules{CopySerialNumber: true, RequireCommonName: true, CommonNamePattern: "dev-.*",
 		Organization: []string{"Acme"}, OrganizationalUnit: []string{"U"}}
 	p, err := pc.compile()
 	if err != nil {

@@ -6,9 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,8 +23,6 @@ type testPKI struct {
 	rootKey, issuingKey crypto.Signer
 	mfrA, mfrB          *x509.Certificate
 	mfrAKey, mfrBKey    crypto.Signer
-	mfrAFile, mfrBFile  string
-	secretFile          string
 	dbPath              string
 	now                 time.Time
 }
@@ -64,16 +60,6 @@ func newKey(t testing.TB) crypto.Signer {
 	return k
 }
 
-func writeCertFile(t testing.TB, path string, certs ...*x509.Certificate) {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func newPKI(t testing.TB) *testPKI {
 	t.Helper()
 	p := &testPKI{dir: t.TempDir(), now: time.Now()}
@@ -83,12 +69,6 @@ func newPKI(t testing.TB) *testPKI {
 	p.issuing = mkCert(t, caTmpl("Test Issuing CA", p.now.Add(-time.Hour), long), p.root, p.issuingKey.Public(), p.rootKey)
 	p.mfrA = mkCert(t, caTmpl("Manufacturer A", p.now.AddDate(-5, 0, 0), long), nil, p.mfrAKey.Public(), p.mfrAKey)
 	p.mfrB = mkCert(t, caTmpl("Manufacturer B", p.now.AddDate(-5, 0, 0), long), nil, p.mfrBKey.Public(), p.mfrBKey)
-	p.mfrAFile = filepath.Join(p.dir, "mfr-a.pem")
-	p.mfrBFile = filepath.Join(p.dir, "mfr-b.pem")
-	writeCertFile(t, p.mfrAFile, p.mfrA)
-	writeCertFile(t, p.mfrBFile, p.mfrB)
-	p.secretFile = filepath.Join(p.dir, "secret")
-	os.WriteFile(p.secretFile, []byte("s3cret\n"), 0o600)
 	p.dbPath = filepath.Join(p.dir, "ca.db")
 	return p
 }
@@ -107,22 +87,22 @@ func (p *testPKI) idevid(t testing.TB, mfr *x509.Certificate, mfrKey crypto.Sign
 // as the built-in default profile does.
 var anyone = DefaultProfile().Requesters
 
-func (p *testPKI) config() Config {
-	return Config{
-		TrustStores: []TrustStoreConfig{
-			{Name: "mfr-a", CertsFile: p.mfrAFile},
-			{Name: "mfr-b", CertsFile: p.mfrBFile, AllowExpired: true},
+func (p *testPKI) config() Policy {
+	return Policy{
+		TrustStores: []TrustStore{
+			{Name: "mfr-a", Roots: []*x509.Certificate{p.mfrA}},
+			{Name: "mfr-b", Roots: []*x509.Certificate{p.mfrB}, AllowExpired: true},
 		},
-		MACSecrets: []MACSecretConfig{{Reference: "demo", SecretFile: p.secretFile}},
-		Profiles: []ProfileConfig{
-			{Label: "", Subject: SubjectConfig{CopySerialNumber: true}, Requesters: anyone},
+		MACSecrets: []MACSecret{{Reference: "demo", Secret: []byte("s3cret")}},
+		Profiles: []ProfileOptions{
+			{Label: "", Subject: SubjectRules{CopySerialNumber: true}, Requesters: anyone},
 			{Label: "manual", ManualApproval: true, RetryAfter: 42 * time.Second, Requesters: anyone},
 			{Label: "only-a", Requesters: []RequesterRule{{Kind: "idevid", From: []string{"mfr-a"}}}},
-			{Label: "strict", Subject: SubjectConfig{RequireCommonName: true, CommonNamePattern: `dev-[0-9]+`,
-				Organization: []string{"Acme"}}, SAN: SANConfig{Allow: []string{"dns"}, DNSPattern: `.*\.example`},
+			{Label: "strict", Subject: SubjectRules{RequireCommonName: true, CommonNamePattern: `dev-[0-9]+`,
+				Organization: []string{"Acme"}}, SAN: SANRules{Allow: []string{"dns"}, DNSPattern: `.*\.example`},
 				AcceptKeyTypes: []string{"P-256"}, Requesters: anyone},
-			{Label: "nosan", SAN: SANConfig{Allow: []string{"none"}}, Requesters: anyone},
-			{Label: "ordered", Subject: SubjectConfig{CopySerialNumber: true, Organization: []string{"Acme"},
+			{Label: "nosan", SAN: SANRules{Allow: []string{"none"}}, Requesters: anyone},
+			{Label: "ordered", Subject: SubjectRules{CopySerialNumber: true, Organization: []string{"Acme"},
 				OrganizationalUnit: []string{"Sensors"}}, Requesters: anyone},
 		},
 	}
@@ -138,7 +118,7 @@ func (p *testPKI) openStore(t testing.TB) *sqlite.Store {
 	return s
 }
 
-func (p *testPKI) authority(t testing.TB, s *sqlite.Store, cfg Config) *Authority {
+func (p *testPKI) authority(t testing.TB, s *sqlite.Store, cfg Policy) *Authority {
 	t.Helper()
 	a, err := New(cfg, Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}})
 	if err != nil {

@@ -9,10 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,10 +46,6 @@ func TestESTWithRealAuthority(t *testing.T) {
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	mfgDER, _ := x509.CreateCertificate(rand.Reader, mfgT, mfgT, mfgKey.Public(), mfgKey)
 	mfg, _ := x509.ParseCertificate(mfgDER)
-	mfgPath := filepath.Join(dir, "mfg.pem")
-	if err := os.WriteFile(mfgPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mfgDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	idevKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	idevT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "device-7", SerialNumber: "SN-0007"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
@@ -63,9 +57,9 @@ func TestESTWithRealAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	auth, err := authority.New(authority.Config{
-		TrustStores: []authority.TrustStoreConfig{{Name: "mfg", CertsFile: mfgPath}},
-		Profiles: []authority.ProfileConfig{
+	auth, err := authority.New(authority.Policy{
+		TrustStores: []authority.TrustStore{{Name: "mfg", Roots: []*x509.Certificate{mfg}}},
+		Profiles: []authority.ProfileOptions{
 			{Label: "manual", ManualApproval: true, RetryAfter: 3 * time.Second, Requesters: authority.DefaultProfile().Requesters},
 			{Label: "pop", RequirePoP: true, Requesters: authority.DefaultProfile().Requesters},
 		},

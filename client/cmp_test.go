@@ -62,9 +62,9 @@ func cmpService(t *testing.T) (*cmpserver.Service, *datadir.Data) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	auth, err := authority.New(authority.Config{
-		Profiles:   []authority.ProfileConfig{{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters}},
-		MACSecrets: []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
+	auth, err := authority.New(authority.Policy{
+		Profiles:   []authority.ProfileOptions{{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters}},
+		MACSecrets: []authority.MACSecret{{Reference: d.CMPSecretRef, Secret: d.CMPSecret}},
 	}, authority.Options{Store: st, Signer: d.IssuingKey, Chain: d.IssuingChain()})
 	if err != nil {
 		t.Fatal(err)

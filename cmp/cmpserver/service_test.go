@@ -64,16 +64,16 @@ func (e *env) start(opts cmpserver.Options) {
 	}
 	t.Cleanup(func() { st.Close() })
 	e.st = st
-	auth, err := authority.New(authority.Config{
-		Profiles: []authority.ProfileConfig{
+	auth, err := authority.New(authority.Policy{
+		Profiles: []authority.ProfileOptions{
 			{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: authority.DefaultProfile().Requesters},
 			// A device's LDevID from the default label may get a further certificate for its
 			// own identity here.
-			{Label: "sensors", Subject: authority.SubjectConfig{CopySerialNumber: true}, Requesters: append(authority.DefaultProfile().Requesters,
+			{Label: "sensors", Subject: authority.SubjectRules{CopySerialNumber: true}, Requesters: append(authority.DefaultProfile().Requesters,
 				authority.RequesterRule{Kind: "ldevid", From: []string{""}})},
 		},
-		TrustStores: []authority.TrustStoreConfig{{Name: "demo", CertsFile: d.Paths.ManufacturerCA}},
-		MACSecrets:  []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
+		TrustStores: []authority.TrustStore{{Name: "demo", Roots: []*x509.Certificate{d.ManufacturerCA}}},
+		MACSecrets:  []authority.MACSecret{{Reference: d.CMPSecretRef, Secret: d.CMPSecret}},
 	}, authority.Options{Store: st, Signer: d.IssuingKey, Chain: d.IssuingChain(), Now: e.clock})
 	if err != nil {
 		t.Fatal(err)

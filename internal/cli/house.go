@@ -53,20 +53,26 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o house
 		// demo device can enroll. A configuration that defines either trust stores or MAC
 		// secrets is a real deployment: then neither demo credential is live (printWelcome
 		// says loudly which are).
-		acfg.TrustStores = []authority.TrustStoreConfig{{Name: "demo", CertsFile: data.Paths.ManufacturerCA, AllowExpired: true}}
+		acfg.TrustStores = []config.TrustStore{{Name: "demo", CertsFile: data.Paths.ManufacturerCA, AllowExpired: true}}
 		if fileExists(data.Paths.CMPSecret) {
-			acfg.MACSecrets = []authority.MACSecretConfig{{Reference: datadir.DemoSecretRef, SecretFile: data.Paths.CMPSecret}}
+			acfg.MACSecrets = []config.MACSecret{{Reference: datadir.DemoSecretRef, SecretFile: data.Paths.CMPSecret}}
 		}
 		h.demo = true
 		log.Warn("demo credentials are live: the configuration defines no trust_stores and no mac_secrets",
 			"manufacturer_ca", data.Paths.ManufacturerCA, "cmp_secret", data.Paths.CMPSecret)
+	}
+	// The composition layer reads the trust-store and secret files; the authority reads none.
+	policy, err := acfg.Policy()
+	if err != nil {
+		st.Close()
+		return nil, err
 	}
 	signer, err := kms.Open(ctx, data.IssuingKeyURI())
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("issuing key: %w", err)
 	}
-	h.auth, err = authority.New(acfg, authority.Options{
+	h.auth, err = authority.New(policy, authority.Options{
 		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log,
 	})
 	if err != nil {

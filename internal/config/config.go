@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-
-	"coapca/authority"
 )
 
 // Config is the whole configuration file.
@@ -30,7 +28,7 @@ type Config struct {
 	// DTLS tunes the DTLS listener.
 	DTLS DTLS `yaml:"dtls"`
 	// Authority configures profiles, trust stores and CA behaviour.
-	Authority authority.Config `yaml:"authority"`
+	Authority Authority `yaml:"authority"`
 	// CMP tunes the CMP service (RFC 9483).
 	CMP CMP `yaml:"cmp"`
 	// OSCOREContexts are pre-shared OSCORE context files for EST-oscore on the coap://

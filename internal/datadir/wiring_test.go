@@ -31,9 +31,9 @@ func TestWiresIntoAuthority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := authority.New(authority.Config{
-		TrustStores: []authority.TrustStoreConfig{{Name: "demo", CertsFile: d.Paths.ManufacturerCA, AllowExpired: true}},
-		MACSecrets:  []authority.MACSecretConfig{{Reference: d.CMPSecretRef, SecretFile: d.Paths.CMPSecret}},
+	a, err := authority.New(authority.Policy{
+		TrustStores: []authority.TrustStore{{Name: "demo", Roots: []*x509.Certificate{d.ManufacturerCA}, AllowExpired: true}},
+		MACSecrets:  []authority.MACSecret{{Reference: d.CMPSecretRef, Secret: d.CMPSecret}},
 	}, authority.Options{Store: st, Signer: signer, Chain: d.IssuingChain()})
 	if err != nil {
 		t.Fatal(err)

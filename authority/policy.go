@@ -11,133 +11,134 @@ import (
 	"time"
 )
 
-// Config is the authority's part of the YAML configuration file. The zero value is a working
-// configuration: one default profile (DefaultProfile) and no manufacturer trust store (the
-// server adds the demo manufacturer CA of its data directory).
-type Config struct {
-	// Profiles are the certificate profiles. The profile with label "" (or no label) is the
-	// default, used by /.well-known/est itself; a built-in default (DefaultProfile) is added
-	// when none is configured. Every other label is served as /.well-known/est/<label>.
-	Profiles []ProfileConfig `yaml:"profiles"`
+// Policy is everything the authority decides by: profiles, manufacturer trust stores, MAC
+// secrets and CA behaviour, as plain values. The composition layer (internal/config) reads
+// the YAML file and the files it names and translates them into a Policy; the authority
+// reads no files and checks every rule in New. The zero value is a working policy: one
+// default profile (DefaultProfile) and no manufacturer trust store.
+type Policy struct {
+	// Profiles are the certificate profiles. The profile with label "" is the default, used
+	// by /.well-known/est itself; a built-in default (DefaultProfile) is added when none is
+	// given. Every other label is served as /.well-known/est/<label>.
+	Profiles []ProfileOptions
 	// TrustStores are the manufacturer trust stores: certificates that authenticate devices'
 	// factory identities (IDevIDs) for initial enrollment.
-	TrustStores []TrustStoreConfig `yaml:"trust_stores"`
+	TrustStores []TrustStore
 	// MACSecrets are shared secrets that authenticate CMP requests with MAC protection
 	// (RFC 9483 §3.2, PasswordBasedMac/PBMAC1), each named by its reference (senderKID).
-	MACSecrets []MACSecretConfig `yaml:"mac_secrets"`
+	MACSecrets []MACSecret
 	// CRLValidity is how long a generated CRL is valid (its nextUpdate − thisUpdate).
 	// Default 168h (7 days).
-	CRLValidity time.Duration `yaml:"crl_validity"`
+	CRLValidity time.Duration
 	// Backdate moves every certificate's notBefore this far into the past, so that devices
 	// whose clocks lag slightly accept a fresh certificate. Default 1m; negative = none.
-	Backdate time.Duration `yaml:"backdate"`
+	Backdate time.Duration
 }
 
-// TrustStoreConfig is one manufacturer trust store.
-type TrustStoreConfig struct {
-	// Name identifies the store in logs and in ProfileConfig.TrustStores (required, unique;
-	// "ca" is reserved for this CA itself).
-	Name string `yaml:"name"`
-	// CertsFile is a PEM file of trust-anchor certificates (the manufacturer's root and/or
-	// issuing CAs). Every certificate in it is a trust anchor.
-	CertsFile string `yaml:"certs_file"`
+// TrustStore is one manufacturer trust store.
+type TrustStore struct {
+	// Name identifies the store in logs and in requester rules (required, unique; "ca" is
+	// reserved for this CA itself).
+	Name string
+	// Roots are the trust anchors: the manufacturer's root and/or issuing CAs (at least one).
+	Roots []*x509.Certificate
 	// AllowExpired accepts device certificates from this store after their notAfter: an
 	// IDevID is meant to last the device's lifetime and may have expired, or carry the
-	// 99991231235959Z "no expiration" time (RFC 9148 §9, IEEE 802.1AR). Default false.
-	AllowExpired bool `yaml:"allow_expired"`
+	// 99991231235959Z "no expiration" time (RFC 9148 §9, IEEE 802.1AR).
+	AllowExpired bool
 }
 
-// MACSecretConfig is one CMP shared secret.
-type MACSecretConfig struct {
+// MACSecret is one CMP shared secret.
+type MACSecret struct {
 	// Reference is the secret's name, sent by the client as senderKID (required, unique).
-	Reference string `yaml:"reference"`
-	// SecretFile holds the secret (the file's content without a trailing newline).
-	SecretFile string `yaml:"secret_file"`
+	Reference string
+	// Secret is the shared secret (not empty).
+	Secret []byte
 }
 
-// ProfileConfig configures one certificate profile. Durations are Go durations ("8760h").
-type ProfileConfig struct {
+// ProfileOptions configure one certificate profile.
+type ProfileOptions struct {
 	// Label selects the profile: "" is the default profile; other labels appear in the
 	// URI path (/.well-known/est/<label>, CMP /p/<label>). Letters, digits, '-', '_', '.'.
-	Label string `yaml:"label"`
+	Label string
 	// Validity is the lifetime of issued certificates (default 8760h = 365 days), capped at
 	// the issuing CA's own notAfter.
-	Validity time.Duration `yaml:"validity"`
+	Validity time.Duration
 	// KeyUsage lists keyUsage bits: digitalSignature, contentCommitment, keyEncipherment,
 	// dataEncipherment, keyAgreement, certSign, crlSign, encipherOnly, decipherOnly.
 	// Default [digitalSignature].
-	KeyUsage []string `yaml:"key_usage"`
+	KeyUsage []string
 	// ExtKeyUsage lists extendedKeyUsage purposes: clientAuth, serverAuth, codeSigning,
 	// emailProtection, timeStamping, ocspSigning, any. Default [clientAuth].
-	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	ExtKeyUsage []string
 	// KeyType is the key type the profile asks for in CSR attributes (/att) and generates
 	// for server-side key generation: P-256 (default), P-384, P-521, Ed25519, RSA-2048,
 	// RSA-3072, RSA-4096.
-	KeyType string `yaml:"key_type"`
+	KeyType string
 	// AcceptKeyTypes restricts the public keys this profile certifies (same spelling as
 	// KeyType). Empty = any of P-256, P-384, P-521, Ed25519 and RSA of 2048 bits or more.
-	AcceptKeyTypes []string `yaml:"accept_key_types"`
+	AcceptKeyTypes []string
 	// RequirePoP requires the CSR to be linked to the DTLS/TLS session: challengePassword
 	// equal to tls-unique (RFC 7030 §3.5). The EST service enforces it.
-	RequirePoP bool `yaml:"require_pop"`
+	RequirePoP bool
 	// ManualApproval holds every request as pending until an operator runs
 	// `coapca ca approve ID` (or reject); the client is told to retry (RFC 9148 §4.7,
 	// RFC 7030 §4.2.3, RFC 9483 §4.4).
-	ManualApproval bool `yaml:"manual_approval"`
+	ManualApproval bool
 	// RetryAfter is the delay the client is told to wait while its request is pending
 	// (CoAP Max-Age, HTTP Retry-After, CMP checkAfter). Default 30s.
-	RetryAfter time.Duration `yaml:"retry_after"`
+	RetryAfter time.Duration
 	// Requesters says who may enroll (and ask for server-generated keys) under this profile,
 	// one rule per requester kind and source (docs/security.md). Default deny: a requester no
 	// rule names is refused. The built-in default profile admits IDevIDs of every trust store,
 	// every MAC secret and every pre-shared identity.
-	Requesters []RequesterRule `yaml:"requesters"`
+	Requesters []RequesterRule
 	// ReenrollFrom lists other labels whose certificates may re-enroll (EST /sren, CMP kur)
 	// into this profile. A certificate always re-enrolls under the label it was issued under;
 	// moving to another label needs that label here, and its original requester must be
 	// admitted by this profile's rules too.
-	ReenrollFrom []string `yaml:"reenroll_from"`
+	ReenrollFrom []string
 	// Subject sets the subject rules.
-	Subject SubjectConfig `yaml:"subject"`
+	Subject SubjectRules
 	// SAN sets the subjectAltName rules.
-	SAN SANConfig `yaml:"san"`
+	SAN SANRules
 }
 
-// SubjectConfig are the rules that turn the CSR's subject into the issued subject.
-type SubjectConfig struct {
+// SubjectRules turn the CSR's subject into the issued subject.
+type SubjectRules struct {
 	// CopySerialNumber replaces the subject's serialNumber attribute (2.5.4.5) with the one in
 	// the requester's certificate (e.g. the IDevID's device serial number), and drops a
 	// serialNumber the CSR asks for when the requester's certificate has none.
 	// Requests without a client certificate (CMP MAC) keep the CSR's. The built-in default
 	// profile sets it.
-	CopySerialNumber bool `yaml:"copy_serial_number"`
+	CopySerialNumber bool
 	// RequireCommonName rejects CSRs without a commonName.
-	RequireCommonName bool `yaml:"require_common_name"`
+	RequireCommonName bool
 	// CommonNamePattern, when set, is a regular expression the whole commonName must match;
 	// a CSR without a commonName is then rejected too.
-	CommonNamePattern string `yaml:"common_name_pattern"`
+	CommonNamePattern string
 	// AllowAttributes lists the subject attributes a CSR may ask for, by short name (CN, O, OU,
 	// C, ST, L, serialNumber, DC, UID, emailAddress, title, GN, SN) or dotted OID. Default
 	// [CN, O, OU, C, ST, L, serialNumber]. A serialNumber asked for by a requester with a device
 	// certificate must be that certificate's own; requesters without one (MAC secrets,
 	// pre-shared keys, RAs) may ask for serialNumber only when it is listed explicitly.
 	// Attributes the profile sets itself (organization, copied serialNumber) are always allowed.
-	AllowAttributes []string `yaml:"allow_attributes"`
+	AllowAttributes []string
 	// Organization, when set, replaces the subject's organizationName attributes.
-	Organization []string `yaml:"organization"`
+	Organization []string
 	// OrganizationalUnit, when set, replaces the subject's organizationalUnitName attributes.
-	OrganizationalUnit []string `yaml:"organizational_unit"`
+	OrganizationalUnit []string
 }
 
-// SANConfig are the rules for subjectAltName entries requested in the CSR.
-type SANConfig struct {
+// SANRules are the rules for subjectAltName entries requested in the CSR.
+type SANRules struct {
 	// Allow lists the SAN types a CSR may request: dns, ip, email, uri. Empty = all four;
 	// [none] = no SAN at all. A CSR asking for another type is rejected.
-	Allow []string `yaml:"allow"`
+	Allow []string
 	// DNSPattern, when set, is a regular expression every requested DNS name must match.
-	DNSPattern string `yaml:"dns_pattern"`
+	DNSPattern string
 	// AllowWildcard admits DNS names with a wildcard label ("*.example.com"). Default false.
-	AllowWildcard bool `yaml:"allow_wildcard"`
+	AllowWildcard bool
 }
 
 // RequesterRule admits one kind of requester to a profile (docs/security.md).
@@ -146,27 +147,27 @@ type RequesterRule struct {
 	// store), ldevid (a certificate this CA issued, enrolling a further certificate with the
 	// same subject and SANs), mac (a CMP shared secret), preshared (a pre-shared OSCORE
 	// context), ra (a registration authority: a certificate with id-kp-cmcRA).
-	Kind string `yaml:"kind"`
+	Kind string
 	// From names the sources admitted, by kind: trust store names (idevid; ra also "ca" for
 	// this CA), profile labels whose certificates may enroll here (ldevid), secret references
 	// (mac), pre-shared identity names (preshared). "*" = every configured source of the kind
 	// (for idevid and ra: every manufacturer trust store, not this CA). Required.
-	From []string `yaml:"from"`
+	From []string
 	// Transports restricts the rule to some transports: coaps, oscore, coap, https, http.
 	// Empty = every transport.
-	Transports []string `yaml:"transports"`
+	Transports []string
 	// MayRevoke lets this requester revoke with CMP rr (RFC 9483 §4.2): for mac, only
 	// certificates enrolled with that very secret under this profile; for ra, every
 	// certificate of this profile. A certificate's own key may always revoke it.
-	MayRevoke bool `yaml:"may_revoke"`
+	MayRevoke bool
 	// BindCommonName requires the commonName to equal the secret reference (mac) or the
 	// pre-shared identity's name (preshared), so a per-device secret cannot enroll another
 	// device's name.
-	BindCommonName bool `yaml:"bind_common_name"`
+	BindCommonName bool
 	// Subject and SAN, when set, replace the profile's subject and SAN rules for this
 	// requester kind.
-	Subject *SubjectConfig `yaml:"subject"`
-	SAN     *SANConfig     `yaml:"san"`
+	Subject *SubjectRules
+	SAN     *SANRules
 }
 
 // Profile is a compiled certificate profile. Values returned by Authority.Profile are copies;
@@ -225,14 +226,14 @@ func (r *rule) admitsTransport(t Transport) bool {
 // one-year client certificates (digitalSignature, clientAuth) for P-256 keys, with the
 // IDevID's serialNumber copied into the subject, no wildcard SANs, and enrollment by IDevIDs of
 // every trust store, every MAC secret and every pre-shared identity.
-func DefaultProfile() ProfileConfig {
-	return ProfileConfig{
+func DefaultProfile() ProfileOptions {
+	return ProfileOptions{
 		Validity:    365 * 24 * time.Hour,
 		KeyUsage:    []string{"digitalSignature"},
 		ExtKeyUsage: []string{"clientAuth"},
 		KeyType:     "P-256",
 		RetryAfter:  30 * time.Second,
-		Subject:     SubjectConfig{CopySerialNumber: true},
+		Subject:     SubjectRules{CopySerialNumber: true},
 		Requesters: []RequesterRule{
 			{Kind: "idevid", From: []string{"*"}},
 			{Kind: "mac", From: []string{"*"}},
@@ -280,7 +281,7 @@ func parseAttr(s string) (asn1.ObjectIdentifier, error) {
 	return o, nil
 }
 
-func compileSubject(sc SubjectConfig, n *nameRules) error {
+func compileSubject(sc SubjectRules, n *nameRules) error {
 	n.copySerialNumber = sc.CopySerialNumber
 	n.requireCommonName = sc.RequireCommonName
 	n.organization = slices.Clone(sc.Organization)
@@ -315,7 +316,7 @@ func compileSubject(sc SubjectConfig, n *nameRules) error {
 	return nil
 }
 
-func compileSAN(sc SANConfig, n *nameRules) error {
+func compileSAN(sc SANRules, n *nameRules) error {
 	n.dnsPattern = nil
 	if sc.DNSPattern != "" {
 		re, err := regexp.Compile("^(?:" + sc.DNSPattern + ")$")
@@ -387,7 +388,7 @@ func canonicalKeyType(s string) (string, bool) {
 
 // compile checks a profile configuration and fills in defaults. The sources that requester
 // rules name are checked by New, which knows them.
-func (pc ProfileConfig) compile() (*Profile, error) {
+func (pc ProfileOptions) compile() (*Profile, error) {
 	def := DefaultProfile()
 	p := &Profile{
 		Label:          pc.Label,
