@@ -308,10 +308,11 @@ func (s *Server) markVerified(sess *session) {
 const evictScan = 8
 
 // evictFromLocked frees one of the least recently heard sessions of l so that a flood from
-// many (spoofed) sources cannot lock legitimate peers out: an unverified one first (it holds
-// nothing but deduplication state), else, with anyVerified or when l holds verified sessions,
-// one that holds nothing but deduplication state (no exchange, observation, block-wise
-// transfer or pending CON). Bounded work: at most evictScan sessions are examined.
+// many (spoofed) sources cannot lock legitimate peers out: an unverified one (it holds
+// nothing but deduplication state), else a verified one that holds nothing but
+// deduplication state (no exchange, observation, block-wise transfer or pending CON). With
+// preferUnverified, the whole scan looks for an unverified one before settling for an idle
+// verified one. Bounded work: at most evictScan sessions are examined.
 func (s *Server) evictFromLocked(l *list.List, preferUnverified bool) bool {
 	var idle *session
 	n := 0
@@ -509,6 +510,9 @@ type exchange struct {
 
 	// protect seals every response message to a request a Layer verified; nil otherwise.
 	protect func(*message.Message) (*message.Message, error)
+	// limit caps the size of an answer to a peer whose address is unproven (RFC 9175 §2.4
+	// item 3); 0 = none.
+	limit int
 }
 
 // seal protects m when the request was verified by a Layer. A response that cannot be protected
@@ -540,7 +544,11 @@ func (ex *exchange) reply(m *message.Message) {
 		ex.s.mu.Unlock()
 	}
 	b := encode(m)
-	if b == nil {
+	if ex.limit > 0 && len(b) > ex.limit && len(m.Payload) > 0 {
+		m.Payload = nil // the diagnostic goes first
+		b = encode(m)
+	}
+	if b == nil || ex.limit > 0 && len(b) > ex.limit {
 		return
 	}
 	ex.s.ep.stats.byCode[m.Code].Add(1)
@@ -603,6 +611,9 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	if forLayer {
 		// An outer Echo (answering our challenge) is not part of the OSCORE message.
 		m.Options = m.Options.Remove(optEcho)
+		if !sess.verified.Load() {
+			ex.limit = maxAmplification * encodedLen(m) // the layer's error answers stay small
+		}
 	}
 	if id != 0 {
 		s.ep.stats.badOption.Add(1)
@@ -653,6 +664,7 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 			// A request that verified under OSCORE (fresh, RFC 8613 §7.4) came from its owner.
 			s.markVerified(sess)
 			peer.AddressVerified = true
+			ex.limit = 0
 			if ex.protect == nil {
 				ex.protect = func(r *message.Message) (*message.Message, error) {
 					return nil, errors.New("coap: layer gave no Protect")

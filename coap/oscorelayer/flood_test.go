@@ -13,6 +13,7 @@ import (
 
 	"coapca/coap"
 	"coapca/edhoc"
+	"coapca/oscore"
 )
 
 // newMessage1 returns the payload of a fresh EDHOC message_1 request (CBOR true ‖ message_1).
@@ -119,5 +120,51 @@ func TestEDHOCMessage1Flood(t *testing.T) {
 	ec := edhocClient(t, f, true)
 	if resp := get(t, f.dial(t, ec), []byte("csr")); resp.Code != codes.Content {
 		t.Fatalf("legitimate EDHOC client after the flood: %v", resp.Code)
+	}
+}
+
+// TestOSCOREGarbageFromSpoofedSources: OSCORE requests skip the address check (the layer
+// authenticates them), so garbage with an OSCORE option from spoofed sources reaches the
+// layer. Its error answers stay within three times the request, the sessions such sources
+// open stay within the per-address cap and are the first evicted, and a legitimate
+// pre-shared-context client keeps working.
+func TestOSCOREGarbageFromSpoofedSources(t *testing.T) {
+	f := newFixtureCoAP(t, ServerConfig{}, mustContext(t, pskParams(true, nil)), coap.Config{MaxSessionsPerIP: 32})
+	tests := []struct {
+		name string
+		msg  *message.Message
+	}{
+		{"empty OSCORE option", &message.Message{Type: message.Confirmable, Code: codes.POST,
+			Options: message.Options{{ID: oscore.OptionNumber, Value: []byte{}}}}},
+		{"unknown kid", &message.Message{Type: message.Confirmable, Code: codes.POST, Token: []byte{9},
+			Options: message.Options{{ID: oscore.OptionNumber, Value: []byte{0x09, 0x01, 0x77}}}, Payload: make([]byte, 9)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pc := &fakePC{}
+			for i := range 1000 {
+				tc.msg.MessageID = int32(i)
+				b := encodeMsg(t, tc.msg)
+				pc.mu.Lock()
+				pc.out = pc.out[:0]
+				pc.mu.Unlock()
+				f.srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, 10}), uint16(1024+i)), b)
+				pc.mu.Lock()
+				for _, o := range pc.out {
+					if len(o) > 3*len(b) {
+						pc.mu.Unlock()
+						t.Fatalf("a %d-byte spoofed request was answered with %d bytes", len(b), len(o))
+					}
+				}
+				pc.mu.Unlock()
+			}
+			if n := f.srv.Stats().ActiveSessions; n > 32 {
+				t.Fatalf("%d sessions for one spoofed address, cap 32", n)
+			}
+		})
+	}
+	c := f.dial(t, NewClient(mustContext(t, pskParams(false, nil))))
+	if resp := get(t, c, nil); resp.Code != codes.Content {
+		t.Fatalf("legitimate OSCORE client: %v", resp.Code)
 	}
 }
