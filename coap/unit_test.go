@@ -262,6 +262,9 @@ func TestExchangeAndCacheLimits(t *testing.T) {
 	cfg.SeparateAfter = time.Hour
 	ts := startTestServer(t, cfg)
 	r := newRaw(t, ts)
+	// The address check's exchange must have released its slot (nothing else is in flight,
+	// so Wait cannot race with the read loop's Add).
+	ts.srv.running.Wait()
 	r.send(getReq(1, "a", "/slow"))
 	time.Sleep(50 * time.Millisecond)
 	r.send(getReq(2, "b", "/small"))
