@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,5 +318,38 @@ func TestEchoValue(t *testing.T) {
 				t.Errorf("valid = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestEchoOnDualStackSocket: on a socket bound to the IPv6 wildcard (as `serve` binds ":5683"),
+// IPv4 clients arrive as IPv4-mapped addresses; the challenge must reach them and their Echo
+// must verify.
+func TestEchoOnDualStackSocket(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		t.Skipf("no wildcard UDP socket: %v", err)
+	}
+	ts := &testSrv{}
+	ts.srv = NewServer(newTestMux(ts, 0), fastConfig())
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.ServeUDP(pc) }()
+	defer func() {
+		_ = ts.srv.Close()
+		<-done
+	}()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	c, err := Dial(context.Background(), "coap://127.0.0.1:"+strconv.Itoa(port), ClientOptions{Config: fastConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big", ContentFormat: -1, Accept: -1})
+	if err != nil || !bytes.Equal(r.Payload, testBody(3000, 0x5a)) {
+		t.Fatalf("GET over the dual-stack socket: %v", err)
+	}
+	if st := ts.srv.Stats(); st.EchoChallenges != 1 {
+		t.Fatalf("%d challenges, want 1", st.EchoChallenges)
 	}
 }
