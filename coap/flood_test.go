@@ -353,3 +353,44 @@ func TestEchoOnDualStackSocket(t *testing.T) {
 		t.Fatalf("%d challenges, want 1", st.EchoChallenges)
 	}
 }
+
+// TestUnprovenNeverDisplacesProven: with the session table full of peers that proved their
+// addresses, requests for the object-security layer from new, unproven (spoofed) sources —
+// the one kind of request that opens a session before the address is proven — are dropped;
+// they do not evict the proven peers, which are still served without a new challenge.
+func TestUnprovenNeverDisplacesProven(t *testing.T) {
+	mux := NewMux()
+	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
+		return NewResponse(codes.Content, []byte("plain"))
+	})})
+	mux.SetLayer(&tagLayer{})
+	srv := NewServer(mux, Config{MaxSessions: 4, SeparateAfter: time.Hour})
+	defer srv.Close()
+	pc := newRecPC()
+	proven := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 5683)
+	}
+	for i := range 4 {
+		m := getReq(1, "p", "/plain", message.Option{ID: optEcho, Value: srv.echo.value(proven(i))})
+		srv.HandleDatagram(pc, proven(i), encode(m))
+	}
+	srv.running.Wait() // every proven session is idle again
+	for i := range 100 {
+		m := getReq(uint16(i), "g", "/plain", message.Option{ID: optOSCORE, Value: []byte("bad")})
+		srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 5683), encode(m))
+	}
+	if st := srv.Stats(); st.SessionsDropped == 0 || st.ActiveSessions != 4 {
+		t.Fatalf("%d sessions, %d dropped", st.ActiveSessions, st.SessionsDropped)
+	}
+	for i := range 4 {
+		srv.HandleDatagram(pc, proven(i), encode(getReq(2, "q", "/plain")))
+	}
+	srv.running.Wait()
+	for i := range 4 {
+		out := pc.to(proven(i))
+		var m message.Message
+		if len(out) != 2 || decode(out[1], &m) != nil || m.Code != codes.Content {
+			t.Fatalf("proven peer %d after the flood: %d answers, last %v", i, len(out), m.Code)
+		}
+	}
+}

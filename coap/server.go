@@ -248,11 +248,12 @@ func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPCon
 		return nil
 	}
 	ip := s.perIP[ap.Addr()]
-	if ip != nil && ip.sessions.Len() >= s.ep.cfg.MaxSessionsPerIP && !s.evictFromLocked(ip.sessions, true) {
+	// A newcomer that has not proven its address never displaces one that has.
+	if ip != nil && ip.sessions.Len() >= s.ep.cfg.MaxSessionsPerIP && !s.evictFromLocked(ip.sessions, verified) {
 		s.ep.stats.sessionsDropped.Add(1)
 		return nil
 	}
-	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictFromLocked(s.unv, false) && !s.evictFromLocked(s.lru, false) {
+	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictFromLocked(s.unv, false) && !(verified && s.evictFromLocked(s.lru, true)) {
 		s.ep.stats.sessionsDropped.Add(1)
 		return nil
 	}
@@ -309,11 +310,10 @@ const evictScan = 8
 
 // evictFromLocked frees one of the least recently heard sessions of l so that a flood from
 // many (spoofed) sources cannot lock legitimate peers out: an unverified one (it holds
-// nothing but deduplication state), else a verified one that holds nothing but
-// deduplication state (no exchange, observation, block-wise transfer or pending CON). With
-// preferUnverified, the whole scan looks for an unverified one before settling for an idle
-// verified one. Bounded work: at most evictScan sessions are examined.
-func (s *Server) evictFromLocked(l *list.List, preferUnverified bool) bool {
+// nothing but deduplication state) if any, else, with allowVerified, a verified one that
+// holds nothing but deduplication state (no exchange, observation, block-wise transfer or
+// pending CON). Bounded work: at most evictScan sessions are examined.
+func (s *Server) evictFromLocked(l *list.List, allowVerified bool) bool {
 	var idle *session
 	n := 0
 	for e := l.Back(); e != nil && n < evictScan; e, n = e.Prev(), n+1 {
@@ -323,11 +323,8 @@ func (s *Server) evictFromLocked(l *list.List, preferUnverified bool) bool {
 			go x.close()
 			return true
 		}
-		if idle == nil && !x.busy() {
+		if allowVerified && idle == nil && !x.busy() {
 			idle = x
-			if !preferUnverified {
-				break
-			}
 		}
 	}
 	if idle == nil {

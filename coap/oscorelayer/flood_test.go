@@ -126,10 +126,23 @@ func TestEDHOCMessage1Flood(t *testing.T) {
 // TestOSCOREGarbageFromSpoofedSources: OSCORE requests skip the address check (the layer
 // authenticates them), so garbage with an OSCORE option from spoofed sources reaches the
 // layer. Its error answers stay within three times the request, the sessions such sources
-// open stay within the per-address cap and are the first evicted, and a legitimate
-// pre-shared-context client keeps working.
+// open stay within the per-address and overall caps without displacing a proven peer, and a
+// legitimate pre-shared-context client keeps working.
 func TestOSCOREGarbageFromSpoofedSources(t *testing.T) {
-	f := newFixtureCoAP(t, ServerConfig{}, mustContext(t, pskParams(true, nil)), coap.Config{MaxSessionsPerIP: 32})
+	f := newFixtureCoAP(t, ServerConfig{}, mustContext(t, pskParams(true, nil)), coap.Config{MaxSessionsPerIP: 32, MaxSessions: 100})
+	// A plain client proves its address before the flood.
+	plain := f.dial(t, nil)
+	wellKnown := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := plain.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core", ContentFormat: -1, Accept: -1})
+		if err != nil || r.Code != codes.Content {
+			t.Fatalf("plain client: %v %v", r, err)
+		}
+	}
+	wellKnown()
+	challenges := f.srv.Stats().EchoChallenges
 	tests := []struct {
 		name string
 		msg  *message.Message
@@ -148,7 +161,7 @@ func TestOSCOREGarbageFromSpoofedSources(t *testing.T) {
 				pc.mu.Lock()
 				pc.out = pc.out[:0]
 				pc.mu.Unlock()
-				f.srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, 10}), uint16(1024+i)), b)
+				f.srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i % 8)}), uint16(1024+i)), b)
 				pc.mu.Lock()
 				for _, o := range pc.out {
 					if len(o) > 3*len(b) {
@@ -158,10 +171,15 @@ func TestOSCOREGarbageFromSpoofedSources(t *testing.T) {
 				}
 				pc.mu.Unlock()
 			}
-			if n := f.srv.Stats().ActiveSessions; n > 32 {
-				t.Fatalf("%d sessions for one spoofed address, cap 32", n)
+			if n := f.srv.Stats().ActiveSessions; n > 100 {
+				t.Fatalf("%d sessions, cap 100", n)
 			}
 		})
+	}
+	// The proven peer kept its session: it is not challenged again.
+	wellKnown()
+	if n := f.srv.Stats().EchoChallenges; n != challenges {
+		t.Fatalf("the proven client was challenged again (%d challenges, %d before the flood): its session was displaced", n, challenges)
 	}
 	c := f.dial(t, NewClient(mustContext(t, pskParams(false, nil))))
 	if resp := get(t, c, nil); resp.Code != codes.Content {
