@@ -394,3 +394,37 @@ func TestUnprovenNeverDisplacesProven(t *testing.T) {
 		}
 	}
 }
+
+// TestUnprovenSessionsExpire: the sessions that unproven sources open (requests for the
+// object-security layer) are swept once their Echo values would no longer be accepted,
+// instead of holding their slots for EXCHANGE_LIFETIME.
+func TestUnprovenSessionsExpire(t *testing.T) {
+	mux := NewMux()
+	mux.SetLayer(&tagLayer{})
+	srv := NewServer(mux, Config{EchoWindow: 100 * time.Millisecond, BlockTimeout: 200 * time.Millisecond})
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeUDP(pc) }() // starts the sweeper
+	defer func() {
+		_ = srv.Close()
+		<-done
+	}()
+	rec := newRecPC()
+	for i := range 50 {
+		m := getReq(uint16(i), "g", "/x", message.Option{ID: optOSCORE, Value: []byte("bad")})
+		srv.HandleDatagram(rec, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, 1}), uint16(1024+i)), encode(m))
+	}
+	if n := srv.Stats().ActiveSessions; n != 50 {
+		t.Fatalf("%d sessions, want 50", n)
+	}
+	deadline := time.Now().Add(30 * time.Second) // only a guard against a hang
+	for srv.Stats().ActiveSessions != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d unproven sessions never swept", srv.Stats().ActiveSessions)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

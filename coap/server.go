@@ -459,7 +459,15 @@ func (s *Server) sweepLoop() {
 			}
 			s.mu.Unlock()
 			for i, x := range all {
-				if x.sweep(now) && i < nUDP {
+				idle := x.sweep(now)
+				if i < nUDP && !idle && !x.verified.Load() {
+					// A session of an unproven address holds nothing worth keeping for
+					// longer than its Echo values would be accepted.
+					x.mu.Lock()
+					idle = now.Sub(x.lastSeen) > s.ep.cfg.EchoWindow
+					x.mu.Unlock()
+				}
+				if idle && i < nUDP {
 					s.mu.Lock()
 					s.removeUDPLocked(x)
 					s.mu.Unlock()

@@ -210,6 +210,11 @@ func TestConfigDefaults(t *testing.T) {
 	if c.ExchangeLifetime != 247*time.Second {
 		t.Errorf("EXCHANGE_LIFETIME %v", c.ExchangeLifetime)
 	}
+	// The flood limits (docs/configuration.md).
+	if c.TrustUDPSources || c.EchoWindow != 30*time.Second || c.MaxSessionsPerIP != 256 || c.MaxObservers != 4096 ||
+		c.MaxObserversPerIP != 16 || c.MaxTransfersPerIP != 64 {
+		t.Errorf("flood limits %+v", c)
+	}
 }
 
 // TestDedupExpiry checks that deduplication state expires from the head of the
