@@ -463,7 +463,9 @@ func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 		PrivateKey: s.cfg.PrivateKey, Resolve: s.resolve, Logger: s.log,
 	})
 	if err != nil {
-		return toResponse(edhocError(codes.InternalServerError, "EDHOC responder: "+err.Error()))
+		// The detail goes to the log; the peer learns only the kind (docs/security.md).
+		s.log.Error("edhoc: cannot start a responder", "err", err)
+		return toResponse(edhocError(codes.InternalServerError, "internal error"))
 	}
 	msg1, err := r.ProcessMessage1(m1)
 	if err != nil {
@@ -499,7 +501,8 @@ func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 		return toResponse(resp)
 	}
 	if err := r.SetConnID(cr); err != nil {
-		return fail(edhocError(codes.InternalServerError, err.Error()))
+		s.log.Error("edhoc: cannot set the connection identifier", "err", err)
+		return fail(edhocError(codes.InternalServerError, "internal error"))
 	}
 	s.message2.Add(1)
 	m2, err := r.Message2(nil)
