@@ -1,11 +1,14 @@
 package authority
 
 import (
+	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,6 +242,48 @@ func TestRevokeAs(t *testing.T) {
 			}
 			if rec.Revoked() != tt.ok {
 				t.Fatalf("revoked = %v, want %v", rec.Revoked(), tt.ok)
+			}
+		})
+	}
+}
+
+// TestRefusalsLogged: every refused authentication is logged at Info with its reason, so an
+// operator can see why a device cannot enroll (issue 8, requirement 9).
+func TestRefusalsLogged(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	var buf bytes.Buffer
+	a, err := New(p.authzConfig(t), Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root},
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.Add(-time.Hour), noExpiry())
+	expired, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-old", p.now.AddDate(-3, 0, 0), p.now.AddDate(-1, 0, 0))
+	strangerKey := newKey(t)
+	stranger := mkCert(t, caTmpl("Unknown", p.now.Add(-time.Hour), p.now.Add(time.Hour)), nil, strangerKey.Public(), strangerKey)
+	ldev, _ := enrolled(t, a, devA, pkix.Name{CommonName: "dev-1"})
+	if err := a.Revoke(ctx, ldev.Serial, ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, label, want string
+		req               Requester
+	}{
+		{"expired IDevID", "", `reason="expired or not yet valid"`, est(expired)},
+		{"unknown issuer", "", `reason="unknown issuer"`, est(stranger)},
+		{"revoked LDevID", "", "reason=revoked", est(ldev.Cert)},
+		{"unknown MAC secret", "", `reason="unknown MAC secret"`, Requester{SecretRef: "nobody", Protocol: ProtocolCMP}},
+		{"wrong label", "servers", `may not enroll under label \"servers\"`, est(devA)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf.Reset()
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "x"}})
+			if _, err := a.Issue(ctx, CertRequest{Op: OpEnroll, Label: tc.label, CSR: csr, Requester: tc.req}); err == nil {
+				t.Fatal("issued")
+			}
+			if out := buf.String(); !strings.Contains(out, "level=INFO") || !strings.Contains(out, tc.want) {
+				t.Fatalf("log lacks %s at INFO:\n%s", tc.want, out)
 			}
 		})
 	}
