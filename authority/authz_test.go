@@ -288,3 +288,56 @@ func TestRefusalsLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestBasicUsers: HTTP Basic users (RFC 7030 §3.2.3) are a requester kind like any other:
+// refused with a wrong password, refused where no rule admits them, and bound to their name
+// where the rule says so.
+func TestBasicUsers(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	cfg := p.authzConfig(t)
+	hash, err := HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Users = []UserConfig{{Name: "line-7", PasswordHash: hash}, {Name: "other", PasswordHash: hash}}
+	cfg.Profiles = append(cfg.Profiles, ProfileConfig{Label: "factory", Requesters: []RequesterRule{
+		{Kind: "user", From: []string{"line-7"}, BindCommonName: true, Transports: []string{"https"}}}})
+	a := p.authority(t, s, cfg)
+	user := func(name, pw string) Requester {
+		return Requester{User: name, Password: pw, Transport: TransportHTTPS, Protocol: ProtocolEST}
+	}
+	for _, tc := range []struct {
+		name, label, cn string
+		req             Requester
+		kind            errs.Kind
+		ok              bool
+	}{
+		{"user enrolls its own name", "factory", "line-7", user("line-7", "correct horse"), 0, true},
+		{"again (verification cached)", "factory", "line-7", user("line-7", "correct horse"), 0, true},
+		{"attack: wrong password", "factory", "line-7", user("line-7", "Tr0ub4dor&3"), errs.Unauthorized, false},
+		{"attack: unknown user", "factory", "line-7", user("mallory", "correct horse"), errs.Unauthorized, false},
+		{"attack: user no rule admits", "factory", "other", user("other", "correct horse"), errs.Forbidden, false},
+		{"attack: user on a label without a user rule", "", "line-7", user("line-7", "correct horse"), errs.Forbidden, false},
+		{"attack: user claims another name", "factory", "line-8", user("line-7", "correct horse"), errs.Forbidden, false},
+		{"attack: user over plain HTTP", "factory", "line-7", Requester{User: "line-7", Password: "correct horse",
+			Transport: TransportHTTP, Protocol: ProtocolEST}, errs.Forbidden, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: tc.cn}})
+			iss, err := a.Issue(ctx, CertRequest{Op: OpEnroll, Label: tc.label, CSR: csr, Requester: tc.req})
+			wantKind(t, err, tc.kind, tc.ok)
+			if tc.ok {
+				rec, _ := s.Cert(ctx, iss.Serial)
+				if rec == nil || rec.RequesterRef != "user:line-7" {
+					t.Fatalf("record %+v", rec)
+				}
+			}
+		})
+	}
+	bad := cfg
+	bad.Users = []UserConfig{{Name: "x", PasswordHash: "plaintext"}}
+	if _, err := New(bad, Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}}); err == nil {
+		t.Error("a password that is not a bcrypt hash was accepted")
+	}
+}
