@@ -27,6 +27,9 @@ type Policy struct {
 	// MACSecrets are shared secrets that authenticate CMP requests with MAC protection
 	// (RFC 9483 §3.2, PasswordBasedMac/PBMAC1), each named by its reference (senderKID).
 	MACSecrets []MACSecret
+	// Users are HTTP Basic credentials (RFC 7030 §3.2.3) for EST over HTTPS, by name, with a
+	// bcrypt hash of the password. Profiles admit them with requester rules of kind user.
+	Users []User
 	// CRLValidity is how long a generated CRL is valid (its nextUpdate − thisUpdate).
 	// Default 168h (7 days).
 	CRLValidity time.Duration
@@ -54,6 +57,14 @@ type MACSecret struct {
 	Reference string
 	// Secret is the shared secret (not empty).
 	Secret []byte
+}
+
+// User is one HTTP Basic user.
+type User struct {
+	// Name is the user name (required, unique, without ':').
+	Name string
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	PasswordHash string
 }
 
 // ProfileOptions configure one certificate profile.
@@ -150,7 +161,8 @@ type RequesterRule struct {
 	Kind string
 	// From names the sources admitted, by kind: trust store names (idevid; ra also "ca" for
 	// this CA), profile labels whose certificates may enroll here (ldevid), secret references
-	// (mac), pre-shared identity names (preshared). "*" = every configured source of the kind
+	// (mac), pre-shared identity names (preshared), user names (user). "*" = every configured
+	// source of the kind
 	// (for idevid and ra: every manufacturer trust store, not this CA). Required.
 	From []string
 	// Transports restricts the rule to some transports: coaps, oscore, coap, https, http.
@@ -160,9 +172,9 @@ type RequesterRule struct {
 	// certificates enrolled with that very secret under this profile; for ra, every
 	// certificate of this profile. A certificate's own key may always revoke it.
 	MayRevoke bool
-	// BindCommonName requires the commonName to equal the secret reference (mac) or the
-	// pre-shared identity's name (preshared), so a per-device secret cannot enroll another
-	// device's name.
+	// BindCommonName requires the commonName to equal the secret reference (mac), the
+	// pre-shared identity's name (preshared) or the user name (user), so a per-device secret
+	// cannot enroll another device's name.
 	BindCommonName bool
 	// Subject and SAN, when set, replace the profile's subject and SAN rules for this
 	// requester kind.
@@ -467,7 +479,7 @@ func (pc ProfileOptions) compile() (*Profile, error) {
 func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
 	k, ok := parseKind(rc.Kind)
 	if !ok {
-		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared or ra)", rc.Kind)
+		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared, ra or user)", rc.Kind)
 	}
 	if len(rc.From) == 0 {
 		return nil, fmt.Errorf("requester kind %s: from is required (names of the admitted sources, or \"*\")", k)
@@ -483,8 +495,8 @@ func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
 	if rc.MayRevoke && k != KindMAC && k != KindRA {
 		return nil, fmt.Errorf("may_revoke is for kinds mac and ra (a certificate's own key may always revoke it)")
 	}
-	if rc.BindCommonName && k != KindMAC && k != KindPreShared {
-		return nil, fmt.Errorf("bind_common_name is for kinds mac and preshared")
+	if rc.BindCommonName && k != KindMAC && k != KindPreShared && k != KindUser {
+		return nil, fmt.Errorf("bind_common_name is for kinds mac, preshared and user")
 	}
 	if rc.Subject != nil || rc.SAN != nil {
 		n := *profileNames

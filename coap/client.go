@@ -182,9 +182,34 @@ func (c *Client) exchange(ctx context.Context, m *message.Message) (*message.Mes
 	return r, nil
 }
 
-// rawExchange sends m (CON) with a fresh token and returns the response,
-// piggybacked or separate (RFC 7252 §5.2).
+// rawExchange sends m (CON) and returns the response. A server that first wants this
+// client to prove its address answers 4.01 Unauthorized with an Echo option: the request is
+// then sent once more with that Echo value (RFC 9175 §2.3), transparently to the caller.
 func (c *Client) rawExchange(ctx context.Context, m *message.Message) (*message.Message, error) {
+	r, err := c.rawOnce(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	if echo, ok := echoChallenge(r); ok {
+		again := *m
+		again.Options = append(message.Options(nil), m.Options...).Remove(optEcho).Add(message.Option{ID: optEcho, Value: echo})
+		return c.rawOnce(ctx, &again)
+	}
+	return r, nil
+}
+
+// echoChallenge returns the Echo value of a 4.01 Unauthorized + Echo response (RFC 9175 §2.3).
+func echoChallenge(r *message.Message) ([]byte, bool) {
+	if r.Code != codes.Unauthorized {
+		return nil, false
+	}
+	v, ok := optBytes(r.Options, optEcho)
+	return v, ok && len(v) > 0 && len(v) <= 40 // RFC 9175 §2.2.1: 1 to 40 bytes
+}
+
+// rawOnce sends m (CON) with a fresh token and returns the response,
+// piggybacked or separate (RFC 7252 §5.2).
+func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Message, error) {
 	m.Token = newToken()
 	ch := c.sess.addWaiter(m.Token, 1)
 	defer c.sess.removeWaiter(m.Token)
@@ -352,6 +377,7 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 	var (
 		lastSeq  int64 = -1
 		lastTime time.Time
+		echoed   bool
 	)
 	get := &ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1}
 	for {
@@ -362,6 +388,15 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 		case <-c.ep.ctx.Done():
 			return ErrClosed
 		case r := <-ch:
+			if echo, ok := echoChallenge(r); ok && !echoed && lastSeq < 0 {
+				// RFC 9175 §2.3: register again, with the Echo value, under the same token.
+				echoed = true
+				m.Options = m.Options.Remove(optEcho).Add(message.Option{ID: optEcho, Value: echo})
+				if _, err := c.sess.sendCONWait(ctx, m); err != nil {
+					return fmt.Errorf("coap: observe %s: %w", path, err)
+				}
+				continue
+			}
 			seq := optUint(r.Options, message.Observe)
 			now := time.Now()
 			if seq >= 0 && lastSeq >= 0 && !newer(lastSeq, seq, lastTime, now) {

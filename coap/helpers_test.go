@@ -133,13 +133,43 @@ type rawConn struct {
 	c *net.UDPConn
 }
 
+// newRaw returns a raw socket whose address the server has verified (RFC 9175 Echo).
 func newRaw(t *testing.T, ts *testSrv) *rawConn {
+	r := newUnprovenRaw(t, ts)
+	r.prove()
+	return r
+}
+
+// newUnprovenRaw returns a raw socket that has not answered an Echo challenge.
+func newUnprovenRaw(t *testing.T, ts *testSrv) *rawConn {
 	c, err := net.DialUDP("udp", nil, ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return &rawConn{t: t, c: c}
+}
+
+// prove answers the server's Echo challenge as a client must (RFC 9175 §2.3), with message
+// IDs the tests do not use.
+func (r *rawConn) prove() {
+	r.t.Helper()
+	r.send(getReq(0xfff0, "pv", "/small"))
+	m := r.recv(2 * time.Second)
+	if m == nil {
+		r.t.Fatal("no answer to the address check")
+	}
+	if m.Code == codes.Content {
+		return // the server trusts source addresses
+	}
+	echo, ok := optBytes(m.Options, optEcho)
+	if m.Code != codes.Unauthorized || !ok {
+		r.t.Fatalf("address check: %v", m)
+	}
+	r.send(getReq(0xfff1, "pv", "/small", message.Option{ID: optEcho, Value: echo}))
+	if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content {
+		r.t.Fatalf("address check with Echo: %v", m)
+	}
 }
 
 func (r *rawConn) send(m *message.Message) {

@@ -26,6 +26,10 @@ type Authority struct {
 	// MACSecrets are shared secrets that authenticate CMP requests with MAC protection
 	// (RFC 9483 §3.2, PasswordBasedMac/PBMAC1), each named by its reference (senderKID).
 	MACSecrets []MACSecret `yaml:"mac_secrets"`
+	// Users are HTTP Basic credentials (RFC 7030 §3.2.3) for EST over HTTPS, by name, with a
+	// bcrypt hash of the password (e.g. `htpasswd -nbB NAME PASSWORD`, or `coapca ca
+	// hash-password`). Profiles admit them with requester rules of kind user.
+	Users []User `yaml:"users"`
 	// CRLValidity is how long a generated CRL is valid (its nextUpdate − thisUpdate).
 	// Default 168h (7 days).
 	CRLValidity time.Duration `yaml:"crl_validity"`
@@ -53,6 +57,14 @@ type MACSecret struct {
 	Reference string `yaml:"reference"`
 	// SecretFile holds the secret (the file's content without a trailing newline).
 	SecretFile string `yaml:"secret_file"`
+}
+
+// User is one HTTP Basic user (authority.User).
+type User struct {
+	// Name is the user name (required, unique).
+	Name string `yaml:"name"`
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	PasswordHash string `yaml:"password_hash"`
 }
 
 // Profile configures one certificate profile (authority.ProfileOptions, which documents
@@ -146,6 +158,9 @@ func (c Authority) Policy() (authority.Policy, error) {
 			return authority.Policy{}, fmt.Errorf("config: MAC secret %q: %s is empty", ms.Reference, ms.SecretFile)
 		}
 		p.MACSecrets = append(p.MACSecrets, authority.MACSecret{Reference: ms.Reference, Secret: b})
+	}
+	for _, u := range c.Users {
+		p.Users = append(p.Users, authority.User(u))
 	}
 	for _, pc := range c.Profiles {
 		p.Profiles = append(p.Profiles, pc.options())

@@ -48,9 +48,17 @@ func TestAuthorityYAML(t *testing.T) {
 		c.Profiles[2].RetryAfter != 10*time.Second || c.Profiles[2].SAN.DNSPattern != `.*\.example\.com` {
 		t.Errorf("decoded %+v", c)
 	}
+	hash, err := authority.HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Users = []User{{Name: "line-7", PasswordHash: hash}}
 	p, err := c.Policy()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(p.Users) != 1 || p.Users[0] != (authority.User{Name: "line-7", PasswordHash: hash}) {
+		t.Errorf("users %+v", p.Users)
 	}
 	if len(p.TrustStores) != 2 || !p.TrustStores[0].Roots[0].Equal(d.ManufacturerCA) || !p.TrustStores[1].Roots[0].Equal(d.Root) ||
 		!p.TrustStores[1].AllowExpired || p.CRLValidity != 24*time.Hour || p.Backdate != 30*time.Second {
