@@ -37,7 +37,7 @@ func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *serv
 	cfg.Listen.CoAPS = "127.0.0.1:0"
 	cfg.Listen.CoAP = "127.0.0.1:0"
 	cfg.Listen.Metrics = "127.0.0.1:0"
-	anyone := []config.RequesterRule{{Kind: "idevid", From: []string{"*"}}, {Kind: "mac", From: []string{"*"}}, {Kind: "preshared", From: []string{"*"}}}
+	anyone := config.DefaultRequesters()
 	cfg.Authority.Profiles = []config.Profile{
 		{Label: "manual", ManualApproval: true, RetryAfter: time.Second, Requesters: anyone},
 		{Label: "pop", RequirePoP: true, Requesters: anyone},

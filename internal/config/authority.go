@@ -130,6 +130,26 @@ type RequesterRule struct {
 	SAN            *SAN     `yaml:"san"`
 }
 
+// DefaultRequesters are the requester rules of the built-in default profile
+// (authority.DefaultProfile) in the file's terms: IDevIDs of every trust store, every MAC
+// secret and every pre-shared identity.
+func DefaultRequesters() []RequesterRule {
+	var out []RequesterRule
+	for _, r := range authority.DefaultProfile().Requesters {
+		rr := RequesterRule{Kind: r.Kind, From: r.From, Transports: r.Transports, MayRevoke: r.MayRevoke, BindCommonName: r.BindCommonName}
+		if r.Subject != nil {
+			s := Subject(*r.Subject)
+			rr.Subject = &s
+		}
+		if r.SAN != nil {
+			s := SAN(*r.SAN)
+			rr.SAN = &s
+		}
+		out = append(out, rr)
+	}
+	return out
+}
+
 // Policy reads the trust-store and secret files this section names and returns the
 // authority's policy. It checks only what the files hold (readable, a certificate, a
 // non-empty secret); authority.New checks the rules.

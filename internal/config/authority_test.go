@@ -169,6 +169,12 @@ func TestAuthorityFieldsTranslated(t *testing.T) {
 			BindCommonName: true, Subject: &sub, SAN: &san}},
 		ReenrollFrom: []string{""}, Subject: sub, SAN: san}
 	checkAllSet(t, "ProfileOptions", reflect.ValueOf(pc.options()))
+
+	// DefaultRequesters says in the file's terms what the authority's default profile admits.
+	back := Profile{Requesters: DefaultRequesters()}.options().Requesters
+	if want := authority.DefaultProfile().Requesters; !reflect.DeepEqual(back, want) {
+		t.Errorf("DefaultRequesters translate to %+v, want %+v", back, want)
+	}
 }
 
 func checkAllSet(t *testing.T, path string, v reflect.Value) {
