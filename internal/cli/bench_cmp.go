@@ -90,7 +90,7 @@ func benchCMP(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		for i, d := range devs {
-			leaf, err := parseChain(d.idevid.Certificate)
+			leaf, err := client.ParseChain(d.idevid.Certificate)
 			if err != nil {
 				return err
 			}

@@ -85,7 +85,7 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 	roots := x509.NewCertPool()
 	roots.AddCert(s.data.Root)
 	verify := func(raw [][]byte) ([]*x509.Certificate, error) {
-		chain, err := parseChain(raw)
+		chain, err := client.ParseChain(raw)
 		if err != nil {
 			return nil, err
 		}
