@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -19,9 +17,8 @@ import (
 
 	"coapca/authority"
 	"coapca/client"
-	"coapca/coap"
-	"coapca/coap/dtlsconn"
 	"coapca/kms"
+	"coapca/oscore"
 )
 
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
@@ -226,8 +223,8 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // dialEST opens the association (DTLS, or UDP with an OSCORE layer) and wraps it in the EST
-// client.
-func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, *client.EST, error) {
+// client. It sets f.binding and f.serverChain.
+func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*client.ESTConn, *client.EST, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || u.Host == "" {
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
@@ -260,28 +257,21 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	if err != nil {
 		return nil, nil, err
 	}
-	var c *coap.Client
-	if u.Scheme == "coaps" {
-		// The server is checked by verify alone (pion's own check cannot replace it: it
-		// knows neither id-kp-cmcRA nor intermediate CAs among the anchors).
-		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: verify}
-		if pair != nil {
-			dc.Certificates = []tls.Certificate{*pair}
-		}
-		if c, err = coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: f.blockSize}); err != nil {
+	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate}
+	if f.oscoreFile != "" {
+		if o.OSCORE, err = loadClientOSCORE(f.oscoreFile); err != nil {
 			return nil, nil, err
 		}
-		f.serverChain = func() []*x509.Certificate { return c.Peer().Certificates }
-		f.binding = func(context.Context) ([]byte, error) {
-			if tu := c.Peer().TLSUnique(); len(tu) > 0 {
-				return tu, nil
-			}
-			return nil, errors.New("the DTLS session has no tls-unique value")
-		}
-	} else if c, err = dialOSCORE(ctx, f, u, pair, verify); err != nil {
+	}
+	if f.edhoc && pair == nil {
+		return nil, nil, usagef("--edhoc needs --cert and --key (the device's identity)")
+	}
+	c, err := client.DialEST(ctx, f.server, o)
+	if err != nil {
 		return nil, nil, err
 	}
-	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
+	f.binding, f.serverChain = c.ChannelBinding, c.ServerChain
+	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
 		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
 		if p.Diagnostic != "" {
 			msg += ": " + p.Diagnostic
@@ -385,4 +375,19 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 		return csr, nil, nil
 	}
 	return csr, key, nil
+}
+
+// loadClientOSCORE reads the pre-shared context of --oscore (the client's side).
+func loadClientOSCORE(path string) (*oscore.Context, error) {
+	_, p, err := loadOSCOREContext(path)
+	if err != nil {
+		return nil, err
+	}
+	// RFC 8613 Appendix B.1.1: never reuse a nonce across runs of the client.
+	p.SequenceStore = oscore.NewFileSequenceStore(path+".seq", 0)
+	octx, err := oscore.NewContext(p)
+	if err != nil {
+		return nil, fmt.Errorf("oscore context %s: %w", path, err)
+	}
+	return octx, nil
 }
