@@ -245,11 +245,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	case "https":
 		tc := &tls.Config{InsecureSkipVerify: f.insecure}
 		if len(anchors) > 0 {
-			pool := x509.NewCertPool()
-			for _, a := range anchors {
-				pool.AddCert(a)
-			}
-			tc.RootCAs = pool
+			tc.RootCAs = client.Pool(anchors)
 		}
 		to.TLS = tc
 	}
