@@ -6,14 +6,12 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"coapca/authority"
@@ -366,11 +364,6 @@ func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	return csr, key, err
 }
 
-var genmInfo = map[string]asn1.ObjectIdentifier{
-	"cacerts": cmp.OIDITCACerts, "rootupdate": cmp.OIDITRootCAKeyUpdate,
-	"template": cmp.OIDITCertReqTemplate, "crls": cmp.OIDITCRLStatusList,
-}
-
 func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.Writer) error {
 	var anchors []*x509.Certificate
 	if f.trust != "" {
@@ -382,22 +375,9 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 	if len(f.info) == 0 {
 		f.info = stringList{"cacerts"}
 	}
-	var itavs []cmp.InfoTypeAndValue
-	for _, n := range f.info {
-		oid, ok := genmInfo[strings.ToLower(n)]
-		if !ok {
-			return usagef("--info %q: want cacerts, rootupdate, template or crls", n)
-		}
-		it := cmp.InfoTypeAndValue{Type: oid}
-		if oid.Equal(cmp.OIDITCRLStatusList) {
-			// RFC 9483 §4.3.4: name the CRL source; we have none cached, so ask for any.
-			v, err := cmp.MarshalCRLStatusList([]cmp.CRLStatus{{Issuer: []cmp.GeneralName{cmp.NullDN()}}})
-			if err != nil {
-				return err
-			}
-			it.Value = v
-		}
-		itavs = append(itavs, it)
+	itavs, err := client.GenMRequest(f.info...)
+	if err != nil {
+		return usagef("--info %v", err)
 	}
 	got, err := c.GenM(ctx, itavs...)
 	if err != nil {
