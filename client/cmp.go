@@ -537,6 +537,35 @@ func (c *CMP) GenM(ctx context.Context, itavs ...cmp.InfoTypeAndValue) ([]cmp.In
 	return g.ITAVs, nil
 }
 
+// GenMRequest returns the ITAVs of a genm asking for the support information named (RFC 9483
+// §4.3): "cacerts" (§4.3.1), "rootupdate" (§4.3.2), "template" (§4.3.3) and "crls" (§4.3.4),
+// case-insensitive.
+func GenMRequest(names ...string) ([]cmp.InfoTypeAndValue, error) {
+	var itavs []cmp.InfoTypeAndValue
+	for _, n := range names {
+		var it cmp.InfoTypeAndValue
+		switch strings.ToLower(n) {
+		case "cacerts":
+			it.Type = cmp.OIDITCACerts
+		case "rootupdate":
+			it.Type = cmp.OIDITRootCAKeyUpdate
+		case "template":
+			it.Type = cmp.OIDITCertReqTemplate
+		case "crls":
+			// RFC 9483 §4.3.4: the request names the CRL source; with none cached, ask for any.
+			v, err := cmp.MarshalCRLStatusList([]cmp.CRLStatus{{Issuer: []cmp.GeneralName{cmp.NullDN()}}})
+			if err != nil {
+				return nil, err
+			}
+			it = cmp.InfoTypeAndValue{Type: cmp.OIDITCRLStatusList, Value: v}
+		default:
+			return nil, fmt.Errorf("%q: want cacerts, rootupdate, template or crls", n)
+		}
+		itavs = append(itavs, it)
+	}
+	return itavs, nil
+}
+
 // VerifyRootCAKeyUpdate checks a rootCaKeyUpdate from a genp (RFC 9483 §4.3.2) before its new
 // root is used: newWithNew must be self-signed, and newWithOld — the same subject and key,
 // certified by the old root — must validate to the current trust anchors (the check openssl's
