@@ -93,8 +93,8 @@ type coapCMP struct {
 // RoundTrip POSTs the message (RFC 9482 §2.3: Confirmable, Content-Format 259, block-wise by
 // the endpoint).
 func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
-	rsp, err := t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: cmpContentFormat,
-		Accept: cmpContentFormat, Payload: req})
+	rsp, err := t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: coap.CF(cmpContentFormat),
+		Accept: coap.CF(cmpContentFormat), Payload: req})
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +102,9 @@ func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, fmt.Errorf("cmp: server answered %v: %s", rsp.Code, strings.TrimSpace(string(rsp.Payload)))
 	}
 	switch rsp.ContentFormat {
-	case cmpContentFormat, 42, -1: // 42 and none from servers that predate RFC 9482
+	case coap.CF(cmpContentFormat), coap.CF(42), coap.Format{}: // 42 and none from servers that predate RFC 9482
 	default:
-		return nil, fmt.Errorf("cmp: answer has Content-Format %d, not 259", rsp.ContentFormat)
+		return nil, fmt.Errorf("cmp: answer has Content-Format %v, not 259", rsp.ContentFormat)
 	}
 	return rsp.Payload, nil
 }
@@ -535,6 +535,35 @@ func (c *CMP) GenM(ctx context.Context, itavs ...cmp.InfoTypeAndValue) ([]cmp.In
 		return nil, fmt.Errorf("cmp genm: unexpected %s answer", rsp.Body.Type())
 	}
 	return g.ITAVs, nil
+}
+
+// GenMRequest returns the ITAVs of a genm asking for the support information named (RFC 9483
+// §4.3): "cacerts" (§4.3.1), "rootupdate" (§4.3.2), "template" (§4.3.3) and "crls" (§4.3.4),
+// case-insensitive.
+func GenMRequest(names ...string) ([]cmp.InfoTypeAndValue, error) {
+	var itavs []cmp.InfoTypeAndValue
+	for _, n := range names {
+		var it cmp.InfoTypeAndValue
+		switch strings.ToLower(n) {
+		case "cacerts":
+			it.Type = cmp.OIDITCACerts
+		case "rootupdate":
+			it.Type = cmp.OIDITRootCAKeyUpdate
+		case "template":
+			it.Type = cmp.OIDITCertReqTemplate
+		case "crls":
+			// RFC 9483 §4.3.4: the request names the CRL source; with none cached, ask for any.
+			v, err := cmp.MarshalCRLStatusList([]cmp.CRLStatus{{Issuer: []cmp.GeneralName{cmp.NullDN()}}})
+			if err != nil {
+				return nil, err
+			}
+			it = cmp.InfoTypeAndValue{Type: cmp.OIDITCRLStatusList, Value: v}
+		default:
+			return nil, fmt.Errorf("%q: want cacerts, rootupdate, template or crls", n)
+		}
+		itavs = append(itavs, it)
+	}
+	return itavs, nil
 }
 
 // VerifyRootCAKeyUpdate checks a rootCaKeyUpdate from a genp (RFC 9483 §4.3.2) before its new

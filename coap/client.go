@@ -32,8 +32,8 @@ type ClientRequest struct {
 	Method        codes.Code
 	Path          string
 	Query         []string
-	ContentFormat int // -1 = none
-	Accept        int // -1 = none
+	ContentFormat Format // zero: no Content-Format option
+	Accept        Format // zero: no Accept option
 	Payload       []byte
 	Options       message.Options // extra options
 }
@@ -158,11 +158,11 @@ func (c *Client) newMessage(req *ClientRequest) *message.Message {
 	for _, q := range req.Query {
 		opts = opts.Add(message.Option{ID: message.URIQuery, Value: []byte(q)})
 	}
-	if req.ContentFormat >= 0 {
-		opts = addUint(opts, message.ContentFormat, uint32(req.ContentFormat))
+	if cf, ok := req.ContentFormat.Get(); ok {
+		opts = addUint(opts, message.ContentFormat, uint32(cf))
 	}
-	if req.Accept >= 0 {
-		opts = addUint(opts, message.Accept, uint32(req.Accept))
+	if a, ok := req.Accept.Get(); ok {
+		opts = addUint(opts, message.Accept, uint32(a))
 	}
 	return &message.Message{Code: req.Method, Options: opts}
 }
@@ -322,7 +322,7 @@ func (c *Client) finishBlock2(ctx context.Context, req *ClientRequest, first *me
 			return nil, fmt.Errorf("coap: response body over %d bytes", c.maxBody)
 		}
 		m := c.newMessage(&ClientRequest{Method: req.Method, Path: req.Path, Query: req.Query,
-			ContentFormat: -1, Accept: req.Accept, Options: req.Options})
+			Accept: req.Accept, Options: req.Options})
 		m.Options = m.Options.Remove(message.Observe)
 		m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{Num: uint32(len(body) >> (szx + 4)), SZX: szx}.encode()})
 		r, err := c.exchange(ctx, m)
@@ -351,8 +351,8 @@ func (c *Client) finishBlock2(ctx context.Context, req *ClientRequest, first *me
 }
 
 func toResponse(m *message.Message) *Response {
-	r := &Response{Code: m.Code, ContentFormat: int(optUint(m.Options, message.ContentFormat)),
-		MaxAge: int(optUint(m.Options, message.MaxAge)), Payload: m.Payload, Options: m.Options}
+	r := &Response{Code: m.Code, ContentFormat: optFormat(m.Options, message.ContentFormat),
+		MaxAge: optAge(m.Options), Payload: m.Payload, Options: m.Options}
 	r.ETag, _ = optBytes(m.Options, message.ETag)
 	return r
 }
@@ -365,7 +365,7 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 	if c.layer != nil {
 		return errors.New("coap: Observe is not available through a client Layer")
 	}
-	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path})
 	m.Options = addUint(m.Options, message.Observe, 0)
 	m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})
 	m.Token = newToken()
@@ -379,7 +379,7 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 		lastTime time.Time
 		echoed   bool
 	)
-	get := &ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1}
+	get := &ClientRequest{Method: codes.GET, Path: path}
 	for {
 		select {
 		case <-ctx.Done():
@@ -426,7 +426,7 @@ func newer(v1, v2 int64, t1, t2 time.Time) bool {
 }
 
 func (c *Client) deregister(path string, token []byte) {
-	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path})
 	m.Options = addUint(m.Options, message.Observe, 1)
 	m.Token = token
 	ctx, cancel := context.WithTimeout(c.ep.ctx, c.ep.cfg.ACKTimeout*2)

@@ -166,7 +166,7 @@ func TestFloodFromSpoofedSources(t *testing.T) {
 			// A second legitimate client uploads block-wise while the flood runs.
 			up := fs.dial(t, 16)
 			body := testBody(300, 0x33)
-			r, err := up.Do(context.Background(), &ClientRequest{Method: codes.POST, Path: "/up", ContentFormat: -1, Accept: -1, Payload: body})
+			r, err := up.Do(context.Background(), &ClientRequest{Method: codes.POST, Path: "/up", Payload: body})
 			if err != nil || r.Code != codes.Changed {
 				t.Fatalf("legitimate upload during the flood: %v %v", r, err)
 			}
@@ -275,7 +275,7 @@ func TestFloodFromProvenPorts(t *testing.T) {
 	}
 
 	c := fs.dial(t, 16)
-	r, err := c.Do(context.Background(), &ClientRequest{Method: codes.POST, Path: "/up", ContentFormat: -1, Accept: -1, Payload: testBody(100, 0x33)})
+	r, err := c.Do(context.Background(), &ClientRequest{Method: codes.POST, Path: "/up", Payload: testBody(100, 0x33)})
 	if err != nil || r.Code != codes.Changed {
 		t.Fatalf("legitimate upload: %v %v", r, err)
 	}
@@ -345,7 +345,7 @@ func TestEchoOnDualStackSocket(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big", ContentFormat: -1, Accept: -1})
+	r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big"})
 	if err != nil || !bytes.Equal(r.Payload, testBody(3000, 0x5a)) {
 		t.Fatalf("GET over the dual-stack socket: %v", err)
 	}

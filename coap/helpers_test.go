@@ -52,13 +52,13 @@ func newTestMux(ts *testSrv, slow time.Duration) *Mux {
 	big := testBody(3000, 0x5a)
 	mux.Handle(Resource{Path: "/small", RT: []string{"test.small"}, CT: []int{0}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
 		resp := NewResponse(codes.Content, []byte("hello"))
-		resp.ContentFormat = 0
+		resp.ContentFormat = CF(0)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/big", RT: []string{"ace.est.crts"}, CT: []int{42}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
 		ts.bigCalls.Add(1)
 		resp := NewResponse(codes.Content, big)
-		resp.ContentFormat = 42
+		resp.ContentFormat = CF(42)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/echo", RT: []string{"ace.est.sen"}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
@@ -73,7 +73,7 @@ func newTestMux(ts *testSrv, slow time.Duration) *Mux {
 			return NewResponse(codes.BadRequest, []byte(fmt.Sprintf("body of %d bytes corrupted", len(r.Payload))))
 		}
 		resp := NewResponse(codes.Changed, echoBody(r.Payload))
-		resp.ContentFormat = 42
+		resp.ContentFormat = CF(42)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/slow", Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {

@@ -743,8 +743,8 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	sess.exchanges++
 	sess.mu.Unlock()
 	req := &Request{
-		Method: m.Code, Path: path, Query: query, ContentFormat: int(cf),
-		Accept: int(optUint(m.Options, message.Accept)), Observe: int(optUint(m.Options, message.Observe)),
+		Method: m.Code, Path: path, Query: query, ContentFormat: optFormat(m.Options, message.ContentFormat),
+		Accept: optFormat(m.Options, message.Accept), Observe: optObserve(m.Options),
 		Payload: body, Options: m.Options, Peer: peer,
 	}
 	if !has2 {
@@ -791,7 +791,7 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 	if req.Method == codes.GET {
 		// Observations under OSCORE are not kept: notifications would need the exchange's
 		// security state (RFC 8613 §4.1.3.5); the request is answered as a plain GET.
-		if req.Observe == 0 && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
+		if req.Observe == ObserveRegister && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
 			obs = int64(s.register(sess, ex.token, req.Path, req.Query, b2.SZX))
 		} else {
 			s.deregister(sess, ex.token) // RFC 7641 §3.6: GET without Observe (or 1) cancels
@@ -957,11 +957,11 @@ func (x *session) buildResponse(resp *Response, key2 string, b2 block, b1echo *b
 	for _, o := range resp.Options {
 		opts = opts.Add(o)
 	}
-	if resp.ContentFormat >= 0 {
-		opts = addUint(opts, message.ContentFormat, uint32(resp.ContentFormat))
+	if cf, ok := resp.ContentFormat.Get(); ok {
+		opts = addUint(opts, message.ContentFormat, uint32(cf))
 	}
-	if resp.MaxAge >= 0 {
-		opts = addUint(opts, message.MaxAge, uint32(resp.MaxAge))
+	if age, ok := resp.MaxAge.Get(); ok {
+		opts = addUint(opts, message.MaxAge, uint32(age))
 	}
 	if obs >= 0 {
 		opts = addUint(opts, message.Observe, uint32(obs))
@@ -1018,7 +1018,7 @@ func (s *Server) wellKnown(_ context.Context, r *Request) *Response {
 	}
 	links := FilterLinks(resourceLinks(s.mux.Resources()), r.Query)
 	resp := NewResponse(codes.Content, FormatLinks(links))
-	resp.ContentFormat = 40
+	resp.ContentFormat = CF(40)
 	return resp
 }
 

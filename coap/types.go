@@ -99,9 +99,9 @@ type Request struct {
 	Method        codes.Code      // codes.GET/POST/PUT/DELETE/FETCH...
 	Path          string          // "/.well-known/est/sen" (Uri-Path joined, leading '/')
 	Query         []string        // Uri-Query values, in order
-	ContentFormat int             // -1 when absent
-	Accept        int             // -1 when absent
-	Observe       int             // -1 absent, 0 register, 1 deregister
+	ContentFormat Format          // zero when absent
+	Accept        Format          // zero when absent
+	Observe       Observe         // ObserveNone (zero) when absent
 	Payload       []byte          // whole body, Block1 already reassembled
 	Options       message.Options // every option as received (read-only)
 	Peer          Peer
@@ -110,16 +110,17 @@ type Request struct {
 // Response is a handler's answer; the endpoint splits Payload into Block2 blocks.
 type Response struct {
 	Code          codes.Code
-	ContentFormat int             // -1 = none
+	ContentFormat Format          // zero: no Content-Format option
 	Payload       []byte          // whole body; the endpoint does Block2
-	MaxAge        int             // -1 = absent (use for 5.03 + Max-Age)
+	MaxAge        Age             // zero: no Max-Age option (use MaxAge(n) for 5.03 + Max-Age)
 	ETag          []byte          // optional; the endpoint adds one for block-wise bodies if absent
 	Options       message.Options // extra options (Location-Path, ...), optional
 }
 
-// NewResponse returns a Response with code and payload and no Content-Format or Max-Age.
+// NewResponse returns a Response with code and payload and no Content-Format or Max-Age:
+// the same as &Response{Code: code, Payload: payload}.
 func NewResponse(code codes.Code, payload []byte) *Response {
-	return &Response{Code: code, ContentFormat: -1, MaxAge: -1, Payload: payload}
+	return &Response{Code: code, Payload: payload}
 }
 
 // Handler serves a CoAP request. It runs on its own goroutine; returning nil

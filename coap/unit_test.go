@@ -287,8 +287,8 @@ func TestExchangeAndCacheLimits(t *testing.T) {
 	cfg.MaxCacheBytes = 1000
 	ts2 := startTestServer(t, cfg)
 	c := dialTest(t, ts2, 64)
-	resp, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/big", ContentFormat: -1, Accept: -1})
-	if err != nil || resp.Code != codes.ServiceUnavailable || resp.MaxAge < 0 {
+	resp, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/big"})
+	if err != nil || resp.Code != codes.ServiceUnavailable || !resp.MaxAge.IsSet() {
 		t.Fatalf("over cache cap: %v %v", resp, err)
 	}
 }

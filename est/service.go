@@ -3,23 +3,19 @@ package est
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
 	"coapca/authority"
 	"coapca/errs"
+	"coapca/kms"
 )
 
 // Authority is what the EST service needs from the CA/RA core (implemented by
@@ -195,7 +191,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if err != nil {
 		return nil, err
 	}
-	key, err := generateKey(s.rand, prof.KeyType)
+	key, err := kms.GenerateKeyFrom(s.rand, prof.KeyType)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "server key generation failed")
 	}
@@ -282,24 +278,6 @@ func linking(csr *x509.CertificateRequest, r *Request) (authority.Linking, error
 		return authority.LinkMatched, nil
 	}
 	return authority.LinkMismatched, nil
-}
-
-func generateKey(rnd io.Reader, keyType string) (crypto.Signer, error) {
-	switch keyType {
-	case "", "P-256":
-		return ecdsa.GenerateKey(elliptic.P256(), rnd)
-	case "P-384":
-		return ecdsa.GenerateKey(elliptic.P384(), rnd)
-	case "P-521":
-		return ecdsa.GenerateKey(elliptic.P521(), rnd)
-	case "Ed25519":
-		_, k, err := ed25519.GenerateKey(rnd)
-		return k, err
-	case "RSA-2048", "RSA-3072", "RSA-4096":
-		bits, _ := strconv.Atoi(keyType[len("RSA-"):])
-		return rsa.GenerateKey(rnd, bits)
-	}
-	return nil, fmt.Errorf("unsupported key type %q", keyType)
 }
 
 // typed makes sure err carries a Kind: untyped errors from below become Internal (and their

@@ -203,19 +203,3 @@ func TestServiceCSRAttrsAndCACerts(t *testing.T) {
 		t.Errorf("unknown label: %v", err)
 	}
 }
-
-func TestGenerateKeyTypes(t *testing.T) {
-	for _, kt := range []string{"", "P-256", "P-384", "P-521", "Ed25519", "RSA-2048"} {
-		k, err := generateKey(rand.Reader, kt)
-		if err != nil || k == nil {
-			t.Errorf("%q: %v", kt, err)
-			continue
-		}
-		if _, err := MarshalPKCS8(k); err != nil {
-			t.Errorf("%q: %v", kt, err)
-		}
-	}
-	if _, err := generateKey(rand.Reader, "DSA"); err == nil {
-		t.Error("DSA accepted")
-	}
-}

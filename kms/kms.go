@@ -24,6 +24,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,25 +104,31 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	}
 }
 
-// GenerateKey makes a new key of type keyType: "P-256" (also "" and "EC"), "P-384",
-// "P-521", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096".
+// GenerateKey makes a new key of type keyType from crypto/rand: "P-256" (also "" and "EC"),
+// "P-384", "P-521", "Ed25519", "RSA-2048", "RSA-3072", "RSA-4096".
 func GenerateKey(keyType string) (crypto.Signer, error) {
+	return GenerateKeyFrom(rand.Reader, keyType)
+}
+
+// GenerateKeyFrom is GenerateKey with the randomness taken from rnd (a test's source; the
+// standard library may ignore it and use its own generator, see crypto/rand).
+func GenerateKeyFrom(rnd io.Reader, keyType string) (crypto.Signer, error) {
 	switch strings.ToUpper(keyType) {
 	case "", "P-256", "EC", "ECDSA", "PRIME256V1", "SECP256R1":
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P256(), rnd)
 	case "P-384", "SECP384R1":
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P384(), rnd)
 	case "P-521", "SECP521R1":
-		return ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P521(), rnd)
 	case "ED25519":
-		_, k, err := ed25519.GenerateKey(rand.Reader)
+		_, k, err := ed25519.GenerateKey(rnd)
 		return k, err
 	case "RSA-2048", "RSA":
-		return rsa.GenerateKey(rand.Reader, 2048)
+		return rsa.GenerateKey(rnd, 2048)
 	case "RSA-3072":
-		return rsa.GenerateKey(rand.Reader, 3072)
+		return rsa.GenerateKey(rnd, 3072)
 	case "RSA-4096":
-		return rsa.GenerateKey(rand.Reader, 4096)
+		return rsa.GenerateKey(rnd, 4096)
 	}
 	return nil, fmt.Errorf("kms: unknown key type %q", keyType)
 }

@@ -112,6 +112,37 @@ func TestWriteKeyFileRoundTrip(t *testing.T) {
 	}
 }
 
+// TestGenerateKeyFrom covers every key type the EST profiles name (server-generated keys,
+// RFC 9148 §4.8 /skg) and the CLI's --key-type, from the injected source, and refuses others.
+func TestGenerateKeyFrom(t *testing.T) {
+	for _, tt := range []struct {
+		keyType, want string
+	}{
+		{"", "P-256"}, {"P-256", "P-256"}, {"ec", "P-256"}, {"P-384", "P-384"}, {"P-521", "P-521"},
+		{"Ed25519", "Ed25519"}, {"RSA-2048", "RSA-2048"},
+		{"DSA", ""}, {"P-192", ""}, {"RSA-1024", ""},
+	} {
+		t.Run(tt.keyType, func(t *testing.T) {
+			k, err := GenerateKeyFrom(rand.Reader, tt.keyType)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("key type %q accepted", tt.keyType)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := KeyType(k.Public()); got != tt.want {
+				t.Errorf("KeyType = %q, want %q", got, tt.want)
+			}
+			if _, err := x509.MarshalPKCS8PrivateKey(k); err != nil {
+				t.Errorf("PKCS#8: %v", err)
+			}
+		})
+	}
+}
+
 func BenchmarkECDSASign(b *testing.B) {
 	k, _ := GenerateP256()
 	h := sha256.Sum256([]byte("x"))

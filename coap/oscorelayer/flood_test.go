@@ -40,7 +40,7 @@ func postEDHOC(t *testing.T, c *coap.Client, payload []byte) *coap.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: CFCIDEDHOC, Accept: -1, Payload: payload})
+	r, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: coap.CF(CFCIDEDHOC), Payload: payload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestOSCOREGarbageFromSpoofedSources(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		r, err := plain.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core", ContentFormat: -1, Accept: -1})
+		r, err := plain.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core"})
 		if err != nil || r.Code != codes.Content {
 			t.Fatalf("plain client: %v %v", r, err)
 		}

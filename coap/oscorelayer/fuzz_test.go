@@ -76,7 +76,7 @@ func FuzzEDHOCResource(f *testing.F) {
 	h := fx.layer.EDHOCResource().Handler
 	f.Fuzz(func(t *testing.T, b []byte) {
 		resp := h.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: WellKnownEDHOC,
-			ContentFormat: CFCIDEDHOC, Accept: -1, Payload: b})
+			ContentFormat: coap.CF(CFCIDEDHOC), Payload: b})
 		if resp == nil {
 			t.Fatal("nil response")
 		}

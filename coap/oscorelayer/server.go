@@ -388,9 +388,9 @@ func (s *Server) EDHOCResource() coap.Resource {
 
 func (s *Server) serveEDHOC(_ context.Context, r *coap.Request) *coap.Response {
 	if r.Method != codes.POST {
-		return &coap.Response{Code: codes.MethodNotAllowed, ContentFormat: -1, MaxAge: -1}
+		return &coap.Response{Code: codes.MethodNotAllowed}
 	}
-	if r.ContentFormat != -1 && r.ContentFormat != CFCIDEDHOC && r.ContentFormat != CFEDHOC {
+	if r.ContentFormat.IsSet() && r.ContentFormat != coap.CF(CFCIDEDHOC) && r.ContentFormat != coap.CF(CFEDHOC) {
 		return toResponse(edhocError(codes.UnsupportedMediaType, "EDHOC requests are application/cid-edhoc+cbor-seq (65)"))
 	}
 	if len(r.Payload) == 0 {
@@ -407,7 +407,7 @@ func (s *Server) serveEDHOC(_ context.Context, r *coap.Request) *coap.Response {
 		return toResponse(reply)
 	}
 	// No message_4: the first OSCORE response confirms the key (RFC 9528 §5.5).
-	return &coap.Response{Code: codes.Changed, ContentFormat: -1, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed}
 }
 
 // message1 runs ProcessMessage1 and Message2 for a new session.
@@ -429,7 +429,7 @@ func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 	src := addrOf(peer.Addr)
 	busy := func() *coap.Response {
 		resp := toResponse(edhocError(codes.ServiceUnavailable, "too many EDHOC sessions in progress"))
-		resp.MaxAge = 5
+		resp.MaxAge = coap.MaxAge(5)
 		return resp
 	}
 	s.mu.Lock()
@@ -441,7 +441,7 @@ func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 			return busy() // the first copy is still being answered
 		}
 		s.resent.Add(1)
-		return &coap.Response{Code: codes.Changed, ContentFormat: CFEDHOC, Payload: m2, MaxAge: -1}
+		return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(CFEDHOC), Payload: m2}
 	}
 	if s.perSource[src] >= s.cfg.MaxSessionsPerSource {
 		s.evictLocked(func(h *hsState) bool { return h.src == src })
@@ -513,7 +513,7 @@ func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 	s.mu.Lock()
 	h.m2 = m2
 	s.mu.Unlock()
-	return &coap.Response{Code: codes.Changed, ContentFormat: CFEDHOC, Payload: m2, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(CFEDHOC), Payload: m2}
 }
 
 // addrOf returns the IP address of a peer address (zero when it has none).
@@ -661,10 +661,10 @@ func cfOpts(cf int) message.Options {
 }
 
 func toResponse(m *message.Message) *coap.Response {
-	resp := &coap.Response{Code: m.Code, ContentFormat: -1, MaxAge: -1, Payload: m.Payload}
+	resp := &coap.Response{Code: m.Code, Payload: m.Payload}
 	for _, o := range m.Options {
 		if o.ID == message.ContentFormat && len(o.Value) == 1 {
-			resp.ContentFormat = int(o.Value[0])
+			resp.ContentFormat = coap.CF(uint16(o.Value[0]))
 		}
 	}
 	return resp

@@ -2,35 +2,23 @@ package cli
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
-	"os"
-	"runtime/pprof"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/pion/dtls/v3"
-	pionelliptic "github.com/pion/dtls/v3/pkg/crypto/elliptic"
-
-	"coapca/client"
-	"coapca/coap"
-	"coapca/coap/dtlsconn"
-	"coapca/est"
+	"coapca/cmp"
+	"coapca/internal/bench"
 	"coapca/internal/config"
 )
+
+const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
+
+  est   EST-coaps enrollments and re-enrollments
+  cmp   CMP ir+certConf transactions over CoAP and HTTP
+  coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+
+Run 'coapca bench est -h' (etc.) for the flags.`
 
 const benchDescription = `Measure EST-coaps enrollment throughput against an in-process server.
 
@@ -41,372 +29,95 @@ database, fsync'd. Beside the results it prints floors measured in the same run 
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
 concurrency, and each result as a ratio to them.`
 
-type benchOpts struct {
-	devices, concurrency int
-	duration             time.Duration
-	blockSize            int
-	dataDir              string
-	cpuProfile           string
-	// EST-oscore comparison (bench_oscore.go): --oscore, --edhoc, --wire-samples.
-	oscore, edhoc bool
-	wireSamples   int
-}
+const benchCMPDescription = `Measure CMP enrollment throughput against an in-process server.
 
+Workers run complete Lightweight CMP transactions (ir, ip, certConf, pkiConf; RFC 9483 §4.1)
+for --duration over coap:// (RFC 9482) and then over http:// (RFC 9811), each worker with its
+own connection. Requests are MAC-protected with the demo secret (PasswordBasedMac,
+--iterations, HMAC-SHA256) or signed by per-worker device certificates (--protection
+signature); every answer is checked by the client. Each certificate is signed by the CA and
+recorded in the real SQLite database (fsync'd) before the answer goes out. Beside the results it
+prints the ECDSA P-256 floor measured in the same run on the same machine.`
+
+const benchCoAPDescription = `Measure the CoAP endpoint alone: full DTLS handshakes per second through coapca's
+listener, and small GETs per second over established DTLS sessions and over plain UDP, with
+--clients concurrent clients on this machine. Beside them it prints floors measured in the same
+run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
+second, and each result as a ratio to them.`
+
+// runBench is `coapca bench`: flags here, the measurements in internal/bench, against the
+// server that serve runs (startBenchServer).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "cmp" {
-		return benchCMP(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) > 0 && args[0] == "coap" {
-		return benchCoAP(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) == 0 || args[0] != "est" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stdout, "Usage: coapca bench est|cmp|coap [flags]\n\n  est   EST-coaps enrollments and re-enrollments\n  cmp   CMP ir+certConf transactions over CoAP and HTTP\n  coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP\n\nRun 'coapca bench est -h' (etc.) for the flags.")
-			return nil
-		}
-		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
-	}
-	var o benchOpts
-	fs := newFlagSet("bench est", "coapca bench est [flags]", benchDescription, stderr)
-	fs.IntVar(&o.devices, "devices", 200, "number of devices that enroll (each with a fresh DTLS handshake)")
-	fs.IntVar(&o.concurrency, "concurrency", 8, "devices working at once")
-	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long the re-enrollment phase and each floor measurement run")
-	fs.IntVar(&o.blockSize, "block-size", 1024, "CoAP block size the devices use")
-	fs.StringVar(&o.dataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
-	fs.BoolVar(&o.oscore, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
-	fs.BoolVar(&o.edhoc, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
-	fs.IntVar(&o.wireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	if o.devices < 1 || o.concurrency < 1 || o.duration <= 0 {
-		return usagef("--devices, --concurrency and --duration must be positive")
-	}
-	if o.oscore || o.edhoc {
-		rs, err := benchFrontDoors(ctx, o, stderr)
-		if err != nil {
-			return err
-		}
-		printFrontDoors(stdout, o, rs)
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, benchUsage)
 		return nil
 	}
-	res, err := benchEST(ctx, o, stderr)
-	if err != nil {
-		return err
+	if len(args) == 0 {
+		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
 	}
-	res.print(stdout, o)
-	return nil
-}
-
-type latencies []time.Duration
-
-func (l latencies) pct(p float64) time.Duration {
-	if len(l) == 0 {
-		return 0
-	}
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
-}
-
-type benchResult struct {
-	signs, verifies, rawHS   float64
-	enrolls, reenrolls       float64
-	enrollLat, reenrollLat   latencies
-	enrollErrs, reenrollErrs int64
-}
-
-func (r *benchResult) print(w io.Writer, o benchOpts) {
-	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd\n\n", o.devices, o.concurrency, o.blockSize)
-	fmt.Fprintf(w, "floor (same run)      ECDSA P-256 sign %8.0f/s   verify %8.0f/s   (one goroutine)\n", r.signs, r.verifies)
-	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8)\n\n", r.rawHS, o.concurrency)
-	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes   p50 %v  p99 %v  errors %d\n",
-		r.enrolls, 100*r.enrolls/r.rawHS, r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
-	fmt.Fprintf(w, "reenroll (kept session, /sren)      %8.0f/s  = %5.1f%% of ECDSA signs       p50 %v  p99 %v  errors %d\n",
-		r.reenrolls, 100*r.reenrolls/r.signs, r.reenrollLat.pct(.5).Round(10*time.Microsecond), r.reenrollLat.pct(.99).Round(10*time.Microsecond), r.reenrollErrs)
-}
-
-func benchEST(ctx context.Context, o benchOpts, progress io.Writer) (*benchResult, error) {
-	res := &benchResult{}
-	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
-
-	say("measuring ECDSA P-256 (%v each)", o.duration/2)
-	res.signs, res.verifies = ecdsaFloor(o.duration / 2)
-
-	dir := o.dataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "coapca-bench-")
-		if err != nil {
-			return nil, err
+	switch args[0] {
+	case "est":
+		var o bench.ESTOptions
+		fs := newFlagSet("bench est", "coapca bench est [flags]", benchDescription, stderr)
+		fs.IntVar(&o.Devices, "devices", 200, "number of devices that enroll (each with a fresh DTLS handshake)")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "devices working at once")
+		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long the re-enrollment phase and each floor measurement run")
+		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
+		fs.StringVar(&o.DataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
+		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
+		fs.BoolVar(&o.OSCORE, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
+		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
+		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
 		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
+		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
+			return usagef("--devices, --concurrency and --duration must be positive")
+		}
+		if o.OSCORE || o.EDHOC {
+			return bench.FrontDoors(ctx, startBenchServer, o, stdout, stderr)
+		}
+		return bench.EST(ctx, startBenchServer, o, stdout, stderr)
+	case "cmp":
+		var o bench.CMPOptions
+		fs := newFlagSet("bench cmp", "coapca bench cmp [flags]", benchCMPDescription, stderr)
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "transactions in flight at once (one client each)")
+		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long each transport and the floor measurement run")
+		fs.StringVar(&o.Protection, "protection", "mac", "request protection: mac (PasswordBasedMac) or signature (device certificates)")
+		fs.IntVar(&o.Iterations, "iterations", 500, "PasswordBasedMac iteration count (OpenSSL's default is 500)")
+		fs.StringVar(&o.DataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
+		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the transaction phases to this file (go tool pprof)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Concurrency < 1 || o.Duration <= 0 || o.Iterations < cmp.MinIterations {
+			return usagef("--concurrency and --duration must be positive, --iterations at least %d", cmp.MinIterations)
+		}
+		if o.Protection != "mac" && o.Protection != "signature" {
+			return usagef("--protection must be mac or signature")
+		}
+		return bench.CMP(ctx, startBenchServer, o, stdout, stderr)
+	case "coap":
+		var o bench.CoAPOptions
+		fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
+		fs.IntVar(&o.Clients, "clients", 8, "concurrent clients")
+		fs.DurationVar(&o.Duration, "duration", 3*time.Second, "how long each measurement runs")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Clients < 1 || o.Duration <= 0 {
+			return usagef("--clients and --duration must be positive")
+		}
+		return bench.CoAP(ctx, o, stdout, stderr)
 	}
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.Listen.CoAPS = "127.0.0.1:0"
-	cfg.Listen.CoAP = ""                       // EST-coaps only
-	cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
-	cfg.DTLS.MaxHalfOpen = 4 * o.concurrency
+	return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+}
+
+// startBenchServer starts the server that serve runs, without logs, for internal/bench.
+func startBenchServer(ctx context.Context, cfg config.Config) (*bench.Server, error) {
 	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
-
-	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.concurrency, o.duration/2)
-	device0 := s.data.DeviceCertificate()
-	res.rawHS, err = rawHandshakeFloor(ctx, s.data.ServerCertificate(), device0, s.data.ManufacturerCA, s.data.Root, o.concurrency, o.duration/2)
-	if err != nil {
-		return nil, fmt.Errorf("raw handshake floor: %w", err)
-	}
-
-	say("preparing %d device identities and CSRs", o.devices)
-	devs, err := makeDevices(s, o.devices)
-	if err != nil {
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(s.data.Root)
-	dial := func(ctx context.Context, id tls.Certificate) (*coap.Client, error) {
-		return coap.Dial(ctx, s.coapsURL, coap.ClientOptions{BlockSize: o.blockSize, DTLS: &dtlsconn.ClientConfig{
-			Certificates: []tls.Certificate{id}, RootCAs: roots, ServerName: "127.0.0.1"}})
-	}
-
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	say("phase 1: %d enrollments, each over a new DTLS session", o.devices)
-	var mu sync.Mutex
-	var next atomic.Int64
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range o.concurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(devs) || ctx.Err() != nil {
-					return
-				}
-				d := devs[i]
-				t0 := time.Now()
-				err := func() error {
-					c, err := dial(ctx, d.idevid)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
-					if err != nil {
-						return err
-					}
-					d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
-					return nil
-				}()
-				mu.Lock()
-				if err != nil {
-					res.enrollErrs++
-					if res.enrollErrs == 1 {
-						say("first enroll error: %v", err)
-					}
-				} else {
-					res.enrollLat = append(res.enrollLat, time.Since(t0))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	res.enrolls = float64(len(res.enrollLat)) / time.Since(start).Seconds()
-	if len(res.enrollLat) == 0 {
-		return nil, errors.New("no enrollment succeeded")
-	}
-
-	say("phase 2: re-enrollments over %d kept sessions for %v", o.concurrency, o.duration)
-	var ready []*benchDevice
-	for _, d := range devs {
-		if d.ldevid.Leaf != nil {
-			ready = append(ready, d)
-		}
-		if len(ready) == o.concurrency {
-			break
-		}
-	}
-	sessions := make([]*client.EST, len(ready))
-	for i, d := range ready {
-		c, err := dial(ctx, d.ldevid)
-		if err != nil {
-			return nil, fmt.Errorf("session with the new certificate: %w", err)
-		}
-		defer c.Close()
-		sessions[i] = client.NewEST(c, client.ESTOptions{})
-	}
-	deadline := time.Now().Add(o.duration)
-	start = time.Now()
-	for i, e := range sessions {
-		csr := ready[i].csr
-		wg.Go(func() {
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				_, err := e.Reenroll(ctx, csr)
-				mu.Lock()
-				if err != nil {
-					res.reenrollErrs++
-					if res.reenrollErrs == 1 {
-						say("first reenroll error: %v", err)
-					}
-				} else {
-					res.reenrollLat = append(res.reenrollLat, time.Since(t0))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	res.reenrolls = float64(len(res.reenrollLat)) / time.Since(start).Seconds()
-	return res, ctx.Err()
-}
-
-type benchDevice struct {
-	idevid tls.Certificate
-	key    *ecdsa.PrivateKey
-	csr    []byte
-	ldevid tls.Certificate
-}
-
-// makeDevices issues n IDevIDs from the demo manufacturer CA and a CSR for each.
-func makeDevices(s *server, n int) ([]*benchDevice, error) {
-	out := make([]*benchDevice, n)
-	for i := range out {
-		idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		serial := fmt.Sprintf("bench-%05d", i)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i) + 1000),
-			Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
-			NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, s.data.ManufacturerCA, idKey.Public(), s.data.ManufacturerKey)
-		if err != nil {
-			return nil, err
-		}
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		csr, err := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench-device"}}, key, "")
-		if err != nil {
-			return nil, err
-		}
-		out[i] = &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}
-	}
-	return out, nil
-}
-
-// ecdsaFloor measures P-256 signatures and verifications per second on one goroutine.
-func ecdsaFloor(d time.Duration) (signs, verifies float64) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := sha256.Sum256([]byte("coapca"))
-	var sig []byte
-	n, start := 0, time.Now()
-	for time.Since(start) < d {
-		sig, _ = ecdsa.SignASN1(rand.Reader, key, h[:])
-		n++
-	}
-	signs = float64(n) / time.Since(start).Seconds()
-	n, start = 0, time.Now()
-	for time.Since(start) < d {
-		ecdsa.VerifyASN1(&key.PublicKey, h[:], sig)
-		n++
-	}
-	return signs, float64(n) / time.Since(start).Seconds()
-}
-
-// rawHandshakeFloor runs full pion/dtls handshakes (the same suite, curve and mutual
-// certificate authentication as coapca) for d with conc clients and returns handshakes/s.
-func rawHandshakeFloor(ctx context.Context, srvCert, cliCert tls.Certificate, clientCA, serverRoot *x509.Certificate, conc int, d time.Duration) (float64, error) {
-	clientRoots := x509.NewCertPool()
-	clientRoots.AddCert(clientCA)
-	serverRoots := x509.NewCertPool()
-	serverRoots.AddCert(serverRoot)
-	suite := dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)
-	ems := dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)
-	curve := dtls.WithEllipticCurves(pionelliptic.P256)
-	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
-		suite, ems, curve, dtls.WithCertificates(srvCert), dtls.WithClientAuth(dtls.RequireAnyClientCert),
-		// Verify the client chain as the real server does: against the manufacturer CA.
-		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
-			leaf, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			_, err = leaf.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-			return err
-		}))
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if dc, ok := c.(*dtls.Conn); ok {
-					_ = dc.HandshakeContext(ctx)
-				}
-				_, _ = c.Read(make([]byte, 64))
-			}()
-		}
-	}()
-	addr := ln.Addr().(*net.UDPAddr)
-	var done atomic.Int64
-	var firstErr atomic.Value
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Go(func() {
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				// The device authenticates the server, as RFC 9148 §3 requires and our client does.
-				c, err := dtls.DialWithOptions("udp", addr, suite, ems, curve,
-					dtls.WithCertificates(cliCert), dtls.WithRootCAs(serverRoots), dtls.WithServerName("127.0.0.1"))
-				if err == nil {
-					hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					err = c.HandshakeContext(hctx)
-					cancel()
-					c.Close()
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					continue
-				}
-				done.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if done.Load() == 0 {
-		if e, ok := firstErr.Load().(error); ok {
-			return 0, e
-		}
-		return 0, errors.New("no handshake completed")
-	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	return &bench.Server{CoAPS: s.coapsURL, CoAP: s.coapURL, HTTP: s.httpURL, Data: s.data, Close: s.Close}, nil
 }

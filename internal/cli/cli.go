@@ -13,7 +13,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Version is the program version, printed by `coapca version`.
@@ -136,27 +135,6 @@ func subcommand(group string, args []string, usage string, stdout io.Writer, val
 		return "", usagef("unknown %s command %q (see 'coapca %s help')", group, args[0], group)
 	}
 	return args[0], nil
-}
-
-// parseClientFlags parses a client command's flags (no positional arguments allowed),
-// requires --server and returns ctx bounded by --timeout (default: --wait plus a minute).
-// server, wait and timeout point at the flag variables, read after parsing.
-func parseClientFlags(ctx context.Context, fs *flag.FlagSet, args []string, server *string, wait, timeout *time.Duration) (context.Context, context.CancelFunc, error) {
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if *server == "" {
-		return nil, nil, usagef("--server is required")
-	}
-	d := *timeout
-	if d == 0 {
-		d = *wait + time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	return ctx, cancel, nil
 }
 
 // parseInterspersed parses flags that may come before or after positional arguments

@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"coapca/client"
@@ -59,14 +55,12 @@ Run 'coapca cmp COMMAND -h' for the flags.
 `
 
 type cmpFlags struct {
-	server, ref, secret, secretFile, cert, key, trust, label string
-	srvcert                                                  string
-	subject, keyOut, out, keyType, csr, oldcert, caOut       string
-	newKey                                                   string
-	sans, info                                               stringList
-	reason, blockSize                                        int
-	pbmac1, implicit, insecure                               bool
-	wait, timeout                                            time.Duration
+	clientFlags
+	ref, secret, secretFile, label  string
+	srvcert, oldcert, caOut, newKey string
+	info                            stringList
+	reason                          int
+	pbmac1, implicit                bool
 }
 
 func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -76,33 +70,31 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var f cmpFlags
 	fs := newFlagSet("cmp "+cmd, "coapca cmp "+cmd+" --server URL [flags]", cmpUsage, stderr)
-	fs.StringVar(&f.server, "server", "", "CMP server URL: coap://, coaps://, http:// or https://HOST[:PORT][/PATH] (required)")
+	f.register(fs, clientHelp{
+		server:    "CMP server URL: coap://, coaps://, http:// or https://HOST[:PORT][/PATH] (required)",
+		cert:      "signature protection: certificate (PEM, chain allowed); for coaps:// also the DTLS identity",
+		trust:     "trust anchors (PEM) for the server's CMP signer and DTLS certificate, e.g. coapca-data/ca.pem",
+		insecure:  "do not check answers, issued certificates and the DTLS server (testing only)",
+		blockSize: "CoAP block size: 16 ... 1024",
+		wait:      "how long to keep polling a request that waits for approval",
+	})
 	fs.StringVar(&f.ref, "ref", "", "MAC protection: reference of the shared secret (senderKID), e.g. demo")
 	fs.StringVar(&f.secret, "secret", "", "MAC protection: the shared secret (prefer --secret-file)")
 	fs.StringVar(&f.secretFile, "secret-file", "", "MAC protection: file holding the shared secret (e.g. coapca-data/demo/cmp-secret)")
 	fs.BoolVar(&f.pbmac1, "pbmac1", false, "MAC protection with PBMAC1 (RFC 9481 §6.1.2) instead of PasswordBasedMac")
-	fs.StringVar(&f.cert, "cert", "", "signature protection: certificate (PEM, chain allowed); for coaps:// also the DTLS identity")
-	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
-	fs.StringVar(&f.trust, "trust", "", "trust anchors (PEM) for the server's CMP signer and DTLS certificate, e.g. coapca-data/ca.pem")
 	fs.StringVar(&f.srvcert, "srvcert", "", "the CMP signer to expect (PEM): only answers signed by exactly this certificate are accepted (like openssl cmp -srvcert)")
-	fs.BoolVar(&f.insecure, "insecure", false, "do not check answers, issued certificates and the DTLS server (testing only)")
 	fs.StringVar(&f.label, "label", "", "certificate profile, sent as certProfile (RFC 9483 §3.1)")
-	fs.IntVar(&f.blockSize, "block-size", 1024, "CoAP block size: 16 ... 1024")
-	fs.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to keep polling a request that waits for approval")
-	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long in all (default: --wait plus 1m)")
 	switch cmd {
 	case "ir", "cr", "p10cr", "kur":
-		fs.StringVar(&f.subject, "subject", "", "subject, e.g. CN=dev-1,O=Acme (kur: default the old certificate's)")
-		fs.Var(&f.sans, "san", "subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable)")
-		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
-		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
+		f.registerEnroll(fs, "subject, e.g. CN=dev-1,O=Acme (kur: default the old certificate's)",
+			"subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable)")
 		fs.StringVar(&f.newKey, "newkey", "", "certify this existing private key (PEM) instead of generating one")
-		fs.StringVar(&f.out, "out", "", "write the certificate here as PEM (default stdout)")
+		f.registerOut(fs, "write the certificate here as PEM (default stdout)")
 		fs.StringVar(&f.caOut, "ca-out", "", "write the CA certificates of the issued certificate's validated chain here as PEM")
 		fs.BoolVar(&f.implicit, "implicit-confirm", false, "ask the server to skip certConf (implicitConfirm)")
 	case "genm":
 		fs.Var(&f.info, "info", "what to ask for: cacerts, rootupdate, template, crls (repeatable; default cacerts)")
-		fs.StringVar(&f.out, "out", "", "write certificates / CRLs here as PEM (default stdout)")
+		f.registerOut(fs, "write certificates / CRLs here as PEM (default stdout)")
 	}
 	if cmd == "p10cr" {
 		fs.StringVar(&f.csr, "csr", "", "send this PKCS#10 CSR (PEM or DER) instead of making one")
@@ -113,7 +105,7 @@ func runCMP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "rr" {
 		fs.IntVar(&f.reason, "reason", -1, "CRL reason code (RFC 5280 §5.3.1): 0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation ...; -1 none")
 	}
-	ctx, cancel, err := parseClientFlags(ctx, fs, args[1:], &f.server, &f.wait, &f.timeout)
+	ctx, cancel, err := f.parse(ctx, fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -191,16 +183,9 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 			}
 			fmt.Fprintln(stderr, msg)
 		}}
-	var pair *tls.Certificate
-	if f.cert != "" || f.key != "" {
-		if f.cert == "" || f.key == "" {
-			return nil, nil, usagef("--cert and --key go together")
-		}
-		p, err := tls.LoadX509KeyPair(f.cert, f.key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("signature identity: %w", err)
-		}
-		pair = &p
+	pair, err := f.identity("signature identity")
+	if err != nil {
+		return nil, nil, err
 	}
 	secret := []byte(f.secret)
 	if f.secretFile != "" {
@@ -222,7 +207,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 			opts.Protection = &cmp.PBMProtection{Secret: secret, Reference: []byte(f.ref)}
 		}
 	case pair != nil:
-		chain, err := parseChain(pair.Certificate)
+		chain, err := client.ParseChain(pair.Certificate)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -238,11 +223,6 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 		if _, sig := opts.Protection.(*cmp.SignatureProtection); sig {
 			return nil, nil, usagef("--trust FILE (or --srvcert FILE) is required to check the server's signed answers (e.g. coapca-data/ca.pem)")
 		}
-	}
-	switch f.blockSize {
-	case 16, 32, 64, 128, 256, 512, 1024:
-	default:
-		return nil, nil, usagef("--block-size %d: want 16, 32, 64, 128, 256, 512 or 1024", f.blockSize)
 	}
 	to := client.CMPTransportOptions{BlockSize: f.blockSize}
 	switch u.Scheme {
@@ -263,11 +243,7 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	case "https":
 		tc := &tls.Config{InsecureSkipVerify: f.insecure}
 		if len(anchors) > 0 {
-			pool := x509.NewCertPool()
-			for _, a := range anchors {
-				pool.AddCert(a)
-			}
-			tc.RootCAs = pool
+			tc.RootCAs = client.Pool(anchors)
 		}
 		to.TLS = tc
 	}
@@ -294,24 +270,13 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 		if newKey, err = f.certifiedKey(); err != nil {
 			return err
 		}
-		var tmpl cmp.CertTemplate
-		if f.subject != "" {
-			name, err := parseDN(f.subject)
-			if err != nil {
-				return usagef("--subject: %v", err)
-			}
-			if err := tmpl.SetSubject(name); err != nil {
-				return err
-			}
-		} else if cmd != "kur" {
-			return usagef("--subject is required (e.g. --subject CN=device-1)")
+		req, rerr := f.certRequest(nil, cmd != "kur")
+		if rerr != nil {
+			return rerr
 		}
-		if len(f.sans) > 0 {
-			ext, err := sanExtension(f.sans)
-			if err != nil {
-				return err
-			}
-			tmpl.Extensions = append(tmpl.Extensions, ext)
+		tmpl, terr := client.NewCertTemplate(newKey, req)
+		if terr != nil {
+			return terr
 		}
 		switch cmd {
 		case "ir":
@@ -333,10 +298,9 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 		newKey = nil // the caller has it
 	}
 	if newKey != nil && f.keyOut != "" {
-		if err := kms.WriteKeyFile(f.keyOut, newKey); err != nil {
+		if err := f.writeKey(newKey, stderr); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
 	} else if newKey != nil {
 		fmt.Fprintln(stderr, "warning: no --key-out: the new private key is not saved")
 	}
@@ -365,24 +329,17 @@ func (f *cmpFlags) certifiedKey() (crypto.Signer, error) {
 	if f.newKey != "" {
 		return kms.LoadKeyFile(f.newKey)
 	}
-	k, err := kms.GenerateKey(f.keyType)
-	if err != nil {
-		return nil, usagef("--key-type: %v", err)
-	}
-	return k, nil
+	return f.generateKey()
 }
 
 // cmpCSR reads --csr or makes a CSR from --subject/--san with a new key.
 func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	if f.csr != "" {
-		b, err := os.ReadFile(f.csr)
+		der, err := f.readCSR()
 		if err != nil {
 			return nil, nil, err
 		}
-		if blk, _ := pem.Decode(b); blk != nil {
-			b = blk.Bytes
-		}
-		csr, err := x509.ParseCertificateRequest(b)
+		csr, err := x509.ParseCertificateRequest(der)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--csr: %w", err)
 		}
@@ -391,59 +348,20 @@ func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	if f.subject == "" {
 		return nil, nil, usagef("--subject or --csr is required")
 	}
-	name, err := parseDN(f.subject)
+	req, err := f.certRequest(nil, true)
 	if err != nil {
-		return nil, nil, usagef("--subject: %v", err)
-	}
-	tmpl := &x509.CertificateRequest{Subject: name}
-	if err := addSANs(tmpl, f.sans); err != nil {
 		return nil, nil, err
 	}
 	key, err := f.certifiedKey()
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	der, err := client.NewCSR(key, req, "")
 	if err != nil {
 		return nil, nil, err
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	return csr, key, err
-}
-
-// sanExtension encodes --san values as a subjectAltName extension for the CertTemplate.
-func sanExtension(sans []string) (pkix.Extension, error) {
-	var t x509.CertificateRequest
-	if err := addSANs(&t, sans); err != nil {
-		return pkix.Extension{}, err
-	}
-	var raw []asn1.RawValue
-	for _, e := range t.EmailAddresses {
-		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, Bytes: []byte(e)})
-	}
-	for _, d := range t.DNSNames {
-		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(d)})
-	}
-	for _, u := range t.URIs {
-		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u.String())})
-	}
-	for _, ip := range t.IPAddresses {
-		b := ip.To4()
-		if b == nil {
-			b = ip.To16()
-		}
-		raw = append(raw, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 7, Bytes: b})
-	}
-	v, err := asn1.Marshal(raw)
-	if err != nil {
-		return pkix.Extension{}, err
-	}
-	return pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: v}, nil
-}
-
-var genmInfo = map[string]asn1.ObjectIdentifier{
-	"cacerts": cmp.OIDITCACerts, "rootupdate": cmp.OIDITRootCAKeyUpdate,
-	"template": cmp.OIDITCertReqTemplate, "crls": cmp.OIDITCRLStatusList,
 }
 
 func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.Writer) error {
@@ -457,22 +375,9 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 	if len(f.info) == 0 {
 		f.info = stringList{"cacerts"}
 	}
-	var itavs []cmp.InfoTypeAndValue
-	for _, n := range f.info {
-		oid, ok := genmInfo[strings.ToLower(n)]
-		if !ok {
-			return usagef("--info %q: want cacerts, rootupdate, template or crls", n)
-		}
-		it := cmp.InfoTypeAndValue{Type: oid}
-		if oid.Equal(cmp.OIDITCRLStatusList) {
-			// RFC 9483 §4.3.4: name the CRL source; we have none cached, so ask for any.
-			v, err := cmp.MarshalCRLStatusList([]cmp.CRLStatus{{Issuer: []cmp.GeneralName{cmp.NullDN()}}})
-			if err != nil {
-				return err
-			}
-			it.Value = v
-		}
-		itavs = append(itavs, it)
+	itavs, err := client.GenMRequest(f.info...)
+	if err != nil {
+		return usagef("--info %v", err)
 	}
 	got, err := c.GenM(ctx, itavs...)
 	if err != nil {

@@ -4,29 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"coapca/client"
-	"coapca/coap"
-	"coapca/coap/dtlsconn"
-	"coapca/est"
 	"coapca/internal/pemfile"
 	"coapca/kms"
+	"coapca/oscore"
 )
 
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
@@ -55,16 +47,12 @@ Run 'coapca est COMMAND -h' for the flags.
 `
 
 type estFlags struct {
-	server, cert, key, trust, explicitTA  string
-	subject, keyOut, out, accept, csrFile string
-	keyType                               string
-	sans                                  stringList
-	blockSize                             int
-	pop, reuseKey, insecure               bool
-	wait, timeout                         time.Duration
-	oscoreFile                            string
-	edhoc, edhocSeparate                  bool
-	taFingerprint                         string
+	clientFlags
+	explicitTA, accept   string
+	pop, reuseKey        bool
+	oscoreFile           string
+	edhoc, edhocSeparate bool
+	taFingerprint        string
 
 	// Set by dialEST: the session's channel-binding value for --pop, the server's
 	// authenticated chain, and the name it was authenticated for ("" when the session
@@ -84,26 +72,24 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var f estFlags
 	fs := newFlagSet("est "+cmd, "coapca est "+cmd+" --server coaps://HOST[:PORT][/LABEL] [flags]", estUsage, stderr)
-	fs.StringVar(&f.server, "server", "", "EST server URL: coaps://host[:port][/label], or coap://… with --oscore or --edhoc (required)")
+	f.register(fs, clientHelp{
+		server:    "EST server URL: coaps://host[:port][/label], or coap://… with --oscore or --edhoc (required)",
+		cert:      "client certificate (PEM; chain allowed): the IDevID, or for reenroll the certificate to renew",
+		trust:     "implicit trust anchors (PEM) that authenticate the server",
+		insecure:  "do not authenticate the server (bootstrapping only; RFC 7030 §4.1.1 provisional trust)",
+		blockSize: "CoAP block size: 16, 32, 64, 128, 256, 512 or 1024",
+		wait:      "how long to keep retrying a pending request (5.03 + Max-Age)",
+	})
+	f.registerOut(fs, "write the certificate(s) here as PEM (default stdout)")
 	fs.StringVar(&f.oscoreFile, "oscore", "", "coap://: protect with this pre-shared OSCORE context (YAML, client's side)")
 	fs.BoolVar(&f.edhoc, "edhoc", false, "coap://: key OSCORE with EDHOC, authenticated with --cert/--key")
 	fs.BoolVar(&f.edhocSeparate, "edhoc-separate", false, "with --edhoc: send message_3 on its own, not in the first OSCORE request (RFC 9668)")
-	fs.StringVar(&f.cert, "cert", "", "client certificate (PEM; chain allowed): the IDevID, or for reenroll the certificate to renew")
-	fs.StringVar(&f.key, "key", "", "private key of --cert (PEM)")
-	fs.StringVar(&f.trust, "trust", "", "implicit trust anchors (PEM) that authenticate the server")
 	fs.StringVar(&f.explicitTA, "explicit-ta", "", "explicit trust anchor database (PEM): used instead of --trust when it exists; cacerts updates it")
-	fs.BoolVar(&f.insecure, "insecure", false, "do not authenticate the server (bootstrapping only; RFC 7030 §4.1.1 provisional trust)")
-	fs.StringVar(&f.out, "out", "", "write the certificate(s) here as PEM (default stdout)")
 	fs.StringVar(&f.accept, "accept", "pkcs7", "certificate format to ask for: pkcs7 (281) or cert (287)")
-	fs.IntVar(&f.blockSize, "block-size", 1024, "CoAP block size: 16, 32, 64, 128, 256, 512 or 1024")
-	fs.DurationVar(&f.wait, "wait", 10*time.Minute, "how long to keep retrying a pending request (5.03 + Max-Age)")
-	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long in all (default: --wait plus 1m)")
 	if cmd == "enroll" || cmd == "reenroll" || cmd == "serverkeygen" {
-		fs.StringVar(&f.subject, "subject", "", "subject of the CSR, e.g. CN=dev-1,O=Acme (reenroll: default the current certificate's)")
-		fs.Var(&f.sans, "san", "subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable; a bare value is a DNS name)")
-		fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
-		fs.StringVar(&f.csrFile, "csr", "", "send this CSR (DER or PEM) instead of making one")
-		fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
+		f.registerEnroll(fs, "subject of the CSR, e.g. CN=dev-1,O=Acme (reenroll: default the current certificate's)",
+			"subjectAltName: dns:NAME, ip:ADDR, email:ADDR, uri:URI (repeatable; a bare value is a DNS name)")
+		fs.StringVar(&f.csr, "csr", "", "send this CSR (DER or PEM) instead of making one")
 		fs.BoolVar(&f.pop, "pop", false, "link the CSR to the session: challengePassword = tls-unique (RFC 9148 §3, RFC 7030 §3.5) or edhoc-unique")
 	}
 	if cmd == "cacerts" {
@@ -113,7 +99,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
-	ctx, cancel, err := parseClientFlags(ctx, fs, args[1:], &f.server, &f.wait, &f.timeout)
+	ctx, cancel, err := f.parse(ctx, fs, args[1:])
 	if err != nil {
 		return err
 	}
@@ -208,10 +194,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if newKey != nil && f.keyOut != "" {
-			if err := kms.WriteKeyFile(f.keyOut, newKey); err != nil {
+			if err := f.writeKey(newKey, stderr); err != nil {
 				return err
 			}
-			fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
 		}
 		fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s)\n", cert.Subject, cert.SerialNumber, cert.NotAfter.Format(time.RFC3339))
 		return writeCerts(f.out, stdout, cert)
@@ -238,8 +223,8 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // dialEST opens the association (DTLS, or UDP with an OSCORE layer) and wraps it in the EST
-// client.
-func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, *client.EST, error) {
+// client. It sets f.binding and f.serverChain.
+func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*client.ESTConn, *client.EST, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || u.Host == "" {
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
@@ -264,48 +249,29 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*coap.Client, 
 	if err != nil {
 		return nil, nil, usagef("--accept: %v", err)
 	}
-	switch f.blockSize {
-	case 16, 32, 64, 128, 256, 512, 1024:
-	default:
-		return nil, nil, usagef("--block-size %d: want 16, 32, 64, 128, 256, 512 or 1024", f.blockSize)
-	}
-	var pair *tls.Certificate
-	if f.cert != "" || f.key != "" {
-		if f.cert == "" || f.key == "" {
-			return nil, nil, usagef("--cert and --key go together")
-		}
-		p, err := tls.LoadX509KeyPair(f.cert, f.key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("client identity: %w", err)
-		}
-		pair = &p
+	pair, err := f.identity("client identity")
+	if err != nil {
+		return nil, nil, err
 	}
 	verify, err := serverVerifier(f, u.Hostname(), stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	var c *coap.Client
-	if u.Scheme == "coaps" {
-		// The server is checked by verify alone (pion's own check cannot replace it: it
-		// knows neither id-kp-cmcRA nor intermediate CAs among the anchors).
-		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: verify}
-		if pair != nil {
-			dc.Certificates = []tls.Certificate{*pair}
-		}
-		if c, err = coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: f.blockSize}); err != nil {
+	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate}
+	if f.oscoreFile != "" {
+		if o.OSCORE, err = loadClientOSCORE(f.oscoreFile); err != nil {
 			return nil, nil, err
 		}
-		f.serverChain = func() []*x509.Certificate { return c.Peer().Certificates }
-		f.binding = func(context.Context) ([]byte, error) {
-			if tu := c.Peer().TLSUnique(); len(tu) > 0 {
-				return tu, nil
-			}
-			return nil, errors.New("the DTLS session has no tls-unique value")
-		}
-	} else if c, err = dialOSCORE(ctx, f, u, pair, verify); err != nil {
+	}
+	if f.edhoc && pair == nil {
+		return nil, nil, usagef("--edhoc needs --cert and --key (the device's identity)")
+	}
+	c, err := client.DialEST(ctx, f.server, o)
+	if err != nil {
 		return nil, nil, err
 	}
-	ec := client.NewEST(c, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
+	f.binding, f.serverChain = c.ChannelBinding, c.ServerChain
+	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
 		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
 		if p.Diagnostic != "" {
 			msg += ": " + p.Diagnostic
@@ -377,44 +343,21 @@ func parseFingerprint(s string) ([]byte, error) {
 
 // buildCSR returns the CSR to send and, when it made one, the new key.
 func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certificate) ([]byte, crypto.Signer, error) {
-	if f.csrFile != "" {
-		b, err := os.ReadFile(f.csrFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		if blk, _ := pem.Decode(b); blk != nil {
-			b = blk.Bytes
-		}
-		return b, nil, nil
+	if f.csr != "" {
+		b, err := f.readCSR()
+		return b, nil, err
 	}
-	tmpl := &x509.CertificateRequest{}
-	switch {
-	case f.subject != "":
-		name, err := parseDN(f.subject)
-		if err != nil {
-			return nil, nil, usagef("--subject: %v", err)
-		}
-		tmpl.Subject = name
-	case identity != nil:
-		tmpl.RawSubject = identity.RawSubject
-	default:
-		return nil, nil, usagef("--subject is required (e.g. --subject CN=device-1)")
-	}
-	if len(f.sans) > 0 {
-		if err := addSANs(tmpl, f.sans); err != nil {
-			return nil, nil, err
-		}
-	} else if identity != nil {
-		tmpl.DNSNames, tmpl.IPAddresses, tmpl.EmailAddresses, tmpl.URIs = identity.DNSNames, identity.IPAddresses, identity.EmailAddresses, identity.URIs
+	req, err := f.certRequest(identity, true)
+	if err != nil {
+		return nil, nil, err
 	}
 	var key crypto.Signer
-	var err error
 	if cmd == "reenroll" && f.reuseKey {
 		if key, err = kms.LoadKeyFile(f.key); err != nil {
 			return nil, nil, err
 		}
-	} else if key, err = kms.GenerateKey(f.keyType); err != nil {
-		return nil, nil, usagef("--key-type: %v", err)
+	} else if key, err = f.generateKey(); err != nil {
+		return nil, nil, err
 	}
 	pw := ""
 	if f.pop {
@@ -424,7 +367,7 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 		}
 		pw = base64.StdEncoding.EncodeToString(cb)
 	}
-	csr, err := est.CreateCSR(rand.Reader, tmpl, key, pw)
+	csr, err := client.NewCSR(key, req, pw)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -434,80 +377,17 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 	return csr, key, nil
 }
 
-// parseDN parses "CN=x,O=y,serialNumber=z" (RFC 4514 subset: no escaped commas).
-func parseDN(s string) (pkix.Name, error) {
-	var n pkix.Name
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || v == "" {
-			return n, fmt.Errorf("%q is not TYPE=value", part)
-		}
-		switch strings.ToLower(k) {
-		case "cn":
-			n.CommonName = v
-		case "o":
-			n.Organization = append(n.Organization, v)
-		case "ou":
-			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
-		case "c":
-			n.Country = append(n.Country, v)
-		case "l":
-			n.Locality = append(n.Locality, v)
-		case "st":
-			n.Province = append(n.Province, v)
-		case "serialnumber":
-			n.SerialNumber = v
-		default:
-			return n, fmt.Errorf("unsupported attribute %q (CN, O, OU, C, L, ST, serialNumber)", k)
-		}
+// loadClientOSCORE reads the pre-shared context of --oscore (the client's side).
+func loadClientOSCORE(path string) (*oscore.Context, error) {
+	_, p, err := loadOSCOREContext(path)
+	if err != nil {
+		return nil, err
 	}
-	return n, nil
-}
-
-func addSANs(t *x509.CertificateRequest, sans []string) error {
-	for _, s := range sans {
-		typ, v, ok := strings.Cut(s, ":")
-		if !ok || strings.Contains(typ, "/") {
-			typ, v = "dns", s
-		}
-		switch strings.ToLower(typ) {
-		case "dns":
-			t.DNSNames = append(t.DNSNames, v)
-		case "ip":
-			ip := net.ParseIP(v)
-			if ip == nil {
-				return usagef("--san %q: bad IP address", s)
-			}
-			t.IPAddresses = append(t.IPAddresses, ip)
-		case "email":
-			t.EmailAddresses = append(t.EmailAddresses, v)
-		case "uri":
-			u, err := url.Parse(v)
-			if err != nil {
-				return usagef("--san %q: %v", s, err)
-			}
-			t.URIs = append(t.URIs, u)
-		default:
-			return usagef("--san %q: type must be dns, ip, email or uri", s)
-		}
+	// RFC 8613 Appendix B.1.1: never reuse a nonce across runs of the client.
+	p.SequenceStore = oscore.NewFileSequenceStore(path+".seq", 0)
+	octx, err := oscore.NewContext(p)
+	if err != nil {
+		return nil, fmt.Errorf("oscore context %s: %w", path, err)
 	}
-	return nil
-}
-
-func parseChain(raw [][]byte) ([]*x509.Certificate, error) { return client.ParseChain(raw) }
-
-// writeCerts writes certs as PEM to path, or to w when path is "".
-func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
-	var b strings.Builder
-	for _, c := range certs {
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	if path == "" {
-		_, err := io.WriteString(w, b.String())
-		return err
-	}
-	if err := kms.WriteFileAtomic(path, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	return nil
+	return octx, nil
 }

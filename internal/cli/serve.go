@@ -42,17 +42,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	switch *coaps {
-	case "":
-	case "off":
-		cfg.Listen.CoAPS = ""
-	default:
-		cfg.Listen.CoAPS = *coaps
-	}
 	for _, o := range []struct {
 		flag string
 		dst  *string
-	}{{*coapAddr, &cfg.Listen.CoAP}, {*httpAddr, &cfg.Listen.HTTP}} {
+	}{{*coaps, &cfg.Listen.CoAPS}, {*coapAddr, &cfg.Listen.CoAP}, {*httpAddr, &cfg.Listen.HTTP}} {
 		switch o.flag {
 		case "":
 		case "off":

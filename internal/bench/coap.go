@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -22,23 +22,18 @@ import (
 	"coapca/internal/datadir"
 )
 
-const benchCoAPDescription = `Measure the CoAP endpoint alone: full DTLS handshakes per second through coapca's
-listener, and small GETs per second over established DTLS sessions and over plain UDP, with
---clients concurrent clients on this machine. Beside them it prints floors measured in the same
-run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
-second, and each result as a ratio to them.`
+// CoAPOptions configure CoAP.
+type CoAPOptions struct {
+	Clients  int
+	Duration time.Duration
+}
 
-func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
-	clients := fs.Int("clients", 8, "concurrent clients")
-	dur := fs.Duration("duration", 3*time.Second, "how long each measurement runs")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *clients < 1 || *dur <= 0 {
-		return usagef("--clients and --duration must be positive")
-	}
-	say := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
+// CoAP measures the CoAP endpoint alone: full DTLS handshakes per second through coapca's
+// listener, and small GETs per second over established DTLS sessions and over plain UDP,
+// beside the raw pion/dtls and ECDSA P-256 floors; it prints the results to w and its progress
+// to progress.
+func CoAP(ctx context.Context, o CoAPOptions, w, progress io.Writer) error {
+	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "coapca-bench-")
 	if err != nil {
 		return err
@@ -53,10 +48,10 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	mfr := x509.NewCertPool()
 	mfr.AddCert(d.ManufacturerCA)
 
-	say("measuring ECDSA P-256 (%v each)", *dur/2)
-	signs, verifies := ecdsaFloor(*dur / 2)
-	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", *clients, *dur)
-	raw, err := rawHandshakeFloor(ctx, d.ServerCertificate(), d.DeviceCertificate(), d.ManufacturerCA, d.Root, *clients, *dur)
+	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
+	signs, verifies := ecdsaFloor(o.Duration / 2)
+	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Clients, o.Duration)
+	raw, err := rawHandshakeFloor(ctx, d.ServerCertificate(), d.DeviceCertificate(), d.ManufacturerCA, d.Root, o.Clients, o.Duration)
 	if err != nil {
 		return fmt.Errorf("raw handshakes: %w", err)
 	}
@@ -69,7 +64,7 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer srv.Close()
 	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
 		Certificates: []tls.Certificate{d.ServerCertificate()}, ClientAuth: dtlsconn.RequireClientCert,
-		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: 4 * *clients,
+		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: 4 * o.Clients,
 	})
 	if err != nil {
 		return err
@@ -85,9 +80,9 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	// The listener's rate is measured with the same pion client as the floor, so that the
 	// ratio isolates the server; coapca's own client (which also recomputes tls-unique) next.
-	say("measuring handshakes through coapca's listener (pion client, %d concurrent, %v)", *clients, *dur)
+	say("measuring handshakes through coapca's listener (pion client, %d concurrent, %v)", o.Clients, o.Duration)
 	laddr := l.Addr().(*net.UDPAddr)
-	hs, err := loop(ctx, *clients, *dur, func(int) error {
+	hs, err := loop(ctx, o.Clients, o.Duration, func(int) error {
 		c, err := dtls.DialWithOptions("udp", laddr, dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
 			dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret), dtls.WithEllipticCurves(pionelliptic.P256),
 			dtls.WithCertificates(d.DeviceCertificate()), dtls.WithRootCAs(roots), dtls.WithServerName("127.0.0.1"))
@@ -105,8 +100,8 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("handshakes: %w", err)
 	}
-	say("measuring handshakes of coapca's client with coapca's listener (%d concurrent, %v)", *clients, *dur)
-	hsOurs, err := loop(ctx, *clients, *dur, func(int) error {
+	say("measuring handshakes of coapca's client with coapca's listener (%d concurrent, %v)", o.Clients, o.Duration)
+	hsOurs, err := loop(ctx, o.Clients, o.Duration, func(int) error {
 		c, err := dtlsconn.Dial(ctx, "udp", l.Addr().String(), *dtlsCfg)
 		if err != nil {
 			return err
@@ -118,7 +113,7 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 
 	gets := func(url string, opts coap.ClientOptions) (float64, error) {
-		cs := make([]*coap.Client, *clients)
+		cs := make([]*coap.Client, o.Clients)
 		for i := range cs {
 			c, err := coap.Dial(ctx, url, opts)
 			if err != nil {
@@ -127,29 +122,29 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			defer c.Close()
 			cs[i] = c
 		}
-		return loop(ctx, *clients, *dur, func(i int) error {
-			_, err := cs[i].Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/ping", ContentFormat: -1, Accept: -1})
+		return loop(ctx, o.Clients, o.Duration, func(i int) error {
+			_, err := cs[i].Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/ping"})
 			return err
 		})
 	}
-	say("measuring GETs over %d established DTLS sessions (%v)", *clients, *dur)
+	say("measuring GETs over %d established DTLS sessions (%v)", o.Clients, o.Duration)
 	dtlsGets, err := gets(coapsURL, coap.ClientOptions{DTLS: dtlsCfg})
 	if err != nil {
 		return fmt.Errorf("GETs over DTLS: %w", err)
 	}
-	say("measuring GETs from %d plain UDP clients (%v)", *clients, *dur)
+	say("measuring GETs from %d plain UDP clients (%v)", o.Clients, o.Duration)
 	udpGets, err := gets(coapURL, coap.ClientOptions{})
 	if err != nil {
 		return fmt.Errorf("GETs over UDP: %w", err)
 	}
 
-	fmt.Fprintf(stdout, "coapca bench coap: %d concurrent clients, client and server on this machine\n\n", *clients)
-	fmt.Fprintf(stdout, "floor (same run)   ECDSA P-256 sign %8.0f/s  verify %8.0f/s (one goroutine)\n", signs, verifies)
-	fmt.Fprintf(stdout, "                   raw pion DTLS handshakes %8.0f/s (both chains verified, CCM_8)\n\n", raw)
-	fmt.Fprintf(stdout, "DTLS handshakes, pion client → coapca listener    %8.0f/s  = %5.1f%% of raw pion\n", hs, 100*hs/raw)
-	fmt.Fprintf(stdout, "DTLS handshakes, coapca client → coapca listener  %8.0f/s  = %5.1f%% of raw pion\n", hsOurs, 100*hsOurs/raw)
-	fmt.Fprintf(stdout, "GET over established DTLS sessions                %8.0f/s  = %5.2f per ECDSA sign\n", dtlsGets, dtlsGets/signs)
-	fmt.Fprintf(stdout, "GET over plain UDP                                %8.0f/s  = %5.2f per ECDSA sign (%.2f× DTLS)\n", udpGets, udpGets/signs, udpGets/dtlsGets)
+	fmt.Fprintf(w, "coapca bench coap: %d concurrent clients, client and server on this machine\n\n", o.Clients)
+	fmt.Fprintf(w, "floor (same run)   ECDSA P-256 sign %8.0f/s  verify %8.0f/s (one goroutine)\n", signs, verifies)
+	fmt.Fprintf(w, "                   raw pion DTLS handshakes %8.0f/s (both chains verified, CCM_8)\n\n", raw)
+	fmt.Fprintf(w, "DTLS handshakes, pion client → coapca listener    %8.0f/s  = %5.1f%% of raw pion\n", hs, 100*hs/raw)
+	fmt.Fprintf(w, "DTLS handshakes, coapca client → coapca listener  %8.0f/s  = %5.1f%% of raw pion\n", hsOurs, 100*hsOurs/raw)
+	fmt.Fprintf(w, "GET over established DTLS sessions                %8.0f/s  = %5.2f per ECDSA sign\n", dtlsGets, dtlsGets/signs)
+	fmt.Fprintf(w, "GET over plain UDP                                %8.0f/s  = %5.2f per ECDSA sign (%.2f× DTLS)\n", udpGets, udpGets/signs, udpGets/dtlsGets)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,27 +24,37 @@ import (
 	"coapca/oscore"
 )
 
-// benchFrontDoors compares EST enrollment over EST-coaps (a new DTLS session per enrollment),
-// EST-oscore with a pre-shared context (--oscore) and EST-oscore keyed by EDHOC with the
-// combined request (--edhoc), against one server in one run: enrollments per second with
-// o.concurrency devices at once, and the bytes and datagrams on the wire per enrollment, counted
-// by a UDP relay over o.wireSamples sequential enrollments per mode (UDP payloads, both
+// FrontDoors compares EST enrollment over EST-coaps (a new DTLS session per enrollment),
+// EST-oscore with a pre-shared context (o.OSCORE) and EST-oscore keyed by EDHOC with the
+// combined request (o.EDHOC), against one server in one run: enrollments per second with
+// o.Concurrency devices at once, and the bytes and datagrams on the wire per enrollment, counted
+// by a UDP relay over o.WireSamples sequential enrollments per mode (UDP payloads, both
 // directions, retransmissions included; IP/UDP headers excluded).
-func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]frontDoorResult, error) {
+// It prints the results to w and its progress to progress.
+func FrontDoors(ctx context.Context, startServer Start, o ESTOptions, w, progress io.Writer) error {
+	rs, err := frontDoors(ctx, startServer, o, progress)
+	if err != nil {
+		return err
+	}
+	printFrontDoors(w, o, rs)
+	return nil
+}
+
+func frontDoors(ctx context.Context, startServer Start, o ESTOptions, progress io.Writer) ([]frontDoorResult, error) {
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "coapca-bench-oscore-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	samples := max(o.wireSamples, 1)
-	n := o.devices + samples
+	samples := max(o.WireSamples, 1)
+	n := o.Devices + samples
 
 	// One pre-shared context per device (server's side in files, client's side in memory).
 	type pskPair struct{ cli oscore.Params }
 	psks := make([]pskPair, n)
 	var files []string
-	if o.oscore {
+	if o.OSCORE {
 		if err := os.MkdirAll(filepath.Join(dir, "psk"), 0o700); err != nil {
 			return nil, err
 		}
@@ -71,21 +80,21 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 	cfg.Listen.CoAP = "127.0.0.1:0"
 	cfg.OSCOREContexts = files
 	cfg.DTLS.HandshakesPerSourcePerSecond = -1
-	cfg.DTLS.MaxHalfOpen = 4 * o.concurrency
-	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler))
+	cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
+	s, err := startServer(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	say("preparing %d device identities and CSRs", n)
-	devs, err := makeDevices(s, n)
+	devs, err := makeDevices(s.Data, n)
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(s.data.Root)
+	roots.AddCert(s.Data.Root)
 	verify := func(raw [][]byte) ([]*x509.Certificate, error) {
-		chain, err := parseChain(raw)
+		chain, err := client.ParseChain(raw)
 		if err != nil {
 			return nil, err
 		}
@@ -100,7 +109,7 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 	}
 	pskCtx := make([]*oscore.Context, n)
 	for i := range pskCtx {
-		if o.oscore {
+		if o.OSCORE {
 			if pskCtx[i], err = oscore.NewContext(psks[i].cli); err != nil {
 				return nil, err
 			}
@@ -109,7 +118,7 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 
 	coapsURL := func(addr string) string { return "coaps://" + addr }
 	coapURL := func(addr string) string { return "coap://" + addr }
-	srvCoaps, srvCoap := s.coapsURL[len("coaps://"):], s.coapURL[len("coap://"):]
+	srvCoaps, srvCoap := s.CoAPS[len("coaps://"):], s.CoAP[len("coap://"):]
 	// enroll runs one enrollment of device i in mode against addr.
 	enroll := func(ctx context.Context, mode string, i int, addr string) error {
 		d := devs[i]
@@ -117,10 +126,10 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 		var err error
 		switch mode {
 		case "coaps":
-			c, err = coap.Dial(ctx, coapsURL(addr), coap.ClientOptions{BlockSize: o.blockSize, DTLS: &dtlsconn.ClientConfig{
+			c, err = coap.Dial(ctx, coapsURL(addr), coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
 				Certificates: []tls.Certificate{d.idevid}, RootCAs: roots, ServerName: "127.0.0.1"}})
 		case "oscore":
-			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.blockSize, Layer: oscorelayer.NewClient(pskCtx[i])})
+			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.BlockSize, Layer: oscorelayer.NewClient(pskCtx[i])})
 		case "edhoc":
 			leaf, perr := x509.ParseCertificate(d.idevid.Certificate[0])
 			if perr != nil {
@@ -134,7 +143,7 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 			if eerr != nil {
 				return eerr
 			}
-			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.blockSize, Layer: ec})
+			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.BlockSize, Layer: ec})
 		}
 		if err != nil {
 			return err
@@ -144,12 +153,12 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 		return err
 	}
 
-	if o.oscore {
+	if o.OSCORE {
 		// A context loaded at start answers its first request with Echo (RFC 8613 B.1.2):
 		// synchronise every device once, outside the measurement.
 		say("synchronising %d pre-shared contexts (Echo)", n)
 		for i := range n {
-			c, err := coap.Dial(ctx, s.coapURL, coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
+			c, err := coap.Dial(ctx, s.CoAP, coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
 			if err != nil {
 				return nil, err
 			}
@@ -162,10 +171,10 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 	}
 
 	modes := []string{"coaps"}
-	if o.oscore {
+	if o.OSCORE {
 		modes = append(modes, "oscore")
 	}
-	if o.edhoc {
+	if o.EDHOC {
 		modes = append(modes, "edhoc")
 	}
 	var out []frontDoorResult
@@ -175,16 +184,16 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 		if mode != "coaps" {
 			target = srvCoap
 		}
-		say("%s: %d enrollments, %d at a time", mode, o.devices, o.concurrency)
+		say("%s: %d enrollments, %d at a time", mode, o.Devices, o.Concurrency)
 		var next atomic.Int64
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		start := time.Now()
-		for range o.concurrency {
+		for range o.Concurrency {
 			wg.Go(func() {
 				for {
 					i := int(next.Add(1)) - 1
-					if i >= o.devices || ctx.Err() != nil {
+					if i >= o.Devices || ctx.Err() != nil {
 						return
 					}
 					t0 := time.Now()
@@ -211,7 +220,7 @@ func benchFrontDoors(ctx context.Context, o benchOpts, progress io.Writer) ([]fr
 		}
 		ok := 0
 		for k := range samples {
-			if err := enroll(ctx, mode, o.devices+k, relay.addr()); err == nil {
+			if err := enroll(ctx, mode, o.Devices+k, relay.addr()); err == nil {
 				ok++
 			}
 		}
@@ -233,14 +242,14 @@ type frontDoorResult struct {
 	bytes, datagrams float64
 }
 
-func printFrontDoors(w io.Writer, o benchOpts, rs []frontDoorResult) {
+func printFrontDoors(w io.Writer, o ESTOptions, rs []frontDoorResult) {
 	names := map[string]string{
 		"coaps":  "EST-coaps (new DTLS session + /sen)",
 		"oscore": "EST-oscore, pre-shared context (/sen)",
 		"edhoc":  "EST-oscore, EDHOC + combined /sen",
 	}
-	fmt.Fprintf(w, "coapca bench est: one enrollment per device, %d devices, %d at a time, block size %d, SQLite fsync'd\n", o.devices, o.concurrency, o.blockSize)
-	fmt.Fprintf(w, "bytes on the wire: UDP payloads both ways through a counting relay, mean of %d sequential enrollments\n\n", max(o.wireSamples, 1))
+	fmt.Fprintf(w, "coapca bench est: one enrollment per device, %d devices, %d at a time, block size %d, SQLite fsync'd\n", o.Devices, o.Concurrency, o.BlockSize)
+	fmt.Fprintf(w, "bytes on the wire: UDP payloads both ways through a counting relay, mean of %d sequential enrollments\n\n", max(o.WireSamples, 1))
 	fmt.Fprintf(w, "%-40s %10s %10s %10s %14s %10s %7s\n", "front door", "enroll/s", "p50", "p99", "bytes/enroll", "datagrams", "errors")
 	for _, r := range rs {
 		fmt.Fprintf(w, "%-40s %10.0f %10v %10v %14.0f %10.1f %7d\n", names[r.mode], r.perSec,

@@ -1,0 +1,145 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"coapca/coap"
+	"coapca/coap/dtlsconn"
+	"coapca/coap/oscorelayer"
+	"coapca/edhoc"
+	"coapca/oscore"
+)
+
+// ESTDialOptions configure DialEST: the three ways to reach an EST server over CoAP.
+type ESTDialOptions struct {
+	// BlockSize is the CoAP block size (16..1024; 0 = 1024).
+	BlockSize int
+	// Identity is the client's certificate chain and key: its DTLS client certificate
+	// (coaps://, RFC 9148 §3) or its EDHOC credential (coap:// with EDHOC).
+	Identity *tls.Certificate
+	// VerifyServer checks the chain the server presents in DTLS or EDHOC and returns it
+	// parsed (ServerVerifier, or ParseChain to accept any). Required for coaps:// and EDHOC:
+	// a pre-shared OSCORE context authenticates the server by itself.
+	VerifyServer func(raw [][]byte) ([]*x509.Certificate, error)
+	// OSCORE protects the requests of coap:// with this pre-shared context (RFC 8613).
+	OSCORE *oscore.Context
+	// EDHOC keys OSCORE for coap:// with EDHOC (RFC 9528) authenticated by Identity;
+	// message_3 travels in the first OSCORE request (RFC 9668) unless EDHOCSeparate.
+	EDHOC, EDHOCSeparate bool
+}
+
+// ESTConn is one association with an EST server: EST-coaps over DTLS, or EST-oscore over
+// UDP (draft-ietf-ace-coap-est-oscore). Pass its Client to NewEST.
+type ESTConn struct {
+	*coap.Client
+	binding     func(ctx context.Context) ([]byte, error)
+	serverChain func() []*x509.Certificate
+}
+
+// ChannelBinding returns the value a CSR's challengePassword carries to link it to this
+// association: tls-unique of the DTLS session (RFC 9148 §3, RFC 7030 §3.5) or edhoc-unique,
+// running the EDHOC handshake first if it has not run yet. A pre-shared OSCORE context has
+// none.
+func (c *ESTConn) ChannelBinding(ctx context.Context) ([]byte, error) { return c.binding(ctx) }
+
+// ServerChain returns the server's chain as VerifyServer returned it (nil before the
+// handshake and with a pre-shared OSCORE context).
+func (c *ESTConn) ServerChain() []*x509.Certificate { return c.serverChain() }
+
+// DialEST opens an association with the EST server at rawURL (coaps://host[:port] or
+// coap://host[:port]; a path is ignored: it is the label, for NewEST).
+func DialEST(ctx context.Context, rawURL string, o ESTDialOptions) (*ESTConn, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("est: bad server URL %q", rawURL)
+	}
+	switch u.Scheme {
+	case "coaps":
+		if o.VerifyServer == nil {
+			return nil, errors.New("est: coaps:// needs a check of the server's chain")
+		}
+		// The server is checked by VerifyServer alone (pion's own check cannot replace it: it
+		// knows neither id-kp-cmcRA nor intermediate CAs among the anchors).
+		dc := dtlsconn.ClientConfig{ServerName: u.Hostname(), InsecureSkipVerify: true, VerifyPeer: o.VerifyServer}
+		if o.Identity != nil {
+			dc.Certificates = []tls.Certificate{*o.Identity}
+		}
+		c, err := coap.Dial(ctx, "coaps://"+u.Host, coap.ClientOptions{DTLS: &dc, BlockSize: o.BlockSize})
+		if err != nil {
+			return nil, err
+		}
+		return &ESTConn{Client: c,
+			serverChain: func() []*x509.Certificate { return c.Peer().Certificates },
+			binding: func(context.Context) ([]byte, error) {
+				if tu := c.Peer().TLSUnique(); len(tu) > 0 {
+					return tu, nil
+				}
+				return nil, errors.New("the DTLS session has no tls-unique value")
+			}}, nil
+	case "coap":
+		return dialOSCORE(ctx, u, o)
+	}
+	return nil, fmt.Errorf("est: unsupported scheme %q (coaps, or coap with OSCORE)", u.Scheme)
+}
+
+// dialOSCORE opens coap:// protected by OSCORE: with the pre-shared context, or with a context
+// from EDHOC.
+func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, error) {
+	if (o.OSCORE != nil) == o.EDHOC {
+		return nil, errors.New("est: coap:// needs exactly one of a pre-shared OSCORE context and EDHOC")
+	}
+	opts := coap.ClientOptions{BlockSize: o.BlockSize}
+	if o.OSCORE != nil {
+		opts.Layer = oscorelayer.NewClient(o.OSCORE)
+		c, err := coap.Dial(ctx, "coap://"+u.Host, opts)
+		if err != nil {
+			return nil, err
+		}
+		return &ESTConn{Client: c,
+			serverChain: func() []*x509.Certificate { return nil },
+			binding: func(context.Context) ([]byte, error) {
+				return nil, errors.New("a pre-shared OSCORE context has no channel-binding value (use EDHOC)")
+			}}, nil
+	}
+	if o.Identity == nil {
+		return nil, errors.New("est: EDHOC needs a client identity (certificate and key)")
+	}
+	if o.VerifyServer == nil {
+		return nil, errors.New("est: EDHOC needs a check of the server's chain")
+	}
+	chain := make([]*x509.Certificate, 0, len(o.Identity.Certificate))
+	for _, der := range o.Identity.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("client identity: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	cred, err := edhoc.NewX509Credential(chain, edhoc.ByX5Chain)
+	if err != nil {
+		return nil, fmt.Errorf("edhoc credential: %w", err)
+	}
+	ed, err := oscorelayer.NewEDHOCClient(oscorelayer.EDHOCConfig{
+		Credential: cred, PrivateKey: o.Identity.PrivateKey, VerifyPeer: o.VerifyServer, Separate: o.EDHOCSeparate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	opts.Layer = ed
+	c, err := coap.Dial(ctx, "coap://"+u.Host, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ESTConn{Client: c, serverChain: ed.PeerChain,
+		binding: func(ctx context.Context) ([]byte, error) {
+			if err := ed.Handshake(ctx, c); err != nil {
+				return nil, err
+			}
+			return ed.ChannelBinding(), nil
+		}}, nil
+}

@@ -1,0 +1,387 @@
+// Package bench measures coapca's throughput against an in-process server, next to floors
+// measured in the same run on the same machine (ECDSA P-256 signatures, raw pion/dtls
+// handshakes), so that a result reads as a ratio rather than a bare number: EST-coaps
+// enrollments and re-enrollments (RFC 9148), EST-oscore with pre-shared and EDHOC-keyed
+// contexts (RFC 8613, RFC 9528, RFC 9668), CMP transactions over CoAP and HTTP (RFC 9482,
+// RFC 9811), and the CoAP endpoint alone. `coapca bench` is its command line.
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	pionelliptic "github.com/pion/dtls/v3/pkg/crypto/elliptic"
+
+	"coapca/client"
+	"coapca/coap"
+	"coapca/coap/dtlsconn"
+	"coapca/internal/config"
+	"coapca/internal/datadir"
+)
+
+// Server is a running coapca that a benchmark drives: the URLs of its listeners ("" when off)
+// and its data directory, whose demo manufacturer CA issues the simulated devices' IDevIDs.
+type Server struct {
+	CoAPS, CoAP, HTTP string // coaps://host:port, coap://host:port, http://host:port
+	Data              *datadir.Data
+	Close             func() error
+}
+
+// Start starts the real server with cfg (the composition root's, so that the benchmarks
+// measure the house that `coapca serve` runs without importing the command line).
+type Start func(ctx context.Context, cfg config.Config) (*Server, error)
+
+// ESTOptions configure EST and FrontDoors.
+type ESTOptions struct {
+	Devices, Concurrency int
+	Duration             time.Duration
+	BlockSize            int
+	DataDir              string // "" = a temporary directory, removed afterwards
+	CPUProfile           string // write a CPU profile of the enrollment phases here
+	// FrontDoors: compare EST-oscore with pre-shared contexts (OSCORE) and/or keyed by EDHOC
+	// to EST-coaps, counting bytes on the wire over WireSamples sequential enrollments.
+	OSCORE, EDHOC bool
+	WireSamples   int
+}
+
+// EST measures EST-coaps enrollments (a new DTLS session each, /sen) and re-enrollments over
+// kept sessions (/sren) beside floors measured in the same run, and prints the results to w;
+// progress gets what it is doing.
+func EST(ctx context.Context, startServer Start, o ESTOptions, w, progress io.Writer) error {
+	res, err := benchEST(ctx, startServer, o, progress)
+	if err != nil {
+		return err
+	}
+	res.print(w, o)
+	return nil
+}
+
+type latencies []time.Duration
+
+func (l latencies) pct(p float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+type benchResult struct {
+	signs, verifies, rawHS   float64
+	enrolls, reenrolls       float64
+	enrollLat, reenrollLat   latencies
+	enrollErrs, reenrollErrs int64
+}
+
+func (r *benchResult) print(w io.Writer, o ESTOptions) {
+	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd\n\n", o.Devices, o.Concurrency, o.BlockSize)
+	fmt.Fprintf(w, "floor (same run)      ECDSA P-256 sign %8.0f/s   verify %8.0f/s   (one goroutine)\n", r.signs, r.verifies)
+	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8)\n\n", r.rawHS, o.Concurrency)
+	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes   p50 %v  p99 %v  errors %d\n",
+		r.enrolls, 100*r.enrolls/r.rawHS, r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
+	fmt.Fprintf(w, "reenroll (kept session, /sren)      %8.0f/s  = %5.1f%% of ECDSA signs       p50 %v  p99 %v  errors %d\n",
+		r.reenrolls, 100*r.reenrolls/r.signs, r.reenrollLat.pct(.5).Round(10*time.Microsecond), r.reenrollLat.pct(.99).Round(10*time.Microsecond), r.reenrollErrs)
+}
+
+func benchEST(ctx context.Context, startServer Start, o ESTOptions, progress io.Writer) (*benchResult, error) {
+	res := &benchResult{}
+	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
+
+	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
+	res.signs, res.verifies = ecdsaFloor(o.Duration / 2)
+
+	dir := o.DataDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "coapca-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	cfg := config.Default()
+	cfg.Data = dir
+	cfg.Listen.CoAPS = "127.0.0.1:0"
+	cfg.Listen.CoAP = ""                       // EST-coaps only
+	cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
+	cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
+	s, err := startServer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+
+	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
+	device0 := s.Data.DeviceCertificate()
+	res.rawHS, err = rawHandshakeFloor(ctx, s.Data.ServerCertificate(), device0, s.Data.ManufacturerCA, s.Data.Root, o.Concurrency, o.Duration/2)
+	if err != nil {
+		return nil, fmt.Errorf("raw handshake floor: %w", err)
+	}
+
+	say("preparing %d device identities and CSRs", o.Devices)
+	devs, err := makeDevices(s.Data, o.Devices)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Data.Root)
+	dial := func(ctx context.Context, id tls.Certificate) (*coap.Client, error) {
+		return coap.Dial(ctx, s.CoAPS, coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
+			Certificates: []tls.Certificate{id}, RootCAs: roots, ServerName: "127.0.0.1"}})
+	}
+
+	if o.CPUProfile != "" {
+		f, err := os.Create(o.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	say("phase 1: %d enrollments, each over a new DTLS session", o.Devices)
+	var mu sync.Mutex
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range o.Concurrency {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(devs) || ctx.Err() != nil {
+					return
+				}
+				d := devs[i]
+				t0 := time.Now()
+				err := func() error {
+					c, err := dial(ctx, d.idevid)
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
+					if err != nil {
+						return err
+					}
+					d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
+					return nil
+				}()
+				mu.Lock()
+				if err != nil {
+					res.enrollErrs++
+					if res.enrollErrs == 1 {
+						say("first enroll error: %v", err)
+					}
+				} else {
+					res.enrollLat = append(res.enrollLat, time.Since(t0))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.enrolls = float64(len(res.enrollLat)) / time.Since(start).Seconds()
+	if len(res.enrollLat) == 0 {
+		return nil, errors.New("no enrollment succeeded")
+	}
+
+	say("phase 2: re-enrollments over %d kept sessions for %v", o.Concurrency, o.Duration)
+	var ready []*benchDevice
+	for _, d := range devs {
+		if d.ldevid.Leaf != nil {
+			ready = append(ready, d)
+		}
+		if len(ready) == o.Concurrency {
+			break
+		}
+	}
+	sessions := make([]*client.EST, len(ready))
+	for i, d := range ready {
+		c, err := dial(ctx, d.ldevid)
+		if err != nil {
+			return nil, fmt.Errorf("session with the new certificate: %w", err)
+		}
+		defer c.Close()
+		sessions[i] = client.NewEST(c, client.ESTOptions{})
+	}
+	deadline := time.Now().Add(o.Duration)
+	start = time.Now()
+	for i, e := range sessions {
+		csr := ready[i].csr
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				_, err := e.Reenroll(ctx, csr)
+				mu.Lock()
+				if err != nil {
+					res.reenrollErrs++
+					if res.reenrollErrs == 1 {
+						say("first reenroll error: %v", err)
+					}
+				} else {
+					res.reenrollLat = append(res.reenrollLat, time.Since(t0))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.reenrolls = float64(len(res.reenrollLat)) / time.Since(start).Seconds()
+	return res, ctx.Err()
+}
+
+type benchDevice struct {
+	idevid tls.Certificate
+	key    *ecdsa.PrivateKey
+	csr    []byte
+	ldevid tls.Certificate
+}
+
+// makeDevices issues n IDevIDs from the demo manufacturer CA and a CSR for each.
+func makeDevices(d *datadir.Data, n int) ([]*benchDevice, error) {
+	out := make([]*benchDevice, n)
+	for i := range out {
+		idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		serial := fmt.Sprintf("bench-%05d", i)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(int64(i) + 1000),
+			Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
+			NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, d.ManufacturerCA, idKey.Public(), d.ManufacturerKey)
+		if err != nil {
+			return nil, err
+		}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		csr, err := client.NewCSR(key, client.CertRequest{Subject: pkix.Name{CommonName: "bench-device"}}, "")
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}
+	}
+	return out, nil
+}
+
+// ecdsaFloor measures P-256 signatures and verifications per second on one goroutine.
+func ecdsaFloor(d time.Duration) (signs, verifies float64) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := sha256.Sum256([]byte("coapca"))
+	var sig []byte
+	n, start := 0, time.Now()
+	for time.Since(start) < d {
+		sig, _ = ecdsa.SignASN1(rand.Reader, key, h[:])
+		n++
+	}
+	signs = float64(n) / time.Since(start).Seconds()
+	n, start = 0, time.Now()
+	for time.Since(start) < d {
+		ecdsa.VerifyASN1(&key.PublicKey, h[:], sig)
+		n++
+	}
+	return signs, float64(n) / time.Since(start).Seconds()
+}
+
+// rawHandshakeFloor runs full pion/dtls handshakes (the same suite, curve and mutual
+// certificate authentication as coapca) for d with conc clients and returns handshakes/s.
+func rawHandshakeFloor(ctx context.Context, srvCert, cliCert tls.Certificate, clientCA, serverRoot *x509.Certificate, conc int, d time.Duration) (float64, error) {
+	clientRoots := x509.NewCertPool()
+	clientRoots.AddCert(clientCA)
+	serverRoots := x509.NewCertPool()
+	serverRoots.AddCert(serverRoot)
+	suite := dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)
+	ems := dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)
+	curve := dtls.WithEllipticCurves(pionelliptic.P256)
+	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
+		suite, ems, curve, dtls.WithCertificates(srvCert), dtls.WithClientAuth(dtls.RequireAnyClientCert),
+		// Verify the client chain as the real server does: against the manufacturer CA.
+		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			return err
+		}))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if dc, ok := c.(*dtls.Conn); ok {
+					_ = dc.HandshakeContext(ctx)
+				}
+				_, _ = c.Read(make([]byte, 64))
+			}()
+		}
+	}()
+	addr := ln.Addr().(*net.UDPAddr)
+	var done atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				// The device authenticates the server, as RFC 9148 §3 requires and our client does.
+				c, err := dtls.DialWithOptions("udp", addr, suite, ems, curve,
+					dtls.WithCertificates(cliCert), dtls.WithRootCAs(serverRoots), dtls.WithServerName("127.0.0.1"))
+				if err == nil {
+					hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					err = c.HandshakeContext(hctx)
+					cancel()
+					c.Close()
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if done.Load() == 0 {
+		if e, ok := firstErr.Load().(error); ok {
+			return 0, e
+		}
+		return 0, errors.New("no handshake completed")
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
