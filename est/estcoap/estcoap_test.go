@@ -258,7 +258,7 @@ func TestErrorPaths(t *testing.T) {
 		{"accept crts", codes.GET, root + "/crts", -1, 285, nil, nil, codes.NotAcceptable, "offers 281, 287, 62", -1},
 		{"accept sen", codes.POST, root + "/sen", 286, 62, f.csr, nil, codes.NotAcceptable, "cannot produce Content-Format 62", -1},
 		{"accept att", codes.GET, root + "/att", -1, 281, nil, nil, codes.NotAcceptable, "offers 285", -1},
-		{"accept skg 280", codes.POST, root + "/skg", 286, 280, f.csr, nil, codes.NotAcceptable, "not supported yet", -1},
+		{"accept skg 280", codes.POST, root + "/skg", 286, 280, f.csr, nil, codes.NotAcceptable, "needs a CSR with DecryptKeyIdentifier", -1},
 		{"accept skg 50", codes.POST, root + "/skc", 286, 50, f.csr, nil, codes.NotAcceptable, "offers 62", -1},
 		{"encrypted key asked in CSR", codes.POST, root + "/skg", 286, -1, encCSR, nil, codes.NotAcceptable, "AsymmetricDecryptKeyIdentifier", -1},
 		{"unknown label", codes.GET, root + "/nolabel/crts", -1, -1, nil, nil, codes.NotFound, "unknown label", -1},
