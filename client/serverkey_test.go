@@ -77,14 +77,20 @@ func TestServerKeyGenEncryptedOverDTLS(t *testing.T) {
 		{"KEK /skg", good, PKCS7, func(*testServer) []byte { return csr(est.DecryptKeyIdentifierAttribute([]byte("factory-kek"))) },
 			func(*testServer) *cms.Decrypter { return kekDec }, ""},
 		{"own certificate key /skc", good, Cert,
-			func(s *testServer) []byte { return csr(est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(s.srv.DeviceCert))) },
-			func(s *testServer) *cms.Decrypter { return &cms.Decrypter{Key: s.srv.DeviceKey, Cert: s.srv.DeviceCert} }, ""},
+			func(s *testServer) []byte {
+				return csr(est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(s.srv.DeviceCert)))
+			},
+			func(s *testServer) *cms.Decrypter {
+				return &cms.Decrypter{Key: s.srv.DeviceKey, Cert: s.srv.DeviceCert}
+			}, ""},
 		{"key package signed by an untrusted signer", rogue, PKCS7, func(*testServer) []byte { return csr(est.DecryptKeyIdentifierAttribute([]byte("factory-kek"))) },
 			func(*testServer) *cms.Decrypter { return kekDec }, "does not chain to the trust anchors"},
 		{"key asked encrypted, sent in the clear (284)", good, PKCS7, func(*testServer) []byte { return csr() },
 			func(*testServer) *cms.Decrypter { return kekDec }, "returned it unencrypted"},
 		{"wrong KEK", good, PKCS7, func(*testServer) []byte { return csr(est.DecryptKeyIdentifierAttribute([]byte("factory-kek"))) },
-			func(*testServer) *cms.Decrypter { return &cms.Decrypter{KEK: func([]byte) []byte { return make([]byte, 32) }} }, "integrity check failed"},
+			func(*testServer) *cms.Decrypter {
+				return &cms.Decrypter{KEK: func([]byte) []byte { return make([]byte, 32) }}
+			}, "integrity check failed"},
 		{"encrypted key without a decrypter", good, PKCS7, func(*testServer) []byte { return csr(est.DecryptKeyIdentifierAttribute([]byte("factory-kek"))) },
 			func(*testServer) *cms.Decrypter { return nil }, "no key to decrypt it"},
 	} {
