@@ -34,8 +34,11 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"coapca/errs"
 	"coapca/store"
@@ -119,8 +122,10 @@ type Authority struct {
 	profiles  map[string]*Profile
 	labels    []string
 	secrets   map[string]*macSecret
-	chains    chainCache // verified client chains (verifycache.go)
-	crl       crlCache   // the last signed CRL (crl.go)
+	users     map[string][]byte // HTTP Basic user → bcrypt hash
+	passwords passwordCache     // recently verified Basic credentials (users.go)
+	chains    chainCache        // verified client chains (verifycache.go)
+	crl       crlCache          // the last signed CRL (crl.go)
 	psMu      sync.RWMutex
 	preShared map[string][]string // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration
@@ -160,6 +165,7 @@ func New(cfg Config, opts Options) (*Authority, error) {
 		caInter:   x509.NewCertPool(),
 		profiles:  map[string]*Profile{},
 		secrets:   map[string]*macSecret{},
+		users:     map[string][]byte{},
 		crlValid:  cfg.CRLValidity,
 		backdate:  cfg.Backdate,
 		log:       opts.Logger,
@@ -244,6 +250,15 @@ func New(cfg Config, opts Options) (*Authority, error) {
 		}
 		a.secrets[ms.Reference] = &macSecret{secret: b}
 	}
+	for _, u := range cfg.Users {
+		if u.Name == "" || a.users[u.Name] != nil || strings.ContainsAny(u.Name, ":") {
+			return nil, fmt.Errorf("authority: user name %q is empty, used twice or contains ':'", u.Name)
+		}
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return nil, fmt.Errorf("authority: user %s: password_hash is not a bcrypt hash: %w", u.Name, err)
+		}
+		a.users[u.Name] = []byte(u.PasswordHash)
+	}
 	// Every source a requester rule names must exist: a typo must not silently admit nobody
 	// (or, worse, be read as "everybody").
 	for _, label := range append([]string{""}, a.labels...) {
@@ -270,6 +285,8 @@ func New(cfg Config, opts Options) (*Authority, error) {
 					known = a.secrets[src] != nil
 				case KindPreShared:
 					known = true // registered later (AllowPreShared)
+				case KindUser:
+					known = a.users[src] != nil
 				}
 				if !known {
 					return nil, fmt.Errorf("authority: profile %q: requester kind %s names unknown source %q", label, r.kind, src)

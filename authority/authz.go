@@ -108,6 +108,8 @@ func (a *Authority) ruleAdmits(rl *rule, label string, who identity) bool {
 		return who.ours != nil && (slices.Contains(rl.from, "*") || slices.Contains(rl.from, who.ours.Label))
 	case KindMAC:
 		return who.secretRef != "" && rl.admits(who.secretRef)
+	case KindUser:
+		return who.user != "" && rl.admits(who.user)
 	case KindPreShared:
 		if who.preShared == "" || !rl.admits(who.preShared) {
 			return false
@@ -133,7 +135,8 @@ func (a *Authority) admitsOrigin(p *Profile, t Transport, origin, old string) bo
 		case kind == "ts" && rl.kind == KindIDevID,
 			kind == "mac" && rl.kind == KindMAC,
 			kind == "psk" && rl.kind == KindPreShared,
-			kind == "ra" && rl.kind == KindRA:
+			kind == "ra" && rl.kind == KindRA,
+			kind == "user" && rl.kind == KindUser:
 			if rl.admits(src) {
 				return true
 			}
@@ -159,6 +162,8 @@ func (w identity) originFor(k Kind) string {
 		return "mac:" + w.secretRef
 	case KindPreShared:
 		return "psk:" + w.preShared
+	case KindUser:
+		return "user:" + w.user
 	case KindLDevID:
 		if w.ours != nil && w.ours.RequesterRef != "" {
 			return w.ours.RequesterRef
@@ -180,6 +185,8 @@ func (w identity) describe() string {
 		return "the MAC secret " + w.secretRef
 	case w.preShared != "":
 		return "the pre-shared identity " + w.preShared
+	case w.user != "":
+		return "the user " + w.user
 	}
 	return "an anonymous requester"
 }

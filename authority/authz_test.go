@@ -1,11 +1,14 @@
 package authority
 
 import (
+	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,5 +244,100 @@ func TestRevokeAs(t *testing.T) {
 				t.Fatalf("revoked = %v, want %v", rec.Revoked(), tt.ok)
 			}
 		})
+	}
+}
+
+// TestRefusalsLogged: every refused authentication is logged at Info with its reason, so an
+// operator can see why a device cannot enroll (issue 8, requirement 9).
+func TestRefusalsLogged(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	var buf bytes.Buffer
+	a, err := New(p.authzConfig(t), Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root},
+		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.Add(-time.Hour), noExpiry())
+	expired, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-old", p.now.AddDate(-3, 0, 0), p.now.AddDate(-1, 0, 0))
+	strangerKey := newKey(t)
+	stranger := mkCert(t, caTmpl("Unknown", p.now.Add(-time.Hour), p.now.Add(time.Hour)), nil, strangerKey.Public(), strangerKey)
+	ldev, _ := enrolled(t, a, devA, pkix.Name{CommonName: "dev-1"})
+	if err := a.Revoke(ctx, ldev.Serial, ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, label, want string
+		req               Requester
+	}{
+		{"expired IDevID", "", `reason="expired or not yet valid"`, est(expired)},
+		{"unknown issuer", "", `reason="unknown issuer"`, est(stranger)},
+		{"revoked LDevID", "", "reason=revoked", est(ldev.Cert)},
+		{"unknown MAC secret", "", `reason="unknown MAC secret"`, Requester{SecretRef: "nobody", Protocol: ProtocolCMP}},
+		{"wrong label", "servers", `may not enroll under label \"servers\"`, est(devA)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf.Reset()
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "x"}})
+			if _, err := a.Issue(ctx, CertRequest{Op: OpEnroll, Label: tc.label, CSR: csr, Requester: tc.req}); err == nil {
+				t.Fatal("issued")
+			}
+			if out := buf.String(); !strings.Contains(out, "level=INFO") || !strings.Contains(out, tc.want) {
+				t.Fatalf("log lacks %s at INFO:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// TestBasicUsers: HTTP Basic users (RFC 7030 §3.2.3) are a requester kind like any other:
+// refused with a wrong password, refused where no rule admits them, and bound to their name
+// where the rule says so.
+func TestBasicUsers(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	cfg := p.authzConfig(t)
+	hash, err := HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Users = []UserConfig{{Name: "line-7", PasswordHash: hash}, {Name: "other", PasswordHash: hash}}
+	cfg.Profiles = append(cfg.Profiles, ProfileConfig{Label: "factory", Requesters: []RequesterRule{
+		{Kind: "user", From: []string{"line-7"}, BindCommonName: true, Transports: []string{"https"}}}})
+	a := p.authority(t, s, cfg)
+	user := func(name, pw string) Requester {
+		return Requester{User: name, Password: pw, Transport: TransportHTTPS, Protocol: ProtocolEST}
+	}
+	for _, tc := range []struct {
+		name, label, cn string
+		req             Requester
+		kind            errs.Kind
+		ok              bool
+	}{
+		{"user enrolls its own name", "factory", "line-7", user("line-7", "correct horse"), 0, true},
+		{"again (verification cached)", "factory", "line-7", user("line-7", "correct horse"), 0, true},
+		{"attack: wrong password", "factory", "line-7", user("line-7", "Tr0ub4dor&3"), errs.Unauthorized, false},
+		{"attack: unknown user", "factory", "line-7", user("mallory", "correct horse"), errs.Unauthorized, false},
+		{"attack: user no rule admits", "factory", "other", user("other", "correct horse"), errs.Forbidden, false},
+		{"attack: user on a label without a user rule", "", "line-7", user("line-7", "correct horse"), errs.Forbidden, false},
+		{"attack: user claims another name", "factory", "line-8", user("line-7", "correct horse"), errs.Forbidden, false},
+		{"attack: user over plain HTTP", "factory", "line-7", Requester{User: "line-7", Password: "correct horse",
+			Transport: TransportHTTP, Protocol: ProtocolEST}, errs.Forbidden, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: tc.cn}})
+			iss, err := a.Issue(ctx, CertRequest{Op: OpEnroll, Label: tc.label, CSR: csr, Requester: tc.req})
+			wantKind(t, err, tc.kind, tc.ok)
+			if tc.ok {
+				rec, _ := s.Cert(ctx, iss.Serial)
+				if rec == nil || rec.RequesterRef != "user:line-7" {
+					t.Fatalf("record %+v", rec)
+				}
+			}
+		})
+	}
+	bad := cfg
+	bad.Users = []UserConfig{{Name: "x", PasswordHash: "plaintext"}}
+	if _, err := New(bad, Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}}); err == nil {
+		t.Error("a password that is not a bcrypt hash was accepted")
 	}
 }

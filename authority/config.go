@@ -25,6 +25,10 @@ type Config struct {
 	// MACSecrets are shared secrets that authenticate CMP requests with MAC protection
 	// (RFC 9483 §3.2, PasswordBasedMac/PBMAC1), each named by its reference (senderKID).
 	MACSecrets []MACSecretConfig `yaml:"mac_secrets"`
+	// Users are HTTP Basic credentials (RFC 7030 §3.2.3) for EST over HTTPS, by name, with a
+	// bcrypt hash of the password (e.g. `htpasswd -nbB NAME PASSWORD`, or `coapca ca
+	// hash-password`). Profiles admit them with requester rules of kind user.
+	Users []UserConfig `yaml:"users"`
 	// CRLValidity is how long a generated CRL is valid (its nextUpdate − thisUpdate).
 	// Default 168h (7 days).
 	CRLValidity time.Duration `yaml:"crl_validity"`
@@ -53,6 +57,14 @@ type MACSecretConfig struct {
 	Reference string `yaml:"reference"`
 	// SecretFile holds the secret (the file's content without a trailing newline).
 	SecretFile string `yaml:"secret_file"`
+}
+
+// UserConfig is one HTTP Basic user.
+type UserConfig struct {
+	// Name is the user name (required, unique).
+	Name string `yaml:"name"`
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$).
+	PasswordHash string `yaml:"password_hash"`
 }
 
 // ProfileConfig configures one certificate profile. Durations are Go durations ("8760h").
@@ -149,7 +161,8 @@ type RequesterRule struct {
 	Kind string `yaml:"kind"`
 	// From names the sources admitted, by kind: trust store names (idevid; ra also "ca" for
 	// this CA), profile labels whose certificates may enroll here (ldevid), secret references
-	// (mac), pre-shared identity names (preshared). "*" = every configured source of the kind
+	// (mac), pre-shared identity names (preshared), user names (user). "*" = every configured
+	// source of the kind
 	// (for idevid and ra: every manufacturer trust store, not this CA). Required.
 	From []string `yaml:"from"`
 	// Transports restricts the rule to some transports: coaps, oscore, coap, https, http.
@@ -159,9 +172,9 @@ type RequesterRule struct {
 	// certificates enrolled with that very secret under this profile; for ra, every
 	// certificate of this profile. A certificate's own key may always revoke it.
 	MayRevoke bool `yaml:"may_revoke"`
-	// BindCommonName requires the commonName to equal the secret reference (mac) or the
-	// pre-shared identity's name (preshared), so a per-device secret cannot enroll another
-	// device's name.
+	// BindCommonName requires the commonName to equal the secret reference (mac), the
+	// pre-shared identity's name (preshared) or the user name (user), so a per-device secret
+	// cannot enroll another device's name.
 	BindCommonName bool `yaml:"bind_common_name"`
 	// Subject and SAN, when set, replace the profile's subject and SAN rules for this
 	// requester kind.
@@ -466,7 +479,7 @@ func (pc ProfileConfig) compile() (*Profile, error) {
 func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
 	k, ok := parseKind(rc.Kind)
 	if !ok {
-		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared or ra)", rc.Kind)
+		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared, ra or user)", rc.Kind)
 	}
 	if len(rc.From) == 0 {
 		return nil, fmt.Errorf("requester kind %s: from is required (names of the admitted sources, or \"*\")", k)
@@ -482,8 +495,8 @@ func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
 	if rc.MayRevoke && k != KindMAC && k != KindRA {
 		return nil, fmt.Errorf("may_revoke is for kinds mac and ra (a certificate's own key may always revoke it)")
 	}
-	if rc.BindCommonName && k != KindMAC && k != KindPreShared {
-		return nil, fmt.Errorf("bind_common_name is for kinds mac and preshared")
+	if rc.BindCommonName && k != KindMAC && k != KindPreShared && k != KindUser {
+		return nil, fmt.Errorf("bind_common_name is for kinds mac, preshared and user")
 	}
 	if rc.Subject != nil || rc.SAN != nil {
 		n := *profileNames

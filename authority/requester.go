@@ -80,6 +80,10 @@ type Requester struct {
 	// certificate did: an OSCORE context loaded with `coapca serve --oscore-context`
 	// (EST-oscore). The authority accepts only names registered with AllowPreShared.
 	PreShared string
+	// User and Password are HTTP Basic credentials sent over TLS (RFC 7030 §3.2.3, §3.3.2),
+	// checked by the authority against the configured users (bcrypt hashes). They count only
+	// when no certificate authenticated the request. The password is never logged or kept.
+	User, Password string
 	// Addr is the network address, for the record and the log.
 	Addr string
 }
@@ -96,10 +100,11 @@ const (
 	KindMAC                   // a CMP shared secret (RFC 9483 §3.2, §4.1.5)
 	KindPreShared             // a pre-shared OSCORE context
 	KindRA                    // a registration authority: a certificate with id-kp-cmcRA (RFC 6402)
+	KindUser                  // HTTP Basic credentials over TLS (RFC 7030 §3.2.3)
 	NumKinds
 )
 
-var kindNames = [NumKinds]string{"none", "idevid", "ldevid", "mac", "preshared", "ra"}
+var kindNames = [NumKinds]string{"none", "idevid", "ldevid", "mac", "preshared", "ra", "user"}
 
 func (k Kind) String() string {
 	if k < NumKinds {

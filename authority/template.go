@@ -239,8 +239,11 @@ func (a *Authority) subject(p *Profile, n *nameRules, csr *x509.CertificateReque
 	}
 	if who.rule != nil && who.rule.bindCN {
 		bound := who.secretRef
-		if who.preShared != "" {
+		switch {
+		case who.preShared != "":
 			bound = who.preShared
+		case who.user != "":
+			bound = who.user
 		}
 		for _, cn := range cns {
 			if cn != bound {

@@ -22,6 +22,7 @@ type identity struct {
 	ours      *store.Cert         // the record when leaf is a certificate this CA issued
 	secretRef string
 	preShared string // name of a pre-shared key (AllowPreShared)
+	user      string // HTTP Basic user name
 	rule      *rule  // the requester rule that admitted an enrollment; nil for re-enrollment
 	origin    string // the record's RequesterRef: where this certificate's lineage started
 }
@@ -48,6 +49,8 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 			attrs = append(attrs, "secret", r.SecretRef)
 		case r.PreShared != "":
 			attrs = append(attrs, "pre_shared", r.PreShared)
+		case r.User != "":
+			attrs = append(attrs, "user", r.User)
 		}
 		level := slog.LevelInfo
 		if errs.KindOf(err) == errs.Internal {
@@ -83,6 +86,12 @@ func (a *Authority) identify(ctx context.Context, r Requester) (identity, string
 			return identity{}, "unknown pre-shared identity", errs.New(errs.Unauthorized, "unknown pre-shared identity %q", r.PreShared)
 		}
 		return identity{source: "psk", preShared: r.PreShared}, "", nil
+	}
+	if len(chain) == 0 && secretRef == "" && r.PreShared == "" && r.User != "" {
+		if !a.checkPassword(r.User, r.Password) {
+			return identity{}, "wrong user name or password", errs.New(errs.Unauthorized, "wrong user name or password")
+		}
+		return identity{source: "user", user: r.User}, "", nil
 	}
 	if len(chain) == 0 {
 		if secretRef != "" {

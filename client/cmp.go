@@ -93,8 +93,8 @@ type coapCMP struct {
 // RoundTrip POSTs the message (RFC 9482 §2.3: Confirmable, Content-Format 259, block-wise by
 // the endpoint).
 func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
-	rsp, err := t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: cmpContentFormat,
-		Accept: cmpContentFormat, Payload: req})
+	rsp, err := t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: coap.CF(cmpContentFormat),
+		Accept: coap.CF(cmpContentFormat), Payload: req})
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +102,9 @@ func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, fmt.Errorf("cmp: server answered %v: %s", rsp.Code, strings.TrimSpace(string(rsp.Payload)))
 	}
 	switch rsp.ContentFormat {
-	case cmpContentFormat, 42, -1: // 42 and none from servers that predate RFC 9482
+	case coap.CF(cmpContentFormat), coap.CF(42), coap.Format{}: // 42 and none from servers that predate RFC 9482
 	default:
-		return nil, fmt.Errorf("cmp: answer has Content-Format %d, not 259", rsp.ContentFormat)
+		return nil, fmt.Errorf("cmp: answer has Content-Format %v, not 259", rsp.ContentFormat)
 	}
 	return rsp.Payload, nil
 }

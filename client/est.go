@@ -133,11 +133,11 @@ func (e *EST) path(fn string) string {
 	return e.opts.Root + "/" + fn
 }
 
-func (e *EST) certAccept() int {
+func (e *EST) certAccept() coap.Format {
 	if e.opts.Accept == Cert {
-		return est.CFPKIXCert
+		return coap.CF(est.CFPKIXCert)
 	}
-	return est.CFPKCS7CertsOnly
+	return coap.CF(est.CFPKCS7CertsOnly)
 }
 
 // do sends the request and resends it while the server answers 5.03 + Max-Age, until
@@ -152,8 +152,8 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 		if resp.Code == want {
 			return resp, nil
 		}
-		if resp.Code == codes.ServiceUnavailable && resp.MaxAge > 0 {
-			wait := time.Duration(resp.MaxAge) * time.Second
+		if secs, ok := resp.MaxAge.Get(); resp.Code == codes.ServiceUnavailable && ok && secs > 0 {
+			wait := resp.MaxAge.Duration()
 			diag := string(resp.Payload)
 			if time.Now().Add(wait).After(deadline) {
 				return nil, &PendingError{Function: fn, RetryAfter: wait, Diagnostic: diag}
@@ -178,7 +178,7 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 // the server returns one certificate (the trust anchor).
 func (e *EST) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
 	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
-		ContentFormat: -1, Accept: e.certAccept()}, codes.Content)
+		Accept: e.certAccept()}, codes.Content)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +187,7 @@ func (e *EST) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
 
 func (e *EST) caCertsPKCS7(ctx context.Context) ([]*x509.Certificate, error) {
 	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
-		ContentFormat: -1, Accept: est.CFPKCS7CertsOnly}, codes.Content)
+		Accept: coap.CF(est.CFPKCS7CertsOnly)}, codes.Content)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +198,7 @@ func (e *EST) caCertsPKCS7(ctx context.Context) ([]*x509.Certificate, error) {
 // certificate.
 func (e *EST) CACertsMultipart(ctx context.Context) ([]*x509.Certificate, error) {
 	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
-		ContentFormat: -1, Accept: est.CFMultipartCore}, codes.Content)
+		Accept: coap.CF(est.CFMultipartCore)}, codes.Content)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (e *EST) Reenroll(ctx context.Context, csr []byte) (*x509.Certificate, erro
 
 func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certificate, error) {
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
-		ContentFormat: est.CFPKCS10, Accept: e.certAccept(), Payload: csr}, codes.Changed)
+		ContentFormat: coap.CF(est.CFPKCS10), Accept: e.certAccept(), Payload: csr}, codes.Changed)
 	if err != nil {
 		return nil, err
 	}
@@ -270,12 +270,12 @@ func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate
 // CSRAttrs fetches /att (RFC 7030 §4.5).
 func (e *EST) CSRAttrs(ctx context.Context) (*est.CsrAttrs, error) {
 	resp, err := e.do(ctx, "att", &coap.ClientRequest{Method: codes.GET, Path: e.path("att"),
-		ContentFormat: -1, Accept: est.CFCSRAttrs}, codes.Content)
+		Accept: coap.CF(est.CFCSRAttrs)}, codes.Content)
 	if err != nil {
 		return nil, err
 	}
-	if resp.ContentFormat != est.CFCSRAttrs {
-		return nil, fmt.Errorf("est /att: unexpected Content-Format %d", resp.ContentFormat)
+	if resp.ContentFormat != coap.CF(est.CFCSRAttrs) {
+		return nil, fmt.Errorf("est /att: unexpected Content-Format %v", resp.ContentFormat)
 	}
 	a, err := est.ParseCsrAttrs(resp.Payload)
 	if err != nil {
@@ -305,12 +305,12 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 		fn = "skc"
 	}
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
-		ContentFormat: est.CFPKCS10, Accept: est.CFMultipartCore, Payload: csr}, codes.Changed)
+		ContentFormat: coap.CF(est.CFPKCS10), Accept: coap.CF(est.CFMultipartCore), Payload: csr}, codes.Changed)
 	if err != nil {
 		return nil, err
 	}
-	if resp.ContentFormat != est.CFMultipartCore {
-		return nil, fmt.Errorf("est /%s: unexpected Content-Format %d (want 62)", fn, resp.ContentFormat)
+	if resp.ContentFormat != coap.CF(est.CFMultipartCore) {
+		return nil, fmt.Errorf("est /%s: unexpected Content-Format %v (want 62)", fn, resp.ContentFormat)
 	}
 	parts, err := est.ParseMultipart(resp.Payload)
 	if err != nil {
@@ -378,7 +378,11 @@ func (e *EST) checkKeySigner(dk *est.DecryptedKey) error {
 }
 
 func parseCerts(fn string, resp *coap.Response) ([]*x509.Certificate, error) {
-	certs, err := decodeCerts(uint16(max(resp.ContentFormat, 0)), resp.Payload)
+	cf, ok := resp.ContentFormat.Get()
+	if !ok {
+		return nil, fmt.Errorf("est /%s: certificates without a Content-Format", fn)
+	}
+	certs, err := decodeCerts(cf, resp.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("est /%s: %w", fn, err)
 	}
@@ -438,7 +442,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // GET /.well-known/core?rt=ace.est*).
 func Discover(ctx context.Context, c *coap.Client) ([]coap.Link, error) {
 	resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core",
-		Query: []string{"rt=ace.est*"}, ContentFormat: -1, Accept: -1})
+		Query: []string{"rt=ace.est*"}})
 	if err != nil {
 		return nil, fmt.Errorf("est discovery: %w", err)
 	}

@@ -55,7 +55,7 @@ func benchGET(b *testing.B, clients []*Client) {
 	sr := signRate()
 	var idx atomic.Int64
 	ctx := context.Background()
-	req := &ClientRequest{Method: codes.GET, Path: "/small", ContentFormat: -1, Accept: -1}
+	req := &ClientRequest{Method: codes.GET, Path: "/small"}
 	b.SetParallelism((len(clients) + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 	b.ResetTimer()
 	start := time.Now()

@@ -32,8 +32,8 @@ type ClientRequest struct {
 	Method        codes.Code
 	Path          string
 	Query         []string
-	ContentFormat int // -1 = none
-	Accept        int // -1 = none
+	ContentFormat Format // zero: no Content-Format option
+	Accept        Format // zero: no Accept option
 	Payload       []byte
 	Options       message.Options // extra options
 }
@@ -158,11 +158,11 @@ func (c *Client) newMessage(req *ClientRequest) *message.Message {
 	for _, q := range req.Query {
 		opts = opts.Add(message.Option{ID: message.URIQuery, Value: []byte(q)})
 	}
-	if req.ContentFormat >= 0 {
-		opts = addUint(opts, message.ContentFormat, uint32(req.ContentFormat))
+	if cf, ok := req.ContentFormat.Get(); ok {
+		opts = addUint(opts, message.ContentFormat, uint32(cf))
 	}
-	if req.Accept >= 0 {
-		opts = addUint(opts, message.Accept, uint32(req.Accept))
+	if a, ok := req.Accept.Get(); ok {
+		opts = addUint(opts, message.Accept, uint32(a))
 	}
 	return &message.Message{Code: req.Method, Options: opts}
 }
@@ -182,9 +182,34 @@ func (c *Client) exchange(ctx context.Context, m *message.Message) (*message.Mes
 	return r, nil
 }
 
-// rawExchange sends m (CON) with a fresh token and returns the response,
-// piggybacked or separate (RFC 7252 §5.2).
+// rawExchange sends m (CON) and returns the response. A server that first wants this
+// client to prove its address answers 4.01 Unauthorized with an Echo option: the request is
+// then sent once more with that Echo value (RFC 9175 §2.3), transparently to the caller.
 func (c *Client) rawExchange(ctx context.Context, m *message.Message) (*message.Message, error) {
+	r, err := c.rawOnce(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	if echo, ok := echoChallenge(r); ok {
+		again := *m
+		again.Options = append(message.Options(nil), m.Options...).Remove(optEcho).Add(message.Option{ID: optEcho, Value: echo})
+		return c.rawOnce(ctx, &again)
+	}
+	return r, nil
+}
+
+// echoChallenge returns the Echo value of a 4.01 Unauthorized + Echo response (RFC 9175 §2.3).
+func echoChallenge(r *message.Message) ([]byte, bool) {
+	if r.Code != codes.Unauthorized {
+		return nil, false
+	}
+	v, ok := optBytes(r.Options, optEcho)
+	return v, ok && len(v) > 0 && len(v) <= 40 // RFC 9175 §2.2.1: 1 to 40 bytes
+}
+
+// rawOnce sends m (CON) with a fresh token and returns the response,
+// piggybacked or separate (RFC 7252 §5.2).
+func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Message, error) {
 	m.Token = newToken()
 	ch := c.sess.addWaiter(m.Token, 1)
 	defer c.sess.removeWaiter(m.Token)
@@ -297,7 +322,7 @@ func (c *Client) finishBlock2(ctx context.Context, req *ClientRequest, first *me
 			return nil, fmt.Errorf("coap: response body over %d bytes", c.maxBody)
 		}
 		m := c.newMessage(&ClientRequest{Method: req.Method, Path: req.Path, Query: req.Query,
-			ContentFormat: -1, Accept: req.Accept, Options: req.Options})
+			Accept: req.Accept, Options: req.Options})
 		m.Options = m.Options.Remove(message.Observe)
 		m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{Num: uint32(len(body) >> (szx + 4)), SZX: szx}.encode()})
 		r, err := c.exchange(ctx, m)
@@ -326,8 +351,8 @@ func (c *Client) finishBlock2(ctx context.Context, req *ClientRequest, first *me
 }
 
 func toResponse(m *message.Message) *Response {
-	r := &Response{Code: m.Code, ContentFormat: int(optUint(m.Options, message.ContentFormat)),
-		MaxAge: int(optUint(m.Options, message.MaxAge)), Payload: m.Payload, Options: m.Options}
+	r := &Response{Code: m.Code, ContentFormat: optFormat(m.Options, message.ContentFormat),
+		MaxAge: optAge(m.Options), Payload: m.Payload, Options: m.Options}
 	r.ETag, _ = optBytes(m.Options, message.ETag)
 	return r
 }
@@ -340,7 +365,7 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 	if c.layer != nil {
 		return errors.New("coap: Observe is not available through a client Layer")
 	}
-	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path})
 	m.Options = addUint(m.Options, message.Observe, 0)
 	m.Options = m.Options.Add(message.Option{ID: message.Block2, Value: block{SZX: c.szx}.encode()})
 	m.Token = newToken()
@@ -352,8 +377,9 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 	var (
 		lastSeq  int64 = -1
 		lastTime time.Time
+		echoed   bool
 	)
-	get := &ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1}
+	get := &ClientRequest{Method: codes.GET, Path: path}
 	for {
 		select {
 		case <-ctx.Done():
@@ -362,6 +388,15 @@ func (c *Client) Observe(ctx context.Context, path string, fn func(*Response)) e
 		case <-c.ep.ctx.Done():
 			return ErrClosed
 		case r := <-ch:
+			if echo, ok := echoChallenge(r); ok && !echoed && lastSeq < 0 {
+				// RFC 9175 §2.3: register again, with the Echo value, under the same token.
+				echoed = true
+				m.Options = m.Options.Remove(optEcho).Add(message.Option{ID: optEcho, Value: echo})
+				if _, err := c.sess.sendCONWait(ctx, m); err != nil {
+					return fmt.Errorf("coap: observe %s: %w", path, err)
+				}
+				continue
+			}
 			seq := optUint(r.Options, message.Observe)
 			now := time.Now()
 			if seq >= 0 && lastSeq >= 0 && !newer(lastSeq, seq, lastTime, now) {
@@ -391,7 +426,7 @@ func newer(v1, v2 int64, t1, t2 time.Time) bool {
 }
 
 func (c *Client) deregister(path string, token []byte) {
-	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path, ContentFormat: -1, Accept: -1})
+	m := c.newMessage(&ClientRequest{Method: codes.GET, Path: path})
 	m.Options = addUint(m.Options, message.Observe, 1)
 	m.Token = token
 	ctx, cancel := context.WithTimeout(c.ep.ctx, c.ep.cfg.ACKTimeout*2)

@@ -24,9 +24,18 @@
 // Request.Peer.OSCORE; resources marked OSCORE answer 4.01 to anything else.
 // ClientOptions.Layer does the same for a Client.
 //
-// Limits (Config): sessions (the least recently heard idle UDP session is
-// evicted for a new peer), concurrent handler exchanges per peer, Block1 body
-// size, and the memory held by reassembly buffers and response caches. Server
+// Address validation on plain UDP (RFC 9175 §2.3–2.4, RFC 7252 §11.3): a source
+// address that has not proven it receives what is sent to it gets only a stateless
+// 4.01 + Echo challenge, at most three times the size of its request, and holds no
+// session, observer or Block1 buffer; the Client answers such challenges by itself.
+// DTLS sessions and OSCORE-verified requests prove the address; Config.TrustUDPSources
+// turns the check off.
+//
+// Limits (Config): sessions overall and per IP address (an unproven session is
+// evicted first, else the least recently heard idle one), observers overall and per
+// IP address (the oldest is evicted), Block1 reassemblies per peer and per IP address,
+// concurrent handler exchanges per peer, Block1 body size, and the memory held by
+// reassembly buffers and response caches. Server
 // Stats (the Metrics interface) counts responses by code, retransmissions,
 // duplicates, resets, malformed datagrams, block-wise transfers, notifications
 // and sessions; DTLS handshake counters are in dtlsconn.Listener.Stats.

@@ -26,7 +26,7 @@ func dialDTLS(ctx context.Context, host string, cfg *DTLSClientConfig) (io.ReadW
 
 func peerOf(c *dtlsconn.Conn) Peer {
 	return Peer{Addr: c.RemoteAddr(), Secure: true, Certificates: c.PeerCertificates(),
-		TLS: c}
+		TLS: c, AddressVerified: true} // the DTLS handshake (with its cookie) proved the address
 }
 
 // ServeDTLS serves coaps:// on l until Close. A record that does not parse as
@@ -45,6 +45,7 @@ func (s *Server) ServeDTLS(l *dtlsconn.Listener) error {
 		}
 		sess := s.ep.newSession(peerOf(conn), func(b []byte) error { _, err := conn.Write(b); return err })
 		sess.conn = conn
+		sess.verified.Store(true) // the handshake proved the address (HelloVerifyRequest cookie)
 		if !s.addSecure(sess) {
 			_ = conn.Close()
 			continue

@@ -125,17 +125,17 @@ func TestDTLSLoopback(t *testing.T) {
 	ctx := context.Background()
 	for _, bs := range []int{16, 1024} {
 		c := dialDTLSTest(t, p, ts, bs)
-		r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big", ContentFormat: -1, Accept: -1})
+		r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big"})
 		if err != nil || !bytes.Equal(r.Payload, testBody(3000, 0x5a)) {
 			t.Fatalf("bs %d GET: %v", bs, err)
 		}
 		body := testBody(2000, 0x33)
-		r, err = c.Do(ctx, &ClientRequest{Method: codes.POST, Path: "/echo", ContentFormat: 42, Accept: -1, Payload: body})
+		r, err = c.Do(ctx, &ClientRequest{Method: codes.POST, Path: "/echo", ContentFormat: CF(42), Payload: body})
 		if err != nil || !bytes.Equal(r.Payload, echoBody(body)) {
 			t.Fatalf("bs %d POST: %v", bs, err)
 		}
 		// The handler sees the client's chain and the same channel bindings as the client.
-		r, err = c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/peer", ContentFormat: -1, Accept: -1})
+		r, err = c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/peer"})
 		if err != nil || r.Code != codes.Content {
 			t.Fatalf("/peer: %v %v", r, err)
 		}

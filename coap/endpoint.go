@@ -44,26 +44,30 @@ type counters struct {
 	notifications   atomic.Uint64
 	sessionsDropped atomic.Uint64
 	busy            atomic.Uint64
+	challenges      atomic.Uint64
+	obsEvicted      atomic.Uint64
 	cacheBytes      atomic.Int64
 	reasmBytes      atomic.Int64
 }
 
 // Stats is a snapshot of an endpoint's counters (for a Prometheus collector).
 type Stats struct {
-	Responses       map[string]uint64 // responses sent, by code ("2.05", "2.31", "4.04", ...)
-	Retransmissions uint64            // CON retransmissions sent
-	Duplicates      uint64            // duplicate CON/NON messages detected (RFC 7252 §4.5)
-	Resets          uint64            // Reset messages received
-	Malformed       uint64            // datagrams that did not parse
-	BadOption       uint64            // requests rejected 4.02 for an unknown critical option
-	Blockwise       uint64            // completed Block1 reassemblies + Block2 bodies cached
-	Notifications   uint64            // Observe notifications sent
-	Busy            uint64            // requests refused because of MaxExchangesPerPeer
-	SessionsDropped uint64            // datagrams dropped because MaxSessions was reached
-	ActiveSessions  int
-	Observers       int
-	CacheBytes      int64 // deduplication replies + Block2 representations held
-	ReassemblyBytes int64 // Block1 buffers held
+	Responses        map[string]uint64 // responses sent, by code ("2.05", "2.31", "4.04", ...)
+	Retransmissions  uint64            // CON retransmissions sent
+	Duplicates       uint64            // duplicate CON/NON messages detected (RFC 7252 §4.5)
+	Resets           uint64            // Reset messages received
+	Malformed        uint64            // datagrams that did not parse
+	BadOption        uint64            // requests rejected 4.02 for an unknown critical option
+	Blockwise        uint64            // completed Block1 reassemblies + Block2 bodies cached
+	Notifications    uint64            // Observe notifications sent
+	Busy             uint64            // requests refused because of MaxExchangesPerPeer
+	SessionsDropped  uint64            // datagrams dropped because MaxSessions was reached
+	EchoChallenges   uint64            // 4.01 + Echo challenges sent to unproven addresses (RFC 9175 §2.4)
+	ObserversEvicted uint64            // observations dropped for MaxObservers / MaxObserversPerIP
+	ActiveSessions   int
+	Observers        int
+	CacheBytes       int64 // deduplication replies + Block2 representations held
+	ReassemblyBytes  int64 // Block1 buffers held
 }
 
 // Metrics is what the server publishes for a metrics collector.
@@ -73,18 +77,20 @@ type Metrics interface {
 
 func (c *counters) snapshot() Stats {
 	st := Stats{
-		Responses:       map[string]uint64{},
-		Retransmissions: c.retransmissions.Load(),
-		Duplicates:      c.duplicates.Load(),
-		Resets:          c.resets.Load(),
-		Malformed:       c.malformed.Load(),
-		BadOption:       c.badOption.Load(),
-		Blockwise:       c.blockwise.Load(),
-		Notifications:   c.notifications.Load(),
-		Busy:            c.busy.Load(),
-		SessionsDropped: c.sessionsDropped.Load(),
-		CacheBytes:      c.cacheBytes.Load(),
-		ReassemblyBytes: c.reasmBytes.Load(),
+		Responses:        map[string]uint64{},
+		Retransmissions:  c.retransmissions.Load(),
+		Duplicates:       c.duplicates.Load(),
+		Resets:           c.resets.Load(),
+		Malformed:        c.malformed.Load(),
+		BadOption:        c.badOption.Load(),
+		Blockwise:        c.blockwise.Load(),
+		Notifications:    c.notifications.Load(),
+		Busy:             c.busy.Load(),
+		SessionsDropped:  c.sessionsDropped.Load(),
+		EchoChallenges:   c.challenges.Load(),
+		ObserversEvicted: c.obsEvicted.Load(),
+		CacheBytes:       c.cacheBytes.Load(),
+		ReassemblyBytes:  c.reasmBytes.Load(),
 	}
 	for i := range c.byCode {
 		if v := c.byCode[i].Load(); v > 0 {
@@ -123,8 +129,11 @@ type session struct {
 	write func([]byte) error
 	conn  io.Closer // DTLS session, closed with the session
 
-	udpKey  netip.AddrPort // UDP sessions: map key and LRU position (Server.mu)
-	lruElem *list.Element
+	udpKey   netip.AddrPort // UDP sessions: map key and LRU positions (Server.mu)
+	lruElem  *list.Element  // in Server.lru (verified) or Server.unv
+	ipElem   *list.Element  // in the ipEntry of udpKey's address
+	verified atomic.Bool    // the peer proved its address (RFC 9175 §2.4); written under Server.mu
+	ip       *ipEntry       // UDP sessions: the per-address counters
 
 	mu       sync.Mutex
 	lastSeen time.Time
@@ -616,6 +625,7 @@ func (s *session) close() {
 	for _, st := range s.block1 {
 		freed += int64(len(st.buf))
 	}
+	s.block1Gone(len(s.block1))
 	s.block1 = map[string]*block1State{}
 	var cfreed int64
 	for _, st := range s.block2 {

@@ -18,7 +18,7 @@ func Example() {
 		Path: "/.well-known/est/crts", RT: []string{"ace.est.crts"}, CT: []int{287},
 		Handler: coap.HandlerFunc(func(ctx context.Context, r *coap.Request) *coap.Response {
 			resp := coap.NewResponse(codes.Content, make([]byte, 3000)) // sent block-wise
-			resp.ContentFormat = 287
+			resp.ContentFormat = coap.CF(287)
 			return resp
 		}),
 	})
@@ -33,10 +33,9 @@ func Example() {
 	}
 	defer c.Close()
 	wkc, _ := c.Do(context.Background(), &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core",
-		Query: []string{"rt=ace.est*"}, ContentFormat: -1, Accept: -1})
+		Query: []string{"rt=ace.est*"}})
 	fmt.Println(string(wkc.Payload))
-	crts, _ := c.Do(context.Background(), &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/est/crts",
-		ContentFormat: -1, Accept: -1})
+	crts, _ := c.Do(context.Background(), &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/est/crts"})
 	fmt.Println(crts.Code, len(crts.Payload), crts.ContentFormat)
 	// Output:
 	// </.well-known/est/crts>;rt="ace.est.crts";ct=287

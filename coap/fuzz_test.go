@@ -41,11 +41,15 @@ func FuzzServerDatagram(f *testing.F) {
 		}
 		// A fresh server per input, and waiting for its handlers, keep coverage
 		// deterministic (the fuzzer's minimiser needs that).
-		srv := NewServer(mux, Config{MaxBodySize: 4096, SeparateAfter: time.Hour})
-		srv.HandleDatagram(pc, from, b)
-		srv.HandleDatagram(pc, from, b) // and its duplicate
-		srv.running.Wait()
-		_ = srv.Close()
+		// Both with address validation (the gate) and with sources trusted (everything
+		// behind it).
+		for _, trust := range []bool{false, true} {
+			srv := NewServer(mux, Config{MaxBodySize: 4096, SeparateAfter: time.Hour, TrustUDPSources: trust})
+			srv.HandleDatagram(pc, from, b)
+			srv.HandleDatagram(pc, from, b) // and its duplicate
+			srv.running.Wait()
+			_ = srv.Close()
+		}
 	})
 }
 

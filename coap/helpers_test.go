@@ -52,13 +52,13 @@ func newTestMux(ts *testSrv, slow time.Duration) *Mux {
 	big := testBody(3000, 0x5a)
 	mux.Handle(Resource{Path: "/small", RT: []string{"test.small"}, CT: []int{0}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
 		resp := NewResponse(codes.Content, []byte("hello"))
-		resp.ContentFormat = 0
+		resp.ContentFormat = CF(0)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/big", RT: []string{"ace.est.crts"}, CT: []int{42}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
 		ts.bigCalls.Add(1)
 		resp := NewResponse(codes.Content, big)
-		resp.ContentFormat = 42
+		resp.ContentFormat = CF(42)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/echo", RT: []string{"ace.est.sen"}, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
@@ -73,7 +73,7 @@ func newTestMux(ts *testSrv, slow time.Duration) *Mux {
 			return NewResponse(codes.BadRequest, []byte(fmt.Sprintf("body of %d bytes corrupted", len(r.Payload))))
 		}
 		resp := NewResponse(codes.Changed, echoBody(r.Payload))
-		resp.ContentFormat = 42
+		resp.ContentFormat = CF(42)
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/slow", Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
@@ -133,13 +133,43 @@ type rawConn struct {
 	c *net.UDPConn
 }
 
+// newRaw returns a raw socket whose address the server has verified (RFC 9175 Echo).
 func newRaw(t *testing.T, ts *testSrv) *rawConn {
+	r := newUnprovenRaw(t, ts)
+	r.prove()
+	return r
+}
+
+// newUnprovenRaw returns a raw socket that has not answered an Echo challenge.
+func newUnprovenRaw(t *testing.T, ts *testSrv) *rawConn {
 	c, err := net.DialUDP("udp", nil, ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return &rawConn{t: t, c: c}
+}
+
+// prove answers the server's Echo challenge as a client must (RFC 9175 §2.3), with message
+// IDs the tests do not use.
+func (r *rawConn) prove() {
+	r.t.Helper()
+	r.send(getReq(0xfff0, "pv", "/small"))
+	m := r.recv(2 * time.Second)
+	if m == nil {
+		r.t.Fatal("no answer to the address check")
+	}
+	if m.Code == codes.Content {
+		return // the server trusts source addresses
+	}
+	echo, ok := optBytes(m.Options, optEcho)
+	if m.Code != codes.Unauthorized || !ok {
+		r.t.Fatalf("address check: %v", m)
+	}
+	r.send(getReq(0xfff1, "pv", "/small", message.Option{ID: optEcho, Value: echo}))
+	if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content {
+		r.t.Fatalf("address check with Echo: %v", m)
+	}
 }
 
 func (r *rawConn) send(m *message.Message) {

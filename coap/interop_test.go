@@ -221,7 +221,7 @@ func TestLibcoapServer(t *testing.T) {
 	// The server may need a moment to bind: retry the first request.
 	var resp *Response
 	for i := 0; ; i++ {
-		resp, err = c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/.well-known/core", ContentFormat: -1, Accept: -1})
+		resp, err = c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/.well-known/core"})
 		if err == nil || i > 20 {
 			break
 		}
@@ -234,11 +234,11 @@ func TestLibcoapServer(t *testing.T) {
 		t.Errorf("libcoap's link-format: %v", err)
 	}
 	body := testBody(3000, 0x77)
-	resp, err = c.Do(rctx, &ClientRequest{Method: codes.PUT, Path: "/dyn", ContentFormat: 42, Accept: -1, Payload: body})
+	resp, err = c.Do(rctx, &ClientRequest{Method: codes.PUT, Path: "/dyn", ContentFormat: CF(42), Payload: body})
 	if err != nil || resp.Code>>5 != 2 {
 		t.Fatalf("PUT /dyn: %v %v", resp, err)
 	}
-	resp, err = c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/dyn", ContentFormat: -1, Accept: -1})
+	resp, err = c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/dyn"})
 	if err != nil || resp.Code != codes.Content {
 		t.Fatalf("GET /dyn: %v %v", resp, err)
 	}
@@ -321,11 +321,11 @@ func TestLibcoapServerDTLS(t *testing.T) {
 		t.Errorf("peer: %+v", pe)
 	}
 	body := testBody(3000, 0x21)
-	resp, err := c.Do(ctx, &ClientRequest{Method: codes.PUT, Path: "/dyn2", ContentFormat: 0, Accept: -1, Payload: body})
+	resp, err := c.Do(ctx, &ClientRequest{Method: codes.PUT, Path: "/dyn2", ContentFormat: CF(0), Payload: body})
 	if err != nil || resp.Code>>5 != 2 {
 		t.Fatalf("PUT: %v %v", resp, err)
 	}
-	resp, err = c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/dyn2", ContentFormat: -1, Accept: -1})
+	resp, err = c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/dyn2"})
 	if err != nil || !bytes.Equal(resp.Payload, body) {
 		t.Fatalf("GET: %v", err)
 	}

@@ -115,7 +115,7 @@ func TestLayer(t *testing.T) {
 	}
 	do := func(c *Client, path string, body []byte) *Response {
 		t.Helper()
-		resp, err := c.Do(ctx, &ClientRequest{Method: codes.POST, Path: path, ContentFormat: -1, Accept: -1, Payload: body})
+		resp, err := c.Do(ctx, &ClientRequest{Method: codes.POST, Path: path, Payload: body})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,11 +1,15 @@
 package coap
 
 import (
+	"container/list"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
 // observer is one entry of the server's list of observers (RFC 7641 §4.1),
@@ -18,6 +22,9 @@ type observer struct {
 	szx   uint8
 
 	// guarded by Server.obsMu
+	ip       netip.Addr
+	allElem  *list.Element // in Server.obsAll; nil once removed
+	ipElem   *list.Element // in Server.obsIP[ip]
 	count    int
 	lastCON  time.Time
 	inFlight bool
@@ -28,32 +35,110 @@ type observer struct {
 	hasNonMID  bool
 }
 
+// ipOf returns the IP address of a peer address (zero when it has none).
+func ipOf(a net.Addr) netip.Addr {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap := v.AddrPort()
+		return ap.Addr().Unmap()
+	case nil:
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
 // register adds or replaces (RFC 7641 §4.1) the observation (sess, token) and
-// returns the Observe value for the response.
+// returns the Observe value for the response. A new observation over MaxObserversPerIP or
+// MaxObservers evicts the oldest one of the same address, or the oldest of all: the list of
+// observers is bounded whoever fills it.
 func (s *Server) register(sess *session, token []byte, path string, query []string, szx uint8) uint32 {
+	ip := ipOf(sess.peer.Addr)
+	var evicted []*observer
 	s.obsMu.Lock()
 	sess.mu.Lock()
-	if old := sess.observers[string(token)]; old != nil {
-		if set := s.observers[old.path]; set != nil {
-			delete(set, old)
-		}
+	old := sess.observers[string(token)]
+	if old != nil {
+		s.unlinkObserverLocked(old)
 	}
-	o := &observer{s: sess, token: append([]byte(nil), token...), path: path, query: query, szx: szx, lastCON: time.Now()}
+	o := &observer{s: sess, token: append([]byte(nil), token...), path: path, query: query, szx: szx, lastCON: time.Now(), ip: ip}
 	closed := sess.closed
 	if !closed {
 		sess.observers[string(token)] = o
 	}
 	sess.mu.Unlock()
 	if !closed {
+		if l := s.obsIP[ip]; l != nil && l.Len() >= s.ep.cfg.MaxObserversPerIP {
+			evicted = append(evicted, l.Back().Value.(*observer))
+			s.unlinkObserverLocked(evicted[len(evicted)-1])
+		}
+		if s.obsAll.Len() >= s.ep.cfg.MaxObservers {
+			evicted = append(evicted, s.obsAll.Back().Value.(*observer))
+			s.unlinkObserverLocked(evicted[len(evicted)-1])
+		}
 		set := s.observers[path]
 		if set == nil {
 			set = map[*observer]struct{}{}
 			s.observers[path] = set
 		}
 		set[o] = struct{}{}
+		o.allElem = s.obsAll.PushFront(o)
+		l := s.obsIP[ip]
+		if l == nil {
+			l = list.New()
+			s.obsIP[ip] = l
+		}
+		o.ipElem = l.PushFront(o)
 	}
 	s.obsMu.Unlock()
+	for _, e := range evicted {
+		s.evictObserver(e)
+	}
 	return s.obsSeq.Add(1) & 0xffffff
+}
+
+// unlinkObserverLocked takes o out of the server's lists (obsMu held); false when it was
+// already out.
+func (s *Server) unlinkObserverLocked(o *observer) bool {
+	if o.allElem == nil {
+		return false
+	}
+	if set := s.observers[o.path]; set != nil {
+		delete(set, o)
+		if len(set) == 0 {
+			delete(s.observers, o.path)
+		}
+	}
+	s.obsAll.Remove(o.allElem)
+	o.allElem = nil
+	if l := s.obsIP[o.ip]; l != nil {
+		l.Remove(o.ipElem)
+		if l.Len() == 0 {
+			delete(s.obsIP, o.ip)
+		}
+	}
+	o.ipElem = nil
+	return true
+}
+
+// evictObserver ends an observation the server cannot keep: it leaves the session, and the
+// client is told with a non-2.xx notification, which ends an observation (RFC 7641 §3.2).
+func (s *Server) evictObserver(o *observer) {
+	sess := o.s
+	sess.mu.Lock()
+	if sess.observers[string(o.token)] == o {
+		delete(sess.observers, string(o.token))
+	}
+	mid := sess.allocMIDLocked()
+	sess.mu.Unlock()
+	s.ep.stats.obsEvicted.Add(1)
+	m := &message.Message{Type: message.NonConfirmable, Code: codes.ServiceUnavailable, MessageID: int32(mid), Token: o.token}
+	m.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 30)
+	s.ep.stats.byCode[m.Code].Add(1)
+	sess.send(encode(m))
 }
 
 func (s *Server) deregister(sess *session, token []byte) {
@@ -67,12 +152,7 @@ func (s *Server) deregister(sess *session, token []byte) {
 
 func (s *Server) removeObserver(sess *session, o *observer) {
 	s.obsMu.Lock()
-	if set := s.observers[o.path]; set != nil {
-		delete(set, o)
-		if len(set) == 0 {
-			delete(s.observers, o.path)
-		}
-	}
+	s.unlinkObserverLocked(o)
 	s.obsMu.Unlock()
 	sess.mu.Lock()
 	if sess.observers[string(o.token)] == o {

@@ -3,10 +3,12 @@ package coap
 import (
 	"container/list"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -31,13 +33,16 @@ var _ Metrics = (*Server)(nil)
 // Server is a CoAP server over any number of UDP sockets and DTLS listeners,
 // all sharing one resource table and one set of limits.
 type Server struct {
-	ep  *endpoint
-	mux *Mux
+	ep   *endpoint
+	mux  *Mux
+	echo *echoMinter
 
 	mu      sync.Mutex
 	closed  bool
 	udp     map[netip.AddrPort]*session
-	lru     *list.List // UDP sessions, most recently heard first
+	lru     *list.List // verified UDP sessions, most recently heard first
+	unv     *list.List // unverified UDP sessions, most recently heard first
+	perIP   map[netip.Addr]*ipEntry
 	secure  map[*session]struct{}
 	closers []io.Closer
 	janitor sync.Once
@@ -46,7 +51,15 @@ type Server struct {
 
 	obsMu     sync.Mutex
 	observers map[string]map[*observer]struct{} // by path
+	obsAll    *list.List                        // every observer, newest first
+	obsIP     map[netip.Addr]*list.List         // observers by IP address, newest first
 	obsSeq    atomic.Uint32
+}
+
+// ipEntry is what the server holds for one IP address (Server.mu).
+type ipEntry struct {
+	sessions *list.List   // UDP sessions of this address, most recently heard first (Server.mu)
+	block1   atomic.Int32 // Block1 reassemblies in progress from this address
 }
 
 // NewServer returns a server for the resources of m.
@@ -55,10 +68,15 @@ func NewServer(m *Mux, cfg Config) *Server {
 		ep: newEndpoint(cfg), mux: m,
 		udp:       map[netip.AddrPort]*session{},
 		lru:       list.New(),
+		unv:       list.New(),
+		perIP:     map[netip.Addr]*ipEntry{},
 		secure:    map[*session]struct{}{},
 		observers: map[string]map[*observer]struct{}{},
+		obsAll:    list.New(),
+		obsIP:     map[netip.Addr]*list.List{},
 		done:      make(chan struct{}),
 	}
+	s.echo = newEchoMinter(s.ep.cfg.EchoWindow)
 	s.obsSeq.Store(uint32(time.Now().Unix()) & 0xffff)
 	s.ep.onReq = s.onRequest
 	s.ep.obsClean = s.removeObserver
@@ -98,6 +116,8 @@ func (s *Server) Close() error {
 	}
 	s.udp = map[netip.AddrPort]*session{}
 	s.lru.Init()
+	s.unv.Init()
+	s.perIP = map[netip.Addr]*ipEntry{}
 	s.secure = map[*session]struct{}{}
 	close(s.done)
 	s.mu.Unlock()
@@ -166,7 +186,7 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("coap: udp read: %w", err)
 		}
-		sess := s.udpSession(ap, pc, uc)
+		sess := s.udpSession(ap, pc, uc, buf[:n])
 		if sess == nil {
 			continue
 		}
@@ -180,63 +200,221 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 // pc (used by tests and fuzzing; replies go to pc).
 func (s *Server) HandleDatagram(pc net.PacketConn, addr netip.AddrPort, b []byte) {
 	uc, _ := pc.(*net.UDPConn)
-	if sess := s.udpSession(addr, pc, uc); sess != nil {
+	if sess := s.udpSession(addr, pc, uc, b); sess != nil {
 		sess.handle(append([]byte(nil), b...))
 	}
 }
 
-func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPConn) *session {
+func udpWriter(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPConn) func([]byte) error {
+	if uc != nil {
+		return func(b []byte) error { _, err := uc.WriteToUDPAddrPort(b, ap); return err }
+	}
+	addr := net.UDPAddrFromAddrPort(ap)
+	return func(b []byte) error { _, err := pc.WriteTo(b, addr); return err }
+}
+
+// udpSession returns the session of ap, creating it when the datagram b may open one; nil
+// when b was answered statelessly or dropped.
+func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPConn, b []byte) *session {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s.mu.Lock()
+	if sess, ok := s.udp[ap]; ok {
+		s.touchLocked(sess)
+		s.mu.Unlock()
+		return sess
+	}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil
+	}
+	write := udpWriter(ap, pc, uc)
+	verified := s.ep.cfg.TrustUDPSources
+	if !verified {
+		switch s.gate(ap, b, write) {
+		case gateDrop:
+			return nil
+		case gateVerified:
+			verified = true
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sess, ok := s.udp[ap]; ok {
-		s.lru.MoveToFront(sess.lruElem)
+	if sess, ok := s.udp[ap]; ok { // another reader created it meanwhile
+		s.touchLocked(sess)
 		return sess
 	}
 	if s.closed {
 		return nil
 	}
-	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictLocked() {
+	ip := s.perIP[ap.Addr()]
+	// A newcomer that has not proven its address never displaces one that has.
+	if ip != nil && ip.sessions.Len() >= s.ep.cfg.MaxSessionsPerIP && !s.evictFromLocked(ip.sessions, verified) {
 		s.ep.stats.sessionsDropped.Add(1)
 		return nil
 	}
-	addr := net.UDPAddrFromAddrPort(ap)
-	write := func(b []byte) error { _, err := pc.WriteTo(b, addr); return err }
-	if uc != nil {
-		write = func(b []byte) error { _, err := uc.WriteToUDPAddrPort(b, ap); return err }
+	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictFromLocked(s.unv, false) && !(verified && s.evictFromLocked(s.lru, true)) {
+		s.ep.stats.sessionsDropped.Add(1)
+		return nil
 	}
-	sess := s.ep.newSession(Peer{Addr: addr}, write)
+	sess := s.ep.newSession(Peer{Addr: net.UDPAddrFromAddrPort(ap), AddressVerified: verified}, write)
+	sess.verified.Store(verified)
 	s.udp[ap] = sess
 	sess.udpKey = ap
-	sess.lruElem = s.lru.PushFront(sess)
+	if verified {
+		sess.lruElem = s.lru.PushFront(sess)
+	} else {
+		sess.lruElem = s.unv.PushFront(sess)
+	}
+	if ip == nil {
+		ip = &ipEntry{sessions: list.New()}
+		s.perIP[ap.Addr()] = ip
+	}
+	sess.ipElem = ip.sessions.PushFront(sess)
+	sess.ip = ip
 	return sess
 }
 
-// evictLocked frees the least recently heard UDP session when it holds
-// nothing but deduplication state (no exchange, observation, block-wise
-// transfer or pending CON), so that a flood from many (spoofed) sources cannot
-// lock legitimate peers out. O(1): only the oldest session is examined.
-func (s *Server) evictLocked() bool {
-	back := s.lru.Back()
-	if back == nil {
+func (s *Server) touchLocked(sess *session) {
+	if sess.verified.Load() {
+		s.lru.MoveToFront(sess.lruElem)
+	} else {
+		s.unv.MoveToFront(sess.lruElem)
+	}
+	if ip := s.perIP[sess.udpKey.Addr()]; ip != nil && sess.ipElem != nil {
+		ip.sessions.MoveToFront(sess.ipElem)
+	}
+}
+
+// markVerified records that the session's peer proved its address (RFC 9175 §2.4): it is
+// no longer among the first to be evicted, and its requests are served.
+func (s *Server) markVerified(sess *session) {
+	if sess.verified.Load() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess.verified.Load() {
+		return
+	}
+	sess.verified.Store(true)
+	if s.udp[sess.udpKey] == sess {
+		s.unv.Remove(sess.lruElem)
+		sess.lruElem = s.lru.PushFront(sess)
+	}
+}
+
+// evictScan bounds the work of one eviction: only this many of the least recently heard
+// sessions of a list are examined.
+const evictScan = 8
+
+// evictFromLocked frees one of the least recently heard sessions of l so that a flood from
+// many (spoofed) sources cannot lock legitimate peers out: an unverified one (it holds
+// nothing but deduplication state) if any, else, with allowVerified, a verified one that
+// holds nothing but deduplication state (no exchange, observation, block-wise transfer or
+// pending CON). Bounded work: at most evictScan sessions are examined.
+func (s *Server) evictFromLocked(l *list.List, allowVerified bool) bool {
+	var idle *session
+	n := 0
+	for e := l.Back(); e != nil && n < evictScan; e, n = e.Prev(), n+1 {
+		x := e.Value.(*session)
+		if !x.verified.Load() {
+			s.removeUDPLocked(x)
+			go x.close()
+			return true
+		}
+		if allowVerified && idle == nil && !x.busy() {
+			idle = x
+		}
+	}
+	if idle == nil {
 		return false
 	}
-	old := back.Value.(*session)
-	old.mu.Lock()
-	busy := old.exchanges > 0 || len(old.pending) > 0 || len(old.observers) > 0 || len(old.block1) > 0 || len(old.block2) > 0
-	old.mu.Unlock()
-	if busy {
-		return false
-	}
-	s.removeUDPLocked(old)
-	go old.close()
+	s.removeUDPLocked(idle)
+	go idle.close()
 	return true
 }
 
+// busy reports whether the session holds state worth keeping.
+func (x *session) busy() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.exchanges > 0 || len(x.pending) > 0 || len(x.observers) > 0 || len(x.block1) > 0 || len(x.block2) > 0
+}
+
 func (s *Server) removeUDPLocked(x *session) {
-	if s.udp[x.udpKey] == x {
-		delete(s.udp, x.udpKey)
-		s.lru.Remove(x.lruElem)
+	if s.udp[x.udpKey] != x {
+		return
 	}
+	delete(s.udp, x.udpKey)
+	if x.verified.Load() {
+		s.lru.Remove(x.lruElem)
+	} else {
+		s.unv.Remove(x.lruElem)
+	}
+	if ip := s.perIP[x.udpKey.Addr()]; ip != nil {
+		ip.sessions.Remove(x.ipElem)
+		if ip.sessions.Len() == 0 {
+			delete(s.perIP, x.udpKey.Addr())
+		}
+	}
+}
+
+type gateVerdict int
+
+const (
+	gateDrop       gateVerdict = iota // answered statelessly or ignored
+	gateVerified                      // a request with a valid Echo value: open a verified session
+	gateUnverified                    // an OSCORE request for the Layer: open an unverified session
+)
+
+// gate decides about a datagram from a source without a session while address validation is
+// on. Nothing it does allocates state: a request without a valid Echo value gets a 4.01 +
+// Echo challenge no larger than maxAmplification times itself (RFC 9175 §2.3, §2.4 item 3;
+// RFC 7252 §11.3), a CoAP ping its Reset, a confirmable response a Reset (RFC 7252 §4.2), and
+// everything else nothing.
+func (s *Server) gate(ap netip.AddrPort, b []byte, write func([]byte) error) gateVerdict {
+	ep := s.ep
+	if len(b) < 4 || b[0]>>6 != 1 {
+		ep.stats.malformed.Add(1)
+		return gateDrop // RFC 7252 §3: unknown version numbers MUST be silently ignored
+	}
+	typ := message.Type(b[0] >> 4 & 3)
+	code := codes.Code(b[1])
+	mid := binary.BigEndian.Uint16(b[2:4])
+	if typ == message.Acknowledgement || typ == message.Reset {
+		return gateDrop // nothing of ours is outstanding towards an unknown source
+	}
+	if code == codes.Empty || code>>5 != 0 {
+		if typ == message.Confirmable {
+			// A CoAP ping (RFC 7252 §4.3) or a confirmable message we cannot use: Reset,
+			// four bytes, never more than the datagram.
+			_ = write([]byte{1<<6 | byte(message.Reset)<<4, 0, b[2], b[3]})
+		}
+		return gateDrop
+	}
+	var m message.Message
+	if err := decode(b, &m); err != nil {
+		ep.stats.malformed.Add(1)
+		return gateDrop // an unproven source gets no diagnostic
+	}
+	if v, ok := echoOf(m.Options); ok && s.echo.valid(v, ap) {
+		return gateVerified
+	}
+	if s.mux.getLayer() != nil && m.Options.HasOption(optOSCORE) && !m.Options.HasOption(message.Block1) {
+		// OSCORE authenticates the request itself (RFC 8613 §8.2) and its answers are small
+		// errors until it verifies: the layer decides.
+		return gateUnverified
+	}
+	if typ == message.NonConfirmable {
+		mid = uint16(mrand.Uint32())
+	}
+	if c := s.echo.challenge(typ, mid, m.Token, len(b), ap); c != nil {
+		ep.stats.challenges.Add(1)
+		ep.stats.byCode[codes.Unauthorized].Add(1)
+		_ = write(c)
+	}
+	return gateDrop
 }
 
 // addSecure registers a DTLS session; false when over MaxSessions.
@@ -281,7 +459,15 @@ func (s *Server) sweepLoop() {
 			}
 			s.mu.Unlock()
 			for i, x := range all {
-				if x.sweep(now) && i < nUDP {
+				idle := x.sweep(now)
+				if i < nUDP && !idle && !x.verified.Load() {
+					// A session of an unproven address holds nothing worth keeping for
+					// longer than its Echo values would be accepted.
+					x.mu.Lock()
+					idle = now.Sub(x.lastSeen) > s.ep.cfg.EchoWindow
+					x.mu.Unlock()
+				}
+				if idle && i < nUDP {
 					s.mu.Lock()
 					s.removeUDPLocked(x)
 					s.mu.Unlock()
@@ -301,6 +487,7 @@ func (x *session) sweep(now time.Time) bool {
 	for k, st := range x.block1 {
 		if now.After(st.expires) {
 			delete(x.block1, k)
+			x.block1Gone(1)
 			x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
 		}
 	}
@@ -328,6 +515,9 @@ type exchange struct {
 
 	// protect seals every response message to a request a Layer verified; nil otherwise.
 	protect func(*message.Message) (*message.Message, error)
+	// limit caps the size of an answer to a peer whose address is unproven (RFC 9175 §2.4
+	// item 3); 0 = none.
+	limit int
 }
 
 // seal protects m when the request was verified by a Layer. A response that cannot be protected
@@ -359,7 +549,11 @@ func (ex *exchange) reply(m *message.Message) {
 		ex.s.mu.Unlock()
 	}
 	b := encode(m)
-	if b == nil {
+	if ex.limit > 0 && len(b) > ex.limit && len(m.Payload) > 0 {
+		m.Payload = nil // the diagnostic goes first
+		b = encode(m)
+	}
+	if b == nil || ex.limit > 0 && len(b) > ex.limit {
 		return
 	}
 	ex.s.ep.stats.byCode[m.Code].Add(1)
@@ -394,6 +588,38 @@ type block2State struct {
 
 func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id message.OptionID) {
 	ex := &exchange{s: sess, e: e, typ: m.Type, mid: uint16(m.MessageID), token: m.Token}
+	layer := s.mux.getLayer()
+	forLayer := layer != nil && m.Options.HasOption(optOSCORE) && !m.Options.HasOption(message.Block1)
+	if !sess.verified.Load() {
+		// A plain-UDP peer that has not proven its address (RFC 9175 §2.4 item 3): only an
+		// Echo value we gave it, or an OSCORE request the layer verifies, gets it served.
+		if v, ok := echoOf(m.Options); ok && s.echo.valid(v, sess.udpKey) {
+			s.markVerified(sess)
+		} else if !forLayer {
+			typ, mid := m.Type, uint16(m.MessageID)
+			if typ == message.NonConfirmable {
+				sess.mu.Lock()
+				mid = sess.allocMIDLocked()
+				sess.mu.Unlock()
+			}
+			if c := s.echo.challenge(typ, mid, m.Token, encodedLen(m), sess.udpKey); c != nil {
+				s.ep.stats.challenges.Add(1)
+				s.ep.stats.byCode[codes.Unauthorized].Add(1)
+				if typ == message.Confirmable {
+					sess.setReply(e, c)
+				}
+				sess.send(c)
+			}
+			return
+		}
+	}
+	if forLayer {
+		// An outer Echo (answering our challenge) is not part of the OSCORE message.
+		m.Options = m.Options.Remove(optEcho)
+		if !sess.verified.Load() {
+			ex.limit = maxAmplification * encodedLen(m) // the layer's error answers stay small
+		}
+	}
 	if id != 0 {
 		s.ep.stats.badOption.Add(1)
 		if m.Type == message.NonConfirmable {
@@ -407,7 +633,8 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		return
 	}
 	peer := sess.peer
-	if l := s.mux.getLayer(); l != nil {
+	peer.AddressVerified = sess.verified.Load()
+	if l := layer; l != nil {
 		if m.Options.HasOption(optOSCORE) && m.Options.HasOption(message.Block1) {
 			// RFC 8613 §4.1.3.4.2: Outer Block options (a proxy fragmenting an OSCORE message)
 			// are processed first, until the whole OSCORE message has arrived; its blocks share
@@ -439,6 +666,10 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 			inner := lr.Request
 			inner.Type, inner.MessageID, inner.Token = m.Type, m.MessageID, m.Token
 			m, peer, ex.protect = inner, lr.Peer, lr.Protect
+			// A request that verified under OSCORE (fresh, RFC 8613 §7.4) came from its owner.
+			s.markVerified(sess)
+			peer.AddressVerified = true
+			ex.limit = 0
 			if ex.protect == nil {
 				ex.protect = func(r *message.Message) (*message.Message, error) {
 					return nil, errors.New("coap: layer gave no Protect")
@@ -512,8 +743,8 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	sess.exchanges++
 	sess.mu.Unlock()
 	req := &Request{
-		Method: m.Code, Path: path, Query: query, ContentFormat: int(cf),
-		Accept: int(optUint(m.Options, message.Accept)), Observe: int(optUint(m.Options, message.Observe)),
+		Method: m.Code, Path: path, Query: query, ContentFormat: optFormat(m.Options, message.ContentFormat),
+		Accept: optFormat(m.Options, message.Accept), Observe: optObserve(m.Options),
 		Payload: body, Options: m.Options, Peer: peer,
 	}
 	if !has2 {
@@ -560,7 +791,7 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 	if req.Method == codes.GET {
 		// Observations under OSCORE are not kept: notifications would need the exchange's
 		// security state (RFC 8613 §4.1.3.5); the request is answered as a plain GET.
-		if req.Observe == 0 && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
+		if req.Observe == ObserveRegister && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
 			obs = int64(s.register(sess, ex.token, req.Path, req.Query, b2.SZX))
 		} else {
 			s.deregister(sess, ex.token) // RFC 7641 §3.6: GET without Observe (or 1) cancels
@@ -622,7 +853,8 @@ func (x *session) block1Step(key string, b block, payload []byte, size1 int64) (
 	}
 	x.mu.Lock()
 	st := x.block1[key]
-	if b.Num == 0 && st == nil && len(x.block1) >= maxTransfersPerPeer {
+	if b.Num == 0 && st == nil && (len(x.block1) >= maxTransfersPerPeer ||
+		x.ip != nil && int(x.ip.block1.Load()) >= cfg.MaxTransfersPerIP) {
 		x.mu.Unlock()
 		r := &message.Message{Code: codes.ServiceUnavailable}
 		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 5)
@@ -631,6 +863,8 @@ func (x *session) block1Step(key string, b block, payload []byte, size1 int64) (
 	if b.Num == 0 {
 		if st != nil {
 			x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
+		} else if x.ip != nil {
+			x.ip.block1.Add(1)
 		}
 		st = &block1State{}
 		x.block1[key] = st
@@ -642,6 +876,7 @@ func (x *session) block1Step(key string, b block, payload []byte, size1 int64) (
 	grow := off + len(payload) - len(st.buf)
 	if x.ep.stats.reasmBytes.Load()+int64(grow) > int64(cfg.MaxCacheBytes) {
 		delete(x.block1, key)
+		x.block1Gone(1)
 		x.mu.Unlock()
 		x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
 		r := &message.Message{Code: codes.ServiceUnavailable}
@@ -659,16 +894,27 @@ func (x *session) block1Step(key string, b block, payload []byte, size1 int64) (
 		return nil, r
 	}
 	delete(x.block1, key)
+	x.block1Gone(1)
 	x.mu.Unlock()
 	x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
 	x.ep.stats.blockwise.Add(1)
 	return st.buf, nil
 }
 
+// block1Gone accounts for n Block1 reassemblies that ended (x.mu held).
+func (x *session) block1Gone(n int) {
+	if x.ip != nil && n > 0 {
+		x.ip.block1.Add(-int32(n))
+	}
+}
+
 func (x *session) dropBlock1(key string) {
 	x.mu.Lock()
 	st := x.block1[key]
 	delete(x.block1, key)
+	if st != nil {
+		x.block1Gone(1)
+	}
 	x.mu.Unlock()
 	if st != nil {
 		x.ep.stats.reasmBytes.Add(-int64(len(st.buf)))
@@ -711,11 +957,11 @@ func (x *session) buildResponse(resp *Response, key2 string, b2 block, b1echo *b
 	for _, o := range resp.Options {
 		opts = opts.Add(o)
 	}
-	if resp.ContentFormat >= 0 {
-		opts = addUint(opts, message.ContentFormat, uint32(resp.ContentFormat))
+	if cf, ok := resp.ContentFormat.Get(); ok {
+		opts = addUint(opts, message.ContentFormat, uint32(cf))
 	}
-	if resp.MaxAge >= 0 {
-		opts = addUint(opts, message.MaxAge, uint32(resp.MaxAge))
+	if age, ok := resp.MaxAge.Get(); ok {
+		opts = addUint(opts, message.MaxAge, uint32(age))
 	}
 	if obs >= 0 {
 		opts = addUint(opts, message.Observe, uint32(obs))
@@ -772,7 +1018,7 @@ func (s *Server) wellKnown(_ context.Context, r *Request) *Response {
 	}
 	links := FilterLinks(resourceLinks(s.mux.Resources()), r.Query)
 	resp := NewResponse(codes.Content, FormatLinks(links))
-	resp.ContentFormat = 40
+	resp.ContentFormat = CF(40)
 	return resp
 }
 

@@ -20,6 +20,11 @@ type Peer struct {
 	Certificates []*x509.Certificate // DTLS peer chain, leaf first, as verified in the handshake; nil on UDP
 	// TLS supplies the DTLS channel bindings, derived on first use; nil on plain UDP.
 	TLS TLSBinding
+	// AddressVerified reports that the peer proved it receives what is sent to its address:
+	// a DTLS session, an RFC 9175 Echo value echoed on plain UDP, an OSCORE-verified request,
+	// or a listener configured with TrustUDPSources. Until then a plain-UDP peer is answered
+	// only with small challenges (RFC 9175 §2.4).
+	AddressVerified bool
 	// OSCORE is set on a request that a Layer (Mux.SetLayer) verified: the object-security
 	// context it came under. Certificates then holds the chain the layer authenticated the
 	// context's owner with (EDHOC), if any. nil on DTLS and plain UDP.
@@ -94,9 +99,9 @@ type Request struct {
 	Method        codes.Code      // codes.GET/POST/PUT/DELETE/FETCH...
 	Path          string          // "/.well-known/est/sen" (Uri-Path joined, leading '/')
 	Query         []string        // Uri-Query values, in order
-	ContentFormat int             // -1 when absent
-	Accept        int             // -1 when absent
-	Observe       int             // -1 absent, 0 register, 1 deregister
+	ContentFormat Format          // zero when absent
+	Accept        Format          // zero when absent
+	Observe       Observe         // ObserveNone (zero) when absent
 	Payload       []byte          // whole body, Block1 already reassembled
 	Options       message.Options // every option as received (read-only)
 	Peer          Peer
@@ -105,16 +110,17 @@ type Request struct {
 // Response is a handler's answer; the endpoint splits Payload into Block2 blocks.
 type Response struct {
 	Code          codes.Code
-	ContentFormat int             // -1 = none
+	ContentFormat Format          // zero: no Content-Format option
 	Payload       []byte          // whole body; the endpoint does Block2
-	MaxAge        int             // -1 = absent (use for 5.03 + Max-Age)
+	MaxAge        Age             // zero: no Max-Age option (use MaxAge(n) for 5.03 + Max-Age)
 	ETag          []byte          // optional; the endpoint adds one for block-wise bodies if absent
 	Options       message.Options // extra options (Location-Path, ...), optional
 }
 
-// NewResponse returns a Response with code and payload and no Content-Format or Max-Age.
+// NewResponse returns a Response with code and payload and no Content-Format or Max-Age:
+// the same as &Response{Code: code, Payload: payload}.
 func NewResponse(code codes.Code, payload []byte) *Response {
-	return &Response{Code: code, ContentFormat: -1, MaxAge: -1, Payload: payload}
+	return &Response{Code: code, Payload: payload}
 }
 
 // Handler serves a CoAP request. It runs on its own goroutine; returning nil
@@ -248,7 +254,26 @@ type Config struct {
 	// ObserveConEvery makes every n-th notification confirmable (RFC 7641 §4.5);
 	// default 5. A notification is also CON if the last CON was over 24 h ago.
 	ObserveConEvery int
-	Logger          *slog.Logger
+	// TrustUDPSources turns off address validation on plain UDP: every source address is
+	// treated as proven. Only for networks where source addresses cannot be spoofed.
+	// Default false: a request from a plain-UDP source that has not yet proven its address
+	// is answered with 4.01 + Echo (RFC 9175 §2.3, §2.4 item 3) and creates no session,
+	// except an OSCORE request when a Layer is installed (the layer authenticates it).
+	TrustUDPSources bool
+	// EchoWindow is how long an Echo value handed out in a challenge is accepted. Default 30 s.
+	EchoWindow time.Duration
+	// MaxSessionsPerIP caps the plain-UDP sessions of one IP address (all its ports); a new
+	// one evicts that address's least recently heard unverified or idle session. Default 256.
+	MaxSessionsPerIP int
+	// MaxObservers caps the observations held at once; a new one evicts the oldest. Default 4096.
+	MaxObservers int
+	// MaxObserversPerIP caps the observations of one IP address (all its ports and DTLS
+	// sessions); a new one evicts that address's oldest. Default 16.
+	MaxObserversPerIP int
+	// MaxTransfersPerIP caps the Block1 reassemblies in progress from one IP address;
+	// beyond it a first block gets 5.03 + Max-Age. Default 64.
+	MaxTransfersPerIP int
+	Logger            *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -289,6 +314,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ObserveConEvery <= 0 {
 		c.ObserveConEvery = 5
+	}
+	if c.EchoWindow <= 0 {
+		c.EchoWindow = 30 * time.Second
+	}
+	if c.MaxSessionsPerIP <= 0 {
+		c.MaxSessionsPerIP = 256
+	}
+	if c.MaxObservers <= 0 {
+		c.MaxObservers = 4096
+	}
+	if c.MaxObserversPerIP <= 0 {
+		c.MaxObserversPerIP = 16
+	}
+	if c.MaxTransfersPerIP <= 0 {
+		c.MaxTransfersPerIP = 64
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

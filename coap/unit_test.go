@@ -210,6 +210,11 @@ func TestConfigDefaults(t *testing.T) {
 	if c.ExchangeLifetime != 247*time.Second {
 		t.Errorf("EXCHANGE_LIFETIME %v", c.ExchangeLifetime)
 	}
+	// The flood limits (docs/configuration.md).
+	if c.TrustUDPSources || c.EchoWindow != 30*time.Second || c.MaxSessionsPerIP != 256 || c.MaxObservers != 4096 ||
+		c.MaxObserversPerIP != 16 || c.MaxTransfersPerIP != 64 {
+		t.Errorf("flood limits %+v", c)
+	}
 }
 
 // TestDedupExpiry checks that deduplication state expires from the head of the
@@ -262,6 +267,9 @@ func TestExchangeAndCacheLimits(t *testing.T) {
 	cfg.SeparateAfter = time.Hour
 	ts := startTestServer(t, cfg)
 	r := newRaw(t, ts)
+	// The address check's exchange must have released its slot (nothing else is in flight,
+	// so Wait cannot race with the read loop's Add).
+	ts.srv.running.Wait()
 	r.send(getReq(1, "a", "/slow"))
 	time.Sleep(50 * time.Millisecond)
 	r.send(getReq(2, "b", "/small"))
@@ -279,8 +287,8 @@ func TestExchangeAndCacheLimits(t *testing.T) {
 	cfg.MaxCacheBytes = 1000
 	ts2 := startTestServer(t, cfg)
 	c := dialTest(t, ts2, 64)
-	resp, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/big", ContentFormat: -1, Accept: -1})
-	if err != nil || resp.Code != codes.ServiceUnavailable || resp.MaxAge < 0 {
+	resp, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/big"})
+	if err != nil || resp.Code != codes.ServiceUnavailable || !resp.MaxAge.IsSet() {
 		t.Fatalf("over cache cap: %v %v", resp, err)
 	}
 }

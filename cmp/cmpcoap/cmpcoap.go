@@ -146,11 +146,11 @@ func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response
 		return diag(codes.MethodNotAllowed, "CMP messages are POSTed (RFC 9482 §2.3)")
 	}
 	switch r.ContentFormat {
-	case CFPKIXCMP, CFOctetStream, -1:
+	case coap.CF(CFPKIXCMP), coap.CF(CFOctetStream), coap.Format{}:
 	default:
 		return diag(codes.UnsupportedMediaType, "CMP requests use Content-Format 259 application/pkixcmp")
 	}
-	if r.Accept != -1 && r.Accept != CFPKIXCMP {
+	if r.Accept.IsSet() && r.Accept != coap.CF(CFPKIXCMP) {
 		return diag(codes.NotAcceptable, "CMP answers are Content-Format 259 application/pkixcmp")
 	}
 	transport := authority.TransportCoAP
@@ -162,7 +162,7 @@ func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response
 		addr = r.Peer.Addr.String()
 	}
 	rsp := b.svc.Handle(ctx, &cmpserver.Request{Body: r.Payload, Label: label, Operation: op, Transport: transport, Addr: addr})
-	return &coap.Response{Code: codes.Changed, ContentFormat: CFPKIXCMP, Payload: rsp.Body, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(CFPKIXCMP), Payload: rsp.Body}
 }
 
 // serveAnn answers GET …/ann (RFC 9482 §2.6): with Observe the endpoint registers the client;
@@ -178,9 +178,9 @@ func (b *Binding) serveAnn(_ context.Context, r *coap.Request) *coap.Response {
 	last := b.last[r.Path]
 	b.mu.Unlock()
 	if last == nil {
-		return &coap.Response{Code: codes.Content, ContentFormat: -1, MaxAge: -1}
+		return &coap.Response{Code: codes.Content}
 	}
-	return &coap.Response{Code: codes.Content, ContentFormat: CFPKIXCMP, Payload: last, MaxAge: -1}
+	return &coap.Response{Code: codes.Content, ContentFormat: coap.CF(CFPKIXCMP), Payload: last}
 }
 
 // Announce publishes an announcement PKIMessage (RFC 9482 §2.6) to the observers of
@@ -203,10 +203,10 @@ func (b *Binding) Announce(der []byte, body cmp.BodyType, label string) {
 		return
 	}
 	for _, p := range paths {
-		b.opts.Notify(p, &coap.Response{Code: codes.Content, ContentFormat: CFPKIXCMP, Payload: der, MaxAge: -1})
+		b.opts.Notify(p, &coap.Response{Code: codes.Content, ContentFormat: coap.CF(CFPKIXCMP), Payload: der})
 	}
 }
 
 func diag(code codes.Code, msg string) *coap.Response {
-	return &coap.Response{Code: code, ContentFormat: -1, Payload: []byte(msg), MaxAge: -1}
+	return &coap.Response{Code: code, Payload: []byte(msg)}
 }

@@ -68,7 +68,7 @@ func TestBinding(t *testing.T) {
 	defer c.Close()
 
 	// RFC 9482 §2.2: discovery by ct=259.
-	wkc, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core", Query: []string{"ct=259"}, ContentFormat: -1, Accept: -1})
+	wkc, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core", Query: []string{"ct=259"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,22 +84,22 @@ func TestBinding(t *testing.T) {
 		name     string
 		method   codes.Code
 		path     string
-		cf       int
+		cf       coap.Format
 		want     codes.Code
 		label    string
 		op       string
 		reachSvc bool
 	}{
-		{"259", codes.POST, "/.well-known/cmp", CFPKIXCMP, codes.Changed, "", "", true},
-		{"42 on a label and operation", codes.POST, "/.well-known/cmp/p/sensors/kur", CFOctetStream, codes.Changed, "sensors", cmpserver.OpKUR, true},
-		{"no Content-Format, unlisted label", codes.POST, "/.well-known/cmp/p/other/rr", -1, codes.Changed, "other", cmpserver.OpRR, true},
-		{"wrong Content-Format", codes.POST, "/.well-known/cmp", 60, codes.UnsupportedMediaType, "", "", false},
-		{"GET", codes.GET, "/.well-known/cmp/ir", -1, codes.MethodNotAllowed, "", "", false},
-		{"unknown operation", codes.POST, "/.well-known/cmp/initialization", CFPKIXCMP, codes.NotFound, "", "", false},
+		{"259", codes.POST, "/.well-known/cmp", coap.CF(CFPKIXCMP), codes.Changed, "", "", true},
+		{"42 on a label and operation", codes.POST, "/.well-known/cmp/p/sensors/kur", coap.CF(CFOctetStream), codes.Changed, "sensors", cmpserver.OpKUR, true},
+		{"no Content-Format, unlisted label", codes.POST, "/.well-known/cmp/p/other/rr", coap.Format{}, codes.Changed, "other", cmpserver.OpRR, true},
+		{"wrong Content-Format", codes.POST, "/.well-known/cmp", coap.CF(60), codes.UnsupportedMediaType, "", "", false},
+		{"GET", codes.GET, "/.well-known/cmp/ir", coap.Format{}, codes.MethodNotAllowed, "", "", false},
+		{"unknown operation", codes.POST, "/.well-known/cmp/initialization", coap.CF(CFPKIXCMP), codes.NotFound, "", "", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rsp, err := c.Do(ctx, &coap.ClientRequest{Method: tc.method, Path: tc.path, ContentFormat: tc.cf, Accept: -1, Payload: make([]byte, 600)})
+			rsp, err := c.Do(ctx, &coap.ClientRequest{Method: tc.method, Path: tc.path, ContentFormat: tc.cf, Payload: make([]byte, 600)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,8 +113,8 @@ func TestBinding(t *testing.T) {
 			if r.Label != tc.label || r.Operation != tc.op || r.Transport != authority.TransportCoAP || len(r.Body) != 600 {
 				t.Errorf("service saw %+v", r)
 			}
-			if rsp.ContentFormat != CFPKIXCMP || len(rsp.Payload) != 1500 {
-				t.Errorf("answer: cf %d, %d bytes", rsp.ContentFormat, len(rsp.Payload))
+			if rsp.ContentFormat != coap.CF(CFPKIXCMP) || len(rsp.Payload) != 1500 {
+				t.Errorf("answer: cf %v, %d bytes", rsp.ContentFormat, len(rsp.Payload))
 			}
 		})
 	}

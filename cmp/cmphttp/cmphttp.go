@@ -6,15 +6,21 @@
 // Implemented (RFC 9811 §3): POST only, application/pkixcmp both ways, every CMP answer (CMP
 // error messages included) as HTTP 200, no caching (Cache-Control no-store), and persistent connections for HTTP/1.0 clients that ask for keep-alive (net/http
 // keeps them). Transfer-level problems are HTTP 4xx with a text diagnostic.
+//
+// NewServer bounds what one client can hold: the time to send the header and the whole
+// request, the idle time of a kept-alive connection, header and body sizes (a client sending
+// one byte every few seconds is disconnected when ReadTimeout runs out).
 package cmphttp
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"coapca/authority"
 	"coapca/cmp"
@@ -38,6 +44,54 @@ type Handler struct {
 	log *slog.Logger
 	// Secure marks the listener as TLS (transport "https").
 	Secure bool
+	// MaxBody caps a request body (413 beyond it); 0 means cmp.MaxMessageSize.
+	MaxBody int64
+}
+
+// Limits are the HTTP listener's timeouts and sizes. Zero values take the defaults.
+type Limits struct {
+	// ReadHeaderTimeout bounds the time to send the request header. Default 5 s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the time to send the whole request, body included. Default 30 s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the time from the end of the request header to the end of the
+	// response. Default 60 s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a kept-alive connection that sends no next request. Default 60 s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps the request header. Default 16 KiB.
+	MaxHeaderBytes int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = 5 * time.Second
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = 30 * time.Second
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = 60 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 60 * time.Second
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 16 << 10
+	}
+	return l
+}
+
+// NewServer returns an http.Server for h with the timeouts and header cap of l, so that a
+// slow or idle client holds a connection for a bounded time only.
+func NewServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
+	l = l.withDefaults()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout,
+		WriteTimeout: l.WriteTimeout, IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes}
+	if log != nil {
+		srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	}
+	return srv
 }
 
 // New returns the handler of svc.
@@ -96,13 +150,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "the Content-Type of CMP requests is "+ContentType+" (RFC 9811 §3)", http.StatusUnsupportedMediaType)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, cmp.MaxMessageSize+1))
-	if err != nil {
-		http.Error(w, "cannot read the request body", http.StatusBadRequest)
+	maxBody := h.MaxBody
+	if maxBody <= 0 || maxBody > cmp.MaxMessageSize {
+		maxBody = cmp.MaxMessageSize
+	}
+	if r.ContentLength > maxBody {
+		http.Error(w, "CMP message too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	if len(body) > cmp.MaxMessageSize {
-		http.Error(w, "CMP message too large", http.StatusRequestEntityTooLarge)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "CMP message too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "cannot read the request body", http.StatusBadRequest)
 		return
 	}
 	transport := authority.TransportHTTP

@@ -18,7 +18,8 @@
 //     verify_data, on a full handshake the client's, recomputed from the
 //     epoch-0 handshake messages observed on the wire per RFC 5246 §7.4.9 and
 //     RFC 6347 §4.2.6, and the master secret from pion's exported State) and
-//     RFC 9266 tls-exporter;
+//     RFC 9266 tls-exporter, all in binding.go, which says what it reads from pion
+//     and which pion release it was verified against;
 //   - fixed policy: TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (RFC 7252 §9.1.3.3) always
 //     offered, P-256, extended master secret (RFC 7627) required, optional
 //     Connection ID (RFC 9146).
@@ -33,25 +34,18 @@
 package dtlsconn
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/gob"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/dtls/v3"
-	"github.com/pion/dtls/v3/pkg/crypto/prf"
 	"github.com/pion/logging"
 )
 
@@ -137,8 +131,6 @@ const (
 	// maxRecordPlaintext is the largest plaintext of one record (RFC 6347 §4.1 →
 	// RFC 5246 §6.2.1: 2^14) with room to spare.
 	maxRecordPlaintext = 1<<14 + 2048
-	// exporterLabel is RFC 9266 §2.
-	exporterLabel = "EXPORTER-Channel-Binding"
 )
 
 // ErrClosed is returned by Accept after Close.
@@ -265,25 +257,6 @@ func (c *Conn) CipherSuite() dtls.CipherSuiteID { return c.suite }
 // ConnectionID reports whether an RFC 9146 connection ID is in use in either direction.
 func (c *Conn) ConnectionID() bool { c.bind(); return c.cid }
 
-// exportedState is the subset of pion's gob-encoded State (State.MarshalBinary)
-// that channel binding needs; gob matches fields by name.
-type exportedState struct {
-	HandshakeComplete  bool
-	CipherSuiteID      uint16
-	MasterSecret       []byte
-	LocalConnectionID  []byte
-	RemoteConnectionID []byte
-}
-
-// prfHash returns the PRF hash of a DTLS 1.2 suite (RFC 5246 §5: SHA-256 unless
-// the suite names SHA-384).
-func prfHash(id dtls.CipherSuiteID) func() hash.Hash {
-	if strings.Contains(id.String(), "SHA384") {
-		return sha512.New384
-	}
-	return sha256.New
-}
-
 // newConn builds a Conn after a completed handshake. The channel bindings are derived on
 // first use (bind); here only the transcript hash is kept.
 func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.Logger) (*Conn, error) {
@@ -301,53 +274,11 @@ func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.
 			c.peerCerts = append(c.peerCerts, cert)
 		}
 	}
-	msgs, err := tr.clientFinishedInput()
+	fh, err := finishedHash(tr, c.suite)
 	if err != nil {
 		log.Warn("dtls: tls-unique unavailable", "remote", dc.RemoteAddr(), "err", err)
 		return c, nil
 	}
-	h := prfHash(c.suite)()
-	h.Write(msgs)
-	c.finishedHash = h.Sum(nil)
+	c.finishedHash = fh
 	return c, nil
-}
-
-// bind derives the channel bindings once: the RFC 9266 exporter and RFC 5929 tls-unique.
-func (c *Conn) bind() {
-	c.bindOnce.Do(func() {
-		st, ok := c.dc.ConnectionState()
-		if !ok {
-			c.log.Warn("dtls: no connection state for channel binding", "remote", c.dc.RemoteAddr())
-			return
-		}
-		exp, err := st.ExportKeyingMaterial(exporterLabel, nil, 32)
-		if err != nil {
-			c.log.Warn("dtls: tls-exporter unavailable", "remote", c.dc.RemoteAddr(), "err", err)
-		} else {
-			c.tlsExporter = exp
-		}
-		raw, err := st.MarshalBinary()
-		var es exportedState
-		if err == nil {
-			err = gob.NewDecoder(bytes.NewReader(raw)).Decode(&es)
-		}
-		if err != nil {
-			c.log.Warn("dtls: cannot read the session state", "remote", c.dc.RemoteAddr(), "err", err)
-			return
-		}
-		c.cid = len(es.LocalConnectionID) > 0 || len(es.RemoteConnectionID) > 0
-		if c.finishedHash == nil {
-			return
-		}
-		// RFC 5929 §3.1: tls-unique is the first Finished of the most recent handshake; on a
-		// full handshake (the only kind we run: no session cache) that is the client's:
-		// PRF(master_secret, "client finished", Hash(handshake_messages))[0..11]
-		// (RFC 5246 §7.4.9).
-		vd, err := prf.PHash(es.MasterSecret, append([]byte("client finished"), c.finishedHash...), 12, prfHash(c.suite))
-		if err != nil {
-			c.log.Warn("dtls: tls-unique unavailable", "remote", c.dc.RemoteAddr(), "err", err)
-			return
-		}
-		c.tlsUnique = vd
-	})
 }

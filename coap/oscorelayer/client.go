@@ -113,7 +113,7 @@ func (e *EDHOCClient) Handshake(ctx context.Context, c *coap.Client) error {
 	defer e.mu.Unlock()
 	return e.handshakeLocked(func(p []byte) (codes.Code, []byte, error) {
 		resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC,
-			ContentFormat: CFCIDEDHOC, Accept: -1, Payload: p})
+			ContentFormat: coap.CF(CFCIDEDHOC), Payload: p})
 		if err != nil {
 			return 0, nil, err
 		}

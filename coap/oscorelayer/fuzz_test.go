@@ -50,6 +50,8 @@ func fuzzSeeds(t testing.TB, f *fixture) [][]byte {
 // resource: nothing may panic, whatever the bytes.
 func FuzzServerLayer(f *testing.F) {
 	fx := newFixture(f, ServerConfig{}, mustContext(f, pskParams(true, nil)))
+	// Behind the address check too: a server that trusts source addresses.
+	trusting := newFixtureCoAP(f, ServerConfig{}, mustContext(f, pskParams(true, nil)), coap.Config{TrustUDPSources: true})
 	for _, s := range fuzzSeeds(f, fx) {
 		f.Add(s)
 	}
@@ -57,6 +59,7 @@ func FuzzServerLayer(f *testing.F) {
 	addr := netip.MustParseAddrPort("192.0.2.7:5683")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fx.srv.HandleDatagram(pc, addr, b)
+		trusting.srv.HandleDatagram(pc, addr, b)
 		pc.mu.Lock()
 		pc.out = pc.out[:0]
 		pc.mu.Unlock()
@@ -73,7 +76,7 @@ func FuzzEDHOCResource(f *testing.F) {
 	h := fx.layer.EDHOCResource().Handler
 	f.Fuzz(func(t *testing.T, b []byte) {
 		resp := h.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: WellKnownEDHOC,
-			ContentFormat: CFCIDEDHOC, Accept: -1, Payload: b})
+			ContentFormat: coap.CF(CFCIDEDHOC), Payload: b})
 		if resp == nil {
 			t.Fatal("nil response")
 		}

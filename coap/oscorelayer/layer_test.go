@@ -112,6 +112,12 @@ func pskParams(server bool, store oscore.SequenceStore) oscore.Params {
 
 func newFixture(t testing.TB, cfg ServerConfig, psk *oscore.Context) *fixture {
 	t.Helper()
+	return newFixtureCoAP(t, cfg, psk, coap.Config{})
+}
+
+// newFixtureCoAP is newFixture with the coap server's configuration.
+func newFixtureCoAP(t testing.TB, cfg ServerConfig, psk *oscore.Context, ccfg coap.Config) *fixture {
+	t.Helper()
 	pki := newTestPKI(t)
 	clock := &fakeClock{t: time.Now()}
 	cred, err := edhoc.NewX509Credential([]*x509.Certificate{pki.server, pki.ca}, edhoc.ByX5Chain)
@@ -131,11 +137,11 @@ func newFixture(t testing.TB, cfg ServerConfig, psk *oscore.Context) *fixture {
 		sn.mu.Unlock()
 		sn.n.Add(1)
 		// A body larger than one block exercises inner block-wise (both directions).
-		return &coap.Response{Code: codes.Content, ContentFormat: 0, MaxAge: -1, Payload: append(bytes.Repeat([]byte("x"), 1500), r.Payload...)}
+		return &coap.Response{Code: codes.Content, ContentFormat: coap.CF(0), Payload: append(bytes.Repeat([]byte("x"), 1500), r.Payload...)}
 	})})
 	mux.Handle(layer.EDHOCResource())
 	mux.SetLayer(layer)
-	srv := coap.NewServer(mux, coap.Config{})
+	srv := coap.NewServer(mux, ccfg)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +171,7 @@ func get(t testing.TB, c *coap.Client, payload []byte) *coap.Response {
 	if payload != nil {
 		m = codes.POST
 	}
-	resp, err := c.Do(ctx, &coap.ClientRequest{Method: m, Path: "/r", ContentFormat: -1, Accept: -1, Payload: payload})
+	resp, err := c.Do(ctx, &coap.ClientRequest{Method: m, Path: "/r", Payload: payload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,20 +372,20 @@ func TestEDHOCAbandoned(t *testing.T) {
 		m1, _ := init.Message1(nil)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: CFCIDEDHOC,
-			Accept: -1, Payload: append([]byte{0xf5}, m1...)})
+		resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: coap.CF(CFCIDEDHOC),
+			Payload: append([]byte{0xf5}, m1...)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return resp
 	}
 	for i := range 2 {
-		if r := message1(); r.Code != codes.Changed || r.ContentFormat != CFEDHOC {
-			t.Fatalf("message_1 #%d: %v cf %d", i, r.Code, r.ContentFormat)
+		if r := message1(); r.Code != codes.Changed || r.ContentFormat != coap.CF(CFEDHOC) {
+			t.Fatalf("message_1 #%d: %v cf %v", i, r.Code, r.ContentFormat)
 		}
 	}
-	if r := message1(); r.Code != codes.ServiceUnavailable || r.MaxAge <= 0 {
-		t.Fatalf("over the cap: %v max-age %d", r.Code, r.MaxAge)
+	if r := message1(); r.Code != codes.ServiceUnavailable || r.MaxAge != coap.MaxAge(5) {
+		t.Fatalf("over the cap: %v max-age %v", r.Code, r.MaxAge)
 	}
 	if s, _ := f.layer.Stats(); s != 2 {
 		t.Fatalf("%d sessions", s)
@@ -409,12 +415,12 @@ func TestEDHOCAbandoned(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, p := range [][]byte{{0x37, 0x41, 0x00}, {0xff}, {0xf5, 0xff}} {
-		r, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: CFCIDEDHOC, Accept: -1, Payload: p})
+		r, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: WellKnownEDHOC, ContentFormat: coap.CF(CFCIDEDHOC), Payload: p})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Code != codes.BadRequest || r.ContentFormat != CFEDHOC {
-			t.Fatalf("%x: %v cf %d", p, r.Code, r.ContentFormat)
+		if r.Code != codes.BadRequest || r.ContentFormat != coap.CF(CFEDHOC) {
+			t.Fatalf("%x: %v cf %v", p, r.Code, r.ContentFormat)
 		}
 		if _, err := edhoc.ParseErrorMessage(r.Payload); err != nil {
 			t.Fatalf("%x: not an EDHOC error message: %v", p, err)
@@ -509,6 +515,14 @@ func TestOuterBlockwise(t *testing.T) {
 		blk.Options = append(message.Options(nil), p.Options...).Add(message.Option{ID: message.Block1, Value: encodeBlockValue(v)})
 		f.srv.HandleDatagram(pc, addr, encodeMsg(t, &blk))
 		got := pc.waitFor(t, uint16(200+i))
+		if echo, err := got.Options.GetBytes(252); i == 0 && got.Code == codes.Unauthorized && err == nil {
+			// The address is unproven and a reassembly would hold state: answer the
+			// challenge (RFC 9175 §2.3), as a proxy would.
+			blk.MessageID = 199
+			blk.Options = append(message.Options(nil), blk.Options...).Add(message.Option{ID: 252, Value: echo})
+			f.srv.HandleDatagram(pc, addr, encodeMsg(t, &blk))
+			got = pc.waitFor(t, 199)
+		}
 		if more {
 			if got.Code != codes.Continue {
 				t.Fatalf("block %d answered %v, want 2.31", i, got.Code)

@@ -30,11 +30,15 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -89,9 +93,13 @@ type ServerConfig struct {
 	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
 	// SessionTimeout frees a handshake state that waited this long for message_3; default 60 s.
 	SessionTimeout time.Duration
-	// MaxSessions caps concurrent handshake states; default 1024. Beyond it message_1 gets
-	// 5.03 + Max-Age.
+	// MaxSessions caps concurrent handshake states; default 1024. When it is reached, a new
+	// message_1 evicts the oldest handshake of a peer whose address is unproven
+	// (coap.Peer.AddressVerified), else gets 5.03 + Max-Age.
 	MaxSessions int
+	// MaxSessionsPerSource caps the handshake states of one IP address; a new message_1 from
+	// an address at the cap evicts that address's oldest handshake. Default 16.
+	MaxSessionsPerSource int
 	// ContextIdle drops an EDHOC-derived OSCORE context unused this long; default 10 min.
 	// Pre-shared contexts are never dropped.
 	ContextIdle time.Duration
@@ -111,8 +119,22 @@ type Server struct {
 	mu        sync.Mutex
 	ctxs      map[*oscore.Context]*ctxEntry
 	derived   int
-	sessions  map[string]*hsState // by C_R
+	sessions  map[string]*hsState   // by C_R
+	byM1      map[[32]byte]*hsState // by SHA-256 of message_1: replays are answered from here
+	perSource map[netip.Addr]int    // handshake states by the Initiator's IP address
 	lastSweep time.Time
+
+	message2, resent, evicted atomic.Uint64
+}
+
+// Counters are the EDHOC responder's work counters.
+type Counters struct {
+	// Message2 counts message_2 computations (each an ECDH and a signature or MAC).
+	Message2 uint64
+	// Message2Resent counts replays of a message_1 answered with the message_2 already made.
+	Message2Resent uint64
+	// Evicted counts handshake states dropped to make room (per-source or overall cap).
+	Evicted uint64
 }
 
 type ctxEntry struct {
@@ -122,8 +144,14 @@ type ctxEntry struct {
 }
 
 type hsState struct {
-	r       *edhoc.Responder
-	expires time.Time
+	r        *edhoc.Responder
+	cr       string
+	m1       [32]byte
+	m2       []byte // nil while it is being made
+	src      netip.Addr
+	verified bool // the Initiator's address was proven when message_1 arrived
+	created  time.Time
+	expires  time.Time
 }
 
 var _ coap.Layer = (*Server)(nil)
@@ -135,6 +163,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 1024
+	}
+	if cfg.MaxSessionsPerSource <= 0 {
+		cfg.MaxSessionsPerSource = 16
 	}
 	if cfg.ContextIdle <= 0 {
 		cfg.ContextIdle = 10 * time.Minute
@@ -158,7 +189,8 @@ func NewServer(cfg ServerConfig) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{cfg: cfg, log: log, ring: oscore.NewKeyring(),
-		ctxs: map[*oscore.Context]*ctxEntry{}, sessions: map[string]*hsState{}}
+		ctxs: map[*oscore.Context]*ctxEntry{}, sessions: map[string]*hsState{},
+		byM1: map[[32]byte]*hsState{}, perSource: map[netip.Addr]int{}}
 }
 
 // AddContext adds a long-lived (pre-shared) context owned by id.
@@ -176,6 +208,11 @@ func (s *Server) Stats() (sessions, contexts int) {
 	return len(s.sessions), len(s.ctxs)
 }
 
+// Counters returns the responder's work counters.
+func (s *Server) Counters() Counters {
+	return Counters{Message2: s.message2.Load(), Message2Resent: s.resent.Load(), Evicted: s.evicted.Load()}
+}
+
 // Sweep frees expired handshake states and idle EDHOC-derived contexts. The layer sweeps by
 // itself at most once a second as requests arrive; tests call it directly.
 func (s *Server) Sweep() {
@@ -186,10 +223,10 @@ func (s *Server) Sweep() {
 
 func (s *Server) sweepLocked(now time.Time) {
 	s.lastSweep = now
-	for k, h := range s.sessions {
+	for _, h := range s.sessions {
 		if now.After(h.expires) {
+			s.forgetLocked(h)
 			h.r.Close() // wipes the secrets at once
-			delete(s.sessions, k)
 		}
 	}
 	for c, e := range s.ctxs {
@@ -197,6 +234,39 @@ func (s *Server) sweepLocked(now time.Time) {
 			s.dropLocked(c)
 		}
 	}
+}
+
+// forgetLocked takes a handshake state out of every table (its Responder is not closed).
+func (s *Server) forgetLocked(h *hsState) {
+	if s.sessions[h.cr] == h {
+		delete(s.sessions, h.cr)
+	}
+	if s.byM1[h.m1] == h {
+		delete(s.byM1, h.m1)
+	}
+	if n := s.perSource[h.src] - 1; n > 0 {
+		s.perSource[h.src] = n
+	} else {
+		delete(s.perSource, h.src)
+	}
+}
+
+// evictLocked drops the oldest handshake state for which pick is true; false when none.
+// Bounded by MaxSessions.
+func (s *Server) evictLocked(pick func(*hsState) bool) bool {
+	var oldest *hsState
+	for _, h := range s.sessions {
+		if h.m2 != nil && pick(h) && (oldest == nil || h.created.Before(oldest.created)) {
+			oldest = h
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	s.forgetLocked(oldest)
+	oldest.r.Close()
+	s.evicted.Add(1)
+	return true
 }
 
 func (s *Server) maybeSweepLocked(now time.Time) {
@@ -318,16 +388,16 @@ func (s *Server) EDHOCResource() coap.Resource {
 
 func (s *Server) serveEDHOC(_ context.Context, r *coap.Request) *coap.Response {
 	if r.Method != codes.POST {
-		return &coap.Response{Code: codes.MethodNotAllowed, ContentFormat: -1, MaxAge: -1}
+		return &coap.Response{Code: codes.MethodNotAllowed}
 	}
-	if r.ContentFormat != -1 && r.ContentFormat != CFCIDEDHOC && r.ContentFormat != CFEDHOC {
+	if r.ContentFormat.IsSet() && r.ContentFormat != coap.CF(CFCIDEDHOC) && r.ContentFormat != coap.CF(CFEDHOC) {
 		return toResponse(edhocError(codes.UnsupportedMediaType, "EDHOC requests are application/cid-edhoc+cbor-seq (65)"))
 	}
 	if len(r.Payload) == 0 {
 		return toResponse(edhocError(codes.BadRequest, "empty EDHOC request"))
 	}
 	if r.Payload[0] == 0xf5 { // CBOR true: message_1 (Appendix A.2)
-		return s.message1(r.Payload[1:])
+		return s.message1(r.Payload[1:], r.Peer)
 	}
 	cr, m3, err := edhoc.SplitConnID(r.Payload)
 	if err != nil {
@@ -337,33 +407,65 @@ func (s *Server) serveEDHOC(_ context.Context, r *coap.Request) *coap.Response {
 		return toResponse(reply)
 	}
 	// No message_4: the first OSCORE response confirms the key (RFC 9528 §5.5).
-	return &coap.Response{Code: codes.Changed, ContentFormat: -1, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed}
 }
 
 // message1 runs ProcessMessage1 and Message2 for a new session.
-func (s *Server) message1(m1 []byte) *coap.Response {
+//
+// Handshake states are a resource anyone can ask for, at the price of one message_1, and
+// each costs the Responder an ECDH and a signature (RFC 9528 §9, denial of service): a
+// message_1 seen before (a replay, or a retransmission by a client whose ACK was lost) is
+// answered with the message_2 already made for it, without new work; one IP address holds
+// at most MaxSessionsPerSource states (its oldest is evicted for a new one); and when the
+// table is full, a state of a peer with an unproven address is evicted first. The coap
+// endpoint has already made the peer prove its address (RFC 9175 Echo) unless configured to
+// trust source addresses, so a spoofed message_1 costs nothing here.
+func (s *Server) message1(m1 []byte, peer coap.Peer) *coap.Response {
 	if s.cfg.Credential == nil || s.cfg.VerifyPeer == nil {
 		return toResponse(edhocError(codes.InternalServerError, "EDHOC is not configured"))
 	}
 	now := s.cfg.Now()
+	key := sha256.Sum256(m1)
+	src := addrOf(peer.Addr)
+	busy := func() *coap.Response {
+		resp := toResponse(edhocError(codes.ServiceUnavailable, "too many EDHOC sessions in progress"))
+		resp.MaxAge = coap.MaxAge(5)
+		return resp
+	}
 	s.mu.Lock()
 	s.maybeSweepLocked(now)
+	if h := s.byM1[key]; h != nil && !now.After(h.expires) {
+		m2 := h.m2
+		s.mu.Unlock()
+		if m2 == nil {
+			return busy() // the first copy is still being answered
+		}
+		s.resent.Add(1)
+		return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(CFEDHOC), Payload: m2}
+	}
+	if s.perSource[src] >= s.cfg.MaxSessionsPerSource {
+		s.evictLocked(func(h *hsState) bool { return h.src == src })
+	}
 	if len(s.sessions) >= s.cfg.MaxSessions {
 		s.sweepLocked(now)
 	}
-	full := len(s.sessions) >= s.cfg.MaxSessions
-	s.mu.Unlock()
-	if full {
-		resp := toResponse(edhocError(codes.ServiceUnavailable, "too many EDHOC sessions in progress"))
-		resp.MaxAge = 5
-		return resp
+	if len(s.sessions) >= s.cfg.MaxSessions && !s.evictLocked(func(h *hsState) bool { return !h.verified }) {
+		s.mu.Unlock()
+		return busy()
 	}
+	if s.perSource[src] >= s.cfg.MaxSessionsPerSource {
+		s.mu.Unlock()
+		return busy() // every state of this source is still being answered
+	}
+	s.mu.Unlock()
 	r, err := edhoc.NewResponder(edhoc.Config{
 		Methods: s.cfg.Methods, Suites: s.cfg.Suites, Credential: s.cfg.Credential,
 		PrivateKey: s.cfg.PrivateKey, Resolve: s.resolve, Logger: s.log,
 	})
 	if err != nil {
-		return toResponse(edhocError(codes.InternalServerError, "EDHOC responder: "+err.Error()))
+		// The detail goes to the log; the peer learns only the kind (docs/security.md).
+		s.log.Error("edhoc: cannot start a responder", "err", err)
+		return toResponse(edhocError(codes.InternalServerError, "internal error"))
 	}
 	msg1, err := r.ProcessMessage1(m1)
 	if err != nil {
@@ -372,31 +474,61 @@ func (s *Server) message1(m1 []byte) *coap.Response {
 		return toResponse(replyFor(err))
 	}
 	s.mu.Lock()
+	if s.byM1[key] != nil || len(s.sessions) >= s.cfg.MaxSessions || s.perSource[src] >= s.cfg.MaxSessionsPerSource {
+		// Another copy of this message_1, or other handshakes, took the room meanwhile.
+		s.mu.Unlock()
+		r.Close()
+		return busy()
+	}
 	cr, ok := s.freeConnIDLocked(msg1.CI)
 	if !ok {
 		s.mu.Unlock()
 		r.Close()
 		return toResponse(edhocError(codes.ServiceUnavailable, "no free connection identifier"))
 	}
-	// Reserve C_R while message_2 is built.
-	s.sessions[string(cr)] = &hsState{r: r, expires: now.Add(s.cfg.SessionTimeout)}
+	// Reserve C_R (and the message_1) while message_2 is built.
+	h := &hsState{r: r, cr: string(cr), m1: key, src: src, verified: peer.AddressVerified,
+		created: now, expires: now.Add(s.cfg.SessionTimeout)}
+	s.sessions[h.cr] = h
+	s.byM1[key] = h
+	s.perSource[src]++
 	s.mu.Unlock()
 	fail := func(resp *message.Message) *coap.Response {
 		s.mu.Lock()
-		delete(s.sessions, string(cr))
+		s.forgetLocked(h)
 		s.mu.Unlock()
 		r.Close()
 		return toResponse(resp)
 	}
 	if err := r.SetConnID(cr); err != nil {
-		return fail(edhocError(codes.InternalServerError, err.Error()))
+		s.log.Error("edhoc: cannot set the connection identifier", "err", err)
+		return fail(edhocError(codes.InternalServerError, "internal error"))
 	}
+	s.message2.Add(1)
 	m2, err := r.Message2(nil)
 	if err != nil {
 		s.log.Debug("edhoc: message_2 failed", "err", err)
 		return fail(replyFor(err))
 	}
-	return &coap.Response{Code: codes.Changed, ContentFormat: CFEDHOC, Payload: m2, MaxAge: -1}
+	s.mu.Lock()
+	h.m2 = m2
+	s.mu.Unlock()
+	return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(CFEDHOC), Payload: m2}
+}
+
+// addrOf returns the IP address of a peer address (zero when it has none).
+func addrOf(a net.Addr) netip.Addr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort().Addr().Unmap()
+	}
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // freeConnIDLocked picks a C_R unused by handshakes and contexts and different from the
@@ -447,7 +579,12 @@ func (s *Server) finish(cr, m3 []byte) (*oscore.Context, *message.Message) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	h := s.sessions[string(cr)]
-	delete(s.sessions, string(cr))
+	if h != nil && h.m2 == nil {
+		h = nil // message_2 is still being made: this cannot be its message_3
+	}
+	if h != nil {
+		s.forgetLocked(h)
+	}
 	s.mu.Unlock()
 	if h == nil || now.After(h.expires) {
 		if h != nil {
@@ -524,10 +661,10 @@ func cfOpts(cf int) message.Options {
 }
 
 func toResponse(m *message.Message) *coap.Response {
-	resp := &coap.Response{Code: m.Code, ContentFormat: -1, MaxAge: -1, Payload: m.Payload}
+	resp := &coap.Response{Code: m.Code, Payload: m.Payload}
 	for _, o := range m.Options {
 		if o.ID == message.ContentFormat && len(o.Value) == 1 {
-			resp.ContentFormat = int(o.Value[0])
+			resp.ContentFormat = coap.CF(uint16(o.Value[0]))
 		}
 	}
 	return resp

@@ -196,7 +196,7 @@ func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 
 func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
 	switch r.Accept {
-	case -1, est.CFPKCS7CertsOnly, est.CFPKIXCert, est.CFMultipartCore:
+	case coap.Format{}, coap.CF(est.CFPKCS7CertsOnly), coap.CF(est.CFPKIXCert), coap.CF(est.CFMultipartCore):
 	default:
 		return notAcceptable(r.Accept, est.CFPKCS7CertsOnly, est.CFPKIXCert, est.CFMultipartCore)
 	}
@@ -204,12 +204,12 @@ func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *
 	if err != nil {
 		return b.fail(ctx, r, err)
 	}
-	resp := &coap.Response{Code: codes.Content, MaxAge: -1}
+	resp := &coap.Response{Code: codes.Content}
 	switch r.Accept {
-	case est.CFPKIXCert:
+	case coap.CF(est.CFPKIXCert):
 		// One certificate only: the root, the trust anchor a client stores (RFC 7030 §4.1.3).
-		resp.ContentFormat, resp.Payload = est.CFPKIXCert, certs[len(certs)-1].Raw
-	case est.CFMultipartCore:
+		resp.ContentFormat, resp.Payload = coap.CF(est.CFPKIXCert), certs[len(certs)-1].Raw
+	case coap.CF(est.CFMultipartCore):
 		parts := make([]est.Part, len(certs))
 		for i, c := range certs {
 			parts[i] = est.Part{ContentFormat: est.CFPKIXCert, Body: c.Raw}
@@ -218,27 +218,28 @@ func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *
 		if err != nil {
 			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 		}
-		resp.ContentFormat, resp.Payload = est.CFMultipartCore, p
+		resp.ContentFormat, resp.Payload = coap.CF(est.CFMultipartCore), p
 	default:
 		p, err := est.EncodeCertsOnly(certs)
 		if err != nil {
 			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 		}
-		resp.ContentFormat, resp.Payload = est.CFPKCS7CertsOnly, p
+		resp.ContentFormat, resp.Payload = coap.CF(est.CFPKCS7CertsOnly), p
 	}
-	sum := sha256.Sum256(append([]byte{byte(resp.ContentFormat >> 8), byte(resp.ContentFormat)}, resp.Payload...))
+	cf, _ := resp.ContentFormat.Get()
+	sum := sha256.Sum256(append([]byte{byte(cf >> 8), byte(cf)}, resp.Payload...))
 	resp.ETag = sum[:8]
 	for _, o := range r.Options {
 		if o.ID == message.ETag && bytes.Equal(o.Value, resp.ETag) {
 			// RFC 7252 §5.10.6.2: the client's stored representation is still current.
-			return &coap.Response{Code: codes.Valid, ContentFormat: -1, MaxAge: -1, ETag: resp.ETag}
+			return &coap.Response{Code: codes.Valid, ETag: resp.ETag}
 		}
 	}
 	return resp
 }
 
 func (b *Binding) att(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
-	if r.Accept != -1 && r.Accept != est.CFCSRAttrs {
+	if r.Accept.IsSet() && r.Accept != coap.CF(est.CFCSRAttrs) {
 		return notAcceptable(r.Accept, est.CFCSRAttrs)
 	}
 	a, err := b.svc.CSRAttrs(ctx, req)
@@ -249,15 +250,15 @@ func (b *Binding) att(ctx context.Context, r *coap.Request, req *est.Request) *c
 	if err != nil {
 		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 	}
-	return &coap.Response{Code: codes.Content, ContentFormat: est.CFCSRAttrs, Payload: p, MaxAge: -1}
+	return &coap.Response{Code: codes.Content, ContentFormat: coap.CF(est.CFCSRAttrs), Payload: p}
 }
 
 // checkRequestFormat enforces Content-Format 286 on the CSR-carrying requests (RFC 9148
 // §4.3). A request without Content-Format is taken as 286 (the body is checked as a CSR anyway).
 func checkRequestFormat(r *coap.Request) *coap.Response {
-	if r.ContentFormat != -1 && r.ContentFormat != est.CFPKCS10 {
+	if r.ContentFormat.IsSet() && r.ContentFormat != coap.CF(est.CFPKCS10) {
 		return ErrorResponse(errs.New(errs.UnsupportedFormat,
-			"request Content-Format must be 286 (application/pkcs10), got %s (RFC 9148 §4.3)", itoa(r.ContentFormat)))
+			"request Content-Format must be 286 (application/pkcs10), got %s (RFC 9148 §4.3)", r.ContentFormat))
 	}
 	return nil
 }
@@ -268,7 +269,7 @@ func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request,
 	}
 	// RFC 9148 §4.3: 281 unless the client's Accept asks for 287.
 	switch r.Accept {
-	case -1, est.CFPKCS7CertsOnly, est.CFPKIXCert:
+	case coap.Format{}, coap.CF(est.CFPKCS7CertsOnly), coap.CF(est.CFPKIXCert):
 	default:
 		return notAcceptable(r.Accept, est.CFPKCS7CertsOnly, est.CFPKIXCert)
 	}
@@ -282,15 +283,15 @@ func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request,
 	if err != nil {
 		return b.fail(ctx, r, err)
 	}
-	if r.Accept == est.CFPKIXCert {
-		return &coap.Response{Code: codes.Changed, ContentFormat: est.CFPKIXCert, Payload: iss.Cert.Raw, MaxAge: -1}
+	if r.Accept == coap.CF(est.CFPKIXCert) {
+		return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(est.CFPKIXCert), Payload: iss.Cert.Raw}
 	}
 	// RFC 7030 §4.2.3: a certs-only response holding only the issued certificate.
 	p, err := est.EncodeCertsOnly([]*x509.Certificate{iss.Cert})
 	if err != nil {
 		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 	}
-	return &coap.Response{Code: codes.Changed, ContentFormat: est.CFPKCS7CertsOnly, Payload: p, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(est.CFPKCS7CertsOnly), Payload: p}
 }
 
 // serverKeyGen answers /skg (certificate as 281) and /skc (certificate as 287) with a
@@ -304,15 +305,15 @@ func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Re
 	if resp := checkRequestFormat(r); resp != nil {
 		return resp
 	}
-	certCF := est.CFPKCS7CertsOnly
+	certCF := uint16(est.CFPKCS7CertsOnly)
 	if skc {
 		certCF = est.CFPKIXCert
 	}
 	switch r.Accept {
-	case -1, est.CFMultipartCore, est.CFPKCS8:
-	case est.CFPKCS7CertsOnly, est.CFPKIXCert:
-		certCF = r.Accept
-	case est.CFPKCS7ServerKey:
+	case coap.Format{}, coap.CF(est.CFMultipartCore), coap.CF(est.CFPKCS8):
+	case coap.CF(est.CFPKCS7CertsOnly), coap.CF(est.CFPKIXCert):
+		certCF, _ = r.Accept.Get()
+	case coap.CF(est.CFPKCS7ServerKey):
 		req.RequireEncryptedKey = true
 	default:
 		return notAcceptable(r.Accept, est.CFMultipartCore)
@@ -331,11 +332,11 @@ func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Re
 	if sk.Encrypted != nil {
 		key = est.Part{ContentFormat: est.CFPKCS7ServerKey, Body: sk.Encrypted}
 	}
-	p, err := est.EncodeMultipart([]est.Part{key, {ContentFormat: uint16(certCF), Body: certBody}})
+	p, err := est.EncodeMultipart([]est.Part{key, {ContentFormat: certCF, Body: certBody}})
 	if err != nil {
 		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 	}
-	return &coap.Response{Code: codes.Changed, ContentFormat: est.CFMultipartCore, Payload: p, MaxAge: -1}
+	return &coap.Response{Code: codes.Changed, ContentFormat: coap.CF(est.CFMultipartCore), Payload: p}
 }
 
 // codeFor is THE table from error kinds to EST-coaps response codes (RFC 9148 §4.5 Table 4,
@@ -368,10 +369,10 @@ func ErrorResponse(err error) *coap.Response {
 	if e := errs.As(err); e != nil {
 		switch {
 		case e.RetryAfter > 0:
-			resp.MaxAge = int(min(math.Ceil(e.RetryAfter.Seconds()), math.MaxUint32))
+			resp.MaxAge = coap.MaxAge(uint32(min(math.Ceil(e.RetryAfter.Seconds()), math.MaxUint32)))
 		case e.Kind == errs.Pending:
 			// RFC 9148 §4.7 needs a Max-Age on the 5.03; 60 s is the RFC 7252 §5.10.5 default.
-			resp.MaxAge = 60
+			resp.MaxAge = coap.MaxAge(60)
 		}
 	}
 	return resp
@@ -388,21 +389,14 @@ func (b *Binding) fail(ctx context.Context, r *coap.Request, err error) *coap.Re
 }
 
 func diag(code codes.Code, msg string) *coap.Response {
-	return &coap.Response{Code: code, ContentFormat: -1, Payload: []byte(msg), MaxAge: -1}
+	return &coap.Response{Code: code, Payload: []byte(msg)}
 }
 
-func notAcceptable(got int, can ...int) *coap.Response {
+func notAcceptable(got coap.Format, can ...int) *coap.Response {
 	s := make([]string, len(can))
 	for i, c := range can {
-		s[i] = itoa(c)
+		s[i] = strconv.Itoa(c)
 	}
 	return ErrorResponse(errs.New(errs.NotAcceptable, "cannot produce Content-Format %s; this resource offers %s",
-		itoa(got), strings.Join(s, ", ")))
-}
-
-func itoa(n int) string {
-	if n < 0 {
-		return "none"
-	}
-	return strconv.Itoa(n)
+		got, strings.Join(s, ", ")))
 }

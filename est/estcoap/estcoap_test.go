@@ -66,9 +66,9 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) do(method codes.Code, path string, cf, accept int, payload []byte, opts ...message.Option) *coap.Response {
+func (f *fixture) do(method codes.Code, path string, cf, accept coap.Format, payload []byte, opts ...message.Option) *coap.Response {
 	r := &coap.Request{
-		Method: method, Path: path, ContentFormat: cf, Accept: accept, Observe: -1, Payload: payload,
+		Method: method, Path: path, ContentFormat: cf, Accept: accept, Payload: payload,
 		Options: opts,
 		Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
 			Certificates: []*x509.Certificate{f.dev}, TLS: est.StaticTLS{Unique: f.unique}},
@@ -117,30 +117,31 @@ func TestRegisterDiscovery(t *testing.T) {
 
 func TestCACerts(t *testing.T) {
 	f := newFixture(t)
-	resp := f.do(codes.GET, root+"/crts", -1, -1, nil)
-	if resp.Code != codes.Content || resp.ContentFormat != est.CFPKCS7CertsOnly || len(resp.ETag) == 0 {
-		t.Fatalf("crts: %v cf=%d etag=%x", resp.Code, resp.ContentFormat, resp.ETag)
+	var none coap.Format // no option
+	resp := f.do(codes.GET, root+"/crts", none, none, nil)
+	if resp.Code != codes.Content || resp.ContentFormat != coap.CF(est.CFPKCS7CertsOnly) || len(resp.ETag) == 0 {
+		t.Fatalf("crts: %v cf=%v etag=%x", resp.Code, resp.ContentFormat, resp.ETag)
 	}
 	certs, err := est.ParseCertsOnly(resp.Payload)
 	if err != nil || len(certs) != 2 || !certs[0].Equal(f.fa.CA) || !certs[1].Equal(f.fa.Root) {
 		t.Fatalf("crts payload: %v", err)
 	}
 	// The same ETag in the request: 2.03 Valid (RFC 7252 §5.10.6).
-	valid := f.do(codes.GET, root+"/crts", -1, -1, nil, message.Option{ID: message.ETag, Value: resp.ETag})
+	valid := f.do(codes.GET, root+"/crts", none, none, nil, message.Option{ID: message.ETag, Value: resp.ETag})
 	if valid.Code != codes.Valid || len(valid.Payload) != 0 || !bytes.Equal(valid.ETag, resp.ETag) {
 		t.Errorf("revalidation: %v", valid.Code)
 	}
-	stale := f.do(codes.GET, root+"/crts", -1, -1, nil, message.Option{ID: message.ETag, Value: []byte{1}})
+	stale := f.do(codes.GET, root+"/crts", none, none, nil, message.Option{ID: message.ETag, Value: []byte{1}})
 	if stale.Code != codes.Content {
 		t.Errorf("stale etag: %v", stale.Code)
 	}
-	one := f.do(codes.GET, root+"/crts", -1, est.CFPKIXCert, nil)
-	if one.Code != codes.Content || one.ContentFormat != est.CFPKIXCert || !bytes.Equal(one.Payload, f.fa.Root.Raw) {
-		t.Errorf("crts 287: %v %d", one.Code, one.ContentFormat)
+	one := f.do(codes.GET, root+"/crts", none, coap.CF(est.CFPKIXCert), nil)
+	if one.Code != codes.Content || one.ContentFormat != coap.CF(est.CFPKIXCert) || !bytes.Equal(one.Payload, f.fa.Root.Raw) {
+		t.Errorf("crts 287: %v %v", one.Code, one.ContentFormat)
 	}
-	mp := f.do(codes.GET, root+"/pop/crts", -1, est.CFMultipartCore, nil)
+	mp := f.do(codes.GET, root+"/pop/crts", none, coap.CF(est.CFMultipartCore), nil)
 	parts, err := est.ParseMultipart(mp.Payload)
-	if mp.Code != codes.Content || mp.ContentFormat != est.CFMultipartCore || err != nil || len(parts) != 2 ||
+	if mp.Code != codes.Content || mp.ContentFormat != coap.CF(est.CFMultipartCore) || err != nil || len(parts) != 2 ||
 		parts[0].ContentFormat != est.CFPKIXCert || !bytes.Equal(parts[1].Body, f.fa.Root.Raw) {
 		t.Errorf("crts 62: %v %v %+v", mp.Code, err, parts)
 	}
@@ -151,16 +152,17 @@ func TestCACerts(t *testing.T) {
 
 func TestEnrollAndFormats(t *testing.T) {
 	f := newFixture(t)
-	resp := f.do(codes.POST, root+"/sen", est.CFPKCS10, -1, f.csr)
-	if resp.Code != codes.Changed || resp.ContentFormat != est.CFPKCS7CertsOnly {
+	var none coap.Format // no option
+	resp := f.do(codes.POST, root+"/sen", coap.CF(est.CFPKCS10), none, f.csr)
+	if resp.Code != codes.Changed || resp.ContentFormat != coap.CF(est.CFPKCS7CertsOnly) {
 		t.Fatalf("sen: %v %s", resp.Code, resp.Payload)
 	}
 	certs, err := est.ParseCertsOnly(resp.Payload)
 	if err != nil || len(certs) != 1 || !f.devKey.PublicKey.Equal(certs[0].PublicKey) {
 		t.Fatalf("sen payload: %v", err)
 	}
-	resp = f.do(codes.POST, root+"/sren", -1, est.CFPKIXCert, f.csr) // no Content-Format: taken as 286
-	if resp.Code != codes.Changed || resp.ContentFormat != est.CFPKIXCert {
+	resp = f.do(codes.POST, root+"/sren", none, coap.CF(est.CFPKIXCert), f.csr) // no Content-Format: taken as 286
+	if resp.Code != codes.Changed || resp.ContentFormat != coap.CF(est.CFPKIXCert) {
 		t.Fatalf("sren 287: %v %s", resp.Code, resp.Payload)
 	}
 	if _, err := x509.ParseCertificate(resp.Payload); err != nil {
@@ -172,8 +174,8 @@ func TestEnrollAndFormats(t *testing.T) {
 		len(last.Requester.Chain) != 1 || !last.Requester.Chain[0].Equal(f.dev) {
 		t.Errorf("requester: %+v", last.Requester)
 	}
-	att := f.do(codes.GET, root+"/pop/att", -1, -1, nil)
-	if att.Code != codes.Content || att.ContentFormat != est.CFCSRAttrs {
+	att := f.do(codes.GET, root+"/pop/att", none, none, nil)
+	if att.Code != codes.Content || att.ContentFormat != coap.CF(est.CFCSRAttrs) {
 		t.Fatalf("att: %v", att.Code)
 	}
 	a, err := est.ParseCsrAttrs(att.Payload)
@@ -184,27 +186,28 @@ func TestEnrollAndFormats(t *testing.T) {
 
 func TestServerKeyGen(t *testing.T) {
 	f := newFixture(t)
+	var none coap.Format // no option
 	a3, err := os.ReadFile("../testdata/a3-skg-request-286.der")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		path   string
-		accept int
+		accept coap.Format
 		certCF uint16
 	}{
-		{root + "/skg", -1, est.CFPKCS7CertsOnly},
-		{root + "/skg", est.CFMultipartCore, est.CFPKCS7CertsOnly},
-		{root + "/skc", -1, est.CFPKIXCert},
-		{root + "/skg", est.CFPKIXCert, est.CFPKIXCert},
+		{root + "/skg", none, est.CFPKCS7CertsOnly},
+		{root + "/skg", coap.CF(est.CFMultipartCore), est.CFPKCS7CertsOnly},
+		{root + "/skc", none, est.CFPKIXCert},
+		{root + "/skg", coap.CF(est.CFPKIXCert), est.CFPKIXCert},
 	} {
-		resp := f.do(codes.POST, tc.path, est.CFPKCS10, tc.accept, a3)
-		if resp.Code != codes.Changed || resp.ContentFormat != est.CFMultipartCore {
+		resp := f.do(codes.POST, tc.path, coap.CF(est.CFPKCS10), tc.accept, a3)
+		if resp.Code != codes.Changed || resp.ContentFormat != coap.CF(est.CFMultipartCore) {
 			t.Fatalf("%s: %v %s", tc.path, resp.Code, resp.Payload)
 		}
 		parts, err := est.ParseMultipart(resp.Payload)
 		if err != nil || len(parts) != 2 || parts[0].ContentFormat != est.CFPKCS8 || parts[1].ContentFormat != tc.certCF {
-			t.Fatalf("%s accept %d: %v %+v", tc.path, tc.accept, err, parts)
+			t.Fatalf("%s accept %v: %v %+v", tc.path, tc.accept, err, parts)
 		}
 		key, err := x509.ParsePKCS8PrivateKey(parts[0].Body)
 		if err != nil {
@@ -230,6 +233,7 @@ func TestServerKeyGen(t *testing.T) {
 // without Content-Format (RFC 7252 §5.5.2).
 func TestErrorPaths(t *testing.T) {
 	f := newFixture(t)
+	var none coap.Format // no option
 	encKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	encCSR, err := est.CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
 		encKey, []est.Attribute{{Type: est.OIDAsymmetricDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kid")}}}})
@@ -243,46 +247,46 @@ func TestErrorPaths(t *testing.T) {
 		name    string
 		method  codes.Code
 		path    string
-		cf, acc int
+		cf, acc coap.Format
 		body    []byte
 		setup   func()
 		code    codes.Code
 		diag    string
-		maxAge  int
+		maxAge  coap.Age
 	}{
-		{"bad CSR", codes.POST, root + "/sen", 286, -1, []byte("not a csr"), nil, codes.BadRequest, "not a DER PKCS#10", -1},
-		{"bad CSR signature", codes.POST, root + "/sren", 286, -1, badSig, nil, codes.BadRequest, "signature does not verify", -1},
-		{"empty body", codes.POST, root + "/sen", 286, -1, nil, nil, codes.BadRequest, "empty request body", -1},
-		{"wrong content-format", codes.POST, root + "/sen", 0, -1, f.csr, nil, codes.UnsupportedMediaType, "must be 286", -1},
-		{"wrong content-format skg", codes.POST, root + "/skg", 281, -1, f.csr, nil, codes.UnsupportedMediaType, "must be 286", -1},
-		{"accept crts", codes.GET, root + "/crts", -1, 285, nil, nil, codes.NotAcceptable, "offers 281, 287, 62", -1},
-		{"accept sen", codes.POST, root + "/sen", 286, 62, f.csr, nil, codes.NotAcceptable, "cannot produce Content-Format 62", -1},
-		{"accept att", codes.GET, root + "/att", -1, 281, nil, nil, codes.NotAcceptable, "offers 285", -1},
-		{"accept skg 280", codes.POST, root + "/skg", 286, 280, f.csr, nil, codes.NotAcceptable, "needs a CSR with DecryptKeyIdentifier", -1},
-		{"accept skg 50", codes.POST, root + "/skc", 286, 50, f.csr, nil, codes.NotAcceptable, "offers 62", -1},
-		{"encrypted key asked in CSR", codes.POST, root + "/skg", 286, -1, encCSR, nil, codes.NotAcceptable, "AsymmetricDecryptKeyIdentifier", -1},
-		{"unknown label", codes.GET, root + "/nolabel/crts", -1, -1, nil, nil, codes.NotFound, "unknown label", -1},
-		{"unknown label sen", codes.POST, root + "/nolabel/sen", 286, -1, f.csr, nil, codes.NotFound, "unknown label", -1},
-		{"unknown function", codes.GET, root + "/cacerts", -1, -1, nil, nil, codes.NotFound, "unknown EST function", -1},
-		{"too deep", codes.GET, root + "/a/b/crts", -1, -1, nil, nil, codes.NotFound, "no EST function", -1},
-		{"root itself", codes.GET, root, -1, -1, nil, nil, codes.NotFound, "no EST function", -1},
-		{"POST crts", codes.POST, root + "/crts", 286, -1, f.csr, nil, codes.MethodNotAllowed, "GET only", -1},
-		{"GET sen", codes.GET, root + "/sen", -1, -1, nil, nil, codes.MethodNotAllowed, "POST only", -1},
-		{"PUT att", codes.PUT, root + "/pop/att", -1, -1, nil, nil, codes.MethodNotAllowed, "GET only", -1},
-		{"pending", codes.POST, root + "/manual/sen", 286, -1, f.csr,
-			func() { f.fa.SetPending("manual", 1, 90*time.Second) }, codes.ServiceUnavailable, "pending", 90},
-		{"pending sub-second rounds up", codes.POST, root + "/manual/sren", 286, -1, f.csr,
-			func() { f.fa.SetPending("manual", 1, 1500*time.Millisecond) }, codes.ServiceUnavailable, "pending", 2},
-		{"PoP mismatch", codes.POST, root + "/sen", 286, -1, f.wrongPW, nil, codes.BadRequest, "does not match", -1},
-		{"PoP required", codes.POST, root + "/pop/sen", 286, -1, f.csr, nil, codes.BadRequest, "requires proof-of-possession", -1},
-		{"forbidden", codes.POST, root + "/manual/sren", 286, -1, f.csr,
-			func() { f.fa.SetError("manual", errs.New(errs.Forbidden, "subject differs")) }, codes.Forbidden, "subject differs", -1},
-		{"unauthorized", codes.POST, root + "/manual/sen", 286, -1, f.csr,
-			func() { f.fa.SetError("manual", errs.New(errs.Unauthorized, "untrusted")) }, codes.Unauthorized, "untrusted", -1},
-		{"conflict", codes.POST, root + "/manual/skg", 286, -1, f.csr,
-			func() { f.fa.SetError("manual", errs.New(errs.Conflict, "already answered")) }, codes.Code(137), "already answered", -1},
-		{"internal hidden", codes.POST, root + "/manual/sen", 286, -1, f.csr,
-			func() { f.fa.SetError("manual", errors.New("disk on fire")) }, codes.InternalServerError, "internal error", -1},
+		{"bad CSR", codes.POST, root + "/sen", coap.CF(286), none, []byte("not a csr"), nil, codes.BadRequest, "not a DER PKCS#10", coap.Age{}},
+		{"bad CSR signature", codes.POST, root + "/sren", coap.CF(286), none, badSig, nil, codes.BadRequest, "signature does not verify", coap.Age{}},
+		{"empty body", codes.POST, root + "/sen", coap.CF(286), none, nil, nil, codes.BadRequest, "empty request body", coap.Age{}},
+		{"wrong content-format", codes.POST, root + "/sen", coap.CF(0), none, f.csr, nil, codes.UnsupportedMediaType, "must be 286", coap.Age{}},
+		{"wrong content-format skg", codes.POST, root + "/skg", coap.CF(281), none, f.csr, nil, codes.UnsupportedMediaType, "must be 286", coap.Age{}},
+		{"accept crts", codes.GET, root + "/crts", none, coap.CF(285), nil, nil, codes.NotAcceptable, "offers 281, 287, 62", coap.Age{}},
+		{"accept sen", codes.POST, root + "/sen", coap.CF(286), coap.CF(62), f.csr, nil, codes.NotAcceptable, "cannot produce Content-Format 62", coap.Age{}},
+		{"accept att", codes.GET, root + "/att", none, coap.CF(281), nil, nil, codes.NotAcceptable, "offers 285", coap.Age{}},
+		{"accept skg 280", codes.POST, root + "/skg", coap.CF(286), coap.CF(280), f.csr, nil, codes.NotAcceptable, "needs a CSR with DecryptKeyIdentifier", coap.Age{}},
+		{"accept skg 50", codes.POST, root + "/skc", coap.CF(286), coap.CF(50), f.csr, nil, codes.NotAcceptable, "offers 62", coap.Age{}},
+		{"encrypted key asked in CSR", codes.POST, root + "/skg", coap.CF(286), none, encCSR, nil, codes.NotAcceptable, "AsymmetricDecryptKeyIdentifier", coap.Age{}},
+		{"unknown label", codes.GET, root + "/nolabel/crts", none, none, nil, nil, codes.NotFound, "unknown label", coap.Age{}},
+		{"unknown label sen", codes.POST, root + "/nolabel/sen", coap.CF(286), none, f.csr, nil, codes.NotFound, "unknown label", coap.Age{}},
+		{"unknown function", codes.GET, root + "/cacerts", none, none, nil, nil, codes.NotFound, "unknown EST function", coap.Age{}},
+		{"too deep", codes.GET, root + "/a/b/crts", none, none, nil, nil, codes.NotFound, "no EST function", coap.Age{}},
+		{"root itself", codes.GET, root, none, none, nil, nil, codes.NotFound, "no EST function", coap.Age{}},
+		{"POST crts", codes.POST, root + "/crts", coap.CF(286), none, f.csr, nil, codes.MethodNotAllowed, "GET only", coap.Age{}},
+		{"GET sen", codes.GET, root + "/sen", none, none, nil, nil, codes.MethodNotAllowed, "POST only", coap.Age{}},
+		{"PUT att", codes.PUT, root + "/pop/att", none, none, nil, nil, codes.MethodNotAllowed, "GET only", coap.Age{}},
+		{"pending", codes.POST, root + "/manual/sen", coap.CF(286), none, f.csr,
+			func() { f.fa.SetPending("manual", 1, 90*time.Second) }, codes.ServiceUnavailable, "pending", coap.MaxAge(90)},
+		{"pending sub-second rounds up", codes.POST, root + "/manual/sren", coap.CF(286), none, f.csr,
+			func() { f.fa.SetPending("manual", 1, 1500*time.Millisecond) }, codes.ServiceUnavailable, "pending", coap.MaxAge(2)},
+		{"PoP mismatch", codes.POST, root + "/sen", coap.CF(286), none, f.wrongPW, nil, codes.BadRequest, "does not match", coap.Age{}},
+		{"PoP required", codes.POST, root + "/pop/sen", coap.CF(286), none, f.csr, nil, codes.BadRequest, "requires proof-of-possession", coap.Age{}},
+		{"forbidden", codes.POST, root + "/manual/sren", coap.CF(286), none, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Forbidden, "subject differs")) }, codes.Forbidden, "subject differs", coap.Age{}},
+		{"unauthorized", codes.POST, root + "/manual/sen", coap.CF(286), none, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Unauthorized, "untrusted")) }, codes.Unauthorized, "untrusted", coap.Age{}},
+		{"conflict", codes.POST, root + "/manual/skg", coap.CF(286), none, f.csr,
+			func() { f.fa.SetError("manual", errs.New(errs.Conflict, "already answered")) }, codes.Code(137), "already answered", coap.Age{}},
+		{"internal hidden", codes.POST, root + "/manual/sen", coap.CF(286), none, f.csr,
+			func() { f.fa.SetError("manual", errors.New("disk on fire")) }, codes.InternalServerError, "internal error", coap.Age{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f.fa.SetError("manual", nil)
@@ -293,11 +297,11 @@ func TestErrorPaths(t *testing.T) {
 			if resp.Code != tc.code {
 				t.Fatalf("code %v, want %v (%s)", resp.Code, tc.code, resp.Payload)
 			}
-			if resp.ContentFormat != -1 || !strings.Contains(string(resp.Payload), tc.diag) {
-				t.Errorf("diagnostic cf=%d %q, want %q", resp.ContentFormat, resp.Payload, tc.diag)
+			if resp.ContentFormat.IsSet() || !strings.Contains(string(resp.Payload), tc.diag) {
+				t.Errorf("diagnostic cf=%v %q, want %q", resp.ContentFormat, resp.Payload, tc.diag)
 			}
 			if resp.MaxAge != tc.maxAge {
-				t.Errorf("Max-Age %d, want %d", resp.MaxAge, tc.maxAge)
+				t.Errorf("Max-Age %v, want %v", resp.MaxAge, tc.maxAge)
 			}
 			if strings.Contains(string(resp.Payload), "disk on fire") {
 				t.Error("internal error text leaked")
@@ -306,7 +310,7 @@ func TestErrorPaths(t *testing.T) {
 	}
 	// After the pending answers, the identical request succeeds (RFC 9148 §4.7).
 	f.fa.SetError("manual", nil)
-	if resp := f.do(codes.POST, root+"/manual/sen", 286, -1, f.csr); resp.Code != codes.Changed {
+	if resp := f.do(codes.POST, root+"/manual/sen", coap.CF(286), none, f.csr); resp.Code != codes.Changed {
 		t.Errorf("after pending: %v %s", resp.Code, resp.Payload)
 	}
 }
@@ -330,11 +334,11 @@ func TestErrorTableCoversEveryKind(t *testing.T) {
 		}
 	}
 	r := ErrorResponse(&errs.Error{Kind: errs.Unavailable, Msg: "overloaded", RetryAfter: 5 * time.Second})
-	if r.Code != codes.ServiceUnavailable || r.MaxAge != 5 {
-		t.Errorf("unavailable: %v %d", r.Code, r.MaxAge)
+	if r.Code != codes.ServiceUnavailable || r.MaxAge != coap.MaxAge(5) {
+		t.Errorf("unavailable: %v %v", r.Code, r.MaxAge)
 	}
-	if r := ErrorResponse(errs.NewPending("x", 0)); r.Code != codes.ServiceUnavailable || r.MaxAge != 60 {
-		t.Errorf("pending without retry: %v %d", r.Code, r.MaxAge)
+	if r := ErrorResponse(errs.NewPending("x", 0)); r.Code != codes.ServiceUnavailable || r.MaxAge != coap.MaxAge(60) {
+		t.Errorf("pending without retry: %v %v", r.Code, r.MaxAge)
 	}
 }
 
@@ -360,8 +364,8 @@ func TestOSCOREPeer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := New(est.NewService(f.fa, nil), Options{Labels: []string{"pop"}, OSCORE: true})
-			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: est.CFPKCS10,
-				Accept: -1, Observe: -1, Payload: tc.csr, Peer: tc.peer})
+			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: coap.CF(est.CFPKCS10),
+				Payload: tc.csr, Peer: tc.peer})
 			if resp.Code != tc.code {
 				t.Fatalf("code %v, want %v: %s", resp.Code, tc.code, resp.Payload)
 			}
@@ -373,8 +377,8 @@ func TestOSCOREPeer(t *testing.T) {
 	}
 	// The pre-shared identity reaches the authority.
 	b := New(est.NewService(f.fa, nil), Options{OSCORE: true})
-	b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/sen", ContentFormat: est.CFPKCS10,
-		Accept: -1, Observe: -1, Payload: f.csr, Peer: pskPeer})
+	b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/sen", ContentFormat: coap.CF(est.CFPKCS10),
+		Payload: f.csr, Peer: pskPeer})
 	reqs = f.fa.Requests()
 	if last := reqs[len(reqs)-1].Requester; last.PreShared != "sensor-17" || last.Transport != authority.TransportOSCORE {
 		t.Fatalf("requester %+v", last)

@@ -89,7 +89,7 @@ func TestInternalErrorTextStaysInTheLog(t *testing.T) {
 			fa.SetError("lbl", tc.fail)
 			before := len(logs.String())
 			resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: estcoap.DefaultRoot + "/lbl/sen",
-				ContentFormat: est.CFPKCS10, Accept: -1, Payload: csr})
+				ContentFormat: coap.CF(est.CFPKCS10), Payload: csr})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestMalformedCSRDiagnosticOverDTLS(t *testing.T) {
 		[]byte("not a csr"),
 	} {
 		resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: estcoap.DefaultRoot + "/sen",
-			ContentFormat: est.CFPKCS10, Accept: -1, Payload: body})
+			ContentFormat: coap.CF(est.CFPKCS10), Payload: body})
 		if err != nil {
 			t.Fatal(err)
 		}

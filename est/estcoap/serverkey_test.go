@@ -51,22 +51,22 @@ func TestServerKeyGenEncrypted280(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		path   string
-		accept int
+		accept coap.Format
 		csr    []byte
 		dec    cms.Decrypter
 		certCF uint16
 	}{
-		{"skg KEK", root + "/skg", -1, csr(est.DecryptKeyIdentifierAttribute([]byte("k1"))),
+		{"skg KEK", root + "/skg", coap.Format{}, csr(est.DecryptKeyIdentifierAttribute([]byte("k1"))),
 			cms.Decrypter{KEK: func(id []byte) []byte { return map[string][]byte{"k1": kek}[string(id)] }}, est.CFPKCS7CertsOnly},
-		{"skc own key, Accept 280", root + "/skc", est.CFPKCS7ServerKey, csr(est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(dev))),
+		{"skc own key, Accept 280", root + "/skc", coap.CF(est.CFPKCS7ServerKey), csr(est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(dev))),
 			cms.Decrypter{Key: devKey, Cert: dev}, est.CFPKIXCert},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: est.CFPKCS10,
-				Accept: tc.accept, Observe: -1, Payload: tc.csr,
+			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: coap.CF(est.CFPKCS10),
+				Accept: tc.accept, Payload: tc.csr,
 				Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
 					Certificates: []*x509.Certificate{dev}, TLS: est.StaticTLS{Unique: []byte("unique")}}})
-			if resp.Code != codes.Changed || resp.ContentFormat != est.CFMultipartCore {
+			if resp.Code != codes.Changed || resp.ContentFormat != coap.CF(est.CFMultipartCore) {
 				t.Fatalf("%v %s", resp.Code, resp.Payload)
 			}
 			parts, err := est.ParseMultipart(resp.Payload)
@@ -93,9 +93,9 @@ func TestServerKeyGenEncrypted280(t *testing.T) {
 	}
 	// A request that names a KEK the server does not have: 4.00 with a diagnostic, nothing issued.
 	before := len(fa.Requests())
-	resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/skg", ContentFormat: est.CFPKCS10,
-		Accept: -1, Observe: -1, Payload: csr(est.DecryptKeyIdentifierAttribute([]byte("guess"))),
-		Peer: coap.Peer{Secure: true, Certificates: []*x509.Certificate{dev}, TLS: est.StaticTLS{Unique: []byte("u")}}})
+	resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/skg", ContentFormat: coap.CF(est.CFPKCS10),
+		Payload: csr(est.DecryptKeyIdentifierAttribute([]byte("guess"))),
+		Peer:    coap.Peer{Secure: true, Certificates: []*x509.Certificate{dev}, TLS: est.StaticTLS{Unique: []byte("u")}}})
 	if resp.Code != codes.BadRequest || !strings.Contains(string(resp.Payload), "names no key-encryption key") || len(fa.Requests()) != before {
 		t.Fatalf("unknown KEK: %v %s (%d issued)", resp.Code, resp.Payload, len(fa.Requests())-before)
 	}

@@ -128,7 +128,7 @@ func benchCoAP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			cs[i] = c
 		}
 		return loop(ctx, *clients, *dur, func(i int) error {
-			_, err := cs[i].Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/ping", ContentFormat: -1, Accept: -1})
+			_, err := cs[i].Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/ping"})
 			return err
 		})
 	}

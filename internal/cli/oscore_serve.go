@@ -110,6 +110,8 @@ func (s *server) registerOSCORE(_ context.Context, files []string) error {
 	}
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,
+		SessionTimeout: s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
+		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource,
 	})
 	s.metrics.GaugeFunc("edhoc_sessions", "EDHOC handshakes waiting for message_3.", func() float64 {
 		n, _ := layer.Stats()

@@ -99,7 +99,7 @@ func TestESTOSCOREPreShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core", ContentFormat: -1, Accept: -1})
+	resp, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/core"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestESTOSCOREPreShared(t *testing.T) {
 	if !strings.Contains(links, `</.well-known/edhoc>;rt="core.edhoc"`) {
 		t.Errorf("discovery lacks the EDHOC resource: %s", links)
 	}
-	resp, err = c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/est/crts", ContentFormat: -1, Accept: -1})
+	resp, err = c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/.well-known/est/crts"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 
+	"coapca/cmp/cmphttp"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/est"
@@ -92,7 +93,13 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		ACKTimeout: cc.ACKTimeout, ACKRandomFactor: cc.ACKRandomFactor, MaxRetransmit: cc.MaxRetransmit,
 		NStart: cc.NStart, SeparateAfter: cc.SeparateAfter, MaxBodySize: cc.MaxBodySize,
 		BlockTimeout: cc.BlockTimeout, MaxExchangesPerPeer: cc.MaxExchangesPerPeer,
-		MaxSessions: cc.MaxSessions, MaxCacheBytes: cc.MaxCacheBytes, Logger: log,
+		MaxSessions: cc.MaxSessions, MaxCacheBytes: cc.MaxCacheBytes,
+		TrustUDPSources: cc.TrustUDPSources, EchoWindow: cc.EchoWindow, MaxSessionsPerIP: cc.MaxSessionsPerIP,
+		MaxObservers: cc.MaxObservers, MaxObserversPerIP: cc.MaxObserversPerIP, MaxTransfersPerIP: cc.MaxTransfersPerIP,
+		Logger: log,
+	}
+	if cc.TrustUDPSources {
+		log.Warn("coap.trust_udp_sources: the coap:// listener answers unproven source addresses in full (no RFC 9175 Echo check)")
 	}
 
 	if cfg.Listen.CoAPS != "" {
@@ -152,7 +159,16 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 		}
 		s.http = ln
 		s.httpURL = "http://" + ln.Addr().String()
-		hs := &http.Server{Handler: s.httpMux, ReadHeaderTimeout: 10 * time.Second}
+		hc := cfg.HTTP
+		maxBody := hc.MaxBodySize
+		if maxBody <= 0 {
+			maxBody = defaultMaxBody
+		}
+		// Every request body on this listener is capped (413 beyond it), and slow or idle
+		// clients are disconnected by the timeouts.
+		hs := cmphttp.NewServer(http.MaxBytesHandler(s.httpMux, maxBody), cmphttp.Limits{
+			ReadHeaderTimeout: hc.ReadHeaderTimeout, ReadTimeout: hc.ReadTimeout, WriteTimeout: hc.WriteTimeout,
+			IdleTimeout: hc.IdleTimeout, MaxHeaderBytes: hc.MaxHeaderBytes}, log)
 		s.wg.Add(2)
 		go func() {
 			defer s.wg.Done()
@@ -203,6 +219,8 @@ func (s *server) registerMetrics() {
 	m.CounterFunc("coap_resets_total", "Reset messages received.", cs(func(st coap.Stats) float64 { return float64(st.Resets) }))
 	m.CounterFunc("coap_blockwise_transfers_total", "Block-wise transfers (Block1 reassemblies and Block2 bodies).", cs(func(st coap.Stats) float64 { return float64(st.Blockwise) }))
 	m.CounterFunc("coap_busy_total", "Requests refused because the peer had too many in progress.", cs(func(st coap.Stats) float64 { return float64(st.Busy) }))
+	m.CounterFunc("coap_echo_challenges_total", "4.01 + Echo address checks sent to unproven sources (RFC 9175 §2.4).", cs(func(st coap.Stats) float64 { return float64(st.EchoChallenges) }))
+	m.CounterFunc("coap_observers_evicted_total", "Observe registrations evicted by max_observers / max_observers_per_ip.", cs(func(st coap.Stats) float64 { return float64(st.ObserversEvicted) }))
 	m.GaugeFunc("coap_sessions", "Active CoAP sessions (UDP peers and DTLS sessions).", cs(func(st coap.Stats) float64 { return float64(st.ActiveSessions) }))
 	m.GaugeFunc("coap_observers", "Registered observers.", cs(func(st coap.Stats) float64 { return float64(st.Observers) }))
 	m.GaugeFunc("coap_cache_bytes", "Bytes held by response caches.", cs(func(st coap.Stats) float64 { return float64(st.CacheBytes) }))

@@ -36,6 +36,10 @@ type Config struct {
 	CMP CMP `yaml:"cmp"`
 	// EST tunes the EST service.
 	EST EST `yaml:"est"`
+	// EDHOC tunes the EDHOC responder on the coap:// listener (RFC 9528).
+	EDHOC EDHOC `yaml:"edhoc"`
+	// HTTP bounds what one client can hold of the HTTP listener.
+	HTTP HTTP `yaml:"http"`
 	// OSCOREContexts are pre-shared OSCORE context files for EST-oscore on the coap://
 	// listener (YAML, seen from the server's side: hex master_secret, master_salt, sender_id,
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
@@ -165,6 +169,44 @@ type CoAP struct {
 	// MaxCacheBytes caps the memory of response caches (deduplication, Block2 representations)
 	// and, separately, of Block1 reassembly buffers. Default 67108864 (64 MiB).
 	MaxCacheBytes int `yaml:"max_cache_bytes"`
+	// TrustUDPSources turns off address validation on coap:// (RFC 9175 Echo). Default false.
+	TrustUDPSources bool `yaml:"trust_udp_sources"`
+	// EchoWindow is how long an Echo value of an address challenge is accepted. Default 30s.
+	EchoWindow time.Duration `yaml:"echo_window"`
+	// MaxSessionsPerIP caps the coap:// sessions of one IP address. Default 256.
+	MaxSessionsPerIP int `yaml:"max_sessions_per_ip"`
+	// MaxObservers caps the Observe registrations held at once. Default 4096.
+	MaxObservers int `yaml:"max_observers"`
+	// MaxObserversPerIP caps the Observe registrations of one IP address. Default 16.
+	MaxObserversPerIP int `yaml:"max_observers_per_ip"`
+	// MaxTransfersPerIP caps the Block1 reassemblies in progress from one IP address. Default 64.
+	MaxTransfersPerIP int `yaml:"max_transfers_per_ip"`
+}
+
+// EDHOC are the EDHOC responder's limits.
+type EDHOC struct {
+	// SessionTimeout frees a handshake that waited this long for message_3. Default 60s.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// MaxSessions caps handshakes waiting for message_3. Default 1024.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerSource caps the handshakes of one IP address. Default 16.
+	MaxSessionsPerSource int `yaml:"max_sessions_per_source"`
+}
+
+// HTTP are the HTTP listener's timeouts and sizes.
+type HTTP struct {
+	// ReadHeaderTimeout bounds sending the request header. Default 5s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds sending the whole request, body included. Default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds the time from the end of the header to the end of the answer. Default 60s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a kept-alive connection without a next request. Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps the request header. Default 16384.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodySize caps a request body (413 beyond it). Default 65536.
+	MaxBodySize int64 `yaml:"max_body_size"`
 }
 
 // DTLS are the DTLS listener's parameters.

@@ -89,7 +89,9 @@ func (m *Metrics) Serve(ctx context.Context, addr string, health func(context.Co
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: m.Handler(health), ReadHeaderTimeout: 5 * time.Second}
+	// Scrapes are small GETs: short timeouts keep idle or slow connections from piling up.
+	srv := &http.Server{Handler: m.Handler(health), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "err", err)
