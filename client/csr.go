@@ -122,8 +122,12 @@ func (r CertRequest) template() *x509.CertificateRequest {
 // NewCSR returns a DER PKCS#10 request (RFC 2986) for r signed by key, with a
 // challengePassword attribute when challengePassword is not empty (the channel binding of RFC
 // 7030 §3.5 and RFC 9148 §3).
-func NewCSR(key crypto.Signer, r CertRequest, challengePassword string) ([]byte, error) {
-	return est.CreateCSR(rand.Reader, r.template(), key, challengePassword)
+func NewCSR(key crypto.Signer, r CertRequest, challengePassword string, extra ...est.Attribute) ([]byte, error) {
+	attrs := extra
+	if challengePassword != "" {
+		attrs = append([]est.Attribute{est.ChallengePasswordAttribute(challengePassword)}, extra...)
+	}
+	return est.CreateCSRWithAttributes(rand.Reader, r.template(), key, attrs)
 }
 
 // NewCertTemplate returns the CRMF CertTemplate (RFC 4211 §5) of r for a CMP ir, cr or kur:

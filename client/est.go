@@ -18,6 +18,7 @@ import (
 
 	"coapca/coap"
 	"coapca/est"
+	"coapca/est/cms"
 )
 
 // CertFormat selects how the server returns certificates (RFC 9148 §4.3).
@@ -66,6 +67,11 @@ type ESTOptions struct {
 	Wait time.Duration
 	// OnProgress, if set, is called before each wait.
 	OnProgress func(Progress)
+	// KeyDecrypter, when set, opens a CMS-encrypted server-generated key (Content-Format 280,
+	// RFC 7030 §4.4.2) with a pre-shared key-encryption key or the client's own private key;
+	// ServerKeyGen then also refuses an unencrypted key (284). The CSR must ask for the
+	// encryption (est.DecryptKeyIdentifierAttribute, est.AsymmetricDecryptKeyIdentifierAttribute).
+	KeyDecrypter *cms.Decrypter
 }
 
 // EST is an EST-coaps client over one CoAP association.
@@ -179,6 +185,15 @@ func (e *EST) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
 	return parseCerts("crts", resp)
 }
 
+func (e *EST) caCertsPKCS7(ctx context.Context) ([]*x509.Certificate, error) {
+	resp, err := e.do(ctx, "crts", &coap.ClientRequest{Method: codes.GET, Path: e.path("crts"),
+		Accept: coap.CF(est.CFPKCS7CertsOnly)}, codes.Content)
+	if err != nil {
+		return nil, err
+	}
+	return parseCerts("crts", resp)
+}
+
 // CACertsMultipart fetches /crts with Accept 62 (constrained BRSKI): one 287 part per CA
 // certificate.
 func (e *EST) CACertsMultipart(ctx context.Context) ([]*x509.Certificate, error) {
@@ -240,7 +255,8 @@ func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate
 	if err != nil {
 		var ua x509.UnknownAuthorityError
 		if errors.As(err, &ua) {
-			if cas, cerr := e.CACerts(ctx); cerr == nil {
+			// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
+			if cas, cerr := e.caCertsPKCS7(ctx); cerr == nil {
 				err = verify(append(extra, cas...))
 			}
 		}
@@ -271,9 +287,13 @@ func (e *EST) CSRAttrs(ctx context.Context) (*est.CsrAttrs, error) {
 // ServerKey is what server-side key generation returns.
 type ServerKey struct {
 	Key    crypto.PrivateKey
-	PKCS8  []byte // the key as received (Content-Format 284)
+	PKCS8  []byte // the key as PKCS#8 DER (received as 284, or decrypted from 280)
 	Cert   *x509.Certificate
 	Format int // the certificate's Content-Format (281 or 287)
+	// Encrypted is set when the key came CMS-encrypted (280); KeySigner is then the certificate
+	// that signed the key package (checked against ESTOptions.Trust when set).
+	Encrypted bool
+	KeySigner *x509.Certificate
 }
 
 // ServerKeyGen posts csr to /skg (Accept PKCS7) or /skc (Accept Cert) and returns the
@@ -300,13 +320,28 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 	for _, p := range parts {
 		switch p.ContentFormat {
 		case est.CFPKCS8:
+			if e.opts.KeyDecrypter != nil {
+				// The key was asked for encrypted: a server (or an RA on the way) that sends it
+				// in the clear does not get it used.
+				return nil, fmt.Errorf("est /%s: asked for a CMS-encrypted key, the server returned it unencrypted (284)", fn)
+			}
 			k, err := x509.ParsePKCS8PrivateKey(p.Body)
 			if err != nil {
 				return nil, fmt.Errorf("est /%s: private key: %w", fn, err)
 			}
 			sk.Key, sk.PKCS8 = k, p.Body
 		case est.CFPKCS7ServerKey:
-			return nil, fmt.Errorf("est /%s: the server returned a CMS-encrypted key (280), which this client cannot decrypt", fn)
+			if e.opts.KeyDecrypter == nil {
+				return nil, fmt.Errorf("est /%s: the server returned a CMS-encrypted key (280) and no key to decrypt it was given", fn)
+			}
+			dk, err := est.DecryptServerKey(p.Body, *e.opts.KeyDecrypter)
+			if err != nil {
+				return nil, fmt.Errorf("est /%s: encrypted key: %w", fn, err)
+			}
+			if err := e.checkKeySigner(dk); err != nil {
+				return nil, fmt.Errorf("est /%s: %w", fn, err)
+			}
+			sk.Key, sk.PKCS8, sk.Encrypted, sk.KeySigner = dk.Key, dk.PKCS8, true, dk.Signer
 		case est.CFPKCS7CertsOnly, est.CFPKIXCert:
 			certs, err := decodeCerts(p.ContentFormat, p.Body)
 			if err != nil {
@@ -326,6 +361,20 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 		return nil, err
 	}
 	return sk, nil
+}
+
+// checkKeySigner makes sure, with ESTOptions.Trust, that the key package was signed by a
+// certificate chaining to the trust anchors (RFC 7030 §4.4.2: the SignedData is signed by the
+// party that generated the key).
+func (e *EST) checkKeySigner(dk *est.DecryptedKey) error {
+	if len(e.opts.Trust) == 0 {
+		return nil
+	}
+	if _, err := dk.Signer.Verify(x509.VerifyOptions{Roots: Pool(e.opts.Trust), Intermediates: Pool(dk.Certs),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("the signer of the encrypted key (%s) does not chain to the trust anchors: %w", dk.Signer.Subject, err)
+	}
+	return nil
 }
 
 func parseCerts(fn string, resp *coap.Response) ([]*x509.Certificate, error) {

@@ -225,12 +225,17 @@ func CreateCSR(rand io.Reader, template *x509.CertificateRequest, priv crypto.Si
 	if challengePassword == "" {
 		return CreateCSRWithAttributes(rand, template, priv, nil)
 	}
+	return CreateCSRWithAttributes(rand, template, priv, []Attribute{ChallengePasswordAttribute(challengePassword)})
+}
+
+// ChallengePasswordAttribute is the challengePassword attribute (RFC 2985 §5.4.1) CreateCSR
+// adds: PrintableString when pw fits (base64 does), else UTF8String.
+func ChallengePasswordAttribute(pw string) Attribute {
 	tag := asn1.TagUTF8String
-	if isPrintable(challengePassword) {
+	if isPrintable(pw) {
 		tag = asn1.TagPrintableString
 	}
-	pw := asn1.RawValue{Class: asn1.ClassUniversal, Tag: tag, Bytes: []byte(challengePassword)}
-	return CreateCSRWithAttributes(rand, template, priv, []Attribute{{Type: OIDChallengePassword, Values: []asn1.RawValue{pw}}})
+	return Attribute{Type: OIDChallengePassword, Values: []asn1.RawValue{{Class: asn1.ClassUniversal, Tag: tag, Bytes: []byte(pw)}}}
 }
 
 // CreateCSRWithAttributes is x509.CreateCertificateRequest with extra PKCS#10 attributes

@@ -17,6 +17,9 @@
 //     extraction and PoP linking (RFC 7030 §3.5, RFC 9148 §3), detection of requests for
 //     CMS-encrypted server-generated keys (RFC 7030 §4.4.1.1/§4.4.1.2, RFC 9148 §4.8)
 //   - PKCS#8 private keys (RFC 5958): MarshalPKCS8 — Content-Format 284
+//   - CMS-encrypted server-generated keys (RFC 7030 §4.4.2; package est/cms): an
+//     AsymmetricKeyPackage in a SignedData in an EnvelopedData — Content-Format 280; the
+//     service builds it (SetKeyEncryption), clients open it with DecryptServerKey
 //
 // Content-Format numbers are those registered by RFC 9148 §8.1 (and RFC 8710 for 62).
 package est

@@ -44,6 +44,10 @@ type Request struct {
 	// accepted in the challengePassword like tls-unique: EST-oscore's edhoc-unique (an
 	// EDHOC_Exporter output, seed of draft-ietf-ace-coap-est-oscore).
 	ChannelBinding []byte
+	// RequireEncryptedKey is set when the client asked for a CMS-encrypted key (Accept 280):
+	// ServerKeyGen then refuses, before generating anything, a CSR that does not say how to
+	// encrypt it.
+	RequireEncryptedKey bool
 }
 
 // TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).
@@ -61,11 +65,15 @@ func (s StaticTLS) TLSUnique() []byte { return s.Unique }
 // TLSExporter returns s.Exporter.
 func (s StaticTLS) TLSExporter() []byte { return s.Exporter }
 
-// ServerKey is the result of server-side key generation.
+// ServerKey is the result of server-side key generation. Exactly one of PKCS8 and Encrypted is
+// set: the CSR decides which (RFC 9148 §4.8).
 type ServerKey struct {
 	Issued *authority.Issued
 	Key    crypto.Signer
-	PKCS8  []byte // the key as PKCS#8 DER (Content-Format 284)
+	PKCS8  []byte // the key as PKCS#8 DER (Content-Format 284), when no encryption was asked for
+	// Encrypted is the key as CMS EnvelopedData of a SignedData of an AsymmetricKeyPackage
+	// (RFC 7030 §4.4.2; Content-Format 280), when the CSR carried a decrypt-key identifier.
+	Encrypted []byte
 }
 
 // Service implements the EST functions of RFC 7030 §4 / RFC 9148 §4 on top of an Authority.
@@ -74,6 +82,7 @@ type Service struct {
 	log     *slog.Logger
 	rand    io.Reader
 	observe Observer
+	keyEnc  *KeyEncryption // nil: encrypted server-generated keys are refused
 }
 
 // Observer is told the outcome of every EST request: the function ("cacerts", "enroll",
@@ -161,9 +170,10 @@ func (s *Service) enroll(ctx context.Context, r *Request, op authority.Op) (iss 
 // ServerKeyGen is server-side key generation (RFC 7030 §4.4, RFC 9148 §4.8 /skg and /skc).
 // The CSR is parsed for its subject, SANs and attributes; its public key and signature are
 // ignored (RFC 9148 §4.8: the server MUST ignore them). A key of the profile's KeyType is
-// generated and certified. Requests for a CMS-encrypted key (Content-Format 280) are refused
-// with errs.NotAcceptable: only unencrypted PKCS#8 (284, mandatory in RFC 9148 §4.8) is
-// implemented.
+// generated and certified. A CSR carrying DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier
+// (RFC 7030 §4.4.1) gets the key CMS-encrypted (ServerKey.Encrypted, Content-Format 280); the
+// recipient is resolved before anything is generated or issued, and a request the server cannot
+// encrypt for is refused then (see SetKeyEncryption).
 func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, err error) {
 	start := time.Now()
 	reached := false
@@ -182,10 +192,9 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if err != nil {
 		return nil, err
 	}
-	if attr, ok := EncryptedKeyRequest(csr); ok {
-		return nil, errs.New(errs.NotAcceptable,
-			"the CSR carries %s: CMS-encrypted server-generated keys (Content-Format 280) are not supported yet; "+
-				"send the CSR without it to receive an unencrypted PKCS#8 key (284) over this protected session", attr)
+	kr, err := s.encryptionRecipient(csr, r)
+	if err != nil {
+		return nil, err
 	}
 	link, err := linking(csr, r)
 	if err != nil {
@@ -206,7 +215,14 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "encoding the generated key failed")
 	}
-	return &ServerKey{Issued: iss, Key: key, PKCS8: p8}, nil
+	if kr == nil {
+		return &ServerKey{Issued: iss, Key: key, PKCS8: p8}, nil
+	}
+	enc, err := s.encryptKey(s.rand, kr, p8, time.Now())
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "encrypting the generated key failed")
+	}
+	return &ServerKey{Issued: iss, Key: key, Encrypted: enc}, nil
 }
 
 // CSRAttrs returns what the label's profile wants in a CSR (RFC 7030 §4.5, RFC 9148 /att),

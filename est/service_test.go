@@ -156,7 +156,7 @@ func TestServiceServerKeyGen(t *testing.T) {
 	if _, err := svc.ServerKeyGen(ctx, &Request{Body: bad}); err != nil {
 		t.Errorf("signature not ignored: %v", err)
 	}
-	// Asking for an encrypted key: not supported yet.
+	// Asking for an encrypted key from a service without key encryption configured.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	enc, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
 		key, []Attribute{{Type: OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kek")}}}})
@@ -164,7 +164,7 @@ func TestServiceServerKeyGen(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = svc.ServerKeyGen(ctx, &Request{Body: enc})
-	if errs.KindOf(err) != errs.NotAcceptable || !strings.Contains(errs.Message(err), "not supported yet") {
+	if errs.KindOf(err) != errs.NotAcceptable || !strings.Contains(errs.Message(err), "not configured") {
 		t.Errorf("encrypted key request: %v", err)
 	}
 }

@@ -5,8 +5,9 @@
 // Implemented: the resources and link attributes of RFC 9148 §4.1 (/crts, /sen, /sren, /att,
 // /skg, /skc under /.well-known/est and under /.well-known/est/<label>), the Content-Formats of
 // §4.3 (requests 286; responses 281 by default, 287 on Accept, 285, and 62 multipart-core for
-// server-side key generation, §4.8), the response codes of §4.5 (Table 4) mapped from
-// errs.Kind in one table, and delayed responses as 5.03 + Max-Age (§4.7).
+// server-side key generation, §4.8, with the key as 284 or CMS-encrypted as 280), the response
+// codes of §4.5 (Table 4) mapped from errs.Kind in one table, and delayed responses as 5.03 +
+// Max-Age (§4.7).
 //
 // EST-oscore (draft-ietf-ace-coap-est-oscore): with Options.OSCORE the resources carry `osc`
 // and are registered on a table whose coap.Layer verifies OSCORE; a request's
@@ -294,10 +295,12 @@ func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request,
 }
 
 // serverKeyGen answers /skg (certificate as 281) and /skc (certificate as 287) with a
-// multipart-core [284, PKCS#8 key, 281|287, certificate] (RFC 9148 §4.3 Table 3, §4.8).
-// The Accept of the whole response is 62; Accept 281/287 selects the certificate's format
-// (RFC 9148 §4.3 lets 287 replace 281 in an /skg response); Accept 280 asks for an encrypted
-// key, which is not implemented.
+// multipart-core [key, 281|287 certificate] (RFC 9148 §4.3 Table 3, §4.8). The key part is
+// 284 (PKCS#8) or, when the CSR carries DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier,
+// 280 (CMS-encrypted, RFC 7030 §4.4.2): RFC 9148 §4.8 has the CSR, not the Accept option, say
+// which. The Accept of the whole response is 62; Accept 281/287 selects the certificate's format
+// (RFC 9148 §4.3 lets 287 replace 281 in an /skg response); Accept 280 insists on an encrypted
+// key (the service refuses a CSR that does not ask for one, before anything is issued).
 func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Request, skc bool) *coap.Response {
 	if resp := checkRequestFormat(r); resp != nil {
 		return resp
@@ -311,8 +314,7 @@ func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Re
 	case coap.CF(est.CFPKCS7CertsOnly), coap.CF(est.CFPKIXCert):
 		certCF, _ = r.Accept.Get()
 	case coap.CF(est.CFPKCS7ServerKey):
-		return ErrorResponse(errs.New(errs.NotAcceptable, "CMS-encrypted server-generated keys (Content-Format 280) "+
-			"are not supported yet; ask for 62 with an unencrypted PKCS#8 key (284)"))
+		req.RequireEncryptedKey = true
 	default:
 		return notAcceptable(r.Accept, est.CFMultipartCore)
 	}
@@ -326,10 +328,11 @@ func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Re
 			return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 		}
 	}
-	p, err := est.EncodeMultipart([]est.Part{
-		{ContentFormat: est.CFPKCS8, Body: sk.PKCS8},
-		{ContentFormat: certCF, Body: certBody},
-	})
+	key := est.Part{ContentFormat: est.CFPKCS8, Body: sk.PKCS8}
+	if sk.Encrypted != nil {
+		key = est.Part{ContentFormat: est.CFPKCS7ServerKey, Body: sk.Encrypted}
+	}
+	p, err := est.EncodeMultipart([]est.Part{key, {ContentFormat: certCF, Body: certBody}})
 	if err != nil {
 		return b.fail(ctx, r, errs.Wrap(errs.Internal, err, "encoding failed"))
 	}

@@ -262,7 +262,7 @@ func TestErrorPaths(t *testing.T) {
 		{"accept crts", codes.GET, root + "/crts", none, coap.CF(285), nil, nil, codes.NotAcceptable, "offers 281, 287, 62", coap.Age{}},
 		{"accept sen", codes.POST, root + "/sen", coap.CF(286), coap.CF(62), f.csr, nil, codes.NotAcceptable, "cannot produce Content-Format 62", coap.Age{}},
 		{"accept att", codes.GET, root + "/att", none, coap.CF(281), nil, nil, codes.NotAcceptable, "offers 285", coap.Age{}},
-		{"accept skg 280", codes.POST, root + "/skg", coap.CF(286), coap.CF(280), f.csr, nil, codes.NotAcceptable, "not supported yet", coap.Age{}},
+		{"accept skg 280", codes.POST, root + "/skg", coap.CF(286), coap.CF(280), f.csr, nil, codes.NotAcceptable, "needs a CSR with DecryptKeyIdentifier", coap.Age{}},
 		{"accept skg 50", codes.POST, root + "/skc", coap.CF(286), coap.CF(50), f.csr, nil, codes.NotAcceptable, "offers 62", coap.Age{}},
 		{"encrypted key asked in CSR", codes.POST, root + "/skg", coap.CF(286), none, encCSR, nil, codes.NotAcceptable, "AsymmetricDecryptKeyIdentifier", coap.Age{}},
 		{"unknown label", codes.GET, root + "/nolabel/crts", none, none, nil, nil, codes.NotFound, "unknown label", coap.Age{}},

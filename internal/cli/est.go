@@ -12,10 +12,15 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"coapca/client"
+	"coapca/est"
+	"coapca/est/cms"
+	"coapca/internal/config"
+	"coapca/internal/datadir"
 	"coapca/internal/pemfile"
 	"coapca/kms"
 	"coapca/oscore"
@@ -48,11 +53,16 @@ Run 'coapca est COMMAND -h' for the flags.
 
 type estFlags struct {
 	clientFlags
-	explicitTA, accept   string
-	pop, reuseKey        bool
-	oscoreFile           string
-	edhoc, edhocSeparate bool
-	taFingerprint        string
+	explicitTA, accept       string
+	pop, reuseKey            bool
+	oscoreFile               string
+	edhoc, edhocSeparate     bool
+	taFingerprint            string
+	encryptKey, encryptKeyID string // serverkeygen: --encrypt-key, --encrypt-key-id
+
+	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
+	csrAttrs     []est.Attribute
+	keyDecrypter *cms.Decrypter
 
 	// Set by dialEST: the session's channel-binding value for --pop, the server's
 	// authenticated chain, and the name it was authenticated for ("" when the session
@@ -96,6 +106,11 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.taFingerprint, "ta-fingerprint", "", "SHA-256 (hex) of the root CA, compared out of band: --explicit-ta stores only this root; "+
 			"with --insecure this bootstraps the explicit TA database (RFC 7030 §4.1.1)")
 	}
+	if cmd == "serverkeygen" {
+		fs.StringVar(&f.encryptKey, "encrypt-key", "", "ask for the key CMS-encrypted (280): FILE = a pre-shared AES key (hex or raw; with --encrypt-key-id), "+
+			"or 'own' = to the key of --cert (RFC 7030 §4.4.1)")
+		fs.StringVar(&f.encryptKeyID, "encrypt-key-id", "", "with --encrypt-key FILE: the key's identifier (hex), as the server's est.server_keygen_keks[].id")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -105,6 +120,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
+	if err := encryptedKeyRequest(&f); err != nil {
+		return err
+	}
 	c, ec, err := dialEST(ctx, &f, stderr)
 	if err != nil {
 		return err
@@ -205,6 +223,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
+		if sk.Encrypted {
+			fmt.Fprintf(stderr, "the key came CMS-encrypted (280), signed by %s; decrypted\n", sk.KeySigner.Subject)
+		}
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: sk.PKCS8})
 		if f.keyOut != "" {
 			if err := kms.WriteFileAtomic(f.keyOut, keyPEM, 0o600); err != nil {
@@ -271,7 +292,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*client.ESTCon
 		return nil, nil, err
 	}
 	f.binding, f.serverChain = c.ChannelBinding, c.ServerChain
-	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, OnProgress: func(p client.Progress) {
+	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, KeyDecrypter: f.keyDecrypter, OnProgress: func(p client.Progress) {
 		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
 		if p.Diagnostic != "" {
 			msg += ": " + p.Diagnostic
@@ -367,7 +388,7 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 		}
 		pw = base64.StdEncoding.EncodeToString(cb)
 	}
-	csr, err := client.NewCSR(key, req, pw)
+	csr, err := client.NewCSR(key, req, pw, f.csrAttrs...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -390,4 +411,74 @@ func loadClientOSCORE(path string) (*oscore.Context, error) {
 		return nil, fmt.Errorf("oscore context %s: %w", path, err)
 	}
 	return octx, nil
+}
+
+// encryptedKeyRequest turns --encrypt-key into the CSR attributes that ask for a CMS-encrypted
+// server-generated key and the decrypter that opens it (RFC 7030 §4.4.1, §4.4.2; RFC 9148
+// §4.8): DecryptKeyIdentifier for a pre-shared AES key, AsymmetricDecryptKeyIdentifier for the
+// key of --cert. SMIMECapabilities lists what this client decrypts.
+func encryptedKeyRequest(f *estFlags) error {
+	if f.encryptKey == "" {
+		if f.encryptKeyID != "" {
+			return usagef("--encrypt-key-id goes with --encrypt-key FILE")
+		}
+		return nil
+	}
+	var idAttr est.Attribute
+	if f.encryptKey == "own" {
+		if f.cert == "" || f.key == "" || f.encryptKeyID != "" {
+			return usagef("--encrypt-key own needs --cert and --key (and no --encrypt-key-id)")
+		}
+		chain, err := pemfile.ReadCerts(f.cert)
+		if err != nil {
+			return err
+		}
+		key, err := kms.LoadKeyFile(f.key)
+		if err != nil {
+			return err
+		}
+		f.keyDecrypter = &cms.Decrypter{Key: key, Cert: chain[0]}
+		idAttr = est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(chain[0]))
+	} else {
+		id, err := hex.DecodeString(f.encryptKeyID)
+		if err != nil || len(id) == 0 {
+			return usagef("--encrypt-key FILE needs --encrypt-key-id HEX (the key's identifier known to the server)")
+		}
+		b, err := os.ReadFile(f.encryptKey)
+		if err != nil {
+			return fmt.Errorf("--encrypt-key: %w", err)
+		}
+		kek, err := config.ParseKEK(b)
+		if err != nil {
+			return fmt.Errorf("--encrypt-key %s: %w", f.encryptKey, err)
+		}
+		f.keyDecrypter = &cms.Decrypter{KEK: func(got []byte) []byte {
+			if bytes.Equal(got, id) {
+				return kek
+			}
+			return nil
+		}}
+		idAttr = est.DecryptKeyIdentifierAttribute(id)
+	}
+	capsAttr, err := est.SMIMECapabilitiesAttribute(cms.OIDAES256CBC, cms.OIDAES128CBC, cms.OIDAES256Wrap, cms.OIDAES128Wrap)
+	if err != nil {
+		return err
+	}
+	f.csrAttrs = append(f.csrAttrs, capsAttr, idAttr)
+	return nil
+}
+
+// estKeyEncryption lets the EST service return server-generated keys CMS-encrypted: signed with
+// the server's certificate, under the configured pre-shared KEKs or to the requester's own
+// certificate key.
+func estKeyEncryption(svc *est.Service, c config.EST, d *datadir.Data) error {
+	keks, err := c.LoadKEKs()
+	if err != nil {
+		return err
+	}
+	chain := []*x509.Certificate{d.Server, d.IssuingCA}
+	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: keks, Signer: d.ServerKey, Chain: chain}); err != nil {
+		return fmt.Errorf("est key encryption: %w", err)
+	}
+	return nil
 }

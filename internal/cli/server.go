@@ -71,6 +71,9 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 
 	// The front doors.
 	s.est = est.NewService(h.auth, log)
+	if err := estKeyEncryption(s.est, cfg.EST, h.data); err != nil {
+		return fail(err)
+	}
 	s.est.SetObserver(func(function, transport, result string, d time.Duration) {
 		m.Observe("est-"+transport, function, result, d)
 	})

@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"time"
@@ -31,6 +32,8 @@ type Config struct {
 	Authority Authority `yaml:"authority"`
 	// CMP tunes the CMP service (RFC 9483).
 	CMP CMP `yaml:"cmp"`
+	// EST tunes the EST service.
+	EST EST `yaml:"est"`
 	// EDHOC tunes the EDHOC responder on the coap:// listener (RFC 9528).
 	EDHOC EDHOC `yaml:"edhoc"`
 	// HTTP bounds what one client can hold of the HTTP listener.
@@ -40,6 +43,64 @@ type Config struct {
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
 	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
 	OSCOREContexts []string `yaml:"oscore_contexts"`
+}
+
+// EST tunes the EST service.
+type EST struct {
+	// ServerKeygenKEKs are the pre-shared AES key-encryption keys a CSR may name with
+	// DecryptKeyIdentifier (RFC 7030 §4.4.1.1) to receive its server-generated key encrypted
+	// under it (Content-Format 280). Default none.
+	ServerKeygenKEKs []KEK `yaml:"server_keygen_keks"`
+}
+
+// KEK is one pre-shared key-encryption key.
+type KEK struct {
+	// ID is the DecryptKeyIdentifier that names the key, in hex.
+	ID string `yaml:"id"`
+	// KeyFile holds the AES key (16, 24 or 32 bytes): raw, or as hex text.
+	KeyFile string `yaml:"key_file"`
+}
+
+// LoadKEKs reads the key-encryption keys, by the bytes of their identifiers.
+func (e EST) LoadKEKs() (map[string][]byte, error) {
+	out := make(map[string][]byte, len(e.ServerKeygenKEKs))
+	for i, k := range e.ServerKeygenKEKs {
+		id, err := hex.DecodeString(k.ID)
+		if err != nil || len(id) == 0 {
+			return nil, fmt.Errorf("config: est.server_keygen_keks[%d].id %q is not a non-empty hex string", i, k.ID)
+		}
+		if _, dup := out[string(id)]; dup {
+			return nil, fmt.Errorf("config: est.server_keygen_keks[%d].id %s appears twice", i, k.ID)
+		}
+		if k.KeyFile == "" {
+			return nil, fmt.Errorf("config: est.server_keygen_keks[%d] (id %s) has no key_file", i, k.ID)
+		}
+		b, err := os.ReadFile(k.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: est.server_keygen_keks[%d]: %w", i, err)
+		}
+		key, err := ParseKEK(b)
+		if err != nil {
+			return nil, fmt.Errorf("config: est.server_keygen_keks[%d] %s: %w", i, k.KeyFile, err)
+		}
+		out[string(id)] = key
+	}
+	return out, nil
+}
+
+// ParseKEK reads an AES key-encryption key file: 32, 48 or 64 hex digits (surrounding white
+// space ignored), or exactly 16, 24 or 32 raw bytes.
+func ParseKEK(b []byte) ([]byte, error) {
+	if t := bytes.TrimSpace(b); len(t) == 32 || len(t) == 48 || len(t) == 64 {
+		if k, err := hex.DecodeString(string(t)); err == nil {
+			return k, nil
+		}
+	}
+	switch len(b) {
+	case 16, 24, 32:
+		return bytes.Clone(b), nil
+	}
+	return nil, fmt.Errorf("not an AES key: want 16, 24 or 32 raw bytes or 32, 48 or 64 hex digits, found %d bytes", len(b))
 }
 
 // CMP tunes the CMP service.
