@@ -609,6 +609,8 @@ func (w identity) String() string {
 		return "secret " + w.secretRef
 	case w.preShared != "":
 		return "pre-shared key " + w.preShared
+	case w.user != "":
+		return "user " + w.user
 	}
 	return "anonymous"
 }
@@ -622,8 +624,12 @@ func (w identity) key() string {
 		return "secret:" + w.secretRef
 	case w.preShared != "":
 		return "psk:" + w.preShared
+	case w.user != "":
+		return "user:" + w.user
 	}
-	return ""
+	// Unreachable for an authenticated identity; a distinct key keeps two requesters from ever
+	// sharing a pending entry.
+	return "anonymous"
 }
 
 // issuedByUs reports whether c names the issuing CA as its issuer (by name; signatures are

@@ -173,7 +173,29 @@ func WriteKeyFile(path string, key crypto.Signer) error {
 
 // WriteFileAtomic writes data to path so that readers see either the old or the new
 // content, never a part of it.
+//
+// Only regular files are replaced. A symbolic link is followed (its target is written, the link
+// stays); a device or FIFO (e.g. --out /dev/null) is written through, never replaced — renaming
+// over /dev/null as root would turn it into a regular file and break every other program that
+// writes to it; a directory is an error.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		if fi.IsDir() {
+			return fmt.Errorf("kms: %s is a directory", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("kms: %w", err)
+		}
+		if _, err := f.Write(data); err != nil {
+			f.Close()
+			return fmt.Errorf("kms: write %s: %w", path, err)
+		}
+		return f.Close()
+	}
 	dir := filepath.Dir(path)
 	dirMode := os.FileMode(0o755)
 	if mode&0o077 == 0 {

@@ -152,3 +152,36 @@ func BenchmarkECDSASign(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteFileAtomicSpecialFiles: --out /dev/null must write through the device, never rename
+// a regular file over it (as root that replaced the null device and broke every other user's
+// programs); a symbolic link is followed and kept; a directory is refused.
+func TestWriteFileAtomicSpecialFiles(t *testing.T) {
+	if err := WriteFileAtomic(os.DevNull, []byte("discarded"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(os.DevNull); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("%s is no longer a character device: %v %v", os.DevNull, fi.Mode(), err)
+	}
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target.pem")
+	link := filepath.Join(dir, "link.pem")
+	if err := os.WriteFile(target, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(link, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "new" {
+		t.Fatalf("target holds %q", b)
+	}
+	if err := WriteFileAtomic(dir, []byte("x"), 0o644); err == nil {
+		t.Fatal("a directory was accepted")
+	}
+}
