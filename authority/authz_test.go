@@ -331,3 +331,39 @@ func TestBasicUsers(t *testing.T) {
 		t.Error("a password that is not a bcrypt hash was accepted")
 	}
 }
+
+// TestPendingKeyPerUser: two Basic users sending the same CSR to a label under manual approval
+// get two pending requests; approving one does not hand the other a certificate.
+func TestPendingKeyPerUser(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	cfg := p.authzConfig(t)
+	hash, err := HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Users = []User{{Name: "alice", PasswordHash: hash}, {Name: "bob", PasswordHash: hash}}
+	cfg.Profiles = append(cfg.Profiles, ProfileOptions{Label: "approve", ManualApproval: true,
+		Requesters: []RequesterRule{{Kind: "user", From: []string{"*"}}}})
+	a := p.authority(t, s, cfg)
+	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "shared"}})
+	req := func(user string) CertRequest {
+		return CertRequest{Op: OpEnroll, Label: "approve", CSR: csr,
+			Requester: Requester{User: user, Password: "pw", Transport: TransportHTTPS, Protocol: ProtocolEST}}
+	}
+	_, err = a.Issue(ctx, req("alice"))
+	ea := errs.As(err)
+	if ea == nil || ea.Kind != errs.Pending {
+		t.Fatalf("alice: %v", err)
+	}
+	if err := a.Approve(ctx, ea.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Issue(ctx, req("bob"))
+	if eb := errs.As(err); eb == nil || eb.Kind != errs.Pending || eb.ID == ea.ID {
+		t.Fatalf("bob got %v: alice's approval must not answer bob's request", err)
+	}
+	if iss, err := a.Issue(ctx, req("alice")); err != nil || iss.Cert == nil {
+		t.Fatalf("alice after approval: %v", err)
+	}
+}
