@@ -87,13 +87,15 @@ var layers = map[string]layer{
 	"internal/config":  layerComposition,
 	"internal/datadir": layerComposition,
 	"internal/metrics": layerComposition,
+	"internal/server":  layerComposition, // the composition root: wires front doors, services, authority and store
 	"internal/cli":     layerComposition,
 	"internal/bench":   layerComposition, // `coapca bench`: runs a server and its clients
 	"cmd/coapca":       layerComposition,
 }
 
-// compositionRoot is the one package that wires a store back end into the house.
-const compositionRoot = "internal/cli"
+// compositionRoot is the one package that wires a store back end into the house; the command
+// line (internal/cli) and the benchmarks (internal/bench) get the house from it.
+const compositionRoot = "internal/server"
 
 // clientVia are the server-side packages the client may reach, each with the reason; the
 // client rule does not follow imports through them. est holds the EST wire formats (certs-only
@@ -371,6 +373,10 @@ func TestRulesCatchViolations(t *testing.T) {
 			ruleSealed, "internal/cli", "store"},
 		{"configuration opens a back end", func(m map[string]pkg) { addImport(m, "internal/config", full("store/sqlite")) },
 			ruleBackend, "internal/config", "store/sqlite"},
+		{"the command line opens a back end", func(m map[string]pkg) { addImport(m, "internal/cli", full("store/sqlite")) },
+			ruleBackend, "internal/cli", "store/sqlite"},
+		{"the composition root imports store", func(m map[string]pkg) { addImport(m, "internal/server", full("store")) },
+			ruleSealed, "internal/server", "store"},
 		{"a test outside the core imports store", func(m map[string]pkg) {
 			p := m["client"]
 			p.XTestImports = append(slices.Clone(p.XTestImports), full("store"))

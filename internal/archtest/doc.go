@@ -6,7 +6,7 @@
 //   - dependencies point down (neutral helpers < protocol libraries < store < authority <
 //     services < bindings, client and test kits < composition), never up;
 //   - the core is sealed: outside authority and store/*, nothing imports store; a store back
-//     end is opened only by the composition root (internal/cli) and by tests;
+//     end is opened only by the composition root (internal/server) and by tests;
 //   - protocol libraries (coap, coap/dtlsconn, coap/oscorelayer, oscore, edhoc and the cmp
 //     codec) depend, transitively, on nothing but each other and the neutral helpers;
 //   - a binding (est/estcoap, cmp/cmpcoap, cmp/cmphttp) imports no store and no composition

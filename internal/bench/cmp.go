@@ -31,7 +31,7 @@ type CMPOptions struct {
 // CMP measures complete Lightweight CMP transactions (ir, ip, certConf, pkiConf; RFC 9483
 // §4.1) over coap:// (RFC 9482) and then http:// (RFC 9811) beside the ECDSA P-256 floor, and
 // prints the results to w; progress gets what it is doing.
-func CMP(ctx context.Context, startServer Start, o CMPOptions, w, progress io.Writer) error {
+func CMP(ctx context.Context, o CMPOptions, w, progress io.Writer) error {
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
@@ -61,7 +61,7 @@ func CMP(ctx context.Context, startServer Start, o CMPOptions, w, progress io.Wr
 	// manufacturer CA (an IDevID the authority trusts).
 	prots := make([]cmp.Protector, o.Concurrency)
 	if o.Protection == "signature" {
-		devs, err := makeDevices(s.Data, o.Concurrency)
+		devs, err := makeDevices(s.Data(), o.Concurrency)
 		if err != nil {
 			return err
 		}
@@ -74,7 +74,7 @@ func CMP(ctx context.Context, startServer Start, o CMPOptions, w, progress io.Wr
 		}
 	} else {
 		for i := range prots {
-			prots[i] = &cmp.PBMProtection{Secret: s.Data.CMPSecret, Reference: []byte(s.Data.CMPSecretRef), Iterations: o.Iterations}
+			prots[i] = &cmp.PBMProtection{Secret: s.Data().CMPSecret, Reference: []byte(s.Data().CMPSecretRef), Iterations: o.Iterations}
 		}
 	}
 
@@ -97,7 +97,7 @@ func CMP(ctx context.Context, startServer Start, o CMPOptions, w, progress io.Wr
 		firstErr error
 	}
 	var results []result
-	for _, tr := range []struct{ name, url string }{{"coap", s.CoAP}, {"http", s.HTTP}} {
+	for _, tr := range []struct{ name, url string }{{"coap", s.CoAPURL()}, {"http", s.HTTPURL()}} {
 		say("%s: ir+certConf transactions, %d at a time, for %v", tr.name, o.Concurrency, o.Duration)
 		var (
 			mu  sync.Mutex
@@ -112,7 +112,7 @@ func CMP(ctx context.Context, startServer Start, o CMPOptions, w, progress io.Wr
 				return err
 			}
 			defer t.Close()
-			c := client.NewCMP(t, client.CMPOptions{Protection: prots[i], Secret: s.Data.CMPSecret, Trust: s.Data.IssuingChain()})
+			c := client.NewCMP(t, client.CMPOptions{Protection: prots[i], Secret: s.Data().CMPSecret, Trust: s.Data().IssuingChain()})
 			key, err := kms.GenerateKey("P-256")
 			if err != nil {
 				return err

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -35,19 +36,14 @@ import (
 	"coapca/coap/dtlsconn"
 	"coapca/internal/config"
 	"coapca/internal/datadir"
+	"coapca/internal/server"
 )
 
-// Server is a running coapca that a benchmark drives: the URLs of its listeners ("" when off)
-// and its data directory, whose demo manufacturer CA issues the simulated devices' IDevIDs.
-type Server struct {
-	CoAPS, CoAP, HTTP string // coaps://host:port, coap://host:port, http://host:port
-	Data              *datadir.Data
-	Close             func() error
+// startServer starts the server that `coapca serve` runs, without logs, so that the
+// benchmarks measure the real house.
+func startServer(ctx context.Context, cfg config.Config) (*server.Server, error) {
+	return server.Start(ctx, cfg, slog.New(slog.DiscardHandler))
 }
-
-// Start starts the real server with cfg (the composition root's, so that the benchmarks
-// measure the house that `coapca serve` runs without importing the command line).
-type Start func(ctx context.Context, cfg config.Config) (*Server, error)
 
 // ESTOptions configure EST and FrontDoors.
 type ESTOptions struct {
@@ -65,8 +61,8 @@ type ESTOptions struct {
 // EST measures EST-coaps enrollments (a new DTLS session each, /sen) and re-enrollments over
 // kept sessions (/sren) beside floors measured in the same run, and prints the results to w;
 // progress gets what it is doing.
-func EST(ctx context.Context, startServer Start, o ESTOptions, w, progress io.Writer) error {
-	res, err := benchEST(ctx, startServer, o, progress)
+func EST(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
+	res, err := benchEST(ctx, o, progress)
 	if err != nil {
 		return err
 	}
@@ -102,7 +98,7 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 		r.reenrolls, 100*r.reenrolls/r.signs, r.reenrollLat.pct(.5).Round(10*time.Microsecond), r.reenrollLat.pct(.99).Round(10*time.Microsecond), r.reenrollErrs)
 }
 
-func benchEST(ctx context.Context, startServer Start, o ESTOptions, progress io.Writer) (*benchResult, error) {
+func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResult, error) {
 	res := &benchResult{}
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 
@@ -131,21 +127,21 @@ func benchEST(ctx context.Context, startServer Start, o ESTOptions, progress io.
 	defer s.Close()
 
 	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
-	device0 := s.Data.DeviceCertificate()
-	res.rawHS, err = rawHandshakeFloor(ctx, s.Data.ServerCertificate(), device0, s.Data.ManufacturerCA, s.Data.Root, o.Concurrency, o.Duration/2)
+	device0 := s.Data().DeviceCertificate()
+	res.rawHS, err = rawHandshakeFloor(ctx, s.Data().ServerCertificate(), device0, s.Data().ManufacturerCA, s.Data().Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
 
 	say("preparing %d device identities and CSRs", o.Devices)
-	devs, err := makeDevices(s.Data, o.Devices)
+	devs, err := makeDevices(s.Data(), o.Devices)
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(s.Data.Root)
+	roots.AddCert(s.Data().Root)
 	dial := func(ctx context.Context, id tls.Certificate) (*coap.Client, error) {
-		return coap.Dial(ctx, s.CoAPS, coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
+		return coap.Dial(ctx, s.CoAPSURL(), coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
 			Certificates: []tls.Certificate{id}, RootCAs: roots, ServerName: "127.0.0.1"}})
 	}
 

@@ -31,8 +31,8 @@ import (
 // by a UDP relay over o.WireSamples sequential enrollments per mode (UDP payloads, both
 // directions, retransmissions included; IP/UDP headers excluded).
 // It prints the results to w and its progress to progress.
-func FrontDoors(ctx context.Context, startServer Start, o ESTOptions, w, progress io.Writer) error {
-	rs, err := frontDoors(ctx, startServer, o, progress)
+func FrontDoors(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
+	rs, err := frontDoors(ctx, o, progress)
 	if err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func FrontDoors(ctx context.Context, startServer Start, o ESTOptions, w, progres
 	return nil
 }
 
-func frontDoors(ctx context.Context, startServer Start, o ESTOptions, progress io.Writer) ([]frontDoorResult, error) {
+func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontDoorResult, error) {
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "coapca-bench-oscore-")
 	if err != nil {
@@ -87,12 +87,12 @@ func frontDoors(ctx context.Context, startServer Start, o ESTOptions, progress i
 	}
 	defer s.Close()
 	say("preparing %d device identities and CSRs", n)
-	devs, err := makeDevices(s.Data, n)
+	devs, err := makeDevices(s.Data(), n)
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(s.Data.Root)
+	roots.AddCert(s.Data().Root)
 	verify := func(raw [][]byte) ([]*x509.Certificate, error) {
 		chain, err := client.ParseChain(raw)
 		if err != nil {
@@ -118,7 +118,7 @@ func frontDoors(ctx context.Context, startServer Start, o ESTOptions, progress i
 
 	coapsURL := func(addr string) string { return "coaps://" + addr }
 	coapURL := func(addr string) string { return "coap://" + addr }
-	srvCoaps, srvCoap := s.CoAPS[len("coaps://"):], s.CoAP[len("coap://"):]
+	srvCoaps, srvCoap := s.CoAPSURL()[len("coaps://"):], s.CoAPURL()[len("coap://"):]
 	// enroll runs one enrollment of device i in mode against addr.
 	enroll := func(ctx context.Context, mode string, i int, addr string) error {
 		d := devs[i]
@@ -158,7 +158,7 @@ func frontDoors(ctx context.Context, startServer Start, o ESTOptions, progress i
 		// synchronise every device once, outside the measurement.
 		say("synchronising %d pre-shared contexts (Echo)", n)
 		for i := range n {
-			c, err := coap.Dial(ctx, s.CoAP, coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
+			c, err := coap.Dial(ctx, s.CoAPURL(), coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
 			if err != nil {
 				return nil, err
 			}

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"coapca/cmp"
 	"coapca/internal/bench"
-	"coapca/internal/config"
 )
 
 const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
@@ -45,8 +43,8 @@ listener, and small GETs per second over established DTLS sessions and over plai
 run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
 second, and each result as a ratio to them.`
 
-// runBench is `coapca bench`: flags here, the measurements in internal/bench, against the
-// server that serve runs (startBenchServer).
+// runBench is `coapca bench`: flags here, the measurements (against the server that serve
+// runs) in internal/bench.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprintln(stdout, benchUsage)
@@ -75,9 +73,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--devices, --concurrency and --duration must be positive")
 		}
 		if o.OSCORE || o.EDHOC {
-			return bench.FrontDoors(ctx, startBenchServer, o, stdout, stderr)
+			return bench.FrontDoors(ctx, o, stdout, stderr)
 		}
-		return bench.EST(ctx, startBenchServer, o, stdout, stderr)
+		return bench.EST(ctx, o, stdout, stderr)
 	case "cmp":
 		var o bench.CMPOptions
 		fs := newFlagSet("bench cmp", "coapca bench cmp [flags]", benchCMPDescription, stderr)
@@ -96,7 +94,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if o.Protection != "mac" && o.Protection != "signature" {
 			return usagef("--protection must be mac or signature")
 		}
-		return bench.CMP(ctx, startBenchServer, o, stdout, stderr)
+		return bench.CMP(ctx, o, stdout, stderr)
 	case "coap":
 		var o bench.CoAPOptions
 		fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
@@ -111,13 +109,4 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bench.CoAP(ctx, o, stdout, stderr)
 	}
 	return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
-}
-
-// startBenchServer starts the server that serve runs, without logs, for internal/bench.
-func startBenchServer(ctx context.Context, cfg config.Config) (*bench.Server, error) {
-	s, err := startServer(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
-	}
-	return &bench.Server{CoAPS: s.coapsURL, CoAP: s.coapURL, HTTP: s.httpURL, Data: s.data, Close: s.Close}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"coapca/authority"
+	"coapca/internal/server"
 )
 
 const caUsage = `Usage: coapca ca COMMAND [flags] [ARGS]
@@ -65,11 +66,12 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	h, err := openHouse(ctx, cfg, log, houseOptions{})
+	h, err := server.OpenHouse(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
+	auth := h.Authority()
 
 	switch cmd {
 	case "list":
@@ -80,7 +82,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *revoked {
 			f.Revocation = authority.OnlyRevoked
 		}
-		certs, err := h.auth.ListCertificates(ctx, f)
+		certs, err := auth.ListCertificates(ctx, f)
 		if err != nil {
 			return err
 		}
@@ -103,7 +105,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c, err := h.auth.Certificate(ctx, serial)
+		c, err := auth.Certificate(ctx, serial)
 		if err != nil {
 			return err
 		}
@@ -133,7 +135,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := h.auth.Revoke(ctx, serial, *reason); err != nil {
+		if err := auth.Revoke(ctx, serial, *reason); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "revoked %s (reason %d)\n", serial, *reason)
@@ -143,7 +145,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *all {
 			f.Status = authority.StatusUnknown // every status
 		}
-		ps, err := h.auth.ListPending(ctx, f)
+		ps, err := auth.ListPending(ctx, f)
 		if err != nil {
 			return err
 		}
@@ -163,7 +165,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := h.auth.Approve(ctx, id); err != nil {
+		if err := auth.Approve(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "approved %s: the device gets its certificate on its next retry\n", id)
@@ -173,13 +175,13 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := h.auth.Reject(ctx, id, *why); err != nil {
+		if err := auth.Reject(ctx, id, *why); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "rejected %s\n", id)
 		return nil
 	case "crl":
-		crl, err := h.auth.CRL(ctx)
+		crl, err := auth.CRL(ctx)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
-// Package cli implements the coapca command line: one file per subcommand. `serve` wires the
-// server together (front doors → services → authority → store); the client commands sit on the
-// client library.
+// Package cli implements the coapca command line: one file per subcommand, with its flags, its
+// dispatch and its printing. `serve` and `ca` run the house that internal/server wires together
+// (front doors → services → authority → store); the client commands sit on the client library;
+// `bench` runs internal/bench.
 package cli
 
 import (
@@ -10,9 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
+
+	"coapca/internal/config"
 )
 
 // Version is the program version, printed by `coapca version`.
@@ -119,7 +121,20 @@ func newLoggerFormat(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, usagef("bad log format %q (text, json)", format)
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+// loadConfig reads --config (or the defaults) and applies --data when given.
+func loadConfig(path, data string) (config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return cfg, err
+		}
+	}
+	if data != "" {
+		cfg.Data = data
+	}
+	return cfg, nil
+}
 
 // subcommand picks the command of `coapca GROUP COMMAND …`: help (or nothing) prints usage;
 // an unknown command is a usage error. It returns "" when the caller should return err as is.

@@ -64,7 +64,7 @@ func issueFromDataDir(t *testing.T, d *datadir.Data, tmpl *x509.Certificate) (*x
 // server certificate (target "server": DTLS and EDHOC) or CMP signer (target "cmp-signer") was
 // replaced by tmpl, issued by the issuing CA. It returns the server and the replaced
 // certificate's PEM file.
-func hostileHouse(t *testing.T, target string, tmpl *x509.Certificate) (*server, string) {
+func hostileHouse(t *testing.T, target string, tmpl *x509.Certificate) (*served, string) {
 	t.Helper()
 	dir := t.TempDir()
 	d, err := datadir.Open(datadir.Options{Dir: dir})

@@ -15,6 +15,7 @@ import (
 	"coapca/authority"
 	"coapca/cmp"
 	"coapca/internal/config"
+	"coapca/internal/server"
 )
 
 // TestCMPUnconfirmedRevokedAfterRestart: over HTTP on loopback, a device gets a certificate
@@ -76,19 +77,19 @@ func TestCMPUnconfirmedRevokedAfterRestart(t *testing.T) {
 	// While the server is down, the deadline passes: move it into the past in the store (what
 	// an hour of downtime would do).
 	ctx := context.Background()
-	h, err := openHouse(ctx, s.cfg, s.log, houseOptions{})
+	h, err := server.OpenHouse(ctx, s.cfg, s.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	due, err := h.auth.DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0)
+	due, err := h.Authority().DueUnconfirmed(ctx, time.Now().Add(2*time.Hour), 0)
 	if err != nil || len(due) != 1 || due[0].Serial != serial {
 		t.Fatalf("the unconfirmed certificate is not in the store: %v, %v", due, err)
 	}
 	due[0].Deadline = time.Now().Add(-time.Minute)
-	if err := h.auth.AddUnconfirmed(ctx, due[0]); err != nil {
+	if err := h.Authority().AddUnconfirmed(ctx, due[0]); err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := h.auth.Certificate(ctx, serial); err != nil || rec.Revoked() {
+	if rec, err := h.Authority().Certificate(ctx, serial); err != nil || rec.Revoked() {
 		t.Fatalf("revoked before the restart: %v", err)
 	}
 	if err := h.Close(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"coapca/cmp"
 	"coapca/coap"
 	"coapca/internal/config"
+	"coapca/internal/server"
 )
 
 // cmpFixtures are OpenSSL-made test certificates (Test Root CA, CMP Server, Device 1).
@@ -26,7 +27,7 @@ var cmpFixtures, _ = filepath.Abs(filepath.Join("..", "..", "cmp", "testdata", "
 
 // cmpTestServer starts coapca like testServerAt (coaps, coap, the "manual", "pop" and
 // "sensors" profiles) plus the HTTP listener.
-func cmpTestServer(t *testing.T) *server {
+func cmpTestServer(t *testing.T) *served {
 	t.Helper()
 	return testServerAt(t, t.TempDir(), func(c *config.Config) { c.Listen.HTTP = "127.0.0.1:0" })
 }
@@ -153,7 +154,7 @@ func TestCMPOpenSSLClient(t *testing.T) {
 }
 
 // approveFirstPending waits for a pending request and approves it through the authority.
-func approveFirstPending(t *testing.T, s *server) {
+func approveFirstPending(t *testing.T, s *served) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if ids := listPending(t, s.data.Dir); len(ids) > 0 {
@@ -385,7 +386,7 @@ func TestCMPClientServer(t *testing.T) {
 			anns <- m
 		}
 	})
-	for deadline := time.Now().Add(5 * time.Second); s.coapUDP.Observers("/.well-known/cmp/ann") == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); s.Observers("/.well-known/cmp/ann") == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("observer not registered")
 		}
@@ -429,7 +430,7 @@ func TestCMPClientServer(t *testing.T) {
 	}
 	// The rann is followed at once by a crlann, and an observer is only promised the newest
 	// state (RFC 7641 §4.5.2): either one naming the certificate shows the announcement.
-	for deadline := time.After(4 * revocationPoll); ; {
+	for deadline := time.After(4 * server.RevocationPoll); ; {
 		select {
 		case m := <-anns:
 			if ra, ok := m.Body.(*cmp.RevAnn); ok && ra.CertID.Serial.Cmp(other.SerialNumber) == 0 {

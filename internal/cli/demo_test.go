@@ -45,7 +45,7 @@ func TestDemoCredentialsOnlyWithoutConfiguration(t *testing.T) {
 			dir := t.TempDir()
 			s := testServerAt(t, dir, tc.tweak(dir))
 			var w bytes.Buffer
-			printWelcome(&w, s)
+			s.PrintWelcome(&w, "coapca")
 			if live := strings.Contains(w.String(), "DEMO CREDENTIALS ARE LIVE"); live != tc.demo {
 				t.Errorf("welcome says demo live = %v, want %v:\n%s", live, tc.demo, w.String())
 			}

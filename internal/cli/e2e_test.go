@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,18 +20,20 @@ import (
 	"coapca/authority"
 	"coapca/est"
 	"coapca/internal/config"
+	"coapca/internal/datadir"
 	"coapca/internal/pemfile"
+	"coapca/internal/server"
 )
 
 // testServer starts coapca in-process on a loopback port with a fresh data directory and three
 // profiles beside the default: "manual" (manual approval, retry after 1 s), "pop" (PoP linking
 // required) and "sensors".
-func testServer(t *testing.T) *server {
+func testServer(t *testing.T) *served {
 	t.Helper()
 	return testServerAt(t, t.TempDir())
 }
 
-func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *server {
+func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *served {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Data = dir
@@ -50,13 +53,28 @@ func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *serv
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	s, err := startServer(context.Background(), cfg, log)
+	started, err := server.Start(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	t.Cleanup(func() { started.Close() })
+	return &served{Server: started, cfg: cfg, log: log, data: started.Data(), auth: started.Authority(),
+		coapsURL: started.CoAPSURL(), coapURL: started.CoAPURL(), httpURL: started.HTTPURL(), metricsAddr: started.MetricsAddr()}
 }
+
+// served is a started internal/server.Server with what the tests read of it as fields, and the
+// configuration and logger it was started with.
+type served struct {
+	*server.Server
+	cfg                        config.Config
+	log                        *slog.Logger
+	data                       *datadir.Data
+	auth                       *authority.Authority
+	coapsURL, coapURL, httpURL string // "" when off
+	metricsAddr                net.Addr
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func need(t *testing.T, bins ...string) {
 	t.Helper()
@@ -95,7 +113,7 @@ func cli(ctx context.Context, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func (s *server) url(label string) string {
+func (s *served) url(label string) string {
 	u := s.coapsURL
 	if label != "" {
 		u += "/" + label
@@ -323,7 +341,7 @@ func TestManualApproval(t *testing.T) {
 	work := t.TempDir()
 	csr := filepath.Join(work, "csr.der")
 	makeCSR(t, csr, "CN=demo-device-0001")
-	enroll := func(s *server, wait string) (string, int) {
+	enroll := func(s *served, wait string) (string, int) {
 		_, errOut, code := cli(ctx, "est", "enroll", "--server", s.url("manual"), "--trust", d.Root,
 			"--cert", d.Device, "--key", d.DeviceKey, "--csr", csr, "--wait", wait, "--out", filepath.Join(work, "cert.pem"))
 		return errOut, code

@@ -20,8 +20,8 @@ import (
 	"coapca/est"
 	"coapca/est/cms"
 	"coapca/internal/config"
-	"coapca/internal/datadir"
 	"coapca/internal/pemfile"
+	"coapca/internal/server"
 	"coapca/kms"
 	"coapca/oscore"
 )
@@ -400,7 +400,7 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 
 // loadClientOSCORE reads the pre-shared context of --oscore (the client's side).
 func loadClientOSCORE(path string) (*oscore.Context, error) {
-	_, p, err := loadOSCOREContext(path)
+	_, p, err := server.LoadOSCOREContext(path)
 	if err != nil {
 		return nil, err
 	}
@@ -465,20 +465,5 @@ func encryptedKeyRequest(f *estFlags) error {
 		return err
 	}
 	f.csrAttrs = append(f.csrAttrs, capsAttr, idAttr)
-	return nil
-}
-
-// estKeyEncryption lets the EST service return server-generated keys CMS-encrypted: signed with
-// the server's certificate, under the configured pre-shared KEKs or to the requester's own
-// certificate key.
-func estKeyEncryption(svc *est.Service, c config.EST, d *datadir.Data) error {
-	keks, err := c.LoadKEKs()
-	if err != nil {
-		return err
-	}
-	chain := []*x509.Certificate{d.Server, d.IssuingCA}
-	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: keks, Signer: d.ServerKey, Chain: chain}); err != nil {
-		return fmt.Errorf("est key encryption: %w", err)
-	}
 	return nil
 }

@@ -35,7 +35,7 @@ recipient_id: "01"
 
 // testOSCOREServer starts coapca like testServerAt (coaps, coap with EST-oscore, the "manual",
 // "pop" and "sensors" profiles) with the pre-shared context files ctxFiles.
-func testOSCOREServer(t *testing.T, dir string, ctxFiles ...string) *server {
+func testOSCOREServer(t *testing.T, dir string, ctxFiles ...string) *served {
 	t.Helper()
 	return testServerAt(t, dir, func(c *config.Config) { c.OSCOREContexts = ctxFiles })
 }

@@ -1,9 +1,10 @@
-package cli
+package server
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"coapca/authority"
@@ -13,9 +14,9 @@ import (
 	"coapca/store/sqlite"
 )
 
-// house is the enrollment core that every front door and the `ca` commands share: the data
+// House is the enrollment core that every front door and the `ca` commands share: the data
 // directory, the store and the authority.
-type house struct {
+type House struct {
 	cfg   config.Config
 	data  *datadir.Data
 	store *sqlite.Store
@@ -25,17 +26,20 @@ type house struct {
 	demo bool
 }
 
-type houseOptions struct {
-	// create the data directory if missing (serve); the ca commands refuse a missing one.
-	create bool
+// OpenHouse opens the existing data directory of cfg, its store and the authority, without
+// listeners (for `coapca ca`, beside a running server or without one). A missing data directory
+// is an error: only Start creates one.
+func OpenHouse(ctx context.Context, cfg config.Config, log *slog.Logger) (*House, error) {
+	return openHouse(ctx, cfg, log, false)
 }
 
-func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o houseOptions) (*house, error) {
+// openHouse opens the house of cfg; create makes the data directory if it is missing (serve).
+func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create bool) (*House, error) {
 	dir, err := filepath.Abs(cfg.Data)
 	if err != nil {
 		return nil, err
 	}
-	if !o.create && !fileExists(filepath.Join(dir, "ca.pem")) {
+	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
 	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log})
@@ -46,12 +50,12 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o house
 	if err != nil {
 		return nil, err
 	}
-	h := &house{cfg: cfg, data: data, store: st}
+	h := &House{cfg: cfg, data: data, store: st}
 	acfg := cfg.Authority
 	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
 		// Development default: trust the demo manufacturer CA and the demo CMP secret so the
 		// demo device can enroll. A configuration that defines either trust stores or MAC
-		// secrets is a real deployment: then neither demo credential is live (printWelcome
+		// secrets is a real deployment: then neither demo credential is live (PrintWelcome
 		// says loudly which are).
 		acfg.TrustStores = []config.TrustStore{{Name: "demo", CertsFile: data.Paths.ManufacturerCA, AllowExpired: true}}
 		if fileExists(data.Paths.CMPSecret) {
@@ -82,19 +86,13 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, o house
 	return h, nil
 }
 
-func (h *house) Close() error { return h.store.Close() }
+// Data is the data directory: the CA, the server's certificates, the demo credentials.
+func (h *House) Data() *datadir.Data { return h.data }
 
-// loadConfig reads --config (or the defaults) and applies --data when given.
-func loadConfig(path, data string) (config.Config, error) {
-	cfg := config.Default()
-	if path != "" {
-		var err error
-		if cfg, err = config.Load(path); err != nil {
-			return cfg, err
-		}
-	}
-	if data != "" {
-		cfg.Data = data
-	}
-	return cfg, nil
-}
+// Authority is the authority every front door decides through.
+func (h *House) Authority() *authority.Authority { return h.auth }
+
+// Close closes the store.
+func (h *House) Close() error { return h.store.Close() }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

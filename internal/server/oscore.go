@@ -1,4 +1,4 @@
-package cli
+package server
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 	"coapca/oscore"
 )
 
-// oscoreContextFile is a pre-shared OSCORE security context (RFC 8613 §3), the YAML file of
+// OSCOREContextFile is a pre-shared OSCORE security context (RFC 8613 §3), the YAML file of
 // `coapca serve --oscore-context FILE` (seen from the server's side) and of
 // `coapca est --oscore FILE` (seen from the client's side: sender and recipient swapped).
 //
@@ -34,7 +34,7 @@ import (
 //
 // The Sender Sequence Number is persisted beside it (server: DATA/oscore/, client: FILE.seq) so
 // that a restart never reuses a nonce (RFC 8613 Appendix B.1.1).
-type oscoreContextFile struct {
+type OSCOREContextFile struct {
 	Name         string   `yaml:"name"`
 	Labels       []string `yaml:"labels"`
 	MasterSecret string   `yaml:"master_secret"`
@@ -46,9 +46,10 @@ type oscoreContextFile struct {
 	ReplayWindow int      `yaml:"replay_window"`
 }
 
-// loadOSCOREContext reads a context file into oscore.Params (without a sequence store).
-func loadOSCOREContext(path string) (*oscoreContextFile, oscore.Params, error) {
-	var f oscoreContextFile
+// LoadOSCOREContext reads a context file into oscore.Params (without a sequence store): the
+// server's side here, the client's side for `coapca est --oscore`.
+func LoadOSCOREContext(path string) (*OSCOREContextFile, oscore.Params, error) {
+	var f OSCOREContextFile
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, oscore.Params{}, fmt.Errorf("oscore context: %w", err)
@@ -94,7 +95,7 @@ func loadOSCOREContext(path string) (*oscoreContextFile, oscore.Params, error) {
 // Sender Sequence Number is persisted under DATA/oscore/ and its replay window starts
 // unsynchronized, so after a restart the first request is answered with an Echo challenge
 // (RFC 8613 Appendix B.1.2, RFC 9175).
-func (s *server) registerOSCORE(_ context.Context, files []string) error {
+func (s *Server) registerOSCORE(_ context.Context, files []string) error {
 	srvCert := s.data.ServerCertificate()
 	chain := make([]*x509.Certificate, 0, len(srvCert.Certificate))
 	for _, der := range srvCert.Certificate {
@@ -123,7 +124,7 @@ func (s *server) registerOSCORE(_ context.Context, files []string) error {
 	})
 	seqDir := filepath.Join(s.data.Dir, "oscore")
 	for _, path := range files {
-		f, p, err := loadOSCOREContext(path)
+		f, p, err := LoadOSCOREContext(path)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package cli
+package server
 
 import (
 	"context"
@@ -19,19 +19,19 @@ import (
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/est"
-	"coapca/est/estcoap"
 	"coapca/internal/config"
 	"coapca/internal/metrics"
 )
 
-// server is a running coapca: the house and its front doors. serve, the end-to-end tests and
-// `coapca bench` all start it the same way.
+// Server is a running coapca: the house and its front doors. `coapca serve`, the end-to-end
+// tests and `coapca bench` all start it the same way.
 //
 // Each listener has its own CoAP resource table: coaps:// (DTLS-authenticated: EST-coaps) and
 // coap:// (no transport security: only resources that protect themselves, such as CMP
-// messages or OSCORE-protected EST). Front doors register into the tables in register*.
-type server struct {
-	*house
+// messages or OSCORE-protected EST). Front doors register into the tables in register*, one
+// file each.
+type Server struct {
+	*House
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	est     *est.Service
@@ -55,29 +55,31 @@ type server struct {
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
 const defaultMaxBody = 64 << 10
 
-func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*server, error) {
+// Start opens the house of cfg (creating the data directory on first start), registers the
+// front doors and starts the listeners that cfg.Listen enables. Close stops them.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	// A bad suite name is refused before the first start creates the data directory.
+	suites, err := cipherSuites(cfg.DTLS.CipherSuites)
+	if err != nil {
+		return nil, err
+	}
 	m := metrics.New()
-	h, err := openHouse(ctx, cfg, log, houseOptions{create: true})
+	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &server{house: h, log: log, metrics: m, cancel: cancel,
+	s := &Server{House: h, log: log, metrics: m, cancel: cancel,
 		secureMux: coap.NewMux(), plainMux: coap.NewMux(), httpMux: http.NewServeMux()}
-	fail := func(err error) (*server, error) {
+	fail := func(err error) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
 
 	// The front doors.
-	s.est = est.NewService(h.auth, log)
-	if err := estKeyEncryption(s.est, cfg.EST, h.data); err != nil {
+	if err := s.registerEST(); err != nil {
 		return fail(err)
 	}
-	s.est.SetObserver(func(function, transport, result string, d time.Duration) {
-		m.Observe("est-"+transport, function, result, d)
-	})
-	estcoap.New(s.est, estcoap.Options{Labels: h.auth.Labels(), Logger: log}).Register(s.secureMux)
 	if err := s.registerCMP(ctx); err != nil {
 		return fail(err)
 	}
@@ -103,10 +105,6 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 	}
 
 	if cfg.Listen.CoAPS != "" {
-		suites, err := cipherSuites(cfg.DTLS.CipherSuites)
-		if err != nil {
-			return fail(err)
-		}
 		l, err := dtlsconn.Listen("udp", cfg.Listen.CoAPS, dtlsconn.ServerConfig{
 			Certificates: []tls.Certificate{h.data.ServerCertificate()},
 			// RFC 9148 §3: the client MUST authenticate with a certificate; the authority
@@ -196,12 +194,12 @@ func startServer(ctx context.Context, cfg config.Config, log *slog.Logger) (*ser
 }
 
 // health reports whether the store answers (through the authority).
-func (s *server) health(ctx context.Context) error {
+func (s *Server) health(ctx context.Context) error {
 	_, err := s.auth.ListCertificates(ctx, authority.CertFilter{Limit: 1})
 	return err
 }
 
-func (s *server) registerMetrics() {
+func (s *Server) registerMetrics() {
 	m := s.metrics
 	cs := func(f func(coap.Stats) float64) func() float64 {
 		return func() float64 {
@@ -239,7 +237,7 @@ func (s *server) registerMetrics() {
 }
 
 // coapServers returns the running CoAP servers.
-func (s *server) coapServers() []*coap.Server {
+func (s *Server) coapServers() []*coap.Server {
 	var out []*coap.Server
 	for _, c := range []*coap.Server{s.coaps, s.coapUDP} {
 		if c != nil {
@@ -250,7 +248,7 @@ func (s *server) coapServers() []*coap.Server {
 }
 
 // Close stops the listeners and closes the store.
-func (s *server) Close() error {
+func (s *Server) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -262,7 +260,28 @@ func (s *server) Close() error {
 		s.http.Close()
 	}
 	s.wg.Wait()
-	return errors.Join(err, s.house.Close())
+	return errors.Join(err, s.House.Close())
+}
+
+// CoAPSURL is coaps://host:port of the DTLS listener ("" when listen.coaps is off).
+func (s *Server) CoAPSURL() string { return s.coapsURL }
+
+// CoAPURL is coap://host:port of the UDP listener ("" when listen.coap is off).
+func (s *Server) CoAPURL() string { return s.coapURL }
+
+// HTTPURL is http://host:port of the HTTP listener ("" when listen.http is off).
+func (s *Server) HTTPURL() string { return s.httpURL }
+
+// MetricsAddr is the address of the metrics listener (nil when listen.metrics is off).
+func (s *Server) MetricsAddr() net.Addr { return s.metricsAddr }
+
+// Observers is the number of CoAP clients observing path, over both CoAP listeners.
+func (s *Server) Observers(path string) int {
+	n := 0
+	for _, c := range s.coapServers() {
+		n += c.Observers(path)
+	}
+	return n
 }
 
 // cipherSuites maps configured suite names to pion IDs.

@@ -1,4 +1,4 @@
-package cli
+package server
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 // s.plainMux (coap://, where the PKIMessage protection is the security), RFC 9811 on
 // s.httpMux. Announcements go to the observers of …/ann on both CoAP servers: certificates
 // accepted and revoked through CMP at once, and revocations made elsewhere (`coapca ca revoke`
-// in another process, EST) when the store is next polled (every revocationPoll).
-func (s *server) registerCMP(ctx context.Context) error {
+// in another process, EST) when the store is next polled (every RevocationPoll).
+func (s *Server) registerCMP(ctx context.Context) error {
 	d := s.data
 	var bind *cmpcoap.Binding
 	svc, err := cmpserver.New(s.auth, cmpserver.Options{
@@ -59,7 +59,7 @@ func (s *server) registerCMP(ctx context.Context) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(revocationPoll)
+		t := time.NewTicker(RevocationPoll)
 		defer t.Stop()
 		for {
 			select {
@@ -85,19 +85,17 @@ func (s *server) registerCMP(ctx context.Context) error {
 	return nil
 }
 
-// revocationPoll is how often the store is checked for revocations to announce.
-const revocationPoll = 2 * time.Second
+// RevocationPoll is how often the store is checked for revocations to announce.
+const RevocationPoll = 2 * time.Second
 
 // hasAnnouncementObservers reports whether any CoAP client observes a CMP …/ann resource.
-func (s *server) hasAnnouncementObservers() bool {
-	for _, c := range s.coapServers() {
-		if c.Observers(cmpcoap.DefaultRoot+"/ann") > 0 {
+func (s *Server) hasAnnouncementObservers() bool {
+	if s.Observers(cmpcoap.DefaultRoot+"/ann") > 0 {
+		return true
+	}
+	for _, l := range s.auth.Labels() {
+		if s.Observers(cmpcoap.DefaultRoot+"/p/"+l+"/ann") > 0 {
 			return true
-		}
-		for _, l := range s.auth.Labels() {
-			if c.Observers(cmpcoap.DefaultRoot+"/p/"+l+"/ann") > 0 {
-				return true
-			}
 		}
 	}
 	return false
