@@ -225,14 +225,22 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 // answer's other certificates are intermediates; when they are not enough, /crts supplies the
 // CA certificates (RFC 7030 §4.1.3).
 func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra []*x509.Certificate) error {
+	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, e.CACerts)
+}
+
+// checkIssuedCert is the check of an issued certificate shared by every EST transport: it
+// certifies pub and, with trust, chains to those anchors, with extra and else the CA
+// certificates from cacerts as intermediates.
+func checkIssuedCert(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra, trust []*x509.Certificate,
+	cacerts func(context.Context) ([]*x509.Certificate, error)) error {
 	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
 		return fmt.Errorf("est /%s: the issued certificate does not certify the requested key", fn)
 	}
-	if len(e.opts.Trust) == 0 {
+	if len(trust) == 0 {
 		return nil
 	}
 	verify := func(inter []*x509.Certificate) error {
-		_, err := cert.Verify(x509.VerifyOptions{Roots: Pool(e.opts.Trust), Intermediates: Pool(inter),
+		_, err := cert.Verify(x509.VerifyOptions{Roots: Pool(trust), Intermediates: Pool(inter),
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		return err
 	}
@@ -240,7 +248,7 @@ func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate
 	if err != nil {
 		var ua x509.UnknownAuthorityError
 		if errors.As(err, &ua) {
-			if cas, cerr := e.CACerts(ctx); cerr == nil {
+			if cas, cerr := cacerts(ctx); cerr == nil {
 				err = verify(append(extra, cas...))
 			}
 		}
