@@ -163,6 +163,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req := Request(r, label)
 	if op.post {
+		h.log.Debug("est-https request", "path", r.URL.Path, "addr", r.RemoteAddr, "content_type", r.Header.Get("Content-Type"),
+			"content_transfer_encoding", r.Header.Get("Content-Transfer-Encoding"), "content_length", r.ContentLength)
 		body, err := h.readCSR(w, r)
 		if err != nil {
 			h.fail(w, r, err)
