@@ -242,6 +242,9 @@ func (c *HTTPS) exchange(ctx context.Context, method, op, contentType string, bo
 	req.Header.Set("User-Agent", "coapca")
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+		// RFC 8951 §3 has receivers ignore it, but servers written to RFC 7030 want it
+		// (globalsign/est v1.0.6 answers 415 without it).
+		req.Header.Set("Content-Transfer-Encoding", "base64")
 	}
 	if c.opts.User != "" {
 		req.SetBasicAuth(c.opts.User, c.opts.Password)

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,4 +370,165 @@ func pemOnly(s string) string {
 		}
 		_ = pem.Encode(&b, blk)
 	}
+}
+
+// globalsignTools builds globalsign/est v1.0.6's estclient and estserver in a throwaway
+// module in dir (never in this repository). It skips the test when the module proxy cannot
+// be reached.
+func globalsignTools(t *testing.T, dir string) (estclient, estserver string) {
+	t.Helper()
+	need(t, "go")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goCmd := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		c := exec.CommandContext(ctx, "go", args...)
+		c.Dir = dir
+		c.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
+		out, err := c.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := goCmd("mod", "init", "x"); err != nil {
+		t.Fatalf("go mod init: %v\n%s", err, out)
+	}
+	if out, err := goCmd("get", "github.com/globalsign/est@v1.0.6"); err != nil {
+		t.Skipf("globalsign/est v1.0.6 not available from the module proxy (unreachable?): %v\n%s", err, out)
+	}
+	estclient, estserver = filepath.Join(dir, "estclient"), filepath.Join(dir, "estserver")
+	for _, b := range []struct{ out, pkg string }{{estclient, "github.com/globalsign/est/cmd/estclient"}, {estserver, "github.com/globalsign/est/cmd/estserver"}} {
+		if out, err := goCmd("build", "-o", b.out, b.pkg); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	return estclient, estserver
+}
+
+// TestESTHTTPSGlobalSign: globalsign/est v1.0.6's estclient against our server (cacerts,
+// csrattrs, enroll, reenroll, serverkeygen), and our client against its estserver (a mock CA).
+func TestESTHTTPSGlobalSign(t *testing.T) {
+	need(t, "openssl")
+	if testing.Short() {
+		t.Skip("-short: builds globalsign/est")
+	}
+	dir := t.TempDir()
+	estclient, estserver := globalsignTools(t, filepath.Join(dir, "gs"))
+	s := httpsServer(t)
+	d := s.data.Paths
+	p := func(n string) string { return filepath.Join(dir, n) }
+	server := s.https.Addr().String()
+	makeCSR(t, p("e.der"), "CN=gs-1")
+	mustRun(t, "openssl", "req", "-inform", "DER", "-in", p("e.der"), "-out", p("e.csr"))
+	gs := func(args ...string) string {
+		t.Helper()
+		out, err := run(t, 60*time.Second, estclient, append(args, "-server", server, "-explicit", d.Root)...)
+		if err != nil {
+			t.Fatalf("estclient %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	gs("cacerts", "-out", p("cas.pem"))
+	if cas := readCerts(t, p("cas.pem")); len(cas) != 2 {
+		t.Errorf("estclient cacerts: %d certificates", len(cas))
+	}
+	if out := gs("csrattrs", "-certs", d.Device, "-key", d.DeviceKey); strings.TrimSpace(out) == "" {
+		t.Error("estclient csrattrs printed nothing")
+	}
+	gs("enroll", "-certs", d.Device, "-key", d.DeviceKey, "-csr", p("e.csr"), "-out", p("e.pem"))
+	if c := readCert(t, p("e.pem")); c.Subject.CommonName != "gs-1" {
+		t.Fatalf("enrolled %v", c.Subject)
+	}
+	// Re-enrollment: the issued certificate authenticates, the CSR keeps its subject.
+	makeCSR(t, p("r.der"), "CN=gs-1")
+	mustRun(t, "openssl", "req", "-inform", "DER", "-in", p("r.der"), "-out", p("r.csr"))
+	gs("reenroll", "-certs", p("e.pem"), "-key", p("e.der.key"), "-csr", p("r.csr"), "-out", p("r.pem"))
+	if readCert(t, p("r.pem")).SerialNumber.Cmp(readCert(t, p("e.pem")).SerialNumber) == 0 {
+		t.Error("reenroll returned the old certificate")
+	}
+	makeCSR(t, p("k.der"), "CN=gs-skg")
+	mustRun(t, "openssl", "req", "-inform", "DER", "-in", p("k.der"), "-out", p("k.csr"))
+	gs("serverkeygen", "-certs", d.Device, "-key", d.DeviceKey, "-csr", p("k.csr"), "-out", p("k.pem"), "-keyout", p("k.key"))
+	mustRun(t, "openssl", "x509", "-in", p("k.pem"), "-noout")
+	if out := mustRun(t, "openssl", "pkey", "-in", p("k.key"), "-pubout"); !strings.Contains(out, "PUBLIC KEY") {
+		t.Errorf("serverkeygen key: %s", out)
+	}
+
+	// Our client against globalsign's estserver, with a CA made by openssl.
+	mustRun(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p("gsca.key"),
+		"-subj", "/CN=gs test CA", "-days", "2", "-out", p("gsca.pem"), "-addext", "basicConstraints=critical,CA:TRUE",
+		"-addext", "keyUsage=critical,keyCertSign,cRLSign")
+	mustRun(t, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p("gssrv.key"),
+		"-subj", "/CN=127.0.0.1", "-out", p("gssrv.csr"))
+	ext := p("srv.ext")
+	os.WriteFile(ext, []byte("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"), 0o644)
+	mustRun(t, "openssl", "x509", "-req", "-in", p("gssrv.csr"), "-CA", p("gsca.pem"), "-CAkey", p("gsca.key"), "-CAcreateserial",
+		"-days", "2", "-extfile", ext, "-out", p("gssrv.pem"))
+	port := freeTCPPort(t)
+	cfg := fmt.Sprintf(`{"mock_ca":{"certificates":%q,"private_key":%q},"tls":{"listen_address":"127.0.0.1:%d","certificates":%q,"private_key":%q,"client_cas":[%q]},"allowed_hosts":["127.0.0.1"],"rate_limit":0,"timeout":30}`,
+		p("gsca.pem"), p("gsca.key"), port, p("gssrv.pem"), p("gssrv.key"), p("gsca.pem"))
+	os.WriteFile(p("gs.json"), []byte(cfg), 0o644)
+	srv := exec.Command(estserver, "-config", p("gs.json"))
+	var srvLog strings.Builder
+	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	ctx := context.Background()
+	ours := func(args ...string) {
+		t.Helper()
+		var out, errOut string
+		var code int
+		for attempt := 0; attempt < 50; attempt++ { // the server may still be starting
+			out, errOut, code = cli(ctx, append([]string{"est"}, args...)...)
+			if code == 0 || !strings.Contains(errOut, "connection refused") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if code != 0 {
+			t.Fatalf("coapca est %s: %d\n%s%s\nestserver log:\n%s", strings.Join(args, " "), code, out, errOut, srvLog.String())
+		}
+	}
+	ours("cacerts", "--server", url, "--trust", p("gsca.pem"), "--out", p("o-cas.pem"))
+	ours("csrattrs", "--server", url, "--trust", p("gsca.pem"))
+	ours("enroll", "--server", url, "--trust", p("gsca.pem"), "--subject", "CN=ours-at-gs", "--key-out", p("o.key"), "--out", p("o.pem"))
+	if c := readCert(t, p("o.pem")); c.Subject.CommonName != "ours-at-gs" {
+		t.Errorf("enrolled %v", c.Subject)
+	}
+	ours("reenroll", "--server", url, "--trust", p("gsca.pem"), "--cert", p("o.pem"), "--key", p("o.key"), "--key-out", p("o2.key"), "--out", p("o2.pem"))
+	ours("serverkeygen", "--server", url, "--trust", p("gsca.pem"), "--subject", "CN=ours-skg", "--key-out", p("os.key"), "--out", p("os.pem"))
+}
+
+func readCerts(t *testing.T, path string) []*x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return out
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
