@@ -532,3 +532,42 @@ func freeTCPPort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// bcJars is the Bouncy Castle classpath of Debian's libbcprov-java, libbcpkix-java,
+// libbcutil-java and libbctls-java.
+var bcJars = []string{"/usr/share/java/bcprov.jar", "/usr/share/java/bcpkix.jar", "/usr/share/java/bcutil.jar", "/usr/share/java/bctls.jar"}
+
+// TestESTHTTPSBouncyCastle: Bouncy Castle's EST client (testdata/ESTInterop.java, compiled
+// here) against our server: cacerts, csrattrs, simpleenroll with the IDevID, simpleenroll
+// with tls-unique PoP (TLS 1.2) under a profile that requires it, and serverkeygen. BC decodes
+// base64 answers only when they carry Content-Transfer-Encoding: base64 (RFC 7030's header,
+// which RFC 8951 makes optional), and insists on Content-Length.
+func TestESTHTTPSBouncyCastle(t *testing.T) {
+	need(t, "java", "javac")
+	for _, j := range bcJars {
+		if _, err := os.Stat(j); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required in CI (scripts/test.sh installs it)", j)
+			}
+			t.Skipf("%s not installed", j)
+		}
+	}
+	dir := t.TempDir()
+	cp := strings.Join(bcJars, string(os.PathListSeparator))
+	if out, err := run(t, 2*time.Minute, "javac", "-cp", cp, "-d", dir, filepath.Join("testdata", "ESTInterop.java")); err != nil {
+		t.Fatalf("javac: %v\n%s", err, out)
+	}
+	s := httpsServer(t)
+	d := s.data.Paths
+	_, port, _ := net.SplitHostPort(s.https.Addr().String())
+	out, err := run(t, 2*time.Minute, "java", "-cp", cp+string(os.PathListSeparator)+dir, "ESTInterop",
+		"localhost:"+port, d.Root, d.Device, d.DeviceKey, "pop")
+	if err != nil {
+		t.Fatalf("ESTInterop: %v\n%s", err, out)
+	}
+	for _, want := range []string{"CACERTS 2", "CSRATTRS ", "ENROLL CN=bc-1", "POP CN=bc-pop", "SERVERKEYGEN CN=bc-skg 1.2.840.10045.2.1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Bouncy Castle output lacks %q:\n%s", want, out)
+		}
+	}
+}
