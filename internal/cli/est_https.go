@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +28,14 @@ func (s *server) startESTHTTPS(ctx context.Context, addr string) error {
 		Certificates: []tls.Certificate{s.data.ServerCertificate()},
 		MinVersion:   tls.VersionTLS12,
 		ClientAuth:   tls.RequestClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
+		// VerifyConnection, unlike VerifyPeerCertificate, runs on resumed sessions too.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
 				return nil // Basic credentials or none: the authority decides per request
+			}
+			raw := make([][]byte, len(cs.PeerCertificates))
+			for i, c := range cs.PeerCertificates {
+				raw[i] = c.Raw
 			}
 			_, err := s.auth.VerifyClient(raw)
 			return err
