@@ -50,6 +50,8 @@ type benchOpts struct {
 	// EST-oscore comparison (bench_oscore.go): --oscore, --edhoc, --wire-samples.
 	oscore, edhoc bool
 	wireSamples   int
+
+	https bool // EST over HTTPS instead (bench_https.go)
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -76,12 +78,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
 	fs.BoolVar(&o.oscore, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
 	fs.BoolVar(&o.edhoc, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
+	fs.BoolVar(&o.https, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
 	fs.IntVar(&o.wireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if o.devices < 1 || o.concurrency < 1 || o.duration <= 0 {
 		return usagef("--devices, --concurrency and --duration must be positive")
+	}
+	if o.https {
+		return benchESTHTTPS(ctx, o, stdout, stderr)
 	}
 	if o.oscore || o.edhoc {
 		rs, err := benchFrontDoors(ctx, o, stderr)

@@ -352,3 +352,23 @@ func TestESTHTTPSPending(t *testing.T) {
 	}
 	issuedCert(t, estDo(t, s, dev, 0, "POST", s.estURL("manual")+"/simpleenroll", "application/pkcs10", csr))
 }
+
+// TestBenchESTHTTPS runs `coapca bench est --https` briefly: every enrollment and
+// re-enrollment succeeds and the floors are printed beside the results (no timing asserted).
+func TestBenchESTHTTPS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	out, errOut, code := cli(context.Background(), "bench", "est", "--https", "--devices", "6", "--concurrency", "2", "--duration", "300ms")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"raw crypto/tls handshakes", "ECDSA P-256 sign", "/simpleenroll", "/simplereenroll"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "errors 0") != 2 {
+		t.Errorf("errors in the run:\n%s%s", out, errOut)
+	}
+}
