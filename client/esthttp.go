@@ -294,6 +294,9 @@ func (c *HTTPS) do(ctx context.Context, method, op, contentType string, body []b
 			if c.opts.OnProgress != nil {
 				c.opts.OnProgress(Progress{Function: op, Attempt: attempt, RetryAfter: wait, Diagnostic: msg})
 			}
+			// The server may drop an idle connection while we wait (its idle timeout):
+			// resend on a fresh one rather than find out by a POST that cannot be retried.
+			c.Close()
 			if err := c.sleep(ctx, wait); err != nil {
 				return nil, fmt.Errorf("est /%s: %w", op, err)
 			}
