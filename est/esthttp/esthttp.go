@@ -25,6 +25,8 @@
 //     bodies are unbroken base64, and carry "Content-Transfer-Encoding: base64" as well,
 //     which RFC 8951 lets receivers ignore but clients written to RFC 7030 (Bouncy Castle's
 //     ESTService, libest) need in order to decode the body at all;
+//   - /crls of RFC 8295 §4 when the service offers it (CRLService): the issuing CA's CRL in a
+//     crls-only SignedData, framed as /cacerts is (RFC 8295 §4.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -76,6 +78,11 @@ type Service interface {
 	CSRAttrs(ctx context.Context, r *est.Request) (*est.CsrAttrs, error)
 }
 
+// CRLService is the optional /crls operation (RFC 8295 §4); *est.Service implements it.
+type CRLService interface {
+	CRLs(ctx context.Context, r *est.Request) ([][]byte, error)
+}
+
 // Options configures the binding.
 type Options struct {
 	// BasicRealm, when set, is the realm of the WWW-Authenticate: Basic challenge that a 401
@@ -123,6 +130,7 @@ var operations = map[string]operation{
 	"simplereenroll": {http.MethodPost, true},
 	"serverkeygen":   {http.MethodPost, true},
 	"csrattrs":       {http.MethodGet, false},
+	"crls":           {http.MethodGet, false},
 	"fullcmc":        {http.MethodPost, true},
 }
 
@@ -147,7 +155,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -186,6 +194,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		// RFC 7030 §4.1.3: a certs-only Simple PKI Response as application/pkcs7-mime.
+		writeBase64(w, MediaPKCS7, der)
+	case "crls":
+		cs, ok := h.svc.(CRLService)
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotFound, "this server distributes no CRLs"))
+			return
+		}
+		crls, err := cs.CRLs(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		der, err := est.EncodeCRLsOnly(crls)
+		if err != nil {
+			h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+			return
+		}
+		// RFC 8295 §4.2: "identical to what is described in Section 4.1.3 of [RFC7030]",
+		// with CRLs in the crls-only message.
 		writeBase64(w, MediaPKCS7, der)
 	case "csrattrs":
 		a, err := h.svc.CSRAttrs(ctx, req)

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"net"
@@ -13,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"coapca/est"
 	"coapca/internal/config"
+	"coapca/store"
 )
 
 // Interop of the EST over HTTPS front door with real peers over loopback: curl and openssl,
@@ -143,6 +146,35 @@ func TestESTHTTPSCurlOpenSSL(t *testing.T) {
 			t.Fatalf("after approval: %d %s", st, body)
 		}
 		opensslCerts(t, dir, body)
+	})
+	t.Run("crls (RFC 8295 §4) after a revocation", func(t *testing.T) {
+		st, _, body := curlEST(t, dir, s.estURL("")+"/simpleenroll", append(append([]string{"--cacert", ca, "--data-binary", "@" + one}, dev...), pkcs10...)...)
+		if st != 200 {
+			t.Fatalf("enroll: %d", st)
+		}
+		der, err := base64.StdEncoding.DecodeString(string(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := est.ParseCertsOnly(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial := store.FormatSerial(certs[0].SerialNumber)
+		if _, errOut, code := cli(context.Background(), "ca", "revoke", serial, "--data", s.data.Dir); code != 0 {
+			t.Fatal(errOut)
+		}
+		st, hdr, body := curlEST(t, dir, s.estURL("")+"/crls", "--cacert", ca)
+		if st != 200 || !strings.Contains(strings.ToLower(hdr), "content-type: application/pkcs7-mime") {
+			t.Fatalf("%d\n%s", st, hdr)
+		}
+		in := filepath.Join(dir, "crls.b64")
+		os.WriteFile(in, body, 0o644)
+		mustRun(t, "openssl", "base64", "-d", "-A", "-in", in, "-out", in+".der")
+		out := mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", in+".der", "-print_certs", "-text", "-noout")
+		if !strings.Contains(out, "Certificate Revocation List") || !strings.Contains(strings.ToUpper(out), strings.ToUpper(serial)) {
+			t.Errorf("the CRL does not list %s:\n%s", serial, out)
+		}
 	})
 	errors := []struct {
 		name string

@@ -295,6 +295,8 @@ func TestESTHTTPSFraming(t *testing.T) {
 		{"cacerts", nil, "GET", s.estURL("") + "/cacerts", "", nil, nil, 200, "application/pkcs7-mime"},
 		{"cacerts under a label", nil, "GET", s.estURL("devices") + "/cacerts", "", nil, nil, 200, "application/pkcs7-mime"},
 		{"csrattrs", dev, "GET", s.estURL("pop") + "/csrattrs", "", nil, nil, 200, "application/csrattrs"},
+		{"crls", nil, "GET", s.estURL("") + "/crls", "", nil, nil, 200, "application/pkcs7-mime"},
+		{"crls under an unknown label", nil, "GET", s.estURL("nosuch") + "/crls", "", nil, nil, 404, ""},
 		{"enroll, base64 on one line", dev, "POST", s.estURL("") + "/simpleenroll", "application/pkcs10", b64(csr), nil, 200, "application/pkcs7-mime; smime-type=certs-only"},
 		{"enroll, base64 in CRLF lines with CTE", dev, "POST", s.estURL("") + "/simpleenroll", "application/pkcs10", lines(csr, "\r\n"),
 			[]string{"Content-Transfer-Encoding", "base64"}, 200, "application/pkcs7-mime; smime-type=certs-only"},
@@ -370,5 +372,23 @@ func TestBenchESTHTTPS(t *testing.T) {
 	}
 	if strings.Count(out, "errors 0") != 2 {
 		t.Errorf("errors in the run:\n%s%s", out, errOut)
+	}
+}
+
+// TestESTHTTPSNoBasicChallengeWithoutUsers: without authority.users a 401 carries no
+// WWW-Authenticate challenge, which would invite credentials nobody can check.
+func TestESTHTTPSNoBasicChallengeWithoutUsers(t *testing.T) {
+	s := httpsServer(t, func(c *config.Config) {
+		c.Authority.Users = nil
+		for i := range c.Authority.Profiles {
+			c.Authority.Profiles[i].Requesters = authority.DefaultProfile().Requesters
+		}
+	})
+	r := estDo(t, s, nil, 0, "POST", s.estURL("")+"/simpleenroll", "application/pkcs10", b64(newCSR(t, "anon", "")))
+	if r.status != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", r.status)
+	}
+	if h := r.header.Get("WWW-Authenticate"); h != "" {
+		t.Errorf("WWW-Authenticate %q without Basic users", h)
 	}
 }
