@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +391,46 @@ func TestESTHTTPSNoBasicChallengeWithoutUsers(t *testing.T) {
 	}
 	if h := r.header.Get("WWW-Authenticate"); h != "" {
 		t.Errorf("WWW-Authenticate %q without Basic users", h)
+	}
+}
+
+// TestESTHTTPSWelcomeCommands runs the curl and openssl commands that `coapca serve` prints
+// for the EST over HTTPS listener, as printed: they fetch the CA certificates and enroll the
+// demo device.
+func TestESTHTTPSWelcomeCommands(t *testing.T) {
+	need(t, "curl", "openssl", "bash")
+	s := httpsServer(t)
+	var b strings.Builder
+	printESTHTTPSWelcome(&b, s, func(p string) string { return p })
+	var cmds []string
+	var cur string
+	for _, l := range strings.Split(b.String(), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case cur != "":
+			cur += " " + strings.TrimSuffix(l, "\\")
+		case strings.HasPrefix(l, "curl ") || strings.HasPrefix(l, "openssl "):
+			cur = strings.TrimSuffix(l, "\\")
+		default:
+			continue
+		}
+		if !strings.HasSuffix(l, "\\") {
+			cmds, cur = append(cmds, cur), ""
+		}
+	}
+	if len(cmds) != 3 {
+		t.Fatalf("%d curl/openssl commands in the welcome text, want 3:\n%s", len(cmds), b.String())
+	}
+	dir := t.TempDir()
+	for _, c := range cmds {
+		cmd := exec.Command("bash", "-o", "pipefail", "-c", c)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", c, err, out)
+		}
+		if strings.HasPrefix(c, "curl") && !strings.Contains(string(out), "subject=") {
+			t.Errorf("%s printed no certificate:\n%s", c, out)
+		}
 	}
 }
