@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -432,5 +433,54 @@ func TestESTHTTPSWelcomeCommands(t *testing.T) {
 		if strings.HasPrefix(c, "curl") && !strings.Contains(string(out), "subject=") {
 			t.Errorf("%s printed no certificate:\n%s", c, out)
 		}
+	}
+}
+
+// TestESTHTTPSRAExemption: an RA (id-kp-cmcRA, admitted by an ra rule) relays a CSR that a
+// device linked to its own TLS session, which cannot match the RA's session (RFC 7030 §3.7);
+// the authority admits it from the RA and refuses the same CSR from a device (400), and a
+// certificate of this CA without id-kp-cmcRA gets a device's checks. The front door only
+// reports what it found and maps the decision.
+func TestESTHTTPSRAExemption(t *testing.T) {
+	s := httpsServer(t, func(c *config.Config) {
+		c.Authority.Profiles = append(c.Authority.Profiles, authority.ProfileConfig{Label: "via-ra", RequirePoP: true,
+			Requesters: append(authority.DefaultProfile().Requesters, authority.RequesterRule{Kind: "ra", From: []string{"ca"}})})
+	})
+	_, _, ra := issueFromDataDir(t, s.data, &x509.Certificate{Subject: pkix.Name{CommonName: "registrar"},
+		UnknownExtKeyUsage: []asn1.ObjectIdentifier{client.OIDKPCmcRA}})
+	_, _, notRA := issueFromDataDir(t, s.data, &x509.Certificate{Subject: pkix.Name{CommonName: "registrar"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	// The device's own session (to the registrar, here: any other TLS session) and its CSR.
+	anchors := []*x509.Certificate{s.data.Root}
+	devSession, err := client.NewHTTPS(s.estURL("via-ra"), client.HTTPSOptions{VerifyServer: client.ServerVerifier(anchors, "127.0.0.1", nil),
+		Certificates: []tls.Certificate{*demoDevice(t, s)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devSession.Close()
+	cb, err := devSession.ChannelBinding(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := b64(newCSR(t, "relayed-device", base64.StdEncoding.EncodeToString(cb)))
+	unlinked := b64(newCSR(t, "relayed-device", ""))
+	tests := []struct {
+		name string
+		who  *tls.Certificate
+		csr  []byte
+		want int
+	}{
+		{"RA relays a CSR linked to the device's session", &ra, linked, 200},
+		{"RA relays an unlinked CSR under require_pop", &ra, unlinked, 200},
+		{"a device sends a CSR linked to another session", demoDevice(t, s), linked, 400},
+		{"a non-RA certificate of this CA relays a linked CSR", &notRA, linked, 403},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := estDo(t, s, tc.who, 0, "POST", s.estURL("via-ra")+"/simpleenroll", "application/pkcs10", tc.csr)
+			if r.status != tc.want {
+				t.Errorf("status %d, want %d: %s", r.status, tc.want, r.body)
+			}
+		})
 	}
 }
