@@ -25,6 +25,10 @@
 //     bodies are unbroken base64, and carry "Content-Transfer-Encoding: base64" as well,
 //     which RFC 8951 lets receivers ignore but clients written to RFC 7030 (Bouncy Castle's
 //     ESTService, libest) need in order to decode the body at all;
+//   - /serverkeygen answering a PKCS #12 PFX (RFC 8295 §8.3) to a client whose Accept asks for
+//     application/pkcs12; the PFX is shrouded with the request's HTTP Basic password, the one
+//     secret such a client shares with the server (RFC 8295 leaves the distribution of the
+//     password open);
 //   - /crls of RFC 8295 §4 when the service offers it (CRLService): the issuing CA's CRL in a
 //     crls-only SignedData, framed as /cacerts is (RFC 8295 §4.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
@@ -34,6 +38,7 @@ package esthttp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -63,6 +68,7 @@ const (
 	MediaCSRAttrs  = "application/csrattrs"
 	MediaPKCS8     = "application/pkcs8"
 	MediaMultipart = "multipart/mixed"
+	MediaPKCS12    = "application/pkcs12"
 )
 
 // DefaultMaxBody caps a request body (base64 of a CSR): est.MaxCSRSize in base64 with room
@@ -248,9 +254,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		writeBase64(w, MediaCertsOnly, der)
 	case "serverkeygen":
+		pkcs12 := wantsPKCS12(r.Header.Values("Accept"))
+		if pkcs12 && req.Requester.Password == "" {
+			// Refused before a key is generated or a certificate issued.
+			h.fail(w, r, errs.New(errs.NotAcceptable, "a PKCS #12 answer (RFC 8295 §8.3) is protected with the request's HTTP Basic "+
+				"password: send credentials, or accept %s (RFC 7030 §4.4.2)", MediaMultipart))
+			return
+		}
 		sk, err := h.svc.ServerKeyGen(ctx, req)
 		if err != nil {
 			h.fail(w, r, err)
+			return
+		}
+		if pkcs12 {
+			pfx, err := est.EncodePKCS12(rand.Reader, sk.PKCS8, sk.Issued.Cert, req.Requester.Password)
+			if err != nil {
+				h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+				return
+			}
+			w.Header().Set("Cache-Control", "no-store")
+			// RFC 8295 §8.3.2: application/pkcs12, a base64-encoded DER PFX.
+			writeBase64(w, MediaPKCS12, pfx)
 			return
 		}
 		h.writeServerKey(w, r, sk)
@@ -328,6 +352,27 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, err
 	}
 	return der, nil
+}
+
+// wantsPKCS12 reports whether the Accept header asks for application/pkcs12 rather than the
+// multipart/mixed answer of RFC 7030 §4.4.2.
+func wantsPKCS12(accept []string) bool {
+	p12, multi := false, false
+	for _, v := range accept {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			switch strings.ToLower(mt) {
+			case MediaPKCS12:
+				p12 = true
+			case MediaMultipart:
+				multi = true
+			}
+		}
+	}
+	return p12 && !multi
 }
 
 // writeServerKey answers /serverkeygen with multipart/mixed: the private key as

@@ -115,3 +115,23 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestWantsPKCS12(t *testing.T) {
+	tests := []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"*/*"}, false},
+		{[]string{"application/pkcs12"}, true},
+		{[]string{"text/plain, application/PKCS12;q=0.9"}, true},
+		{[]string{"application/pkcs12", "multipart/mixed"}, false},
+		{[]string{"multipart/mixed"}, false},
+		{[]string{";;;"}, false},
+	}
+	for _, tc := range tests {
+		if got := wantsPKCS12(tc.accept); got != tc.want {
+			t.Errorf("wantsPKCS12(%q) = %v", tc.accept, got)
+		}
+	}
+}

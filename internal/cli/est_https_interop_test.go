@@ -176,6 +176,35 @@ func TestESTHTTPSCurlOpenSSL(t *testing.T) {
 			t.Errorf("the CRL does not list %s:\n%s", serial, out)
 		}
 	})
+	t.Run("serverkeygen as PKCS #12 (RFC 8295 §8.3)", func(t *testing.T) {
+		st, hdr, body := curlEST(t, dir, s.estURL("")+"/serverkeygen", append(append([]string{"--cacert", ca, "--data-binary", "@" + one,
+			"-H", "Accept: application/pkcs12"}, basic...), pkcs10...)...)
+		if st != 200 || !strings.Contains(strings.ToLower(hdr), "content-type: application/pkcs12") {
+			t.Fatalf("%d\n%s%s", st, hdr, body)
+		}
+		in := filepath.Join(dir, "k.p12.b64")
+		os.WriteFile(in, body, 0o644)
+		mustRun(t, "openssl", "base64", "-d", "-A", "-in", in, "-out", in+".der")
+		out := mustRun(t, "openssl", "pkcs12", "-in", in+".der", "-passin", "pass:"+testPassword, "-nodes")
+		if !strings.Contains(out, "BEGIN PRIVATE KEY") || !strings.Contains(out, "CN = curl-device") {
+			t.Fatalf("openssl pkcs12:\n%s", out)
+		}
+		// The key is the certificate's.
+		pem := filepath.Join(dir, "p12.pem")
+		os.WriteFile(pem, []byte(out), 0o600)
+		keyPub := mustRun(t, "openssl", "pkey", "-in", pem, "-pubout")
+		certPub := mustRun(t, "openssl", "x509", "-in", pem, "-noout", "-pubkey")
+		if keyPub != certPub {
+			t.Errorf("the PFX's key does not match its certificate:\n%s\n%s", keyPub, certPub)
+		}
+		// Without a Basic password there is nothing to shroud the PFX with: 406, nothing issued.
+		before := certCount(t, s)
+		st, _, body = curlEST(t, dir, s.estURL("")+"/serverkeygen", append(append([]string{"--cacert", ca, "--data-binary", "@" + one,
+			"-H", "Accept: application/pkcs12"}, dev...), pkcs10...)...)
+		if st != 406 || certCount(t, s) != before {
+			t.Errorf("PKCS #12 without a password: %d %s (%d certificates issued)", st, body, certCount(t, s)-before)
+		}
+	})
 	errors := []struct {
 		name string
 		url  string
