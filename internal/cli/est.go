@@ -47,7 +47,9 @@ request (RFC 9668) unless --edhoc-separate. --pop puts edhoc-unique in the chall
 
 EST over HTTPS (RFC 7030) with https://: the client authenticates with --cert/--key or HTTP
 Basic (--user, --password-file); --pop puts tls-unique (TLS 1.2) or tls-exporter (TLS 1.3,
-RFC 9266) in the challengePassword; --tls12 caps the connection at TLS 1.2.
+RFC 9266) in the challengePassword; --tls12 caps the connection at TLS 1.2. The commands
+use /cacerts, /simpleenroll, /simplereenroll, /csrattrs and /serverkeygen; 202 + Retry-After
+is followed up to --wait.
 
 Commands:
   cacerts       fetch the CA certificates (/crts)

@@ -17,8 +17,7 @@ issuing CA, the server's DTLS certificate, a SQLite database, a demo manufacture
 server trusts for initial enrollment and a demo device identity; later starts reuse everything.
 It then serves EST-coaps (RFC 9148) on --coaps (:5684), EST-oscore and CMP over CoAP
 (RFC 9482) on --coap (:5683), CMP over HTTP (RFC 9811) on --http and EST over HTTPS (RFC 7030)
-on --https when given, and prints the
-commands that enroll the demo device over each. Everything else is set in the YAML file given
+on --https when given, and prints the commands that enroll the demo device over each. Everything else is set in the YAML file given
 with --config (docs/configuration.md); flags override the file.`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
