@@ -240,14 +240,23 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 // answer's other certificates are intermediates; when they are not enough, /crts supplies the
 // CA certificates (RFC 7030 §4.1.3).
 func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra []*x509.Certificate) error {
+	// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
+	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, e.caCertsPKCS7)
+}
+
+// checkIssuedCert is the check of an issued certificate shared by every EST transport: it
+// certifies pub and, with trust, chains to those anchors, with extra and else the CA
+// certificates from cacerts as intermediates.
+func checkIssuedCert(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra, trust []*x509.Certificate,
+	cacerts func(context.Context) ([]*x509.Certificate, error)) error {
 	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
 		return fmt.Errorf("est /%s: the issued certificate does not certify the requested key", fn)
 	}
-	if len(e.opts.Trust) == 0 {
+	if len(trust) == 0 {
 		return nil
 	}
 	verify := func(inter []*x509.Certificate) error {
-		_, err := cert.Verify(x509.VerifyOptions{Roots: Pool(e.opts.Trust), Intermediates: Pool(inter),
+		_, err := cert.Verify(x509.VerifyOptions{Roots: Pool(trust), Intermediates: Pool(inter),
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		return err
 	}
@@ -255,8 +264,7 @@ func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate
 	if err != nil {
 		var ua x509.UnknownAuthorityError
 		if errors.As(err, &ua) {
-			// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
-			if cas, cerr := e.caCertsPKCS7(ctx); cerr == nil {
+			if cas, cerr := cacerts(ctx); cerr == nil {
 				err = verify(append(extra, cas...))
 			}
 		}
@@ -294,6 +302,7 @@ type ServerKey struct {
 	// that signed the key package (checked against ESTOptions.Trust when set).
 	Encrypted bool
 	KeySigner *x509.Certificate
+	keyCerts  []*x509.Certificate // the key package's other certificates (intermediates)
 }
 
 // ServerKeyGen posts csr to /skg (Accept PKCS7) or /skc (Accept Cert) and returns the
@@ -338,7 +347,7 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 			if err != nil {
 				return nil, fmt.Errorf("est /%s: encrypted key: %w", fn, err)
 			}
-			if err := e.checkKeySigner(dk); err != nil {
+			if err := checkKeySigner(dk.Signer, dk.Certs, e.opts.Trust); err != nil {
 				return nil, fmt.Errorf("est /%s: %w", fn, err)
 			}
 			sk.Key, sk.PKCS8, sk.Encrypted, sk.KeySigner = dk.Key, dk.PKCS8, true, dk.Signer
@@ -363,16 +372,16 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 	return sk, nil
 }
 
-// checkKeySigner makes sure, with ESTOptions.Trust, that the key package was signed by a
-// certificate chaining to the trust anchors (RFC 7030 §4.4.2: the SignedData is signed by the
-// party that generated the key).
-func (e *EST) checkKeySigner(dk *est.DecryptedKey) error {
-	if len(e.opts.Trust) == 0 {
+// checkKeySigner makes sure, with trust anchors, that the key package was signed by a
+// certificate chaining to them (RFC 7030 §4.4.2: the SignedData is signed by the party that
+// generated the key); certs are the SignedData's other certificates. Shared by every transport.
+func checkKeySigner(signer *x509.Certificate, certs, trust []*x509.Certificate) error {
+	if len(trust) == 0 {
 		return nil
 	}
-	if _, err := dk.Signer.Verify(x509.VerifyOptions{Roots: Pool(e.opts.Trust), Intermediates: Pool(dk.Certs),
+	if _, err := signer.Verify(x509.VerifyOptions{Roots: Pool(trust), Intermediates: Pool(certs),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("the signer of the encrypted key (%s) does not chain to the trust anchors: %w", dk.Signer.Subject, err)
+		return fmt.Errorf("the signer of the encrypted key (%s) does not chain to the trust anchors: %w", signer.Subject, err)
 	}
 	return nil
 }

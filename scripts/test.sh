@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of coapca: static checks, unit and loopback integration tests, interop tests
-# against real peers (libcoap's coap-client, openssl), and a short smoke run of every fuzz target.
+# against real peers (libcoap's coap-client, openssl, curl, strongSwan pki, globalsign/est, Bouncy
+# Castle), and a short smoke run of every fuzz target.
 # Installs the test peers it needs (Debian packages) when they are missing.
 #
 #   ./scripts/test.sh            everything (what CI runs)
@@ -21,6 +22,14 @@ command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/include/gnutls/gnutls.h ] || need+=(libgnutls28-dev)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
+# EST over HTTPS peers (internal/cli/est_https_interop_test.go): strongSwan's pki --est needs the
+# curl fetcher of the extra plugins; Bouncy Castle's EST client runs on Debian's OpenJDK.
+command -v pki >/dev/null || need+=(strongswan-pki)
+[ -f /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || need+=(libstrongswan-extra-plugins)
+command -v javac >/dev/null || need+=(default-jdk-headless)
+for j in bcprov bcpkix bcutil bctls; do
+	[ -f /usr/share/java/$j.jar ] || need+=(lib$j-java)
+done
 if [ ${#need[@]} -gt 0 ]; then
 	step "installing test peers: ${need[*]}"
 	SUDO=""

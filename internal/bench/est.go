@@ -56,6 +56,8 @@ type ESTOptions struct {
 	// to EST-coaps, counting bytes on the wire over WireSamples sequential enrollments.
 	OSCORE, EDHOC bool
 	WireSamples   int
+	// HTTPS measures EST over HTTPS (RFC 7030) instead (ESTHTTPS).
+	HTTPS bool
 }
 
 // EST measures EST-coaps enrollments (a new DTLS session each, /sen) and re-enrollments over

@@ -66,11 +66,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.OSCORE, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
 		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
 		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
+		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 			return usagef("--devices, --concurrency and --duration must be positive")
+		}
+		if o.HTTPS {
+			return bench.ESTHTTPS(ctx, o, stdout, stderr)
 		}
 		if o.OSCORE || o.EDHOC {
 			return bench.FrontDoors(ctx, o, stdout, stderr)

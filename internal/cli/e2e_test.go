@@ -59,7 +59,8 @@ func testServerAt(t *testing.T, dir string, tweak ...func(*config.Config)) *serv
 	}
 	t.Cleanup(func() { started.Close() })
 	return &served{Server: started, cfg: cfg, log: log, data: started.Data(), auth: started.Authority(),
-		coapsURL: started.CoAPSURL(), coapURL: started.CoAPURL(), httpURL: started.HTTPURL(), metricsAddr: started.MetricsAddr()}
+		coapsURL: started.CoAPSURL(), coapURL: started.CoAPURL(), httpURL: started.HTTPURL(), metricsAddr: started.MetricsAddr(),
+		httpsAddr: strings.TrimPrefix(started.HTTPSURL(), "https://")}
 }
 
 // served is a started internal/server.Server with what the tests read of it as fields, and the
@@ -71,6 +72,7 @@ type served struct {
 	data                       *datadir.Data
 	auth                       *authority.Authority
 	coapsURL, coapURL, httpURL string // "" when off
+	httpsAddr                  string // host:port of the EST over HTTPS listener, "" when off
 	metricsAddr                net.Addr
 }
 

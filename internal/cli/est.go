@@ -28,6 +28,7 @@ import (
 
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
        coapca est COMMAND --server coap://HOST[:PORT][/LABEL] (--oscore FILE | --edhoc) [flags]
+       coapca est COMMAND --server https://HOST[:PORT][/LABEL] [--cert/--key | --user U --password-file F] [flags]
 
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
@@ -40,6 +41,12 @@ with a pre-shared OSCORE context (YAML seen from the client's side; its sequence
 in FILE.seq), or --edhoc keys OSCORE with EDHOC (RFC 9528), authenticated with --cert/--key and
 the server's chain checked against the trust anchors; message_3 travels in the first OSCORE
 request (RFC 9668) unless --edhoc-separate. --pop puts edhoc-unique in the challengePassword.
+
+EST over HTTPS (RFC 7030) with https://: the client authenticates with --cert/--key or HTTP
+Basic (--user, --password-file); --pop puts tls-unique (TLS 1.2) or tls-exporter (TLS 1.3,
+RFC 9266) in the challengePassword; --tls12 caps the connection at TLS 1.2. The commands
+use /cacerts, /simpleenroll, /simplereenroll, /csrattrs and /serverkeygen; 202 + Retry-After
+is followed up to --wait.
 
 Commands:
   cacerts       fetch the CA certificates (/crts)
@@ -73,6 +80,8 @@ type estFlags struct {
 	// anchors authenticate the server and the certificates it issues (client.ESTOptions.Trust).
 	anchors []*x509.Certificate
 	host    string // the host of --server
+
+	https httpsFlags // https:// only (est_https_client.go)
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,7 +92,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var f estFlags
 	fs := newFlagSet("est "+cmd, "coapca est "+cmd+" --server coaps://HOST[:PORT][/LABEL] [flags]", estUsage, stderr)
 	f.register(fs, clientHelp{
-		server:    "EST server URL: coaps://host[:port][/label], or coap://… with --oscore or --edhoc (required)",
+		server:    "EST server URL: coaps://host[:port][/label], coap://… with --oscore or --edhoc, or https://host[:port][/label] (required)",
 		cert:      "client certificate (PEM; chain allowed): the IDevID, or for reenroll the certificate to renew",
 		trust:     "implicit trust anchors (PEM) that authenticate the server",
 		insecure:  "do not authenticate the server (bootstrapping only; RFC 7030 §4.1.1 provisional trust)",
@@ -95,6 +104,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.BoolVar(&f.edhoc, "edhoc", false, "coap://: key OSCORE with EDHOC, authenticated with --cert/--key")
 	fs.BoolVar(&f.edhocSeparate, "edhoc-separate", false, "with --edhoc: send message_3 on its own, not in the first OSCORE request (RFC 9668)")
 	fs.StringVar(&f.explicitTA, "explicit-ta", "", "explicit trust anchor database (PEM): used instead of --trust when it exists; cacerts updates it")
+	addHTTPSFlags(fs, &f.https)
 	fs.StringVar(&f.accept, "accept", "pkcs7", "certificate format to ask for: pkcs7 (281) or cert (287)")
 	if cmd == "enroll" || cmd == "reenroll" || cmd == "serverkeygen" {
 		f.registerEnroll(fs, "subject of the CSR, e.g. CN=dev-1,O=Acme (reenroll: default the current certificate's)",
@@ -245,12 +255,14 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // dialEST opens the association (DTLS, or UDP with an OSCORE layer) and wraps it in the EST
 // client. It sets f.binding and f.serverChain.
-func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*client.ESTConn, *client.EST, error) {
+func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, client.ESTClient, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || u.Host == "" {
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
 	}
 	switch u.Scheme {
+	case "https":
+		return dialESTHTTPS(f, u, stderr)
 	case "coaps":
 		if f.oscoreFile != "" || f.edhoc {
 			return nil, nil, usagef("--oscore and --edhoc go with coap:// (EST-oscore), not coaps://")
@@ -260,7 +272,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (*client.ESTCon
 			return nil, nil, usagef("coap:// (EST-oscore) needs exactly one of --oscore FILE and --edhoc")
 		}
 	default:
-		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps) or coap:// (EST-oscore)", f.server)
+		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps), coap:// (EST-oscore) or https:// (EST over HTTPS)", f.server)
 	}
 	f.host = u.Hostname()
 	label := strings.Trim(u.Path, "/")

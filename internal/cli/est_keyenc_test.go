@@ -24,6 +24,7 @@ func TestServerKeyGenEncryptedCLI(t *testing.T) {
 	}
 	s := testServerAt(t, filepath.Join(dir, "data"), func(c *config.Config) {
 		c.EST.ServerKeygenKEKs = []config.KEK{{ID: "6b656b2d31", KeyFile: kekFile}} // "kek-1"
+		c.Listen.HTTPS = "127.0.0.1:0"
 	})
 	d := s.data.Paths
 	idevid := []string{"--cert", d.Device, "--key", d.DeviceKey, "--trust", d.Root}
@@ -31,16 +32,26 @@ func TestServerKeyGenEncryptedCLI(t *testing.T) {
 		name    string
 		args    []string
 		wantErr string
+		https   bool
 	}{
-		{"pre-shared KEK", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6b656b2d31"}, ""},
-		{"own certificate key", []string{"--encrypt-key", "own", "--accept", "cert"}, ""},
-		{"KEK identifier the server does not hold", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6775657373"}, "4.00"},
-		{"KEK file without an identifier", []string{"--encrypt-key", kekFile}, "--encrypt-key-id"},
+		{"pre-shared KEK", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6b656b2d31"}, "", false},
+		{"own certificate key", []string{"--encrypt-key", "own", "--accept", "cert"}, "", false},
+		{"KEK identifier the server does not hold", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6775657373"}, "4.00", false},
+		{"KEK file without an identifier", []string{"--encrypt-key", kekFile}, "--encrypt-key-id", false},
+		// The same over EST over HTTPS (RFC 7030 §4.4.2: application/pkcs7-mime;
+		// smime-type=server-generated-key in the multipart answer).
+		{"https: pre-shared KEK", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6b656b2d31"}, "", true},
+		{"https: own certificate key", []string{"--encrypt-key", "own"}, "", true},
+		{"https: KEK identifier the server does not hold", []string{"--encrypt-key", kekFile, "--encrypt-key-id", "6775657373"}, "400", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			keyOut, certOut := filepath.Join(dir, "k.pem"), filepath.Join(dir, "c.pem")
 			os.Remove(keyOut)
-			args := append([]string{"est", "serverkeygen", "--server", s.url("sensors"), "--subject", "CN=sensor-enc",
+			srv := s.url("sensors")
+			if tc.https {
+				srv = "https://" + s.httpsAddr + "/sensors"
+			}
+			args := append([]string{"est", "serverkeygen", "--server", srv, "--subject", "CN=sensor-enc",
 				"--key-out", keyOut, "--out", certOut}, append(idevid, tc.args...)...)
 			_, errOut, code := cli(context.Background(), args...)
 			if tc.wantErr != "" {

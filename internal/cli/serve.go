@@ -16,8 +16,8 @@ On first start it creates the data directory (--data, default ./coapca-data) wit
 issuing CA, the server's DTLS certificate, a SQLite database, a demo manufacturer CA that the
 server trusts for initial enrollment and a demo device identity; later starts reuse everything.
 It then serves EST-coaps (RFC 9148) on --coaps (:5684), EST-oscore and CMP over CoAP
-(RFC 9482) on --coap (:5683), CMP over HTTP (RFC 9811) on --http when given, and prints the
-commands that enroll the demo device over each. Everything else is set in the YAML file given
+(RFC 9482) on --coap (:5683), CMP over HTTP (RFC 9811) on --http and EST over HTTPS (RFC 7030)
+on --https when given, and prints the commands that enroll the demo device over each. Everything else is set in the YAML file given
 with --config (docs/configuration.md); flags override the file.`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -27,6 +27,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	coaps := fs.String("coaps", "", "EST-coaps (CoAP over DTLS) listen address (default :5684; \"off\" disables)")
 	coapAddr := fs.String("coap", "", "plain CoAP (UDP) listen address for EST-oscore and CMP over CoAP (default :5683; \"off\" disables)")
 	httpAddr := fs.String("http", "", "HTTP listen address for CMP over HTTP, e.g. :8080 (default off; \"off\" disables)")
+	httpsAddr := fs.String("https", "", "HTTPS listen address for EST over HTTPS (RFC 7030), e.g. :8443 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	var names, oscoreCtx stringList
@@ -45,7 +46,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, o := range []struct {
 		flag string
 		dst  *string
-	}{{*coaps, &cfg.Listen.CoAPS}, {*coapAddr, &cfg.Listen.CoAP}, {*httpAddr, &cfg.Listen.HTTP}} {
+	}{{*coaps, &cfg.Listen.CoAPS}, {*coapAddr, &cfg.Listen.CoAP}, {*httpAddr, &cfg.Listen.HTTP}, {*httpsAddr, &cfg.Listen.HTTPS}} {
 		switch o.flag {
 		case "":
 		case "off":

@@ -137,6 +137,9 @@ type Listen struct {
 	CoAP string `yaml:"coap"`
 	// HTTP is the HTTP listener (CMP over HTTP). Default "" (off).
 	HTTP string `yaml:"http"`
+	// HTTPS is the EST over HTTPS listener (RFC 7030), TLS 1.2 and 1.3 with the server
+	// certificate of the data directory. Default "" (off).
+	HTTPS string `yaml:"https"`
 	// Metrics serves Prometheus /metrics and /healthz over HTTP. Default "" (off).
 	Metrics string `yaml:"metrics"`
 }

@@ -50,6 +50,8 @@ type Server struct {
 	metricsAddr net.Addr
 	wg          sync.WaitGroup
 	cancel      context.CancelFunc
+
+	https net.Listener // EST over HTTPS (esthttp.go); nil when listen.https is off
 }
 
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
@@ -181,6 +183,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 			defer cancel()
 			_ = hs.Shutdown(shut)
 		}()
+	}
+	if cfg.Listen.HTTPS != "" {
+		if err := s.startESTHTTPS(ctx, cfg.Listen.HTTPS); err != nil {
+			return fail(err)
+		}
 	}
 	s.registerMetrics()
 	if cfg.Listen.Metrics != "" {

@@ -43,7 +43,7 @@ coapca: DEMO CREDENTIALS ARE LIVE (the configuration defines no trust_stores and
 	if s.metricsAddr != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)
 	}
-	if s.dtls == nil && s.udp == nil && s.http == nil {
+	if s.dtls == nil && s.udp == nil && s.http == nil && s.https == nil {
 		fmt.Fprintln(w, "coapca: no listener enabled")
 		return
 	}
@@ -104,6 +104,7 @@ CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the d
 
 `, host, d.CMPSecretRef, rel(d.Paths.CMPSecret))
 	}
+	s.printESTHTTPSWelcome(w, self, rel)
 	fmt.Fprintf(w, "Pending requests and issued certificates: %s ca pending | list --data %s\n", self, rel(d.Dir))
 }
 
