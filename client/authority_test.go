@@ -9,10 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,6 +22,7 @@ import (
 	"coapca/est"
 	"coapca/est/estcoap"
 	"coapca/est/esttest"
+	"coapca/internal/testpki"
 	"coapca/store/sqlite"
 )
 
@@ -36,27 +34,12 @@ func TestESTWithRealAuthority(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	ca, err := esttest.New() // only its PKI (root + issuing CA) is used
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := esttest.New(t)
 
 	// Manufacturer CA and an IDevID with a serialNumber.
-	mfgKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	mfgT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mfg CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	mfgDER, _ := x509.CreateCertificate(rand.Reader, mfgT, mfgT, mfgKey.Public(), mfgKey)
-	mfg, _ := x509.ParseCertificate(mfgDER)
-	mfgPath := filepath.Join(dir, "mfg.pem")
-	if err := os.WriteFile(mfgPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: mfgDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	idevKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	idevT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "device-7", SerialNumber: "SN-0007"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	idevDER, _ := x509.CreateCertificate(rand.Reader, idevT, mfg, idevKey.Public(), mfgKey)
+	mfg := testpki.NewCA(t, "mfg CA")
+	mfgPath := testpki.WriteCerts(t, filepath.Join(dir, "mfg.pem"), mfg.Cert)
+	idev := mfg.Device(t, "device-7", "SN-0007")
 
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "ca.db"), sqlite.Options{})
 	if err != nil {
@@ -96,7 +79,7 @@ func TestESTWithRealAuthority(t *testing.T) {
 	}
 
 	// Initial enrollment with the IDevID; the profile copies its serialNumber.
-	c := dial(tls.Certificate{Certificate: [][]byte{idevDER}, PrivateKey: idevKey})
+	c := dial(tls.Certificate{Certificate: [][]byte{idev.Cert.Raw}, PrivateKey: idev.Key})
 	e := NewEST(c, ESTOptions{})
 	ldevKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device-7"}}, ldevKey, "")

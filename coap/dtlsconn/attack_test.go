@@ -25,9 +25,9 @@ func captureClientHello(t *testing.T) []byte {
 	defer pc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	cfg := clientConfig(testPKI(t))
+	cfg.HandshakeTimeout = 2 * time.Second
 	go func() {
-		cfg := clientConfig(testPKI(t))
-		cfg.HandshakeTimeout = 2 * time.Second
 		_, _ = Dial(ctx, "udp", pc.LocalAddr().String(), cfg)
 	}()
 	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,6 +19,7 @@ import (
 
 	"coapca/coap"
 	"coapca/edhoc"
+	"coapca/internal/testpki"
 	"coapca/oscore"
 )
 
@@ -34,28 +32,11 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	mk := func(tmpl, parent *x509.Certificate, pub, signer any) *x509.Certificate {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
-	key := func() *ecdsa.PrivateKey { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
-	now := time.Now()
-	caKey := key()
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	p := &testPKI{serverKey: key(), devKey: key()}
-	p.ca = mk(caT, caT, &caKey.PublicKey, caKey)
-	leaf := func(n int64, cn string, k *ecdsa.PrivateKey) *x509.Certificate {
-		return mk(&x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature},
-			p.ca, &k.PublicKey, caKey)
-	}
-	p.server, p.device = leaf(2, "server", p.serverKey), leaf(3, "device", p.devKey)
-	return p
+	ca := testpki.NewCA(t, "test CA")
+	srv := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "server"}})
+	dev := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "device"}})
+	return &testPKI{ca: ca.Cert, server: srv.Cert, device: dev.Cert,
+		serverKey: srv.Key.(*ecdsa.PrivateKey), devKey: dev.Key.(*ecdsa.PrivateKey)}
 }
 
 func (p *testPKI) verify(raw [][]byte) ([]*x509.Certificate, error) {

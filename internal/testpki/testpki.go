@@ -18,7 +18,7 @@
 // that is the bubble's clock (2000-01-01), so certificates made inside a bubble verify inside
 // it and certificates made outside do not — make the PKI where it is used.
 //
-// Keys are ECDSA P-256 unless a caller passes its own (NewCAWithKey, CA.Issue); serial
+// Keys are ECDSA P-256 unless a caller passes its own (NewRoot, CA.Issue); serial
 // numbers are random (RFC 5280 §4.1.2.2: unique per CA, at most 20 octets).
 package testpki
 
@@ -69,20 +69,33 @@ type CA struct {
 // NewCA returns a self-signed root CA with a P-256 key.
 func NewCA(tb testing.TB, cn string) *CA {
 	tb.Helper()
-	return NewCAWithKey(tb, cn, NewKey(tb))
+	return NewRoot(tb, &x509.Certificate{Subject: pkix.Name{CommonName: cn}}, NewKey(tb))
 }
 
-// NewCAWithKey returns a self-signed root CA whose key is key (e.g. Ed25519 or RSA).
-func NewCAWithKey(tb testing.TB, cn string, key crypto.Signer) *CA {
+// NewRoot returns a self-signed root CA made from tmpl with key (of any type, e.g. Ed25519).
+// It is marked a CA (basicConstraints cA, keyCertSign and cRLSign when KeyUsage is zero);
+// zero serial and validity are filled in as by Issue, so a test can set only what it needs
+// (say, an early NotAfter).
+func NewRoot(tb testing.TB, tmpl *x509.Certificate, key crypto.Signer) *CA {
 	tb.Helper()
-	tmpl := caTemplate(cn)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+	}
+	c := SelfSigned(tb, tmpl, key)
+	return &CA{Cert: c, Key: key, Chain: []*x509.Certificate{c}}
+}
+
+// SelfSigned signs tmpl with its own key, taken as given (zero serial and validity filled in
+// as by Issue): a root, or a self-signed certificate that is deliberately not a CA.
+func SelfSigned(tb testing.TB, tmpl *x509.Certificate, key crypto.Signer) *x509.Certificate {
+	tb.Helper()
 	fill(tb, tmpl)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		tb.Fatalf("testpki: root %q: %v", cn, err)
+		tb.Fatalf("testpki: self-signed %q: %v", tmpl.Subject.CommonName, err)
 	}
-	c := parse(tb, der)
-	return &CA{Cert: c, Key: key, Chain: []*x509.Certificate{c}}
+	return parse(tb, der)
 }
 
 // SubCA returns an issuing CA (P-256) signed by ca.

@@ -79,7 +79,7 @@ func TestOtherKeyAndCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := NewCAWithKey(t, "ed25519 root", priv)
+	ca := NewRoot(t, &x509.Certificate{Subject: pkix.Name{CommonName: "ed25519 root"}}, priv)
 	if ca.Cert.PublicKeyAlgorithm != x509.Ed25519 {
 		t.Fatalf("root key %v", ca.Cert.PublicKeyAlgorithm)
 	}
