@@ -207,13 +207,18 @@ func TestPreSharedAndEcho(t *testing.T) {
 
 // fakePC records what the server writes (for raw datagram tests and fuzzing).
 type fakePC struct {
-	mu  sync.Mutex
-	out [][]byte
+	mu    sync.Mutex
+	out   [][]byte
+	wrote chan struct{} // closed (and dropped) by the next write
 }
 
 func (p *fakePC) WriteTo(b []byte, _ net.Addr) (int, error) {
 	p.mu.Lock()
 	p.out = append(p.out, append([]byte(nil), b...))
+	if p.wrote != nil {
+		close(p.wrote)
+		p.wrote = nil
+	}
 	p.mu.Unlock()
 	return len(b), nil
 }
@@ -226,7 +231,8 @@ func (p *fakePC) SetWriteDeadline(time.Time) error       { return nil }
 
 func (p *fakePC) waitFor(t *testing.T, mid uint16) *message.Message {
 	t.Helper()
-	for range 200 {
+	timeout := time.After(10 * time.Second) // only a guard against a hang
+	for {
 		p.mu.Lock()
 		for _, b := range p.out {
 			m := message.Message{Options: make(message.Options, 0, 32)}
@@ -235,11 +241,18 @@ func (p *fakePC) waitFor(t *testing.T, mid uint16) *message.Message {
 				return &m
 			}
 		}
+		if p.wrote == nil {
+			p.wrote = make(chan struct{})
+		}
+		wrote := p.wrote
 		p.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-wrote:
+		case <-timeout:
+			t.Fatalf("no answer to message %d", mid)
+			return nil
+		}
 	}
-	t.Fatalf("no answer to message %d", mid)
-	return nil
 }
 
 func encodeMsg(t testing.TB, m *message.Message) []byte {
