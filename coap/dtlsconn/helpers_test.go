@@ -109,3 +109,15 @@ func listen(t testing.TB, cfg ServerConfig) *Listener {
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
+
+// waitUntil polls cond until it holds, failing the test with what after d. The listener's
+// state changes on pion's goroutines over real sockets, with no event a test can wait on;
+// the poll is bounded by d instead of being a fixed sleep that a loaded machine outlasts.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", d, what)
+		}
+	}
+}
