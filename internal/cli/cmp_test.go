@@ -9,10 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,20 +154,49 @@ func TestCMPOpenSSLClient(t *testing.T) {
 	})
 }
 
-// approveFirstPending waits for a pending request and approves it through the authority.
+// approveFirstPending waits until the client has polled a pending request once (RFC 9483
+// §4.4: the server's metrics count the pollReq it answered) and approves it through the
+// authority.
 func approveFirstPending(t *testing.T, s *server) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if ids := listPending(t, s.data.Dir); len(ids) > 0 {
-			time.Sleep(1200 * time.Millisecond) // let the client poll once
-			if err := s.auth.Approve(context.Background(), ids[0]); err != nil {
-				t.Error(err)
-			}
-			return
+	waitUntil(t, 30*time.Second, "the client to poll a pending request", func() bool { return served(t, s, "pollReq") > 0 })
+	ids := listPending(t, s.data.Dir)
+	if len(ids) == 0 {
+		t.Fatal("polled, but no pending request")
+	}
+	if err := s.auth.Approve(context.Background(), ids[0]); err != nil {
+		t.Error(err)
+	}
+}
+
+// served returns how many requests of function (a CMP body type such as "pollReq", or an EST
+// operation) the server has answered over every transport, from its Prometheus metrics.
+func served(t *testing.T, s *server, function string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.metrics.Handler(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	var n float64
+	for _, l := range strings.Split(rec.Body.String(), "\n") {
+		if !strings.HasPrefix(l, "coapca_requests_total{") || !strings.Contains(l, `function="`+function+`"`) {
+			continue
 		}
+		var v float64
+		if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		n += v
+	}
+	return n
+}
+
+// waitUntil polls cond until it holds, failing the test with what after d. For state that
+// another goroutine or process reaches with no event the test can wait on (a client inside
+// the CLI, an external openssl); bounded by d instead of being a fixed sleep.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Error("no pending request appeared")
-			return
+			t.Fatalf("still waiting after %v for %s", d, what)
 		}
 	}
 }
@@ -377,7 +408,10 @@ func TestCMPClientServer(t *testing.T) {
 	anns := make(chan *cmp.Message, 10)
 	octx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	registered := make(chan struct{})
+	var once sync.Once
 	go c.Observe(octx, "/.well-known/cmp/ann", func(r *coap.Response) {
+		once.Do(func() { close(registered) })
 		if len(r.Payload) == 0 {
 			return
 		}
@@ -385,10 +419,14 @@ func TestCMPClientServer(t *testing.T) {
 			anns <- m
 		}
 	})
-	for deadline := time.Now().Add(5 * time.Second); s.coapUDP.Observers("/.well-known/cmp/ann") == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("observer not registered")
-		}
+	// The server registers an observer before it answers the registration (coap.Server).
+	select {
+	case <-registered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the observe registration")
+	}
+	if n := s.coapUDP.Observers("/.well-known/cmp/ann"); n != 1 {
+		t.Fatalf("%d observers after the registration was answered", n)
 	}
 	// A fresh certificate (cann), then its revocation (rann, crlann).
 	cert, key := filepath.Join(work, "ann.pem"), filepath.Join(work, "ann.key")
