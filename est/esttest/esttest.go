@@ -1,7 +1,10 @@
 // Package esttest provides a small in-memory Authority for tests of the EST service, its
-// bindings and its clients: a two-level CA (root and issuing CA, ECDSA P-256) that signs
-// whatever it is asked, with switches for the policy outcomes the bindings must map
+// bindings and its clients: a two-level CA (root and issuing CA from internal/testpki) that
+// signs whatever it is asked, with switches for the policy outcomes the bindings must map
 // (pending, forbidden, ...). It is not a policy engine; package authority is.
+//
+// dtls.go adds a DTLS server kit: a coap.Mux served over coaps:// on loopback with a server
+// certificate and a device identity from the same CA.
 package esttest
 
 import (
