@@ -31,7 +31,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -61,8 +60,9 @@ type Link struct {
 	rng      *rand.Rand
 	conns    map[netip.AddrPort]*Conn
 	nextPort uint16
-
-	sent, dropped, delivered atomic.Int64
+	// The counters change under mu together with the queue they describe, so a reader that
+	// has received a datagram sees it counted.
+	stats Stats
 }
 
 // NewLink returns a Link with opts.
@@ -80,7 +80,9 @@ type Stats struct{ Sent, Dropped, Delivered int64 }
 
 // Stats returns the link's counters.
 func (l *Link) Stats() Stats {
-	return Stats{Sent: l.sent.Load(), Dropped: l.dropped.Load(), Delivered: l.delivered.Load()}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
 }
 
 // Listen returns an unconnected endpoint at addr ("127.0.0.1:5683"; port 0 picks a free
@@ -129,17 +131,24 @@ func (l *Link) bind(local, remote netip.AddrPort) (*Conn, error) {
 
 // send decides the fate of one datagram and delivers it (now or after its delay).
 func (l *Link) send(from, to netip.AddrPort, b []byte) {
-	l.sent.Add(1)
 	l.mu.Lock()
+	l.stats.Sent++
 	lost := l.opts.Loss > 0 && l.rng.Float64() < l.opts.Loss
 	var delay time.Duration
 	if l.opts.MaxDelay > 0 {
 		delay = time.Duration(l.rng.Int64N(int64(l.opts.MaxDelay) + 1))
 	}
 	dst := l.conns[to]
+	if lost || dst == nil {
+		l.stats.Dropped++
+		l.mu.Unlock()
+		return
+	}
 	l.mu.Unlock()
-	if lost || dst == nil || (l.opts.Drop != nil && l.opts.Drop(from, to, b)) {
-		l.dropped.Add(1)
+	if l.opts.Drop != nil && l.opts.Drop(from, to, b) {
+		l.mu.Lock()
+		l.stats.Dropped++
+		l.mu.Unlock()
 		return
 	}
 	d := datagram{from: from, b: append([]byte(nil), b...)}
@@ -151,17 +160,19 @@ func (l *Link) send(from, to netip.AddrPort, b []byte) {
 }
 
 func (l *Link) enqueue(dst *Conn, d datagram) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	select {
 	case <-dst.done:
-		l.dropped.Add(1)
+		l.stats.Dropped++
 		return
 	default:
 	}
-	select {
+	select { // never blocks: a full queue drops, as a full socket buffer does
 	case dst.in <- d:
-		l.delivered.Add(1)
+		l.stats.Delivered++
 	default:
-		l.dropped.Add(1)
+		l.stats.Dropped++
 	}
 }
 
