@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
-	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"coapca/est"
 	"coapca/est/estcoap"
 	"coapca/est/esttest"
+	"coapca/internal/testpki"
 	"coapca/store/sqlite"
 )
 
@@ -34,23 +34,11 @@ func TestESTWithRealAuthority(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	ca, err := esttest.New() // only its PKI (root + issuing CA) is used
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := esttest.New(t)
 
 	// Manufacturer CA and an IDevID with a serialNumber.
-	mfgKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	mfgT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mfg CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	mfgDER, _ := x509.CreateCertificate(rand.Reader, mfgT, mfgT, mfgKey.Public(), mfgKey)
-	mfg, _ := x509.ParseCertificate(mfgDER)
-	idevKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	idevT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "device-7", SerialNumber: "SN-0007"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	idevDER, _ := x509.CreateCertificate(rand.Reader, idevT, mfg, idevKey.Public(), mfgKey)
+	mfg := testpki.NewCA(t, "mfg CA")
+	idev := mfg.Device(t, "device-7", "SN-0007")
 
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "ca.db"), sqlite.Options{})
 	if err != nil {
@@ -58,7 +46,7 @@ func TestESTWithRealAuthority(t *testing.T) {
 	}
 	defer st.Close()
 	auth, err := authority.New(authority.Policy{
-		TrustStores: []authority.TrustStore{{Name: "mfg", Roots: []*x509.Certificate{mfg}}},
+		TrustStores: []authority.TrustStore{{Name: "mfg", Roots: []*x509.Certificate{mfg.Cert}}},
 		Profiles: []authority.ProfileOptions{
 			{Label: "manual", ManualApproval: true, RetryAfter: 3 * time.Second, Requesters: authority.DefaultProfile().Requesters},
 			{Label: "pop", RequirePoP: true, Requesters: authority.DefaultProfile().Requesters},
@@ -90,7 +78,7 @@ func TestESTWithRealAuthority(t *testing.T) {
 	}
 
 	// Initial enrollment with the IDevID; the profile copies its serialNumber.
-	c := dial(tls.Certificate{Certificate: [][]byte{idevDER}, PrivateKey: idevKey})
+	c := dial(tls.Certificate{Certificate: [][]byte{idev.Cert.Raw}, PrivateKey: idev.Key})
 	e := NewEST(c, ESTOptions{})
 	ldevKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device-7"}}, ldevKey, "")

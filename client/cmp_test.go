@@ -2,10 +2,8 @@ package client_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,8 +13,8 @@ import (
 	"coapca/client"
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
-	"coapca/est/esttest"
 	"coapca/internal/datadir"
+	"coapca/internal/testpki"
 	"coapca/kms"
 	"coapca/store/sqlite"
 )
@@ -79,21 +77,10 @@ func cmpService(t *testing.T) (*cmpserver.Service, *datadir.Data) {
 // foreignCert is a certificate for pub from a CA outside the trust anchors.
 func foreignCert(t *testing.T, pub any) (*x509.Certificate, *x509.Certificate) {
 	t.Helper()
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "client-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, fa.CA, pub, fa.CAKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, fa.Root
+	root := testpki.NewCA(t, "foreign root")
+	ca := root.SubCA(t, "foreign issuing CA")
+	c := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "client-test"}, KeyUsage: x509.KeyUsageDigitalSignature}, pub)
+	return c, root.Cert
 }
 
 // replaceIssued swaps the issued certificate of an ip/cp (and, when roots is not nil, caPubs).

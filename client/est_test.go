@@ -34,10 +34,7 @@ type testServer struct {
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
-	fa, err := esttest.New("pop", "manual")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t, "pop", "manual")
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
 	mux := coap.NewMux()
 	estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"pop", "manual"}}).Register(mux)
@@ -95,7 +92,7 @@ func TestESTOverDTLS(t *testing.T) {
 	if err != nil || len(tas) != 2 {
 		t.Fatalf("read TA: %v", err)
 	}
-	other, _ := esttest.New()
+	other := esttest.New(t)
 	if _, _, err := UpdateTrustAnchors(taPath, []*x509.Certificate{other.Root}, c.Peer().Certificates, "localhost", time.Now()); err == nil {
 		t.Error("trust anchors that do not validate the server were accepted")
 	}
@@ -195,7 +192,7 @@ func TestTrustAnchorFiles(t *testing.T) {
 	if err := WriteTrustAnchors(p, nil); err == nil {
 		t.Error("empty set written")
 	}
-	fa, _ := esttest.New()
+	fa := esttest.New(t)
 	if err := WriteTrustAnchors(p, []*x509.Certificate{fa.CA, fa.Root}); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +200,7 @@ func TestTrustAnchorFiles(t *testing.T) {
 	if err != nil || len(tas) != 2 || !tas[0].Equal(fa.CA) {
 		t.Fatalf("read: %v", err)
 	}
-	leaf, _, _ := fa.ClientCert("x")
+	leaf := fa.ClientCert(t, "x").Cert
 	if _, err := verifyChain(leaf, nil, tas, time.Now()); err != nil {
 		t.Errorf("verify: %v", err)
 	}
@@ -249,10 +246,7 @@ func TestSplitServerURL(t *testing.T) {
 // anchors the client was given.
 func TestESTIssuedCertificateChecked(t *testing.T) {
 	s := startServer(t)
-	foreign, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := esttest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := s.dial(t, 256)

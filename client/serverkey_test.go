@@ -25,10 +25,7 @@ import (
 // DTLS loopback association: the client asks for its key encrypted under a pre-shared KEK or
 // to its own certificate, decrypts it, and refuses what it must not use.
 func TestServerKeyGenEncryptedOverDTLS(t *testing.T) {
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
 	kek := bytes.Repeat([]byte{0x5a}, 32)
 	newServer := func(signer crypto.Signer, chain []*x509.Certificate) *testServer {
 		svc := est.NewService(fa, nil)
@@ -39,10 +36,8 @@ func TestServerKeyGenEncryptedOverDTLS(t *testing.T) {
 		estcoap.New(svc, estcoap.Options{}).Register(mux)
 		return &testServer{fa: fa, srv: fa.StartDTLS(t, mux)}
 	}
-	srvCert, srvKey, err := fa.ClientCert("est key signer")
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := fa.ClientCert(t, "est key signer")
+	srvCert, srvKey := signer.Cert, signer.Key
 	good := newServer(srvKey, []*x509.Certificate{srvCert, fa.CA})
 	// A signer the client's trust anchors do not know (self-signed).
 	rogueKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -2,14 +2,9 @@ package client
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,58 +13,29 @@ import (
 	"time"
 
 	"coapca/cmp"
+	"coapca/internal/testpki"
 )
 
-// testPKI is a root, an issuing CA under it, and leaves issued by the issuing CA.
+// testPKI is a root (with a chosen expiry: roots are told apart by it), an issuing CA under
+// it, and leaves issued by the issuing CA.
 type testPKI struct {
 	t        *testing.T
+	rootCA   *testpki.CA
+	issuing  *testpki.CA
 	root, ca *x509.Certificate
-	rootKey  crypto.Signer
-	caKey    crypto.Signer
-	serial   int64
 }
 
 func newTestPKI(t *testing.T, name string, rootNotAfter time.Time) *testPKI {
-	p := &testPKI{t: t}
-	p.rootKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p.root = p.issue(&x509.Certificate{Subject: pkix.Name{CommonName: name + " root"}, NotAfter: rootNotAfter,
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil, p.rootKey)
-	p.caKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p.ca = p.issue(&x509.Certificate{Subject: pkix.Name{CommonName: name + " issuing CA"}, NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, p.root, p.rootKey, p.caKey)
-	return p
-}
-
-// issue signs tmpl with parentKey (self-signed with key when parent is nil).
-func (p *testPKI) issue(tmpl, parent *x509.Certificate, parentKey, key crypto.Signer) *x509.Certificate {
-	p.t.Helper()
-	p.serial++
-	tmpl.SerialNumber = big.NewInt(p.serial)
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = time.Now().Add(time.Hour)
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return c
+	rootCA := testpki.NewRoot(t, &x509.Certificate{Subject: pkix.Name{CommonName: name + " root"}, NotAfter: rootNotAfter,
+		KeyUsage: x509.KeyUsageCertSign}, testpki.NewKey(t))
+	issuing := rootCA.SubCA(t, name+" issuing CA")
+	return &testPKI{t: t, rootCA: rootCA, issuing: issuing, root: rootCA.Cert, ca: issuing.Cert}
 }
 
 // leaf issues an end-entity certificate from the issuing CA.
 func (p *testPKI) leaf(tmpl *x509.Certificate) *x509.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if tmpl.KeyUsage == 0 {
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	}
-	return p.issue(tmpl, p.ca, p.caKey, key)
+	p.t.Helper()
+	return p.issuing.NewLeaf(p.t, tmpl).Cert
 }
 
 var loopbackIP = []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -101,8 +67,8 @@ func TestVerifyServer(t *testing.T) {
 		{"name only in the common name", []*x509.Certificate{p.leaf(&x509.Certificate{Subject: pkix.Name{CommonName: "localhost"}, ExtKeyUsage: serverAuth, DNSNames: []string{"x.example"}}), p.ca}, anchors, "localhost", "not for"},
 		{"DNS name for an IP dialed", []*x509.Certificate{p.leaf(&x509.Certificate{ExtKeyUsage: serverAuth, DNSNames: []string{"127.0.0.1"}}), p.ca}, anchors, "127.0.0.1", "not for"},
 		{"serverAuth from another PKI", []*x509.Certificate{other.leaf(&x509.Certificate{ExtKeyUsage: serverAuth, DNSNames: []string{"localhost"}}), other.ca}, anchors, "localhost", "does not chain"},
-		{"the issuing CA itself with serverAuth", []*x509.Certificate{p.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "sub"}, IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, ExtKeyUsage: serverAuth, DNSNames: []string{"localhost"}}, p.root, p.rootKey, p.caKey)}, anchors, "localhost", "CA certificate"},
+		{"the issuing CA itself with serverAuth", []*x509.Certificate{p.rootCA.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "sub"}, IsCA: true, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, ExtKeyUsage: serverAuth, DNSNames: []string{"localhost"}}, p.issuing.Key.Public())}, anchors, "localhost", "CA certificate"},
 		{"no name to check", []*x509.Certificate{p.leaf(&x509.Certificate{ExtKeyUsage: serverAuth, DNSNames: []string{"localhost"}}), p.ca}, anchors, "", "no server name"},
 		{"no certificate", nil, anchors, "localhost", "no certificate"},
 		{"no anchors", []*x509.Certificate{p.leaf(&x509.Certificate{ExtKeyUsage: serverAuth, DNSNames: []string{"localhost"}}), p.ca}, nil, "localhost", "no trust anchors"},
@@ -205,15 +171,15 @@ func TestUpdateTrustAnchors(t *testing.T) {
 func TestVerifyRootCAKeyUpdate(t *testing.T) {
 	old := newTestPKI(t, "old", time.Now().Add(48*time.Hour))
 	foreign := newTestPKI(t, "foreign", time.Now().Add(48*time.Hour))
-	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey := testpki.NewKey(t)
 	rootT := func() *x509.Certificate {
 		return &x509.Certificate{Subject: pkix.Name{CommonName: "new root"}, NotAfter: time.Now().Add(96 * time.Hour),
 			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	}
-	newWithNew := old.issue(rootT(), nil, nil, newKey)
-	newWithOld := old.issue(rootT(), old.root, old.rootKey, newKey)
-	forged := foreign.issue(rootT(), foreign.root, foreign.rootKey, newKey)
-	notCA := old.issue(&x509.Certificate{Subject: pkix.Name{CommonName: "new root"}}, nil, nil, newKey)
+	newWithNew := testpki.SelfSigned(t, rootT(), newKey)
+	newWithOld := old.rootCA.Issue(t, rootT(), newKey.Public())
+	forged := foreign.rootCA.Issue(t, rootT(), newKey.Public())
+	notCA := testpki.SelfSigned(t, &x509.Certificate{Subject: pkix.Name{CommonName: "new root"}}, newKey)
 	anchors := []*x509.Certificate{old.root}
 	tests := []struct {
 		name    string

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"coapca/errs"
+	"coapca/internal/testpki"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -43,13 +44,12 @@ func newKey(t testing.TB, kind string) crypto.Signer {
 	return k
 }
 
+// issue certifies key for cn, signed by parent (self-signed when parent is nil), with the
+// SubjectKeyIdentifier cn (used as senderKID).
 func issue(t testing.TB, parent *x509.Certificate, parentKey crypto.Signer, key crypto.Signer, cn string, isCA bool) *x509.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  isCA,
@@ -59,17 +59,9 @@ func issue(t testing.TB, parent *x509.Certificate, parentKey crypto.Signer, key 
 		tmpl.KeyUsage |= x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	}
 	if parent == nil {
-		parent, parentKey = tmpl, key
+		return testpki.SelfSigned(t, tmpl, key)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return (&testpki.CA{Cert: parent, Key: parentKey}).Issue(t, tmpl, key.Public())
 }
 
 func goPKI(t testing.TB) (caKey crypto.Signer, ca *x509.Certificate) {

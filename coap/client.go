@@ -25,6 +25,9 @@ type ClientOptions struct {
 	// separately: OSCORE inner block-wise, RFC 8613 §4.1.3.4.1) and verifies every response.
 	// Observe is not available through a Layer.
 	Layer ClientLayer
+	// DialUDP, when set, opens the datagram connection of a coap:// client instead of a UDP
+	// socket (coaptest's in-memory link); coaps:// does not use it.
+	DialUDP func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // ClientRequest is a request for Client.Do.
@@ -69,8 +72,14 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, erro
 	switch u.Scheme {
 	case "coap":
 		host := hostPort(u, "5683")
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "udp", host)
+		dial := opts.DialUDP
+		if dial == nil {
+			dial = func(ctx context.Context, addr string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "udp", addr)
+			}
+		}
+		conn, err := dial(ctx, host)
 		if err != nil {
 			return nil, fmt.Errorf("coap: dial %s: %w", host, err)
 		}

@@ -3,22 +3,16 @@ package coap
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"coapca/coap/dtlsconn"
+	"coapca/internal/testpki"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -35,44 +29,13 @@ type testPKI struct {
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	must := func(err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "coap test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	must(err)
-	ca, _ := x509.ParseCertificate(caDER)
-	p := &testPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
-	write := func(name, typ string, der []byte) string {
-		f := filepath.Join(dir, name)
-		must(os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-		return f
-	}
-	p.caPEM = write("ca.pem", "CERTIFICATE", caDER)
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, certName, keyName string) (tls.Certificate, string, string) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		must(err)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		must(err)
-		kder, err := x509.MarshalECPrivateKey(k)
-		must(err)
-		leafCert, _ := x509.ParseCertificate(der)
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leafCert},
-			write(certName, "CERTIFICATE", der), write(keyName, "EC PRIVATE KEY", kder)
-	}
-	p.server, p.serverCertPEM, p.serverKeyPEM = leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, "server.pem", "server.key")
-	p.client, p.certPEM, p.keyPEM = leaf(3, "device-1", x509.ExtKeyUsageClientAuth, "client.pem", "client.key")
+	ca := testpki.NewCA(t, "coap test CA")
+	srv := ca.Server(t, "127.0.0.1", "localhost")
+	dev := ca.Device(t, "device-1", "")
+	p := &testPKI{pool: ca.Pool(), server: srv.TLS(), client: dev.TLS()}
+	p.caPEM = testpki.WriteCerts(t, filepath.Join(dir, "ca.pem"), ca.Cert)
+	p.serverCertPEM, p.serverKeyPEM = srv.WritePEM(t, dir, "server")
+	p.certPEM, p.keyPEM = dev.WritePEM(t, dir, "client")
 	return p
 }
 

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/coap/coaptest"
 )
 
 // testBody returns n deterministic, position-dependent bytes.
@@ -40,6 +43,7 @@ func echoBody(in []byte) []byte {
 type testSrv struct {
 	srv       *Server
 	addr      *net.UDPAddr
+	link      *coaptest.Link // set when the server is on an in-memory link (startLinkServer)
 	bigCalls  atomic.Int64
 	echoCalls atomic.Int64
 	mu        sync.Mutex
@@ -77,7 +81,7 @@ func newTestMux(ts *testSrv, slow time.Duration) *Mux {
 		return resp
 	})})
 	mux.Handle(Resource{Path: "/slow", Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
-		time.Sleep(slow)
+		time.Sleep(slow) // simulated work (not a wait): it outlasts SeparateAfter; in a synctest bubble it takes no time
 		return NewResponse(codes.Content, []byte("slow answer"))
 	})})
 	mux.Handle(Resource{Path: "/obs", RT: []string{"test.obs"}, Observable: true, Handler: HandlerFunc(func(ctx context.Context, r *Request) *Response {
@@ -113,13 +117,35 @@ func startTestServer(t testing.TB, cfg Config) *testSrv {
 	return ts
 }
 
+// startLinkServer is startTestServer on a perfect in-memory link (coaptest) instead of a UDP
+// socket: inside a testing/synctest bubble, the server's timers and the test's waits then run
+// on the bubble's clock. Clients from dialTest and newRaw use the same link.
+func startLinkServer(t testing.TB, cfg Config) *testSrv {
+	t.Helper()
+	return startLinkServerOn(t, cfg, coaptest.LinkOptions{})
+}
+
+// startLinkServerOn is startLinkServer on a link with opts (loss, delay).
+func startLinkServerOn(t testing.TB, cfg Config, opts coaptest.LinkOptions) *testSrv {
+	t.Helper()
+	ts := &testSrv{link: coaptest.NewLink(opts)}
+	ts.srv = NewServer(newTestMux(ts, 300*time.Millisecond), cfg)
+	u := coaptest.Serve(t, ts.link, ts.srv)
+	ts.addr = net.UDPAddrFromAddrPort(netip.MustParseAddrPort(strings.TrimPrefix(u, "coap://")))
+	return ts
+}
+
 func fastConfig() Config {
 	return Config{ACKTimeout: 200 * time.Millisecond, SeparateAfter: 100 * time.Millisecond}
 }
 
 func dialTest(t testing.TB, ts *testSrv, bs int) *Client {
 	t.Helper()
-	c, err := Dial(context.Background(), "coap://"+ts.addr.String(), ClientOptions{BlockSize: bs, Config: fastConfig()})
+	opts := ClientOptions{BlockSize: bs, Config: fastConfig()}
+	if ts.link != nil {
+		opts.DialUDP = ts.link.DialUDP
+	}
+	c, err := Dial(context.Background(), "coap://"+ts.addr.String(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,10 +153,10 @@ func dialTest(t testing.TB, ts *testSrv, bs int) *Client {
 	return c
 }
 
-// rawConn is a bare UDP socket to speak hand-made datagrams to the server.
+// rawConn is a bare UDP socket (or link endpoint) to speak hand-made datagrams to the server.
 type rawConn struct {
 	t *testing.T
-	c *net.UDPConn
+	c net.Conn
 }
 
 // newRaw returns a raw socket whose address the server has verified (RFC 9175 Echo).
@@ -142,7 +168,15 @@ func newRaw(t *testing.T, ts *testSrv) *rawConn {
 
 // newUnprovenRaw returns a raw socket that has not answered an Echo challenge.
 func newUnprovenRaw(t *testing.T, ts *testSrv) *rawConn {
-	c, err := net.DialUDP("udp", nil, ts.addr)
+	var (
+		c   net.Conn
+		err error
+	)
+	if ts.link != nil {
+		c, err = ts.link.DialUDP(context.Background(), ts.addr.String())
+	} else {
+		c, err = net.DialUDP("udp", nil, ts.addr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,42 +251,4 @@ func freeUDPPort(t testing.TB) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
-}
-
-// lossyPC drops a fraction of the datagrams the server writes.
-type lossyPC struct {
-	net.PacketConn
-	mu   sync.Mutex
-	rng  *rand.Rand
-	rate float64
-}
-
-func (l *lossyPC) WriteTo(b []byte, a net.Addr) (int, error) {
-	l.mu.Lock()
-	drop := l.rng.Float64() < l.rate
-	l.mu.Unlock()
-	if drop {
-		return len(b), nil
-	}
-	return l.PacketConn.WriteTo(b, a)
-}
-
-func startLossyServer(t testing.TB, cfg Config, rate float64) *testSrv {
-	t.Helper()
-	ts := &testSrv{}
-	ts.srv = NewServer(newTestMux(ts, 300*time.Millisecond), cfg)
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.addr = pc.LocalAddr().(*net.UDPAddr)
-	done := make(chan error, 1)
-	go func() {
-		done <- ts.srv.ServeUDP(&lossyPC{PacketConn: pc, rng: rand.New(rand.NewPCG(1, 2)), rate: rate})
-	}()
-	t.Cleanup(func() {
-		_ = ts.srv.Close()
-		<-done
-	})
-	return ts
 }

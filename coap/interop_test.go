@@ -202,15 +202,7 @@ func TestLibcoapObserve(t *testing.T) {
 // TestLibcoapServer runs our client against coap-server-openssl: a block-wise
 // PUT to its dynamic resource, then a block-wise GET of it.
 func TestLibcoapServer(t *testing.T) {
-	bin := libcoapBin(t, "coap-server-openssl")
-	port := freeUDPPort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-d", "10")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
+	port := startLibcoapServer(t, "-d", "10")
 	c, err := Dial(context.Background(), fmt.Sprintf("coap://127.0.0.1:%d", port), ClientOptions{BlockSize: 64, Config: Config{ACKTimeout: 300 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
@@ -218,15 +210,7 @@ func TestLibcoapServer(t *testing.T) {
 	defer c.Close()
 	rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer rcancel()
-	// The server may need a moment to bind: retry the first request.
-	var resp *Response
-	for i := 0; ; i++ {
-		resp, err = c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/.well-known/core"})
-		if err == nil || i > 20 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	resp, err := c.Do(rctx, &ClientRequest{Method: codes.GET, Path: "/.well-known/core"})
 	if err != nil || resp.Code != codes.Content {
 		t.Fatalf("GET /.well-known/core: %v %v", resp, err)
 	}
@@ -273,8 +257,30 @@ func startLibcoapServer(t *testing.T, args ...string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	time.Sleep(100 * time.Millisecond) // let it bind
+	waitUDPBound(t, port)
 	return port
+}
+
+// waitUDPBound waits until some process has bound 127.0.0.1:port (UDP), as listed in
+// /proc/net/udp — the external server has no other way to say it is ready, and probing the
+// port by binding it could take it from the server. The wait is a poll because the event
+// happens in another process; the deadline bounds it.
+func waitUDPBound(t *testing.T, port int) {
+	t.Helper()
+	want := fmt.Sprintf(" 0100007F:%04X ", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, err := os.ReadFile("/proc/net/udp")
+		if err != nil {
+			t.Fatalf("cannot see whether the server bound its port: %v", err)
+		}
+		if strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process bound 127.0.0.1:%d", port)
+		}
+		time.Sleep(10 * time.Millisecond) // polling another process (see above)
+	}
 }
 
 // TestLibcoapServerObserve: our client observes libcoap's /time (one

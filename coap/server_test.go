@@ -3,15 +3,17 @@ package coap
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/coap/coaptest"
 )
 
 func TestLoopbackBlockwise(t *testing.T) {
@@ -112,64 +114,64 @@ func TestWellKnownCore(t *testing.T) {
 	}
 }
 
+// TestObserveLoopback runs on an in-memory link in a synctest bubble: the server registers an
+// observer before it answers (so the first notification proves the registration), and the
+// client's deregistration (RFC 7641 §3.6) is acknowledged before Observe returns.
 func TestObserveLoopback(t *testing.T) {
-	ts := startTestServer(t, Config{ACKTimeout: 200 * time.Millisecond, ObserveConEvery: 2})
-	c := dialTest(t, ts, 0)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	got := make(chan string, 100)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Observe(ctx, "/obs", func(r *Response) { got <- string(r.Payload) })
-	}()
-	if s := <-got; s != "state 0" {
-		t.Fatalf("first: %q", s)
-	}
-	for ts.srv.Observers("/obs") != 1 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	big := strings.Repeat("x", 2500)
-	for i := 1; i <= 4; i++ {
-		payload := "state " + string(rune('0'+i))
-		if i == 4 {
-			payload = big // block-wise notification
+	synctest.Test(t, func(t *testing.T) {
+		ts := startLinkServer(t, Config{ACKTimeout: 200 * time.Millisecond, ObserveConEvery: 2})
+		c := dialTest(t, ts, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		got := make(chan string, 100)
+		done := make(chan error, 1)
+		go func() {
+			done <- c.Observe(ctx, "/obs", func(r *Response) { got <- string(r.Payload) })
+		}()
+		if s := <-got; s != "state 0" {
+			t.Fatalf("first: %q", s)
 		}
-		ts.srv.Notify("/obs", NewResponse(codes.Content, []byte(payload)))
-		if s := <-got; s != payload {
-			t.Fatalf("notification %d: %q", i, s[:min(len(s), 20)])
+		if n := ts.srv.Observers("/obs"); n != 1 {
+			t.Fatalf("%d observers after the registration was answered", n)
 		}
-	}
-	cancel()
-	<-done
-	deadline := time.Now().Add(3 * time.Second)
-	for ts.srv.Observers("/obs") != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := ts.srv.Observers("/obs"); n != 0 {
-		t.Errorf("observer not removed after cancel: %d", n)
-	}
+		big := strings.Repeat("x", 2500)
+		for i := 1; i <= 4; i++ {
+			payload := "state " + string(rune('0'+i))
+			if i == 4 {
+				payload = big // block-wise notification
+			}
+			ts.srv.Notify("/obs", NewResponse(codes.Content, []byte(payload)))
+			if s := <-got; s != payload {
+				t.Fatalf("notification %d: %q", i, s[:min(len(s), 20)])
+			}
+		}
+		cancel()
+		<-done
+		if n := ts.srv.Observers("/obs"); n != 0 {
+			t.Errorf("observer not removed after cancel: %d", n)
+		}
+	})
 }
 
 func TestObserverRemovedOnReset(t *testing.T) {
-	ts := startTestServer(t, fastConfig())
-	r := newRaw(t, ts)
-	r.send(getReq(1, "tk", "/obs", message.Option{ID: message.Observe}))
-	if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content || optUint(m.Options, message.Observe) < 0 {
-		t.Fatalf("registration: %v", m)
-	}
-	ts.srv.Notify("/obs", NewResponse(codes.Content, []byte("n1")))
-	m := r.recv(2 * time.Second)
-	if m == nil || m.Type != message.NonConfirmable {
-		t.Fatalf("notification: %v", m)
-	}
-	r.send(&message.Message{Type: message.Reset, MessageID: m.MessageID, Code: codes.Empty})
-	deadline := time.Now().Add(2 * time.Second)
-	for ts.srv.Observers("/obs") != 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if ts.srv.Observers("/obs") != 0 {
-		t.Fatal("observer survived a Reset")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ts := startLinkServer(t, fastConfig())
+		r := newRaw(t, ts)
+		r.send(getReq(1, "tk", "/obs", message.Option{ID: message.Observe}))
+		if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content || optUint(m.Options, message.Observe) < 0 {
+			t.Fatalf("registration: %v", m)
+		}
+		ts.srv.Notify("/obs", NewResponse(codes.Content, []byte("n1")))
+		m := r.recv(2 * time.Second)
+		if m == nil || m.Type != message.NonConfirmable {
+			t.Fatalf("notification: %v", m)
+		}
+		r.send(&message.Message{Type: message.Reset, MessageID: m.MessageID, Code: codes.Empty})
+		synctest.Wait() // the server has handled the Reset
+		if ts.srv.Observers("/obs") != 0 {
+			t.Fatal("observer survived a Reset")
+		}
+	})
 }
 
 func TestMessagingRules(t *testing.T) {
@@ -325,14 +327,18 @@ func TestResetFloodAndGarbage(t *testing.T) {
 // TestSessionCap: with MaxSessions reached, a session that holds only
 // deduplication state is evicted for a new peer; a busy one is not.
 func TestSessionCap(t *testing.T) {
+	synctest.Test(t, testSessionCap)
+}
+
+func testSessionCap(t *testing.T) {
 	cfg := fastConfig()
 	cfg.MaxSessions = 4
 	// Spoofed peers that hold Block1 state need sources taken on trust (with address
 	// validation they are challenged and hold nothing: TestFloods).
 	cfg.TrustUDPSources = true
-	ts := startTestServer(t, cfg)
-	// Garbage and pings from many (spoofed) sources fill the table.
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	ts := startLinkServer(t, cfg)
+	// Garbage and pings from many (spoofed) sources fill the table; the answers go nowhere.
+	pc, err := ts.link.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,15 +355,16 @@ func TestSessionCap(t *testing.T) {
 		t.Fatalf("legitimate client locked out: %v", err)
 	}
 	// The client has its answer; the handler goroutine releases the exchange right after
-	// sending it. (Waiting on srv.running here would race with the UDP loop's Add.)
-	time.Sleep(100 * time.Millisecond)
+	// sending it, and then every goroutine of the bubble is idle.
+	synctest.Wait()
 	// Four peers each in the middle of a Block1 transfer cannot be evicted.
 	for i := range 4 {
 		m := getReq(1, "b", "/echo", message.Option{ID: message.Block1, Value: block{More: true, SZX: 0}.encode()})
 		m.Code, m.Payload = codes.POST, testBody(16, 0x33)
 		ts.srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, 9, byte(i)}), 1), encode(m))
 	}
-	c2, err := Dial(context.Background(), "coap://"+ts.addr.String(), ClientOptions{Config: Config{ACKTimeout: 50 * time.Millisecond, MaxRetransmit: 1}})
+	c2, err := Dial(context.Background(), "coap://"+ts.addr.String(), ClientOptions{Config: Config{ACKTimeout: 50 * time.Millisecond, MaxRetransmit: 1},
+		DialUDP: ts.link.DialUDP})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,38 +377,47 @@ func TestSessionCap(t *testing.T) {
 	}
 }
 
-// TestLossyLoopback: our client against a server that loses 25 % of what it
-// sends; short ACK timeouts keep it fast. Every byte must arrive and every
-// handler run once.
+// TestLossyLoopback: our client against a server on a link that loses 25 % of the datagrams
+// in each direction and delays each by up to 1 s (so retransmissions and answers overtake each
+// other), a seeded choice; RFC 7252's default timers run on a synctest clock. Every byte must
+// arrive and every handler run once.
 func TestLossyLoopback(t *testing.T) {
-	ts := startLossyServer(t, Config{ACKTimeout: 5 * time.Millisecond}, 0.25)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, bs := range []int{16, 64, 256, 1024} {
-		c, err := Dial(ctx, "coap://"+ts.addr.String(), ClientOptions{BlockSize: bs, Config: Config{ACKTimeout: 5 * time.Millisecond, MaxRetransmit: 10}})
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		// MaxRetransmit 10 backs off to minutes between tries (RFC 7252 §4.2): the server keeps
+		// its block-wise state that long.
+		ts := startLinkServerOn(t, Config{BlockTimeout: time.Hour}, coaptest.LinkOptions{Seed: 1, Loss: 0.25, MaxDelay: time.Second})
+		start := time.Now()
+		ctx := t.Context()
+		for _, bs := range []int{16, 64, 256, 1024} {
+			c, err := Dial(ctx, "coap://"+ts.addr.String(), ClientOptions{BlockSize: bs, Config: Config{MaxRetransmit: 10},
+				DialUDP: ts.link.DialUDP})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			before := ts.bigCalls.Load()
+			r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big"})
+			if err != nil || !bytes.Equal(r.Payload, testBody(3000, 0x5a)) {
+				t.Fatalf("bs %d GET: %v", bs, err)
+			}
+			if n := ts.bigCalls.Load() - before; n != 1 {
+				t.Errorf("bs %d: GET handler ran %d times", bs, n)
+			}
+			before = ts.echoCalls.Load()
+			body := testBody(2000, 0x33)
+			r, err = c.Do(ctx, &ClientRequest{Method: codes.POST, Path: "/echo", ContentFormat: CF(42), Payload: body})
+			if err != nil || !bytes.Equal(r.Payload, echoBody(body)) {
+				t.Fatalf("bs %d POST: %v %v %q (after %v)", bs, err, r.Code, r.Payload[:min(len(r.Payload), 60)], time.Since(start))
+			}
+			if n := ts.echoCalls.Load() - before; n != 1 {
+				t.Errorf("bs %d: POST handler ran %d times", bs, n)
+			}
 		}
-		defer c.Close()
-		before := ts.bigCalls.Load()
-		r, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/big"})
-		if err != nil || !bytes.Equal(r.Payload, testBody(3000, 0x5a)) {
-			t.Fatalf("bs %d GET: %v", bs, err)
+		if c := ts.srv.Stats().Duplicates; c == 0 {
+			t.Error("no duplicates seen despite loss")
 		}
-		if n := ts.bigCalls.Load() - before; n != 1 {
-			t.Errorf("bs %d: GET handler ran %d times", bs, n)
+		if st := ts.link.Stats(); st.Dropped == 0 {
+			t.Errorf("the link lost nothing: %+v", st)
 		}
-		before = ts.echoCalls.Load()
-		body := testBody(2000, 0x33)
-		r, err = c.Do(ctx, &ClientRequest{Method: codes.POST, Path: "/echo", ContentFormat: CF(42), Payload: body})
-		if err != nil || !bytes.Equal(r.Payload, echoBody(body)) {
-			t.Fatalf("bs %d POST: %v", bs, err)
-		}
-		if n := ts.echoCalls.Load() - before; n != 1 {
-			t.Errorf("bs %d: POST handler ran %d times", bs, n)
-		}
-	}
-	if c := ts.srv.Stats().Duplicates; c == 0 {
-		t.Error("no duplicates seen despite loss")
-	}
+	})
 }

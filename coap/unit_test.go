@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -241,37 +242,42 @@ func TestDedupExpiry(t *testing.T) {
 }
 
 func TestObserverRemovedAfterFailedCON(t *testing.T) {
-	ts := startTestServer(t, Config{ACKTimeout: 10 * time.Millisecond, MaxRetransmit: 1, ObserveConEvery: 1})
-	r := newRaw(t, ts)
-	r.send(getReq(1, "tk", "/obs", message.Option{ID: message.Observe}))
-	if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content {
-		t.Fatalf("registration: %v", m)
-	}
-	ts.srv.Notify("/obs", NewResponse(codes.Content, []byte("n1")))
-	if m := r.recv(2 * time.Second); m == nil || m.Type != message.Confirmable {
-		t.Fatalf("want CON notification, got %v", m)
-	}
-	// Never acknowledge: after MAX_RETRANSMIT the observer is gone.
-	deadline := time.Now().Add(3 * time.Second)
-	for ts.srv.Observers("/obs") != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if ts.srv.Observers("/obs") != 0 {
-		t.Fatal("dead observer kept")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ts := startLinkServer(t, Config{ACKTimeout: 10 * time.Millisecond, MaxRetransmit: 1, ObserveConEvery: 1})
+		r := newRaw(t, ts)
+		r.send(getReq(1, "tk", "/obs", message.Option{ID: message.Observe}))
+		if m := r.recv(2 * time.Second); m == nil || m.Code != codes.Content {
+			t.Fatalf("registration: %v", m)
+		}
+		ts.srv.Notify("/obs", NewResponse(codes.Content, []byte("n1")))
+		if m := r.recv(2 * time.Second); m == nil || m.Type != message.Confirmable {
+			t.Fatalf("want CON notification, got %v", m)
+		}
+		// Never acknowledge: after MAX_RETRANSMIT (one retransmission, within
+		// 10 ms·1.5·(1+2) on the bubble's clock) the observer is gone.
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if ts.srv.Observers("/obs") != 0 {
+			t.Fatal("dead observer kept")
+		}
+	})
 }
 
 func TestExchangeAndCacheLimits(t *testing.T) {
+	synctest.Test(t, testExchangeAndCacheLimits)
+}
+
+func testExchangeAndCacheLimits(t *testing.T) {
 	cfg := fastConfig()
 	cfg.MaxExchangesPerPeer = 1
 	cfg.SeparateAfter = time.Hour
-	ts := startTestServer(t, cfg)
+	ts := startLinkServer(t, cfg)
 	r := newRaw(t, ts)
 	// The address check's exchange must have released its slot (nothing else is in flight,
 	// so Wait cannot race with the read loop's Add).
 	ts.srv.running.Wait()
 	r.send(getReq(1, "a", "/slow"))
-	time.Sleep(50 * time.Millisecond)
+	synctest.Wait() // the /slow handler holds the peer's one exchange slot
 	r.send(getReq(2, "b", "/small"))
 	if m := r.recv(time.Second); m == nil || m.MessageID != 2 || m.Code != codes.ServiceUnavailable {
 		t.Fatalf("over exchange cap: %v", m)
@@ -285,7 +291,7 @@ func TestExchangeAndCacheLimits(t *testing.T) {
 
 	cfg = fastConfig()
 	cfg.MaxCacheBytes = 1000
-	ts2 := startTestServer(t, cfg)
+	ts2 := startLinkServer(t, cfg)
 	c := dialTest(t, ts2, 64)
 	resp, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/big"})
 	if err != nil || resp.Code != codes.ServiceUnavailable || !resp.MaxAge.IsSet() {

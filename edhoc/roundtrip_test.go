@@ -12,10 +12,10 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"testing"
-	"time"
+
+	"coapca/internal/testpki"
 )
 
 type credKind int
@@ -35,36 +35,16 @@ type party struct {
 	key  crypto.PrivateKey
 }
 
-type testCA struct {
-	cert *x509.Certificate
-	key  ed25519.PrivateKey
-}
+// testCA is the root that certifies the x5t/x5chain credentials: Ed25519, so that a
+// certificate can carry any of the suites' public keys.
+type testCA = testpki.CA
 
 func newTestCA(t testing.TB) *testCA {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "EDHOC test root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crt, _ := x509.ParseCertificate(der)
-	return &testCA{cert: crt, key: priv}
-}
-
-func (ca *testCA) issue(t testing.TB, cn string, pub crypto.PublicKey) *x509.Certificate {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
-	if err != nil {
-		t.Fatalf("issue %s (%T): %v", cn, pub, err)
-	}
-	crt, _ := x509.ParseCertificate(der)
-	return crt
+	return testpki.NewRoot(t, &x509.Certificate{Subject: pkix.Name{CommonName: "EDHOC test root"}}, priv)
 }
 
 // newParty makes a random key fitting the suite (signature or static DH) and a credential.
@@ -108,12 +88,12 @@ func newParty(t testing.TB, ca *testCA, name string, suite Suite, signs bool, ki
 			t.Fatal(err)
 		}
 	case x509T, x509Chain:
-		crt := ca.issue(t, name, pub)
+		crt := ca.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: name}}, pub)
 		ref := ByX5T
 		chain := []*x509.Certificate{crt}
 		if kind == x509Chain {
 			ref = ByX5Chain
-			chain = append(chain, ca.cert)
+			chain = append(chain, ca.Cert)
 		}
 		if cred, err = NewX509Credential(chain, ref); err != nil {
 			t.Fatal(err)
@@ -145,7 +125,7 @@ func trustingResolver(ca *testCA, known ...*Credential) Resolver {
 				return nil, err
 			}
 			if len(c.Certificates) > 0 {
-				if err := c.Certificates[0].CheckSignatureFrom(ca.cert); err != nil {
+				if err := c.Certificates[0].CheckSignatureFrom(ca.Cert); err != nil {
 					return nil, fmt.Errorf("%w: %v", ErrUnknownCredential, err)
 				}
 			}

@@ -65,10 +65,7 @@ type keyEncFixture struct {
 }
 
 func newKeyEncFixture(t *testing.T) *keyEncFixture {
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
 	f := &keyEncFixture{fa: fa, svc: NewService(fa, nil), kek: bytes.Repeat([]byte{0x42}, 32), kek128: bytes.Repeat([]byte{0x17}, 16)}
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.srvChain = []*x509.Certificate{issueFrom(t, fa, srvKey, "est server", 900), fa.CA}
@@ -202,8 +199,7 @@ func cipherName(oid asn1.ObjectIdentifier) string {
 // refused before any key is generated or certificate issued.
 func TestServerKeyGenEncryptionRefused(t *testing.T) {
 	f := newKeyEncFixture(t)
-	own, _, _ := f.fa.ClientCert("device")
-	other, _, _ := f.fa.ClientCert("victim")
+	own, other := f.fa.ClientCert(t, "device").Cert, f.fa.ClientCert(t, "victim").Cert
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	edCert := issueFrom(t, f.fa, edKey, "ed device", 950)
 	plain := NewService(f.fa, nil) // no SetKeyEncryption
@@ -247,7 +243,7 @@ func TestServerKeyGenEncryptionRefused(t *testing.T) {
 }
 
 func TestSetKeyEncryptionValidates(t *testing.T) {
-	fa, _ := esttest.New()
+	fa := esttest.New(t)
 	svc := NewService(fa, nil)
 	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -36,16 +36,13 @@ func newCSR(t testing.TB, cn, pw string) (crypto.Signer, []byte) {
 // RFC 9148 §3, edhoc-unique) and leaves the decision to the authority (authority tests cover
 // what each finding means for each requester kind).
 func TestServiceLinking(t *testing.T) {
-	fa, err := esttest.New("pop")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t, "pop")
 	svc := NewService(fa, nil)
 	ctx := context.Background()
 	tlsUnique := []byte("finishedmsg!")
 	exporter := make([]byte, 32)
 	edhocUnique := []byte("0123456789abcdef0123456789abcdef")
-	dev, _, _ := fa.ClientCert("device")
+	dev := fa.ClientCert(t, "device").Cert
 	b64 := base64.StdEncoding.EncodeToString(tlsUnique)
 	peer := authority.Requester{Chain: []*x509.Certificate{dev}, Transport: authority.TransportCoAPS, Protocol: authority.ProtocolEST}
 
@@ -95,7 +92,7 @@ func TestServiceLinking(t *testing.T) {
 }
 
 func TestServiceErrors(t *testing.T) {
-	fa, _ := esttest.New()
+	fa := esttest.New(t)
 	svc := NewService(fa, nil)
 	ctx := context.Background()
 	if _, err := svc.Enroll(ctx, &Request{Body: []byte("junk")}); errs.KindOf(err) != errs.BadRequest {
@@ -124,7 +121,7 @@ func TestServiceErrors(t *testing.T) {
 }
 
 func TestServiceServerKeyGen(t *testing.T) {
-	fa, _ := esttest.New()
+	fa := esttest.New(t)
 	svc := NewService(fa, nil)
 	ctx := context.Background()
 	// RFC 9148 A.3: the example CSR works; its (example) key is not the certified one.
@@ -170,7 +167,7 @@ func TestServiceServerKeyGen(t *testing.T) {
 }
 
 func TestServiceCSRAttrsAndCACerts(t *testing.T) {
-	fa, _ := esttest.New("pop")
+	fa := esttest.New(t, "pop")
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-384",
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	svc := NewService(fa, nil)

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"coapca/errs"
+	"coapca/internal/testpki"
 )
 
 func readVector(t testing.TB, name string) []byte {
@@ -61,7 +62,7 @@ func TestCertsOnlyVectors(t *testing.T) {
 }
 
 func TestCertsOnlyRoundTripOrder(t *testing.T) {
-	a, b := selfSigned(t, "a"), selfSigned(t, "b")
+	a, b := testpki.NewCA(t, "a").Cert, testpki.NewCA(t, "b").Cert
 	der, err := EncodeCertsOnly([]*x509.Certificate{a, b})
 	if err != nil {
 		t.Fatal(err)

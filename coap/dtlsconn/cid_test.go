@@ -189,7 +189,10 @@ func TestRebootedClient(t *testing.T) {
 		}
 	}
 	_ = first
-	time.Sleep(50 * time.Millisecond)
+	waitUntil(t, 5*time.Second, "the server to finish the second handshake", func() bool {
+		st := l.Stats()
+		return st.HandshakesOK == 2 && st.ActiveSessions == 1 && st.HalfOpen == 0
+	})
 	if st := l.Stats(); st.HandshakesOK != 2 || st.ActiveSessions != 1 || st.HalfOpen != 0 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -127,13 +127,8 @@ func TestClientAuthPolicies(t *testing.T) {
 					c.Close()
 					t.Fatal("handshake succeeded without a client certificate")
 				}
-				deadline := time.Now().Add(3 * time.Second)
-				for l.Stats().HandshakesFailed == 0 && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
-				if l.Stats().HandshakesFailed == 0 {
-					t.Fatalf("stats %+v", l.Stats())
-				}
+				waitUntil(t, 5*time.Second, "the server to count the failed handshake",
+					func() bool { return l.Stats().HandshakesFailed > 0 })
 				return
 			}
 			if err != nil {
@@ -354,10 +349,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for l.Stats().IdleClosed == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, "the idle session to be closed", func() bool { return l.Stats().IdleClosed > 0 })
 	if st := l.Stats(); st.IdleClosed != 1 || st.ActiveSessions != 0 {
 		t.Fatalf("stats %+v", st)
 	}

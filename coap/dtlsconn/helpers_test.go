@@ -1,21 +1,15 @@
 package dtlsconn
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"coapca/internal/testpki"
 )
 
 // pki is a throw-away CA with a server and a client certificate, also written
@@ -29,79 +23,19 @@ type pki struct {
 	serverPEM, skeyPEM string
 }
 
-var (
-	pkiOnce sync.Once
-	pkiVal  *pki
-	pkiDir  string
-)
-
+// testPKI makes the test's PKI (testpki); its PEM files live in the test's TempDir.
 func testPKI(t testing.TB) *pki {
 	t.Helper()
-	pkiOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "dtlsconn-pki")
-		if err != nil {
-			panic(err)
-		}
-		pkiDir = dir
-		pkiVal = makePKI(dir)
-	})
-	return pkiVal
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if pkiDir != "" {
-		_ = os.RemoveAll(pkiDir)
-	}
-	os.Exit(code)
-}
-
-func makePKI(dir string) *pki {
-	must := func(err error) {
-		if err != nil {
-			panic(err)
-		}
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	must(err)
-	caCert, err := x509.ParseCertificate(caDER)
-	must(err)
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage) (tls.Certificate, []byte, []byte) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		must(err)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		must(err)
-		kder, err := x509.MarshalPKCS8PrivateKey(k)
-		must(err)
-		c, err := x509.ParseCertificate(der)
-		must(err)
-		return tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: k, Leaf: c},
-			pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-	}
-	p := &pki{caCert: caCert, pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	var sc, sk, cc, ck []byte
-	p.server, sc, sk = leaf(2, "localhost", x509.ExtKeyUsageServerAuth)
-	p.client, cc, ck = leaf(3, "device-1", x509.ExtKeyUsageClientAuth)
-	write := func(name string, b []byte) string {
-		f := filepath.Join(dir, name)
-		must(os.WriteFile(f, b, 0o600))
-		return f
-	}
-	p.caPEM = write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	p.serverPEM, p.skeyPEM = write("server.pem", sc), write("server.key", sk)
-	p.clientPEM, p.keyPEM = write("client.pem", cc), write("client.key", ck)
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "test CA")
+	srv, dev := ca.Server(t, "localhost", "127.0.0.1"), ca.Device(t, "device-1", "")
+	p := &pki{caCert: ca.Cert, pool: ca.Pool(), server: srv.TLS(), client: dev.TLS()}
+	// The peers send their CA certificate too, as the external test peers are told to.
+	p.server.Certificate = append(p.server.Certificate, ca.Cert.Raw)
+	p.client.Certificate = append(p.client.Certificate, ca.Cert.Raw)
+	p.caPEM = testpki.WriteCerts(t, filepath.Join(dir, "ca.pem"), ca.Cert)
+	p.serverPEM, p.skeyPEM = srv.WritePEM(t, dir, "server")
+	p.clientPEM, p.keyPEM = dev.WritePEM(t, dir, "client")
 	return p
 }
 
@@ -174,4 +108,16 @@ func listen(t testing.TB, cfg ServerConfig) *Listener {
 	}
 	t.Cleanup(func() { _ = l.Close() })
 	return l
+}
+
+// waitUntil polls cond until it holds, failing the test with what after d. The listener's
+// state changes on pion's goroutines over real sockets, with no event a test can wait on;
+// the poll is bounded by d instead of being a fixed sleep that a loaded machine outlasts.
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", d, what)
+		}
+	}
 }

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,6 +19,7 @@ import (
 
 	"coapca/coap"
 	"coapca/edhoc"
+	"coapca/internal/testpki"
 	"coapca/oscore"
 )
 
@@ -34,28 +32,11 @@ type testPKI struct {
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	mk := func(tmpl, parent *x509.Certificate, pub, signer any) *x509.Certificate {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c
-	}
-	key := func() *ecdsa.PrivateKey { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
-	now := time.Now()
-	caKey := key()
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
-	p := &testPKI{serverKey: key(), devKey: key()}
-	p.ca = mk(caT, caT, &caKey.PublicKey, caKey)
-	leaf := func(n int64, cn string, k *ecdsa.PrivateKey) *x509.Certificate {
-		return mk(&x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: cn},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature},
-			p.ca, &k.PublicKey, caKey)
-	}
-	p.server, p.device = leaf(2, "server", p.serverKey), leaf(3, "device", p.devKey)
-	return p
+	ca := testpki.NewCA(t, "test CA")
+	srv := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "server"}})
+	dev := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "device"}})
+	return &testPKI{ca: ca.Cert, server: srv.Cert, device: dev.Cert,
+		serverKey: srv.Key.(*ecdsa.PrivateKey), devKey: dev.Key.(*ecdsa.PrivateKey)}
 }
 
 func (p *testPKI) verify(raw [][]byte) ([]*x509.Certificate, error) {
@@ -226,13 +207,18 @@ func TestPreSharedAndEcho(t *testing.T) {
 
 // fakePC records what the server writes (for raw datagram tests and fuzzing).
 type fakePC struct {
-	mu  sync.Mutex
-	out [][]byte
+	mu    sync.Mutex
+	out   [][]byte
+	wrote chan struct{} // closed (and dropped) by the next write
 }
 
 func (p *fakePC) WriteTo(b []byte, _ net.Addr) (int, error) {
 	p.mu.Lock()
 	p.out = append(p.out, append([]byte(nil), b...))
+	if p.wrote != nil {
+		close(p.wrote)
+		p.wrote = nil
+	}
 	p.mu.Unlock()
 	return len(b), nil
 }
@@ -245,7 +231,8 @@ func (p *fakePC) SetWriteDeadline(time.Time) error       { return nil }
 
 func (p *fakePC) waitFor(t *testing.T, mid uint16) *message.Message {
 	t.Helper()
-	for range 200 {
+	timeout := time.After(10 * time.Second) // only a guard against a hang
+	for {
 		p.mu.Lock()
 		for _, b := range p.out {
 			m := message.Message{Options: make(message.Options, 0, 32)}
@@ -254,11 +241,18 @@ func (p *fakePC) waitFor(t *testing.T, mid uint16) *message.Message {
 				return &m
 			}
 		}
+		if p.wrote == nil {
+			p.wrote = make(chan struct{})
+		}
+		wrote := p.wrote
 		p.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-wrote:
+		case <-timeout:
+			t.Fatalf("no answer to message %d", mid)
+			return nil
+		}
 	}
-	t.Fatalf("no answer to message %d", mid)
-	return nil
 }
 
 func encodeMsg(t testing.TB, m *message.Message) []byte {

@@ -41,15 +41,9 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	fa, err := esttest.New("pop", "manual")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t, "pop", "manual")
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
-	dev, _, err := fa.ClientCert("device-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev := fa.ClientCert(t, "device-1").Cert
 	f := &fixture{fa: fa, dev: dev, unique: []byte("twelve bytes")}
 	f.b = New(est.NewService(fa, nil), Options{Labels: []string{"pop", "manual"}})
 	f.devKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -26,14 +26,9 @@ import (
 func TestLibcoapEncryptedKey(t *testing.T) {
 	openssl := tool(t, "openssl")
 	bin := tool(t, "coap-client-openssl")
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signerCert, signerKey, err := fa.ClientCert("est key signer")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
+	signer := fa.ClientCert(t, "est key signer")
+	signerCert, signerKey := signer.Cert, signer.Key
 	kek := bytes.Repeat([]byte{0xa5}, 32)
 	svc := est.NewService(fa, nil)
 	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: map[string][]byte{"kek-1": kek}, Signer: signerKey,

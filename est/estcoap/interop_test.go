@@ -46,10 +46,7 @@ func TestLibcoapInterop(t *testing.T) {
 	for _, name := range []string{"coap-client-openssl", "coap-client-gnutls"} {
 		t.Run(name, func(t *testing.T) {
 			bin := tool(t, name)
-			fa, err := esttest.New("lbl")
-			if err != nil {
-				t.Fatal(err)
-			}
+			fa := esttest.New(t, "lbl")
 			mux := coap.NewMux()
 			estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"lbl"}}).Register(mux)
 			srv := fa.StartDTLS(t, mux)

@@ -50,10 +50,7 @@ func (s *syncBuffer) String() string {
 // only 5.00 "internal error"; the operator's log must have the detail.
 func TestInternalErrorTextStaysInTheLog(t *testing.T) {
 	const secret = "postgres://coapca:hunter2@db.internal:5432/ca"
-	fa, err := esttest.New("lbl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t, "lbl")
 	var logs syncBuffer
 	mux := coap.NewMux()
 	estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"lbl"},
@@ -114,10 +111,7 @@ func TestInternalErrorTextStaysInTheLog(t *testing.T) {
 // answers with a Go struct dump of its field parameters) gets a short one-line 4.00
 // diagnostic over the wire.
 func TestMalformedCSRDiagnosticOverDTLS(t *testing.T) {
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
 	mux := coap.NewMux()
 	estcoap.New(est.NewService(fa, nil), estcoap.Options{}).Register(mux)
 	srv := fa.StartDTLS(t, mux)

@@ -22,18 +22,9 @@ import (
 // TestServerKeyGenEncrypted280 checks the 62 multipart of /skg and /skc when the CSR asks for an
 // encrypted key: part 280 (never 284) beside 281/287, openable by the requester only.
 func TestServerKeyGenEncrypted280(t *testing.T) {
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := fa.ClientCert("est server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, devKey, err := fa.ClientCert("device-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
+	srvLeaf, devLeaf := fa.ClientCert(t, "est server"), fa.ClientCert(t, "device-1")
+	srvCert, srvKey, dev, devKey := srvLeaf.Cert, srvLeaf.Key, devLeaf.Cert, devLeaf.Key
 	kek := bytes.Repeat([]byte{9}, 16)
 	svc := est.NewService(fa, nil)
 	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: map[string][]byte{"k1": kek}, Signer: srvKey,

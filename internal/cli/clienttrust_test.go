@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -29,6 +27,7 @@ import (
 	"coapca/est/esttest"
 	"coapca/internal/config"
 	"coapca/internal/datadir"
+	"coapca/internal/testpki"
 	"coapca/kms"
 )
 
@@ -40,24 +39,10 @@ import (
 // for a new key, as a mis-issued certificate or a stolen device key would give an attacker.
 func issueFromDataDir(t *testing.T, d *datadir.Data, tmpl *x509.Certificate) (*x509.Certificate, crypto.Signer, tls.Certificate) {
 	t.Helper()
-	key, err := kms.GenerateP256()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().AddDate(1, 0, 0)
-	if tmpl.KeyUsage == 0 {
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, d.IssuingCA, key.Public(), d.IssuingKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key, tls.Certificate{Certificate: [][]byte{der, d.IssuingCA.Raw}, PrivateKey: key, Leaf: c}
+	ca := &testpki.CA{Cert: d.IssuingCA, Key: d.IssuingKey, Chain: []*x509.Certificate{d.IssuingCA}}
+	tmpl.NotAfter = time.Now().AddDate(1, 0, 0)
+	leaf := ca.NewLeaf(t, tmpl)
+	return leaf.Cert, leaf.Key, tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw, d.IssuingCA.Raw}, PrivateKey: leaf.Key, Leaf: leaf.Cert}
 }
 
 // hostileHouse starts coapca (coaps, coap with EST-oscore, HTTP) on a data directory whose
@@ -107,10 +92,7 @@ func (a crtsAuthority) CACerts(string) []*x509.Certificate { return a.crts }
 // accepts any client certificate.
 func fakeESTServer(t *testing.T, id tls.Certificate, crts []*x509.Certificate) string {
 	t.Helper()
-	fa, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	fa := esttest.New(t)
 	mux := coap.NewMux()
 	estcoap.New(est.NewService(crtsAuthority{fa, crts}, nil), estcoap.Options{}).Register(mux)
 	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{Certificates: []tls.Certificate{id},
@@ -153,10 +135,7 @@ func TestESTClientRefusesImpostorServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := esttest.New(t)
 	// The real CA certificates plus an attacker's root: what the impostor answers at /crts.
 	mixed := []*x509.Certificate{d.IssuingCA, d.Root, foreign.Root}
 	foreignOnly := []*x509.Certificate{foreign.CA, foreign.Root}
@@ -402,10 +381,7 @@ func TestExplicitTABootstrapByFingerprint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, err := esttest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := esttest.New(t)
 	fp := func(c *x509.Certificate) string { sum := sha256.Sum256(c.Raw); return hex.EncodeToString(sum[:]) }
 	ip := []net.IP{net.IPv4(127, 0, 0, 1)}
 	mixed := []*x509.Certificate{d.IssuingCA, d.Root, foreign.Root}

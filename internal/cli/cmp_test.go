@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,20 +154,56 @@ func TestCMPOpenSSLClient(t *testing.T) {
 	})
 }
 
-// approveFirstPending waits for a pending request and approves it through the authority.
+// approveFirstPending waits until the client has polled a pending request once (RFC 9483
+// §4.4: the server's metrics count the pollReq it answered) and approves it through the
+// authority.
 func approveFirstPending(t *testing.T, s *served) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if ids := listPending(t, s.data.Dir); len(ids) > 0 {
-			time.Sleep(1200 * time.Millisecond) // let the client poll once
-			if err := s.auth.Approve(context.Background(), ids[0]); err != nil {
-				t.Error(err)
-			}
-			return
+	waitUntil(t, 30*time.Second, "the client to poll a pending request", func() bool { return servedCount(t, s, "pollReq") > 0 })
+	ids := listPending(t, s.data.Dir)
+	if len(ids) == 0 {
+		t.Fatal("polled, but no pending request")
+	}
+	if err := s.auth.Approve(context.Background(), ids[0]); err != nil {
+		t.Error(err)
+	}
+}
+
+// servedCount returns how many requests of function (a CMP body type such as "pollReq", or an EST
+// operation) the server has answered over every transport, from its Prometheus metrics.
+func servedCount(t *testing.T, s *served, function string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.metricsAddr.String() + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	var n float64
+	for _, l := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(l, "coapca_requests_total{") || !strings.Contains(l, `function="`+function+`"`) {
+			continue
 		}
+		var v float64
+		if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		n += v
+	}
+	return n
+}
+
+// waitUntil polls cond until it holds, failing the test with what after d. For state that
+// another goroutine or process reaches with no event the test can wait on (a client inside
+// the CLI, an external openssl); bounded by d instead of being a fixed sleep.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Error("no pending request appeared")
-			return
+			t.Fatalf("still waiting after %v for %s", d, what)
 		}
 	}
 }
@@ -378,7 +415,10 @@ func TestCMPClientServer(t *testing.T) {
 	anns := make(chan *cmp.Message, 10)
 	octx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	registered := make(chan struct{})
+	var once sync.Once
 	go c.Observe(octx, "/.well-known/cmp/ann", func(r *coap.Response) {
+		once.Do(func() { close(registered) })
 		if len(r.Payload) == 0 {
 			return
 		}
@@ -386,10 +426,14 @@ func TestCMPClientServer(t *testing.T) {
 			anns <- m
 		}
 	})
-	for deadline := time.Now().Add(5 * time.Second); s.Observers("/.well-known/cmp/ann") == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("observer not registered")
-		}
+	// The server registers an observer before it answers the registration (coap.Server).
+	select {
+	case <-registered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the observe registration")
+	}
+	if n := s.Observers("/.well-known/cmp/ann"); n != 1 {
+		t.Fatalf("%d observers after the registration was answered", n)
 	}
 	// A fresh certificate (cann), then its revocation (rann, crlann).
 	cert, key := filepath.Join(work, "ann.pem"), filepath.Join(work, "ann.key")

@@ -371,11 +371,15 @@ func TestManualApproval(t *testing.T) {
 
 	// The device waits (following Max-Age) while the operator approves from another "process".
 	done := make(chan string, 1)
+	told := s.CoAPSStats().Responses["5.03"]
 	go func() {
 		errOut, code := enroll(s, "30s")
 		done <- fmt.Sprintf("%d %s", code, errOut)
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	// Approve once the device has been told to wait (5.03 + Max-Age, RFC 9148 §5).
+	waitUntil(t, 30*time.Second, "the device to be told its request is pending", func() bool {
+		return s.CoAPSStats().Responses["5.03"] > told
+	})
 	if out, errOut, code := cli(ctx, "ca", "approve", pend[0], "--data", dir); code != 0 {
 		t.Fatalf("ca approve: %d %s %s", code, out, errOut)
 	}

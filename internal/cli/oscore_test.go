@@ -214,15 +214,10 @@ func TestESTOSCOREDelayed(t *testing.T) {
 		done <- fmt.Sprintf("%d %s", code, errOut)
 	}()
 	var pend []string
-	for range 100 {
-		if pend = listPending(t, data); len(pend) == 1 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(pend) != 1 {
-		t.Fatalf("%d pending requests", len(pend))
-	}
+	waitUntil(t, 30*time.Second, "one pending request", func() bool {
+		pend = listPending(t, data)
+		return len(pend) == 1
+	})
 	if err := s.auth.Approve(ctx, pend[0]); err != nil {
 		t.Fatal(err)
 	}

@@ -282,6 +282,14 @@ func (s *Server) HTTPURL() string { return s.httpURL }
 // MetricsAddr is the address of the metrics listener (nil when listen.metrics is off).
 func (s *Server) MetricsAddr() net.Addr { return s.metricsAddr }
 
+// CoAPSStats are the endpoint counters of the EST-coaps (DTLS) listener; zero when it is off.
+func (s *Server) CoAPSStats() coap.Stats {
+	if s.coaps == nil {
+		return coap.Stats{}
+	}
+	return s.coaps.Stats()
+}
+
 // Observers is the number of CoAP clients observing path, over both CoAP listeners.
 func (s *Server) Observers(path string) int {
 	n := 0
