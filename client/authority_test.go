@@ -21,6 +21,7 @@ import (
 	"coapca/coap"
 	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 	"coapca/internal/testpki"
 	"coapca/store/sqlite"
@@ -56,7 +57,7 @@ func TestESTWithRealAuthority(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := coap.NewMux()
-	estcoap.New(est.NewService(auth, nil), estcoap.Options{Labels: auth.Labels()}).Register(mux)
+	estcoap.New(estserver.New(auth, nil), estcoap.Options{Labels: auth.Labels()}).Register(mux)
 	srv := ca.StartDTLSWith(t, mux, auth.VerifyClient)
 
 	dial := func(id tls.Certificate) *coap.Client {

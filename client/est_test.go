@@ -22,6 +22,7 @@ import (
 	"coapca/coap"
 	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -37,7 +38,7 @@ func startServer(t *testing.T) *testServer {
 	fa := esttest.New(t, "pop", "manual")
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
 	mux := coap.NewMux()
-	estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"pop", "manual"}}).Register(mux)
+	estcoap.New(estserver.New(fa, nil), estcoap.Options{Labels: []string{"pop", "manual"}}).Register(mux)
 	return &testServer{fa: fa, srv: fa.StartDTLS(t, mux)}
 }
 

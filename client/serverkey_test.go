@@ -18,6 +18,7 @@ import (
 	"coapca/est"
 	"coapca/est/cms"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -28,8 +29,8 @@ func TestServerKeyGenEncryptedOverDTLS(t *testing.T) {
 	fa := esttest.New(t)
 	kek := bytes.Repeat([]byte{0x5a}, 32)
 	newServer := func(signer crypto.Signer, chain []*x509.Certificate) *testServer {
-		svc := est.NewService(fa, nil)
-		if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: map[string][]byte{"factory-kek": kek}, Signer: signer, Chain: chain}); err != nil {
+		svc := estserver.New(fa, nil)
+		if err := svc.SetKeyEncryption(estserver.KeyEncryption{KEKs: map[string][]byte{"factory-kek": kek}, Signer: signer, Chain: chain}); err != nil {
 			t.Fatal(err)
 		}
 		mux := coap.NewMux()

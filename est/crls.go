@@ -1,42 +1,12 @@
 package est
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
-
-	"coapca/errs"
 )
-
-// CRLSource is what the /crls operation of RFC 8295 §4 needs from the authority (implemented
-// by *authority.Authority): the current DER CRL of the issuing CA. An Authority without it
-// answers /crls with errs.NotFound.
-type CRLSource interface {
-	CRL(ctx context.Context) ([]byte, error)
-}
-
-// CRLs returns the current CRLs for the label (RFC 8295 §4, /crls): the issuing CA's CRL.
-// RFC 8295 §4 lets the server hand them to anyone (they are signed by the CA); an unknown
-// label is errs.NotFound.
-func (s *Service) CRLs(ctx context.Context, r *Request) (crls [][]byte, err error) {
-	defer func(start time.Time) { s.report("crls", r, start, err, false) }(time.Now())
-	if _, err := s.auth.Profile(r.Label); err != nil {
-		return nil, typed(err, "profile lookup")
-	}
-	src, ok := s.auth.(CRLSource)
-	if !ok {
-		return nil, errs.New(errs.NotFound, "this server distributes no CRLs")
-	}
-	der, err := src.CRL(ctx)
-	if err != nil {
-		return nil, typed(err, "CRL")
-	}
-	return [][]byte{der}, nil
-}
 
 // EncodeCRLsOnly returns the DER of a crls-only CMS SignedData (RFC 8295 §4.2, the
 // degenerate SignedData of RFC 7030 §4.1.3 with CRLs instead of certificates): version 1, no

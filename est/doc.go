@@ -1,12 +1,5 @@
-// Package est is the EST service and the EST wire formats.
-//
-// The service (Service: CACerts, Enroll, Reenroll, ServerKeyGen, CSRAttrs) is transport
-// independent: EST-coaps (RFC 9148, package est/estcoap), EST-oscore and EST over HTTPS
-// (RFC 7030) all call the same methods with a Request and map the typed errors (package
-// coapca/errs) to their wire codes. Policy (who may enroll for what, pending approval,
-// issuance) belongs to the Authority the service is given.
-//
-// The wire formats are pure functions on bytes, usable by clients and servers alike:
+// Package est is the EST wire formats: pure functions on bytes, usable by clients and servers
+// alike, that import nothing of the server (the EST service is package est/estserver):
 //
 //   - certs-only PKCS#7 ("degenerate" CMS SignedData, RFC 5652 §5, RFC 7030 §4.1.3 / §4.2.3):
 //     EncodeCertsOnly, ParseCertsOnly — Content-Format 281 (application/pkcs7-mime; smime-type=certs-only)
@@ -19,7 +12,8 @@
 //   - PKCS#8 private keys (RFC 5958): MarshalPKCS8 — Content-Format 284
 //   - CMS-encrypted server-generated keys (RFC 7030 §4.4.2; package est/cms): an
 //     AsymmetricKeyPackage in a SignedData in an EnvelopedData — Content-Format 280; the
-//     service builds it (SetKeyEncryption), clients open it with DecryptServerKey
+//     service builds it (estserver.Service.SetKeyEncryption), clients open it with
+//     DecryptServerKey
 //
 // Content-Format numbers are those registered by RFC 9148 §8.1 (and RFC 8710 for 62).
 package est

@@ -36,19 +36,20 @@ import (
 	"coapca/coap"
 	"coapca/errs"
 	"coapca/est"
+	"coapca/est/estserver"
 )
 
 // DefaultRoot is the EST root every EST-coaps server MUST support (RFC 9148 §4.1).
 const DefaultRoot = "/.well-known/est"
 
-// Service is the EST service the binding calls; *est.Service implements it (a registrar can
+// Service is the EST service the binding calls; *estserver.Service implements it (a registrar can
 // implement it too).
 type Service interface {
-	CACerts(ctx context.Context, r *est.Request) ([]*x509.Certificate, error)
-	Enroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
-	Reenroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
-	ServerKeyGen(ctx context.Context, r *est.Request) (*est.ServerKey, error)
-	CSRAttrs(ctx context.Context, r *est.Request) (*est.CsrAttrs, error)
+	CACerts(ctx context.Context, r *estserver.Request) ([]*x509.Certificate, error)
+	Enroll(ctx context.Context, r *estserver.Request) (*authority.Issued, error)
+	Reenroll(ctx context.Context, r *estserver.Request) (*authority.Issued, error)
+	ServerKeyGen(ctx context.Context, r *estserver.Request) (*estserver.ServerKey, error)
+	CSRAttrs(ctx context.Context, r *estserver.Request) (*est.CsrAttrs, error)
 }
 
 // Options configures the binding.
@@ -173,8 +174,8 @@ func (b *Binding) split(p string) (label, fn string, ok bool) {
 	return "", "", false
 }
 
-func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
-	req := &est.Request{Label: label, Body: r.Payload, TLS: r.Peer.TLS}
+func (b *Binding) estRequest(r *coap.Request, label string) *estserver.Request {
+	req := &estserver.Request{Label: label, Body: r.Payload, TLS: r.Peer.TLS}
 	who := authority.Requester{Protocol: authority.ProtocolEST, Chain: r.Peer.Certificates, Transport: authority.TransportCoAP}
 	switch {
 	case r.Peer.OSCORE != nil:
@@ -194,7 +195,7 @@ func (b *Binding) estRequest(r *coap.Request, label string) *est.Request {
 	return req
 }
 
-func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
+func (b *Binding) crts(ctx context.Context, r *coap.Request, req *estserver.Request) *coap.Response {
 	switch r.Accept {
 	case coap.Format{}, coap.CF(est.CFPKCS7CertsOnly), coap.CF(est.CFPKIXCert), coap.CF(est.CFMultipartCore):
 	default:
@@ -238,7 +239,7 @@ func (b *Binding) crts(ctx context.Context, r *coap.Request, req *est.Request) *
 	return resp
 }
 
-func (b *Binding) att(ctx context.Context, r *coap.Request, req *est.Request) *coap.Response {
+func (b *Binding) att(ctx context.Context, r *coap.Request, req *estserver.Request) *coap.Response {
 	if r.Accept.IsSet() && r.Accept != coap.CF(est.CFCSRAttrs) {
 		return notAcceptable(r.Accept, est.CFCSRAttrs)
 	}
@@ -263,7 +264,7 @@ func checkRequestFormat(r *coap.Request) *coap.Response {
 	return nil
 }
 
-func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request, re bool) *coap.Response {
+func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *estserver.Request, re bool) *coap.Response {
 	if resp := checkRequestFormat(r); resp != nil {
 		return resp
 	}
@@ -301,7 +302,7 @@ func (b *Binding) enroll(ctx context.Context, r *coap.Request, req *est.Request,
 // which. The Accept of the whole response is 62; Accept 281/287 selects the certificate's format
 // (RFC 9148 §4.3 lets 287 replace 281 in an /skg response); Accept 280 insists on an encrypted
 // key (the service refuses a CSR that does not ask for one, before anything is issued).
-func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *est.Request, skc bool) *coap.Response {
+func (b *Binding) serverKeyGen(ctx context.Context, r *coap.Request, req *estserver.Request, skc bool) *coap.Response {
 	if resp := checkRequestFormat(r); resp != nil {
 		return resp
 	}

@@ -25,6 +25,7 @@ import (
 	"coapca/coap"
 	"coapca/errs"
 	"coapca/est"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -45,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-256", Validity: time.Hour})
 	dev := fa.ClientCert(t, "device-1").Cert
 	f := &fixture{fa: fa, dev: dev, unique: []byte("twelve bytes")}
-	f.b = New(est.NewService(fa, nil), Options{Labels: []string{"pop", "manual"}})
+	f.b = New(estserver.New(fa, nil), Options{Labels: []string{"pop", "manual"}})
 	f.devKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	mk := func(pw string) []byte {
 		der, err := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device-1"}}, f.devKey, pw)
@@ -65,7 +66,7 @@ func (f *fixture) do(method codes.Code, path string, cf, accept coap.Format, pay
 		Method: method, Path: path, ContentFormat: cf, Accept: accept, Payload: payload,
 		Options: opts,
 		Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
-			Certificates: []*x509.Certificate{f.dev}, TLS: est.StaticTLS{Unique: f.unique}},
+			Certificates: []*x509.Certificate{f.dev}, TLS: estserver.StaticTLS{Unique: f.unique}},
 	}
 	resp := f.b.ServeCoAP(context.Background(), r)
 	if resp == nil {
@@ -357,7 +358,7 @@ func TestOSCOREPeer(t *testing.T) {
 		{"pre-shared, no channel binding for pop", pskPeer, root + "/pop/sen", f.popCSR, codes.BadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := New(est.NewService(f.fa, nil), Options{Labels: []string{"pop"}, OSCORE: true})
+			b := New(estserver.New(f.fa, nil), Options{Labels: []string{"pop"}, OSCORE: true})
 			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: coap.CF(est.CFPKCS10),
 				Payload: tc.csr, Peer: tc.peer})
 			if resp.Code != tc.code {
@@ -370,7 +371,7 @@ func TestOSCOREPeer(t *testing.T) {
 		t.Fatalf("requests: %+v", reqs)
 	}
 	// The pre-shared identity reaches the authority.
-	b := New(est.NewService(f.fa, nil), Options{OSCORE: true})
+	b := New(estserver.New(f.fa, nil), Options{OSCORE: true})
 	b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/sen", ContentFormat: coap.CF(est.CFPKCS10),
 		Payload: f.csr, Peer: pskPeer})
 	reqs = f.fa.Requests()

@@ -16,6 +16,7 @@ import (
 	"coapca/est"
 	"coapca/est/cms"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -30,8 +31,8 @@ func TestLibcoapEncryptedKey(t *testing.T) {
 	signer := fa.ClientCert(t, "est key signer")
 	signerCert, signerKey := signer.Cert, signer.Key
 	kek := bytes.Repeat([]byte{0xa5}, 32)
-	svc := est.NewService(fa, nil)
-	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: map[string][]byte{"kek-1": kek}, Signer: signerKey,
+	svc := estserver.New(fa, nil)
+	if err := svc.SetKeyEncryption(estserver.KeyEncryption{KEKs: map[string][]byte{"kek-1": kek}, Signer: signerKey,
 		Chain: []*x509.Certificate{signerCert, fa.CA}}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"coapca/coap"
 	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -48,7 +49,7 @@ func TestLibcoapInterop(t *testing.T) {
 			bin := tool(t, name)
 			fa := esttest.New(t, "lbl")
 			mux := coap.NewMux()
-			estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"lbl"}}).Register(mux)
+			estcoap.New(estserver.New(fa, nil), estcoap.Options{Labels: []string{"lbl"}}).Register(mux)
 			srv := fa.StartDTLS(t, mux)
 			dir := t.TempDir()
 			rootPEM, caPEM, certPEM, keyPEM := srv.WritePEM(t, fa, dir)

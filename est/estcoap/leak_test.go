@@ -23,6 +23,7 @@ import (
 	"coapca/errs"
 	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -53,7 +54,7 @@ func TestInternalErrorTextStaysInTheLog(t *testing.T) {
 	fa := esttest.New(t, "lbl")
 	var logs syncBuffer
 	mux := coap.NewMux()
-	estcoap.New(est.NewService(fa, nil), estcoap.Options{Labels: []string{"lbl"},
+	estcoap.New(estserver.New(fa, nil), estcoap.Options{Labels: []string{"lbl"},
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}).Register(mux)
 	srv := fa.StartDTLS(t, mux)
 
@@ -113,7 +114,7 @@ func TestInternalErrorTextStaysInTheLog(t *testing.T) {
 func TestMalformedCSRDiagnosticOverDTLS(t *testing.T) {
 	fa := esttest.New(t)
 	mux := coap.NewMux()
-	estcoap.New(est.NewService(fa, nil), estcoap.Options{}).Register(mux)
+	estcoap.New(estserver.New(fa, nil), estcoap.Options{}).Register(mux)
 	srv := fa.StartDTLS(t, mux)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	"coapca/coap"
 	"coapca/est"
 	"coapca/est/cms"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 )
 
@@ -26,8 +27,8 @@ func TestServerKeyGenEncrypted280(t *testing.T) {
 	srvLeaf, devLeaf := fa.ClientCert(t, "est server"), fa.ClientCert(t, "device-1")
 	srvCert, srvKey, dev, devKey := srvLeaf.Cert, srvLeaf.Key, devLeaf.Cert, devLeaf.Key
 	kek := bytes.Repeat([]byte{9}, 16)
-	svc := est.NewService(fa, nil)
-	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: map[string][]byte{"k1": kek}, Signer: srvKey,
+	svc := estserver.New(fa, nil)
+	if err := svc.SetKeyEncryption(estserver.KeyEncryption{KEKs: map[string][]byte{"k1": kek}, Signer: srvKey,
 		Chain: []*x509.Certificate{srvCert, fa.CA}}); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestServerKeyGenEncrypted280(t *testing.T) {
 			resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: tc.path, ContentFormat: coap.CF(est.CFPKCS10),
 				Accept: tc.accept, Payload: tc.csr,
 				Peer: coap.Peer{Addr: &net.UDPAddr{IP: net.IPv6loopback, Port: 40000}, Secure: true,
-					Certificates: []*x509.Certificate{dev}, TLS: est.StaticTLS{Unique: []byte("unique")}}})
+					Certificates: []*x509.Certificate{dev}, TLS: estserver.StaticTLS{Unique: []byte("unique")}}})
 			if resp.Code != codes.Changed || resp.ContentFormat != coap.CF(est.CFMultipartCore) {
 				t.Fatalf("%v %s", resp.Code, resp.Payload)
 			}
@@ -86,7 +87,7 @@ func TestServerKeyGenEncrypted280(t *testing.T) {
 	before := len(fa.Requests())
 	resp := b.ServeCoAP(context.Background(), &coap.Request{Method: codes.POST, Path: root + "/skg", ContentFormat: coap.CF(est.CFPKCS10),
 		Payload: csr(est.DecryptKeyIdentifierAttribute([]byte("guess"))),
-		Peer:    coap.Peer{Secure: true, Certificates: []*x509.Certificate{dev}, TLS: est.StaticTLS{Unique: []byte("u")}}})
+		Peer:    coap.Peer{Secure: true, Certificates: []*x509.Certificate{dev}, TLS: estserver.StaticTLS{Unique: []byte("u")}}})
 	if resp.Code != codes.BadRequest || !strings.Contains(string(resp.Payload), "names no key-encryption key") || len(fa.Requests()) != before {
 		t.Fatalf("unknown KEK: %v %s (%d issued)", resp.Code, resp.Payload, len(fa.Requests())-before)
 	}

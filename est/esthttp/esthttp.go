@@ -55,6 +55,7 @@ import (
 	"coapca/authority"
 	"coapca/errs"
 	"coapca/est"
+	"coapca/est/estserver"
 )
 
 // DefaultRoot is the EST path prefix (RFC 7030 §3.2.2).
@@ -77,18 +78,18 @@ const (
 // for line breaks.
 const DefaultMaxBody = 32 << 10
 
-// Service is the EST service the binding calls; *est.Service implements it.
+// Service is the EST service the binding calls; *estserver.Service implements it.
 type Service interface {
-	CACerts(ctx context.Context, r *est.Request) ([]*x509.Certificate, error)
-	Enroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
-	Reenroll(ctx context.Context, r *est.Request) (*authority.Issued, error)
-	ServerKeyGen(ctx context.Context, r *est.Request) (*est.ServerKey, error)
-	CSRAttrs(ctx context.Context, r *est.Request) (*est.CsrAttrs, error)
+	CACerts(ctx context.Context, r *estserver.Request) ([]*x509.Certificate, error)
+	Enroll(ctx context.Context, r *estserver.Request) (*authority.Issued, error)
+	Reenroll(ctx context.Context, r *estserver.Request) (*authority.Issued, error)
+	ServerKeyGen(ctx context.Context, r *estserver.Request) (*estserver.ServerKey, error)
+	CSRAttrs(ctx context.Context, r *estserver.Request) (*est.CsrAttrs, error)
 }
 
-// CRLService is the optional /crls operation (RFC 8295 §4); *est.Service implements it.
+// CRLService is the optional /crls operation (RFC 8295 §4); *estserver.Service implements it.
 type CRLService interface {
-	CRLs(ctx context.Context, r *est.Request) ([][]byte, error)
+	CRLs(ctx context.Context, r *estserver.Request) ([][]byte, error)
 }
 
 // Options configures the binding.
@@ -294,11 +295,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Request builds the est.Request of r: who sent it (the TLS client chain, HTTP Basic
+// Request builds the estserver.Request of r: who sent it (the TLS client chain, HTTP Basic
 // credentials, the address), over which transport, and the connection's channel bindings.
-func Request(r *http.Request, label string) *est.Request {
+func Request(r *http.Request, label string) *estserver.Request {
 	who := authority.Requester{Protocol: authority.ProtocolEST, Transport: authority.TransportHTTP, Addr: r.RemoteAddr}
-	req := &est.Request{Label: label}
+	req := &estserver.Request{Label: label}
 	if r.TLS != nil {
 		who.Transport = authority.TransportHTTPS
 		// The chain the handshake verified through the authority (tls.Config's
@@ -390,7 +391,7 @@ func wantsPKCS12(accept []string) bool {
 
 // writeServerKey answers /serverkeygen with multipart/mixed: the private key as
 // application/pkcs8, then the certificate as a certs-only response (RFC 7030 §4.4.2).
-func (h *Handler) writeServerKey(w http.ResponseWriter, r *http.Request, sk *est.ServerKey) {
+func (h *Handler) writeServerKey(w http.ResponseWriter, r *http.Request, sk *estserver.ServerKey) {
 	certs, err := est.EncodeCertsOnly([]*x509.Certificate{sk.Issued.Cert})
 	if err != nil {
 		h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))

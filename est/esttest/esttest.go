@@ -24,7 +24,7 @@ import (
 	"coapca/internal/testpki"
 )
 
-// Authority is a fake est.Authority.
+// Authority is a fake estserver.Authority.
 type Authority struct {
 	// PKI is the issuing CA (under a root) that signs everything; Root, CA, RootKey and CAKey
 	// are its parts, spelled out for tests that hand them to the real authority.
@@ -87,7 +87,7 @@ func (a *Authority) Requests() []authority.CertRequest {
 	return append([]authority.CertRequest(nil), a.requests...)
 }
 
-// Profile implements est.Authority.
+// Profile implements estserver.Authority.
 func (a *Authority) Profile(label string) (*authority.Profile, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -99,12 +99,12 @@ func (a *Authority) Profile(label string) (*authority.Profile, error) {
 	return &cp, nil
 }
 
-// CACerts implements est.Authority: issuing CA, then root.
+// CACerts implements estserver.Authority: issuing CA, then root.
 func (a *Authority) CACerts(string) []*x509.Certificate {
 	return []*x509.Certificate{a.CA, a.Root}
 }
 
-// Issue implements est.Authority: it signs a certificate with the CSR's subject and SANs.
+// Issue implements estserver.Authority: it signs a certificate with the CSR's subject and SANs.
 func (a *Authority) Issue(ctx context.Context, r authority.CertRequest) (*authority.Issued, error) {
 	a.mu.Lock()
 	a.requests = append(a.requests, r)

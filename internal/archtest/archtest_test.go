@@ -70,7 +70,8 @@ var layers = map[string]layer{
 
 	"authority": layerAuthority,
 
-	"est":           layerService, // the EST service, and today also the EST wire formats
+	"est":           layerProtocol, // the EST wire formats (PKCS#7, CsrAttrs, multipart-core, CSR attributes)
+	"est/estserver": layerService,  // the EST service
 	"cmp/cmpserver": layerService,
 
 	"est/estcoap":       layerBinding,
@@ -98,13 +99,9 @@ var layers = map[string]layer{
 const compositionRoot = "internal/server"
 
 // clientVia are the server-side packages the client may reach, each with the reason; the
-// client rule does not follow imports through them. est holds the EST wire formats (certs-only
-// PKCS#7, CsrAttrs, multipart-core) that the client decodes, next to the service, which
-// imports the authority: until the wire formats have a package of their own, the client links
-// the authority through est (and only through est).
-var clientVia = map[string]string{
-	"est": "the EST wire formats live in the service package (split them out to close this)",
-}
+// client rule does not follow imports through them. None today: the EST wire formats (est)
+// are a protocol package of their own, apart from the EST service (est/estserver).
+var clientVia = map[string]string{}
 
 // pkg is what the rules need of `go list -json`.
 type pkg struct {
@@ -386,9 +383,11 @@ func TestRulesCatchViolations(t *testing.T) {
 			ruleClient, "client", "authority"},
 		{"client reaches the CMP service through the cmp codec", func(m map[string]pkg) { addImport(m, "cmp", full("cmp/cmpserver")) },
 			ruleClient, "client", "via client → cmp → cmp/cmpserver"},
+		{"client reaches the authority through the EST wire formats", func(m map[string]pkg) { addImport(m, "est", full("authority")) },
+			ruleClient, "client", "via client → est → authority"},
 		{"client imports the CLI", func(m map[string]pkg) { addImport(m, "client", full("internal/cli")) },
 			ruleClient, "client", "internal/cli"},
-		{"authority imports a service", func(m map[string]pkg) { addImport(m, "authority", full("est")) },
+		{"authority imports a service", func(m map[string]pkg) { addImport(m, "authority", full("est/estserver")) },
 			ruleDown, "authority", "imports est"},
 		{"authority reads files", func(m map[string]pkg) { addImport(m, "authority", "os") },
 			ruleNoFiles, "authority", "os"},

@@ -22,8 +22,8 @@ import (
 	"coapca/client"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
-	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/est/esttest"
 	"coapca/internal/config"
 	"coapca/internal/datadir"
@@ -94,7 +94,7 @@ func fakeESTServer(t *testing.T, id tls.Certificate, crts []*x509.Certificate) s
 	t.Helper()
 	fa := esttest.New(t)
 	mux := coap.NewMux()
-	estcoap.New(est.NewService(crtsAuthority{fa, crts}, nil), estcoap.Options{}).Register(mux)
+	estcoap.New(estserver.New(crtsAuthority{fa, crts}, nil), estcoap.Options{}).Register(mux)
 	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{Certificates: []tls.Certificate{id},
 		ClientAuth: dtlsconn.RequestClientCert, VerifyPeer: client.ParseChain})
 	if err != nil {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"coapca/est"
 	"coapca/est/estcoap"
+	"coapca/est/estserver"
 	"coapca/internal/config"
 	"coapca/internal/datadir"
 )
@@ -15,7 +15,7 @@ import (
 // EST-coaps (RFC 9148) on s.secureMux (coaps://). EST-oscore registers the same service on
 // s.plainMux in registerOSCORE.
 func (s *Server) registerEST() error {
-	s.est = est.NewService(s.auth, s.log)
+	s.est = estserver.New(s.auth, s.log)
 	if err := estKeyEncryption(s.est, s.cfg.EST, s.data); err != nil {
 		return err
 	}
@@ -29,13 +29,13 @@ func (s *Server) registerEST() error {
 // estKeyEncryption lets the EST service return server-generated keys CMS-encrypted: signed with
 // the server's certificate, under the configured pre-shared KEKs or to the requester's own
 // certificate key.
-func estKeyEncryption(svc *est.Service, c config.EST, d *datadir.Data) error {
+func estKeyEncryption(svc *estserver.Service, c config.EST, d *datadir.Data) error {
 	keks, err := c.LoadKEKs()
 	if err != nil {
 		return err
 	}
 	chain := []*x509.Certificate{d.Server, d.IssuingCA}
-	if err := svc.SetKeyEncryption(est.KeyEncryption{KEKs: keks, Signer: d.ServerKey, Chain: chain}); err != nil {
+	if err := svc.SetKeyEncryption(estserver.KeyEncryption{KEKs: keks, Signer: d.ServerKey, Chain: chain}); err != nil {
 		return fmt.Errorf("est key encryption: %w", err)
 	}
 	return nil

@@ -18,7 +18,7 @@ import (
 	"coapca/cmp/cmphttp"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
-	"coapca/est"
+	"coapca/est/estserver"
 	"coapca/internal/config"
 	"coapca/internal/metrics"
 )
@@ -34,7 +34,7 @@ type Server struct {
 	*House
 	log     *slog.Logger
 	metrics *metrics.Metrics
-	est     *est.Service
+	est     *estserver.Service
 
 	secureMux, plainMux *coap.Mux
 	httpMux             *http.ServeMux

@@ -1,4 +1,12 @@
-package est
+// Package estserver is coapca's EST service (RFC 7030 §4, RFC 9148 §4, RFC 8295 §4): cacerts,
+// enroll, re-enroll, server-side key generation (plain PKCS#8 or CMS-encrypted, RFC 7030
+// §4.4), CSR attributes and CRLs. It is transport independent: EST-coaps and EST-oscore
+// (package est/estcoap) and EST over HTTPS (est/esthttp) call the same methods with a Request
+// and map the typed errors (coapca/errs) to their wire codes. It reports what the transport
+// proved (the requester, PoP linking); every policy decision (who may enroll for what,
+// pending approval, issuance) belongs to the Authority it is given. The wire formats are
+// package est.
+package estserver
 
 import (
 	"context"
@@ -12,6 +20,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"coapca/est"
 
 	"coapca/authority"
 	"coapca/errs"
@@ -110,7 +120,7 @@ func (s *Service) report(function string, r *Request, start time.Time, err error
 }
 
 // NewService returns the EST service over a. log may be nil (discard).
-func NewService(a Authority, log *slog.Logger) *Service {
+func New(a Authority, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -149,7 +159,7 @@ func (s *Service) enroll(ctx context.Context, r *Request, op authority.Op) (iss 
 	if _, err := s.auth.Profile(r.Label); err != nil {
 		return nil, typed(err, "profile lookup")
 	}
-	csr, err := ParseCSR(r.Body, true)
+	csr, err := est.ParseCSR(r.Body, true)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +198,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if err != nil {
 		return nil, typed(err, "profile lookup")
 	}
-	csr, err := ParseCSR(r.Body, false)
+	csr, err := est.ParseCSR(r.Body, false)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +221,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if err != nil {
 		return nil, typed(err, "certificate issuance")
 	}
-	p8, err := MarshalPKCS8(key)
+	p8, err := est.MarshalPKCS8(key)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "encoding the generated key failed")
 	}
@@ -228,7 +238,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 // CSRAttrs returns what the label's profile wants in a CSR (RFC 7030 §4.5, RFC 9148 /att),
 // in the RFC 9908 style: challengePassword when PoP linking is required, the key type and
 // signature algorithm, and an extensionRequest template with the profile's key usages.
-func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, err error) {
+func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *est.CsrAttrs, err error) {
 	defer func(start time.Time) { s.report("csrattrs", r, start, err, false) }(time.Now())
 	prof, err := s.auth.Profile(r.Label)
 	if err != nil {
@@ -238,7 +248,7 @@ func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, er
 	if kt == "" {
 		kt = "P-256"
 	}
-	t := CsrAttrsTemplate{ChallengePassword: prof.RequirePoP, KeyType: kt}
+	t := est.CsrAttrsTemplate{ChallengePassword: prof.RequirePoP, KeyType: kt}
 	switch kt {
 	case "P-256":
 		t.SignatureAlgorithm = x509.ECDSAWithSHA256
@@ -263,7 +273,7 @@ func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, er
 		}
 		t.Extensions = append(t.Extensions, ext)
 	}
-	a, err := NewCsrAttrs(t)
+	a, err := est.NewCsrAttrs(t)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "building CSR attributes failed")
 	}
@@ -278,7 +288,7 @@ func (s *Service) CSRAttrs(ctx context.Context, r *Request) (attrs *CsrAttrs, er
 // session, RFC 7030 §3.7, and a profile may require linking). A malformed challengePassword
 // is a bad request.
 func linking(csr *x509.CertificateRequest, r *Request) (authority.Linking, error) {
-	pw, present, err := ChallengePassword(csr)
+	pw, present, err := est.ChallengePassword(csr)
 	if err != nil {
 		return 0, err
 	}
@@ -289,8 +299,8 @@ func linking(csr *x509.CertificateRequest, r *Request) (authority.Linking, error
 	if r.TLS != nil {
 		tlsUnique, tlsExporter = r.TLS.TLSUnique(), r.TLS.TLSExporter()
 	}
-	if len(r.ChannelBinding) > 0 && MatchesChannelBinding(pw, r.ChannelBinding) ||
-		(len(tlsUnique) > 0 || len(tlsExporter) > 0) && MatchesChannelBinding(pw, tlsUnique, tlsExporter) {
+	if len(r.ChannelBinding) > 0 && est.MatchesChannelBinding(pw, r.ChannelBinding) ||
+		(len(tlsUnique) > 0 || len(tlsExporter) > 0) && est.MatchesChannelBinding(pw, tlsUnique, tlsExporter) {
 		return authority.LinkMatched, nil
 	}
 	return authority.LinkMismatched, nil
@@ -331,6 +341,11 @@ func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, st
 	s.log.LogAttrs(ctx, level, msg, attrs...)
 	s.report(string(op), r, start, err, iss != nil && iss.Cert != nil)
 }
+
+var (
+	oidKeyUsage    = asn1.ObjectIdentifier{2, 5, 29, 15} // RFC 5280 §4.2.1.3
+	oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37} // RFC 5280 §4.2.1.12
+)
 
 var oidExtKeyUsages = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
 	x509.ExtKeyUsageAny:             {2, 5, 29, 37, 0},

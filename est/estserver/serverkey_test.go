@@ -1,4 +1,4 @@
-package est
+package estserver
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"coapca/est"
 
 	"coapca/authority"
 	"coapca/errs"
@@ -66,7 +68,7 @@ type keyEncFixture struct {
 
 func newKeyEncFixture(t *testing.T) *keyEncFixture {
 	fa := esttest.New(t)
-	f := &keyEncFixture{fa: fa, svc: NewService(fa, nil), kek: bytes.Repeat([]byte{0x42}, 32), kek128: bytes.Repeat([]byte{0x17}, 16)}
+	f := &keyEncFixture{fa: fa, svc: New(fa, nil), kek: bytes.Repeat([]byte{0x42}, 32), kek128: bytes.Repeat([]byte{0x17}, 16)}
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	f.srvChain = []*x509.Certificate{issueFrom(t, fa, srvKey, "est server", 900), fa.CA}
 	if err := f.svc.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"kek-1": f.kek, "kek-16": f.kek128},
@@ -76,18 +78,18 @@ func newKeyEncFixture(t *testing.T) *keyEncFixture {
 	return f
 }
 
-func csrWith(t testing.TB, cn string, attrs ...Attribute) []byte {
+func csrWith(t testing.TB, cn string, attrs ...est.Attribute) []byte {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key, attrs)
+	der, err := est.CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key, attrs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return der
 }
 
-func caps(t testing.TB, algs ...asn1.ObjectIdentifier) Attribute {
-	a, err := SMIMECapabilitiesAttribute(algs...)
+func caps(t testing.TB, algs ...asn1.ObjectIdentifier) est.Attribute {
+	a, err := est.SMIMECapabilitiesAttribute(algs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ func caps(t testing.TB, algs ...asn1.ObjectIdentifier) Attribute {
 }
 
 // TestServerKeyGenEncrypted asks for an encrypted key with each recipient kind and recovers it
-// three ways: our DecryptServerKey, `openssl cms -decrypt`, and `openssl cms -verify` on the
+// three ways: our est.DecryptServerKey, `openssl cms -decrypt`, and `openssl cms -verify` on the
 // inner SignedData; the key must be the one the issued certificate certifies.
 func TestServerKeyGenEncrypted(t *testing.T) {
 	f := newKeyEncFixture(t)
@@ -108,22 +110,22 @@ func TestServerKeyGenEncrypted(t *testing.T) {
 	rsaPKCS8, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
 	for _, tc := range []struct {
 		name    string
-		attrs   []Attribute
+		attrs   []est.Attribute
 		chain   []*x509.Certificate
 		dec     cms.Decrypter
 		openssl []string
 		cipher  asn1.ObjectIdentifier
 	}{
-		{"kekri", []Attribute{DecryptKeyIdentifierAttribute([]byte("kek-1"))}, nil,
+		{"kekri", []est.Attribute{est.DecryptKeyIdentifierAttribute([]byte("kek-1"))}, nil,
 			cms.Decrypter{KEK: func(id []byte) []byte { return map[string][]byte{"kek-1": f.kek}[string(id)] }},
 			[]string{"-secretkey", hex.EncodeToString(f.kek), "-secretkeyid", hex.EncodeToString([]byte("kek-1"))}, cms.OIDAES256CBC},
-		{"kekri AES-128 with SMIMECapabilities", []Attribute{caps(t, cms.OIDAES128CBC, cms.OIDAES128Wrap), DecryptKeyIdentifierAttribute([]byte("kek-16"))}, nil,
+		{"kekri AES-128 with SMIMECapabilities", []est.Attribute{caps(t, cms.OIDAES128CBC, cms.OIDAES128Wrap), est.DecryptKeyIdentifierAttribute([]byte("kek-16"))}, nil,
 			cms.Decrypter{KEK: func(id []byte) []byte { return f.kek128 }},
 			[]string{"-secretkey", hex.EncodeToString(f.kek128), "-secretkeyid", hex.EncodeToString([]byte("kek-16"))}, cms.OIDAES128CBC},
-		{"kari (own EC certificate)", []Attribute{AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(ecCert))}, []*x509.Certificate{ecCert, f.fa.CA},
+		{"kari (own EC certificate)", []est.Attribute{est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(ecCert))}, []*x509.Certificate{ecCert, f.fa.CA},
 			cms.Decrypter{Key: ecKey, Cert: ecCert},
 			[]string{"-recip", pemFile(t, dir, "ec.pem", "CERTIFICATE", ecCert.Raw), "-inkey", pemFile(t, dir, "ec.key", "PRIVATE KEY", ecPKCS8)}, cms.OIDAES256CBC},
-		{"ktri (own RSA certificate)", []Attribute{AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(rsaCert))}, []*x509.Certificate{rsaCert},
+		{"ktri (own RSA certificate)", []est.Attribute{est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(rsaCert))}, []*x509.Certificate{rsaCert},
 			cms.Decrypter{Key: rsaKey},
 			[]string{"-recip", pemFile(t, dir, "rsa.pem", "CERTIFICATE", rsaCert.Raw), "-inkey", pemFile(t, dir, "rsa.key", "PRIVATE KEY", rsaPKCS8)}, cms.OIDAES256CBC},
 	} {
@@ -138,7 +140,7 @@ func TestServerKeyGenEncrypted(t *testing.T) {
 				t.Fatalf("PKCS8 %d bytes, Encrypted %d bytes: the key must travel encrypted only", len(sk.PKCS8), len(sk.Encrypted))
 			}
 			certKey := sk.Issued.Cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-			dk, err := DecryptServerKey(sk.Encrypted, tc.dec)
+			dk, err := est.DecryptServerKey(sk.Encrypted, tc.dec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,7 +204,7 @@ func TestServerKeyGenEncryptionRefused(t *testing.T) {
 	own, other := f.fa.ClientCert(t, "device").Cert, f.fa.ClientCert(t, "victim").Cert
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
 	edCert := issueFrom(t, f.fa, edKey, "ed device", 950)
-	plain := NewService(f.fa, nil) // no SetKeyEncryption
+	plain := New(f.fa, nil) // no SetKeyEncryption
 	des3 := asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}
 	for _, tc := range []struct {
 		name    string
@@ -213,19 +215,19 @@ func TestServerKeyGenEncryptionRefused(t *testing.T) {
 		kind    errs.Kind
 		msg     string
 	}{
-		{"unknown KEK identifier", f.svc, csrWith(t, "a", DecryptKeyIdentifierAttribute([]byte("guessed"))), nil, false, errs.BadRequest, "names no key-encryption key"},
-		{"identifier naming another device's key", f.svc, csrWith(t, "a", AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(other))),
+		{"unknown KEK identifier", f.svc, csrWith(t, "a", est.DecryptKeyIdentifierAttribute([]byte("guessed"))), nil, false, errs.BadRequest, "names no key-encryption key"},
+		{"identifier naming another device's key", f.svc, csrWith(t, "a", est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(other))),
 			[]*x509.Certificate{own}, false, errs.BadRequest, "does not name the key of the certificate this session authenticated"},
-		{"asymmetric without an authenticated certificate", f.svc, csrWith(t, "a", AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(own))),
+		{"asymmetric without an authenticated certificate", f.svc, csrWith(t, "a", est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(own))),
 			nil, false, errs.BadRequest, "authenticated no certificate"},
-		{"Ed25519 certificate cannot receive", f.svc, csrWith(t, "a", AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(edCert))),
+		{"Ed25519 certificate cannot receive", f.svc, csrWith(t, "a", est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(edCert))),
 			[]*x509.Certificate{edCert}, false, errs.BadRequest, "only EC"},
-		{"two identifiers", f.svc, csrWith(t, "a", DecryptKeyIdentifierAttribute([]byte("kek-1")), AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(own))),
+		{"two identifiers", f.svc, csrWith(t, "a", est.DecryptKeyIdentifierAttribute([]byte("kek-1")), est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(own))),
 			[]*x509.Certificate{own}, false, errs.BadRequest, "more than one"},
-		{"identifier not an OCTET STRING", f.svc, csrWith(t, "a", Attribute{Type: OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("kek-1")}}}),
+		{"identifier not an OCTET STRING", f.svc, csrWith(t, "a", est.Attribute{Type: est.OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagUTF8String, Bytes: []byte("kek-1")}}}),
 			nil, false, errs.BadRequest, "OCTET STRING"},
-		{"capabilities without a cipher we have", f.svc, csrWith(t, "a", caps(t, des3), DecryptKeyIdentifierAttribute([]byte("kek-1"))), nil, false, errs.NotAcceptable, "SMIMECapabilities"},
-		{"encryption not configured", plain, csrWith(t, "a", DecryptKeyIdentifierAttribute([]byte("kek-1"))), nil, false, errs.NotAcceptable, "not configured"},
+		{"capabilities without a cipher we have", f.svc, csrWith(t, "a", caps(t, des3), est.DecryptKeyIdentifierAttribute([]byte("kek-1"))), nil, false, errs.NotAcceptable, "SMIMECapabilities"},
+		{"encryption not configured", plain, csrWith(t, "a", est.DecryptKeyIdentifierAttribute([]byte("kek-1"))), nil, false, errs.NotAcceptable, "not configured"},
 		{"Accept 280 with a CSR that says no key (downgrade to plaintext)", f.svc, csrWith(t, "a"), nil, true, errs.NotAcceptable, "needs a CSR with DecryptKeyIdentifier"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -244,7 +246,7 @@ func TestServerKeyGenEncryptionRefused(t *testing.T) {
 
 func TestSetKeyEncryptionValidates(t *testing.T) {
 	fa := esttest.New(t)
-	svc := NewService(fa, nil)
+	svc := New(fa, nil)
 	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	c1 := issueFrom(t, fa, k1, "srv", 1)

@@ -1,4 +1,4 @@
-package est
+package estserver
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"coapca/est"
 
 	"coapca/authority"
 	"coapca/errs"
@@ -28,17 +30,17 @@ func FuzzEncryptionRequest(f *testing.F) {
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	cert, _ := x509.ParseCertificate(der)
 	kek := bytes.Repeat([]byte{1}, 16)
-	s := NewService(nil, nil)
+	s := New(nil, nil)
 	if err := s.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"k": kek}, Signer: key, Chain: []*x509.Certificate{cert}}); err != nil {
 		f.Fatal(err)
 	}
-	capsAttr, _ := SMIMECapabilitiesAttribute(cms.OIDAES128CBC, cms.OIDAES256Wrap)
-	for _, attrs := range [][]Attribute{
-		{DecryptKeyIdentifierAttribute([]byte("k"))},
-		{capsAttr, AsymmetricDecryptKeyIdentifierAttribute(SubjectKeyID(cert))},
-		{DecryptKeyIdentifierAttribute([]byte("k")), DecryptKeyIdentifierAttribute([]byte("x"))},
+	capsAttr, _ := est.SMIMECapabilitiesAttribute(cms.OIDAES128CBC, cms.OIDAES256Wrap)
+	for _, attrs := range [][]est.Attribute{
+		{est.DecryptKeyIdentifierAttribute([]byte("k"))},
+		{capsAttr, est.AsymmetricDecryptKeyIdentifierAttribute(est.SubjectKeyID(cert))},
+		{est.DecryptKeyIdentifierAttribute([]byte("k")), est.DecryptKeyIdentifierAttribute([]byte("x"))},
 	} {
-		csr, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "f"}}, key, attrs)
+		csr, err := est.CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "f"}}, key, attrs)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -46,7 +48,7 @@ func FuzzEncryptionRequest(f *testing.F) {
 	}
 	r := &Request{Requester: authority.Requester{Chain: []*x509.Certificate{cert}}}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		csr, err := ParseCSR(b, false)
+		csr, err := est.ParseCSR(b, false)
 		if err != nil {
 			return
 		}
@@ -78,11 +80,11 @@ func FuzzDecryptServerKey(f *testing.F) {
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	cert, _ := x509.ParseCertificate(der)
 	kek := bytes.Repeat([]byte{2}, 32)
-	s := NewService(nil, nil)
+	s := New(nil, nil)
 	if err := s.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"k": kek}, Signer: key, Chain: []*x509.Certificate{cert}}); err != nil {
 		f.Fatal(err)
 	}
-	p8, _ := MarshalPKCS8(key)
+	p8, _ := est.MarshalPKCS8(key)
 	seed, err := s.encryptKey(rand.Reader, &keyRecipient{r: cms.Recipient{KEK: kek, KEKID: []byte("k")}}, p8, time.Now())
 	if err != nil {
 		f.Fatal(err)
@@ -90,7 +92,7 @@ func FuzzDecryptServerKey(f *testing.F) {
 	f.Add(seed)
 	d := cms.Decrypter{KEK: func([]byte) []byte { return kek }}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		dk, err := DecryptServerKey(b, d)
+		dk, err := est.DecryptServerKey(b, d)
 		if bytes.Equal(b, seed) && (err != nil || !bytes.Equal(dk.PKCS8, p8)) {
 			t.Fatalf("the seed did not open to its key: %v", err)
 		}

@@ -1,4 +1,4 @@
-package est
+package estserver
 
 import (
 	"context"
@@ -10,12 +10,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"coapca/authority"
 	"coapca/errs"
+	"coapca/est"
 	"coapca/est/esttest"
 )
 
@@ -25,7 +28,7 @@ func newCSR(t testing.TB, cn, pw string) (crypto.Signer, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn + ".example"}}, key, pw)
+	der, err := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn + ".example"}}, key, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,7 @@ func newCSR(t testing.TB, cn, pw string) (crypto.Signer, []byte) {
 // what each finding means for each requester kind).
 func TestServiceLinking(t *testing.T) {
 	fa := esttest.New(t, "pop")
-	svc := NewService(fa, nil)
+	svc := New(fa, nil)
 	ctx := context.Background()
 	tlsUnique := []byte("finishedmsg!")
 	exporter := make([]byte, 32)
@@ -93,7 +96,7 @@ func TestServiceLinking(t *testing.T) {
 
 func TestServiceErrors(t *testing.T) {
 	fa := esttest.New(t)
-	svc := NewService(fa, nil)
+	svc := New(fa, nil)
 	ctx := context.Background()
 	if _, err := svc.Enroll(ctx, &Request{Body: []byte("junk")}); errs.KindOf(err) != errs.BadRequest {
 		t.Errorf("bad CSR: %v", err)
@@ -122,7 +125,7 @@ func TestServiceErrors(t *testing.T) {
 
 func TestServiceServerKeyGen(t *testing.T) {
 	fa := esttest.New(t)
-	svc := NewService(fa, nil)
+	svc := New(fa, nil)
 	ctx := context.Background()
 	// RFC 9148 A.3: the example CSR works; its (example) key is not the certified one.
 	csrA3 := readVector(t, "a3-skg-request-286.der")
@@ -155,8 +158,8 @@ func TestServiceServerKeyGen(t *testing.T) {
 	}
 	// Asking for an encrypted key from a service without key encryption configured.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	enc, err := CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
-		key, []Attribute{{Type: OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kek")}}}})
+	enc, err := est.CreateCSRWithAttributes(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "enc"}},
+		key, []est.Attribute{{Type: est.OIDDecryptKeyIdentifier, Values: []asn1.RawValue{{Tag: asn1.TagOctetString, Bytes: []byte("kek")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func TestServiceCSRAttrsAndCACerts(t *testing.T) {
 	fa := esttest.New(t, "pop")
 	fa.SetProfile(authority.Profile{Label: "pop", RequirePoP: true, KeyType: "P-384",
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyAgreement, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	svc := NewService(fa, nil)
+	svc := New(fa, nil)
 	ctx := context.Background()
 	a, err := svc.CSRAttrs(ctx, &Request{Label: "pop"})
 	if err != nil {
@@ -199,4 +202,14 @@ func TestServiceCSRAttrsAndCACerts(t *testing.T) {
 	if _, err := svc.CACerts(ctx, &Request{Label: "x"}); errs.KindOf(err) != errs.NotFound {
 		t.Errorf("unknown label: %v", err)
 	}
+}
+
+// readVector reads an RFC 9148 example from the est package's testdata.
+func readVector(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
