@@ -1,6 +1,6 @@
 // Package testtool runs the external programs that interop tests use as peers and checkers
 // (libcoap's coap-client and coap-server, openssl): LookPath skips a test when its program is
-// missing, Run and MustRun run one with a hard deadline, so that a hanging peer fails the test
+// missing (and fails it in CI), Run and MustRun run one with a hard deadline, so that a hanging peer fails the test
 // instead of stalling the run, and OpenSSLCMP runs `openssl cmp`.
 package testtool
 
@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,11 +16,16 @@ import (
 	"time"
 )
 
-// LookPath returns the path of the program name, and skips the test when it is not installed.
+// LookPath returns the path of the program name. When it is not installed, the test is
+// skipped — or fails when the environment variable CI is set: scripts/test.sh installs every
+// peer, so in CI a missing one is a broken setup, not a reason to pass.
 func LookPath(tb testing.TB, name string) string {
 	tb.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("%s is required in CI (scripts/test.sh installs it)", name)
+		}
 		tb.Skipf("%s not installed", name)
 	}
 	return p

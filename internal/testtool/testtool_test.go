@@ -7,6 +7,7 @@ import (
 )
 
 func TestLookPathSkipsMissing(t *testing.T) {
+	t.Setenv("CI", "")
 	var sub *testing.T
 	t.Run("missing", func(t *testing.T) {
 		sub = t
@@ -60,4 +61,34 @@ func TestRun(t *testing.T) {
 	if out := MustRun(t, time.Minute, sh, "-c", "printf ok"); string(out) != "ok" {
 		t.Fatalf("MustRun = %q", out)
 	}
+}
+
+// In CI a missing peer fails the test instead of skipping it.
+func TestLookPathFailsMissingInCI(t *testing.T) {
+	t.Setenv("CI", "true")
+	ft := &fatalRecorder{TB: t}
+	func() {
+		defer func() { _ = recover() }()
+		LookPath(ft, "coapca-no-such-program")
+	}()
+	if !ft.fatal || ft.skipped {
+		t.Fatalf("fatal %v, skipped %v: a missing program in CI must fail", ft.fatal, ft.skipped)
+	}
+}
+
+// fatalRecorder records Fatalf and Skipf instead of ending the test (it panics to stop the
+// caller, as FailNow would).
+type fatalRecorder struct {
+	testing.TB
+	fatal, skipped bool
+}
+
+func (f *fatalRecorder) Helper() {}
+func (f *fatalRecorder) Fatalf(string, ...any) {
+	f.fatal = true
+	panic("fatal")
+}
+func (f *fatalRecorder) Skipf(string, ...any) {
+	f.skipped = true
+	panic("skip")
 }
