@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"coapca/errs"
+	"coapca/internal/testpki"
 	"coapca/store"
 )
 
@@ -57,14 +58,13 @@ func TestEnrollPolicy(t *testing.T) {
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
 	now := p.now
-	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", now.AddDate(-1, 0, 0), noExpiry())
-	devB, _ := p.idevid(t, p.mfrB, p.mfrBKey, "B-1", now.AddDate(-1, 0, 0), noExpiry())
-	expiredA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-old", now.AddDate(-3, 0, 0), now.AddDate(-1, 0, 0))
-	expiredB, _ := p.idevid(t, p.mfrB, p.mfrBKey, "B-old", now.AddDate(-3, 0, 0), now.AddDate(-1, 0, 0))
-	futureB, _ := p.idevid(t, p.mfrB, p.mfrBKey, "B-future", now.AddDate(1, 0, 0), now.AddDate(3, 0, 0))
-	otherKey := newKey(t)
-	other := mkCert(t, caTmpl("Unknown Manufacturer", now.Add(-time.Hour), now.AddDate(1, 0, 0)), nil, otherKey.Public(), otherKey)
-	devOther, _ := p.idevid(t, other, otherKey, "X-1", now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	devA := p.idevid(t, p.mfrA, "A-1", now.AddDate(-1, 0, 0), noExpiry())
+	devB := p.idevid(t, p.mfrB, "B-1", now.AddDate(-1, 0, 0), noExpiry())
+	expiredA := p.idevid(t, p.mfrA, "A-old", now.AddDate(-3, 0, 0), now.AddDate(-1, 0, 0))
+	expiredB := p.idevid(t, p.mfrB, "B-old", now.AddDate(-3, 0, 0), now.AddDate(-1, 0, 0))
+	futureB := p.idevid(t, p.mfrB, "B-future", now.AddDate(1, 0, 0), now.AddDate(3, 0, 0))
+	other := testpki.NewCA(t, "Unknown Manufacturer")
+	devOther := p.idevid(t, other, "X-1", now.Add(-time.Hour), now.AddDate(1, 0, 0))
 	ldev, _ := enrolled(t, a, devA, pkix.Name{CommonName: "dev-1"})
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 1024)
 
@@ -92,7 +92,7 @@ func TestEnrollPolicy(t *testing.T) {
 		{name: "expired IDevID, store with allow_expired", req: est(expiredB), csr: csrOpts{subject: name("x")}, ok: true,
 			subject: "SERIALNUMBER=B-old,CN=x"},
 		{name: "not yet valid IDevID, even with allow_expired", req: est(futureB), csr: csrOpts{subject: name("x")}, kind: errs.Unauthorized},
-		{name: "IDevID with chain sent along", req: est(devB, p.mfrB), csr: csrOpts{subject: name("x")}, ok: true, subject: "SERIALNUMBER=B-1,CN=x"},
+		{name: "IDevID with chain sent along", req: est(devB, p.mfrB.Cert), csr: csrOpts{subject: name("x")}, ok: true, subject: "SERIALNUMBER=B-1,CN=x"},
 		// Attack 5: an LDevID counted as an enrollment identity for any subject.
 		{name: "attack: our own LDevID enrolls another subject", req: est(ldev.Cert), csr: csrOpts{subject: name("dev-1b")}, kind: errs.Forbidden},
 		{name: "MAC secret", req: Requester{SecretRef: "demo", Protocol: ProtocolCMP}, csr: csrOpts{subject: pkix.Name{CommonName: "m"}},
@@ -151,8 +151,8 @@ func noExpiry() time.Time { return time.Date(9999, 12, 31, 23, 59, 59, 0, time.U
 func checkIssued(t *testing.T, p *testPKI, s store.Store, iss *Issued, req Requester) {
 	t.Helper()
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(p.root)
-	inter.AddCert(p.issuing)
+	roots.AddCert(p.root.Cert)
+	inter.AddCert(p.issuing.Cert)
 	if _, err := iss.Cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("issued certificate does not verify: %v", err)
@@ -160,7 +160,7 @@ func checkIssued(t *testing.T, p *testPKI, s store.Store, iss *Issued, req Reque
 	if iss.Cert.SerialNumber.Sign() <= 0 || iss.Cert.SerialNumber.BitLen() > 128 || len(iss.Cert.SubjectKeyId) != 20 {
 		t.Errorf("serial %x / SKI %x", iss.Cert.SerialNumber, iss.Cert.SubjectKeyId)
 	}
-	if len(iss.Chain) != 2 || !iss.Chain[0].Equal(p.issuing) {
+	if len(iss.Chain) != 2 || !iss.Chain[0].Equal(p.issuing.Cert) {
 		t.Error("chain is not issuing CA, root")
 	}
 	rec, err := s.Cert(ctx, iss.Serial)
@@ -185,7 +185,7 @@ func TestReenroll(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-7", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-7", p.now.Add(-time.Hour), noExpiry())
 	subj := pkix.Name{CommonName: "dev-7"}
 	ldev, _ := enrolled(t, a, dev, subj, "dev7.example")
 	revoked, _ := enrolled(t, a, dev, subj, "dev7.example")
@@ -193,10 +193,9 @@ func TestReenroll(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Signed by our issuing CA but never recorded: not a certificate we issued.
-	k := newKey(t)
-	forged := mkCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "dev-7", SerialNumber: "A-7"},
+	forged := p.issuing.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "dev-7", SerialNumber: "A-7"},
 		NotBefore: p.now.Add(-time.Hour), NotAfter: p.now.Add(time.Hour), DNSNames: []string{"dev7.example"}},
-		p.issuing, k.Public(), p.issuingKey)
+		testpki.NewKey(t).Public())
 	full := pkix.Name{CommonName: "dev-7", SerialNumber: "A-7"}
 
 	tests := []struct {
@@ -207,7 +206,7 @@ func TestReenroll(t *testing.T) {
 		ok   bool
 	}{
 		{"same subject and SAN, new key", est(ldev.Cert), csrOpts{subject: subj, dns: []string{"dev7.example"}}, 0, true},
-		{"subject copied in full from the old certificate", est(ldev.Cert, p.issuing), csrOpts{subject: full, dns: []string{"dev7.example"}}, 0, true},
+		{"subject copied in full from the old certificate", est(ldev.Cert, p.issuing.Cert), csrOpts{subject: full, dns: []string{"dev7.example"}}, 0, true},
 		{"subject mismatch", est(ldev.Cert), csrOpts{subject: pkix.Name{CommonName: "dev-8"}, dns: []string{"dev7.example"}}, errs.Forbidden, false},
 		{"extra subject attribute", est(ldev.Cert), csrOpts{subject: pkix.Name{CommonName: "dev-7", Organization: []string{"x"}}, dns: []string{"dev7.example"}}, errs.Forbidden, false},
 		{"SAN mismatch", est(ldev.Cert), csrOpts{subject: subj, dns: []string{"other.example"}}, errs.Forbidden, false},
@@ -236,9 +235,9 @@ func TestServerKeyGen(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-9", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-9", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "skg"}})
-	gen := newKey(t)
+	gen := testpki.NewKey(t)
 	iss, err := a.Issue(ctx, CertRequest{Op: OpServerKeyGen, CSR: csr, PublicKey: gen.Public(), Requester: est(dev)})
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +253,7 @@ func TestManualApproval(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-3", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-3", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-3"}})
 	req := CertRequest{Op: OpEnroll, Label: "manual", CSR: csr, Requester: est(dev)}
 
@@ -336,7 +335,7 @@ func TestManualApprovalConcurrentResends(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-4", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-4", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-4"}})
 	req := CertRequest{Op: OpEnroll, Label: "manual", CSR: csr, Requester: est(dev)}
 	_, err := a.Issue(ctx, req)
@@ -370,7 +369,7 @@ func TestConcurrentIssueUniqueSerials(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-5", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-5", p.now.Add(-time.Hour), noExpiry())
 	const n = 64
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -418,11 +417,11 @@ func (c *collidingStore) RecordIssued(ctx context.Context, rec *store.Cert) erro
 func TestSerialCollisionRetried(t *testing.T) {
 	p := newPKI(t)
 	cs := &collidingStore{Store: p.openStore(t)}
-	a, err := New(p.config(), Options{Store: cs, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}})
+	a, err := New(p.config(), p.options(cs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-6", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-6", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "c"}})
 	iss, err := a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)})
 	if err != nil {
@@ -437,12 +436,12 @@ func TestRevokeAndCRL(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	var revoked []string
-	a, err := New(p.config(), Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root},
+	a, err := New(p.config(), Options{Store: s, Signer: p.issuing.Key, Chain: p.issuing.Chain,
 		OnRevoke: func(serial string, reason int) { revoked = append(revoked, fmt.Sprintf("%s/%d", serial, reason)) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-2", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-2", p.now.Add(-time.Hour), noExpiry())
 	i1, _ := enrolled(t, a, dev, pkix.Name{CommonName: "one"})
 	i2, _ := enrolled(t, a, dev, pkix.Name{CommonName: "two"})
 
@@ -456,7 +455,7 @@ func TestRevokeAndCRL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := rl.CheckSignatureFrom(p.issuing); err != nil {
+		if err := rl.CheckSignatureFrom(p.issuing.Cert); err != nil {
 			t.Fatalf("CRL signature: %v", err)
 		}
 		return rl
@@ -506,10 +505,9 @@ func TestVerifyClient(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-8", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-8", p.now.Add(-time.Hour), noExpiry())
 	ldev, _ := enrolled(t, a, dev, pkix.Name{CommonName: "v"})
-	k := newKey(t)
-	selfSigned := mkCert(t, caTmpl("me", p.now.Add(-time.Hour), p.now.Add(time.Hour)), nil, k.Public(), k)
+	selfSigned := testpki.NewCA(t, "me").Cert
 	tests := []struct {
 		name  string
 		raw   [][]byte
@@ -581,12 +579,10 @@ func TestNewConfigErrors(t *testing.T) {
 		{"bad regexp", func(c *Policy) { c.Profiles[1].Subject.CommonNamePattern = "(" }, nil},
 		{"unknown key type", func(c *Policy) { c.Profiles[1].KeyType = "P-999" }, nil},
 		{"unknown SAN type", func(c *Policy) { c.Profiles[1].SAN.Allow = []string{"x400"} }, nil},
-		{"signer does not match", nil, func(o *Options) { o.Signer = p.rootKey }},
+		{"signer does not match", nil, func(o *Options) { o.Signer = p.root.Key }},
 		{"not a CA", nil, func(o *Options) {
-			k := newKey(t)
-			o.Signer = k
-			o.Chain = []*x509.Certificate{mkCert(t, &x509.Certificate{Subject: pkix.Name{CommonName: "leaf"},
-				NotBefore: p.now, NotAfter: p.now.Add(time.Hour)}, p.issuing, k.Public(), p.issuingKey)}
+			leaf := p.issuing.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "leaf"}})
+			o.Signer, o.Chain = leaf.Key, []*x509.Certificate{leaf.Cert}
 		}},
 	}
 	for _, tt := range tests {
@@ -595,7 +591,7 @@ func TestNewConfigErrors(t *testing.T) {
 			if tt.mod != nil {
 				tt.mod(&pol)
 			}
-			o := Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}}
+			o := p.options(s)
 			if tt.opts != nil {
 				tt.opts(&o)
 			}
@@ -628,7 +624,7 @@ func TestProfilesAndLabels(t *testing.T) {
 	if _, err := a.Profile("nope"); errs.KindOf(err) != errs.NotFound {
 		t.Errorf("unknown profile: %v", err)
 	}
-	if ca := a.CACerts("manual"); len(ca) != 2 || !ca[0].Equal(p.issuing) || !ca[1].Equal(p.root) {
+	if ca := a.CACerts("manual"); len(ca) != 2 || !ca[0].Equal(p.issuing.Cert) || !ca[1].Equal(p.root.Cert) {
 		t.Error("CACerts is not issuing CA, root")
 	}
 	if sec, err := a.MACSecret("demo"); err != nil || string(sec) != "s3cret" {
@@ -644,7 +640,7 @@ func TestIssueLogged(t *testing.T) {
 	s := p.openStore(t)
 	var buf bytes.Buffer
 	var outcomes []string
-	a, err := New(p.config(), Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root},
+	a, err := New(p.config(), Options{Store: s, Signer: p.issuing.Key, Chain: p.issuing.Chain,
 		Logger: slog.New(slog.NewTextHandler(&buf, nil)),
 		OnIssue: func(op Op, label, protocol, result string, d time.Duration) {
 			outcomes = append(outcomes, fmt.Sprintf("%s/%s/%s/%s", op, label, protocol, result))
@@ -652,7 +648,7 @@ func TestIssueLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-10", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-10", p.now.Add(-time.Hour), noExpiry())
 	enrolled(t, a, dev, pkix.Name{CommonName: "logged"})
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "x"}})
 	a.Issue(ctx, CertRequest{Op: OpEnroll, Label: "manual", CSR: csr, Requester: est(dev)})
@@ -672,7 +668,7 @@ func TestIssueContextCancelled(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-11", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-11", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "x"}})
 	c, cancel := context.WithCancel(ctx)
 	cancel()
@@ -691,7 +687,7 @@ func TestReenrollAttributeOrder(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-12", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-12", p.now.Add(-time.Hour), noExpiry())
 	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-12", Organization: []string{"Evil"}}})
 	old, err := a.Issue(ctx, CertRequest{Op: OpEnroll, Label: "ordered", CSR: csr, Requester: est(dev)})
 	if err != nil {

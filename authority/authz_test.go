@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"coapca/errs"
+	"coapca/internal/testpki"
 	"coapca/store"
 )
 
@@ -20,7 +20,7 @@ import (
 func (p *testPKI) authzConfig(t *testing.T) Policy {
 	t.Helper()
 	return Policy{
-		TrustStores: []TrustStore{{Name: "mfr-a", Roots: []*x509.Certificate{p.mfrA}}, {Name: "mfr-b", Roots: []*x509.Certificate{p.mfrB}}},
+		TrustStores: []TrustStore{{Name: "mfr-a", Roots: []*x509.Certificate{p.mfrA.Cert}}, {Name: "mfr-b", Roots: []*x509.Certificate{p.mfrB.Cert}}},
 		MACSecrets: []MACSecret{{Reference: "demo", Secret: []byte("s3cret")}, {Reference: "other", Secret: []byte("other")},
 			// A MAC reference spelled like a pre-shared identity's record.
 			{Reference: "psk:sensor-1", Secret: []byte("psk")}},
@@ -49,16 +49,14 @@ func (p *testPKI) authzConfig(t *testing.T) Policy {
 	}
 }
 
-// raCert issues a certificate with id-kp-cmcRA from our issuing CA (not recorded: an RA
-// certificate made by the operator, like the server's own).
+// raCert issues a registrar's certificate from our issuing CA, with id-kp-cmcRA or without it
+// (not recorded: an RA certificate made by the operator, like the server's own).
 func (p *testPKI) raCert(t *testing.T, cmcRA bool) *x509.Certificate {
-	k := newKey(t)
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "registrar"}, NotBefore: p.now.Add(-time.Hour),
-		NotAfter: p.now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	t.Helper()
 	if cmcRA {
-		tmpl.UnknownExtKeyUsage = []asn1.ObjectIdentifier{oidCmcRA}
+		return p.issuing.RA(t, "registrar").Cert
 	}
-	return mkCert(t, tmpl, p.issuing, k.Public(), p.issuingKey)
+	return p.issuing.Client(t, "registrar").Cert
 }
 
 // TestAuthorizationAttacks replays the audit's issuance attacks (issue "A CA that cannot be
@@ -70,8 +68,8 @@ func TestAuthorizationAttacks(t *testing.T) {
 	if err := a.AllowPreShared("sensor-1", nil); err != nil {
 		t.Fatal(err)
 	}
-	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.Add(-time.Hour), noExpiry())
-	devB, _ := p.idevid(t, p.mfrB, p.mfrBKey, "B-1", p.now.Add(-time.Hour), noExpiry())
+	devA := p.idevid(t, p.mfrA, "A-1", p.now.Add(-time.Hour), noExpiry())
+	devB := p.idevid(t, p.mfrB, "B-1", p.now.Add(-time.Hour), noExpiry())
 	ldev, _ := enrolled(t, a, devA, pkix.Name{CommonName: "dev-1"})
 	ra, notRA := p.raCert(t, true), p.raCert(t, false)
 	mac := func(ref string) Requester {
@@ -192,7 +190,7 @@ func TestRevokeAs(t *testing.T) {
 		}
 		return iss
 	}
-	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.Add(-time.Hour), noExpiry())
+	devA := p.idevid(t, p.mfrA, "A-1", p.now.Add(-time.Hour), noExpiry())
 	byDevice := issue("", est(devA), "dev-1")
 	byDemoDefault := issue("", mac("demo"), "m1")      // default label: mac rule without may_revoke
 	byDemoFleet := issue("fleet", mac("demo"), "demo") // fleet: may_revoke
@@ -243,15 +241,14 @@ func TestRefusalsLogged(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	var buf bytes.Buffer
-	a, err := New(p.authzConfig(t), Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root},
+	a, err := New(p.authzConfig(t), Options{Store: s, Signer: p.issuing.Key, Chain: p.issuing.Chain,
 		Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	devA, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.Add(-time.Hour), noExpiry())
-	expired, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-old", p.now.AddDate(-3, 0, 0), p.now.AddDate(-1, 0, 0))
-	strangerKey := newKey(t)
-	stranger := mkCert(t, caTmpl("Unknown", p.now.Add(-time.Hour), p.now.Add(time.Hour)), nil, strangerKey.Public(), strangerKey)
+	devA := p.idevid(t, p.mfrA, "A-1", p.now.Add(-time.Hour), noExpiry())
+	expired := p.idevid(t, p.mfrA, "A-old", p.now.AddDate(-3, 0, 0), p.now.AddDate(-1, 0, 0))
+	stranger := testpki.NewCA(t, "Unknown").Cert
 	ldev, _ := enrolled(t, a, devA, pkix.Name{CommonName: "dev-1"})
 	if err := a.Revoke(ctx, ldev.Serial, ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
@@ -327,7 +324,7 @@ func TestBasicUsers(t *testing.T) {
 	}
 	bad := cfg
 	bad.Users = []User{{Name: "x", PasswordHash: "plaintext"}}
-	if _, err := New(bad, Options{Store: s, Signer: p.issuingKey, Chain: []*x509.Certificate{p.issuing, p.root}}); err == nil {
+	if _, err := New(bad, p.options(s)); err == nil {
 		t.Error("a password that is not a bcrypt hash was accepted")
 	}
 }

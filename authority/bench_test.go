@@ -7,6 +7,8 @@ import (
 	"crypto/x509/pkix"
 	"testing"
 	"time"
+
+	"coapca/internal/testpki"
 )
 
 // BenchmarkIssue measures whole issuances (authorization, template, ECDSA signature, fsync'd
@@ -23,7 +25,7 @@ func BenchmarkIssue(b *testing.B) {
 			p := newPKI(b)
 			s := p.openStore(b)
 			a := p.authority(b, s, p.config())
-			dev, _ := p.idevid(b, p.mfrA, p.mfrAKey, "B-1", p.now.Add(-time.Hour), noExpiry())
+			dev := p.idevid(b, p.mfrA, "B-1", p.now.Add(-time.Hour), noExpiry())
 			csr, _ := mkCSR(b, csrOpts{subject: pkix.Name{CommonName: "bench"}})
 			req := CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)}
 			if bc.op == OpReenroll {
@@ -50,7 +52,7 @@ func BenchmarkIssue(b *testing.B) {
 
 // BenchmarkECDSASign is the crypto floor: one P-256 signature per certificate.
 func BenchmarkECDSASign(b *testing.B) {
-	k := newKey(b).(*ecdsa.PrivateKey)
+	k := testpki.NewKey(b)
 	h := sha256.Sum256([]byte("tbsCertificate"))
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -69,7 +71,7 @@ func BenchmarkVerifyIDevID(b *testing.B) {
 	p := newPKI(b)
 	s := p.openStore(b)
 	a := p.authority(b, s, p.config())
-	dev, _ := p.idevid(b, p.mfrA, p.mfrAKey, "B-2", p.now.Add(-time.Hour), noExpiry())
+	dev := p.idevid(b, p.mfrA, "B-2", p.now.Add(-time.Hour), noExpiry())
 	raw := [][]byte{dev.Raw}
 	for b.Loop() {
 		if _, err := a.VerifyClient(raw); err != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"coapca/errs"
+	"coapca/internal/testpki"
 )
 
 // TestPreShared: a pre-shared (OSCORE) identity enrolls only once registered, only under its
@@ -41,7 +42,7 @@ func TestPreShared(t *testing.T) {
 			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "psk-dev"}})
 			r := CertRequest{Op: tt.op, Label: tt.label, CSR: csr, Requester: psk(tt.who)}
 			if tt.op == OpServerKeyGen {
-				r.PublicKey = newKey(t).Public()
+				r.PublicKey = testpki.NewKey(t).Public()
 			}
 			iss, err := a.Issue(ctx, r)
 			wantKind(t, err, tt.want, tt.ok)

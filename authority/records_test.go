@@ -55,7 +55,7 @@ func TestListRecords(t *testing.T) {
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
 	now := p.now
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", now.AddDate(-1, 0, 0), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-1", now.AddDate(-1, 0, 0), noExpiry())
 	i1, _ := enrolled(t, a, dev, pkix.Name{CommonName: "alpha"})
 	i2, _ := enrolled(t, a, dev, pkix.Name{CommonName: "beta"})
 	if err := a.Revoke(ctx, i2.Serial, ReasonKeyCompromise); err != nil {
@@ -191,7 +191,7 @@ func TestUnconfirmed(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
 	a := p.authority(t, s, p.config())
-	dev, _ := p.idevid(t, p.mfrA, p.mfrAKey, "A-1", p.now.AddDate(-1, 0, 0), noExpiry())
+	dev := p.idevid(t, p.mfrA, "A-1", p.now.AddDate(-1, 0, 0), noExpiry())
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	var sn []string
 	for i := range 3 {

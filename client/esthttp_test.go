@@ -2,20 +2,16 @@ package client
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"math/big"
 	"mime/multipart"
 	"net/textproto"
 	"strings"
 	"testing"
-	"time"
 
 	"coapca/est"
+	"coapca/internal/testpki"
 )
 
 // serverKeyGenAnswer builds a /serverkeygen answer from (Content-Type, DER) parts.
@@ -37,14 +33,8 @@ func serverKeyGenAnswer(t testing.TB, parts ...[2]any) (string, []byte) {
 }
 
 func keyAndCert(t testing.TB) (p8, certsOnly []byte) {
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "skg"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
+	k := testpki.NewKey(t)
+	c := testpki.SelfSigned(t, &x509.Certificate{Subject: pkix.Name{CommonName: "skg"}}, k)
 	p8, _ = x509.MarshalPKCS8PrivateKey(k)
 	certsOnly, _ = est.EncodeCertsOnly([]*x509.Certificate{c})
 	return p8, certsOnly

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"coapca/est/estcoap"
 	"coapca/est/estserver"
 	"coapca/est/esttest"
+	"coapca/internal/testpki"
 )
 
 // TestServerKeyGenEncryptedOverDTLS runs /skg and /skc with Content-Format 280 over a real
@@ -41,11 +41,8 @@ func TestServerKeyGenEncryptedOverDTLS(t *testing.T) {
 	srvCert, srvKey := signer.Cert, signer.Key
 	good := newServer(srvKey, []*x509.Certificate{srvCert, fa.CA})
 	// A signer the client's trust anchors do not know (self-signed).
-	rogueKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rt := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "rogue"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	rogueDER, _ := x509.CreateCertificate(rand.Reader, rt, rt, rogueKey.Public(), rogueKey)
-	rogueCert, _ := x509.ParseCertificate(rogueDER)
+	rogueKey := testpki.NewKey(t)
+	rogueCert := testpki.SelfSigned(t, &x509.Certificate{Subject: pkix.Name{CommonName: "rogue"}}, rogueKey)
 	rogue := newServer(rogueKey, []*x509.Certificate{rogueCert})
 
 	kekDec := &cms.Decrypter{KEK: func(id []byte) []byte {

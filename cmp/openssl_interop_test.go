@@ -2,7 +2,6 @@ package cmp
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"coapca/internal/testtool"
 )
 
 // These tests build responses with this package and feed them to OpenSSL 3.0's CMP client
@@ -37,27 +38,11 @@ func fixtureKey(t testing.TB, name string) crypto.Signer {
 	return k.(crypto.Signer)
 }
 
-func needOpenSSL(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
-	out, err := exec.Command("openssl", "cmp", "-help").CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "-rspin") {
-		t.Skip("openssl has no cmp command")
-	}
-}
-
 // opensslCmp runs `openssl cmp -config "" args...` in the fixture directory.
 func opensslCmp(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "openssl", append([]string{"cmp", "-config", ""}, args...)...)
 	dir, _ := filepath.Abs(filepath.Join("testdata", "openssl"))
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testtool.OpenSSLCMP(t, 20*time.Second, dir, args...)
 }
 
 // answer builds the response to req with body and protection p.
@@ -87,7 +72,7 @@ func writeTemp(t *testing.T, name string, der []byte) string {
 }
 
 func TestOpenSSLAcceptsOurResponses(t *testing.T) {
-	needOpenSSL(t)
+	testtool.NeedOpenSSLCMP(t)
 	ca := fixtureCert(t, "ca.pem")
 	caKey := fixtureKey(t, "ca.key")
 	newCert := fixtureCert(t, "new.pem")
@@ -243,7 +228,7 @@ func lastLine(out, sub string) string {
 // TestOpenSSLMockVerifiesOurRequests sends requests built here to OpenSSL's mock server in
 // -reqin mode: the mock checks our protection and POP.
 func TestOpenSSLMockVerifiesOurRequests(t *testing.T) {
-	needOpenSSL(t)
+	testtool.NeedOpenSSLCMP(t)
 	ca := fixtureCert(t, "ca.pem")
 	cli, cliKey := fixtureCert(t, "cli.pem"), fixtureKey(t, "cli.key")
 	newKey := fixtureKey(t, "new.key")
@@ -389,7 +374,7 @@ func TestOpenSSLMockVerifiesOurRequests(t *testing.T) {
 // `openssl mac HMAC` (OpenSSL 3.0's CMP has no PBMAC1), and checks the parameter encoding
 // with `openssl asn1parse`.
 func TestPBMAC1MatchesOpenSSL(t *testing.T) {
-	needOpenSSL(t)
+	testtool.NeedOpenSSLCMP(t)
 	salt := []byte("0123456789abcdef")
 	for _, tc := range []struct {
 		prf, mac crypto.Hash
@@ -430,7 +415,7 @@ func TestPBMAC1MatchesOpenSSL(t *testing.T) {
 // against OpenSSL's mock server with -reqin: the mock checks transactionID continuity,
 // pollReq and the certConf certHash.
 func TestOpenSSLMockTransaction(t *testing.T) {
-	needOpenSSL(t)
+	testtool.NeedOpenSSLCMP(t)
 	ca := fixtureCert(t, "ca.pem")
 	newCert := fixtureCert(t, "new.pem")
 	var tmpl CertTemplate

@@ -13,6 +13,7 @@ import (
 
 	"coapca/coap/dtlsconn"
 	"coapca/internal/testpki"
+	"coapca/internal/testtool"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
@@ -167,12 +168,12 @@ func TestLibcoapDTLS(t *testing.T) {
 	p := newTestPKI(t)
 	for _, name := range libcoapClients {
 		t.Run(name, func(t *testing.T) {
-			bin := libcoapBin(t, name)
+			bin := testtool.LookPath(t, name)
 			ts, _ := startDTLSServer(t, p, Config{})
 			base := fmt.Sprintf("coaps://%s", ts.addr)
 			pkiArgs := []string{"-c", p.certPEM, "-j", p.keyPEM, "-C", p.caPEM}
 			libcoapBlockMatrix(t, ts, bin, base, pkiArgs, []string{"16", "64", "256", "1024"}, "")
-			out, err := runLibcoap(t, 10*time.Second, bin, append(pkiArgs, "-B", "5", base+"/peer")...)
+			out, err := testtool.Run(t, 10*time.Second, bin, append(pkiArgs, "-B", "5", base+"/peer")...)
 			if err != nil || !bytes.HasPrefix(out, []byte("device-1|")) {
 				t.Fatalf("/peer: %q %v", out, err)
 			}

@@ -14,42 +14,20 @@ import (
 	"testing"
 	"time"
 
+	"coapca/internal/testtool"
+
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
 // libcoap interop (Debian libcoap3-bin 4.3.1). Skipped when the binaries are missing.
 
-func libcoapBin(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
-// runLibcoap runs a libcoap tool with a hard deadline and returns its stdout.
-func runLibcoap(t *testing.T, timeout time.Duration, bin string, args ...string) ([]byte, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err != nil {
-		return out.Bytes(), fmt.Errorf("%s %v: %w (stderr %q)", filepath.Base(bin), args, err, errb.String())
-	}
-	return out.Bytes(), nil
-}
-
 var libcoapClients = []string{"coap-client-openssl", "coap-client-gnutls"}
 
 func TestLibcoapClientBlockwise(t *testing.T) {
 	for _, name := range libcoapClients {
 		t.Run(name, func(t *testing.T) {
-			bin := libcoapBin(t, name)
+			bin := testtool.LookPath(t, name)
 			ts := startTestServer(t, Config{})
 			base := fmt.Sprintf("coap://%s", ts.addr)
 			libcoapBlockMatrix(t, ts, bin, base, nil, []string{"16", "64", "256", "1024"}, "")
@@ -87,7 +65,7 @@ func libcoapBlockMatrix(t *testing.T, ts *testSrv, bin, base string, extra []str
 		for i := 1; i <= attempts; i++ {
 			before := counter.Load()
 			_ = os.Remove(out)
-			_, err := runLibcoap(t, timeout, bin, args...)
+			_, err := testtool.Run(t, timeout, bin, args...)
 			got, _ := os.ReadFile(out)
 			calls := counter.Load() - before
 			switch {
@@ -142,7 +120,7 @@ func TestLibcoapClientLoss(t *testing.T) {
 	for _, name := range libcoapClients {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			bin := libcoapBin(t, name)
+			bin := testtool.LookPath(t, name)
 			ts := startTestServer(t, Config{})
 			libcoapBlockMatrix(t, ts, bin, fmt.Sprintf("coap://%s", ts.addr), nil, []string{"256", "1024"}, "25%")
 		})
@@ -150,9 +128,9 @@ func TestLibcoapClientLoss(t *testing.T) {
 }
 
 func TestLibcoapWellKnownCore(t *testing.T) {
-	bin := libcoapBin(t, "coap-client-openssl")
+	bin := testtool.LookPath(t, "coap-client-openssl")
 	ts := startTestServer(t, Config{})
-	out, err := runLibcoap(t, 10*time.Second, bin, "-B", "5", "-b", "64", fmt.Sprintf("coap://%s/.well-known/core?rt=ace.est*", ts.addr))
+	out, err := testtool.Run(t, 10*time.Second, bin, "-B", "5", "-b", "64", fmt.Sprintf("coap://%s/.well-known/core?rt=ace.est*", ts.addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +141,7 @@ func TestLibcoapWellKnownCore(t *testing.T) {
 	if len(links) != 2 || links[0].Href != "/big" || links[1].Href != "/echo" {
 		t.Fatalf("filtered listing: %q", out)
 	}
-	out, err = runLibcoap(t, 10*time.Second, bin, "-B", "5", "-b", "16", fmt.Sprintf("coap://%s/.well-known/core", ts.addr))
+	out, err = testtool.Run(t, 10*time.Second, bin, "-B", "5", "-b", "16", fmt.Sprintf("coap://%s/.well-known/core", ts.addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +151,7 @@ func TestLibcoapWellKnownCore(t *testing.T) {
 }
 
 func TestLibcoapObserve(t *testing.T) {
-	bin := libcoapBin(t, "coap-client-openssl")
+	bin := testtool.LookPath(t, "coap-client-openssl")
 	ts := startTestServer(t, Config{ObserveConEvery: 2})
 	stop := make(chan struct{})
 	defer close(stop)
@@ -189,7 +167,7 @@ func TestLibcoapObserve(t *testing.T) {
 			}
 		}
 	}()
-	out, err := runLibcoap(t, 10*time.Second, bin, "-s", "2", "-B", "4", fmt.Sprintf("coap://%s/obs", ts.addr))
+	out, err := testtool.Run(t, 10*time.Second, bin, "-s", "2", "-B", "4", fmt.Sprintf("coap://%s/obs", ts.addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,9 +215,9 @@ func TestLibcoapServer(t *testing.T) {
 // TestLibcoapSeparate: a handler slower than SeparateAfter answers with an
 // empty ACK and a CON response, which libcoap accepts.
 func TestLibcoapSeparate(t *testing.T) {
-	bin := libcoapBin(t, "coap-client-openssl")
+	bin := testtool.LookPath(t, "coap-client-openssl")
 	ts := startTestServer(t, Config{SeparateAfter: 50 * time.Millisecond})
-	out, err := runLibcoap(t, 10*time.Second, bin, "-B", "5", fmt.Sprintf("coap://%s/slow", ts.addr))
+	out, err := testtool.Run(t, 10*time.Second, bin, "-B", "5", fmt.Sprintf("coap://%s/slow", ts.addr))
 	if err != nil || !bytes.Contains(out, []byte("slow answer")) {
 		t.Fatalf("%q %v", out, err)
 	}
@@ -249,7 +227,7 @@ func TestLibcoapSeparate(t *testing.T) {
 // port+1) and returns the UDP port.
 func startLibcoapServer(t *testing.T, args ...string) int {
 	t.Helper()
-	bin := libcoapBin(t, "coap-server-openssl")
+	bin := testtool.LookPath(t, "coap-server-openssl")
 	port := freeUDPPort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, append([]string{"-A", "127.0.0.1", "-p", fmt.Sprint(port)}, args...)...)

@@ -2,19 +2,17 @@ package est
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"coapca/internal/testpki"
 )
 
 // TestPKCS12KDF: the BMPString encoding of RFC 7292 Appendix B.1, and the derivation is
@@ -42,11 +40,8 @@ func TestPKCS12OpenSSL(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "p12-device"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
-	cert, _ := x509.ParseCertificate(der)
+	k := testpki.NewKey(t)
+	cert := testpki.SelfSigned(t, &x509.Certificate{Subject: pkix.Name{CommonName: "p12-device"}}, k)
 	p8, _ := x509.MarshalPKCS8PrivateKey(k)
 	pfx, err := EncodePKCS12(rand.Reader, p8, cert, "s3cret pässword")
 	if err != nil {

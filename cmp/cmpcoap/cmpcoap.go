@@ -106,31 +106,17 @@ func (b *Binding) Register(m *coap.Mux) {
 
 // split parses /.well-known/cmp[/p/<label>][/<op>].
 func split(path string) (label, op string, ann, ok bool) {
-	rest, found := strings.CutPrefix(path, DefaultRoot)
-	if !found {
+	label, seg, ok := cmpserver.SplitPath(DefaultRoot, path)
+	switch {
+	case !ok:
 		return "", "", false, false
-	}
-	segs := strings.Split(strings.Trim(rest, "/"), "/")
-	if len(segs) == 1 && segs[0] == "" {
-		segs = nil
-	}
-	if len(segs) >= 2 && segs[0] == "p" {
-		label, segs = segs[1], segs[2:]
-		if label == "" {
-			return "", "", false, false
-		}
-	}
-	switch len(segs) {
-	case 0:
+	case seg == "":
 		return label, "", false, true
-	case 1:
-		if segs[0] == "ann" {
-			return label, "", true, true
-		}
-		op, ok := cmpserver.CoAPOperation(segs[0])
-		return label, op, false, ok
+	case seg == "ann":
+		return label, "", true, true
 	}
-	return "", "", false, false
+	op, ok = cmpserver.CoAPOperation(seg)
+	return label, op, false, ok
 }
 
 // ServeCoAP handles a CMP POST (RFC 9482 §2.3).

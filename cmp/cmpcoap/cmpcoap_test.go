@@ -37,6 +37,7 @@ func TestSplit(t *testing.T) {
 		{"/.well-known/cmp/initialization", "", "", false, false}, // an HTTP label
 		{"/.well-known/cmp/p", "", "", false, false},
 		{"/.well-known/cmp/a/b", "", "", false, false},
+		{"/.well-known/cmpir", "", "", false, false}, // not below the root
 	}
 	for _, tc := range tests {
 		label, op, ann, ok := split(tc.path)

@@ -110,28 +110,12 @@ func (h *Handler) Register(mux *http.ServeMux) {
 
 // split parses /.well-known/cmp[/p/<label>][/<operation>].
 func split(path string) (label, op string, ok bool) {
-	rest, found := strings.CutPrefix(path, DefaultRoot)
-	if !found {
-		return "", "", false
+	label, seg, ok := cmpserver.SplitPath(DefaultRoot, path)
+	if !ok || seg == "" {
+		return label, "", ok
 	}
-	segs := strings.Split(strings.Trim(rest, "/"), "/")
-	if len(segs) == 1 && segs[0] == "" {
-		segs = nil
-	}
-	if len(segs) >= 2 && segs[0] == "p" {
-		label, segs = segs[1], segs[2:]
-		if label == "" {
-			return "", "", false
-		}
-	}
-	switch len(segs) {
-	case 0:
-		return label, "", true
-	case 1:
-		op, ok := cmpserver.HTTPOperation(segs[0])
-		return label, op, ok
-	}
-	return "", "", false
+	op, ok = cmpserver.HTTPOperation(seg)
+	return label, op, ok
 }
 
 // ServeHTTP handles one CMP POST.

@@ -35,6 +35,7 @@ func TestSplit(t *testing.T) {
 		{"/.well-known/cmp/p/", "", "", false},
 		{"/.well-known/cmp/p/x/y/z", "", "", false},
 		{"/other", "", "", false},
+		{"/.well-known/cmpkeyupdate", "", "", false}, // not below the root
 	}
 	for _, tc := range tests {
 		label, op, ok := split(tc.path)

@@ -18,6 +18,7 @@ import (
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 	"coapca/errs"
+	"coapca/internal/testpki"
 )
 
 // certCount is the number of certificates in the store.
@@ -80,7 +81,7 @@ func popInputRequest(t *testing.T, subject string, templateKey, inputKey, popKey
 // poposkInput with its own key and puts a victim's public key in the template.
 func TestPOPBindsTheCertifiedKey(t *testing.T) {
 	e := newEnv(t, cmpserver.Options{})
-	victim, attacker := newKey(t), newKey(t)
+	victim, attacker := testpki.NewKey(t), testpki.NewKey(t)
 	devName := cmp.DirectoryName(e.data.Device.RawSubject)
 	other := cmp.NameGN(pkix.Name{CommonName: "someone else"})
 	tests := []struct {
@@ -162,9 +163,9 @@ func TestPOPBindsTheCertifiedKey(t *testing.T) {
 // of an arbitrary key with raVerified POP: refused, nothing issued.
 func TestRAVerifiedKURFromNonRA(t *testing.T) {
 	e := newEnv(t, cmpserver.Options{})
-	k := newKey(t)
+	k := testpki.NewKey(t)
 	ldev := e.enroll(cmp.TypeIR, e.device(), "ldev", k, "")
-	crm := e.certReq(cmp.TypeKUR, "", newKey(t), cmp.NewOldCertIDControl(ldev)).Requests[0]
+	crm := e.certReq(cmp.TypeKUR, "", testpki.NewKey(t), cmp.NewOldCertIDControl(ldev)).Requests[0]
 	crm.POPKind, crm.POP = cmp.POPRAVerified, nil
 	before := e.certCount()
 	rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: &cmp.CertReqMessages{BodyType: cmp.TypeKUR, Requests: []cmp.CertReqMsg{crm}}},
@@ -197,9 +198,9 @@ func TestUnconfirmedRevokedAfterRestart(t *testing.T) {
 			e := newEnv(t, opts)
 			var cert *x509.Certificate
 			if tc.confirm {
-				cert = e.enroll(cmp.TypeIR, e.mac(), "confirmed", newKey(t), "")
+				cert = e.enroll(cmp.TypeIR, e.mac(), "confirmed", testpki.NewKey(t), "")
 			} else {
-				rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "unconfirmed", newKey(t))}, e.mac(), "", "")
+				rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "unconfirmed", testpki.NewKey(t))}, e.mac(), "", "")
 				res, err := cmp.ParseEnrollResponse(rsp, 0)
 				if err != nil || res.Cert == nil {
 					t.Fatalf("ir: %v", err)
@@ -253,7 +254,7 @@ func TestMessageTime(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, cmpserver.Options{MessageTimeTolerance: tc.tolerance})
-			req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "time", newKey(t))}
+			req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "time", testpki.NewKey(t))}
 			req.Header.SetImplicitConfirm()
 			req.Header.MessageTime = e.clock().Add(tc.skew)
 			if tc.absent {
@@ -358,7 +359,7 @@ func TestGenMCRLFlood(t *testing.T) {
 		t.Errorf("CRL number advanced from %d to %d without a revocation", start, n)
 	}
 	// A revocation makes the next CRL new, once.
-	cert := e.enroll(cmp.TypeIR, e.mac(), "to-revoke", newKey(t), "")
+	cert := e.enroll(cmp.TypeIR, e.mac(), "to-revoke", testpki.NewKey(t), "")
 	if err := e.auth.Revoke(context.Background(), cert.SerialNumber.Text(16), authority.ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +433,7 @@ func TestMACParameterFlood(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, cmpserver.Options{MACLimits: cmp.MACLimits{MaxIterations: tc.limit}})
-			req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "mac", newKey(t)), Protection: make([]byte, 32)}
+			req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "mac", testpki.NewKey(t)), Protection: make([]byte, 32)}
 			req.Header.SetImplicitConfirm()
 			req.Header.ProtectionAlg = &tc.alg
 			req.Header.SenderKID = []byte(e.data.CMPSecretRef)
@@ -463,7 +464,7 @@ func TestMACParameterFlood(t *testing.T) {
 	}
 	// Control: within a configured limit, the same kind of request is answered.
 	e := newEnv(t, cmpserver.Options{MACLimits: cmp.MACLimits{MaxIterations: 1000}})
-	req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "mac", newKey(t))}
+	req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "mac", testpki.NewKey(t))}
 	req.Header.SetImplicitConfirm()
 	if err := e.send(req, e.mac(), "", "").Failed(); err != nil {
 		t.Fatalf("1,000 iterations within a limit of 1,000: %v", err)
@@ -497,7 +498,7 @@ func TestInternalErrorTextNotSent(t *testing.T) {
 			e := newEnvWith(t, cmpserver.Options{}, func(a cmpserver.Authority) cmpserver.Authority {
 				return failingAuthority{Authority: a, err: tc.err}
 			})
-			rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "x", newKey(t))}, e.mac(), "", "")
+			rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "x", testpki.NewKey(t))}, e.mac(), "", "")
 			rep, ok := rsp.Body.(*cmp.CertRepMessage)
 			if !ok {
 				t.Fatalf("answered %v", rsp.Body.Type())

@@ -3,7 +3,6 @@ package cmpserver_test
 import (
 	"context"
 	"crypto/x509"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,8 +13,6 @@ import (
 	"coapca/errs"
 	"coapca/internal/datadir"
 )
-
-func bigOne() *big.Int { return big.NewInt(1) }
 
 // fuzzAuthority is an in-memory Authority: it knows the OpenSSL fixtures' secret (reference
 // "1234") and refuses everything else, so that fuzzing exercises the CMP code, not SQLite.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -19,6 +17,7 @@ import (
 	"coapca/cmp"
 	"coapca/cmp/cmpserver"
 	"coapca/internal/datadir"
+	"coapca/internal/testpki"
 	"coapca/store/sqlite"
 )
 
@@ -133,14 +132,6 @@ func (e *env) device() cmp.Protector {
 	return &cmp.SignatureProtection{Signer: e.data.DeviceKey, Cert: e.data.Device}
 }
 
-func newKey(t *testing.T) crypto.Signer {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // send marshals a request, lets the service answer, and parses and checks the answer.
 func (e *env) send(req *cmp.Message, p cmp.Protector, label, op string) *cmp.Message {
 	e.t.Helper()
@@ -229,7 +220,7 @@ func TestEnrollmentFlows(t *testing.T) {
 	ctx := context.Background()
 
 	// ir with MAC: answered with MAC, caPubs = root, chain in extraCerts.
-	k1 := newKey(t)
+	k1 := testpki.NewKey(t)
 	req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "mac-1", k1)}
 	rsp := e.send(req, e.mac(), "", "")
 	if rsp.ProtectionKind() != cmp.ProtectionPBM {
@@ -255,37 +246,37 @@ func TestEnrollmentFlows(t *testing.T) {
 	}
 
 	// ir signed by the demo device (IDevID from the manufacturer CA): signed answer.
-	k2 := newKey(t)
+	k2 := testpki.NewKey(t)
 	dev := e.enroll(cmp.TypeIR, e.device(), "dev-1", k2, "")
 	if !strings.Contains(dev.Subject.String(), "dev-1") {
 		t.Errorf("subject %s", dev.Subject)
 	}
 	devProt := &cmp.SignatureProtection{Signer: k2, Cert: dev}
 	// cr by the new certificate, on a label that admits it, for its own identity.
-	k3 := newKey(t)
+	k3 := testpki.NewKey(t)
 	if c := e.enroll(cmp.TypeCR, devProt, "dev-1", k3, "sensors"); c == nil || c.Subject.String() != dev.Subject.String() {
 		t.Fatal("cr")
 	}
 	// Attack: the LDevID asks for another subject.
-	rsp = e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeCR, "dev-1-tls", newKey(t))}, devProt, "sensors", "")
+	rsp = e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeCR, "dev-1-tls", testpki.NewKey(t))}, devProt, "sensors", "")
 	if failInfo(rsp)&cmp.FailNotAuthorized == 0 {
 		t.Errorf("cr for another subject: %v", rsp.Failed())
 	}
 	// kur: same subject, new key, oldCertID names the certificate.
-	k4 := newKey(t)
+	k4 := testpki.NewKey(t)
 	upd := e.enroll(cmp.TypeKUR, devProt, "", k4, "", cmp.NewOldCertIDControl(dev))
 	if !upd.PublicKey.(*ecdsa.PublicKey).Equal(k4.Public()) || string(upd.RawSubject) != string(dev.RawSubject) {
 		t.Error("kur did not keep the subject or certify the new key")
 	}
 	// kur by an identity that is not ours: refused.
-	rsp = e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeKUR, "", newKey(t), cmp.NewOldCertIDControl(e.data.Device))}, e.device(), "", "")
+	rsp = e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeKUR, "", testpki.NewKey(t), cmp.NewOldCertIDControl(e.data.Device))}, e.device(), "", "")
 	if failInfo(rsp)&cmp.FailNotAuthorized == 0 {
 		t.Errorf("kur with the IDevID: %v", rsp.Failed())
 	}
 
 	// implicitConfirm: granted, no certConf needed; the cann announcement goes out.
 	e.anns = nil
-	req = &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "impl", newKey(t))}
+	req = &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "impl", testpki.NewKey(t))}
 	req.Header.SetImplicitConfirm()
 	rsp = e.send(req, e.mac(), "", "")
 	if !rsp.Header.ImplicitConfirm() || e.svc.OpenTransactions() != 0 {
@@ -296,9 +287,8 @@ func TestEnrollmentFlows(t *testing.T) {
 	}
 
 	// p10cr: certReqId -1.
-	k5 := newKey(t)
-	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "p10"}}, k5)
-	csr, _ := x509.ParseCertificateRequest(csrDER)
+	k5 := testpki.NewKey(t)
+	csr := testpki.CSR(t, k5, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "p10"}})
 	p10 := &cmp.Message{Header: e.hdr(nil, nil), Body: &cmp.P10CR{CSR: csr}}
 	rsp = e.send(p10, e.mac(), "", cmpserver.OpP10CR)
 	p10res, err := cmp.ParseEnrollResponse(rsp, -1)
@@ -348,12 +338,12 @@ func TestEnrollmentFlows(t *testing.T) {
 func TestRejections(t *testing.T) {
 	e := newEnv(t, cmpserver.Options{})
 	ir := func() *cmp.Message {
-		return &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "x", newKey(t))}
+		return &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "x", testpki.NewKey(t))}
 	}
 	wrongSecret := &cmp.PBMProtection{Secret: []byte("wrong"), Reference: []byte(e.data.CMPSecretRef), Iterations: 1000}
 	unknownRef := &cmp.PBMProtection{Secret: []byte("x"), Reference: []byte("nobody"), Iterations: 1000}
-	stranger := newKey(t)
-	selfSigned := selfSign(t, stranger)
+	stranger := testpki.NewKey(t)
+	selfSigned := testpki.SelfSigned(t, &x509.Certificate{Subject: pkix.Name{CommonName: "stranger"}}, stranger)
 	tests := []struct {
 		name  string
 		msg   func() *cmp.Message
@@ -413,7 +403,7 @@ func TestRejections(t *testing.T) {
 	}
 	req = ir()
 	e.send(req, e.mac(), "", "")
-	again := &cmp.Message{Header: e.hdr(req.Header.TransactionID, nil), Body: e.certReq(cmp.TypeIR, "x", newKey(t))}
+	again := &cmp.Message{Header: e.hdr(req.Header.TransactionID, nil), Body: e.certReq(cmp.TypeIR, "x", testpki.NewKey(t))}
 	if r := e.send(again, e.mac(), "", ""); failInfo(r)&cmp.FailTransactionIDInUse == 0 {
 		t.Errorf("transactionID reuse: %v", r.Failed())
 	}
@@ -422,7 +412,7 @@ func TestRejections(t *testing.T) {
 // TestConfirmWaitExpiry: a certificate never confirmed is revoked after confirmWaitTime.
 func TestConfirmWaitExpiry(t *testing.T) {
 	e := newEnv(t, cmpserver.Options{ConfirmWait: time.Minute})
-	rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "late", newKey(t))}, e.mac(), "", "")
+	rsp := e.send(&cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "late", testpki.NewKey(t))}, e.mac(), "", "")
 	cert := rsp.Body.(*cmp.CertRepMessage).Responses[0].Cert
 	e.mu.Lock()
 	e.now = e.now.Add(2 * time.Minute)
@@ -442,7 +432,7 @@ func TestConfirmWaitExpiry(t *testing.T) {
 func TestPolling(t *testing.T) {
 	e := newEnv(t, cmpserver.Options{})
 	ctx := context.Background()
-	req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "slow", newKey(t))}
+	req := &cmp.Message{Header: e.hdr(nil, nil), Body: e.certReq(cmp.TypeIR, "slow", testpki.NewKey(t))}
 	req.Header.SetCertProfile("manual")
 	rsp := e.send(req, e.mac(), "", "")
 	res, err := cmp.ParseEnrollResponse(rsp, 0)
@@ -521,16 +511,4 @@ func TestGenM(t *testing.T) {
 			t.Errorf("crls: %v", err)
 		}
 	}
-}
-
-func selfSign(t *testing.T, key crypto.Signer) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{SerialNumber: bigOne(), Subject: pkix.Name{CommonName: "stranger"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
 }

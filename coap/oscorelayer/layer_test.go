@@ -506,7 +506,11 @@ func TestOuterBlockwise(t *testing.T) {
 		}
 		blk := *p
 		blk.MessageID, blk.Payload = int32(200+i), chunk
-		blk.Options = append(message.Options(nil), p.Options...).Add(message.Option{ID: message.Block1, Value: encodeBlockValue(v)})
+		opts, _, err := append(message.Options(nil), p.Options...).AddUint32(make([]byte, 4), message.Block1, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk.Options = opts
 		f.srv.HandleDatagram(pc, addr, encodeMsg(t, &blk))
 		got := pc.waitFor(t, uint16(200+i))
 		if echo, err := got.Options.GetBytes(252); i == 0 && got.Code == codes.Unauthorized && err == nil {
@@ -537,16 +541,4 @@ func TestOuterBlockwise(t *testing.T) {
 	if got := f.seen.n.Load(); got != 1 {
 		t.Fatalf("handler ran %d times", got)
 	}
-}
-
-func encodeBlockValue(v uint32) []byte {
-	switch {
-	case v == 0:
-		return nil
-	case v < 1<<8:
-		return []byte{byte(v)}
-	case v < 1<<16:
-		return []byte{byte(v >> 8), byte(v)}
-	}
-	return []byte{byte(v >> 16), byte(v >> 8), byte(v)}
 }

@@ -128,7 +128,7 @@ func (b *Binding) Register(m *coap.Mux) {
 
 // ServeCoAP dispatches a request under the root to its EST function.
 func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response {
-	label, fn, ok := b.split(r.Path)
+	label, fn, ok := est.SplitPath(b.opts.Root, r.Path)
 	if !ok {
 		return ErrorResponse(errs.New(errs.NotFound, "no EST function at %s (expected %s[/<label>]/{crts,sen,sren,att,skg,skc})", r.Path, b.opts.Root))
 	}
@@ -156,22 +156,6 @@ func (b *Binding) ServeCoAP(ctx context.Context, r *coap.Request) *coap.Response
 	default:
 		return b.serverKeyGen(ctx, r, req, fn == "skc")
 	}
-}
-
-// split turns "/.well-known/est[/label]/fn" into (label, fn).
-func (b *Binding) split(p string) (label, fn string, ok bool) {
-	rest, found := strings.CutPrefix(p, b.opts.Root+"/")
-	if !found || rest == "" {
-		return "", "", false
-	}
-	segs := strings.Split(rest, "/")
-	switch len(segs) {
-	case 1:
-		return "", segs[0], segs[0] != ""
-	case 2:
-		return segs[0], segs[1], segs[0] != "" && segs[1] != ""
-	}
-	return "", "", false
 }
 
 func (b *Binding) estRequest(r *coap.Request, label string) *estserver.Request {

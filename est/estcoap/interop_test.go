@@ -2,11 +2,9 @@ package estcoap_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,31 +13,17 @@ import (
 	"coapca/est/estcoap"
 	"coapca/est/estserver"
 	"coapca/est/esttest"
+	"coapca/internal/testtool"
 )
 
 // Interop with libcoap's command-line clients (Debian libcoap3-bin) as EST-coaps devices and
 // openssl as the checker of what they received. Skipped when the tools are missing.
 
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
+func tool(t *testing.T, name string) string { return testtool.LookPath(t, name) }
 
+// run runs a tool with a 30 s deadline; a failure ends the test.
 func run(t *testing.T, bin string, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", filepath.Base(bin), strings.Join(args, " "), err, out.Bytes(), errb.Bytes())
-	}
-	return out.Bytes()
+	return testtool.MustRun(t, 30*time.Second, bin, args...)
 }
 
 func TestLibcoapInterop(t *testing.T) {

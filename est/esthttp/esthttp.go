@@ -143,25 +143,9 @@ var operations = map[string]operation{
 	"fullcmc":        {http.MethodPost, true},
 }
 
-// split turns "/.well-known/est[/label]/op" into (label, op).
-func split(p string) (label, op string, ok bool) {
-	rest, found := strings.CutPrefix(p, DefaultRoot+"/")
-	if !found || rest == "" {
-		return "", "", false
-	}
-	segs := strings.Split(rest, "/")
-	switch len(segs) {
-	case 1:
-		return "", segs[0], segs[0] != ""
-	case 2:
-		return segs[0], segs[1], segs[0] != "" && segs[1] != ""
-	}
-	return "", "", false
-}
-
 // ServeHTTP handles one EST request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	label, name, ok := split(r.URL.Path)
+	label, name, ok := est.SplitPath(DefaultRoot, r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
 		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls})",

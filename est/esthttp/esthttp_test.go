@@ -96,26 +96,6 @@ func TestBasicOnlyOverTLS(t *testing.T) {
 	}
 }
 
-func TestSplit(t *testing.T) {
-	tests := []struct {
-		path, label, op string
-		ok              bool
-	}{
-		{"/.well-known/est/cacerts", "", "cacerts", true},
-		{"/.well-known/est/lbl/simpleenroll", "lbl", "simpleenroll", true},
-		{"/.well-known/est/", "", "", false},
-		{"/.well-known/est//cacerts", "", "", false},
-		{"/.well-known/est/a/b/cacerts", "", "", false},
-		{"/.well-known/estcacerts", "", "", false},
-	}
-	for _, tc := range tests {
-		l, o, ok := split(tc.path)
-		if ok != tc.ok || ok && (l != tc.label || o != tc.op) {
-			t.Errorf("split(%q) = %q %q %v", tc.path, l, o, ok)
-		}
-	}
-}
-
 func TestWantsPKCS12(t *testing.T) {
 	tests := []struct {
 		accept []string

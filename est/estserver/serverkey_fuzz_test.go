@@ -2,12 +2,9 @@ package estserver
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -18,17 +15,15 @@ import (
 	"coapca/authority"
 	"coapca/errs"
 	"coapca/est/cms"
+	"coapca/internal/testpki"
 )
 
 // FuzzEncryptionRequest feeds CSR bytes from the network to the reading of DecryptKeyIdentifier,
 // AsymmetricDecryptKeyIdentifier and SMIMECapabilities: never a panic, every refusal a client
 // error with a one-line diagnostic, and a resolved KEK recipient is a configured key.
 func FuzzEncryptionRequest(f *testing.F) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fuzz"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	cert, _ := x509.ParseCertificate(der)
+	key := testpki.NewKey(f)
+	cert := testpki.SelfSigned(f, &x509.Certificate{Subject: pkix.Name{CommonName: "fuzz"}}, key)
 	kek := bytes.Repeat([]byte{1}, 16)
 	s := New(nil, nil)
 	if err := s.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"k": kek}, Signer: key, Chain: []*x509.Certificate{cert}}); err != nil {
@@ -74,11 +69,8 @@ func FuzzEncryptionRequest(f *testing.F) {
 // FuzzDecryptServerKey feeds a 280 part to the client's decryption: never a panic, and a sealed
 // seed gives back its key.
 func FuzzDecryptServerKey(f *testing.F) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "signer"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	cert, _ := x509.ParseCertificate(der)
+	key := testpki.NewKey(f)
+	cert := testpki.SelfSigned(f, &x509.Certificate{Subject: pkix.Name{CommonName: "signer"}}, key)
 	kek := bytes.Repeat([]byte{2}, 32)
 	s := New(nil, nil)
 	if err := s.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"k": kek}, Signer: key, Chain: []*x509.Certificate{cert}}); err != nil {

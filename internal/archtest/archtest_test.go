@@ -83,6 +83,7 @@ var layers = map[string]layer{
 	"est/esttest":       layerTestKit,
 	"coap/coaptest":     layerTestKit,
 	"internal/testpki":  layerTestKit,
+	"internal/testtool": layerTestKit,
 	"internal/archtest": layerTestKit,
 
 	"internal/config":  layerComposition,

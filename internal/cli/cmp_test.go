@@ -21,6 +21,7 @@ import (
 	"coapca/coap"
 	"coapca/internal/config"
 	"coapca/internal/server"
+	"coapca/internal/testtool"
 )
 
 // cmpFixtures are OpenSSL-made test certificates (Test Root CA, CMP Server, Device 1).
@@ -33,29 +34,16 @@ func cmpTestServer(t *testing.T) *served {
 	return testServerAt(t, t.TempDir(), func(c *config.Config) { c.Listen.HTTP = "127.0.0.1:0" })
 }
 
-func needOpenSSLCMP(t *testing.T) {
-	t.Helper()
-	need(t, "openssl")
-	if out, err := exec.Command("openssl", "cmp", "-help").CombinedOutput(); err != nil && !strings.Contains(string(out), "-rspin") {
-		t.Skip("openssl has no cmp command (OpenSSL 3.0 or later is needed)")
-	}
-}
-
 // opensslCMP runs `openssl cmp -config "" ARGS` in dir.
 func opensslCMP(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "openssl", append([]string{"cmp", "-config", ""}, args...)...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testtool.OpenSSLCMP(t, 30*time.Second, dir, args...)
 }
 
 // TestCMPOpenSSLClient: OpenSSL 3.0's CMP client against our HTTP front door (RFC 9811):
 // every Lightweight CMP Profile operation it has, including polling under manual approval.
 func TestCMPOpenSSLClient(t *testing.T) {
-	needOpenSSLCMP(t)
+	testtool.NeedOpenSSLCMP(t)
 	s := cmpTestServer(t)
 	d := s.data.Paths
 	work := t.TempDir()
@@ -220,7 +208,7 @@ func pool(certs ...*x509.Certificate) *x509.CertPool {
 // are POSTed over coap:// by libcoap's coap-client (Content-Format 259, block-wise) to our
 // server, and OpenSSL validates each answer with -rspin (RFC 9482).
 func TestCMPOverCoAPWithLibcoap(t *testing.T) {
-	needOpenSSLCMP(t)
+	testtool.NeedOpenSSLCMP(t)
 	need(t, "coap-client-notls")
 	s := cmpTestServer(t)
 	d := s.data.Paths
@@ -286,7 +274,7 @@ func TestCMPCLIHelper(t *testing.T) {
 // binds every interface, so it runs with the client in a fresh network namespace
 // (`unshare -n`) with only loopback up.
 func TestCMPClientAgainstOpenSSLMock(t *testing.T) {
-	needOpenSSLCMP(t)
+	testtool.NeedOpenSSLCMP(t)
 	need(t, "unshare", "ip")
 	if out, err := exec.Command("unshare", "-n", "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Skipf("unshare -n is not permitted here (%v: %s); the mock server would listen on every interface", err, bytes.TrimSpace(out))

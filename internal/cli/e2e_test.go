@@ -23,6 +23,7 @@ import (
 	"coapca/internal/datadir"
 	"coapca/internal/pemfile"
 	"coapca/internal/server"
+	"coapca/internal/testtool"
 )
 
 // testServer starts coapca in-process on a loopback port with a fresh data directory and three
@@ -78,15 +79,11 @@ type served struct {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
+// need skips the test unless every program is installed (in CI it fails instead).
 func need(t *testing.T, bins ...string) {
 	t.Helper()
 	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required in CI (scripts/test.sh installs it)", b)
-			}
-			t.Skipf("%s not installed", b)
-		}
+		testtool.LookPath(t, b)
 	}
 }
 

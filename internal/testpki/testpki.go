@@ -78,12 +78,18 @@ func NewCA(tb testing.TB, cn string) *CA {
 // (say, an early NotAfter).
 func NewRoot(tb testing.TB, tmpl *x509.Certificate, key crypto.Signer) *CA {
 	tb.Helper()
+	markCA(tmpl)
+	c := SelfSigned(tb, tmpl, key)
+	return &CA{Cert: c, Key: key, Chain: []*x509.Certificate{c}}
+}
+
+// markCA makes tmpl a CA certificate (RFC 5280 §4.2.1.9 cA, §4.2.1.3 keyCertSign): basic
+// constraints cA, and keyCertSign and cRLSign when KeyUsage is zero.
+func markCA(tmpl *x509.Certificate) {
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	if tmpl.KeyUsage == 0 {
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	}
-	c := SelfSigned(tb, tmpl, key)
-	return &CA{Cert: c, Key: key, Chain: []*x509.Certificate{c}}
 }
 
 // SelfSigned signs tmpl with its own key, taken as given (zero serial and validity filled in
@@ -101,14 +107,17 @@ func SelfSigned(tb testing.TB, tmpl *x509.Certificate, key crypto.Signer) *x509.
 // SubCA returns an issuing CA (P-256) signed by ca.
 func (ca *CA) SubCA(tb testing.TB, cn string) *CA {
 	tb.Helper()
-	key := NewKey(tb)
-	c := ca.Issue(tb, caTemplate(cn), key.Public())
-	return &CA{Cert: c, Key: key, Chain: append([]*x509.Certificate{c}, ca.Chain...)}
+	return ca.IssueCA(tb, &x509.Certificate{Subject: pkix.Name{CommonName: cn}}, NewKey(tb))
 }
 
-func caTemplate(cn string) *x509.Certificate {
-	return &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+// IssueCA returns a CA made from tmpl with key (of any type) and signed by ca: what SubCA
+// does, for a test that needs its own validity, name or key. It is marked a CA as by NewRoot;
+// zero serial and validity are filled in as by Issue.
+func (ca *CA) IssueCA(tb testing.TB, tmpl *x509.Certificate, key crypto.Signer) *CA {
+	tb.Helper()
+	markCA(tmpl)
+	c := ca.Issue(tb, tmpl, key.Public())
+	return &CA{Cert: c, Key: key, Chain: append([]*x509.Certificate{c}, ca.Chain...)}
 }
 
 // Root returns the root certificate of ca's chain.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // Every role verifies to the root through the issuing CA with exactly the usage it is for,
@@ -117,5 +118,32 @@ func TestWritePEM(t *testing.T) {
 	}
 	if fi, _ := os.Stat(keyPath); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v", fi.Mode())
+	}
+}
+
+// IssueCA keeps what the template asks for (here a ten-year validity and an Ed25519 key),
+// makes a CA of it, and leaves issued below it verify to the root through it.
+func TestIssueCA(t *testing.T) {
+	root := NewCA(t, "root")
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, na := time.Now().Add(-time.Hour).Truncate(time.Second), time.Now().AddDate(10, 0, 0).Truncate(time.Second)
+	ca := root.IssueCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "long-lived"}, NotBefore: nb, NotAfter: na}, priv)
+	c := ca.Cert
+	if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 || c.PublicKeyAlgorithm != x509.Ed25519 ||
+		!c.NotBefore.Equal(nb) || !c.NotAfter.Equal(na) {
+		t.Fatalf("IsCA %v, key usage %v, key %v, validity %v..%v", c.IsCA, c.KeyUsage, c.PublicKeyAlgorithm, c.NotBefore, c.NotAfter)
+	}
+	if len(ca.Chain) != 2 || ca.Chain[1] != root.Cert || ca.Root() != root.Cert {
+		t.Fatalf("chain of %d", len(ca.Chain))
+	}
+	inter := x509.NewCertPool()
+	inter.AddCert(c)
+	leaf := ca.Device(t, "device-1", "SN-1")
+	if _, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: root.Pool(), Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("leaf below the CA: %v", err)
 	}
 }
