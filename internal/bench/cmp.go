@@ -37,25 +37,13 @@ func CMP(ctx context.Context, o CMPOptions, w, progress io.Writer) error {
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
 	signs, verifies := ecdsaFloor(o.Duration / 2)
 
-	dir := o.DataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "coapca-bench-cmp-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
-	}
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.Listen.CoAPS = ""
-	cfg.Listen.CoAP = "127.0.0.1:0"
-	cfg.Listen.HTTP = "127.0.0.1:0"
-	s, err := startServer(ctx, cfg)
+	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
+		cfg.Listen.CoAP, cfg.Listen.HTTP = "127.0.0.1:0", "127.0.0.1:0"
+	})
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer stop()
 
 	// Per-worker protection: the demo secret, or a device certificate from the demo
 	// manufacturer CA (an IDevID the authority trusts).

@@ -40,9 +40,26 @@ import (
 )
 
 // startServer starts the server that `coapca serve` runs, without logs, so that the
-// benchmarks measure the real house.
-func startServer(ctx context.Context, cfg config.Config) (*server.Server, error) {
-	return server.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+// benchmarks measure the real house: on dataDir, or on a temporary data directory when it is
+// "" (removed by the returned stop), with the listeners and limits tweak sets.
+func startServer(ctx context.Context, dataDir string, tweak func(*config.Config)) (s *server.Server, stop func(), err error) {
+	cleanup := func() {}
+	if dataDir == "" {
+		tmp, err := os.MkdirTemp("", "coapca-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		dataDir, cleanup = tmp, func() { os.RemoveAll(tmp) }
+	}
+	cfg := config.Default()
+	cfg.Data = dataDir
+	cfg.Listen = config.Listen{}
+	tweak(&cfg)
+	if s, err = server.Start(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return s, func() { s.Close(); cleanup() }, nil
 }
 
 // ESTOptions configure EST and FrontDoors.
@@ -107,26 +124,15 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
 	res.signs, res.verifies = ecdsaFloor(o.Duration / 2)
 
-	dir := o.DataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "coapca-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
-	}
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.Listen.CoAPS = "127.0.0.1:0"
-	cfg.Listen.CoAP = ""                       // EST-coaps only
-	cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
-	cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
-	s, err := startServer(ctx, cfg)
+	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
+		cfg.Listen.CoAPS = "127.0.0.1:0"           // EST-coaps only
+		cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
+		cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
+	defer stop()
 
 	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
 	device0 := s.Data().DeviceCertificate()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,23 +25,11 @@ func ESTHTTPS(ctx context.Context, o ESTOptions, stdout, progress io.Writer) err
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
 	signs, verifies := ecdsaFloor(o.Duration / 2)
 
-	dir := o.DataDir
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "coapca-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		dir = tmp
-	}
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.Listen.CoAPS, cfg.Listen.CoAP, cfg.Listen.HTTPS = "", "", "127.0.0.1:0"
-	s, err := startServer(ctx, cfg)
+	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) { cfg.Listen.HTTPS = "127.0.0.1:0" })
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer stop()
 
 	say("measuring raw crypto/tls handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
 	rawHS, err := rawTLSHandshakeFloor(ctx, s.Data().ServerCertificate(), s.Data().DeviceCertificate(), s.Data().ManufacturerCA, s.Data().Root, o.Concurrency, o.Duration/2)

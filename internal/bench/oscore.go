@@ -74,18 +74,16 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		}
 	}
 
-	cfg := config.Default()
-	cfg.Data = filepath.Join(dir, "data")
-	cfg.Listen.CoAPS = "127.0.0.1:0"
-	cfg.Listen.CoAP = "127.0.0.1:0"
-	cfg.OSCOREContexts = files
-	cfg.DTLS.HandshakesPerSourcePerSecond = -1
-	cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
-	s, err := startServer(ctx, cfg)
+	s, stop, err := startServer(ctx, filepath.Join(dir, "data"), func(cfg *config.Config) {
+		cfg.Listen.CoAPS, cfg.Listen.CoAP = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.OSCOREContexts = files
+		cfg.DTLS.HandshakesPerSourcePerSecond = -1
+		cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
+	defer stop()
 	say("preparing %d device identities and CSRs", n)
 	devs, err := makeDevices(s.Data(), n)
 	if err != nil {
