@@ -382,6 +382,33 @@ func (c *HTTPS) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
 	return c.certsAnswer(ctx, http.MethodGet, "cacerts", nil)
 }
 
+// EECerts fetches /eecerts (RFC 8295 §3): the end-entity certificates the server lets this
+// client have (its own and, where the server's profile allows, its peers'). RFC 8295 §3.2:
+// "Clients MUST reject EE certificates that do not validate to an authorized TA" — with
+// opts.Trust every certificate must chain to it (with /cacerts as intermediates), or the
+// whole answer is refused; without Trust the caller must check them.
+func (c *HTTPS) EECerts(ctx context.Context) ([]*x509.Certificate, error) {
+	certs, err := c.certsAnswer(ctx, http.MethodGet, "eecerts", nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.opts.Trust) == 0 {
+		return certs, nil
+	}
+	cas, err := c.CACerts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("est /eecerts: intermediates for validation: %w", err)
+	}
+	for _, cert := range certs {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: Pool(c.opts.Trust), Intermediates: Pool(cas),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, fmt.Errorf("est /eecerts: %s (serial %x) does not validate to the trust anchors (RFC 8295 §3.2): %w",
+				cert.Subject, cert.SerialNumber, err)
+		}
+	}
+	return certs, nil
+}
+
 // Enroll posts a DER CSR to /simpleenroll (RFC 7030 §4.2.1).
 func (c *HTTPS) Enroll(ctx context.Context, csr []byte) (*x509.Certificate, error) {
 	return c.enroll(ctx, "simpleenroll", csr)

@@ -138,6 +138,12 @@ type CertFilter struct {
 	SubjectContains string // substring of the subject string
 	SerialPrefix    string // prefix of the hex serial
 	Issuer          string // exact issuer string
+	// RequesterIssuer and RequesterSerial select certificates requested with that client
+	// certificate (both exact; either alone filters too); RequesterRef those whose recorded
+	// requester reference is exactly that (e.g. "user:alice").
+	RequesterIssuer string
+	RequesterSerial string
+	RequesterRef    string
 	Revocation      RevocationFilter
 	Limit           int // 0 = no limit
 	Offset          int

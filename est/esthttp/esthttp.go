@@ -31,6 +31,9 @@
 //     password open);
 //   - /crls of RFC 8295 §4 when the service offers it (CRLService): the issuing CA's CRL in a
 //     crls-only SignedData, framed as /cacerts is (RFC 8295 §4.2);
+//   - /eecerts of RFC 8295 §3 when the service offers it (EECertService): the end-entity
+//     certificates the authority lets the requester have (its own, and its label's peers where
+//     the profile allows), certs-only as /cacerts (RFC 8295 §3.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -92,6 +95,12 @@ type CRLService interface {
 	CRLs(ctx context.Context, r *estserver.Request) ([][]byte, error)
 }
 
+// EECertService is the optional /eecerts operation (RFC 8295 §3); *estserver.Service
+// implements it.
+type EECertService interface {
+	EECerts(ctx context.Context, r *estserver.Request) ([]*x509.Certificate, error)
+}
+
 // Options configures the binding.
 type Options struct {
 	// BasicRealm, when set, is the realm of the WWW-Authenticate: Basic challenge that a 401
@@ -140,6 +149,7 @@ var operations = map[string]operation{
 	"serverkeygen":   {http.MethodPost, true},
 	"csrattrs":       {http.MethodGet, false},
 	"crls":           {http.MethodGet, false},
+	"eecerts":        {http.MethodGet, false},
 	"fullcmc":        {http.MethodPost, true},
 }
 
@@ -164,7 +174,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls,eecerts})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -222,6 +232,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// RFC 8295 §4.2: "identical to what is described in Section 4.1.3 of [RFC7030]",
 		// with CRLs in the crls-only message.
+		writeBase64(w, MediaPKCS7, der)
+	case "eecerts":
+		es, ok := h.svc.(EECertService)
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotFound, "this server distributes no end-entity certificates"))
+			return
+		}
+		certs, err := es.EECerts(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		der, err := est.EncodeCertsOnly(certs)
+		if err != nil {
+			h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+			return
+		}
+		// RFC 8295 §3.2: "identical to what is described in Section 4.1.3 of [RFC7030]", with
+		// the end-entity certificates in the certs-only message. They name devices: no caching.
+		w.Header().Set("Cache-Control", "no-store")
 		writeBase64(w, MediaPKCS7, der)
 	case "csrattrs":
 		a, err := h.svc.CSRAttrs(ctx, req)

@@ -54,6 +54,8 @@ Commands:
   reenroll      renew the --cert identity (/sren): same subject and SANs, new key unless --reuse-key
   csrattrs      print the CSR attributes the server wants (/att)
   serverkeygen  the server generates the key (/skg, or /skc with --accept cert)
+  eecerts       https:// only: fetch the end-entity certificates the server lets this client
+                have, its own and, where the label's profile allows, its peers' (RFC 8295 §3)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -85,7 +87,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts")
 	if cmd == "" {
 		return err
 	}
@@ -130,6 +132,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
+	if cmd == "eecerts" && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+		return usagef("eecerts (RFC 8295 §3) is an EST over HTTPS operation: use --server https://")
+	}
 	if err := encryptedKeyRequest(&f); err != nil {
 		return err
 	}
@@ -186,6 +191,16 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				fmt.Fprintf(stderr, "not stored as a trust anchor (does not validate to the root %s): %s\n", written[0].Subject, c.Subject)
 			}
 			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(written))
+		}
+		return writeCerts(f.out, stdout, certs...)
+	case "eecerts":
+		hc, ok := ec.(*client.HTTPS)
+		if !ok {
+			return usagef("eecerts (RFC 8295 §3) is an EST over HTTPS operation: use --server https://")
+		}
+		certs, err := hc.EECerts(ctx)
+		if err != nil {
+			return err
 		}
 		return writeCerts(f.out, stdout, certs...)
 	case "csrattrs":

@@ -488,6 +488,15 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	if f.Issuer != "" {
 		where, args = append(where, "issuer = ?"), append(args, f.Issuer)
 	}
+	if f.RequesterIssuer != "" {
+		where, args = append(where, "requester_issuer = ?"), append(args, f.RequesterIssuer)
+	}
+	if f.RequesterSerial != "" {
+		where, args = append(where, "requester_serial = ?"), append(args, f.RequesterSerial)
+	}
+	if f.RequesterRef != "" {
+		where, args = append(where, "requester_ref = ?"), append(args, f.RequesterRef)
+	}
 	switch f.Revocation {
 	case store.OnlyRevoked:
 		where = append(where, "revoked_at IS NOT NULL")

@@ -109,6 +109,13 @@ func testList(t *testing.T, s store.Store) {
 		c := cert(fmt.Sprintf("%x", 0x100+i))
 		c.Label = lbl
 		c.IssuedAt = t0.Add(time.Duration(i) * time.Second)
+		if i == 2 {
+			// requested with another client certificate, or by a Basic user
+			c.RequesterIssuer, c.RequesterSerial = "CN=Issuing CA", "100"
+		}
+		if i == 3 {
+			c.RequesterIssuer, c.RequesterSerial, c.RequesterRef = "", "", "user:alice"
+		}
 		if err := s.RecordIssued(ctx, c); err != nil {
 			t.Fatal(err)
 		}
@@ -139,6 +146,11 @@ func testList(t *testing.T, s store.Store) {
 		{"issuer", store.CertFilter{Issuer: "CN=Issuing CA", Limit: 1}, "103 "},
 		{"limit offset", store.CertFilter{Limit: 2, Offset: 1}, "102 101 "},
 		{"other issuer", store.CertFilter{Issuer: "CN=x"}, ""},
+		{"requester certificate", store.CertFilter{RequesterIssuer: "CN=Issuing CA", RequesterSerial: "100"}, "102 "},
+		{"requester certificate, other issuer", store.CertFilter{RequesterIssuer: "CN=Manufacturer", RequesterSerial: "100"}, ""},
+		{"requester serial", store.CertFilter{RequesterSerial: "abc"}, "101 100 "},
+		{"requester ref", store.CertFilter{RequesterRef: "user:alice"}, "103 "},
+		{"requester ref with label", store.CertFilter{RequesterRef: "user:alice", Label: "a"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
