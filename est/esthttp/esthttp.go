@@ -34,6 +34,9 @@
 //   - /eecerts of RFC 8295 §3 when the service offers it (EECertService): the end-entity
 //     certificates the authority lets the requester have (its own, and its label's peers where
 //     the profile allows), certs-only as /cacerts (RFC 8295 §3.2);
+//   - /serverkeygen answering the key as an asymmetric key package (RFC 8295 §8.1, RFC 5958)
+//     to a client whose Accept names application/cms: the key part of the multipart answer is
+//     application/cms, a SignedData of the RFC 7030 §4.4.2 EnvelopedData (est.MediaKeyPackage);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -75,6 +78,9 @@ const (
 	MediaServerGeneratedKey = "application/pkcs7-mime; smime-type=server-generated-key"
 	MediaMultipart          = "multipart/mixed"
 	MediaPKCS12             = "application/pkcs12"
+	// MediaCMS selects, in Accept, the asymmetric key package of RFC 8295 §8.1 (RFC 7193);
+	// the key part of the answer is then est.MediaKeyPackage.
+	MediaCMS = "application/cms"
 )
 
 // DefaultMaxBody caps a request body (base64 of a CSR): est.MaxCSRSize in base64 with room
@@ -287,7 +293,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		writeBase64(w, MediaCertsOnly, der)
 	case "serverkeygen":
-		pkcs12 := wantsPKCS12(r.Header.Values("Accept"))
+		pkcs12, keyPackage := keyFormat(r.Header.Values("Accept"))
+		// RFC 8295 §8.1: a client that accepts application/cms gets the key as an asymmetric
+		// key package in SignedData(EnvelopedData(SignedData)); the service refuses (406)
+		// before generating anything when the CSR names no key to encrypt it for.
+		req.KeyPackage = keyPackage
 		if pkcs12 {
 			// RFC 8295 §8.3: the PFX is the protection; a CSR asking for a CMS-encrypted key
 			// (RFC 7030 §4.4.1) wants the other answer. Refused before any key is generated.
@@ -398,10 +408,12 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return der, nil
 }
 
-// wantsPKCS12 reports whether the Accept header asks for application/pkcs12 rather than the
-// multipart/mixed answer of RFC 7030 §4.4.2.
-func wantsPKCS12(accept []string) bool {
-	p12, multi := false, false
+// keyFormat reads the Accept header of /serverkeygen: pkcs12 when it asks for
+// application/pkcs12 (RFC 8295 §8.3) rather than the multipart/mixed answer of RFC 7030 §4.4.2
+// or an application/cms key part; keyPackage when it names application/cms (RFC 8295 §8.1),
+// which then wins over application/pkcs12.
+func keyFormat(accept []string) (pkcs12, keyPackage bool) {
+	p12, multi, cmsType := false, false, false
 	for _, v := range accept {
 		for _, part := range strings.Split(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
@@ -413,10 +425,12 @@ func wantsPKCS12(accept []string) bool {
 				p12 = true
 			case MediaMultipart:
 				multi = true
+			case MediaCMS:
+				cmsType = true
 			}
 		}
 	}
-	return p12 && !multi
+	return p12 && !multi && !cmsType, cmsType
 }
 
 // writeServerKey answers /serverkeygen with multipart/mixed: the private key as
@@ -435,6 +449,11 @@ func (h *Handler) writeServerKey(w http.ResponseWriter, r *http.Request, sk *est
 	}{MediaPKCS8, sk.PKCS8}
 	if sk.Encrypted != nil {
 		keyPart.ct, keyPart.der = MediaServerGeneratedKey, sk.Encrypted
+		if sk.KeyPackage {
+			// RFC 8295 §8.1: "the Content-Type is application/cms" with encapsulatingContent
+			// and innerContent.
+			keyPart.ct = est.MediaKeyPackage
+		}
 	}
 	var buf strings.Builder
 	mw := multipart.NewWriter(&buf)

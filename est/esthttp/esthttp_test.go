@@ -116,22 +116,25 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-func TestWantsPKCS12(t *testing.T) {
+func TestKeyFormat(t *testing.T) {
 	tests := []struct {
-		accept []string
-		want   bool
+		accept           []string
+		pkcs12, cmsTypes bool
 	}{
-		{nil, false},
-		{[]string{"*/*"}, false},
-		{[]string{"application/pkcs12"}, true},
-		{[]string{"text/plain, application/PKCS12;q=0.9"}, true},
-		{[]string{"application/pkcs12", "multipart/mixed"}, false},
-		{[]string{"multipart/mixed"}, false},
-		{[]string{";;;"}, false},
+		{nil, false, false},
+		{[]string{"*/*"}, false, false},
+		{[]string{"application/pkcs12"}, true, false},
+		{[]string{"text/plain, application/PKCS12;q=0.9"}, true, false},
+		{[]string{"application/pkcs12", "multipart/mixed"}, false, false},
+		{[]string{"multipart/mixed"}, false, false},
+		{[]string{";;;"}, false, false},
+		{[]string{"multipart/mixed, application/cms"}, false, true},
+		{[]string{`application/cms; innerContent=aKeyPackage`}, false, true},
+		{[]string{"application/pkcs12, application/cms"}, false, true},
 	}
 	for _, tc := range tests {
-		if got := wantsPKCS12(tc.accept); got != tc.want {
-			t.Errorf("wantsPKCS12(%q) = %v", tc.accept, got)
+		if p, c := keyFormat(tc.accept); p != tc.pkcs12 || c != tc.cmsTypes {
+			t.Errorf("keyFormat(%q) = %v, %v; want %v, %v", tc.accept, p, c, tc.pkcs12, tc.cmsTypes)
 		}
 	}
 }

@@ -68,6 +68,7 @@ type estFlags struct {
 	edhoc, edhocSeparate     bool
 	taFingerprint            string
 	encryptKey, encryptKeyID string // serverkeygen: --encrypt-key, --encrypt-key-id
+	keyPackage               bool   // serverkeygen: --key-package (RFC 8295 §8.1, https://)
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -122,6 +123,8 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.encryptKey, "encrypt-key", "", "ask for the key CMS-encrypted (280): FILE = a pre-shared AES key (hex or raw; with --encrypt-key-id), "+
 			"or 'own' = to the key of --cert (RFC 7030 §4.4.1)")
 		fs.StringVar(&f.encryptKeyID, "encrypt-key-id", "", "with --encrypt-key FILE: the key's identifier (hex), as the server's est.server_keygen_keks[].id")
+		fs.BoolVar(&f.keyPackage, "key-package", false, "https:// with --encrypt-key: ask for the key as an asymmetric key package (application/cms, "+
+			"RFC 8295 §8.1): the encrypted key in a further SignedData")
 	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
@@ -134,6 +137,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	if cmd == "eecerts" && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("eecerts (RFC 8295 §3) is an EST over HTTPS operation: use --server https://")
+	}
+	if f.keyPackage && (f.encryptKey == "" || !strings.HasPrefix(strings.ToLower(f.server), "https://")) {
+		return usagef("--key-package (RFC 8295 §8.1) needs --encrypt-key and --server https://: the key package is always encrypted")
 	}
 	if err := encryptedKeyRequest(&f); err != nil {
 		return err
@@ -248,7 +254,11 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if sk.Encrypted {
+		switch {
+		case sk.KeyPackage:
+			fmt.Fprintf(stderr, "the key came as an asymmetric key package (application/cms, RFC 8295 §8.1), signed by %s "+
+				"outside and %s inside; decrypted\n", sk.OuterSigner.Subject, sk.KeySigner.Subject)
+		case sk.Encrypted:
 			fmt.Fprintf(stderr, "the key came CMS-encrypted (280), signed by %s; decrypted\n", sk.KeySigner.Subject)
 		}
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: sk.PKCS8})
