@@ -417,6 +417,22 @@ func (c *HTTPS) EECerts(ctx context.Context) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// ReturnKeyPackage posts a key package receipt or error (RFC 7191; the DER ContentInfo, e.g.
+// from est.SignKeyPackageReceipt) to /serverkeygen/return (RFC 8295 §8.2) with contentType
+// (est.MediaKeyPackageReceipt, est.MediaKeyPackageError, ...). The server answers 204.
+func (c *HTTPS) ReturnKeyPackage(ctx context.Context, contentType string, der []byte) error {
+	const op = "serverkeygen/return"
+	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
+	var se *HTTPStatusError
+	if errors.As(err, &se) && se.Status == http.StatusNoContent {
+		return nil // RFC 8295 §5.2.2
+	}
+	if err == nil {
+		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §5.2.2)", op)
+	}
+	return err
+}
+
 // Enroll posts a DER CSR to /simpleenroll (RFC 7030 §4.2.1).
 func (c *HTTPS) Enroll(ctx context.Context, csr []byte) (*x509.Certificate, error) {
 	return c.enroll(ctx, "simpleenroll", csr)

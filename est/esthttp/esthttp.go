@@ -37,6 +37,9 @@
 //   - /serverkeygen answering the key as an asymmetric key package (RFC 8295 §8.1, RFC 5958)
 //     to a client whose Accept names application/cms: the key part of the multipart answer is
 //     application/cms, a SignedData of the RFC 7030 §4.4.2 EnvelopedData (est.MediaKeyPackage);
+//   - /serverkeygen/return of RFC 8295 §8.2 when the service offers it
+//     (KeyPackageReturnService): a key package receipt or error (RFC 7191) as application/cms,
+//     answered 204 (RFC 8295 §5.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -107,6 +110,12 @@ type EECertService interface {
 	EECerts(ctx context.Context, r *estserver.Request) ([]*x509.Certificate, error)
 }
 
+// KeyPackageReturnService is the optional /serverkeygen/return operation (RFC 8295 §8.2);
+// *estserver.Service implements it.
+type KeyPackageReturnService interface {
+	ReturnKeyPackage(ctx context.Context, r *estserver.Request) (*authority.KeyPackageReturn, error)
+}
+
 // Options configures the binding.
 type Options struct {
 	// BasicRealm, when set, is the realm of the WWW-Authenticate: Basic challenge that a 401
@@ -157,7 +166,12 @@ var operations = map[string]operation{
 	"crls":           {http.MethodGet, false},
 	"eecerts":        {http.MethodGet, false},
 	"fullcmc":        {http.MethodPost, true},
+	// RFC 8295 §8.2: receipts and errors for asymmetric key packages; the body is
+	// application/cms, read by readCMS.
+	opReturn: {http.MethodPost, false},
 }
+
+const opReturn = "serverkeygen/return"
 
 // split turns "/.well-known/est[/label]/op" into (label, op).
 func split(p string) (label, op string, ok bool) {
@@ -166,6 +180,13 @@ func split(p string) (label, op string, ok bool) {
 		return "", "", false
 	}
 	segs := strings.Split(rest, "/")
+	if n := len(segs); n >= 2 && n <= 3 && segs[n-2] == "serverkeygen" && segs[n-1] == "return" {
+		// RFC 8295 §8.2: the operation path has two segments.
+		if n == 3 {
+			return segs[0], opReturn, segs[0] != ""
+		}
+		return "", opReturn, true
+	}
 	switch len(segs) {
 	case 1:
 		return "", segs[0], segs[0] != ""
@@ -180,7 +201,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls,eecerts})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -205,8 +226,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
+	if name == opReturn {
+		body, err := h.readCMS(w, r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		req.Body = body
+	}
 	ctx := r.Context()
 	switch name {
+	case opReturn:
+		rs, ok := h.svc.(KeyPackageReturnService)
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotFound, "this server takes no key package receipts"))
+			return
+		}
+		if _, err := rs.ReturnKeyPackage(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.2.2 (for §8.2): "the server response has an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
 	case "cacerts":
 		certs, err := h.svc.CACerts(ctx, req)
 		if err != nil {
@@ -406,6 +447,27 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, err
 	}
 	return der, nil
+}
+
+// readCMS reads the body of /serverkeygen/return: Content-Type application/cms (RFC 8295
+// §5.2.1, RFC 7193; its parameters are informational), base64 per RFC 8951 or binary DER.
+func (h *Handler) readCMS(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !strings.EqualFold(mt, MediaCMS) {
+		return nil, errs.New(errs.UnsupportedFormat, "a key package receipt or error is %s (RFC 8295 §5.2.1), got %q", MediaCMS, r.Header.Get("Content-Type"))
+	}
+	if r.ContentLength > h.opts.MaxBody {
+		return nil, errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
+		}
+		return nil, errs.Wrap(errs.BadRequest, err, "cannot read the request body")
+	}
+	return DecodeBody(raw)
 }
 
 // keyFormat reads the Accept header of /serverkeygen: pkcs12 when it asks for

@@ -107,6 +107,10 @@ func TestSplit(t *testing.T) {
 		{"/.well-known/est//cacerts", "", "", false},
 		{"/.well-known/est/a/b/cacerts", "", "", false},
 		{"/.well-known/estcacerts", "", "", false},
+		{"/.well-known/est/serverkeygen/return", "", opReturn, true},
+		{"/.well-known/est/lbl/serverkeygen/return", "lbl", opReturn, true},
+		{"/.well-known/est/a/b/serverkeygen/return", "", "", false},
+		{"/.well-known/est//serverkeygen/return", "", "", false},
 	}
 	for _, tc := range tests {
 		l, o, ok := split(tc.path)

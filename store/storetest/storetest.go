@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Counter", testCounter},
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
+		{"KeyPackageReturns", testKeyPackageReturns},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -502,5 +503,45 @@ func testUnconfirmed(t *testing.T, s store.Store) {
 	}
 	if got := due(t0.Add(4*time.Hour), 0); got != "a3 a1 " {
 		t.Errorf("after confirming a2: %q", got)
+	}
+}
+
+func testKeyPackageReturns(t *testing.T, s store.Store) {
+	if l, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{}); err != nil || len(l) != 0 {
+		t.Fatalf("empty store: %v, %v", l, err)
+	}
+	in := []*store.KeyPackageReturn{
+		{Kind: "receipt", CertSerial: "a1", PkgID: []byte{0xa1}, By: "CN=dev-a1", SignerSerial: "a1",
+			RequesterSubject: "CN=idevid", RequesterIssuer: "CN=Manufacturer", RequesterSerial: "abc", RequesterAddr: "127.0.0.1:1",
+			DER: []byte{0x30, 0x00}, ReceivedAt: t0},
+		{Kind: "error", CertSerial: "a2", ErrorCode: "decryptFailure", By: "CN=dev-a2", RequesterRef: "user:alice",
+			DER: []byte{0x30, 0x01}, ReceivedAt: t0.Add(time.Second)},
+		{Kind: "receipt", CertSerial: "a1", PkgID: []byte{0xa1}, By: "CN=dev-a1", SignerSerial: "a1", DER: []byte{0x30, 0x02},
+			ReceivedAt: t0.Add(2 * time.Second)},
+	}
+	for _, r := range in {
+		if err := s.AddKeyPackageReturn(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if r.ID == 0 {
+			t.Fatal("no ID set")
+		}
+	}
+	if in[0].ID == in[1].ID || in[1].ID == in[2].ID {
+		t.Fatal("IDs are not unique")
+	}
+	all, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{})
+	if err != nil || len(all) != 3 || all[0].ID != in[2].ID || all[2].ID != in[0].ID {
+		t.Fatalf("list newest first: %v, %v", all, err)
+	}
+	if fmt.Sprint(*all[1]) != fmt.Sprint(*in[1]) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", *all[1], *in[1])
+	}
+	a1, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "a1", Limit: 1})
+	if err != nil || len(a1) != 1 || a1[0].ID != in[2].ID {
+		t.Fatalf("filter by certificate: %v, %v", a1, err)
+	}
+	if none, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "ff"}); err != nil || len(none) != 0 {
+		t.Fatalf("unknown certificate: %v, %v", none, err)
 	}
 }
