@@ -109,6 +109,10 @@ type ProfileOptions struct {
 	// moving to another label needs that label here, and its original requester must be
 	// admitted by this profile's rules too.
 	ReenrollFrom []string
+	// EECertsPeers lets /eecerts (RFC 8295 §3) return, besides a requester's own certificates,
+	// the current certificates of every other requester of this label (its peers). Off by
+	// default: a requester sees only its own certificates.
+	EECertsPeers bool
 	// Subject sets the subject rules.
 	Subject SubjectRules
 	// SAN sets the subjectAltName rules.
@@ -195,6 +199,7 @@ type Profile struct {
 	RetryAfter     time.Duration
 	KeyType        string   // "P-256" (what /att asks for and server keygen makes)
 	AcceptKeyTypes []string // empty = any supported
+	EECertsPeers   bool     // /eecerts returns the label's peer certificates too
 
 	names        *nameRules // subject and SAN rules of the profile
 	rules        []*rule    // who may enroll (default deny)
@@ -408,6 +413,7 @@ func (pc ProfileOptions) compile() (*Profile, error) {
 		RequirePoP:     pc.RequirePoP,
 		ManualApproval: pc.ManualApproval,
 		RetryAfter:     pc.RetryAfter,
+		EECertsPeers:   pc.EECertsPeers,
 		reenrollFrom:   slices.Clone(pc.ReenrollFrom),
 	}
 	if !labelRE.MatchString(pc.Label) {

@@ -303,6 +303,12 @@ type ServerKey struct {
 	Encrypted bool
 	KeySigner *x509.Certificate
 	keyCerts  []*x509.Certificate // the key package's other certificates (intermediates)
+	// KeyPackage is set when the key came as an asymmetric key package of RFC 8295 §8.1
+	// (EST over HTTPS, application/cms); OuterSigner is then the certificate that signed the
+	// outer SignedData (checked against the trust anchors as KeySigner).
+	KeyPackage  bool
+	OuterSigner *x509.Certificate
+	outerCerts  []*x509.Certificate
 }
 
 // ServerKeyGen posts csr to /skg (Accept PKCS7) or /skc (Accept Cert) and returns the

@@ -68,6 +68,10 @@ type HTTPSOptions struct {
 	// application/pkcs7-mime; smime-type=server-generated-key); a key then sent unencrypted is
 	// refused (see ESTOptions.KeyDecrypter).
 	KeyDecrypter *cms.Decrypter
+	// KeyPackage asks /serverkeygen for the key as an asymmetric key package of RFC 8295 §8.1
+	// (Accept: application/cms): the encrypted key of KeyDecrypter (required) in a further
+	// SignedData. Both signatures must validate to Trust when it is set.
+	KeyPackage bool
 }
 
 // HTTPS is an EST over HTTPS client. It is not safe for concurrent use.
@@ -245,6 +249,10 @@ func (c *HTTPS) exchange(ctx context.Context, method, op, contentType string, bo
 		req.Host = net.JoinHostPort(c.tls.ServerName, port)
 	}
 	req.Header.Set("User-Agent", "coapca")
+	if op == "serverkeygen" && c.opts.KeyPackage {
+		// RFC 8295 §8.1: the key part comes as application/cms in the multipart answer.
+		req.Header.Set("Accept", "multipart/mixed, application/cms")
+	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 		// RFC 8951 §3 has receivers ignore it, but servers written to RFC 7030 want it
@@ -382,6 +390,49 @@ func (c *HTTPS) CACerts(ctx context.Context) ([]*x509.Certificate, error) {
 	return c.certsAnswer(ctx, http.MethodGet, "cacerts", nil)
 }
 
+// EECerts fetches /eecerts (RFC 8295 §3): the end-entity certificates the server lets this
+// client have (its own and, where the server's profile allows, its peers'). RFC 8295 §3.2:
+// "Clients MUST reject EE certificates that do not validate to an authorized TA" — with
+// opts.Trust every certificate must chain to it (with /cacerts as intermediates), or the
+// whole answer is refused; without Trust the caller must check them.
+func (c *HTTPS) EECerts(ctx context.Context) ([]*x509.Certificate, error) {
+	certs, err := c.certsAnswer(ctx, http.MethodGet, "eecerts", nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.opts.Trust) == 0 {
+		return certs, nil
+	}
+	cas, err := c.CACerts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("est /eecerts: intermediates for validation: %w", err)
+	}
+	for _, cert := range certs {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: Pool(c.opts.Trust), Intermediates: Pool(cas),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, fmt.Errorf("est /eecerts: %s (serial %x) does not validate to the trust anchors (RFC 8295 §3.2): %w",
+				cert.Subject, cert.SerialNumber, err)
+		}
+	}
+	return certs, nil
+}
+
+// ReturnKeyPackage posts a key package receipt or error (RFC 7191; the DER ContentInfo, e.g.
+// from est.SignKeyPackageReceipt) to /serverkeygen/return (RFC 8295 §8.2) with contentType
+// (est.MediaKeyPackageReceipt, est.MediaKeyPackageError, ...). The server answers 204.
+func (c *HTTPS) ReturnKeyPackage(ctx context.Context, contentType string, der []byte) error {
+	const op = "serverkeygen/return"
+	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
+	var se *HTTPStatusError
+	if errors.As(err, &se) && se.Status == http.StatusNoContent {
+		return nil // RFC 8295 §5.2.2
+	}
+	if err == nil {
+		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §5.2.2)", op)
+	}
+	return err
+}
+
 // Enroll posts a DER CSR to /simpleenroll (RFC 7030 §4.2.1).
 func (c *HTTPS) Enroll(ctx context.Context, csr []byte) (*x509.Certificate, error) {
 	return c.enroll(ctx, "simpleenroll", csr)
@@ -451,9 +502,19 @@ func (c *HTTPS) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error
 	if err != nil {
 		return nil, fmt.Errorf("est /%s: %w", op, err)
 	}
+	if c.opts.KeyPackage && !sk.KeyPackage {
+		return nil, fmt.Errorf("est /%s: asked for an asymmetric key package (application/cms, RFC 8295 §8.1), the server sent another form", op)
+	}
 	if sk.Encrypted {
 		if err := checkKeySigner(sk.KeySigner, sk.keyCerts, c.opts.Trust); err != nil {
 			return nil, fmt.Errorf("est /%s: %w", op, err)
+		}
+	}
+	if sk.KeyPackage {
+		// RFC 8295 §8.1: "the client MUST reject it if the digital signature does not validate
+		// back to an authorized TA" — the outer signature as the inner one.
+		if err := checkKeySigner(sk.OuterSigner, sk.outerCerts, c.opts.Trust); err != nil {
+			return nil, fmt.Errorf("est /%s: key package: %w", op, err)
 		}
 	}
 	pub, ok := sk.Key.(interface{ Public() crypto.PublicKey })
@@ -514,6 +575,17 @@ func ParseServerKeyGen(contentType string, body []byte, dec *cms.Decrypter) (*Se
 				return nil, fmt.Errorf("private key: %w", err)
 			}
 			sk.Key, sk.PKCS8 = k, der
+		case "application/cms":
+			// RFC 8295 §8.1: SignedData(EnvelopedData(SignedData(AsymmetricKeyPackage))).
+			if dec == nil {
+				return nil, errors.New("the server returned an encrypted key package and no key to decrypt it was given")
+			}
+			kp, err := est.DecryptKeyPackage(der, *dec)
+			if err != nil {
+				return nil, fmt.Errorf("key package: %w", err)
+			}
+			sk.Key, sk.PKCS8, sk.Encrypted, sk.KeySigner, sk.keyCerts = kp.Key, kp.PKCS8, true, kp.Signer, kp.Certs
+			sk.KeyPackage, sk.OuterSigner, sk.outerCerts = true, kp.OuterSigner, kp.OuterCerts
 		case "application/pkcs7-mime":
 			switch strings.ToLower(pparams["smime-type"]) {
 			case "server-generated-key":

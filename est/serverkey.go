@@ -70,6 +70,51 @@ func DecryptServerKey(der []byte, d cms.Decrypter) (*DecryptedKey, error) {
 	return &DecryptedKey{PKCS8: keys[0], Key: k, Signer: sd.Signer, Certs: sd.Certs}, nil
 }
 
+// MediaKeyPackage is the media type of a server-generated key in the encapsulation of RFC 8295
+// §8.1 without CCC, with additional encryption and origin authentication: application/cms
+// (RFC 7193) holding a SignedData that encapsulates an EnvelopedData that encapsulates a
+// SignedData that encapsulates an AsymmetricKeyPackage (RFC 5958). RFC 8295 §8.1: the
+// encapsulatingContent and innerContent parameters SHOULD be included; the encapsulating
+// content types are listed outermost first.
+const MediaKeyPackage = `application/cms; encapsulatingContent="signedData, envelopedData, signedData"; innerContent=aKeyPackage`
+
+// KeyPackage is a server-generated key recovered from the RFC 8295 §8.1 encapsulation.
+type KeyPackage struct {
+	*DecryptedKey
+	// OuterSigner is the certificate that signed the outer SignedData and OuterCerts all the
+	// certificates it carried: the caller checks that OuterSigner chains to its trust anchors
+	// (RFC 8295 §8.1: the client MUST reject a package whose signature does not validate back
+	// to an authorized TA), as it does for DecryptedKey.Signer.
+	OuterSigner *x509.Certificate
+	OuterCerts  []*x509.Certificate
+}
+
+// DecryptKeyPackage opens the RFC 8295 §8.1 encapsulation (MediaKeyPackage): the DER
+// ContentInfo of a SignedData (signature checked) holding an EnvelopedData, which is opened as
+// DecryptServerKey opens the RFC 7030 §4.4.2 form.
+func DecryptKeyPackage(der []byte, d cms.Decrypter) (*KeyPackage, error) {
+	sdDER, err := cms.ContentOf(der, cms.OIDSignedData)
+	if err != nil {
+		return nil, fmt.Errorf("key package: %w", err)
+	}
+	outer, err := cms.Verify(sdDER)
+	if err != nil {
+		return nil, fmt.Errorf("key package: outer SignedData: %w", err)
+	}
+	if !outer.ContentType.Equal(cms.OIDEnvelopedData) {
+		return nil, fmt.Errorf("key package: the outer SignedData holds %v, not an EnvelopedData (RFC 8295 §8.1)", outer.ContentType)
+	}
+	ci, err := cms.ContentInfo(cms.OIDEnvelopedData, outer.Content)
+	if err != nil {
+		return nil, fmt.Errorf("key package: %w", err)
+	}
+	k, err := DecryptServerKey(ci, d)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPackage{DecryptedKey: k, OuterSigner: outer.Signer, OuterCerts: outer.Certs}, nil
+}
+
 // DecryptKeyIdentifierAttribute is the CSR attribute asking for the key encrypted under the
 // pre-shared key-encryption key id (RFC 7030 §4.4.1.1).
 func DecryptKeyIdentifierAttribute(id []byte) Attribute {

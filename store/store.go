@@ -1,5 +1,6 @@
 // Package store defines what the authority keeps: issued certificates, pending (manually
-// approved) requests and counters such as the CRL number.
+// approved) requests, CMP certificates awaiting confirmation, key package receipts and errors
+// (RFC 8295 §8.2), and counters such as the CRL number.
 //
 // Store is an interface; store/sqlite is the embedded default and a PostgreSQL implementation
 // can follow. Every implementation must pass the conformance suite in store/storetest.
@@ -114,6 +115,35 @@ type Unconfirmed struct {
 	CreatedAt     time.Time
 }
 
+// KeyPackageReturn is a key package receipt or error (RFC 7191) that a client returned for a
+// server-generated key (RFC 8295 §8.2, /serverkeygen/return). Rows are only ever added.
+type KeyPackageReturn struct {
+	ID         int64  // set by the store
+	Kind       string // "receipt" or "error"
+	CertSerial string // the certificate of the key the package held (FormatSerial)
+	PkgID      []byte // the key package identifier the client named (receiptOf / errorOf)
+	By         string // who received it (the SIREntityName, as text)
+	ErrorCode  string // for an error: its code (name or OID)
+	// SignerSerial is the certificate that signed the receipt or error ("" when unsigned,
+	// which RFC 8295 §5.2.1 allows for errors only).
+	SignerSerial string
+	// The requester that returned it, as for Cert.
+	RequesterSubject string
+	RequesterIssuer  string
+	RequesterSerial  string
+	RequesterRef     string
+	RequesterAddr    string
+	DER              []byte // the returned content as received (the ContentInfo)
+	ReceivedAt       time.Time
+}
+
+// KeyPackageReturnFilter selects returns in ListKeyPackageReturns. Zero fields do not filter.
+type KeyPackageReturnFilter struct {
+	CertSerial string
+	Limit      int
+	Offset     int
+}
+
 // RevokedEntry is one line of a CRL.
 type RevokedEntry struct {
 	Serial    string
@@ -138,6 +168,12 @@ type CertFilter struct {
 	SubjectContains string // substring of the subject string
 	SerialPrefix    string // prefix of the hex serial
 	Issuer          string // exact issuer string
+	// RequesterIssuer and RequesterSerial select certificates requested with that client
+	// certificate (both exact; either alone filters too); RequesterRef those whose recorded
+	// requester reference is exactly that (e.g. "user:alice").
+	RequesterIssuer string
+	RequesterSerial string
+	RequesterRef    string
 	Revocation      RevocationFilter
 	Limit           int // 0 = no limit
 	Offset          int
@@ -191,6 +227,12 @@ type Store interface {
 	// DueUnconfirmed returns at most limit entries (0 = no limit) whose deadline is at or
 	// before now, earliest deadline first.
 	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]Unconfirmed, error)
+
+	// AddKeyPackageReturn records a key package receipt or error; the store sets ID, and
+	// ReceivedAt when it is zero.
+	AddKeyPackageReturn(ctx context.Context, r *KeyPackageReturn) error
+	// ListKeyPackageReturns returns recorded receipts and errors, newest first.
+	ListKeyPackageReturns(ctx context.Context, f KeyPackageReturnFilter) ([]*KeyPackageReturn, error)
 
 	// NextCounter atomically increments the named counter and returns its new value
 	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).

@@ -679,6 +679,19 @@ func parseContentInfo(der []byte, want asn1.ObjectIdentifier) (cryptobyte.String
 	return content, nil
 }
 
+// ContentOf reads a DER ContentInfo of type want (RFC 5652 §3) and returns its content (the DER
+// of a SignedData, EnvelopedData, ...): the inverse of ContentInfo.
+func ContentOf(der []byte, want asn1.ObjectIdentifier) ([]byte, error) {
+	if len(der) > MaxMessageSize {
+		return nil, fmt.Errorf("cms: message of %d bytes is larger than %d", len(der), MaxMessageSize)
+	}
+	c, err := parseContentInfo(der, want)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(c), nil
+}
+
 // ContentInfo wraps content (the DER of a SignedData, EnvelopedData, ...) in a ContentInfo of
 // type contentType (RFC 5652 §3).
 func ContentInfo(contentType asn1.ObjectIdentifier, content []byte) ([]byte, error) {

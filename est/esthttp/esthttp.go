@@ -31,6 +31,15 @@
 //     password open);
 //   - /crls of RFC 8295 §4 when the service offers it (CRLService): the issuing CA's CRL in a
 //     crls-only SignedData, framed as /cacerts is (RFC 8295 §4.2);
+//   - /eecerts of RFC 8295 §3 when the service offers it (EECertService): the end-entity
+//     certificates the authority lets the requester have (its own, and its label's peers where
+//     the profile allows), certs-only as /cacerts (RFC 8295 §3.2);
+//   - /serverkeygen answering the key as an asymmetric key package (RFC 8295 §8.1, RFC 5958)
+//     to a client whose Accept names application/cms: the key part of the multipart answer is
+//     application/cms, a SignedData of the RFC 7030 §4.4.2 EnvelopedData (est.MediaKeyPackage);
+//   - /serverkeygen/return of RFC 8295 §8.2 when the service offers it
+//     (KeyPackageReturnService): a key package receipt or error (RFC 7191) as application/cms,
+//     answered 204 (RFC 8295 §5.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -72,6 +81,9 @@ const (
 	MediaServerGeneratedKey = "application/pkcs7-mime; smime-type=server-generated-key"
 	MediaMultipart          = "multipart/mixed"
 	MediaPKCS12             = "application/pkcs12"
+	// MediaCMS selects, in Accept, the asymmetric key package of RFC 8295 §8.1 (RFC 7193);
+	// the key part of the answer is then est.MediaKeyPackage.
+	MediaCMS = "application/cms"
 )
 
 // DefaultMaxBody caps a request body (base64 of a CSR): est.MaxCSRSize in base64 with room
@@ -90,6 +102,18 @@ type Service interface {
 // CRLService is the optional /crls operation (RFC 8295 §4); *estserver.Service implements it.
 type CRLService interface {
 	CRLs(ctx context.Context, r *estserver.Request) ([][]byte, error)
+}
+
+// EECertService is the optional /eecerts operation (RFC 8295 §3); *estserver.Service
+// implements it.
+type EECertService interface {
+	EECerts(ctx context.Context, r *estserver.Request) ([]*x509.Certificate, error)
+}
+
+// KeyPackageReturnService is the optional /serverkeygen/return operation (RFC 8295 §8.2);
+// *estserver.Service implements it.
+type KeyPackageReturnService interface {
+	ReturnKeyPackage(ctx context.Context, r *estserver.Request) (*authority.KeyPackageReturn, error)
 }
 
 // Options configures the binding.
@@ -140,15 +164,32 @@ var operations = map[string]operation{
 	"serverkeygen":   {http.MethodPost, true},
 	"csrattrs":       {http.MethodGet, false},
 	"crls":           {http.MethodGet, false},
+	"eecerts":        {http.MethodGet, false},
 	"fullcmc":        {http.MethodPost, true},
+	// RFC 8295 §8.2: receipts and errors for asymmetric key packages; the body is
+	// application/cms, read by readCMS.
+	opReturn: {http.MethodPost, false},
+}
+
+const opReturn = "serverkeygen/return"
+
+// split turns "/.well-known/est[/label]/op" into (label, op) (est.SplitPath); RFC 8295 §8.2's
+// serverkeygen/return is the one operation of two segments.
+func split(p string) (label, op string, ok bool) {
+	if base, found := strings.CutSuffix(p, "/return"); found {
+		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && o == "serverkeygen" {
+			return l, opReturn, true
+		}
+	}
+	return est.SplitPath(DefaultRoot, p)
 }
 
 // ServeHTTP handles one EST request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	label, name, ok := est.SplitPath(DefaultRoot, r.URL.Path)
+	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,csrattrs,crls})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -173,8 +214,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
+	if name == opReturn {
+		body, err := h.readCMS(w, r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		req.Body = body
+	}
 	ctx := r.Context()
 	switch name {
+	case opReturn:
+		rs, ok := h.svc.(KeyPackageReturnService)
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotFound, "this server takes no key package receipts"))
+			return
+		}
+		if _, err := rs.ReturnKeyPackage(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.2.2 (for §8.2): "the server response has an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
 	case "cacerts":
 		certs, err := h.svc.CACerts(ctx, req)
 		if err != nil {
@@ -206,6 +267,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		// RFC 8295 §4.2: "identical to what is described in Section 4.1.3 of [RFC7030]",
 		// with CRLs in the crls-only message.
+		writeBase64(w, MediaPKCS7, der)
+	case "eecerts":
+		es, ok := h.svc.(EECertService)
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotFound, "this server distributes no end-entity certificates"))
+			return
+		}
+		certs, err := es.EECerts(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		der, err := est.EncodeCertsOnly(certs)
+		if err != nil {
+			h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+			return
+		}
+		// RFC 8295 §3.2: "identical to what is described in Section 4.1.3 of [RFC7030]", with
+		// the end-entity certificates in the certs-only message. They name devices: no caching.
+		w.Header().Set("Cache-Control", "no-store")
 		writeBase64(w, MediaPKCS7, der)
 	case "csrattrs":
 		a, err := h.svc.CSRAttrs(ctx, req)
@@ -241,7 +322,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		writeBase64(w, MediaCertsOnly, der)
 	case "serverkeygen":
-		pkcs12 := wantsPKCS12(r.Header.Values("Accept"))
+		pkcs12, keyPackage := keyFormat(r.Header.Values("Accept"))
+		// RFC 8295 §8.1: a client that accepts application/cms gets the key as an asymmetric
+		// key package in SignedData(EnvelopedData(SignedData)); the service refuses (406)
+		// before generating anything when the CSR names no key to encrypt it for.
+		req.KeyPackage = keyPackage
 		if pkcs12 {
 			// RFC 8295 §8.3: the PFX is the protection; a CSR asking for a CMS-encrypted key
 			// (RFC 7030 §4.4.1) wants the other answer. Refused before any key is generated.
@@ -352,10 +437,33 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 	return der, nil
 }
 
-// wantsPKCS12 reports whether the Accept header asks for application/pkcs12 rather than the
-// multipart/mixed answer of RFC 7030 §4.4.2.
-func wantsPKCS12(accept []string) bool {
-	p12, multi := false, false
+// readCMS reads the body of /serverkeygen/return: Content-Type application/cms (RFC 8295
+// §5.2.1, RFC 7193; its parameters are informational), base64 per RFC 8951 or binary DER.
+func (h *Handler) readCMS(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !strings.EqualFold(mt, MediaCMS) {
+		return nil, errs.New(errs.UnsupportedFormat, "a key package receipt or error is %s (RFC 8295 §5.2.1), got %q", MediaCMS, r.Header.Get("Content-Type"))
+	}
+	if r.ContentLength > h.opts.MaxBody {
+		return nil, errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
+		}
+		return nil, errs.Wrap(errs.BadRequest, err, "cannot read the request body")
+	}
+	return DecodeBody(raw)
+}
+
+// keyFormat reads the Accept header of /serverkeygen: pkcs12 when it asks for
+// application/pkcs12 (RFC 8295 §8.3) rather than the multipart/mixed answer of RFC 7030 §4.4.2
+// or an application/cms key part; keyPackage when it names application/cms (RFC 8295 §8.1),
+// which then wins over application/pkcs12.
+func keyFormat(accept []string) (pkcs12, keyPackage bool) {
+	p12, multi, cmsType := false, false, false
 	for _, v := range accept {
 		for _, part := range strings.Split(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
@@ -367,10 +475,12 @@ func wantsPKCS12(accept []string) bool {
 				p12 = true
 			case MediaMultipart:
 				multi = true
+			case MediaCMS:
+				cmsType = true
 			}
 		}
 	}
-	return p12 && !multi
+	return p12 && !multi && !cmsType, cmsType
 }
 
 // writeServerKey answers /serverkeygen with multipart/mixed: the private key as
@@ -389,6 +499,11 @@ func (h *Handler) writeServerKey(w http.ResponseWriter, r *http.Request, sk *est
 	}{MediaPKCS8, sk.PKCS8}
 	if sk.Encrypted != nil {
 		keyPart.ct, keyPart.der = MediaServerGeneratedKey, sk.Encrypted
+		if sk.KeyPackage {
+			// RFC 8295 §8.1: "the Content-Type is application/cms" with encapsulatingContent
+			// and innerContent.
+			keyPart.ct = est.MediaKeyPackage
+		}
 	}
 	var buf strings.Builder
 	mw := multipart.NewWriter(&buf)

@@ -96,22 +96,49 @@ func TestBasicOnlyOverTLS(t *testing.T) {
 	}
 }
 
-func TestWantsPKCS12(t *testing.T) {
+func TestSplit(t *testing.T) {
 	tests := []struct {
-		accept []string
-		want   bool
+		path, label, op string
+		ok              bool
 	}{
-		{nil, false},
-		{[]string{"*/*"}, false},
-		{[]string{"application/pkcs12"}, true},
-		{[]string{"text/plain, application/PKCS12;q=0.9"}, true},
-		{[]string{"application/pkcs12", "multipart/mixed"}, false},
-		{[]string{"multipart/mixed"}, false},
-		{[]string{";;;"}, false},
+		{"/.well-known/est/cacerts", "", "cacerts", true},
+		{"/.well-known/est/lbl/simpleenroll", "lbl", "simpleenroll", true},
+		{"/.well-known/est/", "", "", false},
+		{"/.well-known/est//cacerts", "", "", false},
+		{"/.well-known/est/a/b/cacerts", "", "", false},
+		{"/.well-known/estcacerts", "", "", false},
+		{"/.well-known/est/serverkeygen/return", "", opReturn, true},
+		{"/.well-known/est/lbl/serverkeygen/return", "lbl", opReturn, true},
+		{"/.well-known/est/a/b/serverkeygen/return", "", "", false},
+		{"/.well-known/est//serverkeygen/return", "", "", false},
 	}
 	for _, tc := range tests {
-		if got := wantsPKCS12(tc.accept); got != tc.want {
-			t.Errorf("wantsPKCS12(%q) = %v", tc.accept, got)
+		l, o, ok := split(tc.path)
+		if ok != tc.ok || ok && (l != tc.label || o != tc.op) {
+			t.Errorf("split(%q) = %q %q %v", tc.path, l, o, ok)
+		}
+	}
+}
+
+func TestKeyFormat(t *testing.T) {
+	tests := []struct {
+		accept           []string
+		pkcs12, cmsTypes bool
+	}{
+		{nil, false, false},
+		{[]string{"*/*"}, false, false},
+		{[]string{"application/pkcs12"}, true, false},
+		{[]string{"text/plain, application/PKCS12;q=0.9"}, true, false},
+		{[]string{"application/pkcs12", "multipart/mixed"}, false, false},
+		{[]string{"multipart/mixed"}, false, false},
+		{[]string{";;;"}, false, false},
+		{[]string{"multipart/mixed, application/cms"}, false, true},
+		{[]string{`application/cms; innerContent=aKeyPackage`}, false, true},
+		{[]string{"application/pkcs12, application/cms"}, false, true},
+	}
+	for _, tc := range tests {
+		if p, c := keyFormat(tc.accept); p != tc.pkcs12 || c != tc.cmsTypes {
+			t.Errorf("keyFormat(%q) = %v, %v; want %v, %v", tc.accept, p, c, tc.pkcs12, tc.cmsTypes)
 		}
 	}
 }

@@ -102,6 +102,12 @@ func (s *Service) encryptionRecipient(csr *x509.CertificateRequest, r *Request) 
 		}
 	}
 	if kr == nil {
+		if r.KeyPackage {
+			// RFC 8295 §8.1: every application/cms encapsulation it defines encrypts the key,
+			// and the CSR is how the client names the key to encrypt it for.
+			return nil, errs.New(errs.NotAcceptable, "an asymmetric key package as application/cms (RFC 8295 §8.1) is encrypted: "+
+				"the CSR needs DecryptKeyIdentifier or AsymmetricDecryptKeyIdentifier (RFC 7030 §4.4.1)")
+		}
 		if r.RequireEncryptedKey {
 			return nil, errs.New(errs.NotAcceptable, "an encrypted key (Content-Format 280) needs a CSR with DecryptKeyIdentifier "+
 				"or AsymmetricDecryptKeyIdentifier (RFC 7030 §4.4.1, RFC 9148 §4.8)")
@@ -209,4 +215,20 @@ func (s *Service) encryptKey(rnd io.Reader, kr *keyRecipient, pkcs8 []byte, now 
 		return nil, err
 	}
 	return cms.Encrypt(rnd, cms.OIDSignedData, sd, kr.r, &kr.opts)
+}
+
+// signEnvelope adds the outer layer of RFC 8295 §8.1 ("additional encryption and origin
+// authentication" without CCC): a SignedData, signed by the party that generated the key, that
+// encapsulates the EnvelopedData built by encryptKey; the result is a ContentInfo (RFC 5652 §3,
+// RFC 7193: the outermost encapsulation of application/cms is a ContentInfo).
+func (s *Service) signEnvelope(rnd io.Reader, envelope []byte, now time.Time) ([]byte, error) {
+	ed, err := cms.ContentOf(envelope, cms.OIDEnvelopedData)
+	if err != nil {
+		return nil, err
+	}
+	sd, err := cms.Sign(rnd, cms.OIDEnvelopedData, ed, s.keyEnc.Signer, s.keyEnc.Chain, now)
+	if err != nil {
+		return nil, err
+	}
+	return cms.ContentInfo(cms.OIDSignedData, sd)
 }

@@ -93,3 +93,38 @@ func FuzzDecryptServerKey(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecryptKeyPackage feeds an RFC 8295 §8.1 key package (application/cms) to the client's
+// parser: never a panic, a sealed seed gives back its key, and nothing opens without both
+// signers.
+func FuzzDecryptKeyPackage(f *testing.F) {
+	key := testpki.NewKey(f)
+	cert := testpki.SelfSigned(f, &x509.Certificate{Subject: pkix.Name{CommonName: "signer"}}, key)
+	kek := bytes.Repeat([]byte{2}, 32)
+	s := New(nil, nil)
+	if err := s.SetKeyEncryption(KeyEncryption{KEKs: map[string][]byte{"k": kek}, Signer: key, Chain: []*x509.Certificate{cert}}); err != nil {
+		f.Fatal(err)
+	}
+	p8, _ := est.MarshalPKCS8(key)
+	now := time.Now()
+	env, err := s.encryptKey(rand.Reader, &keyRecipient{r: cms.Recipient{KEK: kek, KEKID: []byte("k")}}, p8, now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed, err := s.signEnvelope(rand.Reader, env, now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add(env)
+	d := cms.Decrypter{KEK: func([]byte) []byte { return kek }}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kp, err := est.DecryptKeyPackage(b, d)
+		if bytes.Equal(b, seed) && (err != nil || !bytes.Equal(kp.PKCS8, p8)) {
+			t.Fatalf("the seed did not open to its key: %v", err)
+		}
+		if err == nil && (kp.Key == nil || kp.Signer == nil || kp.OuterSigner == nil) {
+			t.Fatal("opened without a key or a signer")
+		}
+	})
+}

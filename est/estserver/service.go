@@ -58,6 +58,11 @@ type Request struct {
 	// ServerKeyGen then refuses, before generating anything, a CSR that does not say how to
 	// encrypt it.
 	RequireEncryptedKey bool
+	// KeyPackage asks for the key in the encapsulation of RFC 8295 §8.1 (application/cms:
+	// SignedData of the RFC 7030 §4.4.2 EnvelopedData, ServerKey.KeyPackage). It needs a CSR
+	// that says how to encrypt the key; one that does not is refused before anything is
+	// generated.
+	KeyPackage bool
 }
 
 // TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).
@@ -82,8 +87,11 @@ type ServerKey struct {
 	Key    crypto.Signer
 	PKCS8  []byte // the key as PKCS#8 DER (Content-Format 284), when no encryption was asked for
 	// Encrypted is the key as CMS EnvelopedData of a SignedData of an AsymmetricKeyPackage
-	// (RFC 7030 §4.4.2; Content-Format 280), when the CSR carried a decrypt-key identifier.
-	Encrypted []byte
+	// (RFC 7030 §4.4.2; Content-Format 280), when the CSR carried a decrypt-key identifier;
+	// with Request.KeyPackage, that EnvelopedData in a further SignedData (RFC 8295 §8.1) and
+	// KeyPackage is set.
+	Encrypted  []byte
+	KeyPackage bool
 }
 
 // Service implements the EST functions of RFC 7030 §4 / RFC 9148 §4 on top of an Authority.
@@ -228,11 +236,17 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *Request) (sk *ServerKey, 
 	if kr == nil {
 		return &ServerKey{Issued: iss, Key: key, PKCS8: p8}, nil
 	}
-	enc, err := s.encryptKey(s.rand, kr, p8, time.Now())
+	now := time.Now()
+	enc, err := s.encryptKey(s.rand, kr, p8, now)
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "encrypting the generated key failed")
 	}
-	return &ServerKey{Issued: iss, Key: key, Encrypted: enc}, nil
+	if r.KeyPackage {
+		if enc, err = s.signEnvelope(s.rand, enc, now); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "signing the encrypted key package failed")
+		}
+	}
+	return &ServerKey{Issued: iss, Key: key, Encrypted: enc, KeyPackage: r.KeyPackage}, nil
 }
 
 // CSRAttrs returns what the label's profile wants in a CSR (RFC 7030 §4.5, RFC 9148 /att),

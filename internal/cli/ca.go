@@ -26,12 +26,14 @@ Commands:
   approve ID           approve a pending request; the device's next retry gets its certificate
   reject ID            reject a pending request (--why TEXT)
   crl                  print a freshly signed CRL (PEM; --der for DER)
+  receipts [SERIAL]    key package receipts and errors clients returned for server-generated
+                       keys (RFC 8295 §8.2, /serverkeygen/return), newest first
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts")
 	if cmd == "" {
 		return err
 	}
@@ -42,7 +44,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		subject = fs.String("subject", "", "list: only subjects containing this text")
 		label   = fs.String("label", "", "list: only this profile label")
 		revoked = fs.Bool("revoked", false, "list: only revoked certificates")
-		limit   = fs.Int("limit", 100, "list, pending: at most this many rows")
+		limit   = fs.Int("limit", 100, "list, pending, receipts: at most this many rows")
 		reason  = fs.Int("reason", 0, "revoke: RFC 5280 CRLReason code (0 unspecified, 1 keyCompromise, 4 superseded, 5 cessationOfOperation, ...)")
 		why     = fs.String("why", "rejected by the operator", "reject: the reason told to the device")
 		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
@@ -98,6 +100,29 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s %s\t%s\t%s\t%s\n", c.Serial, c.Subject, orDash(c.Label),
 				c.Protocol, c.Transport, c.Op, c.IssuedAt.Format(time.RFC3339), c.NotAfter.Format("2006-01-02"), st)
+		}
+		return tw.Flush()
+	case "receipts":
+		if len(rest) > 1 {
+			return usagef("ca receipts takes at most one serial number")
+		}
+		serial := ""
+		if len(rest) == 1 {
+			serial = rest[0]
+		}
+		rets, err := auth.KeyPackageReturns(ctx, serial, *limit)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "RECEIVED\tKIND\tCERTIFICATE\tERROR\tBY\tSIGNED BY\tREQUESTER")
+		for _, r := range rets {
+			who := r.RequesterRef
+			if r.RequesterSubject != "" {
+				who = r.RequesterSubject
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s %s\n", r.ReceivedAt.Format(time.RFC3339), r.Kind, r.CertSerial, orDash(r.ErrorCode),
+				r.By, orDash(r.SignerSerial), orDash(who), r.RequesterAddr)
 		}
 		return tw.Flush()
 	case "show":

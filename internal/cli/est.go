@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -54,6 +55,10 @@ Commands:
   reenroll      renew the --cert identity (/sren): same subject and SANs, new key unless --reuse-key
   csrattrs      print the CSR attributes the server wants (/att)
   serverkeygen  the server generates the key (/skg, or /skc with --accept cert)
+  eecerts       https:// only: fetch the end-entity certificates the server lets this client
+                have, its own and, where the label's profile allows, its peers' (RFC 8295 §3)
+  return        https:// only: return a signed key package receipt (--receipt) or error
+                (--error CODE) for a server-generated key (RFC 8295 §8.2, RFC 7191)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -66,6 +71,11 @@ type estFlags struct {
 	edhoc, edhocSeparate     bool
 	taFingerprint            string
 	encryptKey, encryptKeyID string // serverkeygen: --encrypt-key, --encrypt-key-id
+	keyPackage               bool   // serverkeygen: --key-package (RFC 8295 §8.1, https://)
+	// return: --receipt, --error, --package-cert, --package-key (RFC 8295 §8.2)
+	receipt                 bool
+	returnError             string
+	packageCert, packageKey string
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -85,7 +95,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return")
 	if cmd == "" {
 		return err
 	}
@@ -120,6 +130,15 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.encryptKey, "encrypt-key", "", "ask for the key CMS-encrypted (280): FILE = a pre-shared AES key (hex or raw; with --encrypt-key-id), "+
 			"or 'own' = to the key of --cert (RFC 7030 §4.4.1)")
 		fs.StringVar(&f.encryptKeyID, "encrypt-key-id", "", "with --encrypt-key FILE: the key's identifier (hex), as the server's est.server_keygen_keks[].id")
+		fs.BoolVar(&f.keyPackage, "key-package", false, "https:// with --encrypt-key: ask for the key as an asymmetric key package (application/cms, "+
+			"RFC 8295 §8.1): the encrypted key in a further SignedData")
+	}
+	if cmd == "return" {
+		fs.BoolVar(&f.receipt, "receipt", false, "return a key package receipt, signed with the received key (--package-key)")
+		fs.StringVar(&f.returnError, "error", "", "return a key package error with this RFC 7191 code (name such as decryptFailure, or number), "+
+			"signed with --package-key if given, else with --key")
+		fs.StringVar(&f.packageCert, "package-cert", "", "the certificate of the server-generated key the receipt or error is about (PEM)")
+		fs.StringVar(&f.packageKey, "package-key", "", "the server-generated key (PEM): signs the receipt, proving it arrived")
 	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
@@ -130,6 +149,19 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
+	if (cmd == "eecerts" || cmd == "return") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
+	}
+	var ret []byte
+	var retType string
+	if cmd == "return" {
+		if ret, retType, err = keyPackageReturn(&f); err != nil {
+			return err
+		}
+	}
+	if f.keyPackage && (f.encryptKey == "" || !strings.HasPrefix(strings.ToLower(f.server), "https://")) {
+		return usagef("--key-package (RFC 8295 §8.1) needs --encrypt-key and --server https://: the key package is always encrypted")
+	}
 	if err := encryptedKeyRequest(&f); err != nil {
 		return err
 	}
@@ -188,6 +220,30 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stderr, "updated explicit trust anchors %s (%d certificates)\n", f.explicitTA, len(written))
 		}
 		return writeCerts(f.out, stdout, certs...)
+	case "return":
+		hc, ok := ec.(*client.HTTPS)
+		if !ok {
+			return usagef("return (RFC 8295 §8.2) is an EST over HTTPS operation: use --server https://")
+		}
+		if err := hc.ReturnKeyPackage(ctx, retType, ret); err != nil {
+			return err
+		}
+		what := "error"
+		if f.receipt {
+			what = "receipt"
+		}
+		fmt.Fprintf(stderr, "the server took the key package %s (204)\n", what)
+		return nil
+	case "eecerts":
+		hc, ok := ec.(*client.HTTPS)
+		if !ok {
+			return usagef("eecerts (RFC 8295 §3) is an EST over HTTPS operation: use --server https://")
+		}
+		certs, err := hc.EECerts(ctx)
+		if err != nil {
+			return err
+		}
+		return writeCerts(f.out, stdout, certs...)
 	case "csrattrs":
 		a, err := ec.CSRAttrs(ctx)
 		if err != nil {
@@ -233,7 +289,11 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if sk.Encrypted {
+		switch {
+		case sk.KeyPackage:
+			fmt.Fprintf(stderr, "the key came as an asymmetric key package (application/cms, RFC 8295 §8.1), signed by %s "+
+				"outside and %s inside; decrypted\n", sk.OuterSigner.Subject, sk.KeySigner.Subject)
+		case sk.Encrypted:
 			fmt.Fprintf(stderr, "the key came CMS-encrypted (280), signed by %s; decrypted\n", sk.KeySigner.Subject)
 		}
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: sk.PKCS8})
@@ -478,4 +538,51 @@ func encryptedKeyRequest(f *estFlags) error {
 	}
 	f.csrAttrs = append(f.csrAttrs, capsAttr, idAttr)
 	return nil
+}
+
+// keyPackageReturn builds the signed receipt or error of `est return` (RFC 8295 §8.2, RFC 7191)
+// and its Content-Type.
+func keyPackageReturn(f *estFlags) ([]byte, string, error) {
+	if f.receipt == (f.returnError != "") {
+		return nil, "", usagef("return needs exactly one of --receipt and --error CODE")
+	}
+	if f.packageCert == "" {
+		return nil, "", usagef("return needs --package-cert: the certificate of the server-generated key")
+	}
+	pkg, err := pemfile.ReadCerts(f.packageCert)
+	if err != nil {
+		return nil, "", err
+	}
+	signKey, signCert, chain := f.packageKey, pkg[0], pkg[1:]
+	if f.receipt {
+		if f.packageKey == "" {
+			return nil, "", usagef("--receipt needs --package-key: the receipt is signed with the received key")
+		}
+	} else if f.packageKey == "" {
+		if f.cert == "" || f.key == "" {
+			return nil, "", usagef("--error needs --package-key, or --cert and --key to sign it")
+		}
+		own, err := pemfile.ReadCerts(f.cert)
+		if err != nil {
+			return nil, "", err
+		}
+		signKey, signCert, chain = f.key, own[0], own[1:]
+	}
+	key, err := kms.LoadKeyFile(signKey)
+	if err != nil {
+		return nil, "", err
+	}
+	if pub, ok := signCert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return nil, "", usagef("the signing key %s does not belong to the certificate %s", signKey, signCert.Subject)
+	}
+	if f.receipt {
+		der, err := est.SignKeyPackageReceipt(rand.Reader, key, signCert, chain, time.Now())
+		return der, est.MediaKeyPackageReceipt, err
+	}
+	code, ok := est.ErrorCodeByName(f.returnError)
+	if !ok {
+		return nil, "", usagef("--error %q: not an RFC 7191 error code (a name such as decryptFailure, or 0-127)", f.returnError)
+	}
+	der, err := est.SignKeyPackageError(rand.Reader, code, pkg[0], key, signCert, chain, time.Now())
+	return der, est.MediaKeyPackageError, err
 }

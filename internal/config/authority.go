@@ -95,6 +95,8 @@ type Profile struct {
 	Requesters []RequesterRule `yaml:"requesters"`
 	// ReenrollFrom lists other labels whose certificates may re-enroll into this profile.
 	ReenrollFrom []string `yaml:"reenroll_from"`
+	// EECertsPeers lets /eecerts (RFC 8295 §3) return the peer certificates of this label too.
+	EECertsPeers bool `yaml:"eecerts_peers"`
 	// Subject sets the subject rules.
 	Subject Subject `yaml:"subject"`
 	// SAN sets the subjectAltName rules.
@@ -193,7 +195,8 @@ func (pc Profile) options() authority.ProfileOptions {
 		Label: pc.Label, Validity: pc.Validity, KeyUsage: pc.KeyUsage, ExtKeyUsage: pc.ExtKeyUsage,
 		KeyType: pc.KeyType, AcceptKeyTypes: pc.AcceptKeyTypes, RequirePoP: pc.RequirePoP,
 		ManualApproval: pc.ManualApproval, RetryAfter: pc.RetryAfter, ReenrollFrom: pc.ReenrollFrom,
-		Subject: pc.Subject.rules(), SAN: pc.SAN.rules(),
+		EECertsPeers: pc.EECertsPeers,
+		Subject:      pc.Subject.rules(), SAN: pc.SAN.rules(),
 	}
 	for _, r := range pc.Requesters {
 		rr := authority.RequesterRule{Kind: r.Kind, From: r.From, Transports: r.Transports,

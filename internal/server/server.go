@@ -78,17 +78,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		return nil, err
 	}
 
-	// The front doors.
-	if err := s.registerEST(); err != nil {
-		return fail(err)
-	}
-	if err := s.registerCMP(ctx); err != nil {
-		return fail(err)
-	}
-	if err := s.registerOSCORE(ctx, cfg.OSCOREContexts); err != nil {
-		return fail(err)
-	}
-
 	cc := cfg.CoAP
 	if cc.MaxBodySize == 0 {
 		cc.MaxBodySize = defaultMaxBody
@@ -104,6 +93,26 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	}
 	if cc.TrustUDPSources {
 		log.Warn("coap.trust_udp_sources: the coap:// listener answers unproven source addresses in full (no RFC 9175 Echo check)")
+	}
+	// The CoAP servers exist before the front doors register (their goroutines, such as the
+	// CMP announcement poll, look them up) and serve only once every front door is in place:
+	// nothing writes these fields after a goroutine may read them.
+	if cfg.Listen.CoAPS != "" {
+		s.coaps = coap.NewServer(s.secureMux, coapCfg)
+	}
+	if cfg.Listen.CoAP != "" {
+		s.coapUDP = coap.NewServer(s.plainMux, coapCfg)
+	}
+
+	// The front doors.
+	if err := s.registerEST(); err != nil {
+		return fail(err)
+	}
+	if err := s.registerCMP(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.registerOSCORE(ctx, cfg.OSCOREContexts); err != nil {
+		return fail(err)
 	}
 
 	if cfg.Listen.CoAPS != "" {
@@ -127,7 +136,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		}
 		s.dtls = l
 		s.coapsURL = "coaps://" + l.Addr().String()
-		s.coaps = coap.NewServer(s.secureMux, coapCfg)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -143,7 +151,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		}
 		s.udp = pc
 		s.coapURL = "coap://" + pc.LocalAddr().String()
-		s.coapUDP = coap.NewServer(s.plainMux, coapCfg)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

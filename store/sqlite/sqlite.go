@@ -233,10 +233,28 @@ var migrations = []string{
 		created_at      INTEGER NOT NULL
 	);
 	CREATE INDEX unconfirmed_deadline ON unconfirmed(deadline);`,
+	// 2→3: key package receipts and errors (RFC 8295 §8.2, RFC 7191; store.KeyPackageReturn).
+	`CREATE TABLE key_package_returns (
+		id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind               TEXT NOT NULL,
+		cert_serial        TEXT NOT NULL,
+		pkg_id             BLOB NOT NULL,
+		received_by        TEXT NOT NULL,
+		error_code         TEXT NOT NULL,
+		signer_serial      TEXT NOT NULL,
+		requester_subject  TEXT NOT NULL,
+		requester_issuer   TEXT NOT NULL,
+		requester_serial   TEXT NOT NULL,
+		requester_ref      TEXT NOT NULL,
+		requester_addr     TEXT NOT NULL,
+		der                BLOB NOT NULL,
+		received_at        INTEGER NOT NULL
+	);
+	CREATE INDEX key_package_returns_cert ON key_package_returns(cert_serial);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 func (s *Store) migrate(ctx context.Context) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -487,6 +505,15 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	}
 	if f.Issuer != "" {
 		where, args = append(where, "issuer = ?"), append(args, f.Issuer)
+	}
+	if f.RequesterIssuer != "" {
+		where, args = append(where, "requester_issuer = ?"), append(args, f.RequesterIssuer)
+	}
+	if f.RequesterSerial != "" {
+		where, args = append(where, "requester_serial = ?"), append(args, f.RequesterSerial)
+	}
+	if f.RequesterRef != "" {
+		where, args = append(where, "requester_ref = ?"), append(args, f.RequesterRef)
 	}
 	switch f.Revocation {
 	case store.OnlyRevoked:
@@ -782,6 +809,64 @@ func (s *Store) DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: due unconfirmed: %w", err)
+	}
+	return out, nil
+}
+
+// AddKeyPackageReturn implements store.Store.
+func (s *Store) AddKeyPackageReturn(ctx context.Context, r *store.KeyPackageReturn) error {
+	if r.ReceivedAt.IsZero() {
+		r.ReceivedAt = time.Now()
+	}
+	pkgID, der := r.PkgID, r.DER
+	if pkgID == nil {
+		pkgID = []byte{}
+	}
+	if der == nil {
+		der = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO key_package_returns (kind, cert_serial, pkg_id, received_by, error_code,
+			signer_serial, requester_subject, requester_issuer, requester_serial, requester_ref, requester_addr, der, received_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.Kind, r.CertSerial, pkgID, r.By, r.ErrorCode, r.SignerSerial, r.RequesterSubject, r.RequesterIssuer,
+			r.RequesterSerial, r.RequesterRef, r.RequesterAddr, der, unix(r.ReceivedAt))
+		if err != nil {
+			return fmt.Errorf("sqlite: key package return: %w", err)
+		}
+		if r.ID, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("sqlite: key package return: %w", err)
+		}
+		return nil
+	})
+}
+
+// ListKeyPackageReturns implements store.Store.
+func (s *Store) ListKeyPackageReturns(ctx context.Context, f store.KeyPackageReturnFilter) ([]*store.KeyPackageReturn, error) {
+	q := `SELECT id, kind, cert_serial, pkg_id, received_by, error_code, signer_serial, requester_subject, requester_issuer,
+		requester_serial, requester_ref, requester_addr, der, received_at FROM key_package_returns`
+	var args []any
+	if f.CertSerial != "" {
+		q, args = q+" WHERE cert_serial = ?", append(args, f.CertSerial)
+	}
+	rows, err := s.db.QueryContext(ctx, q+" ORDER BY received_at DESC, id DESC"+limit(f.Limit, f.Offset), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list key package returns: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.KeyPackageReturn
+	for rows.Next() {
+		r := &store.KeyPackageReturn{}
+		var at int64
+		if err := rows.Scan(&r.ID, &r.Kind, &r.CertSerial, &r.PkgID, &r.By, &r.ErrorCode, &r.SignerSerial, &r.RequesterSubject,
+			&r.RequesterIssuer, &r.RequesterSerial, &r.RequesterRef, &r.RequesterAddr, &r.DER, &at); err != nil {
+			return nil, fmt.Errorf("sqlite: list key package returns: %w", err)
+		}
+		r.ReceivedAt = fromUnix(at)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list key package returns: %w", err)
 	}
 	return out, nil
 }

@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Counter", testCounter},
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
+		{"KeyPackageReturns", testKeyPackageReturns},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,6 +110,13 @@ func testList(t *testing.T, s store.Store) {
 		c := cert(fmt.Sprintf("%x", 0x100+i))
 		c.Label = lbl
 		c.IssuedAt = t0.Add(time.Duration(i) * time.Second)
+		if i == 2 {
+			// requested with another client certificate, or by a Basic user
+			c.RequesterIssuer, c.RequesterSerial = "CN=Issuing CA", "100"
+		}
+		if i == 3 {
+			c.RequesterIssuer, c.RequesterSerial, c.RequesterRef = "", "", "user:alice"
+		}
 		if err := s.RecordIssued(ctx, c); err != nil {
 			t.Fatal(err)
 		}
@@ -139,6 +147,11 @@ func testList(t *testing.T, s store.Store) {
 		{"issuer", store.CertFilter{Issuer: "CN=Issuing CA", Limit: 1}, "103 "},
 		{"limit offset", store.CertFilter{Limit: 2, Offset: 1}, "102 101 "},
 		{"other issuer", store.CertFilter{Issuer: "CN=x"}, ""},
+		{"requester certificate", store.CertFilter{RequesterIssuer: "CN=Issuing CA", RequesterSerial: "100"}, "102 "},
+		{"requester certificate, other issuer", store.CertFilter{RequesterIssuer: "CN=Manufacturer", RequesterSerial: "100"}, ""},
+		{"requester serial", store.CertFilter{RequesterSerial: "abc"}, "101 100 "},
+		{"requester ref", store.CertFilter{RequesterRef: "user:alice"}, "103 "},
+		{"requester ref with label", store.CertFilter{RequesterRef: "user:alice", Label: "a"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,5 +503,45 @@ func testUnconfirmed(t *testing.T, s store.Store) {
 	}
 	if got := due(t0.Add(4*time.Hour), 0); got != "a3 a1 " {
 		t.Errorf("after confirming a2: %q", got)
+	}
+}
+
+func testKeyPackageReturns(t *testing.T, s store.Store) {
+	if l, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{}); err != nil || len(l) != 0 {
+		t.Fatalf("empty store: %v, %v", l, err)
+	}
+	in := []*store.KeyPackageReturn{
+		{Kind: "receipt", CertSerial: "a1", PkgID: []byte{0xa1}, By: "CN=dev-a1", SignerSerial: "a1",
+			RequesterSubject: "CN=idevid", RequesterIssuer: "CN=Manufacturer", RequesterSerial: "abc", RequesterAddr: "127.0.0.1:1",
+			DER: []byte{0x30, 0x00}, ReceivedAt: t0},
+		{Kind: "error", CertSerial: "a2", ErrorCode: "decryptFailure", By: "CN=dev-a2", RequesterRef: "user:alice",
+			DER: []byte{0x30, 0x01}, ReceivedAt: t0.Add(time.Second)},
+		{Kind: "receipt", CertSerial: "a1", PkgID: []byte{0xa1}, By: "CN=dev-a1", SignerSerial: "a1", DER: []byte{0x30, 0x02},
+			ReceivedAt: t0.Add(2 * time.Second)},
+	}
+	for _, r := range in {
+		if err := s.AddKeyPackageReturn(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if r.ID == 0 {
+			t.Fatal("no ID set")
+		}
+	}
+	if in[0].ID == in[1].ID || in[1].ID == in[2].ID {
+		t.Fatal("IDs are not unique")
+	}
+	all, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{})
+	if err != nil || len(all) != 3 || all[0].ID != in[2].ID || all[2].ID != in[0].ID {
+		t.Fatalf("list newest first: %v, %v", all, err)
+	}
+	if fmt.Sprint(*all[1]) != fmt.Sprint(*in[1]) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", *all[1], *in[1])
+	}
+	a1, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "a1", Limit: 1})
+	if err != nil || len(a1) != 1 || a1[0].ID != in[2].ID {
+		t.Fatalf("filter by certificate: %v, %v", a1, err)
+	}
+	if none, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "ff"}); err != nil || len(none) != 0 {
+		t.Fatalf("unknown certificate: %v, %v", none, err)
 	}
 }
