@@ -25,6 +25,19 @@ func EncodeCertsOnly(certs []*x509.Certificate) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("pkcs7: no certificates to encode")
 	}
+	raw := make([][]byte, len(certs))
+	for i, c := range certs {
+		raw[i] = c.Raw
+	}
+	return degenerateSignedData(raw, nil)
+}
+
+// degenerateSignedData is the DER of a ContentInfo with a SignedData that has no signers
+// (RFC 5652 §5.1): version 1, no digest algorithms, id-data without eContent, the certificates
+// in certificates [0] when there are any, the CRLs in crls [1] — present even when empty, as
+// OpenSSL writes certs-only answers and the RFC 9148 Appendix A examples show — and no
+// signerInfos. certs-only (RFC 7030 §4.1.3) and crls-only (RFC 8295 §4.2) are both this.
+func degenerateSignedData(certs, crls [][]byte) ([]byte, error) {
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(ci *cryptobyte.Builder) { // ContentInfo
 		ci.AddASN1ObjectIdentifier(oidSignedData)
@@ -35,13 +48,18 @@ func EncodeCertsOnly(certs []*x509.Certificate) ([]byte, error) {
 				sd.AddASN1(cbasn1.SEQUENCE, func(eci *cryptobyte.Builder) {
 					eci.AddASN1ObjectIdentifier(oidData)
 				})
-				sd.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(cs *cryptobyte.Builder) {
-					for _, c := range certs {
-						cs.AddBytes(c.Raw)
+				if len(certs) > 0 {
+					sd.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(cs *cryptobyte.Builder) {
+						for _, c := range certs {
+							cs.AddBytes(c)
+						}
+					})
+				}
+				sd.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(cs *cryptobyte.Builder) {
+					for _, c := range crls {
+						cs.AddBytes(c)
 					}
 				})
-				// An empty crls [1], as OpenSSL writes it (and the RFC 9148 Appendix A examples show).
-				sd.AddASN1(cbasn1.Tag(1).Constructed().ContextSpecific(), func(*cryptobyte.Builder) {})
 				sd.AddASN1(cbasn1.SET, func(*cryptobyte.Builder) {}) // signerInfos
 			})
 		})
