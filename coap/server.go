@@ -767,16 +767,21 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 		sess.mu.Unlock()
 	}()
 	var timer *time.Timer
-	if ex.typ == message.Confirmable {
-		timer = time.AfterFunc(s.ep.cfg.SeparateAfter, func() {
-			ex.mu.Lock()
-			defer ex.mu.Unlock()
-			if !ex.done {
-				// RFC 7252 §5.2.2: empty ACK now, the response later as a CON.
-				ex.separate = true
-				sess.setReply(ex.e, sess.sendEmpty(message.Acknowledgement, ex.mid))
-			}
-		})
+	separate := func() {
+		ex.mu.Lock()
+		defer ex.mu.Unlock()
+		if !ex.done {
+			// RFC 7252 §5.2.2: empty ACK now, the response later as a CON.
+			ex.separate = true
+			sess.setReply(ex.e, sess.sendEmpty(message.Acknowledgement, ex.mid))
+		}
+	}
+	switch {
+	case ex.typ != message.Confirmable:
+	case s.ep.cfg.SeparateAfter < 0:
+		separate()
+	default:
+		timer = time.AfterFunc(s.ep.cfg.SeparateAfter, separate)
 	}
 	resp := s.callHandler(res.Handler, req)
 	if timer != nil {

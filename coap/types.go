@@ -239,7 +239,8 @@ type Config struct {
 	NStart           int           // NSTART, default 1
 	ExchangeLifetime time.Duration // EXCHANGE_LIFETIME, default 247 s (derived per §4.8.2)
 	// SeparateAfter: a handler slower than this gets an empty ACK first and its
-	// answer as a separate CON response (RFC 7252 §5.2.2). Default 1 s.
+	// answer as a separate CON response (RFC 7252 §5.2.2). Default 1 s; negative = always
+	// (the empty ACK goes out before the handler runs, e.g. in front of a slow HSM).
 	SeparateAfter time.Duration
 	// MaxBodySize caps a Block1 reassembly (4.13 + Size1). Default 1 MiB.
 	MaxBodySize int
@@ -294,7 +295,7 @@ func (c Config) withDefaults() Config {
 		span := time.Duration(float64(c.ACKTimeout) * float64(int(1)<<c.MaxRetransmit-1) * c.ACKRandomFactor)
 		c.ExchangeLifetime = span + 2*100*time.Second + c.ACKTimeout
 	}
-	if c.SeparateAfter <= 0 {
+	if c.SeparateAfter == 0 {
 		c.SeparateAfter = time.Second
 	}
 	if c.MaxBodySize <= 0 {

@@ -415,7 +415,9 @@ func TestManualApproval(t *testing.T) {
 // certificate in a separate confirmable response (RFC 7252 §5.2.2), as libcoap's own log shows.
 func TestSlowIssuanceSeparateResponse(t *testing.T) {
 	need(t, "coap-client-openssl", "openssl")
-	s := testServerAt(t, t.TempDir(), func(c *config.Config) { c.CoAP.SeparateAfter = time.Microsecond })
+	// A negative separate_after answers every confirmable request separately: deterministic,
+	// where a tiny positive one raced the handler (the race detector's scheduling lost it).
+	s := testServerAt(t, t.TempDir(), func(c *config.Config) { c.CoAP.SeparateAfter = -1 })
 	d := s.data.Paths
 	dir := t.TempDir()
 	csr, p7 := filepath.Join(dir, "csr.der"), filepath.Join(dir, "cert.p7")
