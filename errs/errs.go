@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -226,7 +227,11 @@ func Diagnostic(s string) string {
 		}
 	}
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = strings.TrimRight(strings.TrimSpace(s), " :,;(")
+	// Trailing blanks and the punctuation a cut leaves, in any order (so a second pass changes
+	// nothing: "x\t(" → "x", not "x\t").
+	s = strings.TrimRightFunc(strings.TrimLeftFunc(s, unicode.IsSpace), func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune(":,;(", r)
+	})
 	if len(s) > MaxDiagnostic {
 		const ell = "…"
 		cut := MaxDiagnostic - len(ell)
