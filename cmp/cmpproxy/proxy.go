@@ -18,7 +18,10 @@
 //     replaces a POP it verified by raVerified. A response to a MAC-protected request is
 //     verified against Options.ResponseTrust and re-protected with the requester's secret
 //     (RFC 9483 §3.2); a response to a signature-protected request is relayed unchanged.
-//     Nested messages (§5.2.2.1) are neither sent nor forwarded.
+//     §5.2.2: a kur or rr signed with the certificate it renews or revokes goes upstream with
+//     its protection unchanged (the upstream must see that certificate), and so do the
+//     certConf and pollReq of its transaction. Nested messages (§5.2.2.1) are neither sent
+//     nor forwarded.
 //   - RFC 8075 §7 failure codes: upstream unreachable or busy → 5.03 + Max-Age, TLS failure
 //     or a malformed answer → 5.02 with a short diagnostic, timeout → 5.04; an upstream's HTTP
 //     error body never reaches the device. A slow upstream gets a separate response from the
