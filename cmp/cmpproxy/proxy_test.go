@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
@@ -291,4 +293,85 @@ func TestConcurrencyLimit(t *testing.T) {
 	if r := <-held; r.Code != codes.Changed || !bytes.Equal(r.Payload, answer) {
 		t.Fatalf("held request: %v", r.Code)
 	}
+}
+
+// TestSlowUpstreamSeparateResponse: while the upstream holds a request, the device already has
+// the empty ACK (RFC 7252 §5.2.2), so it does not retransmit into a slow upstream; the answer
+// follows as a separate response with the request's token.
+func TestSlowUpstreamSeparateResponse(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	answer := derSeq(20, 3)
+	up := &recorder{answer: func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		pkixAnswer(answer)(w, r)
+	}}
+	hs := httptest.NewServer(up)
+	defer hs.Close()
+	p, err := New(Options{Upstream: hs.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := coap.NewMux()
+	p.Register(mux)
+	// Any handler slower than a millisecond is answered separately; the upstream is held
+	// until the test has seen the ACK, so "slower" does not depend on the clock.
+	srv := coap.NewServer(mux, coap.Config{SeparateAfter: time.Millisecond, TrustUDPSources: true})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(pc)
+	defer srv.Close()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	buf := make([]byte, 64)
+	opts, n, err := make(message.Options, 0, 8).SetPath(buf, Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, _, err = opts.SetContentFormat(buf[n:], message.MediaType(CFPKIXCMP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(m message.Message) {
+		b := make([]byte, 2048)
+		n, err := coder.DefaultCoder.Encode(m, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(b[:n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() message.Message {
+		b := make([]byte, 2048)
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatalf("no datagram: %v", err)
+		}
+		m := message.Message{Options: make(message.Options, 0, 16)}
+		if _, err := coder.DefaultCoder.Decode(b[:n], &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	send(message.Message{Type: message.Confirmable, Code: codes.POST, MessageID: 7, Token: []byte("tok1"), Options: opts, Payload: derSeq(10, 0)})
+	<-arrived
+	ack := recv()
+	if ack.Type != message.Acknowledgement || ack.Code != codes.Empty || ack.MessageID != 7 {
+		close(release)
+		t.Fatalf("while the upstream works: %v %v mid %d, want an empty ACK of 7", ack.Type, ack.Code, ack.MessageID)
+	}
+	close(release)
+	rsp := recv()
+	if rsp.Type != message.Confirmable || rsp.Code != codes.Changed || string(rsp.Token) != "tok1" || !bytes.Equal(rsp.Payload, answer) {
+		t.Fatalf("separate response: %v %v token %q", rsp.Type, rsp.Code, rsp.Token)
+	}
+	send(message.Message{Type: message.Acknowledgement, Code: codes.Empty, MessageID: rsp.MessageID})
 }
