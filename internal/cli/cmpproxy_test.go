@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,6 +232,22 @@ func TestCMPRegistrarRAToCoapca(t *testing.T) {
 		}
 		if rec.RequesterRef != "ra:ras" {
 			t.Errorf("%s: upstream recorded requester %q, want the RA", f, rec.RequesterRef)
+		}
+	}
+	// Metrics per upstream: every exchange counted as ok, and in the latency histogram.
+	rsp, err := http.Get("http://" + reg.metricsAddr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(rsp.Body)
+	rsp.Body.Close()
+	upstream := strings.TrimPrefix(ca.httpURL, "http://")
+	for _, want := range []string{
+		fmt.Sprintf(`coapca_cmp_upstream_requests_total{result="ok",upstream=%q} %d`, upstream, len(steps)),
+		fmt.Sprintf(`coapca_cmp_upstream_duration_seconds_count{upstream=%q} %d`, upstream, len(steps)),
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 	kur := readCert(t, filepath.Join(work, "kur.pem"))
