@@ -381,3 +381,56 @@ func TestSlowUpstreamSeparateResponse(t *testing.T) {
 	}
 	send(message.Message{Type: message.Acknowledgement, Code: codes.Empty, MessageID: rsp.MessageID})
 }
+
+// TestHTTPSUpstream: an https upstream whose certificate the configured trust accepts.
+func TestHTTPSUpstream(t *testing.T) {
+	answer := derSeq(300, 9)
+	hs := httptest.NewTLSServer(http.HandlerFunc(pkixAnswer(answer)))
+	defer hs.Close()
+	p, err := New(Options{Upstream: hs.URL + "/.well-known/cmp", Client: hs.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial, _ := downstream(t, p)
+	if rsp := post(t, dial(), "/.well-known/cmp", derSeq(10, 0)); rsp.Code != codes.Changed || !bytes.Equal(rsp.Payload, answer) {
+		t.Fatalf("%v: %s", rsp.Code, rsp.Payload)
+	}
+}
+
+// TestNewRefuses: configurations that cannot work are refused when the proxy is made.
+func TestNewRefuses(t *testing.T) {
+	for _, o := range []Options{
+		{Upstream: "coap://ca.example"},
+		{Upstream: "http://ca.example/?q=1"},
+		{Upstream: "http://ca.example", Default: Profile{Mode: ModeRA}},
+		{Upstream: "http://ca.example", Profiles: map[string]Profile{"a/b": {}}},
+		{Upstream: "http://ca.example", AnnouncePoll: time.Hour},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("accepted %+v", o)
+		}
+	}
+}
+
+// FuzzRoute: any Uri-Path is routed without panic, and an accepted one names a served label.
+func FuzzRoute(f *testing.F) {
+	for _, s := range []string{"/.well-known/cmp", "/.well-known/cmp/p/sensors/ir", "/.well-known/cmp/p//ann", "/.well-known/cmpx", "/", "/.well-known/cmp/p/other"} {
+		f.Add(s)
+	}
+	p, err := New(Options{Upstream: "http://ca.example/pkix/", Profiles: map[string]Profile{"sensors": {UpstreamLabel: "iot"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		rt, ok := p.route(path)
+		if !ok {
+			return
+		}
+		if rt.label != "" && rt.label != "sensors" {
+			t.Fatalf("label %q from %q", rt.label, path)
+		}
+		if u := p.upstreamURL(rt); !strings.HasPrefix(u, "http://ca.example/pkix") {
+			t.Fatalf("%q → %q", path, u)
+		}
+	})
+}
