@@ -427,15 +427,6 @@ func (p *Proxy) announce(der []byte) {
 	}
 }
 
-// AnnouncementPaths are the …/ann resources (for counting observers).
-func (p *Proxy) AnnouncementPaths() []string {
-	out := []string{}
-	for _, base := range p.bases() {
-		out = append(out, base+"/ann")
-	}
-	return out
-}
-
 func diag(code codes.Code, msg string) *coap.Response {
 	return &coap.Response{Code: code, Payload: []byte(msg)}
 }

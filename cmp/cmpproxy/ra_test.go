@@ -237,6 +237,16 @@ func TestRARefusals(t *testing.T) {
 		}
 		return &cmp.CertReqMessages{BodyType: cmp.TypeIR, Requests: []cmp.CertReqMsg{crm}}
 	}
+	// A nested message (RFC 9483 §5.2.2.1) would carry another requester's request past
+	// the RA's checks under the RA's own protection.
+	innerHdr, err := cmp.NewRequestHeader(cmp.GeneralName{}, cmp.NullDN(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &cmp.Message{Header: innerHdr, Body: ir(nil)}
+	if _, err := inner.Marshal(&cmp.SignatureProtection{Signer: rogue.Key, Cert: rogue.Cert}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name  string
 		body  cmp.Body
@@ -264,6 +274,7 @@ func TestRARefusals(t *testing.T) {
 			_ = c.Template.SetPublicKey(newKey.Public())
 			c.POPKind, c.POP = cmp.POPRAVerified, nil
 		}), dev, nil, "/p/rav", cmp.FailBadPOP},
+		{"nested message", &cmp.Nested{Messages: []*cmp.Message{inner}}, dev, nil, "", cmp.FailBadRequest},
 		{"central key generation (no POP)", ir(func(c *cmp.CertReqMsg) { c.POPKind, c.POP = cmp.POPNone, nil }), dev, nil, "", cmp.FailBadRequest},
 	}
 	c := e.dial()

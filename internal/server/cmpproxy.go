@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,12 +83,6 @@ func (s *Server) registerCMPProxy(ctx context.Context) error {
 	}
 	opts.Authority = s.auth
 
-	name := uc.Name
-	if name == "" {
-		if u, err := url.Parse(uc.URL); err == nil {
-			name = u.Host
-		}
-	}
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "coapca", Name: "cmp_upstream_duration_seconds",
 		Help:    "Time from a CMP request relayed by the registrar to its answer, by upstream.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"upstream"})
@@ -109,7 +102,7 @@ func (s *Server) registerCMPProxy(ctx context.Context) error {
 	}
 	p.Register(s.secureMux)
 	p.Register(s.plainMux)
-	s.log.Info("cmp registrar", "upstream", name, "url", uc.URL, "mode", opts.Default.Mode.String(), "profiles", p.Labels())
+	s.log.Info("cmp registrar", "upstream", p.Name(), "url", uc.URL, "mode", opts.Default.Mode.String(), "profiles", p.Labels())
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
