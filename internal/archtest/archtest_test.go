@@ -78,6 +78,7 @@ var layers = map[string]layer{
 	"est/esthttp":       layerBinding,
 	"cmp/cmpcoap":       layerBinding,
 	"cmp/cmphttp":       layerBinding,
+	"cmp/cmpproxy":      layerBinding, // the CMP registrar: CoAP front door relaying to an RFC 9811 upstream
 	"registrar":         layerBinding,
 	"client":            layerClient,
 	"est/esttest":       layerTestKit,

@@ -30,6 +30,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpsAddr := fs.String("https", "", "HTTPS listen address for EST over HTTPS (RFC 7030), e.g. :8443 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar-cmp.md)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -60,6 +61,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
+	}
+	if *cmpUpstream != "" {
+		cfg.CMPUpstream.URL = *cmpUpstream
 	}
 	cfg.ServerNames = append(cfg.ServerNames, names...)
 	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)

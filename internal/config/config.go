@@ -32,6 +32,9 @@ type Config struct {
 	Authority Authority `yaml:"authority"`
 	// CMP tunes the CMP service (RFC 9483).
 	CMP CMP `yaml:"cmp"`
+	// CMPUpstream makes the server a CMP registrar in front of an HTTP CMP server
+	// (cmpupstream.go). Default off.
+	CMPUpstream CMPUpstream `yaml:"cmp_upstream"`
 	// EST tunes the EST service.
 	EST EST `yaml:"est"`
 	// EDHOC tunes the EDHOC responder on the coap:// listener (RFC 9528).

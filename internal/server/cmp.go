@@ -18,6 +18,9 @@ import (
 // accepted and revoked through CMP at once, and revocations made elsewhere (`coapca ca revoke`
 // in another process, EST) when the store is next polled (every RevocationPoll).
 func (s *Server) registerCMP(ctx context.Context) error {
+	if s.cfg.CMPUpstream.URL != "" {
+		return s.registerCMPProxy(ctx) // cmpproxy.go: CMP is relayed, not answered here
+	}
 	d := s.data
 	var bind *cmpcoap.Binding
 	svc, err := cmpserver.New(s.auth, cmpserver.Options{

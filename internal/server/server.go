@@ -65,6 +65,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.CMPUpstream.Validate(); err != nil {
+		return nil, err
+	}
 	m := metrics.New()
 	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
