@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"coapca/internal/config"
 	"coapca/internal/server"
 )
 
@@ -30,6 +31,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpsAddr := fs.String("https", "", "HTTPS listen address for EST over HTTPS (RFC 7030), e.g. :8443 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -61,6 +63,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *logLevel != "" {
 		cfg.Log.Level = *logLevel
 	}
+	if *shutdownTimeout != 0 {
+		cfg.ShutdownTimeout = *shutdownTimeout
+	}
+	switch {
+	case cfg.ShutdownTimeout < 0:
+		return usagef("shutdown timeout %v is negative", cfg.ShutdownTimeout)
+	case cfg.ShutdownTimeout == 0:
+		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
+	}
 	cfg.ServerNames = append(cfg.ServerNames, names...)
 	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)
 	log, err := newLoggerFormat(stderr, cfg.Log.Level, cfg.Log.Format)
@@ -68,14 +79,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	s, err := server.Start(ctx, cfg, log)
+	// The server outlives ctx (the signal): it must keep answering what it took after SIGINT.
+	s, err := server.Start(context.WithoutCancel(ctx), cfg, log)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	s.PrintWelcome(stdout, selfCommand())
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "coapca: shutting down")
+	fmt.Fprintf(stdout, "coapca: shutting down (finishing requests in progress, at most %v)\n", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	fmt.Fprintln(stdout, "coapca: stopped")
 	return nil
 }
 
