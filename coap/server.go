@@ -40,15 +40,15 @@ type Server struct {
 	mu       sync.Mutex
 	closed   bool
 	draining bool // Shutdown began: requests not yet admitted are refused (mu)
-	udp     map[netip.AddrPort]*session
-	lru     *list.List // verified UDP sessions, most recently heard first
-	unv     *list.List // unverified UDP sessions, most recently heard first
-	perIP   map[netip.Addr]*ipEntry
-	secure  map[*session]struct{}
-	closers []io.Closer
-	janitor sync.Once
-	done    chan struct{}
-	running sync.WaitGroup // handler goroutines
+	udp      map[netip.AddrPort]*session
+	lru      *list.List // verified UDP sessions, most recently heard first
+	unv      *list.List // unverified UDP sessions, most recently heard first
+	perIP    map[netip.Addr]*ipEntry
+	secure   map[*session]struct{}
+	closers  []io.Closer
+	janitor  sync.Once
+	done     chan struct{}
+	running  sync.WaitGroup // handler goroutines
 
 	obsMu     sync.Mutex
 	observers map[string]map[*observer]struct{} // by path
