@@ -80,6 +80,8 @@ type EST struct {
 	opts ESTOptions
 	// sleep waits d or until ctx is done (replaced in tests).
 	sleep func(ctx context.Context, d time.Duration) error
+	// cas are the CA certificates of /crts, fetched before a CSR is sent (see prefetchCAs).
+	cas []*x509.Certificate
 }
 
 // NewEST returns an EST client using c.
@@ -216,6 +218,7 @@ func (e *EST) Reenroll(ctx context.Context, csr []byte) (*x509.Certificate, erro
 }
 
 func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certificate, error) {
+	e.prefetchCAs(ctx)
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
 		ContentFormat: coap.CF(est.CFPKCS10), Accept: e.certAccept(), Payload: csr}, codes.Changed)
 	if err != nil {
@@ -240,8 +243,28 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 // answer's other certificates are intermediates; when they are not enough, /crts supplies the
 // CA certificates (RFC 7030 §4.1.3).
 func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra []*x509.Certificate) error {
-	// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
-	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, e.caCertsPKCS7)
+	cacerts := func(ctx context.Context) ([]*x509.Certificate, error) {
+		if e.cas != nil {
+			return e.cas, nil
+		}
+		// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
+		return e.caCertsPKCS7(ctx)
+	}
+	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, cacerts)
+}
+
+// prefetchCAs fetches the CA certificates that checkIssued may need as intermediates before the
+// CSR goes out, with ESTOptions.Trust: once the server has issued, the certificate must not
+// depend on a second request (a server that is stopping answers the CSR it took, but refuses new
+// requests; the certificate would be issued and recorded, delivered, and then thrown away). A
+// failure is not fatal here: checkIssued asks again when it needs them.
+func (e *EST) prefetchCAs(ctx context.Context) {
+	if len(e.opts.Trust) == 0 || e.cas != nil {
+		return
+	}
+	if cas, err := e.caCertsPKCS7(ctx); err == nil {
+		e.cas = cas
+	}
 }
 
 // checkIssuedCert is the check of an issued certificate shared by every EST transport: it
@@ -319,6 +342,7 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 	if e.opts.Accept == Cert {
 		fn = "skc"
 	}
+	e.prefetchCAs(ctx)
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
 		ContentFormat: coap.CF(est.CFPKCS10), Accept: coap.CF(est.CFMultipartCore), Payload: csr}, codes.Changed)
 	if err != nil {
