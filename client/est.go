@@ -48,6 +48,9 @@ type Progress struct {
 	Attempt    int           // 1 for the first 5.03
 	RetryAfter time.Duration // the server's Max-Age
 	Diagnostic string        // the server's diagnostic payload, if any
+	// Reconnected is set when the association was lost (the server closed the session or
+	// stopped answering, e.g. it restarted) and a new one was made; the request is sent again.
+	Reconnected bool
 }
 
 // ESTOptions configures an EST client.
@@ -67,6 +70,13 @@ type ESTOptions struct {
 	Wait time.Duration
 	// OnProgress, if set, is called before each wait.
 	OnProgress func(Progress)
+	// Redial, when set, makes a new association with the server (a new DTLS handshake, or a new
+	// OSCORE/EDHOC association). A request whose association is gone — the server ended the
+	// session (close_notify) or no longer answers on it (a restarted server forgot it) — is then
+	// sent again over a new one while Wait lasts, instead of failing. The old association is
+	// closed. A CSR bound to the old session (tls-unique in challengePassword) will be refused
+	// by the server on the new one.
+	Redial func(ctx context.Context) (*coap.Client, error)
 	// KeyDecrypter, when set, opens a CMS-encrypted server-generated key (Content-Format 280,
 	// RFC 7030 §4.4.2) with a pre-shared key-encryption key or the client's own private key;
 	// ServerKeyGen then also refuses an unencrypted key (284). The CSR must ask for the
@@ -149,7 +159,16 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 	for attempt := 1; ; attempt++ {
 		resp, err := e.c.Do(ctx, req)
 		if err != nil {
-			return nil, fmt.Errorf("est /%s: %w", fn, err)
+			if e.opts.Redial == nil || !sessionGone(err) || !time.Now().Before(deadline) || ctx.Err() != nil {
+				return nil, fmt.Errorf("est /%s: %w", fn, err)
+			}
+			if rerr := e.redial(ctx, deadline); rerr != nil {
+				return nil, fmt.Errorf("est /%s: %w (and no new association: %w)", fn, err, rerr)
+			}
+			if e.opts.OnProgress != nil {
+				e.opts.OnProgress(Progress{Function: fn, Attempt: attempt, Reconnected: true, Diagnostic: err.Error()})
+			}
+			continue
 		}
 		if resp.Code == want {
 			return resp, nil
@@ -173,6 +192,41 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 			se.Diagnostic = string(resp.Payload)
 		}
 		return nil, se
+	}
+}
+
+// sessionGone tells the errors after which the association is of no more use: the server closed
+// the DTLS session, or stopped acknowledging (after MAX_RETRANSMIT, RFC 7252 §4.2).
+func sessionGone(err error) bool {
+	return errors.Is(err, coap.ErrSessionClosed) || errors.Is(err, coap.ErrTimeout)
+}
+
+// Backoff between attempts to make a new association with a server that is away.
+const (
+	redialFirst   = time.Second
+	redialMax     = 30 * time.Second
+	redialAttempt = 20 * time.Second // bound of one handshake attempt
+)
+
+// redial replaces the association with a new one from opts.Redial, trying until deadline.
+func (e *EST) redial(ctx context.Context, deadline time.Time) error {
+	wait := redialFirst
+	for {
+		actx, cancel := context.WithTimeout(ctx, redialAttempt)
+		c, err := e.opts.Redial(actx)
+		cancel()
+		if err == nil {
+			_ = e.c.Close()
+			e.c = c
+			return nil
+		}
+		if ctx.Err() != nil || !time.Now().Add(wait).Before(deadline) {
+			return err
+		}
+		if err := e.sleep(ctx, wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, redialMax)
 	}
 }
 

@@ -149,24 +149,26 @@ func (f *clientFlags) readCSR() ([]byte, error) {
 	return b, nil
 }
 
-// writeKey writes a new key to --key-out and says so.
-func (f *clientFlags) writeKey(key crypto.Signer, stderr io.Writer) error {
-	if err := kms.WriteKeyFile(f.keyOut, key); err != nil {
+// writeKey writes a new key to --key-out ("-": stdout) and says so.
+func (f *clientFlags) writeKey(key crypto.Signer, stdout, stderr io.Writer) error {
+	data, err := kms.MarshalPrivateKeyPEM(key)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+	if err := writeOutput(f.keyOut, stdout, data, 0o600); err != nil {
+		return err
+	}
+	if f.keyOut != "-" {
+		fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+	}
 	return nil
 }
 
-// writeCerts writes certs as PEM to path, or to w when path is "".
+// writeCerts writes certs as PEM to path, or to w when path is "" or "-".
 func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
 	var b strings.Builder
 	for _, c := range certs {
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
-	if path == "" {
-		_, err := io.WriteString(w, b.String())
-		return err
-	}
-	return kms.WriteFileAtomic(path, []byte(b.String()), 0o644)
+	return writeOutput(path, w, []byte(b.String()), 0o644)
 }
