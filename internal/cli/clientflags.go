@@ -57,7 +57,7 @@ func (f *clientFlags) registerOut(fs *flag.FlagSet, help string) {
 func (f *clientFlags) registerEnroll(fs *flag.FlagSet, subjectHelp, sanHelp string) {
 	fs.StringVar(&f.subject, "subject", "", subjectHelp)
 	fs.Var(&f.sans, "san", sanHelp)
-	fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
+	fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600; - for stdout); until the certificate arrives it waits in FILE.pending, which a rerun resumes")
 	fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
 }
 
