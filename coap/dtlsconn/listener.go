@@ -640,9 +640,10 @@ func (l *Listener) janitor() {
 				s.shutdown()
 			}
 			for _, s := range idle {
-				l.idle.Add(1)
 				l.log.Debug("dtls: idle session closed", "remote", s.addr)
-				s.shutdown()
+				s.shutdown() // removes s from the active count at once
+				// Counted after: a reader who sees IdleClosed also sees the session gone.
+				l.idle.Add(1)
 			}
 		}
 	}
