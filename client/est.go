@@ -49,7 +49,8 @@ type Progress struct {
 	RetryAfter time.Duration // the server's Max-Age
 	Diagnostic string        // the server's diagnostic payload, if any
 	// Reconnected is set when the association was lost (the server closed the session or
-	// stopped answering, e.g. it restarted) and a new one was made; the request is sent again.
+	// stopped answering, e.g. it restarted): EST-coaps made a new one, EST over HTTPS tries
+	// again after a pause; the request is sent again. Diagnostic then says what failed.
 	Reconnected bool
 }
 
