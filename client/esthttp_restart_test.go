@@ -68,7 +68,10 @@ func TestHTTPSWaitsAcrossServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	c2.sleep = func(ctx context.Context, d time.Duration) error { t.Fatalf("waited %v for a server never reached", d); return nil }
+	c2.sleep = func(ctx context.Context, d time.Duration) error {
+		t.Fatalf("waited %v for a server never reached", d)
+		return nil
+	}
 	if _, err := c2.do(context.Background(), http.MethodPost, "simpleenroll", "application/pkcs10", []byte("csr")); err == nil {
 		t.Fatal("no error from an unreachable server")
 	}
