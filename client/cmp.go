@@ -69,11 +69,12 @@ func DialCMP(ctx context.Context, rawURL string, o CMPTransportOptions) (CMPTran
 			}
 			opts.DTLS = o.DTLS
 		}
-		c, err := coap.Dial(ctx, u.Scheme+"://"+u.Host, opts)
+		dial := func(ctx context.Context) (*coap.Client, error) { return coap.Dial(ctx, u.Scheme+"://"+u.Host, opts) }
+		c, err := dial(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &coapCMP{c: c, path: path}, nil
+		return &coapCMP{c: c, path: path, dial: dial, sleep: sleepCtx}, nil
 	case "http", "https":
 		hc := o.HTTPClient
 		if hc == nil {
@@ -86,17 +87,42 @@ func DialCMP(ctx context.Context, rawURL string, o CMPTransportOptions) (CMPTran
 }
 
 type coapCMP struct {
-	c    *coap.Client
-	path string
+	c     *coap.Client
+	path  string
+	dial  func(ctx context.Context) (*coap.Client, error)
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // RoundTrip POSTs the message (RFC 9482 §2.3: Confirmable, Content-Format 259, block-wise by
 // the endpoint).
+//
+// A message the server did not take is sent again, until ctx ends: when the server ended the DTLS
+// session (close_notify: a stopping server first answers every request it took, so this one was
+// not), over a new session; when it answered 5.03 with Max-Age (a stopping server refuses new
+// work so, RFC 7252 §5.9.3.4), after Max-Age. A request that merely went unanswered is not sent
+// again: the server may have processed it.
 func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
-	rsp, err := t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: coap.CF(cmpContentFormat),
-		Accept: coap.CF(cmpContentFormat), Payload: req})
-	if err != nil {
-		return nil, err
+	var rsp *coap.Response
+	for {
+		var err error
+		rsp, err = t.c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: t.path, ContentFormat: coap.CF(cmpContentFormat),
+			Accept: coap.CF(cmpContentFormat), Payload: req})
+		if errors.Is(err, coap.ErrSessionClosed) {
+			if err := t.redial(ctx); err != nil {
+				return nil, fmt.Errorf("cmp: the server closed the session and no new one could be made: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if secs, ok := rsp.MaxAge.Get(); rsp.Code == codes.ServiceUnavailable && ok && secs > 0 {
+			if err := t.sleep(ctx, rsp.MaxAge.Duration()); err != nil {
+				return nil, fmt.Errorf("cmp: server unavailable (%s): %w", strings.TrimSpace(string(rsp.Payload)), err)
+			}
+			continue
+		}
+		break
 	}
 	if rsp.Code>>5 != 2 {
 		return nil, fmt.Errorf("cmp: server answered %v: %s", rsp.Code, strings.TrimSpace(string(rsp.Payload)))
@@ -107,6 +133,25 @@ func (t *coapCMP) RoundTrip(ctx context.Context, req []byte) ([]byte, error) {
 		return nil, fmt.Errorf("cmp: answer has Content-Format %v, not 259", rsp.ContentFormat)
 	}
 	return rsp.Payload, nil
+}
+
+// redial replaces the association by a new one, trying (with backoff) until ctx ends.
+func (t *coapCMP) redial(ctx context.Context) error {
+	wait := redialFirst
+	for {
+		actx, cancel := context.WithTimeout(ctx, redialAttempt)
+		c, err := t.dial(actx)
+		cancel()
+		if err == nil {
+			_ = t.c.Close()
+			t.c = c
+			return nil
+		}
+		if err := t.sleep(ctx, wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, redialMax)
+	}
 }
 
 func (t *coapCMP) Close() error { return t.c.Close() }

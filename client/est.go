@@ -48,6 +48,10 @@ type Progress struct {
 	Attempt    int           // 1 for the first 5.03
 	RetryAfter time.Duration // the server's Max-Age
 	Diagnostic string        // the server's diagnostic payload, if any
+	// Reconnected is set when the association was lost (the server closed the session or
+	// stopped answering, e.g. it restarted): EST-coaps made a new one, EST over HTTPS tries
+	// again after a pause; the request is sent again. Diagnostic then says what failed.
+	Reconnected bool
 }
 
 // ESTOptions configures an EST client.
@@ -67,6 +71,13 @@ type ESTOptions struct {
 	Wait time.Duration
 	// OnProgress, if set, is called before each wait.
 	OnProgress func(Progress)
+	// Redial, when set, makes a new association with the server (a new DTLS handshake, or a new
+	// OSCORE/EDHOC association). A request whose association is gone — the server ended the
+	// session (close_notify) or no longer answers on it (a restarted server forgot it) — is then
+	// sent again over a new one while Wait lasts, instead of failing. The old association is
+	// closed. A CSR bound to the old session (tls-unique in challengePassword) will be refused
+	// by the server on the new one.
+	Redial func(ctx context.Context) (*coap.Client, error)
 	// KeyDecrypter, when set, opens a CMS-encrypted server-generated key (Content-Format 280,
 	// RFC 7030 §4.4.2) with a pre-shared key-encryption key or the client's own private key;
 	// ServerKeyGen then also refuses an unencrypted key (284). The CSR must ask for the
@@ -80,6 +91,8 @@ type EST struct {
 	opts ESTOptions
 	// sleep waits d or until ctx is done (replaced in tests).
 	sleep func(ctx context.Context, d time.Duration) error
+	// cas are the CA certificates of /crts, fetched before a CSR is sent (see prefetchCAs).
+	cas []*x509.Certificate
 }
 
 // NewEST returns an EST client using c.
@@ -147,7 +160,16 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 	for attempt := 1; ; attempt++ {
 		resp, err := e.c.Do(ctx, req)
 		if err != nil {
-			return nil, fmt.Errorf("est /%s: %w", fn, err)
+			if e.opts.Redial == nil || !sessionGone(err) || !time.Now().Before(deadline) || ctx.Err() != nil {
+				return nil, fmt.Errorf("est /%s: %w", fn, err)
+			}
+			if rerr := e.redial(ctx, deadline); rerr != nil {
+				return nil, fmt.Errorf("est /%s: %w (and no new association: %w)", fn, err, rerr)
+			}
+			if e.opts.OnProgress != nil {
+				e.opts.OnProgress(Progress{Function: fn, Attempt: attempt, Reconnected: true, Diagnostic: err.Error()})
+			}
+			continue
 		}
 		if resp.Code == want {
 			return resp, nil
@@ -171,6 +193,41 @@ func (e *EST) do(ctx context.Context, fn string, req *coap.ClientRequest, want c
 			se.Diagnostic = string(resp.Payload)
 		}
 		return nil, se
+	}
+}
+
+// sessionGone tells the errors after which the association is of no more use: the server closed
+// the DTLS session, or stopped acknowledging (after MAX_RETRANSMIT, RFC 7252 §4.2).
+func sessionGone(err error) bool {
+	return errors.Is(err, coap.ErrSessionClosed) || errors.Is(err, coap.ErrTimeout)
+}
+
+// Backoff between attempts to make a new association with a server that is away.
+const (
+	redialFirst   = time.Second
+	redialMax     = 30 * time.Second
+	redialAttempt = 20 * time.Second // bound of one handshake attempt
+)
+
+// redial replaces the association with a new one from opts.Redial, trying until deadline.
+func (e *EST) redial(ctx context.Context, deadline time.Time) error {
+	wait := redialFirst
+	for {
+		actx, cancel := context.WithTimeout(ctx, redialAttempt)
+		c, err := e.opts.Redial(actx)
+		cancel()
+		if err == nil {
+			_ = e.c.Close()
+			e.c = c
+			return nil
+		}
+		if ctx.Err() != nil || !time.Now().Add(wait).Before(deadline) {
+			return err
+		}
+		if err := e.sleep(ctx, wait); err != nil {
+			return err
+		}
+		wait = min(2*wait, redialMax)
 	}
 }
 
@@ -216,6 +273,7 @@ func (e *EST) Reenroll(ctx context.Context, csr []byte) (*x509.Certificate, erro
 }
 
 func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certificate, error) {
+	e.prefetchCAs(ctx)
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
 		ContentFormat: coap.CF(est.CFPKCS10), Accept: e.certAccept(), Payload: csr}, codes.Changed)
 	if err != nil {
@@ -240,8 +298,28 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 // answer's other certificates are intermediates; when they are not enough, /crts supplies the
 // CA certificates (RFC 7030 §4.1.3).
 func (e *EST) checkIssued(ctx context.Context, fn string, cert *x509.Certificate, pub crypto.PublicKey, extra []*x509.Certificate) error {
-	// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
-	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, e.caCertsPKCS7)
+	cacerts := func(ctx context.Context) ([]*x509.Certificate, error) {
+		if e.cas != nil {
+			return e.cas, nil
+		}
+		// Certs-only (281) whatever opts.Accept says: with 287 /crts returns the root alone.
+		return e.caCertsPKCS7(ctx)
+	}
+	return checkIssuedCert(ctx, fn, cert, pub, extra, e.opts.Trust, cacerts)
+}
+
+// prefetchCAs fetches the CA certificates that checkIssued may need as intermediates before the
+// CSR goes out, with ESTOptions.Trust: once the server has issued, the certificate must not
+// depend on a second request (a server that is stopping answers the CSR it took, but refuses new
+// requests; the certificate would be issued and recorded, delivered, and then thrown away). A
+// failure is not fatal here: checkIssued asks again when it needs them.
+func (e *EST) prefetchCAs(ctx context.Context) {
+	if len(e.opts.Trust) == 0 || e.cas != nil {
+		return
+	}
+	if cas, err := e.caCertsPKCS7(ctx); err == nil {
+		e.cas = cas
+	}
 }
 
 // checkIssuedCert is the check of an issued certificate shared by every EST transport: it
@@ -319,6 +397,7 @@ func (e *EST) ServerKeyGen(ctx context.Context, csr []byte) (*ServerKey, error) 
 	if e.opts.Accept == Cert {
 		fn = "skc"
 	}
+	e.prefetchCAs(ctx)
 	resp, err := e.do(ctx, fn, &coap.ClientRequest{Method: codes.POST, Path: e.path(fn),
 		ContentFormat: coap.CF(est.CFPKCS10), Accept: coap.CF(est.CFMultipartCore), Payload: csr}, codes.Changed)
 	if err != nil {

@@ -287,11 +287,27 @@ func (c *HTTPS) exchange(ctx context.Context, method, op, contentType string, bo
 // opts.Wait runs out (RFC 7030 §4.2.3).
 func (c *HTTPS) do(ctx context.Context, method, op, contentType string, body []byte) (*httpAnswer, error) {
 	deadline := time.Now().Add(c.opts.Wait)
+	waited := false        // the server said 202: the request is known to it
+	backoff := redialFirst // between attempts to reach a server that went away
 	for attempt := 1; ; attempt++ {
 		a, err := c.roundTrip(ctx, method, op, contentType, body)
 		if err != nil {
-			return nil, err
+			// A server that restarts while the client waits for its pending request is
+			// unreachable for a while: keep trying while Wait lasts (the identical request is
+			// resent, as after a 202). Before any 202 a failure is reported at once.
+			if !waited || ctx.Err() != nil || !time.Now().Add(backoff).Before(deadline) {
+				return nil, err
+			}
+			if c.opts.OnProgress != nil {
+				c.opts.OnProgress(Progress{Function: op, Attempt: attempt, Reconnected: true, Diagnostic: err.Error()})
+			}
+			if err := c.sleep(ctx, backoff); err != nil {
+				return nil, fmt.Errorf("est /%s: %w", op, err)
+			}
+			backoff = min(2*backoff, redialMax)
+			continue
 		}
+		backoff = redialFirst
 		msg := oneLine(a.body)
 		switch {
 		case a.status == http.StatusOK:
@@ -304,6 +320,7 @@ func (c *HTTPS) do(ctx context.Context, method, op, contentType string, body []b
 			if time.Now().Add(wait).After(deadline) {
 				return nil, &PendingError{Function: op, RetryAfter: wait, Diagnostic: msg}
 			}
+			waited = true
 			if c.opts.OnProgress != nil {
 				c.opts.OnProgress(Progress{Function: op, Attempt: attempt, RetryAfter: wait, Diagnostic: msg})
 			}

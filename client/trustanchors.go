@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"coapca/internal/pemfile"
+	"coapca/kms"
 )
 
 // The Explicit Trust Anchor database of RFC 7030 §4.1.3 / RFC 9148 §9.1: after the client has
@@ -47,24 +47,9 @@ func WriteTrustAnchors(path string, certs []*x509.Certificate) error {
 			return err
 		}
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("trust anchors: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("trust anchors: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("trust anchors: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("trust anchors: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	// Atomically for a regular file; a symbolic link is followed, never replaced
+	// (kms.WriteFileAtomic).
+	if err := kms.WriteFileAtomic(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("trust anchors: %w", err)
 	}
 	return nil

@@ -50,6 +50,10 @@ type Client struct {
 	maxBody int
 	layer   ClientLayer
 	wg      sync.WaitGroup
+	// gone is closed when the server ends the session (a DTLS close_notify): exchanges then fail
+	// with ErrSessionClosed at once instead of retransmitting into a session that is no more.
+	gone     chan struct{}
+	goneOnce sync.Once
 }
 
 // Dial opens a client to rawURL ("coap://host[:port]" or "coaps://host[:port]").
@@ -62,7 +66,7 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, erro
 	if bs <= 0 || bs > maxBlock {
 		bs = maxBlock
 	}
-	c := &Client{ep: newEndpoint(opts.Config), szx: szxFor(bs), layer: opts.Layer}
+	c := &Client{ep: newEndpoint(opts.Config), szx: szxFor(bs), layer: opts.Layer, gone: make(chan struct{})}
 	c.maxBody = c.ep.cfg.MaxBodySize
 	var (
 		rd   func([]byte) (int, error)
@@ -119,6 +123,11 @@ func (c *Client) readLoop(rd func([]byte) (int, error)) {
 	for {
 		n, err := rd(buf)
 		if err != nil {
+			if c.ep.ctx.Err() == nil && errors.Is(err, io.EOF) {
+				// The server closed the session (DTLS close_notify, RFC 5246 §7.2.1).
+				c.goneOnce.Do(func() { close(c.gone) })
+				return
+			}
 			if c.ep.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 				return
 			}
@@ -219,6 +228,11 @@ func echoChallenge(r *message.Message) ([]byte, bool) {
 // rawOnce sends m (CON) with a fresh token and returns the response,
 // piggybacked or separate (RFC 7252 §5.2).
 func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Message, error) {
+	select {
+	case <-c.gone:
+		return nil, ErrSessionClosed
+	default:
+	}
 	m.Token = newToken()
 	ch := c.sess.addWaiter(m.Token, 1)
 	defer c.sess.removeWaiter(m.Token)
@@ -255,6 +269,9 @@ func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Mess
 			return nil, ctx.Err()
 		case <-c.ep.ctx.Done():
 			return nil, ErrClosed
+		case <-c.gone:
+			c.sess.cancelCON(mid)
+			return nil, ErrSessionClosed
 		}
 	}
 }

@@ -24,6 +24,9 @@ var (
 	ErrTimeout = errors.New("coap: no acknowledgement after MAX_RETRANSMIT retransmissions")
 	ErrReset   = errors.New("coap: peer answered with Reset")
 	ErrClosed  = errors.New("coap: endpoint closed")
+	// ErrSessionClosed: the server ended the DTLS session (close_notify, e.g. on its shutdown);
+	// a new Dial makes a new one.
+	ErrSessionClosed = errors.New("coap: the server closed the session")
 )
 
 const (

@@ -37,17 +37,18 @@ type Server struct {
 	mux  *Mux
 	echo *echoMinter
 
-	mu      sync.Mutex
-	closed  bool
-	udp     map[netip.AddrPort]*session
-	lru     *list.List // verified UDP sessions, most recently heard first
-	unv     *list.List // unverified UDP sessions, most recently heard first
-	perIP   map[netip.Addr]*ipEntry
-	secure  map[*session]struct{}
-	closers []io.Closer
-	janitor sync.Once
-	done    chan struct{}
-	running sync.WaitGroup // handler goroutines
+	mu       sync.Mutex
+	closed   bool
+	draining bool // Shutdown began: requests not yet admitted are refused (mu)
+	udp      map[netip.AddrPort]*session
+	lru      *list.List // verified UDP sessions, most recently heard first
+	unv      *list.List // unverified UDP sessions, most recently heard first
+	perIP    map[netip.Addr]*ipEntry
+	secure   map[*session]struct{}
+	closers  []io.Closer
+	janitor  sync.Once
+	done     chan struct{}
+	running  sync.WaitGroup // handler goroutines
 
 	obsMu     sync.Mutex
 	observers map[string]map[*observer]struct{} // by path
@@ -731,9 +732,18 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 			return
 		}
 	}
+	if !s.admit() {
+		// Shutting down: the request is not taken. RFC 7252 §5.9.3.4: 5.03 with Max-Age tells
+		// the client when to retry (by then a restarted server answers it).
+		r := &message.Message{Code: codes.ServiceUnavailable, Payload: []byte("server shutting down")}
+		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, drainRetryAfter)
+		ex.reply(r)
+		return
+	}
 	sess.mu.Lock()
 	if sess.exchanges >= s.ep.cfg.MaxExchangesPerPeer {
 		sess.mu.Unlock()
+		s.running.Done()
 		s.ep.stats.busy.Add(1)
 		r := &message.Message{Code: codes.ServiceUnavailable}
 		r.Options = addUint(make(message.Options, 0, 1), message.MaxAge, 1)
@@ -750,11 +760,48 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	if !has2 {
 		b2 = block{SZX: maxSZX}
 	}
-	s.running.Add(1)
 	go func() {
-		defer s.running.Done()
+		defer s.running.Done() // admitted above
 		s.serve(ex, res, req, key2, b2, b1echo)
 	}()
+}
+
+// drainRetryAfter is the Max-Age (seconds) of the 5.03 that refuses requests during Shutdown.
+const drainRetryAfter = 5
+
+// admit counts a request in (running) unless Shutdown has begun. The check and the Add are under
+// mu so that Shutdown's Wait never races an Add.
+func (s *Server) admit() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining || s.closed {
+		return false
+	}
+	s.running.Add(1)
+	return true
+}
+
+// Shutdown stops the server gracefully: requests received from now on are answered 5.03 +
+// Max-Age (retry later) instead of being handled, the handlers of requests already taken run to
+// their end and their answers are sent (piggybacked, or separate and acknowledged), then the
+// server closes as Close does — every DTLS session with a close_notify alert. When ctx ends
+// first, Shutdown closes at once and returns ctx's error: answers still being computed are lost.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = fmt.Errorf("coap: shutdown: requests still in progress: %w", ctx.Err())
+	}
+	return errors.Join(err, s.Close())
 }
 
 // serve runs the handler on its own goroutine and sends its answer,

@@ -175,11 +175,16 @@ func WriteKeyFile(path string, key crypto.Signer) error {
 // content, never a part of it.
 //
 // Only regular files are replaced. A symbolic link is followed (its target is written, the link
-// stays); a device or FIFO (e.g. --out /dev/null) is written through, never replaced — renaming
-// over /dev/null as root would turn it into a regular file and break every other program that
-// writes to it; a directory is an error.
+// stays) and one that leads nowhere is refused, never replaced; a device or FIFO (e.g. --out
+// /dev/null) is written through, never replaced — renaming over /dev/null as root would turn it
+// into a regular file and break every other program that writes to it; a directory is an error.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if target, err := filepath.EvalSymlinks(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			// A dangling link (or a loop): renaming over it would replace the link itself.
+			return fmt.Errorf("kms: %s is a symbolic link that cannot be followed (refusing to replace it): %w", path, err)
+		}
 		path = target
 	}
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {

@@ -185,3 +185,30 @@ func TestWriteFileAtomicSpecialFiles(t *testing.T) {
 		t.Fatal("a directory was accepted")
 	}
 }
+
+// TestWriteFileAtomicDanglingSymlink is the attack of a link planted where --out will write:
+// a link that leads nowhere (or loops) is refused with an error and stays a link — renaming over
+// it would replace the link with a regular file.
+func TestWriteFileAtomicDanglingSymlink(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		target func(dir string) string
+	}{
+		{"dangling", func(dir string) string { return filepath.Join(dir, "missing", "x.pem") }},
+		{"loop", func(dir string) string { return filepath.Join(dir, "link.pem") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			link := filepath.Join(dir, "link.pem")
+			if err := os.Symlink(tc.target(dir), link); err != nil {
+				t.Fatal(err)
+			}
+			if err := WriteFileAtomic(link, []byte("new"), 0o644); err == nil {
+				t.Fatal("a link that cannot be followed was written")
+			}
+			if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+				t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+			}
+		})
+	}
+}

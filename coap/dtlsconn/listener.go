@@ -186,7 +186,10 @@ func (l *Listener) Accept() (*Conn, error) {
 	}
 }
 
-// Close stops the listener and closes every session.
+// closeNotifyWait bounds how long Close waits for the sessions' close_notify alerts to be sent.
+const closeNotifyWait = 2 * time.Second
+
+// Close stops the listener and closes every session, each with a close_notify alert.
 func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
@@ -202,6 +205,19 @@ func (l *Listener) Close() error {
 		for _, s := range all {
 			s.shutdown()
 		}
+		// Each session's close_notify goes out through l.pc: close the socket only after they
+		// are sent (RFC 6347 §4.1 / RFC 5246 §7.2.1: the peer learns the session is gone instead of
+		// retransmitting into it), waiting at most closeNotifyWait for a stuck one.
+		bound := time.NewTimer(closeNotifyWait)
+	wait:
+		for _, s := range all {
+			select {
+			case <-s.closed:
+			case <-bound.C:
+				break wait
+			}
+		}
+		bound.Stop()
 		err = l.pc.Close()
 		l.wg.Wait()
 	drain:
@@ -624,9 +640,10 @@ func (l *Listener) janitor() {
 				s.shutdown()
 			}
 			for _, s := range idle {
-				l.idle.Add(1)
 				l.log.Debug("dtls: idle session closed", "remote", s.addr)
-				s.shutdown()
+				s.shutdown() // removes s from the active count at once
+				// Counted after: a reader who sees IdleClosed also sees the session gone.
+				l.idle.Add(1)
 			}
 		}
 	}

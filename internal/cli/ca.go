@@ -28,12 +28,15 @@ Commands:
   crl                  print a freshly signed CRL (PEM; --der for DER)
   receipts [SERIAL]    key package receipts and errors clients returned for server-generated
                        keys (RFC 8295 §8.2, /serverkeygen/return), newest first
+  backup FILE          write a consistent copy of the database to FILE (must not exist) while
+                       the server runs; restore: docs/operations.md
+  check                verify the database's integrity (SQLite integrity and foreign-key checks)
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "backup", "check")
 	if cmd == "" {
 		return err
 	}
@@ -204,6 +207,22 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "rejected %s\n", id)
+		return nil
+	case "backup":
+		file, err := needArg("backup file name")
+		if err != nil {
+			return err
+		}
+		if err := h.Backup(ctx, file); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "backed up the database to %s\n", file)
+		return nil
+	case "check":
+		if err := h.Check(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "database ok")
 		return nil
 	case "crl":
 		crl, err := auth.CRL(ctx)

@@ -57,7 +57,7 @@ func (f *clientFlags) registerOut(fs *flag.FlagSet, help string) {
 func (f *clientFlags) registerEnroll(fs *flag.FlagSet, subjectHelp, sanHelp string) {
 	fs.StringVar(&f.subject, "subject", "", subjectHelp)
 	fs.Var(&f.sans, "san", sanHelp)
-	fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600)")
+	fs.StringVar(&f.keyOut, "key-out", "", "write the new private key here (PEM, mode 0600; - for stdout); until the certificate arrives it waits in FILE.pending, which a rerun resumes")
 	fs.StringVar(&f.keyType, "key-type", "P-256", "type of the new key: P-256, P-384, Ed25519")
 }
 
@@ -149,24 +149,26 @@ func (f *clientFlags) readCSR() ([]byte, error) {
 	return b, nil
 }
 
-// writeKey writes a new key to --key-out and says so.
-func (f *clientFlags) writeKey(key crypto.Signer, stderr io.Writer) error {
-	if err := kms.WriteKeyFile(f.keyOut, key); err != nil {
+// writeKey writes a new key to --key-out ("-": stdout) and says so.
+func (f *clientFlags) writeKey(key crypto.Signer, stdout, stderr io.Writer) error {
+	data, err := kms.MarshalPrivateKeyPEM(key)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+	if err := writeOutput(f.keyOut, stdout, data, 0o600); err != nil {
+		return err
+	}
+	if f.keyOut != "-" {
+		fmt.Fprintf(stderr, "wrote key %s\n", f.keyOut)
+	}
 	return nil
 }
 
-// writeCerts writes certs as PEM to path, or to w when path is "".
+// writeCerts writes certs as PEM to path, or to w when path is "" or "-".
 func writeCerts(path string, w io.Writer, certs ...*x509.Certificate) error {
 	var b strings.Builder
 	for _, c := range certs {
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
-	if path == "" {
-		_, err := io.WriteString(w, b.String())
-		return err
-	}
-	return kms.WriteFileAtomic(path, []byte(b.String()), 0o644)
+	return writeOutput(path, w, []byte(b.String()), 0o644)
 }

@@ -254,20 +254,53 @@ func dialCMP(ctx context.Context, f *cmpFlags, stderr io.Writer) (*client.CMP, f
 	return client.NewCMP(t, opts), func() { t.Close() }, nil
 }
 
-func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdout, stderr io.Writer) error {
+func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdout, stderr io.Writer) (retErr error) {
 	var (
 		res    *client.CMPEnrollment
 		newKey crypto.Signer
 		err    error
 	)
+	// A new key is saved next to --key-out before the request goes out, and a key saved by an
+	// interrupted run is used again (enrollstate.go). CMP requests are not resent byte for
+	// byte (each has its own transactionID and nonce): only the key is kept.
+	state := ""
+	if f.newKey == "" && f.csr == "" {
+		state = statePath(f.keyOut)
+	}
+	saved, err := loadEnrollState(state)
+	if err != nil {
+		return err
+	}
+	if saved != nil {
+		fmt.Fprintf(stderr, "resuming with the key saved in %s\n", state)
+	}
+	certifiedKey := func() (crypto.Signer, error) {
+		if saved != nil {
+			return saved.key, nil
+		}
+		k, err := f.certifiedKey()
+		if err == nil && state != "" {
+			err = saveEnrollState(state, k, nil)
+		}
+		return k, err
+	}
+	defer func() {
+		switch {
+		case state == "":
+		case retErr == nil || refusedForGood(retErr):
+			_ = os.Remove(state)
+		default:
+			fmt.Fprintf(stderr, "the new key is saved in %s: run the same command again to use it\n", state)
+		}
+	}()
 	if cmd == "p10cr" {
 		var csr *x509.CertificateRequest
-		if csr, newKey, err = cmpCSR(f); err != nil {
+		if csr, newKey, err = cmpCSR(f, certifiedKey); err != nil {
 			return err
 		}
 		res, err = c.P10CR(ctx, csr)
 	} else {
-		if newKey, err = f.certifiedKey(); err != nil {
+		if newKey, err = certifiedKey(); err != nil {
 			return err
 		}
 		req, rerr := f.certRequest(nil, cmd != "kur")
@@ -298,7 +331,7 @@ func cmpEnroll(ctx context.Context, c *client.CMP, cmd string, f *cmpFlags, stdo
 		newKey = nil // the caller has it
 	}
 	if newKey != nil && f.keyOut != "" {
-		if err := f.writeKey(newKey, stderr); err != nil {
+		if err = f.writeKey(newKey, stdout, stderr); err != nil {
 			return err
 		}
 	} else if newKey != nil {
@@ -333,7 +366,7 @@ func (f *cmpFlags) certifiedKey() (crypto.Signer, error) {
 }
 
 // cmpCSR reads --csr or makes a CSR from --subject/--san with a new key.
-func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
+func cmpCSR(f *cmpFlags, certifiedKey func() (crypto.Signer, error)) (*x509.CertificateRequest, crypto.Signer, error) {
 	if f.csr != "" {
 		der, err := f.readCSR()
 		if err != nil {
@@ -352,7 +385,7 @@ func cmpCSR(f *cmpFlags) (*x509.CertificateRequest, crypto.Signer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	key, err := f.certifiedKey()
+	key, err := certifiedKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -447,11 +480,7 @@ func cmpGenM(ctx context.Context, c *client.CMP, f *cmpFlags, stdout, stderr io.
 	if out.Len() == 0 {
 		return nil
 	}
-	if f.out == "" {
-		_, err := stdout.Write(out.Bytes())
-		return err
-	}
-	return kms.WriteFileAtomic(f.out, out.Bytes(), 0o644)
+	return writeOutput(f.out, stdout, out.Bytes(), 0o644)
 }
 
 func countTemplate(t *cmp.CertTemplate) int {

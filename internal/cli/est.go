@@ -10,14 +10,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"coapca/client"
+	"coapca/coap"
 	"coapca/est"
 	"coapca/est/cms"
 	"coapca/internal/config"
@@ -262,7 +265,39 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		identity = chain[0]
 	}
-	csr, newKey, err := buildCSR(ctx, &f, cmd, identity)
+	// A new key for enroll and reenroll is saved (with its CSR) next to --key-out before the
+	// CSR is sent, and a saved one is resumed (enrollstate.go).
+	state := ""
+	if (cmd == "enroll" || cmd == "reenroll") && f.csr == "" && (cmd != "reenroll" || !f.reuseKey) {
+		state = statePath(f.keyOut)
+	}
+	saved, err := loadEnrollState(state)
+	if err != nil {
+		return err
+	}
+	var (
+		csr    []byte
+		newKey crypto.Signer
+	)
+	if saved != nil {
+		if err := checkResumedSubject(&f.clientFlags, state, saved.csr); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "resuming the enrollment saved in %s\n", state)
+		csr, newKey = saved.csr, saved.key
+		if csr == nil {
+			csr, _, err = buildCSR(ctx, &f, cmd, identity, saved.key)
+		}
+	} else {
+		csr, newKey, err = buildCSR(ctx, &f, cmd, identity, nil)
+		if err == nil && state != "" && newKey != nil {
+			keep := csr
+			if f.pop {
+				keep = nil // bound to this session's tls-unique: made again on resume
+			}
+			err = saveEnrollState(state, newKey, keep)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -275,15 +310,30 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cert, err = ec.Reenroll(ctx, csr)
 		}
 		if err != nil {
+			if state != "" {
+				if refusedForGood(err) {
+					_ = os.Remove(state)
+				} else {
+					fmt.Fprintf(stderr, "the new key and the CSR are saved in %s: run the same command again to resume\n", state)
+				}
+			}
 			return err
 		}
 		if newKey != nil && f.keyOut != "" {
-			if err := f.writeKey(newKey, stderr); err != nil {
+			if err := f.writeKey(newKey, stdout, stderr); err != nil {
 				return err
 			}
 		}
 		fmt.Fprintf(stderr, "enrolled: %s (serial %x, valid until %s)\n", cert.Subject, cert.SerialNumber, cert.NotAfter.Format(time.RFC3339))
-		return writeCerts(f.out, stdout, cert)
+		if err := writeCerts(f.out, stdout, cert); err != nil {
+			return err
+		}
+		if state != "" {
+			if err := os.Remove(state); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("enrolled, but the finished state file stays: %w", err)
+			}
+		}
+		return nil
 	default: // serverkeygen
 		sk, err := ec.ServerKeyGen(ctx, csr)
 		if err != nil {
@@ -298,7 +348,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: sk.PKCS8})
 		if f.keyOut != "" {
-			if err := kms.WriteFileAtomic(f.keyOut, keyPEM, 0o600); err != nil {
+			if err := writeOutput(f.keyOut, stdout, keyPEM, 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(stderr, "wrote server-generated key %s\n", f.keyOut)
@@ -364,15 +414,42 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 		return nil, nil, err
 	}
 	f.binding, f.serverChain = c.ChannelBinding, c.ServerChain
-	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, KeyDecrypter: f.keyDecrypter, OnProgress: func(p client.Progress) {
-		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
-		if p.Diagnostic != "" {
-			msg += ": " + p.Diagnostic
+	cur := c // the association in use: Redial replaces it
+	var mu sync.Mutex
+	redial := func(ctx context.Context) (*coap.Client, error) {
+		n, err := client.DialEST(ctx, f.server, o)
+		if err != nil {
+			return nil, err
 		}
-		fmt.Fprintln(stderr, msg)
-	}})
-	return c, ec, nil
+		mu.Lock()
+		cur = n
+		mu.Unlock()
+		f.binding, f.serverChain = n.ChannelBinding, n.ServerChain
+		return n.Client, nil
+	}
+	ec := client.NewEST(c.Client, client.ESTOptions{Label: label, Accept: accept, Wait: f.wait, Trust: f.anchors, KeyDecrypter: f.keyDecrypter,
+		Redial: redial, OnProgress: func(p client.Progress) {
+			if p.Reconnected {
+				fmt.Fprintf(stderr, "lost the association with the server (%s); reconnected, sending /%s again\n", p.Diagnostic, p.Function)
+				return
+			}
+			msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
+			if p.Diagnostic != "" {
+				msg += ": " + p.Diagnostic
+			}
+			fmt.Fprintln(stderr, msg)
+		}})
+	return closerFunc(func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur.Close()
+	}), ec, nil
 }
+
+// closerFunc is an io.Closer of a function.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // serverVerifier returns the check of the server's chain (DTLS or EDHOC): against the explicit
 // trust anchors, else --trust, for the host of --server (client.VerifyServer: server role and
@@ -435,7 +512,7 @@ func parseFingerprint(s string) ([]byte, error) {
 }
 
 // buildCSR returns the CSR to send and, when it made one, the new key.
-func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certificate) ([]byte, crypto.Signer, error) {
+func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certificate, key crypto.Signer) ([]byte, crypto.Signer, error) {
 	if f.csr != "" {
 		b, err := f.readCSR()
 		return b, nil, err
@@ -444,13 +521,16 @@ func buildCSR(ctx context.Context, f *estFlags, cmd string, identity *x509.Certi
 	if err != nil {
 		return nil, nil, err
 	}
-	var key crypto.Signer
-	if cmd == "reenroll" && f.reuseKey {
+	switch {
+	case key != nil: // resumed: the saved key
+	case cmd == "reenroll" && f.reuseKey:
 		if key, err = kms.LoadKeyFile(f.key); err != nil {
 			return nil, nil, err
 		}
-	} else if key, err = f.generateKey(); err != nil {
-		return nil, nil, err
+	default:
+		if key, err = f.generateKey(); err != nil {
+			return nil, nil, err
+		}
 	}
 	pw := ""
 	if f.pop {

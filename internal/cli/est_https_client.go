@@ -71,6 +71,10 @@ func dialESTHTTPS(f *estFlags, u *url.URL, stderr io.Writer) (io.Closer, client.
 	}
 	opts.VerifyServer, opts.Trust = verify, f.anchors
 	opts.OnProgress = func(p client.Progress) {
+		if p.Reconnected {
+			fmt.Fprintf(stderr, "the server is not reachable (%s); trying again while --wait lasts\n", p.Diagnostic)
+			return
+		}
 		msg := fmt.Sprintf("pending: /%s not ready, retrying in %v (attempt %d)", p.Function, p.RetryAfter, p.Attempt)
 		if p.Diagnostic != "" {
 			msg += ": " + p.Diagnostic

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"coapca/internal/config"
 	"coapca/internal/server"
 )
 
@@ -31,6 +32,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar-cmp.md)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -65,6 +67,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *cmpUpstream != "" {
 		cfg.CMPUpstream.URL = *cmpUpstream
 	}
+	if *shutdownTimeout != 0 {
+		cfg.ShutdownTimeout = *shutdownTimeout
+	}
+	switch {
+	case cfg.ShutdownTimeout < 0:
+		return usagef("shutdown timeout %v is negative", cfg.ShutdownTimeout)
+	case cfg.ShutdownTimeout == 0:
+		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
+	}
 	cfg.ServerNames = append(cfg.ServerNames, names...)
 	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)
 	log, err := newLoggerFormat(stderr, cfg.Log.Level, cfg.Log.Format)
@@ -72,14 +83,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	s, err := server.Start(ctx, cfg, log)
+	// The server outlives ctx (the signal): it must keep answering what it took after SIGINT.
+	s, err := server.Start(context.WithoutCancel(ctx), cfg, log)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
 	s.PrintWelcome(stdout, selfCommand())
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "coapca: shutting down")
+	fmt.Fprintf(stdout, "coapca: shutting down (finishing requests in progress, at most %v)\n", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	fmt.Fprintln(stdout, "coapca: stopped")
 	return nil
 }
 

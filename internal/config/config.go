@@ -46,7 +46,14 @@ type Config struct {
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
 	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
 	OSCOREContexts []string `yaml:"oscore_contexts"`
+	// ShutdownTimeout bounds a graceful stop (SIGINT, SIGTERM): requests already taken are
+	// finished and answered for at most this long, then the server exits. Default 30s; also
+	// `coapca serve --shutdown-timeout`.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
+
+// DefaultShutdownTimeout is ShutdownTimeout's default.
+const DefaultShutdownTimeout = 30 * time.Second
 
 // EST tunes the EST service.
 type EST struct {

@@ -60,6 +60,7 @@ func (s *Server) startESTHTTPS(ctx context.Context, addr string) error {
 	hs := cmphttp.NewServer(http.MaxBytesHandler(mux, maxBody), cmphttp.Limits{
 		ReadHeaderTimeout: hc.ReadHeaderTimeout, ReadTimeout: hc.ReadTimeout, WriteTimeout: hc.WriteTimeout,
 		IdleTimeout: hc.IdleTimeout, MaxHeaderBytes: hc.MaxHeaderBytes}, s.log)
+	s.httpServers = append(s.httpServers, hs)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

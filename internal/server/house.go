@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,6 +25,8 @@ type House struct {
 	// demo is true when the demo manufacturer CA and the demo CMP secret are live: the
 	// configuration defines neither trust stores nor MAC secrets.
 	demo bool
+	// lock is the server's exclusive lock on the data directory (nil for `coapca ca`).
+	lock *datadir.DirLock
 }
 
 // OpenHouse opens the existing data directory of cfg, its store and the authority, without
@@ -42,15 +45,24 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
+	var lock *datadir.DirLock
+	if create {
+		// A second server on the same directory is refused before it changes anything.
+		if lock, err = datadir.Lock(dir); err != nil {
+			return nil, err
+		}
+	}
 	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log})
 	if err != nil {
+		lock.Unlock()
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	st, err := sqlite.Open(ctx, data.Paths.DB, sqlite.Options{Logger: log})
 	if err != nil {
+		lock.Unlock()
 		return nil, err
 	}
-	h := &House{cfg: cfg, data: data, store: st}
+	h := &House{cfg: cfg, data: data, store: st, lock: lock}
 	acfg := cfg.Authority
 	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
 		// Development default: trust the demo manufacturer CA and the demo CMP secret so the
@@ -68,19 +80,19 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	// The composition layer reads the trust-store and secret files; the authority reads none.
 	policy, err := acfg.Policy()
 	if err != nil {
-		st.Close()
+		h.Close()
 		return nil, err
 	}
 	signer, err := kms.Open(ctx, data.IssuingKeyURI())
 	if err != nil {
-		st.Close()
+		h.Close()
 		return nil, fmt.Errorf("issuing key: %w", err)
 	}
 	h.auth, err = authority.New(policy, authority.Options{
 		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log,
 	})
 	if err != nil {
-		st.Close()
+		h.Close()
 		return nil, err
 	}
 	return h, nil
@@ -92,7 +104,10 @@ func (h *House) Data() *datadir.Data { return h.data }
 // Authority is the authority every front door decides through.
 func (h *House) Authority() *authority.Authority { return h.auth }
 
-// Close closes the store.
-func (h *House) Close() error { return h.store.Close() }
+// Close closes the store and releases the data directory.
+func (h *House) Close() error {
+	err := h.store.Close()
+	return errors.Join(err, h.lock.Unlock())
+}
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -52,6 +52,8 @@ type Server struct {
 	cancel      context.CancelFunc
 
 	https net.Listener // EST over HTTPS (esthttp.go); nil when listen.https is off
+
+	httpServers []*http.Server // CMP over HTTP and EST over HTTPS, for a graceful Shutdown
 }
 
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
@@ -179,6 +181,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		hs := cmphttp.NewServer(http.MaxBytesHandler(s.httpMux, maxBody), cmphttp.Limits{
 			ReadHeaderTimeout: hc.ReadHeaderTimeout, ReadTimeout: hc.ReadTimeout, WriteTimeout: hc.WriteTimeout,
 			IdleTimeout: hc.IdleTimeout, MaxHeaderBytes: hc.MaxHeaderBytes}, log)
+		s.httpServers = append(s.httpServers, hs)
 		s.wg.Add(2)
 		go func() {
 			defer s.wg.Done()
@@ -262,6 +265,39 @@ func (s *Server) coapServers() []*coap.Server {
 		}
 	}
 	return out
+}
+
+// Shutdown stops the server gracefully and closes it: every listener stops taking new work
+// (CoAP requests are answered 5.03 + Max-Age, HTTP listeners stop accepting connections), the
+// requests already taken are finished and answered — CoAP answers sent, DTLS sessions ended
+// with close_notify, HTTP responses written (net/http graceful shutdown) — and then the store
+// is closed. When ctx ends first (the shutdown deadline), what is still running is cut off and
+// Shutdown returns an error saying so; the store is closed either way.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	add := func(err error) {
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	}
+	for _, c := range s.coapServers() {
+		wg.Go(func() { add(c.Shutdown(ctx)) })
+	}
+	for _, hs := range s.httpServers {
+		wg.Go(func() {
+			if err := hs.Shutdown(ctx); err != nil {
+				add(fmt.Errorf("http shutdown: %w", err))
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errors.Join(errs...), s.Close())
 }
 
 // Close stops the listeners and closes the store.

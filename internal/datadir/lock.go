@@ -1,0 +1,70 @@
+package datadir
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// LockFile is the name of the lock file in the data directory.
+const LockFile = "coapca.lock"
+
+// ErrLocked is wrapped by Lock's error when another process holds the data directory.
+var ErrLocked = errors.New("data directory in use")
+
+// DirLock is the exclusive lock of a server on its data directory (see Lock).
+type DirLock struct {
+	f *os.File
+}
+
+// Lock takes the exclusive lock of the data directory dir (creating dir, mode 0700, when
+// missing) and writes this process's PID into DIR/coapca.lock. A second server on the same
+// directory gets an error wrapping ErrLocked that names the PID of the first. The lock is an
+// flock(2) on the open file: the kernel releases it when the process ends, even by SIGKILL, so a
+// crash never leaves a stale lock; the file itself stays. `coapca ca` commands do not lock: they
+// work beside a running server.
+func Lock(dir string) (*DirLock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			b, _ := os.ReadFile(path)
+			who := "another process"
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+				who = "process " + strconv.Itoa(pid)
+			}
+			return nil, fmt.Errorf("datadir: %s is locked by %s (another 'coapca serve' on the same data directory): %w", dir, who, ErrLocked)
+		}
+		return nil, fmt.Errorf("datadir: lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("datadir: lock: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("datadir: lock: %w", err)
+	}
+	return &DirLock{f: f}, nil
+}
+
+// Unlock releases the lock. The PID stays in the file; only the flock matters.
+func (l *DirLock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing the descriptor releases the flock
+	l.f = nil
+	return err
+}
