@@ -40,6 +40,13 @@
 //   - /serverkeygen/return of RFC 8295 §8.2 when the service offers it
 //     (KeyPackageReturnService): a key package receipt or error (RFC 7191) as application/cms,
 //     answered 204 (RFC 8295 §5.2.2);
+//   - /pal of RFC 8295 §2 when the service offers it (PackageService): the requester's Package
+//     Availability List as application/xml, its entries' URIs absolute under the request's
+//     host and label;
+//   - /symmetrickeys and /symmetrickeys/return of RFC 8295 §5 (PackageService): the symmetric
+//     key package as application/cms (est.MediaSymmetricKeyPackage, base64 as every EST
+//     payload), and receipts and errors (RFC 7191) as /serverkeygen/return takes them, answered
+//     204 (RFC 8295 §5.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -58,6 +65,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -116,6 +124,14 @@ type KeyPackageReturnService interface {
 	ReturnKeyPackage(ctx context.Context, r *estserver.Request) (*authority.KeyPackageReturn, error)
 }
 
+// PackageService is the optional package operations of RFC 8295: /pal (§2), /symmetrickeys and
+// /symmetrickeys/return (§5); *estserver.Service implements it.
+type PackageService interface {
+	PAL(ctx context.Context, r *estserver.Request) ([]est.PALEntry, error)
+	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, error)
+	ReturnSymmetricKeys(ctx context.Context, r *estserver.Request) error
+}
+
 // Options configures the binding.
 type Options struct {
 	// BasicRealm, when set, is the realm of the WWW-Authenticate: Basic challenge that a 401
@@ -169,16 +185,21 @@ var operations = map[string]operation{
 	// RFC 8295 §8.2: receipts and errors for asymmetric key packages; the body is
 	// application/cms, read by readCMS.
 	opReturn: {http.MethodPost, false},
+	// RFC 8295 §2, §5.1, §5.2.
+	estserver.OpPAL:                 {http.MethodGet, false},
+	estserver.OpSymmetricKeys:       {http.MethodGet, false},
+	estserver.OpSymmetricKeysReturn: {http.MethodPost, false},
 }
 
 const opReturn = "serverkeygen/return"
 
-// split turns "/.well-known/est[/label]/op" into (label, op) (est.SplitPath); RFC 8295 §8.2's
-// serverkeygen/return is the one operation of two segments.
+// split turns "/.well-known/est[/label]/op" into (label, op) (est.SplitPath); RFC 8295's
+// serverkeygen/return (§8.2) and symmetrickeys/return (§5.2) are the operations of two
+// segments.
 func split(p string) (label, op string, ok bool) {
 	if base, found := strings.CutSuffix(p, "/return"); found {
-		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && o == "serverkeygen" {
-			return l, opReturn, true
+		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys) {
+			return l, o + "/return", true
 		}
 	}
 	return est.SplitPath(DefaultRoot, p)
@@ -189,7 +210,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -214,7 +235,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
-	if name == opReturn {
+	if name == opReturn || name == estserver.OpSymmetricKeysReturn {
 		body, err := h.readCMS(w, r)
 		if err != nil {
 			h.fail(w, r, err)
@@ -224,6 +245,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	switch name {
+	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn:
+		h.servePackages(w, r, name, label, req)
 	case opReturn:
 		rs, ok := h.svc.(KeyPackageReturnService)
 		if !ok {
@@ -361,6 +384,62 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.writeServerKey(w, r, sk)
+	}
+}
+
+// servePackages answers the package operations of RFC 8295 (PackageService).
+func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, label string, req *estserver.Request) {
+	ps, ok := h.svc.(PackageService)
+	if !ok {
+		h.fail(w, r, errs.New(errs.NotFound, "this server delivers no packages"))
+		return
+	}
+	ctx := r.Context()
+	switch name {
+	case estserver.OpPAL:
+		entries, err := ps.PAL(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		base := DefaultRoot + "/"
+		if label != "" {
+			base += label + "/"
+		}
+		scheme := "https"
+		if r.TLS == nil {
+			scheme = "http"
+		}
+		for i := range entries {
+			entries[i].URI = (&url.URL{Scheme: scheme, Host: r.Host, Path: base + entries[i].URI}).String()
+		}
+		doc, err := est.MarshalPAL(entries)
+		if err != nil {
+			h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+			return
+		}
+		// RFC 8295 §2.2: the PAL is XML; it is per client and changes as packages move.
+		w.Header().Set("Content-Type", est.MediaPAL)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.Write(doc)
+	case estserver.OpSymmetricKeys:
+		der, err := ps.SymmetricKeys(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.1.2: "HTTP 200 response code with a Content-Type of application/cms",
+		// with the encapsulatingContent and innerContent parameters.
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, est.MediaSymmetricKeyPackage, der)
+	case estserver.OpSymmetricKeysReturn:
+		if err := ps.ReturnSymmetricKeys(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.2.2: "the server response has an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
 

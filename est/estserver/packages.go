@@ -1,0 +1,143 @@
+package estserver
+
+import (
+	"context"
+	"crypto/x509"
+	"time"
+
+	"coapca/authority"
+	"coapca/errs"
+	"coapca/est"
+	"coapca/est/cms"
+)
+
+// PackageSource is what the package operations of RFC 8295 need from the authority
+// (implemented by *authority.Authority): /pal (§2), /symmetrickeys and /symmetrickeys/return
+// (§5). The authority decides who gets which package and whose receipts count
+// (docs/security.md); an Authority without it answers them with errs.NotFound.
+type PackageSource interface {
+	PackagesFor(ctx context.Context, req authority.Requester, label string) ([]*authority.Package, error)
+	FetchPackage(ctx context.Context, req authority.Requester, label string, kind authority.PackageKind) (*authority.Package, *x509.Certificate, error)
+	RecordPackageReturn(ctx context.Context, req authority.Requester, label string, kind authority.PackageKind,
+		r authority.PackageReturn) (*authority.Package, error)
+}
+
+var _ PackageSource = (*authority.Authority)(nil)
+
+// Operation paths of the PAL entries (RFC 8295 §2.1: each entry refers to the path component
+// the client uses); the binding makes them absolute URIs.
+const (
+	OpPAL                 = "pal"
+	OpSymmetricKeys       = "symmetrickeys"
+	OpSymmetricKeysReturn = "symmetrickeys/return"
+)
+
+func (s *Service) packages() (PackageSource, error) {
+	ps, ok := s.auth.(PackageSource)
+	if !ok {
+		return nil, errs.New(errs.NotFound, "this server delivers no packages")
+	}
+	return ps, nil
+}
+
+// PAL returns the Package Availability List of the requester (RFC 8295 §2): the CA
+// certificates (/cacerts), the CRL (/crls) and the end-entity certificates (/eecerts) where
+// this server offers them, then, for each symmetric key package queued for it, an entry to
+// fetch it (0024; dated when the client acknowledged it with a receipt) and, while a fetched
+// package waits for its receipt, an entry asking for that receipt (0025, RFC 8295 §2.1.1:
+// "PAL entries can also be used to notify clients that they are to return receipts or
+// errors"). Entry URIs are operation paths (OpSymmetricKeys, ...), made absolute by the
+// binding. Who may ask is the authority's decision (PackageSource.PackagesFor).
+func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, err error) {
+	defer func(start time.Time) { s.report("pal", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return nil, err
+	}
+	pkgs, err := src.PackagesFor(ctx, r.Requester, r.Label)
+	if err != nil {
+		return nil, typed(err, "package availability list")
+	}
+	entries = append(entries, est.PALEntry{Type: est.PALCACert, URI: "cacerts"})
+	if _, ok := s.auth.(CRLSource); ok {
+		entries = append(entries, est.PALEntry{Type: est.PALCRL, URI: "crls"})
+	}
+	if _, ok := s.auth.(EECertSource); ok {
+		entries = append(entries, est.PALEntry{Type: est.PALEECert, URI: "eecerts"})
+	}
+	for _, p := range pkgs {
+		if p.Kind != authority.PackageSymmetricKeys {
+			continue
+		}
+		e := est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys}
+		if p.ReturnKind == "receipt" {
+			e.Date = p.ReturnedAt
+		}
+		entries = append(entries, e)
+		if !p.FetchedAt.IsZero() && p.ReturnKind == "" {
+			entries = append(entries, est.PALEntry{Type: est.PALSymmetricKeyReturn, URI: OpSymmetricKeysReturn})
+		}
+	}
+	return entries, nil
+}
+
+// SymmetricKeys delivers the oldest symmetric key package queued for the requester that it has
+// not acknowledged (RFC 8295 §5.1): the SymmetricKeyPackage (RFC 6031) signed by this server
+// with a key-package-identifier-and-receipt-request attribute, encrypted for the requester's
+// certificate (ECDH key agreement for an EC key, RSA-OAEP for RSA), signed again
+// (est.MediaSymmetricKeyPackage). RFC 8295 §5.1: "It is strongly RECOMMENDED that servers
+// always return encrypted symmetric keys" — coapca never returns them otherwise. Nothing
+// waiting is errs.NotFound.
+func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, err error) {
+	defer func(start time.Time) { s.report("symmetrickeys", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return nil, err
+	}
+	if s.keyEnc == nil {
+		return nil, errs.New(errs.NotFound, "this server has no key to sign packages with")
+	}
+	p, to, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys)
+	if err != nil {
+		return nil, typed(err, "symmetric keys")
+	}
+	der, err = est.SealSymmetricKeyPackage(s.rand, p.Content, authority.PackageID(p.Kind, p.ID), s.keyEnc.Signer, s.keyEnc.Chain,
+		cms.Recipient{Cert: to}, nil, time.Now())
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "protecting symmetric key package %d", p.ID)
+	}
+	s.log.Debug("symmetric keys", "package", p.ID, "label", r.Label)
+	return der, nil
+}
+
+// ReturnSymmetricKeys takes a key package receipt or error (RFC 7191) for a symmetric key
+// package (RFC 8295 §5.2, /symmetrickeys/return): r.Body is the DER ContentInfo. A malformed or
+// wrongly signed one is errs.BadRequest; whose it may be, and whether the signer validates to an
+// authorized trust anchor, is the authority's decision. Nothing is recorded when it fails.
+func (s *Service) ReturnSymmetricKeys(ctx context.Context, r *Request) (err error) {
+	defer func(start time.Time) { s.report("symmetrickeys_return", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return err
+	}
+	p, err := est.ParseKeyPackageReturn(r.Body)
+	if err != nil {
+		return errs.Wrap(errs.BadRequest, err, "malformed key package receipt or error")
+	}
+	in := authority.PackageReturn{Kind: "error", PkgID: p.PkgID, ErrorCode: p.ErrorCode, DER: r.Body}
+	if p.Receipt {
+		in.Kind = "receipt"
+	}
+	if p.Signed != nil {
+		in.Signer = p.Signed.Signer
+		for _, c := range p.Signed.Certs {
+			if c != p.Signed.Signer {
+				in.SignerCerts = append(in.SignerCerts, c)
+			}
+		}
+	}
+	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys, in); err != nil {
+		return typed(err, "symmetric key package return")
+	}
+	return nil
+}
