@@ -28,12 +28,16 @@ Commands:
   crl                  print a freshly signed CRL (PEM; --der for DER)
   receipts [SERIAL]    key package receipts and errors clients returned for server-generated
                        keys (RFC 8295 §8.2, /serverkeygen/return), newest first
+  symkey add           queue a symmetric key for clients (RFC 8295 §5, RFC 6031): --to
+                       serial:HEX | subject:DN | label:L, --key-id ID, and --key-file FILE (hex
+                       or raw) or --random N (bytes); --algorithm URI (optional)
+  symkey list          queued symmetric key packages and, per client, fetched / receipt / error
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey")
 	if cmd == "" {
 		return err
 	}
@@ -49,7 +53,11 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		why     = fs.String("why", "rejected by the operator", "reject: the reason told to the device")
 		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
 		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
+		sk      symkeyFlags
 	)
+	if cmd == "symkey" {
+		sk.register(fs)
+	}
 	rest, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -76,6 +84,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	auth := h.Authority()
 
 	switch cmd {
+	case "symkey":
+		return runSymkey(ctx, auth, rest, sk, *limit, stdout)
 	case "list":
 		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {

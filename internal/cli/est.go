@@ -59,6 +59,12 @@ Commands:
                 have, its own and, where the label's profile allows, its peers' (RFC 8295 §3)
   return        https:// only: return a signed key package receipt (--receipt) or error
                 (--error CODE) for a server-generated key (RFC 8295 §8.2, RFC 7191)
+  pal           https:// only: print this client's Package Availability List (RFC 8295 §2)
+  symmetrickeys https:// only: fetch the next symmetric key package waiting for this client
+                (RFC 8295 §5.1, RFC 6031), check both signatures against the trust anchors,
+                decrypt it with --key, write the keys to --out (mode 0600: one line per key,
+                "ID ALGORITHM HEX") and return a signed receipt (RFC 8295 §5.2; --no-receipt
+                not to)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -76,6 +82,7 @@ type estFlags struct {
 	receipt                 bool
 	returnError             string
 	packageCert, packageKey string
+	noReceipt               bool // symmetrickeys: --no-receipt
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -95,7 +102,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys")
 	if cmd == "" {
 		return err
 	}
@@ -140,6 +147,9 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.packageCert, "package-cert", "", "the certificate of the server-generated key the receipt or error is about (PEM)")
 		fs.StringVar(&f.packageKey, "package-key", "", "the server-generated key (PEM): signs the receipt, proving it arrived")
 	}
+	if cmd == "symmetrickeys" {
+		fs.BoolVar(&f.noReceipt, "no-receipt", false, "do not return a receipt for the package")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -149,7 +159,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
-	if (cmd == "eecerts" || cmd == "return") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
 	}
 	var ret []byte
@@ -234,6 +244,15 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stderr, "the server took the key package %s (204)\n", what)
 		return nil
+	case "pal", "symmetrickeys":
+		hc, ok := ec.(*client.HTTPS)
+		if !ok {
+			return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
+		}
+		if cmd == "pal" {
+			return printPAL(ctx, hc, f.out, stdout)
+		}
+		return fetchSymmetricKeys(ctx, hc, &f, stdout, stderr)
 	case "eecerts":
 		hc, ok := ec.(*client.HTTPS)
 		if !ok {

@@ -1,0 +1,348 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"coapca/authority"
+	"coapca/est"
+	"coapca/est/cms"
+)
+
+// ldevidFor enrolls a certificate of this CA for key (through /simpleenroll, authenticated by
+// the demo IDevID) and returns it as a TLS client identity with its issuing CA.
+func ldevidFor(t *testing.T, s *served, key crypto.Signer, cn string) *tls.Certificate {
+	t.Helper()
+	csr, err := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := issuedCert(t, estDo(t, s, demoDevice(t, s), 0, "POST", s.estURL("")+"/simpleenroll", "application/pkcs10", b64(csr)))
+	chain := [][]byte{cert.Raw}
+	for _, c := range s.data.IssuingChain() {
+		chain = append(chain, c.Raw)
+	}
+	return &tls.Certificate{Certificate: chain, PrivateKey: key}
+}
+
+// palTypes fetches /pal as who and returns its entry types in order ("status N" otherwise).
+func palTypes(t *testing.T, s *served, who *tls.Certificate, label string) []string {
+	t.Helper()
+	r := estDo(t, s, who, 0, "GET", s.estURL(label)+"/pal", "", nil)
+	if r.status != http.StatusOK {
+		return []string{"status " + http.StatusText(r.status)}
+	}
+	if ct := r.header.Get("Content-Type"); ct != est.MediaPAL {
+		t.Errorf("PAL Content-Type %q, want %s (RFC 8295 §2.2)", ct, est.MediaPAL)
+	}
+	entries, err := est.ParsePAL(bytes.NewReader(r.body))
+	if err != nil {
+		t.Fatalf("PAL: %v\n%s", err, r.body)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.URI, s.estURL(label)+"/") {
+			t.Errorf("PAL entry URI %q is not under %s", e.URI, s.estURL(label))
+		}
+		typ := string(e.Type)
+		if !e.Date.IsZero() {
+			typ += "@"
+		}
+		out = append(out, typ)
+	}
+	return out
+}
+
+// TestESTHTTPSSymmetricKeys: /pal, /symmetrickeys and /symmetrickeys/return (RFC 8295 §2, §5)
+// over real loopback HTTPS. The operator queues keys with `coapca ca symkey add`; each package
+// is opened layer by layer with `openssl cms -verify` and `openssl cms -decrypt` — for an EC
+// client (ECDH key agreement) and an RSA client (RSA-OAEP) — and its SymmetricKeyPackage holds
+// the queued key. The PAL follows the package from queued to fetched to acknowledged. Refused,
+// with a 4xx and nothing recorded: anonymous, a manufacturer certificate, the wrong label,
+// another client's package, a receipt for another client's package, one signed by another
+// client or a rogue key, unsigned, tampered or malformed. Our client (`coapca est pal`,
+// `coapca est symmetrickeys`) fetches, verifies, decrypts, writes and returns the receipt.
+func TestESTHTTPSSymmetricKeys(t *testing.T) {
+	openssl := "openssl"
+	need(t, openssl)
+	s := httpsServer(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := s.data.Paths
+	ecA, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rsaR, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devA, devB, devR := ldevidFor(t, s, ecA, "sym-a"), ldevidFor(t, s, ecB, "sym-b"), ldevidFor(t, s, rsaR, "sym-r")
+	leaf := func(c *tls.Certificate) *x509.Certificate { return mustLeaf(t, c) }
+	serialOf := func(c *tls.Certificate) string { return leaf(c).SerialNumber.Text(16) }
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyA := bytes.Repeat([]byte{0xa1}, 16)
+	keyFile := write("key-a.hex", []byte(hex.EncodeToString(keyA)+"\n"))
+
+	// The operator queues a key for A and one for R (`coapca ca symkey add`).
+	for _, args := range [][]string{
+		{"--to", "serial:" + serialOf(devA), "--key-id", "peer-a", "--key-file", keyFile, "--algorithm", "http://www.w3.org/2001/04/xmlenc#aes128-cbc"},
+		{"--to", "subject:CN=sym-r", "--key-id", "peer-r", "--random", "32"},
+	} {
+		if out, errOut, code := cli(ctx, append([]string{"ca", "symkey", "add", "--data", s.data.Dir}, args...)...); code != 0 ||
+			!strings.Contains(out, "queued symmetric key package") {
+			t.Fatalf("ca symkey add %v: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	if _, _, code := cli(ctx, "ca", "symkey", "add", "--data", s.data.Dir, "--to", "serial:7e57", "--key-id", "x", "--random", "16"); code == 0 {
+		t.Fatal("ca symkey add for an unknown certificate succeeded")
+	}
+	pkgs, err := s.auth.ListPackages(ctx, authority.PackageSymmetricKeys, 0)
+	if err != nil || len(pkgs) != 2 {
+		t.Fatalf("queued: %v, %v", pkgs, err)
+	}
+	pkgA := pkgs[0]
+	deliveries := func() string {
+		var b strings.Builder
+		for _, p := range pkgs {
+			ds, err := s.auth.PackageDeliveries(ctx, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range ds {
+				b.WriteString(d.ClientSerial + ":" + d.ReturnKind + ";")
+			}
+		}
+		return b.String()
+	}
+
+	// PAL and fetch authorization (docs/security.md), before anything is fetched.
+	for _, tc := range []struct {
+		name  string
+		who   *tls.Certificate
+		label string
+		want  string
+	}{
+		{"attack: anonymous", nil, "", "status Unauthorized"},
+		{"attack: a manufacturer certificate (IDevID)", demoDevice(t, s), "", "status Forbidden"},
+		{"attack: the wrong label", devA, "devices", "status Forbidden"},
+		{"unknown label", devA, "nope", "status Not Found"},
+		{"A: its package waits", devA, "", "0002 0005 0003 0024"},
+		{"B: nothing of A's", devB, "", "0002 0005 0003"},
+	} {
+		t.Run("pal/"+tc.name, func(t *testing.T) {
+			if got := strings.Join(palTypes(t, s, tc.who, tc.label), " "); got != tc.want {
+				t.Fatalf("PAL %q, want %q", got, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name  string
+		who   *tls.Certificate
+		label string
+		want  int
+	}{
+		{"attack: anonymous", nil, "", http.StatusUnauthorized},
+		{"attack: a manufacturer certificate", demoDevice(t, s), "", http.StatusForbidden},
+		{"attack: A under the wrong label", devA, "other", http.StatusForbidden},
+		{"attack: B asks, only A's and R's are queued", devB, "", http.StatusNotFound},
+	} {
+		t.Run("symmetrickeys/"+tc.name, func(t *testing.T) {
+			if r := estDo(t, s, tc.who, 0, "GET", s.estURL(tc.label)+"/symmetrickeys", "", nil); r.status != tc.want {
+				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
+			}
+			if got := deliveries(); got != "" {
+				t.Fatalf("deliveries recorded: %s", got)
+			}
+		})
+	}
+
+	// Each package, opened with openssl: outer SignedData → EnvelopedData → inner SignedData →
+	// SymmetricKeyPackage.
+	var fetchedA []byte
+	for _, tc := range []struct {
+		name  string
+		who   *tls.Certificate
+		keyID string
+	}{{"EC client, ECDH key agreement", devA, "peer-a"}, {"RSA client, RSA-OAEP", devR, "peer-r"}} {
+		t.Run("openssl/"+tc.name, func(t *testing.T) {
+			r := estDo(t, s, tc.who, 0, "GET", s.estURL("")+"/symmetrickeys", "", nil)
+			if r.status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if ct := r.header.Get("Content-Type"); ct != est.MediaSymmetricKeyPackage {
+				t.Fatalf("Content-Type %q, want %q (RFC 8295 §5.1.2)", ct, est.MediaSymmetricKeyPackage)
+			}
+			der, err := base64.StdEncoding.DecodeString(string(r.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.who == devA {
+				fetchedA = der
+			}
+			envelope := filepath.Join(dir, "env.der")
+			mustRun(t, openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", write("outer.p7", der), "-CAfile", d.Root,
+				"-purpose", "any", "-out", envelope)
+			ed, _ := os.ReadFile(envelope)
+			ci, err := cms.ContentInfo(cms.OIDEnvelopedData, ed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := x509.MarshalPKCS8PrivateKey(tc.who.PrivateKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keyPEM := write("client.key", pemBlock("PRIVATE KEY", k))
+			certPEM := write("client.pem", pemBlock("CERTIFICATE", tc.who.Certificate[0]))
+			signed := filepath.Join(dir, "signed.der")
+			mustRun(t, openssl, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", write("env.p7m", ci), "-recip", certPEM,
+				"-inkey", keyPEM, "-out", signed)
+			sd, _ := os.ReadFile(signed)
+			ci, err = cms.ContentInfo(cms.OIDSignedData, sd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pkgFile := filepath.Join(dir, "skp.der")
+			mustRun(t, openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", write("inner.p7", ci), "-CAfile", d.Root,
+				"-purpose", "any", "-out", pkgFile)
+			raw, _ := os.ReadFile(pkgFile)
+			keys, err := est.ParseSymmetricKeyPackage(raw)
+			if err != nil || len(keys) != 1 || keys[0].ID != tc.keyID {
+				t.Fatalf("symmetric key package: %+v, %v", keys, err)
+			}
+			if tc.keyID == "peer-a" && !bytes.Equal(keys[0].Key, keyA) {
+				t.Fatalf("key %x, want the queued %x", keys[0].Key, keyA)
+			}
+		})
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0024 0025" {
+		t.Fatalf("A's PAL after the fetch: %q, want the receipt asked for (0025)", got)
+	}
+
+	// Receipts and errors: the attacks change nothing.
+	opened, err := est.OpenSymmetricKeyPackage(fetchedA, cms.Decrypter{Key: ecA, Cert: leaf(devA)})
+	if err != nil || !bytes.Equal(opened.PkgID, authority.PackageID(authority.PackageSymmetricKeys, pkgA.ID)) || !opened.ReceiptRequested {
+		t.Fatalf("opened: %+v, %v", opened, err)
+	}
+	now := time.Now()
+	sign := func(key crypto.Signer, c *tls.Certificate) []byte {
+		der, err := est.SignKeyPackageReceiptFor(rand.Reader, opened.PkgID, key, leaf(c), nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	goodA := sign(ecA, devA)
+	rogueKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rogueTmpl := &x509.Certificate{SerialNumber: leaf(devA).SerialNumber, Subject: leaf(devA).Subject,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	rogueDER, _ := x509.CreateCertificate(rand.Reader, rogueTmpl, rogueTmpl, rogueKey.Public(), rogueKey)
+	rogue := &tls.Certificate{Certificate: [][]byte{rogueDER}, PrivateKey: rogueKey}
+	unsignedBody := func() []byte {
+		sd, _ := cms.Sign(rand.Reader, est.OIDKeyPackageReceipt, []byte{0x30, 0x00}, ecA, []*x509.Certificate{leaf(devA)}, now)
+		inner, _ := cms.Verify(sd)
+		ci, _ := cms.ContentInfo(est.OIDKeyPackageReceipt, inner.Content)
+		return ci
+	}()
+	tampered := bytes.Clone(goodA)
+	tampered[len(tampered)-3] ^= 0x40
+	const cmsType = "application/cms"
+	for _, tc := range []struct {
+		name string
+		who  *tls.Certificate
+		ct   string
+		body []byte
+		want int
+	}{
+		{"attack: anonymous", nil, cmsType, goodA, http.StatusUnauthorized},
+		{"attack: B returns A's receipt", devB, cmsType, goodA, http.StatusForbidden},
+		{"attack: B's own receipt for A's package", devB, cmsType, sign(ecB, devB), http.StatusForbidden},
+		{"attack: A's receipt signed with B's certificate", devA, cmsType, sign(ecB, devB), http.StatusForbidden},
+		{"attack: signed by a rogue key with A's name", devA, cmsType, sign(rogueKey, rogue), http.StatusForbidden},
+		{"attack: unsigned receipt", devA, cmsType, unsignedBody, http.StatusBadRequest},
+		{"attack: tampered signature", devA, cmsType, tampered, http.StatusBadRequest},
+		{"attack: malformed", devA, cmsType, []byte{0x30, 0x03, 0x06, 0x01, 0x00}, http.StatusBadRequest},
+		{"attack: wrong media type", devA, "application/pkcs10", goodA, http.StatusUnsupportedMediaType},
+		{"attack: the wrong label", devA, cmsType, goodA, http.StatusForbidden},
+	} {
+		t.Run("return/"+tc.name, func(t *testing.T) {
+			before := deliveries()
+			label := ""
+			if strings.Contains(tc.name, "label") {
+				label = "devices"
+			}
+			r := estDo(t, s, tc.who, 0, "POST", s.estURL(label)+"/symmetrickeys/return", tc.ct, b64(tc.body))
+			if r.status != tc.want {
+				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
+			}
+			if after := deliveries(); after != before {
+				t.Fatalf("deliveries changed: %s → %s", before, after)
+			}
+		})
+	}
+
+	// Our client: the PAL, then fetch, verify, decrypt, write and return the receipt.
+	sub := filepath.Join(dir, "a")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	certA := writePair(t, sub, devA)
+	keyAPath := filepath.Join(sub, "b.key")
+	out, errOut, code := cli(ctx, "est", "pal", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyAPath)
+	if code != 0 || !strings.Contains(out, "0024 symmetric key package") || !strings.Contains(out, "0025") {
+		t.Fatalf("est pal: exit %d:\n%s%s", code, out, errOut)
+	}
+	keysOut := filepath.Join(dir, "keys.txt")
+	if _, errOut, code := cli(ctx, "est", "symmetrickeys", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyAPath,
+		"--out", keysOut); code != 0 || !strings.Contains(errOut, "the server took the receipt") {
+		t.Fatalf("est symmetrickeys: exit %d: %s", code, errOut)
+	}
+	got, err := os.ReadFile(keysOut)
+	if err != nil || string(got) != "peer-a http://www.w3.org/2001/04/xmlenc#aes128-cbc "+hex.EncodeToString(keyA)+"\n" {
+		t.Fatalf("keys written: %q, %v", got, err)
+	}
+	if st, err := os.Stat(keysOut); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("keys file mode: %v, %v", st.Mode(), err)
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0024@" {
+		t.Fatalf("A's PAL after the receipt: %q, want the package dated and no receipt asked for", got)
+	}
+	// Acknowledged: nothing more waits for A; R's package was never A's.
+	if r := estDo(t, s, devA, 0, "GET", s.estURL("")+"/symmetrickeys", "", nil); r.status != http.StatusNotFound {
+		t.Fatalf("after the receipt: status %d, want 404", r.status)
+	}
+	list, errOut, code := cli(ctx, "ca", "symkey", "list", "--data", s.data.Dir)
+	if code != 0 || !strings.Contains(list, serialOf(devA)) || !strings.Contains(list, "receipt") || !strings.Contains(list, serialOf(devR)) {
+		t.Fatalf("ca symkey list: exit %d:\n%s%s", code, list, errOut)
+	}
+	// A client without trust anchors refuses to take keys (RFC 8295 §5.1.2).
+	if _, errOut, code := cli(ctx, "est", "symmetrickeys", "--server", s.estURL(""), "--insecure", "--cert", certA, "--key", keyAPath); code == 0 ||
+		!strings.Contains(errOut, "trust anchors") {
+		t.Fatalf("symmetrickeys without trust anchors: exit %d: %s", code, errOut)
+	}
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}

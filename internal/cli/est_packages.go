@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"coapca/client"
+	"coapca/est"
+	"coapca/est/cms"
+	"coapca/internal/pemfile"
+	"coapca/kms"
+)
+
+// printPAL prints the client's Package Availability List (RFC 8295 §2): one line per entry,
+// to out (stdout when "").
+func printPAL(ctx context.Context, hc *client.HTTPS, out string, stdout io.Writer) error {
+	entries, err := hc.PAL(ctx)
+	if err != nil {
+		return err
+	}
+	w := stdout
+	if out != "" {
+		fh, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		w = fh
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TYPE\tACKNOWLEDGED\tURI")
+	for _, e := range entries {
+		ack := "-"
+		if !e.Date.IsZero() {
+			ack = e.Date.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\n", e.Type, palTypeName(e.Type), ack, e.URI)
+	}
+	return tw.Flush()
+}
+
+// palTypeName names the package types coapca lists (RFC 8295 §2.1.1).
+func palTypeName(t est.PALType) string {
+	switch t {
+	case est.PALCACert:
+		return "CA certificates"
+	case est.PALEECert:
+		return "EE certificates"
+	case est.PALCRL:
+		return "CRL"
+	case est.PALSymmetricKeyPackage:
+		return "symmetric key package"
+	case est.PALSymmetricKeyReturn:
+		return "symmetric key package receipt or error"
+	}
+	return ""
+}
+
+// fetchSymmetricKeys fetches, checks and opens the next symmetric key package (RFC 8295 §5.1),
+// writes its keys to --out (0600) and returns a receipt signed with --cert/--key (RFC 8295
+// §5.2.1: "The key package receipt is digitally signed").
+func fetchSymmetricKeys(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, stderr io.Writer) error {
+	if f.cert == "" || f.key == "" {
+		return usagef("symmetrickeys needs --cert and --key: the package is encrypted for that certificate")
+	}
+	chain, err := pemfile.ReadCerts(f.cert)
+	if err != nil {
+		return err
+	}
+	key, err := kms.LoadKeyFile(f.key)
+	if err != nil {
+		return err
+	}
+	got, err := hc.SymmetricKeys(ctx, cms.Decrypter{Key: key, Cert: chain[0]})
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, k := range got.Keys {
+		alg := k.Algorithm
+		if alg == "" {
+			alg = "-"
+		}
+		fmt.Fprintf(&b, "%s %s %s\n", k.ID, alg, hex.EncodeToString(k.Key))
+	}
+	if f.out == "" {
+		io.WriteString(stdout, b.String())
+	} else if err := os.WriteFile(f.out, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "received %d symmetric key(s), package %q\n", len(got.Keys), got.PkgID)
+	if f.noReceipt {
+		return nil
+	}
+	if got.PkgID == nil {
+		fmt.Fprintln(stderr, "the package carries no identifier: no receipt returned")
+		return nil
+	}
+	receipt, err := est.SignKeyPackageReceiptFor(rand.Reader, got.PkgID, key, chain[0], chain[1:], time.Now())
+	if err != nil {
+		return err
+	}
+	if err := hc.ReturnSymmetricKeys(ctx, est.MediaKeyPackageReceipt, receipt); err != nil {
+		return fmt.Errorf("keys written, but the receipt was refused: %w", err)
+	}
+	fmt.Fprintln(stderr, "the server took the receipt (204)")
+	return nil
+}
