@@ -22,8 +22,16 @@ import (
 // PackageKind is the kind of a queued package: the RFC 8295 operation that delivers it.
 type PackageKind string
 
-// PackageSymmetricKeys is a symmetric key package (RFC 6031) for /symmetrickeys (RFC 8295 §5).
-const PackageSymmetricKeys PackageKind = "symmetrickeys"
+// The package kinds.
+const (
+	// PackageSymmetricKeys is a symmetric key package (RFC 6031) for /symmetrickeys (RFC 8295
+	// §5); the EST service protects it for each client.
+	PackageSymmetricKeys PackageKind = "symmetrickeys"
+	// PackageFirmware is a signed firmware package (RFC 4108) for /firmware (RFC 8295 §6),
+	// delivered as queued; its Name is the firmware package identifier ("OID:VERSION") that
+	// receipts and errors name.
+	PackageFirmware PackageKind = "firmware"
+)
 
 // MaxPackageContent bounds a queued package's content.
 const MaxPackageContent = 64 << 10
@@ -82,7 +90,7 @@ func parsePackageID(kind PackageKind, pkgID []byte) (int64, bool) {
 // serial or label is errs.NotFound, anything else malformed errs.BadRequest; nothing is stored
 // then.
 func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, name string, content []byte) (*Package, error) {
-	if kind != PackageSymmetricKeys {
+	if kind != PackageSymmetricKeys && kind != PackageFirmware {
 		return nil, errs.New(errs.BadRequest, "unknown package kind %q", kind)
 	}
 	if name == "" || len(name) > 256 {
@@ -290,7 +298,9 @@ func (a *Authority) RecordPackageReturn(ctx context.Context, req Requester, labe
 	}
 	switch r.Kind {
 	case "receipt":
-		if r.Signer == nil {
+		// RFC 8295 §5.2.1: "The key package receipt is digitally signed"; a firmware receipt
+		// may be unsigned (§6.2.1).
+		if r.Signer == nil && kind != PackageFirmware {
 			return nil, errs.New(errs.BadRequest, "a key package receipt must be signed (RFC 8295 §5.2.1)")
 		}
 	case "error":
@@ -307,21 +317,11 @@ func (a *Authority) RecordPackageReturn(ctx context.Context, req Requester, labe
 			return nil, errs.New(errs.Forbidden, "the %s is signed by %s, not by the requester's own certificate", r.Kind, r.Signer.Subject)
 		}
 	}
-	id, ok := parsePackageID(kind, r.PkgID)
-	if !ok {
-		return nil, errs.New(errs.BadRequest, "the %s names no %s package of this server (key package identifier %q)", r.Kind, kind, r.PkgID)
-	}
-	sp, err := a.store.GetPackage(ctx, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && sp.Kind != string(kind)) {
-		return nil, errs.New(errs.NotFound, "no %s package %d", kind, id)
-	}
+	sp, err := a.returnedPackage(ctx, kind, r, who)
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "package %d", id)
+		return nil, err
 	}
-	if !targets(sp, who.ours) {
-		a.log.Info("package return refused", "kind", kind, "id", id, "requester", who.describe(), "addr", req.Addr)
-		return nil, errs.New(errs.Forbidden, "package %d is not queued for %s", id, who.describe())
-	}
+	id := sp.ID
 	now := a.now()
 	d := store.PackageDelivery{PackageID: id, ClientSerial: who.ours.Serial, ReturnKind: r.Kind, ErrorCode: r.ErrorCode,
 		ReturnDER: r.DER, ReturnedAt: now}
@@ -335,6 +335,41 @@ func (a *Authority) RecordPackageReturn(ctx context.Context, req Requester, labe
 	p := packageOf(sp)
 	p.ReturnKind, p.ErrorCode, p.ReturnedAt = r.Kind, r.ErrorCode, now
 	return p, nil
+}
+
+// returnedPackage finds the package a receipt or error names: for symmetric keys by the key
+// package identifier of PackageID; for firmware by its firmware package identifier, among the
+// packages queued for the client (newest first). It must be queued for the client.
+func (a *Authority) returnedPackage(ctx context.Context, kind PackageKind, r PackageReturn, who identity) (*store.Package, error) {
+	if kind == PackageFirmware {
+		ps, err := a.clientPackages(ctx, kind, who.ours)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(ps) - 1; i >= 0; i-- {
+			if ps[i].Name == string(r.PkgID) {
+				return &store.Package{ID: ps[i].ID, Kind: string(ps[i].Kind), Target: ps[i].Target, Name: ps[i].Name,
+					Content: ps[i].Content, CreatedAt: ps[i].CreatedAt}, nil
+			}
+		}
+		return nil, errs.New(errs.NotFound, "no firmware package %q is queued for %s", r.PkgID, who.describe())
+	}
+	id, ok := parsePackageID(kind, r.PkgID)
+	if !ok {
+		return nil, errs.New(errs.BadRequest, "the %s names no %s package of this server (key package identifier %q)", r.Kind, kind, r.PkgID)
+	}
+	sp, err := a.store.GetPackage(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && sp.Kind != string(kind)) {
+		return nil, errs.New(errs.NotFound, "no %s package %d", kind, id)
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "package %d", id)
+	}
+	if !targets(sp, who.ours) {
+		a.log.Info("package return refused", "kind", kind, "id", id, "requester", who.describe())
+		return nil, errs.New(errs.Forbidden, "package %d is not queued for %s", id, who.describe())
+	}
+	return sp, nil
 }
 
 // String renders a package for logs and the CLI.

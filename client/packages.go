@@ -90,3 +90,52 @@ func (c *HTTPS) ReturnSymmetricKeys(ctx context.Context, contentType string, der
 	}
 	return err
 }
+
+// Firmware fetches the next firmware package waiting for this client (RFC 8295 §6.1, /firmware)
+// and verifies it: a signed firmware package (RFC 4108) whose signer must chain to opts.Trust
+// (with /cacerts as intermediates; RFC 8295 §6.1.2: "the client MUST reject it if the digital
+// signature does not validate back to an authorized TA"). Without Trust it is refused.
+func (c *HTTPS) Firmware(ctx context.Context) (*est.Firmware, error) {
+	const op = "firmware"
+	if len(c.opts.Trust) == 0 {
+		return nil, fmt.Errorf("est /%s: trust anchors are needed to check the package's signature (RFC 8295 §6.1.2)", op)
+	}
+	a, err := c.do(ctx, http.MethodGet, op, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMediaType(a, op, "application/cms"); err != nil {
+		return nil, err
+	}
+	der, err := decodeBase64Body(a.body)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: %w", op, err)
+	}
+	fw, err := est.OpenFirmwarePackage(der)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: %w", op, err)
+	}
+	cas, err := c.CACerts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("est /%s: intermediates for validation: %w", op, err)
+	}
+	if err := checkKeySigner(fw.Signer, slices.Concat(fw.Certs, cas), c.opts.Trust); err != nil {
+		return nil, fmt.Errorf("est /%s: %w (RFC 8295 §6.1.2)", op, err)
+	}
+	return fw, nil
+}
+
+// ReturnFirmware posts a firmware package load receipt or error (RFC 4108 §3, §4; the DER
+// ContentInfo, signed or not) to /firmware/return (RFC 8295 §6.2.1). The server answers 204.
+func (c *HTTPS) ReturnFirmware(ctx context.Context, contentType string, der []byte) error {
+	const op = "firmware/return"
+	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
+	var se *HTTPStatusError
+	if errors.As(err, &se) && se.Status == http.StatusNoContent {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §6.2.2)", op)
+	}
+	return err
+}

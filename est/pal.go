@@ -31,6 +31,8 @@ const (
 	PALCRL                 PALType = "0005" // X.509 CRL
 	PALSymmetricKeyPackage PALType = "0024" // Symmetric Key Package
 	PALSymmetricKeyReturn  PALType = "0025" // Symmetric Key Package Receipt or Error
+	PALFirmwarePackage     PALType = "0026" // Firmware Package
+	PALFirmwareReturn      PALType = "0027" // Firmware Package Receipt or Error
 )
 
 // Bounds of a PAL coapca writes and reads.

@@ -47,6 +47,9 @@
 //     key package as application/cms (est.MediaSymmetricKeyPackage, base64 as every EST
 //     payload), and receipts and errors (RFC 7191) as /serverkeygen/return takes them, answered
 //     204 (RFC 8295 §5.2.2);
+//   - /firmware and /firmware/return of RFC 8295 §6 (PackageService): the signed firmware
+//     package (RFC 4108) as application/cms, and load receipts and errors, signed or not,
+//     answered 204 (RFC 8295 §6.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -125,11 +128,14 @@ type KeyPackageReturnService interface {
 }
 
 // PackageService is the optional package operations of RFC 8295: /pal (§2), /symmetrickeys and
-// /symmetrickeys/return (§5); *estserver.Service implements it.
+// /symmetrickeys/return (§5), /firmware and /firmware/return (§6); *estserver.Service
+// implements it.
 type PackageService interface {
 	PAL(ctx context.Context, r *estserver.Request) ([]est.PALEntry, error)
 	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, error)
 	ReturnSymmetricKeys(ctx context.Context, r *estserver.Request) error
+	Firmware(ctx context.Context, r *estserver.Request) ([]byte, error)
+	ReturnFirmware(ctx context.Context, r *estserver.Request) error
 }
 
 // Options configures the binding.
@@ -189,6 +195,9 @@ var operations = map[string]operation{
 	estserver.OpPAL:                 {http.MethodGet, false},
 	estserver.OpSymmetricKeys:       {http.MethodGet, false},
 	estserver.OpSymmetricKeysReturn: {http.MethodPost, false},
+	// RFC 8295 §6.1, §6.2.
+	estserver.OpFirmware:       {http.MethodGet, false},
+	estserver.OpFirmwareReturn: {http.MethodPost, false},
 }
 
 const opReturn = "serverkeygen/return"
@@ -198,7 +207,7 @@ const opReturn = "serverkeygen/return"
 // segments.
 func split(p string) (label, op string, ok bool) {
 	if base, found := strings.CutSuffix(p, "/return"); found {
-		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys) {
+		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys || o == estserver.OpFirmware) {
 			return l, o + "/return", true
 		}
 	}
@@ -210,7 +219,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return,firmware,firmware/return})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -235,7 +244,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
-	if name == opReturn || name == estserver.OpSymmetricKeysReturn {
+	if name == opReturn || name == estserver.OpSymmetricKeysReturn || name == estserver.OpFirmwareReturn {
 		body, err := h.readCMS(w, r)
 		if err != nil {
 			h.fail(w, r, err)
@@ -245,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	switch name {
-	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn:
+	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn, estserver.OpFirmware, estserver.OpFirmwareReturn:
 		h.servePackages(w, r, name, label, req)
 	case opReturn:
 		rs, ok := h.svc.(KeyPackageReturnService)
@@ -439,6 +448,22 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 			return
 		}
 		// RFC 8295 §5.2.2: "the server response has an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
+	case estserver.OpFirmware:
+		der, err := ps.Firmware(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §6.1.2: "HTTP 200 response code with a Content-Type of application/cms".
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, est.MediaFirmwarePackage, der)
+	case estserver.OpFirmwareReturn:
+		if err := ps.ReturnFirmware(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §6.2.2: "the server response MUST have an HTTP 204 response code".
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

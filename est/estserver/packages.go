@@ -30,6 +30,8 @@ const (
 	OpPAL                 = "pal"
 	OpSymmetricKeys       = "symmetrickeys"
 	OpSymmetricKeysReturn = "symmetrickeys/return"
+	OpFirmware            = "firmware"
+	OpFirmwareReturn      = "firmware/return"
 )
 
 func (s *Service) packages() (PackageSource, error) {
@@ -42,9 +44,10 @@ func (s *Service) packages() (PackageSource, error) {
 
 // PAL returns the Package Availability List of the requester (RFC 8295 §2): the CA
 // certificates (/cacerts), the CRL (/crls) and the end-entity certificates (/eecerts) where
-// this server offers them, then, for each symmetric key package queued for it, an entry to
-// fetch it (0024; dated when the client acknowledged it with a receipt) and, while a fetched
-// package waits for its receipt, an entry asking for that receipt (0025, RFC 8295 §2.1.1:
+// this server offers them, then, for each symmetric key or firmware package queued for it, an
+// entry to fetch it (0024, 0026; dated when the client acknowledged it with a receipt) and,
+// while a fetched package waits for its receipt, an entry asking for it (0025, 0027; RFC 8295
+// §2.1.1:
 // "PAL entries can also be used to notify clients that they are to return receipts or
 // errors"). Entry URIs are operation paths (OpSymmetricKeys, ...), made absolute by the
 // binding. Who may ask is the authority's decision (PackageSource.PackagesFor).
@@ -66,16 +69,23 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 		entries = append(entries, est.PALEntry{Type: est.PALEECert, URI: "eecerts"})
 	}
 	for _, p := range pkgs {
-		if p.Kind != authority.PackageSymmetricKeys {
+		var e, ret est.PALEntry
+		switch p.Kind {
+		case authority.PackageSymmetricKeys:
+			e = est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys}
+			ret = est.PALEntry{Type: est.PALSymmetricKeyReturn, URI: OpSymmetricKeysReturn}
+		case authority.PackageFirmware:
+			e = est.PALEntry{Type: est.PALFirmwarePackage, URI: OpFirmware, Size: int64(len(p.Content))}
+			ret = est.PALEntry{Type: est.PALFirmwareReturn, URI: OpFirmwareReturn}
+		default:
 			continue
 		}
-		e := est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys}
 		if p.ReturnKind == "receipt" {
 			e.Date = p.ReturnedAt
 		}
 		entries = append(entries, e)
 		if !p.FetchedAt.IsZero() && p.ReturnKind == "" {
-			entries = append(entries, est.PALEntry{Type: est.PALSymmetricKeyReturn, URI: OpSymmetricKeysReturn})
+			entries = append(entries, ret)
 		}
 	}
 	return entries, nil
@@ -138,6 +148,57 @@ func (s *Service) ReturnSymmetricKeys(ctx context.Context, r *Request) (err erro
 	}
 	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys, in); err != nil {
 		return typed(err, "symmetric key package return")
+	}
+	return nil
+}
+
+// Firmware delivers the oldest firmware package queued for the requester that it has not
+// acknowledged (RFC 8295 §6.1): the signed firmware package of RFC 4108 as the operator queued
+// it (est.MediaFirmwarePackage; RFC 8295 §6.1.2 "If the firmware is signed"). Nothing waiting
+// is errs.NotFound.
+func (s *Service) Firmware(ctx context.Context, r *Request) (der []byte, err error) {
+	defer func(start time.Time) { s.report("firmware", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageFirmware)
+	if err != nil {
+		return nil, typed(err, "firmware")
+	}
+	return p.Content, nil
+}
+
+// ReturnFirmware takes a firmware package load receipt or error (RFC 4108 §3, §4), signed or
+// not (RFC 8295 §6.2.1): r.Body is the DER ContentInfo. A malformed or wrongly signed one is
+// errs.BadRequest; the authority decides whose it may be. Nothing is recorded when it fails.
+func (s *Service) ReturnFirmware(ctx context.Context, r *Request) (err error) {
+	defer func(start time.Time) { s.report("firmware_return", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return err
+	}
+	p, err := est.ParseFirmwareReturn(r.Body)
+	if err != nil {
+		return errs.Wrap(errs.BadRequest, err, "malformed firmware receipt or error")
+	}
+	if p.Name == nil {
+		return errs.New(errs.BadRequest, "the firmware error names no firmware package (fwPkgName)")
+	}
+	in := authority.PackageReturn{Kind: "error", PkgID: []byte(p.Name.String()), ErrorCode: p.ErrorCode, DER: r.Body}
+	if p.Receipt {
+		in.Kind = "receipt"
+	}
+	if p.Signed != nil {
+		in.Signer = p.Signed.Signer
+		for _, c := range p.Signed.Certs {
+			if c != p.Signed.Signer {
+				in.SignerCerts = append(in.SignerCerts, c)
+			}
+		}
+	}
+	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageFirmware, in); err != nil {
+		return typed(err, "firmware return")
 	}
 	return nil
 }

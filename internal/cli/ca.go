@@ -32,12 +32,16 @@ Commands:
                        serial:HEX | subject:DN | label:L, --key-id ID, and --key-file FILE (hex
                        or raw) or --random N (bytes); --algorithm URI (optional)
   symkey list          queued symmetric key packages and, per client, fetched / receipt / error
+  firmware add         queue a firmware image, signed with the server's key as an RFC 4108
+                       firmware package, for the clients of a label (RFC 8295 §6): --to label:L
+                       (or serial:HEX, subject:DN), --image FILE, --name OID:VERSION, --hw-type OID
+  firmware list        queued firmware packages and, per client, fetched / receipt / error
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware")
 	if cmd == "" {
 		return err
 	}
@@ -55,8 +59,11 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
 		sk      symkeyFlags
 	)
-	if cmd == "symkey" {
+	switch cmd {
+	case "symkey":
 		sk.register(fs)
+	case "firmware":
+		sk.registerFirmware(fs)
 	}
 	rest, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -86,6 +93,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "symkey":
 		return runSymkey(ctx, auth, rest, sk, *limit, stdout)
+	case "firmware":
+		return runFirmware(ctx, h, rest, sk, *limit, stdout)
 	case "list":
 		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -14,12 +16,60 @@ import (
 
 	"coapca/authority"
 	"coapca/est"
+	"coapca/internal/server"
 )
 
-// symkeyFlags are the flags of `coapca ca symkey add`.
+// symkeyFlags are the flags of `coapca ca symkey add` and `coapca ca firmware add`.
 type symkeyFlags struct {
 	to, keyID, keyFile, algorithm string
 	random                        int
+	image, name, hwType           string
+}
+
+func (f *symkeyFlags) registerFirmware(fs *flag.FlagSet) {
+	fs.StringVar(&f.to, "to", "", "firmware add: the clients: label:L (every certificate issued under label L), serial:HEX or subject:DN")
+	fs.StringVar(&f.image, "image", "", "firmware add: the firmware image file")
+	fs.StringVar(&f.name, "name", "", "firmware add: the firmware package identifier OID:VERSION (RFC 4108 PreferredPackageIdentifier)")
+	fs.StringVar(&f.hwType, "hw-type", "", "firmware add: the target hardware module type (an OID, RFC 4108 target-hardware-module-identifiers)")
+}
+
+// runFirmware is `coapca ca firmware add|list`: the operator's side of /firmware (RFC 8295 §6).
+// The image is signed with the server's key (the certificate that signs every package).
+func runFirmware(ctx context.Context, h *server.House, args []string, f symkeyFlags, limit int, stdout io.Writer) error {
+	auth := h.Authority()
+	if len(args) != 1 || (args[0] != "add" && args[0] != "list") {
+		return usagef("ca firmware takes one of add, list")
+	}
+	if args[0] == "list" {
+		return listPackages(ctx, auth, authority.PackageFirmware, limit, stdout)
+	}
+	if f.to == "" || f.image == "" || f.name == "" || f.hwType == "" {
+		return usagef("ca firmware add needs --to, --image, --name and --hw-type")
+	}
+	name, err := est.ParseFirmwareName(f.name)
+	if err != nil {
+		return usagef("--name: %v", err)
+	}
+	hw, err := est.ParseFirmwareName(f.hwType + ":0")
+	if err != nil {
+		return usagef("--hw-type %q is not an OID", f.hwType)
+	}
+	image, err := os.ReadFile(f.image)
+	if err != nil {
+		return err
+	}
+	d := h.Data()
+	pkg, err := est.SignFirmwarePackage(rand.Reader, image, name, []asn1.ObjectIdentifier{hw.ID}, d.ServerKey,
+		[]*x509.Certificate{d.Server, d.IssuingCA}, time.Now())
+	if err != nil {
+		return usagef("%v", err)
+	}
+	p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "queued firmware package %d (%s, %d bytes) for %s\n", p.ID, p.Name, len(image), p.Target)
+	return nil
 }
 
 func (f *symkeyFlags) register(fs *flag.FlagSet) {
@@ -36,7 +86,7 @@ func runSymkey(ctx context.Context, auth *authority.Authority, args []string, f 
 		return usagef("ca symkey takes one of add, list")
 	}
 	if args[0] == "list" {
-		return listSymkeys(ctx, auth, limit, stdout)
+		return listPackages(ctx, auth, authority.PackageSymmetricKeys, limit, stdout)
 	}
 	if f.to == "" || f.keyID == "" {
 		return usagef("ca symkey add needs --to and --key-id")
@@ -75,13 +125,13 @@ func runSymkey(ctx context.Context, auth *authority.Authority, args []string, f 
 	return nil
 }
 
-func listSymkeys(ctx context.Context, auth *authority.Authority, limit int, stdout io.Writer) error {
-	ps, err := auth.ListPackages(ctx, authority.PackageSymmetricKeys, limit)
+func listPackages(ctx context.Context, auth *authority.Authority, kind authority.PackageKind, limit int, stdout io.Writer) error {
+	ps, err := auth.ListPackages(ctx, kind, limit)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKEY\tFOR\tQUEUED\tCLIENT\tFETCHED\tRETURNED")
+	fmt.Fprintln(tw, "ID\tNAME\tFOR\tQUEUED\tCLIENT\tFETCHED\tRETURNED")
 	for _, p := range ps {
 		ds, err := auth.PackageDeliveries(ctx, p.ID)
 		if err != nil {

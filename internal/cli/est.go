@@ -65,6 +65,9 @@ Commands:
                 decrypt it with --key, write the keys to --out (mode 0600: one line per key,
                 "ID ALGORITHM HEX") and return a signed receipt (RFC 8295 §5.2; --no-receipt
                 not to)
+  firmware      https:// only: fetch the next firmware package waiting for this client (RFC
+                8295 §6.1, RFC 4108), check its signature against the trust anchors, write the
+                image to --out and return a load receipt signed with --key (--no-receipt not to)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -102,7 +105,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys", "firmware")
 	if cmd == "" {
 		return err
 	}
@@ -147,7 +150,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.packageCert, "package-cert", "", "the certificate of the server-generated key the receipt or error is about (PEM)")
 		fs.StringVar(&f.packageKey, "package-key", "", "the server-generated key (PEM): signs the receipt, proving it arrived")
 	}
-	if cmd == "symmetrickeys" {
+	if cmd == "symmetrickeys" || cmd == "firmware" {
 		fs.BoolVar(&f.noReceipt, "no-receipt", false, "do not return a receipt for the package")
 	}
 	if cmd == "reenroll" {
@@ -159,7 +162,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
-	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys" || cmd == "firmware") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
 	}
 	var ret []byte
@@ -244,13 +247,16 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stderr, "the server took the key package %s (204)\n", what)
 		return nil
-	case "pal", "symmetrickeys":
+	case "pal", "symmetrickeys", "firmware":
 		hc, ok := ec.(*client.HTTPS)
 		if !ok {
 			return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
 		}
-		if cmd == "pal" {
+		switch cmd {
+		case "pal":
 			return printPAL(ctx, hc, f.out, stdout)
+		case "firmware":
+			return fetchFirmware(ctx, hc, &f, stdout, stderr)
 		}
 		return fetchSymmetricKeys(ctx, hc, &f, stdout, stderr)
 	case "eecerts":

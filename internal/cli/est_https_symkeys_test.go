@@ -346,3 +346,176 @@ func TestESTHTTPSSymmetricKeys(t *testing.T) {
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
+
+// TestESTHTTPSFirmware: /firmware and /firmware/return (RFC 8295 §6, RFC 4108) over real
+// loopback HTTPS. The operator queues an image for a label (`coapca ca firmware add`); the
+// package a client of that label fetches verifies with `openssl cms -verify` to the root and
+// holds the image; the PAL lists it (0026), asks for the receipt (0027) and dates it once
+// acknowledged. Refused, with a 4xx and nothing recorded: anonymous, a client of another label,
+// the wrong label, a receipt for a package the client never fetched, one signed by another
+// client or a rogue key, malformed, an error naming no package. Our client (`coapca est
+// firmware`) fetches, verifies, writes and returns a signed load receipt.
+func TestESTHTTPSFirmware(t *testing.T) {
+	openssl := "openssl"
+	need(t, openssl)
+	s := httpsServer(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := s.data.Paths
+	ecA, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecC, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	devA, devC := ldevidFor(t, s, ecA, "fw-a"), ldevidFor(t, s, ecC, "fw-c")
+	// B holds a certificate of the label "devices".
+	csrB, _ := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "fw-b"}}, ecB, "")
+	certB := issuedCert(t, estDo(t, s, demoDevice(t, s), 0, "POST", s.estURL("devices")+"/simpleenroll", "application/pkcs10", b64(csrB)))
+	devB := &tls.Certificate{Certificate: [][]byte{certB.Raw, s.data.IssuingChain()[0].Raw}, PrivateKey: ecB}
+	leaf := func(c *tls.Certificate) *x509.Certificate { return mustLeaf(t, c) }
+	image := bytes.Repeat([]byte("\x7fELF firmware "), 200)
+	imageFile := filepath.Join(dir, "fw.bin")
+	if err := os.WriteFile(imageFile, image, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const fwName, hwType = "1.3.6.1.4.1.99999.1:3", "1.3.6.1.4.1.99999.2.1"
+	if out, errOut, code := cli(ctx, "ca", "firmware", "add", "--data", s.data.Dir, "--to", "label:", "--image", imageFile,
+		"--name", fwName, "--hw-type", hwType); code != 0 || !strings.Contains(out, "queued firmware package") {
+		t.Fatalf("ca firmware add: exit %d: %s%s", code, out, errOut)
+	}
+	pkgs, err := s.auth.ListPackages(ctx, authority.PackageFirmware, 0)
+	if err != nil || len(pkgs) != 1 || pkgs[0].Name != fwName {
+		t.Fatalf("queued: %+v, %v", pkgs, err)
+	}
+	deliveries := func() string {
+		ds, err := s.auth.PackageDeliveries(ctx, pkgs[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, d := range ds {
+			b.WriteString(d.ClientSerial + ":" + d.ReturnKind + ";")
+		}
+		return b.String()
+	}
+
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0026" {
+		t.Fatalf("A's PAL: %q", got)
+	}
+	if got := strings.Join(palTypes(t, s, devB, "devices"), " "); got != "0002 0005 0003" {
+		t.Fatalf("B's PAL lists another label's firmware: %q", got)
+	}
+	for _, tc := range []struct {
+		name  string
+		who   *tls.Certificate
+		label string
+		want  int
+	}{
+		{"attack: anonymous", nil, "", http.StatusUnauthorized},
+		{"attack: a client of another label", devB, "devices", http.StatusNotFound},
+		{"attack: that client under this label", devB, "", http.StatusForbidden},
+	} {
+		t.Run("firmware/"+tc.name, func(t *testing.T) {
+			if r := estDo(t, s, tc.who, 0, "GET", s.estURL(tc.label)+"/firmware", "", nil); r.status != tc.want {
+				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
+			}
+			if got := deliveries(); got != "" {
+				t.Fatalf("deliveries recorded: %s", got)
+			}
+		})
+	}
+
+	r := estDo(t, s, devA, 0, "GET", s.estURL("")+"/firmware", "", nil)
+	if r.status != http.StatusOK || r.header.Get("Content-Type") != est.MediaFirmwarePackage {
+		t.Fatalf("firmware: status %d, Content-Type %q: %s", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	der, err := base64.StdEncoding.DecodeString(string(r.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgFile := filepath.Join(dir, "fw.p7")
+	if err := os.WriteFile(pkgFile, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	content := filepath.Join(dir, "content.der")
+	mustRun(t, openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", pkgFile, "-CAfile", d.Root, "-purpose", "any", "-out", content)
+	got, _ := os.ReadFile(content)
+	if want := append([]byte{0x04, 0x82, byte(len(image) >> 8), byte(len(image))}, image...); !bytes.Equal(got, want) {
+		t.Fatalf("the verified content is not FirmwarePkgData holding the image (%d bytes)", len(got))
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0026 0027" {
+		t.Fatalf("A's PAL after the fetch: %q", got)
+	}
+
+	name, _ := est.ParseFirmwareName(fwName)
+	hw, _ := est.ParseFirmwareName(hwType + ":0")
+	now := time.Now()
+	receiptBy := func(key crypto.Signer, c *x509.Certificate) []byte {
+		body, err := est.MarshalFirmwareReceipt(hw.ID, c.SerialNumber.Bytes(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := est.SignFirmwareReturn(rand.Reader, true, body, key, c, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	rogueKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rogueTmpl := &x509.Certificate{SerialNumber: leaf(devA).SerialNumber, Subject: leaf(devA).Subject,
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	rogueDER, _ := x509.CreateCertificate(rand.Reader, rogueTmpl, rogueTmpl, rogueKey.Public(), rogueKey)
+	rogue, _ := x509.ParseCertificate(rogueDER)
+	noName, _ := est.MarshalFirmwareError(hw.ID, []byte{1}, 34, nil)
+	noNameCI, _ := cms.ContentInfo(est.OIDFirmwareLoadError, noName)
+	const cmsType = "application/cms"
+	for _, tc := range []struct {
+		name  string
+		who   *tls.Certificate
+		label string
+		body  []byte
+		want  int
+	}{
+		{"attack: anonymous", nil, "", receiptBy(ecA, leaf(devA)), http.StatusUnauthorized},
+		{"attack: C never fetched it", devC, "", receiptBy(ecC, leaf(devC)), http.StatusConflict},
+		{"attack: B of another label", devB, "devices", receiptBy(ecB, leaf(devB)), http.StatusNotFound},
+		{"attack: A's receipt signed with C's certificate", devA, "", receiptBy(ecC, leaf(devC)), http.StatusForbidden},
+		{"attack: signed by a rogue key with A's name", devA, "", receiptBy(rogueKey, rogue), http.StatusForbidden},
+		{"attack: malformed", devA, "", []byte{0x30, 0x03, 0x06, 0x01, 0x00}, http.StatusBadRequest},
+		{"attack: an error naming no package", devA, "", noNameCI, http.StatusBadRequest},
+	} {
+		t.Run("return/"+tc.name, func(t *testing.T) {
+			before := deliveries()
+			r := estDo(t, s, tc.who, 0, "POST", s.estURL(tc.label)+"/firmware/return", cmsType, b64(tc.body))
+			if r.status != tc.want {
+				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
+			}
+			if after := deliveries(); after != before {
+				t.Fatalf("deliveries changed: %s → %s", before, after)
+			}
+		})
+	}
+
+	// Our client: fetch, verify, write, return the signed receipt.
+	sub := filepath.Join(dir, "a")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	certA := writePair(t, sub, devA)
+	out := filepath.Join(dir, "written.bin")
+	if _, errOut, code := cli(ctx, "est", "firmware", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA,
+		"--key", filepath.Join(sub, "b.key"), "--out", out); code != 0 || !strings.Contains(errOut, "the server took the receipt") {
+		t.Fatalf("est firmware: exit %d: %s", code, errOut)
+	}
+	if written, err := os.ReadFile(out); err != nil || !bytes.Equal(written, image) {
+		t.Fatalf("image written: %d bytes, %v", len(written), err)
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0026@" {
+		t.Fatalf("A's PAL after the receipt: %q", got)
+	}
+	if got := deliveries(); got != leaf(devA).SerialNumber.Text(16)+":receipt;" {
+		t.Fatalf("deliveries: %s", got)
+	}
+	if list, errOut, code := cli(ctx, "ca", "firmware", "list", "--data", s.data.Dir); code != 0 || !strings.Contains(list, fwName) ||
+		!strings.Contains(list, "receipt") {
+		t.Fatalf("ca firmware list: exit %d:\n%s%s", code, list, errOut)
+	}
+}

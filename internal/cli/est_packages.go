@@ -59,6 +59,10 @@ func palTypeName(t est.PALType) string {
 		return "symmetric key package"
 	case est.PALSymmetricKeyReturn:
 		return "symmetric key package receipt or error"
+	case est.PALFirmwarePackage:
+		return "firmware package"
+	case est.PALFirmwareReturn:
+		return "firmware package receipt or error"
 	}
 	return ""
 }
@@ -109,6 +113,56 @@ func fetchSymmetricKeys(ctx context.Context, hc *client.HTTPS, f *estFlags, stdo
 	}
 	if err := hc.ReturnSymmetricKeys(ctx, est.MediaKeyPackageReceipt, receipt); err != nil {
 		return fmt.Errorf("keys written, but the receipt was refused: %w", err)
+	}
+	fmt.Fprintln(stderr, "the server took the receipt (204)")
+	return nil
+}
+
+// fetchFirmware fetches and verifies the next firmware package (RFC 8295 §6.1), writes its image
+// to --out and returns a load receipt (RFC 4108 §3) signed with --cert/--key: the hardware
+// type is the package's first target, the hardware serial number the client certificate's.
+func fetchFirmware(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, stderr io.Writer) error {
+	if f.cert == "" || f.key == "" {
+		return usagef("firmware needs --cert and --key: they authenticate the client and sign its receipt")
+	}
+	chain, err := pemfile.ReadCerts(f.cert)
+	if err != nil {
+		return err
+	}
+	key, err := kms.LoadKeyFile(f.key)
+	if err != nil {
+		return err
+	}
+	fw, err := hc.Firmware(ctx)
+	if err != nil {
+		return err
+	}
+	if f.out == "" {
+		_, err = stdout.Write(fw.Image)
+	} else {
+		err = os.WriteFile(f.out, fw.Image, 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "received firmware %s (%d bytes)\n", fw.Name, len(fw.Image))
+	if f.noReceipt {
+		return nil
+	}
+	if len(fw.HWTypes) == 0 {
+		fmt.Fprintln(stderr, "the package names no target hardware: no receipt returned")
+		return nil
+	}
+	body, err := est.MarshalFirmwareReceipt(fw.HWTypes[0], chain[0].SerialNumber.Bytes(), fw.Name)
+	if err != nil {
+		return err
+	}
+	receipt, err := est.SignFirmwareReturn(rand.Reader, true, body, key, chain[0], chain[1:], time.Now())
+	if err != nil {
+		return err
+	}
+	if err := hc.ReturnFirmware(ctx, est.MediaFirmwareReceipt, receipt); err != nil {
+		return fmt.Errorf("firmware written, but the receipt was refused: %w", err)
 	}
 	fmt.Fprintln(stderr, "the server took the receipt (204)")
 	return nil
