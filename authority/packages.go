@@ -31,6 +31,10 @@ const (
 	// delivered as queued; its Name is the firmware package identifier ("OID:VERSION") that
 	// receipts and errors name.
 	PackageFirmware PackageKind = "firmware"
+	// PackageTAMP is a signed TAMP message (RFC 5934) for /tamp (RFC 8295 §7), delivered as
+	// queued; its Name is "KIND#SEQNUM" (e.g. "update#7"), which responses, confirms and
+	// errors name by their message reference.
+	PackageTAMP PackageKind = "tamp"
 )
 
 // MaxPackageContent bounds a queued package's content.
@@ -90,7 +94,7 @@ func parsePackageID(kind PackageKind, pkgID []byte) (int64, bool) {
 // serial or label is errs.NotFound, anything else malformed errs.BadRequest; nothing is stored
 // then.
 func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, name string, content []byte) (*Package, error) {
-	if kind != PackageSymmetricKeys && kind != PackageFirmware {
+	if kind != PackageSymmetricKeys && kind != PackageFirmware && kind != PackageTAMP {
 		return nil, errs.New(errs.BadRequest, "unknown package kind %q", kind)
 	}
 	if name == "" || len(name) > 256 {
@@ -299,8 +303,8 @@ func (a *Authority) RecordPackageReturn(ctx context.Context, req Requester, labe
 	switch r.Kind {
 	case "receipt":
 		// RFC 8295 §5.2.1: "The key package receipt is digitally signed"; a firmware receipt
-		// may be unsigned (§6.2.1).
-		if r.Signer == nil && kind != PackageFirmware {
+		// may be unsigned (§6.2.1), TAMP responses "should be signed" (§7.2.1).
+		if r.Signer == nil && kind == PackageSymmetricKeys {
 			return nil, errs.New(errs.BadRequest, "a key package receipt must be signed (RFC 8295 §5.2.1)")
 		}
 	case "error":
@@ -341,7 +345,7 @@ func (a *Authority) RecordPackageReturn(ctx context.Context, req Requester, labe
 // package identifier of PackageID; for firmware by its firmware package identifier, among the
 // packages queued for the client (newest first). It must be queued for the client.
 func (a *Authority) returnedPackage(ctx context.Context, kind PackageKind, r PackageReturn, who identity) (*store.Package, error) {
-	if kind == PackageFirmware {
+	if kind == PackageFirmware || kind == PackageTAMP {
 		ps, err := a.clientPackages(ctx, kind, who.ours)
 		if err != nil {
 			return nil, err
@@ -352,7 +356,7 @@ func (a *Authority) returnedPackage(ctx context.Context, kind PackageKind, r Pac
 					Content: ps[i].Content, CreatedAt: ps[i].CreatedAt}, nil
 			}
 		}
-		return nil, errs.New(errs.NotFound, "no firmware package %q is queued for %s", r.PkgID, who.describe())
+		return nil, errs.New(errs.NotFound, "no %s package %q is queued for %s", kind, r.PkgID, who.describe())
 	}
 	id, ok := parsePackageID(kind, r.PkgID)
 	if !ok {
@@ -370,6 +374,17 @@ func (a *Authority) returnedPackage(ctx context.Context, kind PackageKind, r Pac
 		return nil, errs.New(errs.Forbidden, "package %d is not queued for %s", id, who.describe())
 	}
 	return sp, nil
+}
+
+// NextTAMPSequence returns the next TAMP sequence number (RFC 5934 TAMPMsgRef.seqNum: a trust
+// anchor store accepts a signer's messages only with increasing sequence numbers); one counter
+// for this server's signer, never reused.
+func (a *Authority) NextTAMPSequence(ctx context.Context) (int64, error) {
+	n, err := a.store.NextCounter(ctx, "tamp-seqnum")
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "TAMP sequence number")
+	}
+	return n, nil
 }
 
 // String renders a package for logs and the CLI.

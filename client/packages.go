@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"slices"
+	"strings"
 
 	"coapca/est"
 	"coapca/est/cms"
@@ -136,6 +138,58 @@ func (c *HTTPS) ReturnFirmware(ctx context.Context, contentType string, der []by
 	}
 	if err == nil {
 		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §6.2.2)", op)
+	}
+	return err
+}
+
+// TAMP fetches the next TAMP message waiting for this client (RFC 8295 §7.1, /tamp) and opens
+// it: a signed TAMP message (RFC 5934) of the kind its media type announces, whose signer must
+// chain to opts.Trust (with /cacerts as intermediates; RFC 8295 §7.1.2: "clients MUST reject
+// it if the digital signature does not validate back to an authorized TA"). Without Trust, or
+// unsigned, it is refused. The DER as received is returned too.
+func (c *HTTPS) TAMP(ctx context.Context) (*est.OpenedTAMP, []byte, error) {
+	const op = "tamp"
+	if len(c.opts.Trust) == 0 {
+		return nil, nil, fmt.Errorf("est /%s: trust anchors are needed to check the message's signature (RFC 8295 §7.1.2)", op)
+	}
+	a, err := c.do(ctx, http.MethodGet, op, "", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	mt, _, err := mime.ParseMediaType(a.header.Get("Content-Type"))
+	kind, ok := est.TAMPKindByMedia(strings.ToLower(mt))
+	if err != nil || !ok || !kind.IsRequest() {
+		return nil, nil, fmt.Errorf("est /%s: unexpected Content-Type %q (RFC 8295 §7.1.2)", op, a.header.Get("Content-Type"))
+	}
+	der, err := decodeBase64Body(a.body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("est /%s: %w", op, err)
+	}
+	m, err := est.OpenTAMP(der, kind, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("est /%s: %w", op, err)
+	}
+	cas, err := c.CACerts(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("est /%s: intermediates for validation: %w", op, err)
+	}
+	if err := checkKeySigner(m.Signed.Signer, slices.Concat(m.Signed.Certs, cas), c.opts.Trust); err != nil {
+		return nil, nil, fmt.Errorf("est /%s: %w (RFC 8295 §7.1.2)", op, err)
+	}
+	return m, der, nil
+}
+
+// ReturnTAMP posts a TAMP response, confirm or error of kind (the DER ContentInfo, signed or
+// not) to /tamp/return under the kind's media type (RFC 8295 §7.2.1). The server answers 204.
+func (c *HTTPS) ReturnTAMP(ctx context.Context, kind est.TAMPKind, der []byte) error {
+	const op = "tamp/return"
+	_, err := c.do(ctx, http.MethodPost, op, kind.Media(), []byte(base64.StdEncoding.EncodeToString(der)))
+	var se *HTTPStatusError
+	if errors.As(err, &se) && se.Status == http.StatusNoContent {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §7.2.2)", op)
 	}
 	return err
 }

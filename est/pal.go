@@ -33,7 +33,20 @@ const (
 	PALSymmetricKeyReturn  PALType = "0025" // Symmetric Key Package Receipt or Error
 	PALFirmwarePackage     PALType = "0026" // Firmware Package
 	PALFirmwareReturn      PALType = "0027" // Firmware Package Receipt or Error
+	// 0028..0037: the TAMP messages and their responses (PALTypesOfTAMP).
 )
+
+// PALTypesOfTAMP returns the PAL package types of a TAMP request kind and of its response,
+// confirm or error (RFC 8295 §2.1.1: 0028 TAMP Status Query, 0029 its Response or Error, 0030
+// Trust Anchor Update, 0031 its Confirm or Error, 0032/0033 Apex Trust Anchor Update, 0034/0035
+// Community Update, 0036/0037 Sequence Number Adjust).
+func PALTypesOfTAMP(k TAMPKind) (pkg, ret PALType, ok bool) {
+	n := map[TAMPKind]int{TAMPStatusQuery: 28, TAMPUpdate: 30, TAMPApexUpdate: 32, TAMPCommunityUpdate: 34, TAMPSeqNumAdjust: 36}[k]
+	if n == 0 {
+		return "", "", false
+	}
+	return PALType(fmt.Sprintf("%04d", n)), PALType(fmt.Sprintf("%04d", n+1)), true
+}
 
 // Bounds of a PAL coapca writes and reads.
 const (

@@ -99,6 +99,17 @@ func (k TAMPKind) Reply() TAMPKind { return tampKinds[k].reply }
 // IsRequest reports whether k is a message a TA manager sends (RFC 8295 §7.1).
 func (k TAMPKind) IsRequest() bool { return k != TAMPError && tampKinds[k].reply != TAMPError }
 
+// RequestOf returns the request kind a response kind answers (a TAMP error answers any; ok is
+// false for it and for requests).
+func (k TAMPKind) RequestOf() (TAMPKind, bool) {
+	for r, info := range tampKinds {
+		if info.reply == k && k != TAMPError {
+			return TAMPKind(r), true
+		}
+	}
+	return 0, false
+}
+
 // TAMPKindByOID returns the kind of a content type.
 func TAMPKindByOID(oid asn1.ObjectIdentifier) (TAMPKind, bool) {
 	for k, info := range tampKinds {

@@ -50,6 +50,9 @@
 //   - /firmware and /firmware/return of RFC 8295 §6 (PackageService): the signed firmware
 //     package (RFC 4108) as application/cms, and load receipts and errors, signed or not,
 //     answered 204 (RFC 8295 §6.2.2);
+//   - /tamp and /tamp/return of RFC 8295 §7 (PackageService): the signed TAMP message (RFC
+//     5934) under its application/tamp-* media type, and responses, confirms and errors under
+//     theirs, answered 204 (RFC 8295 §7.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -128,14 +131,16 @@ type KeyPackageReturnService interface {
 }
 
 // PackageService is the optional package operations of RFC 8295: /pal (§2), /symmetrickeys and
-// /symmetrickeys/return (§5), /firmware and /firmware/return (§6); *estserver.Service
-// implements it.
+// /symmetrickeys/return (§5), /firmware and /firmware/return (§6), /tamp and /tamp/return (§7);
+// *estserver.Service implements it.
 type PackageService interface {
 	PAL(ctx context.Context, r *estserver.Request) ([]est.PALEntry, error)
 	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, error)
 	ReturnSymmetricKeys(ctx context.Context, r *estserver.Request) error
 	Firmware(ctx context.Context, r *estserver.Request) ([]byte, error)
 	ReturnFirmware(ctx context.Context, r *estserver.Request) error
+	TAMP(ctx context.Context, r *estserver.Request) ([]byte, string, error)
+	ReturnTAMP(ctx context.Context, r *estserver.Request) error
 }
 
 // Options configures the binding.
@@ -198,6 +203,9 @@ var operations = map[string]operation{
 	// RFC 8295 §6.1, §6.2.
 	estserver.OpFirmware:       {http.MethodGet, false},
 	estserver.OpFirmwareReturn: {http.MethodPost, false},
+	// RFC 8295 §7.1, §7.2.
+	estserver.OpTAMP:       {http.MethodGet, false},
+	estserver.OpTAMPReturn: {http.MethodPost, false},
 }
 
 const opReturn = "serverkeygen/return"
@@ -207,7 +215,7 @@ const opReturn = "serverkeygen/return"
 // segments.
 func split(p string) (label, op string, ok bool) {
 	if base, found := strings.CutSuffix(p, "/return"); found {
-		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys || o == estserver.OpFirmware) {
+		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys || o == estserver.OpFirmware || o == estserver.OpTAMP) {
 			return l, o + "/return", true
 		}
 	}
@@ -219,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return,firmware,firmware/return})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return,firmware,firmware/return,tamp,tamp/return})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -244,6 +252,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
+	if name == estserver.OpTAMPReturn {
+		// RFC 8295 §7.2.1: application/tamp-status-response, -update-confirm, ... -error.
+		body, mt, err := h.readBody(w, r, func(mt string) bool { return strings.HasPrefix(mt, "application/tamp-") },
+			"a TAMP response, confirm or error is application/tamp-… (RFC 8295 §7.2.1)")
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		req.Body, req.MediaType = body, mt
+	}
 	if name == opReturn || name == estserver.OpSymmetricKeysReturn || name == estserver.OpFirmwareReturn {
 		body, err := h.readCMS(w, r)
 		if err != nil {
@@ -254,7 +272,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	switch name {
-	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn, estserver.OpFirmware, estserver.OpFirmwareReturn:
+	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn, estserver.OpFirmware, estserver.OpFirmwareReturn,
+		estserver.OpTAMP, estserver.OpTAMPReturn:
 		h.servePackages(w, r, name, label, req)
 	case opReturn:
 		rs, ok := h.svc.(KeyPackageReturnService)
@@ -465,6 +484,22 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		}
 		// RFC 8295 §6.2.2: "the server response MUST have an HTTP 204 response code".
 		w.WriteHeader(http.StatusNoContent)
+	case estserver.OpTAMP:
+		der, mt, err := ps.TAMP(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §7.1.2: "HTTP 200 response code and a Content-Type of" the message's type.
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, mt, der)
+	case estserver.OpTAMPReturn:
+		if err := ps.ReturnTAMP(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §7.2.2: "the server response MUST have an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
@@ -544,22 +579,32 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 // readCMS reads the body of /serverkeygen/return: Content-Type application/cms (RFC 8295
 // §5.2.1, RFC 7193; its parameters are informational), base64 per RFC 8951 or binary DER.
 func (h *Handler) readCMS(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, _, err := h.readBody(w, r, func(mt string) bool { return mt == MediaCMS },
+		"a key package receipt or error is "+MediaCMS+" (RFC 8295 §5.2.1)")
+	return body, err
+}
+
+// readBody reads a request body whose media type (lower case, without parameters) accept
+// takes, base64 per RFC 8951 or binary DER; it returns the body and the media type.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, accept func(string) bool, want string) ([]byte, string, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || !strings.EqualFold(mt, MediaCMS) {
-		return nil, errs.New(errs.UnsupportedFormat, "a key package receipt or error is %s (RFC 8295 §5.2.1), got %q", MediaCMS, r.Header.Get("Content-Type"))
+	mt = strings.ToLower(mt)
+	if err != nil || !accept(mt) {
+		return nil, "", errs.New(errs.UnsupportedFormat, "%s, got %q", want, r.Header.Get("Content-Type"))
 	}
 	if r.ContentLength > h.opts.MaxBody {
-		return nil, errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
+		return nil, "", errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
+			return nil, "", errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
 		}
-		return nil, errs.Wrap(errs.BadRequest, err, "cannot read the request body")
+		return nil, "", errs.Wrap(errs.BadRequest, err, "cannot read the request body")
 	}
-	return DecodeBody(raw)
+	der, err := DecodeBody(raw)
+	return der, mt, err
 }
 
 // keyFormat reads the Accept header of /serverkeygen: pkcs12 when it asks for

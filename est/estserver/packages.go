@@ -3,6 +3,8 @@ package estserver
 import (
 	"context"
 	"crypto/x509"
+	"strconv"
+	"strings"
 	"time"
 
 	"coapca/authority"
@@ -32,6 +34,8 @@ const (
 	OpSymmetricKeysReturn = "symmetrickeys/return"
 	OpFirmware            = "firmware"
 	OpFirmwareReturn      = "firmware/return"
+	OpTAMP                = "tamp"
+	OpTAMPReturn          = "tamp/return"
 )
 
 func (s *Service) packages() (PackageSource, error) {
@@ -77,6 +81,14 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 		case authority.PackageFirmware:
 			e = est.PALEntry{Type: est.PALFirmwarePackage, URI: OpFirmware, Size: int64(len(p.Content))}
 			ret = est.PALEntry{Type: est.PALFirmwareReturn, URI: OpFirmwareReturn}
+		case authority.PackageTAMP:
+			k, _, _ := tampName(p.Name)
+			pkgType, retType, ok := est.PALTypesOfTAMP(k)
+			if !ok {
+				continue
+			}
+			e = est.PALEntry{Type: pkgType, URI: OpTAMP}
+			ret = est.PALEntry{Type: retType, URI: OpTAMPReturn}
 		default:
 			continue
 		}
@@ -199,6 +211,86 @@ func (s *Service) ReturnFirmware(ctx context.Context, r *Request) (err error) {
 	}
 	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageFirmware, in); err != nil {
 		return typed(err, "firmware return")
+	}
+	return nil
+}
+
+// TAMPName is the name of a queued TAMP message: "KIND#SEQNUM" (authority.PackageTAMP).
+func TAMPName(k est.TAMPKind, seq int64) string { return k.String() + "#" + strconv.FormatInt(seq, 10) }
+
+func tampName(name string) (est.TAMPKind, int64, bool) {
+	kindText, seqText, ok := strings.Cut(name, "#")
+	k, known := est.TAMPKindByName(kindText)
+	seq, err := strconv.ParseInt(seqText, 10, 64)
+	return k, seq, ok && known && err == nil && k.IsRequest()
+}
+
+// TAMP delivers the oldest TAMP message queued for the requester that it has not answered with
+// success (RFC 8295 §7.1): the signed message as the operator queued it, with its media type
+// (RFC 8295 §7.1.2: application/tamp-status-query, -update, -apex-update, -community-update,
+// -sequence-adjust). Nothing waiting is errs.NotFound.
+func (s *Service) TAMP(ctx context.Context, r *Request) (der []byte, mediaType string, err error) {
+	defer func(start time.Time) { s.report("tamp", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return nil, "", err
+	}
+	p, _, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageTAMP)
+	if err != nil {
+		return nil, "", typed(err, "tamp")
+	}
+	k, _, ok := tampName(p.Name)
+	if !ok {
+		return nil, "", errs.New(errs.Internal, "queued TAMP package %d has no message kind", p.ID)
+	}
+	return p.Content, k.Media(), nil
+}
+
+// ReturnTAMP takes a TAMP response, confirm or error (RFC 8295 §7.2; RFC 5934), signed or not
+// (§7.2.1 "should be signed"): r.Body is the DER ContentInfo and r.MediaType must name its
+// kind. A confirm whose every status is success, and a status response, count as the receipt;
+// any other status, and a TAMP error, as an error with that status. The message it answers is
+// named by its message reference (kind and sequence number). Malformed, or a signature that does
+// not verify: errs.BadRequest; the authority decides whose it may be.
+func (s *Service) ReturnTAMP(ctx context.Context, r *Request) (err error) {
+	defer func(start time.Time) { s.report("tamp_return", r, start, err, false) }(time.Now())
+	src, err := s.packages()
+	if err != nil {
+		return err
+	}
+	kind, ok := est.TAMPKindByMedia(r.MediaType)
+	if !ok || kind.IsRequest() {
+		return errs.New(errs.UnsupportedFormat, "%q is not a TAMP response, confirm or error media type (RFC 8295 §7.2.1)", r.MediaType)
+	}
+	m, err := est.OpenTAMP(r.Body, kind, true)
+	if err != nil {
+		return errs.Wrap(errs.BadRequest, err, "malformed TAMP %s", kind)
+	}
+	req, ok := kind.RequestOf()
+	if kind == est.TAMPError {
+		req, ok = est.TAMPKindByOID(m.MsgType)
+		ok = ok && req.IsRequest()
+	}
+	if !ok || !m.HasRef {
+		return errs.New(errs.BadRequest, "the TAMP %s names no TAMP message of this server", kind)
+	}
+	in := authority.PackageReturn{Kind: "receipt", PkgID: []byte(TAMPName(req, m.SeqNum)), DER: r.Body}
+	for _, st := range m.Status {
+		if st != 0 || kind == est.TAMPError {
+			in.Kind, in.ErrorCode = "error", est.TAMPStatusName(st)
+			break
+		}
+	}
+	if m.Signed != nil {
+		in.Signer = m.Signed.Signer
+		for _, c := range m.Signed.Certs {
+			if c != m.Signed.Signer {
+				in.SignerCerts = append(in.SignerCerts, c)
+			}
+		}
+	}
+	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageTAMP, in); err != nil {
+		return typed(err, "tamp return")
 	}
 	return nil
 }

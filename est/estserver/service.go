@@ -43,6 +43,9 @@ var _ Authority = (*authority.Authority)(nil)
 type Request struct {
 	Label string // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
 	Body  []byte // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
+	// MediaType is the body's media type without parameters where it selects the content
+	// (ReturnTAMP: RFC 8295 §7.2.1's application/tamp-*).
+	MediaType string
 	// Requester is who sent the request, as the front door authenticated it (the client
 	// chain, the pre-shared identity, the transport): the authority decides on it.
 	Requester authority.Requester

@@ -36,12 +36,19 @@ Commands:
                        firmware package, for the clients of a label (RFC 8295 §6): --to label:L
                        (or serial:HEX, subject:DN), --image FILE, --name OID:VERSION, --hw-type OID
   firmware list        queued firmware packages and, per client, fetched / receipt / error
+  tamp KIND            sign a TAMP message (RFC 5934) with the server's key and queue it for
+                       clients (RFC 8295 §7): KIND is status-query, update (--add-ta FILE,
+                       --remove-ta FILE), apex-update (--apex FILE, --clear-tas,
+                       --clear-communities), community-update (--add-community OIDS,
+                       --remove-community OIDS) or sequence-adjust; --to as for firmware;
+                       --terse for terse responses
+  tamp list            queued TAMP messages and, per client, fetched / confirm / error
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware", "tamp")
 	if cmd == "" {
 		return err
 	}
@@ -64,6 +71,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sk.register(fs)
 	case "firmware":
 		sk.registerFirmware(fs)
+	case "tamp":
+		sk.registerTAMP(fs)
 	}
 	rest, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -95,6 +104,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSymkey(ctx, auth, rest, sk, *limit, stdout)
 	case "firmware":
 		return runFirmware(ctx, h, rest, sk, *limit, stdout)
+	case "tamp":
+		return runTAMP(ctx, h, rest, sk, *limit, stdout)
 	case "list":
 		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {

@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"coapca/authority"
 	"coapca/est"
+	"coapca/est/estserver"
+	"coapca/internal/pemfile"
 	"coapca/internal/server"
 )
 
@@ -24,6 +27,114 @@ type symkeyFlags struct {
 	to, keyID, keyFile, algorithm string
 	random                        int
 	image, name, hwType           string
+	// ca tamp
+	addTA, removeTA, apex          string
+	addCommunity, removeCommunity  string
+	terse, clearTAs, clearCommunit bool
+}
+
+func (f *symkeyFlags) registerTAMP(fs *flag.FlagSet) {
+	fs.StringVar(&f.to, "to", "", "tamp: the clients: label:L, serial:HEX or subject:DN")
+	fs.StringVar(&f.addTA, "add-ta", "", "tamp update: PEM file of trust anchors (certificates) to add")
+	fs.StringVar(&f.removeTA, "remove-ta", "", "tamp update: PEM file of trust anchors (certificates) whose keys to remove")
+	fs.StringVar(&f.apex, "apex", "", "tamp apex-update: PEM file of the new apex trust anchor (certificate)")
+	fs.BoolVar(&f.clearTAs, "clear-tas", false, "tamp apex-update: clear the other trust anchors")
+	fs.BoolVar(&f.clearCommunit, "clear-communities", false, "tamp apex-update: clear the communities")
+	fs.StringVar(&f.addCommunity, "add-community", "", "tamp community-update: community OIDs to add (comma-separated)")
+	fs.StringVar(&f.removeCommunity, "remove-community", "", "tamp community-update: community OIDs to remove (comma-separated)")
+	fs.BoolVar(&f.terse, "terse", false, "tamp: ask for terse responses (RFC 5934 TerseOrVerbose)")
+}
+
+// runTAMP is `coapca ca tamp KIND|list`: the operator's side of /tamp (RFC 8295 §7). The message
+// is signed with the server's key and carries the next TAMP sequence number.
+func runTAMP(ctx context.Context, h *server.House, args []string, f symkeyFlags, limit int, stdout io.Writer) error {
+	auth := h.Authority()
+	if len(args) != 1 {
+		return usagef("ca tamp takes one of status-query, update, apex-update, community-update, sequence-adjust, list")
+	}
+	if args[0] == "list" {
+		return listPackages(ctx, auth, authority.PackageTAMP, limit, stdout)
+	}
+	kind, ok := est.TAMPKindByName(args[0])
+	if !ok || !kind.IsRequest() {
+		return usagef("ca tamp %s: not a TAMP message a TA manager sends", args[0])
+	}
+	if f.to == "" {
+		return usagef("ca tamp %s needs --to", args[0])
+	}
+	m := &est.TAMPMessage{Kind: kind, Terse: f.terse, HasRef: true}
+	certsOf := func(path string) ([]*x509.Certificate, error) {
+		if path == "" {
+			return nil, nil
+		}
+		return pemfile.ReadCerts(path)
+	}
+	var err error
+	switch kind {
+	case est.TAMPUpdate:
+		if m.Add, err = certsOf(f.addTA); err != nil {
+			return err
+		}
+		rm, err := certsOf(f.removeTA)
+		if err != nil {
+			return err
+		}
+		for _, c := range rm {
+			m.Remove = append(m.Remove, c.RawSubjectPublicKeyInfo)
+		}
+		if len(m.Add)+len(m.Remove) == 0 {
+			return usagef("ca tamp update needs --add-ta or --remove-ta")
+		}
+	case est.TAMPApexUpdate:
+		apex, err := certsOf(f.apex)
+		if err != nil {
+			return err
+		}
+		if len(apex) != 1 {
+			return usagef("ca tamp apex-update needs --apex with one certificate")
+		}
+		m.Apex, m.ClearTAs, m.ClearCommunities = apex[0], f.clearTAs, f.clearCommunit
+	case est.TAMPCommunityUpdate:
+		if m.CommunityAdd, err = parseOIDs(f.addCommunity); err != nil {
+			return usagef("--add-community: %v", err)
+		}
+		if m.CommunityRemove, err = parseOIDs(f.removeCommunity); err != nil {
+			return usagef("--remove-community: %v", err)
+		}
+		if len(m.CommunityAdd)+len(m.CommunityRemove) == 0 {
+			return usagef("ca tamp community-update needs --add-community or --remove-community")
+		}
+	}
+	if m.SeqNum, err = auth.NextTAMPSequence(ctx); err != nil {
+		return err
+	}
+	d := h.Data()
+	der, err := est.SignTAMP(rand.Reader, m, d.ServerKey, []*x509.Certificate{d.Server, d.IssuingCA}, time.Now())
+	if err != nil {
+		return usagef("%v", err)
+	}
+	p, err := auth.AddPackage(ctx, authority.PackageTAMP, f.to, estserver.TAMPName(kind, m.SeqNum), der)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "queued TAMP %s (sequence number %d) as package %d for %s\n", kind, m.SeqNum, p.ID, p.Target)
+	return nil
+}
+
+// parseOIDs reads comma-separated dotted OIDs ("" is none).
+func parseOIDs(s string) ([]asn1.ObjectIdentifier, error) {
+	var out []asn1.ObjectIdentifier
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		n, err := est.ParseFirmwareName(part + ":0")
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an OID", part)
+		}
+		out = append(out, n.ID)
+	}
+	return out, nil
 }
 
 func (f *symkeyFlags) registerFirmware(fs *flag.FlagSet) {

@@ -68,6 +68,11 @@ Commands:
   firmware      https:// only: fetch the next firmware package waiting for this client (RFC
                 8295 §6.1, RFC 4108), check its signature against the trust anchors, write the
                 image to --out and return a load receipt signed with --key (--no-receipt not to)
+  tamp          https:// only: fetch the next TAMP message waiting for this client (RFC 8295
+                §7, RFC 5934), check its signature against the trust anchors, print it, write
+                the trust anchors it adds to --out (PEM) and return the response signed with
+                --key: for a status query the key identifiers of the --trust anchors, for an
+                update success for each change (--error CODE: a TAMP error instead)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -105,7 +110,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys", "firmware")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys", "firmware", "tamp")
 	if cmd == "" {
 		return err
 	}
@@ -150,8 +155,11 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.packageCert, "package-cert", "", "the certificate of the server-generated key the receipt or error is about (PEM)")
 		fs.StringVar(&f.packageKey, "package-key", "", "the server-generated key (PEM): signs the receipt, proving it arrived")
 	}
-	if cmd == "symmetrickeys" || cmd == "firmware" {
+	if cmd == "symmetrickeys" || cmd == "firmware" || cmd == "tamp" {
 		fs.BoolVar(&f.noReceipt, "no-receipt", false, "do not return a receipt for the package")
+	}
+	if cmd == "tamp" {
+		fs.StringVar(&f.returnError, "error", "", "answer with a TAMP error of this RFC 5934 StatusCode (name such as seqNumFailure, or number)")
 	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
@@ -162,7 +170,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
-	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys" || cmd == "firmware") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys" || cmd == "firmware" || cmd == "tamp") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
 	}
 	var ret []byte
@@ -247,7 +255,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stderr, "the server took the key package %s (204)\n", what)
 		return nil
-	case "pal", "symmetrickeys", "firmware":
+	case "pal", "symmetrickeys", "firmware", "tamp":
 		hc, ok := ec.(*client.HTTPS)
 		if !ok {
 			return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
@@ -257,6 +265,8 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return printPAL(ctx, hc, f.out, stdout)
 		case "firmware":
 			return fetchFirmware(ctx, hc, &f, stdout, stderr)
+		case "tamp":
+			return fetchTAMP(ctx, hc, &f, stdout, stderr)
 		}
 		return fetchSymmetricKeys(ctx, hc, &f, stdout, stderr)
 	case "eecerts":

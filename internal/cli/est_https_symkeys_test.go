@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -517,5 +518,178 @@ func TestESTHTTPSFirmware(t *testing.T) {
 	if list, errOut, code := cli(ctx, "ca", "firmware", "list", "--data", s.data.Dir); code != 0 || !strings.Contains(list, fwName) ||
 		!strings.Contains(list, "receipt") {
 		t.Fatalf("ca firmware list: exit %d:\n%s%s", code, list, errOut)
+	}
+}
+
+// TestESTHTTPSTAMP: /tamp and /tamp/return (RFC 8295 §7, RFC 5934) over real loopback HTTPS.
+// The operator issues a status query for one client and a trust anchor update for a label
+// (`coapca ca tamp`), each signed with the server's key and a fresh sequence number; each
+// message verifies with `openssl cms -verify` to the root, is served under its
+// application/tamp-* media type and parses as that kind; the PAL lists them (0028, 0030), asks
+// for the answers (0029, 0031) and dates them once confirmed. Refused, with a 4xx and nothing
+// recorded: anonymous, another label, a wrong media type, a body of another kind than its
+// media type, a confirm for a message never fetched, responses signed by another client or a
+// rogue key, an error naming no message. Our client (`coapca est tamp`) answers both.
+func TestESTHTTPSTAMP(t *testing.T) {
+	openssl := "openssl"
+	need(t, openssl)
+	s := httpsServer(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := s.data.Paths
+	ecA, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	devA, devC := ldevidFor(t, s, ecA, "tamp-a"), ldevidFor(t, s, ecB, "tamp-c")
+	csrB, _ := est.CreateCSR(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "tamp-b"}}, ecB, "")
+	certB := issuedCert(t, estDo(t, s, demoDevice(t, s), 0, "POST", s.estURL("devices")+"/simpleenroll", "application/pkcs10", b64(csrB)))
+	devB := &tls.Certificate{Certificate: [][]byte{certB.Raw, s.data.IssuingChain()[0].Raw}, PrivateKey: ecB}
+	leaf := func(c *tls.Certificate) *x509.Certificate { return mustLeaf(t, c) }
+	// A new trust anchor to distribute.
+	taKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	taTmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "New Root"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0)}
+	taDER, _ := x509.CreateCertificate(rand.Reader, taTmpl, taTmpl, taKey.Public(), taKey)
+	taFile := filepath.Join(dir, "new-root.pem")
+	if err := os.WriteFile(taFile, pemBlock("CERTIFICATE", taDER), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"status-query", "--to", "serial:" + leaf(devA).SerialNumber.Text(16), "--terse"},
+		{"update", "--to", "label:", "--add-ta", taFile},
+	} {
+		if out, errOut, code := cli(ctx, append([]string{"ca", "tamp", "--data", s.data.Dir}, args...)...); code != 0 || !strings.Contains(out, "queued TAMP") {
+			t.Fatalf("ca tamp %v: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	pkgs, err := s.auth.ListPackages(ctx, authority.PackageTAMP, 0)
+	if err != nil || len(pkgs) != 2 || pkgs[0].Name != "status-query#1" || pkgs[1].Name != "update#2" {
+		t.Fatalf("queued: %+v, %v", pkgs, err)
+	}
+	deliveries := func() string {
+		var b strings.Builder
+		for _, p := range pkgs {
+			ds, _ := s.auth.PackageDeliveries(ctx, p.ID)
+			for _, d := range ds {
+				b.WriteString(p.Name + "/" + d.ClientSerial + ":" + d.ReturnKind + ";")
+			}
+		}
+		return b.String()
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0028 0030" {
+		t.Fatalf("A's PAL: %q", got)
+	}
+	if got := strings.Join(palTypes(t, s, devB, "devices"), " "); got != "0002 0005 0003" {
+		t.Fatalf("B's PAL: %q", got)
+	}
+	if r := estDo(t, s, nil, 0, "GET", s.estURL("")+"/tamp", "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("anonymous /tamp: %d", r.status)
+	}
+	if r := estDo(t, s, devB, 0, "GET", s.estURL("devices")+"/tamp", "", nil); r.status != http.StatusNotFound {
+		t.Fatalf("B's /tamp: %d", r.status)
+	}
+
+	// A fetches the status query: signed, verified by openssl, of the announced kind.
+	r := estDo(t, s, devA, 0, "GET", s.estURL("")+"/tamp", "", nil)
+	if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/tamp-status-query" {
+		t.Fatalf("/tamp: status %d, Content-Type %q: %s", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	der, _ := base64.StdEncoding.DecodeString(string(r.body))
+	msgFile, content := filepath.Join(dir, "tamp.p7"), filepath.Join(dir, "tamp.der")
+	if err := os.WriteFile(msgFile, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", msgFile, "-CAfile", d.Root, "-purpose", "any", "-out", content)
+	raw, _ := os.ReadFile(content)
+	q, err := est.ParseTAMP(est.TAMPStatusQuery, raw)
+	if err != nil || q.SeqNum != 1 || !q.Terse || q.Target != nil {
+		t.Fatalf("status query: %+v, %v", q, err)
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0028 0029 0030" {
+		t.Fatalf("A's PAL after the fetch: %q", got)
+	}
+
+	now := time.Now()
+	signed := func(m *est.TAMPMessage, key crypto.Signer, c *x509.Certificate) []byte {
+		der, err := est.SignTAMP(rand.Reader, m, key, []*x509.Certificate{c}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	statusResp := &est.TAMPMessage{Kind: est.TAMPStatusResponse, SeqNum: 1, HasRef: true, KeyIDs: [][]byte{{1, 2, 3}}}
+	confirm2 := &est.TAMPMessage{Kind: est.TAMPUpdateConfirm, SeqNum: 2, HasRef: true, Status: []int{0}}
+	noRef := &est.TAMPMessage{Kind: est.TAMPError, MsgType: est.OIDTAMPStatusQuery, Status: []int{1}}
+	rogueKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rogueTmpl := &x509.Certificate{SerialNumber: leaf(devA).SerialNumber, Subject: leaf(devA).Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}
+	rogueDER, _ := x509.CreateCertificate(rand.Reader, rogueTmpl, rogueTmpl, rogueKey.Public(), rogueKey)
+	rogue, _ := x509.ParseCertificate(rogueDER)
+	const respType, confirmType = "application/tamp-status-response", "application/tamp-update-confirm"
+	for _, tc := range []struct {
+		name, ct string
+		who      *tls.Certificate
+		label    string
+		body     []byte
+		want     int
+	}{
+		{"attack: anonymous", respType, nil, "", signed(statusResp, ecA, leaf(devA)), http.StatusUnauthorized},
+		{"attack: a wrong media type", "application/cms", devA, "", signed(statusResp, ecA, leaf(devA)), http.StatusUnsupportedMediaType},
+		{"attack: a request media type", "application/tamp-update", devA, "", signed(statusResp, ecA, leaf(devA)), http.StatusUnsupportedMediaType},
+		{"attack: a body of another kind than its media type", confirmType, devA, "", signed(statusResp, ecA, leaf(devA)), http.StatusBadRequest},
+		{"attack: confirm of an update never fetched", confirmType, devA, "", signed(confirm2, ecA, leaf(devA)), http.StatusConflict},
+		{"attack: C's signature on A's response", respType, devA, "", signed(statusResp, ecB, leaf(devC)), http.StatusForbidden},
+		{"attack: a rogue key with A's name", respType, devA, "", signed(statusResp, rogueKey, rogue), http.StatusForbidden},
+		{"attack: C answers A's status query", respType, devC, "", signed(statusResp, ecB, leaf(devC)), http.StatusNotFound},
+		{"attack: B of another label", respType, devB, "devices", signed(statusResp, ecB, leaf(devB)), http.StatusNotFound},
+		{"attack: an error naming no message", "application/tamp-error", devA, "", signed(noRef, ecA, leaf(devA)), http.StatusBadRequest},
+		{"attack: malformed", respType, devA, "", []byte{0x30, 0x03, 0x06, 0x01, 0x00}, http.StatusBadRequest},
+	} {
+		t.Run("return/"+tc.name, func(t *testing.T) {
+			before := deliveries()
+			r := estDo(t, s, tc.who, 0, "POST", s.estURL(tc.label)+"/tamp/return", tc.ct, b64(tc.body))
+			if r.status != tc.want {
+				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
+			}
+			if after := deliveries(); after != before {
+				t.Fatalf("deliveries changed: %s → %s", before, after)
+			}
+		})
+	}
+
+	// Our client answers the status query, then the update (writing the new trust anchor).
+	sub := filepath.Join(dir, "a")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	certA, keyA := writePair(t, sub, devA), filepath.Join(sub, "b.key")
+	tamp := func(extra ...string) (string, string, int) {
+		return cli(ctx, append([]string{"est", "tamp", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyA}, extra...)...)
+	}
+	if out, errOut, code := tamp(); code != 0 || !strings.Contains(out, "status-query, sequence number 1") ||
+		!strings.Contains(errOut, "took the TAMP status-response") {
+		t.Fatalf("est tamp (status query): exit %d:\n%s%s", code, out, errOut)
+	}
+	newTA := filepath.Join(dir, "added.pem")
+	if out, errOut, code := tamp("--out", newTA); code != 0 || !strings.Contains(out, "add trust anchor CN=New Root") ||
+		!strings.Contains(errOut, "took the TAMP update-confirm") {
+		t.Fatalf("est tamp (update): exit %d:\n%s%s", code, out, errOut)
+	}
+	if got := readCert(t, newTA); !bytes.Equal(got.Raw, taDER) {
+		t.Fatal("the written trust anchor is not the distributed one")
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0028@ 0030@" {
+		t.Fatalf("A's PAL after the confirms: %q", got)
+	}
+	if _, errOut, code := tamp(); code == 0 || !strings.Contains(errOut, "404") {
+		t.Fatalf("est tamp with nothing waiting: exit %d: %s", code, errOut)
+	}
+	// C answers the update with a TAMP error: recorded as an error with its status.
+	certC := writePair(t, t.TempDir(), devC)
+	if _, errOut, code := cli(ctx, "est", "tamp", "--server", s.estURL(""), "--trust", d.Root, "--cert", certC,
+		"--key", filepath.Join(filepath.Dir(certC), "b.key"), "--error", "seqNumFailure"); code != 0 || !strings.Contains(errOut, "took the TAMP error") {
+		t.Fatalf("est tamp --error: exit %d: %s", code, errOut)
+	}
+	if list, errOut, code := cli(ctx, "ca", "tamp", "list", "--data", s.data.Dir); code != 0 || !strings.Contains(list, "seqNumFailure") ||
+		strings.Count(list, "receipt") != 2 {
+		t.Fatalf("ca tamp list: exit %d:\n%s%s", code, list, errOut)
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -63,6 +64,13 @@ func palTypeName(t est.PALType) string {
 		return "firmware package"
 	case est.PALFirmwareReturn:
 		return "firmware package receipt or error"
+	}
+	for k := est.TAMPStatusQuery; k <= est.TAMPError; k++ {
+		if pkg, ret, ok := est.PALTypesOfTAMP(k); ok && pkg == t {
+			return "TAMP " + k.String()
+		} else if ok && ret == t {
+			return "TAMP " + k.Reply().String() + " or error"
+		}
 	}
 	return ""
 }
@@ -165,5 +173,80 @@ func fetchFirmware(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, s
 		return fmt.Errorf("firmware written, but the receipt was refused: %w", err)
 	}
 	fmt.Fprintln(stderr, "the server took the receipt (204)")
+	return nil
+}
+
+// fetchTAMP fetches and verifies the next TAMP message (RFC 8295 §7.1), prints it, writes the
+// trust anchors it adds to --out and returns the response signed with --cert/--key (RFC 8295
+// §7.2): a terse status response with the key identifiers of the --trust anchors, a terse
+// confirm with success for each change, or with --error a TAMP error.
+func fetchTAMP(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, stderr io.Writer) error {
+	if f.cert == "" || f.key == "" {
+		return usagef("tamp needs --cert and --key: they authenticate the client and sign its response")
+	}
+	chain, err := pemfile.ReadCerts(f.cert)
+	if err != nil {
+		return err
+	}
+	key, err := kms.LoadKeyFile(f.key)
+	if err != nil {
+		return err
+	}
+	m, _, err := hc.TAMP(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "TAMP %s, sequence number %d, signed by %s\n", m.Kind, m.SeqNum, m.Signed.Signer.Subject)
+	var adds []*x509.Certificate
+	for _, c := range m.Add {
+		fmt.Fprintf(stdout, "  add trust anchor %s\n", c.Subject)
+		adds = append(adds, c)
+	}
+	for range m.Remove {
+		fmt.Fprintln(stdout, "  remove a trust anchor (by its public key)")
+	}
+	if m.Apex != nil {
+		fmt.Fprintf(stdout, "  apex trust anchor %s (clear trust anchors: %v, clear communities: %v)\n", m.Apex.Subject, m.ClearTAs, m.ClearCommunities)
+		adds = append(adds, m.Apex)
+	}
+	for _, o := range m.CommunityAdd {
+		fmt.Fprintf(stdout, "  add community %s\n", o)
+	}
+	for _, o := range m.CommunityRemove {
+		fmt.Fprintf(stdout, "  remove community %s\n", o)
+	}
+	if f.out != "" && len(adds) > 0 {
+		if err := writeCerts(f.out, stdout, adds...); err != nil {
+			return err
+		}
+	}
+	if f.noReceipt {
+		return nil
+	}
+	resp := &est.TAMPMessage{Kind: m.Kind.Reply(), SeqNum: m.SeqNum, Target: m.Target, HasRef: true}
+	switch {
+	case f.returnError != "":
+		code, ok := est.TAMPStatusByName(f.returnError)
+		if !ok {
+			return usagef("--error %q: not an RFC 5934 StatusCode", f.returnError)
+		}
+		resp.Kind, resp.MsgType, resp.Status = est.TAMPError, m.Kind.OID(), []int{code}
+	case m.Kind == est.TAMPStatusQuery:
+		for _, ta := range f.anchors {
+			resp.KeyIDs = append(resp.KeyIDs, est.SubjectKeyID(ta))
+		}
+	case m.Kind == est.TAMPUpdate:
+		resp.Status = make([]int, len(m.Add)+len(m.Remove)) // success (0) for each
+	default:
+		resp.Status = []int{0}
+	}
+	der, err := est.SignTAMP(rand.Reader, resp, key, chain[0:1], time.Now())
+	if err != nil {
+		return err
+	}
+	if err := hc.ReturnTAMP(ctx, resp.Kind, der); err != nil {
+		return fmt.Errorf("the server refused the TAMP %s: %w", resp.Kind, err)
+	}
+	fmt.Fprintf(stderr, "the server took the TAMP %s (204)\n", resp.Kind)
 	return nil
 }
