@@ -1,6 +1,7 @@
-// Package estserver is coapca's EST service (RFC 7030 §4, RFC 9148 §4, RFC 8295 §4): cacerts,
+// Package estserver is coapca's EST service (RFC 7030 §4, RFC 9148 §4, RFC 8295): cacerts,
 // enroll, re-enroll, server-side key generation (plain PKCS#8 or CMS-encrypted, RFC 7030
-// §4.4), CSR attributes and CRLs. It is transport independent: EST-coaps and EST-oscore
+// §4.4), CSR attributes and CRLs, and the packages of RFC 8295 §2, §5–§7 (the PAL, symmetric
+// keys, firmware, TAMP, with their returns). It is transport independent: EST-coaps and EST-oscore
 // (package est/estcoap) and EST over HTTPS (est/esthttp) call the same methods with a Request
 // and map the typed errors (coapca/errs) to their wire codes. It reports what the transport
 // proved (the requester, PoP linking); every policy decision (who may enroll for what,
