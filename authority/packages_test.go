@@ -141,7 +141,7 @@ func TestAddPackageRefuses(t *testing.T) {
 		{"unknown label", "symmetrickeys", "label:nope", "k", []byte{1}, errs.NotFound},
 		{"no target kind", "symmetrickeys", "everyone", "k", []byte{1}, errs.BadRequest},
 		{"empty subject", "symmetrickeys", "subject: ", "k", []byte{1}, errs.BadRequest},
-		{"unknown kind", "tamp", "label:", "k", []byte{1}, errs.BadRequest},
+		{"unknown kind", "crls", "label:", "k", []byte{1}, errs.BadRequest},
 		{"no name", "symmetrickeys", "label:", "", []byte{1}, errs.BadRequest},
 		{"no content", "symmetrickeys", "label:", "k", nil, errs.BadRequest},
 	} {
