@@ -422,6 +422,13 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		h.fail(w, r, errs.New(errs.NotFound, "this server delivers no packages"))
 		return
 	}
+	if r.Method == http.MethodHead && name != estserver.OpPAL {
+		// Fetching a package records its delivery (the PAL then asks for the receipt): a HEAD
+		// must not.
+		w.Header().Set("Allow", http.MethodGet)
+		writeText(w, http.StatusMethodNotAllowed, "/"+name+" takes GET only: fetching a package records its delivery")
+		return
+	}
 	ctx := r.Context()
 	switch name {
 	case estserver.OpPAL:

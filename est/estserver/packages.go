@@ -2,6 +2,8 @@ package estserver
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"strconv"
 	"strings"
@@ -118,6 +120,16 @@ func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, er
 	}
 	if s.keyEnc == nil {
 		return nil, errs.New(errs.NotFound, "this server has no key to sign packages with")
+	}
+	if len(r.Requester.Chain) > 0 {
+		// Checked before anything is recorded as delivered: the package is encrypted for
+		// this key (ECDH for EC, RSA-OAEP for RSA; cms.Recipient).
+		switch r.Requester.Chain[0].PublicKey.(type) {
+		case *ecdsa.PublicKey, *rsa.PublicKey:
+		default:
+			return nil, errs.New(errs.NotAcceptable, "symmetric keys are encrypted for the client certificate's key, "+
+				"which must be EC or RSA, not %T", r.Requester.Chain[0].PublicKey)
+		}
 	}
 	p, to, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys)
 	if err != nil {

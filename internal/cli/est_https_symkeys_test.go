@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -158,19 +159,31 @@ func TestESTHTTPSSymmetricKeys(t *testing.T) {
 			}
 		})
 	}
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	devE := ldevidFor(t, s, edKey, "sym-e")
+	if _, errOut, code := cli(ctx, "ca", "symkey", "add", "--data", s.data.Dir, "--to", "subject:CN=sym-e", "--key-id", "peer-e", "--random", "16"); code != 0 {
+		t.Fatalf("ca symkey add for E: %s", errOut)
+	}
+	pkgs, err = s.auth.ListPackages(ctx, authority.PackageSymmetricKeys, 0)
+	if err != nil || len(pkgs) != 3 {
+		t.Fatalf("queued: %v, %v", pkgs, err)
+	}
 	for _, tc := range []struct {
-		name  string
-		who   *tls.Certificate
-		label string
-		want  int
+		name   string
+		who    *tls.Certificate
+		label  string
+		method string
+		want   int
 	}{
-		{"attack: anonymous", nil, "", http.StatusUnauthorized},
-		{"attack: a manufacturer certificate", demoDevice(t, s), "", http.StatusForbidden},
-		{"attack: A under the wrong label", devA, "other", http.StatusForbidden},
-		{"attack: B asks, only A's and R's are queued", devB, "", http.StatusNotFound},
+		{"attack: anonymous", nil, "", "GET", http.StatusUnauthorized},
+		{"attack: a manufacturer certificate", demoDevice(t, s), "", "GET", http.StatusForbidden},
+		{"attack: A under the wrong label", devA, "other", "GET", http.StatusForbidden},
+		{"attack: B asks, only A's and R's are queued", devB, "", "GET", http.StatusNotFound},
+		{"attack: HEAD would record a delivery", devA, "", "HEAD", http.StatusMethodNotAllowed},
+		{"an Ed25519 certificate cannot receive encrypted keys", devE, "", "GET", http.StatusNotAcceptable},
 	} {
 		t.Run("symmetrickeys/"+tc.name, func(t *testing.T) {
-			if r := estDo(t, s, tc.who, 0, "GET", s.estURL(tc.label)+"/symmetrickeys", "", nil); r.status != tc.want {
+			if r := estDo(t, s, tc.who, 0, tc.method, s.estURL(tc.label)+"/symmetrickeys", "", nil); r.status != tc.want {
 				t.Fatalf("status %d (%s), want %d", r.status, strings.TrimSpace(string(r.body)), tc.want)
 			}
 			if got := deliveries(); got != "" {
