@@ -705,4 +705,34 @@ func TestESTHTTPSTAMP(t *testing.T) {
 		strings.Count(list, "receipt") != 2 {
 		t.Fatalf("ca tamp list: exit %d:\n%s%s", code, list, errOut)
 	}
+
+	// Every other kind the operator can issue verifies with openssl to the root as stored (and
+	// so as served) and parses as its kind, with a fresh sequence number.
+	for _, args := range [][]string{
+		{"apex-update", "--apex", taFile, "--clear-tas"},
+		{"community-update", "--add-community", "1.3.6.1.4.1.99999.7", "--remove-community", "1.3.6.1.4.1.99999.8"},
+		{"sequence-adjust"},
+	} {
+		if out, errOut, code := cli(ctx, append([]string{"ca", "tamp", "--data", s.data.Dir, "--to", "serial:" + certB.SerialNumber.Text(16)}, args...)...); code != 0 {
+			t.Fatalf("ca tamp %v: exit %d: %s%s", args, code, out, errOut)
+		}
+	}
+	all, err := s.auth.ListPackages(ctx, authority.PackageTAMP, 0)
+	if err != nil || len(all) != 5 {
+		t.Fatalf("queued: %d, %v", len(all), err)
+	}
+	for i, p := range all {
+		kindName, _, _ := strings.Cut(p.Name, "#")
+		kind, _ := est.TAMPKindByName(kindName)
+		in, out := filepath.Join(dir, "m.p7"), filepath.Join(dir, "m.der")
+		if err := os.WriteFile(in, p.Content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", in, "-CAfile", d.Root, "-purpose", "any", "-out", out)
+		raw, _ := os.ReadFile(out)
+		m, err := est.ParseTAMP(kind, raw)
+		if err != nil || m.SeqNum != int64(i+1) {
+			t.Fatalf("%s: %+v, %v", p.Name, m, err)
+		}
+	}
 }
