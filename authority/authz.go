@@ -241,3 +241,47 @@ func (a *Authority) mayRevoke(t Transport, who identity, rec *store.Cert) error 
 	}
 	return errs.New(errs.Forbidden, "%s may not revoke certificate %s: only its own key, an authorized RA or the operator may", who.describe(), rec.Serial)
 }
+
+// The package operations of RFC 8295 (/pal, /symmetrickeys, /firmware, /tamp and their
+// returns; packages.go) are decided here: who is a package client, and which packages are its.
+
+// packageClient authenticates a requester of the package operations. RFC 8295 §5, §6, §7: "The
+// server MUST authenticate the client, and the server MUST check the client's authorization."
+// coapca delivers packages only to a client that authenticates with a current certificate of
+// this CA: the packages are encrypted to that certificate, and targeted by it. The client asks
+// under the label its certificate was issued under, so that a label's front door (and its
+// operator) sees only its own clients.
+func (a *Authority) packageClient(ctx context.Context, req Requester, label string) (identity, error) {
+	if _, ok := a.profiles[label]; !ok {
+		return identity{}, errs.New(errs.NotFound, "unknown label %q", label)
+	}
+	who, err := a.authenticateRequester(ctx, req)
+	if err != nil {
+		return who, err
+	}
+	if who.leaf == nil || who.ours == nil {
+		a.log.Info("package request refused", "requester", who.describe(), "addr", req.Addr)
+		return who, errs.New(errs.Forbidden, "%s holds no certificate of this CA: packages are delivered only to clients "+
+			"authenticated with one (RFC 8295 §5, §6, §7)", who.describe())
+	}
+	if who.ours.Label != label {
+		a.log.Info("package request refused", "requester", who.describe(), "label", label, "addr", req.Addr)
+		return who, errs.New(errs.Forbidden, "%s asks under label %q: its packages are served under its own label %q",
+			who.describe(), label, who.ours.Label)
+	}
+	return who, nil
+}
+
+// targets reports whether package p is for the client holding certificate rec.
+func targets(p *store.Package, rec *store.Cert) bool {
+	how, what, _ := strings.Cut(p.Target, ":")
+	switch how {
+	case "serial":
+		return what == rec.Serial
+	case "subject":
+		return what == rec.Subject
+	case "label":
+		return what == rec.Label
+	}
+	return false
+}

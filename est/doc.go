@@ -14,6 +14,13 @@
 //     AsymmetricKeyPackage in a SignedData in an EnvelopedData — Content-Format 280; the
 //     service builds it (estserver.Service.SetKeyEncryption), clients open it with
 //     DecryptServerKey
+//   - RFC 8295 packages: the Package Availability List (§2; MarshalPAL, ParsePAL), symmetric
+//     key packages (RFC 6031) in the signed-enveloped-signed form of §5.1.2 with RFC 7191 §5's
+//     key-package-identifier-and-receipt-request (SealSymmetricKeyPackage,
+//     OpenSymmetricKeyPackage), key package receipts and errors (RFC 7191), firmware packages
+//     and their load receipts and errors (RFC 4108; SignFirmwarePackage, OpenFirmwarePackage,
+//     ParseFirmwareReturn) and the TAMP messages (RFC 5934; MarshalTAMP, ParseTAMP, SignTAMP,
+//     OpenTAMP). None of them has a CoAP Content-Format.
 //
 // Content-Format numbers are those registered by RFC 9148 §8.1 (and RFC 8710 for 62).
 package est

@@ -144,6 +144,48 @@ type KeyPackageReturnFilter struct {
 	Offset     int
 }
 
+// Package is a package the operator queued for clients (RFC 8295 §5: symmetric keys): the
+// content to deliver and whom it is for. Rows are only ever added.
+type Package struct {
+	ID   int64  // set by the store
+	Kind string // "symmetrickeys"
+	// Target names the clients it is for: "serial:HEX" (the client that authenticates with
+	// that certificate), "subject:DN" (any client whose certificate of this CA has that
+	// subject), or "label:L" (any client holding a certificate of this CA issued under L).
+	Target    string
+	Name      string // what the operator calls it (e.g. the key identifier)
+	Content   []byte // the inner content (DER), e.g. a SymmetricKeyPackage (RFC 6031)
+	CreatedAt time.Time
+}
+
+// PackageFilter selects packages in ListPackages. Zero fields do not filter.
+type PackageFilter struct {
+	Kind  string
+	Limit int
+}
+
+// PackageDelivery is the state of one package for one client: fetched, and returned (a
+// receipt or error, RFC 7191).
+type PackageDelivery struct {
+	PackageID    int64
+	ClientSerial string // the certificate the client authenticated with (FormatSerial)
+	FetchedAt    time.Time
+	Fetches      int
+	// ReturnKind is "" until the client returns a receipt or error; then "receipt" or "error"
+	// with ErrorCode, the returned DER and when. A later return replaces an earlier one.
+	ReturnKind string
+	ErrorCode  string
+	ReturnDER  []byte
+	ReturnedAt time.Time
+}
+
+// PackageDeliveryFilter selects deliveries in ListPackageDeliveries. Zero fields do not filter.
+type PackageDeliveryFilter struct {
+	PackageID    int64
+	ClientSerial string
+	Limit        int
+}
+
 // RevokedEntry is one line of a CRL.
 type RevokedEntry struct {
 	Serial    string
@@ -233,6 +275,20 @@ type Store interface {
 	AddKeyPackageReturn(ctx context.Context, r *KeyPackageReturn) error
 	// ListKeyPackageReturns returns recorded receipts and errors, newest first.
 	ListKeyPackageReturns(ctx context.Context, f KeyPackageReturnFilter) ([]*KeyPackageReturn, error)
+
+	// AddPackage records a package for clients; the store sets ID, and CreatedAt when zero.
+	AddPackage(ctx context.Context, p *Package) error
+	// GetPackage returns the package with that ID (ErrNotFound).
+	GetPackage(ctx context.Context, id int64) (*Package, error)
+	// ListPackages returns packages, oldest first.
+	ListPackages(ctx context.Context, f PackageFilter) ([]*Package, error)
+	// MarkPackageFetched records that the client fetched the package (again) at at.
+	MarkPackageFetched(ctx context.Context, packageID int64, clientSerial string, at time.Time) error
+	// ReturnPackage records a receipt or error (d.ReturnKind, ErrorCode, ReturnDER,
+	// ReturnedAt) for a package the client fetched; ErrNotFound when it never fetched it.
+	ReturnPackage(ctx context.Context, d PackageDelivery) error
+	// ListPackageDeliveries returns deliveries, by package then client.
+	ListPackageDeliveries(ctx context.Context, f PackageDeliveryFilter) ([]*PackageDelivery, error)
 
 	// NextCounter atomically increments the named counter and returns its new value
 	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).

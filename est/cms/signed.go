@@ -27,6 +27,20 @@ import (
 // be present when the content type is not id-data). The digest is SHA-256 (SHA-512 with
 // Ed25519, RFC 8419 §3).
 func Sign(rnd io.Reader, contentType asn1.ObjectIdentifier, content []byte, signer crypto.Signer, certs []*x509.Certificate, now time.Time) ([]byte, error) {
+	return SignWithAttributes(rnd, contentType, content, signer, certs, now)
+}
+
+// Attribute is a signed attribute other than contentType, messageDigest and signingTime: its
+// type and the DER of its one value (RFC 5652 §5.3, SignedAttributes).
+type Attribute struct {
+	Type  asn1.ObjectIdentifier
+	Value []byte
+}
+
+// SignWithAttributes is Sign with further signed attributes (e.g. RFC 7191 §5's
+// key-package-identifier-and-receipt-request).
+func SignWithAttributes(rnd io.Reader, contentType asn1.ObjectIdentifier, content []byte, signer crypto.Signer, certs []*x509.Certificate,
+	now time.Time, extra ...Attribute) ([]byte, error) {
 	if len(certs) == 0 {
 		return nil, errors.New("cms: sign: no signer certificate")
 	}
@@ -45,11 +59,18 @@ func Sign(rnd io.Reader, contentType asn1.ObjectIdentifier, content []byte, sign
 	hh := h.New()
 	hh.Write(content)
 	md := hh.Sum(nil)
-	attrs, err := attrSet(
+	list := []func() ([]byte, error){
 		attr(oidAttrContentType, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(contentType) }),
 		attr(oidAttrMessageDigest, func(b *cryptobyte.Builder) { b.AddASN1OctetString(md) }),
 		attr(oidAttrSigningTime, func(b *cryptobyte.Builder) { b.AddASN1UTCTime(now.UTC().Truncate(time.Second)) }),
-	)
+	}
+	for _, a := range extra {
+		if a.Type.Equal(oidAttrContentType) || a.Type.Equal(oidAttrMessageDigest) || a.Type.Equal(oidAttrSigningTime) {
+			return nil, fmt.Errorf("cms: sign: attribute %v is set by Sign itself", a.Type)
+		}
+		list = append(list, attr(a.Type, func(b *cryptobyte.Builder) { b.AddBytes(a.Value) }))
+	}
+	attrs, err := attrSet(list...)
 	if err != nil {
 		return nil, fmt.Errorf("cms: signed attributes: %w", err)
 	}
@@ -139,6 +160,19 @@ type Signed struct {
 	Content     []byte
 	Signer      *x509.Certificate   // the certificate whose key made the signature
 	Certs       []*x509.Certificate // every certificate the SignedData carries
+	// Attributes are the signed attributes other than contentType and messageDigest, each
+	// with the DER of its first value (signed, so covered by the verified signature).
+	Attributes []Attribute
+}
+
+// Attribute returns the value of the signed attribute of type oid, or nil.
+func (s *Signed) Attribute(oid asn1.ObjectIdentifier) []byte {
+	for _, a := range s.Attributes {
+		if a.Type.Equal(oid) {
+			return a.Value
+		}
+	}
+	return nil
 }
 
 // Verify parses the DER of a SignedData (the content, not a ContentInfo) with exactly one
@@ -250,6 +284,13 @@ func Verify(der []byte) (*Signed, error) {
 				return nil, errors.New("cms: messageDigest does not match the content")
 			}
 			gotDigest = true
+		default:
+			var v cryptobyte.String
+			var tag cbasn1.Tag
+			if !set.ReadAnyASN1Element(&v, &tag) {
+				return nil, fmt.Errorf("cms: signed attribute %v has no value", oid)
+			}
+			out.Attributes = append(out.Attributes, Attribute{Type: oid, Value: append([]byte{}, v...)})
 		}
 	}
 	if !gotType || !gotDigest {

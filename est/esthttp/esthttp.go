@@ -40,6 +40,19 @@
 //   - /serverkeygen/return of RFC 8295 §8.2 when the service offers it
 //     (KeyPackageReturnService): a key package receipt or error (RFC 7191) as application/cms,
 //     answered 204 (RFC 8295 §5.2.2);
+//   - /pal of RFC 8295 §2 when the service offers it (PackageService): the requester's Package
+//     Availability List as application/xml, its entries' URIs absolute under the request's
+//     host and label;
+//   - /symmetrickeys and /symmetrickeys/return of RFC 8295 §5 (PackageService): the symmetric
+//     key package as application/cms (est.MediaSymmetricKeyPackage, base64 as every EST
+//     payload), and receipts and errors (RFC 7191) as /serverkeygen/return takes them, answered
+//     204 (RFC 8295 §5.2.2);
+//   - /firmware and /firmware/return of RFC 8295 §6 (PackageService): the signed firmware
+//     package (RFC 4108) as application/cms, and load receipts and errors, signed or not,
+//     answered 204 (RFC 8295 §6.2.2);
+//   - /tamp and /tamp/return of RFC 8295 §7 (PackageService): the signed TAMP message (RFC
+//     5934) under its application/tamp-* media type, and responses, confirms and errors under
+//     theirs, answered 204 (RFC 8295 §7.2.2);
 //   - pending requests (manual approval) as 202 Accepted with Retry-After (RFC 7030 §4.2.3);
 //   - errors from one table errs.Kind → HTTP status (statusFor); internal errors reach the
 //     client only as "internal error".
@@ -58,6 +71,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -116,6 +130,19 @@ type KeyPackageReturnService interface {
 	ReturnKeyPackage(ctx context.Context, r *estserver.Request) (*authority.KeyPackageReturn, error)
 }
 
+// PackageService is the optional package operations of RFC 8295: /pal (§2), /symmetrickeys and
+// /symmetrickeys/return (§5), /firmware and /firmware/return (§6), /tamp and /tamp/return (§7);
+// *estserver.Service implements it.
+type PackageService interface {
+	PAL(ctx context.Context, r *estserver.Request) ([]est.PALEntry, error)
+	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, error)
+	ReturnSymmetricKeys(ctx context.Context, r *estserver.Request) error
+	Firmware(ctx context.Context, r *estserver.Request) ([]byte, error)
+	ReturnFirmware(ctx context.Context, r *estserver.Request) error
+	TAMP(ctx context.Context, r *estserver.Request) ([]byte, string, error)
+	ReturnTAMP(ctx context.Context, r *estserver.Request) error
+}
+
 // Options configures the binding.
 type Options struct {
 	// BasicRealm, when set, is the realm of the WWW-Authenticate: Basic challenge that a 401
@@ -169,16 +196,27 @@ var operations = map[string]operation{
 	// RFC 8295 §8.2: receipts and errors for asymmetric key packages; the body is
 	// application/cms, read by readCMS.
 	opReturn: {http.MethodPost, false},
+	// RFC 8295 §2, §5.1, §5.2.
+	estserver.OpPAL:                 {http.MethodGet, false},
+	estserver.OpSymmetricKeys:       {http.MethodGet, false},
+	estserver.OpSymmetricKeysReturn: {http.MethodPost, false},
+	// RFC 8295 §6.1, §6.2.
+	estserver.OpFirmware:       {http.MethodGet, false},
+	estserver.OpFirmwareReturn: {http.MethodPost, false},
+	// RFC 8295 §7.1, §7.2.
+	estserver.OpTAMP:       {http.MethodGet, false},
+	estserver.OpTAMPReturn: {http.MethodPost, false},
 }
 
 const opReturn = "serverkeygen/return"
 
-// split turns "/.well-known/est[/label]/op" into (label, op) (est.SplitPath); RFC 8295 §8.2's
-// serverkeygen/return is the one operation of two segments.
+// split turns "/.well-known/est[/label]/op" into (label, op) (est.SplitPath); RFC 8295's
+// serverkeygen/return (§8.2) and symmetrickeys/return (§5.2) are the operations of two
+// segments.
 func split(p string) (label, op string, ok bool) {
 	if base, found := strings.CutSuffix(p, "/return"); found {
-		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && o == "serverkeygen" {
-			return l, opReturn, true
+		if l, o, ok := est.SplitPath(DefaultRoot, base); ok && (o == "serverkeygen" || o == estserver.OpSymmetricKeys || o == estserver.OpFirmware || o == estserver.OpTAMP) {
+			return l, o + "/return", true
 		}
 	}
 	return est.SplitPath(DefaultRoot, p)
@@ -189,7 +227,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	label, name, ok := split(r.URL.Path)
 	op, known := operations[name]
 	if !ok || !known {
-		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts})",
+		h.fail(w, r, errs.New(errs.NotFound, "no EST operation at %s (expected %s[/<label>]/{cacerts,simpleenroll,simplereenroll,serverkeygen,serverkeygen/return,csrattrs,crls,eecerts,pal,symmetrickeys,symmetrickeys/return,firmware,firmware/return,tamp,tamp/return})",
 			r.URL.Path, DefaultRoot))
 		return
 	}
@@ -214,7 +252,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Body = body
 	}
-	if name == opReturn {
+	if name == estserver.OpTAMPReturn {
+		// RFC 8295 §7.2.1: application/tamp-status-response, -update-confirm, ... -error.
+		body, mt, err := h.readBody(w, r, func(mt string) bool { return strings.HasPrefix(mt, "application/tamp-") },
+			"a TAMP response, confirm or error is application/tamp-… (RFC 8295 §7.2.1)")
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		req.Body, req.MediaType = body, mt
+	}
+	if name == opReturn || name == estserver.OpSymmetricKeysReturn || name == estserver.OpFirmwareReturn {
 		body, err := h.readCMS(w, r)
 		if err != nil {
 			h.fail(w, r, err)
@@ -224,6 +272,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	switch name {
+	case estserver.OpPAL, estserver.OpSymmetricKeys, estserver.OpSymmetricKeysReturn, estserver.OpFirmware, estserver.OpFirmwareReturn,
+		estserver.OpTAMP, estserver.OpTAMPReturn:
+		h.servePackages(w, r, name, label, req)
 	case opReturn:
 		rs, ok := h.svc.(KeyPackageReturnService)
 		if !ok {
@@ -364,6 +415,101 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// servePackages answers the package operations of RFC 8295 (PackageService).
+func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, label string, req *estserver.Request) {
+	ps, ok := h.svc.(PackageService)
+	if !ok {
+		h.fail(w, r, errs.New(errs.NotFound, "this server delivers no packages"))
+		return
+	}
+	if r.Method == http.MethodHead && name != estserver.OpPAL {
+		// Fetching a package records its delivery (the PAL then asks for the receipt): a HEAD
+		// must not.
+		w.Header().Set("Allow", http.MethodGet)
+		writeText(w, http.StatusMethodNotAllowed, "/"+name+" takes GET only: fetching a package records its delivery")
+		return
+	}
+	ctx := r.Context()
+	switch name {
+	case estserver.OpPAL:
+		entries, err := ps.PAL(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		base := DefaultRoot + "/"
+		if label != "" {
+			base += label + "/"
+		}
+		scheme := "https"
+		if r.TLS == nil {
+			scheme = "http"
+		}
+		for i := range entries {
+			entries[i].URI = (&url.URL{Scheme: scheme, Host: r.Host, Path: base + entries[i].URI}).String()
+		}
+		doc, err := est.MarshalPAL(entries)
+		if err != nil {
+			h.fail(w, r, errs.Wrap(errs.Internal, err, "encoding failed"))
+			return
+		}
+		// RFC 8295 §2.2: the PAL is XML; it is per client and changes as packages move.
+		w.Header().Set("Content-Type", est.MediaPAL)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.Write(doc)
+	case estserver.OpSymmetricKeys:
+		der, err := ps.SymmetricKeys(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.1.2: "HTTP 200 response code with a Content-Type of application/cms",
+		// with the encapsulatingContent and innerContent parameters.
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, est.MediaSymmetricKeyPackage, der)
+	case estserver.OpSymmetricKeysReturn:
+		if err := ps.ReturnSymmetricKeys(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §5.2.2: "the server response has an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
+	case estserver.OpFirmware:
+		der, err := ps.Firmware(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §6.1.2: "HTTP 200 response code with a Content-Type of application/cms".
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, est.MediaFirmwarePackage, der)
+	case estserver.OpFirmwareReturn:
+		if err := ps.ReturnFirmware(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §6.2.2: "the server response MUST have an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
+	case estserver.OpTAMP:
+		der, mt, err := ps.TAMP(ctx, req)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §7.1.2: "HTTP 200 response code and a Content-Type of" the message's type.
+		w.Header().Set("Cache-Control", "no-store")
+		writeBase64(w, mt, der)
+	case estserver.OpTAMPReturn:
+		if err := ps.ReturnTAMP(ctx, req); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		// RFC 8295 §7.2.2: "the server response MUST have an HTTP 204 response code".
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
 // Request builds the estserver.Request of r: who sent it (the TLS client chain, HTTP Basic
 // credentials, the address), over which transport, and the connection's channel bindings.
 func Request(r *http.Request, label string) *estserver.Request {
@@ -440,22 +586,32 @@ func (h *Handler) readCSR(w http.ResponseWriter, r *http.Request) ([]byte, error
 // readCMS reads the body of /serverkeygen/return: Content-Type application/cms (RFC 8295
 // §5.2.1, RFC 7193; its parameters are informational), base64 per RFC 8951 or binary DER.
 func (h *Handler) readCMS(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, _, err := h.readBody(w, r, func(mt string) bool { return mt == MediaCMS },
+		"a key package receipt or error is "+MediaCMS+" (RFC 8295 §5.2.1)")
+	return body, err
+}
+
+// readBody reads a request body whose media type (lower case, without parameters) accept
+// takes, base64 per RFC 8951 or binary DER; it returns the body and the media type.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, accept func(string) bool, want string) ([]byte, string, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || !strings.EqualFold(mt, MediaCMS) {
-		return nil, errs.New(errs.UnsupportedFormat, "a key package receipt or error is %s (RFC 8295 §5.2.1), got %q", MediaCMS, r.Header.Get("Content-Type"))
+	mt = strings.ToLower(mt)
+	if err != nil || !accept(mt) {
+		return nil, "", errs.New(errs.UnsupportedFormat, "%s, got %q", want, r.Header.Get("Content-Type"))
 	}
 	if r.ContentLength > h.opts.MaxBody {
-		return nil, errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
+		return nil, "", errs.New(errs.TooLarge, "request body of %d bytes exceeds the limit of %d", r.ContentLength, h.opts.MaxBody)
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
+			return nil, "", errs.New(errs.TooLarge, "request body exceeds the limit of %d bytes", h.opts.MaxBody)
 		}
-		return nil, errs.Wrap(errs.BadRequest, err, "cannot read the request body")
+		return nil, "", errs.Wrap(errs.BadRequest, err, "cannot read the request body")
 	}
-	return DecodeBody(raw)
+	der, err := DecodeBody(raw)
+	return der, mt, err
 }
 
 // keyFormat reads the Accept header of /serverkeygen: pkcs12 when it asks for

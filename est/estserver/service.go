@@ -1,6 +1,7 @@
-// Package estserver is coapca's EST service (RFC 7030 §4, RFC 9148 §4, RFC 8295 §4): cacerts,
+// Package estserver is coapca's EST service (RFC 7030 §4, RFC 9148 §4, RFC 8295): cacerts,
 // enroll, re-enroll, server-side key generation (plain PKCS#8 or CMS-encrypted, RFC 7030
-// §4.4), CSR attributes and CRLs. It is transport independent: EST-coaps and EST-oscore
+// §4.4), CSR attributes and CRLs, and the packages of RFC 8295 §2, §5–§7 (the PAL, symmetric
+// keys, firmware, TAMP, with their returns). It is transport independent: EST-coaps and EST-oscore
 // (package est/estcoap) and EST over HTTPS (est/esthttp) call the same methods with a Request
 // and map the typed errors (coapca/errs) to their wire codes. It reports what the transport
 // proved (the requester, PoP linking); every policy decision (who may enroll for what,
@@ -43,6 +44,9 @@ var _ Authority = (*authority.Authority)(nil)
 type Request struct {
 	Label string // EST label (RFC 7030 §3.2.2, RFC 9148 §4.1); "" = default
 	Body  []byte // DER PKCS#10 CSR for Enroll, Reenroll, ServerKeyGen
+	// MediaType is the body's media type without parameters where it selects the content
+	// (ReturnTAMP: RFC 8295 §7.2.1's application/tamp-*).
+	MediaType string
 	// Requester is who sent the request, as the front door authenticated it (the client
 	// chain, the pre-shared identity, the transport): the authority decides on it.
 	Requester authority.Requester

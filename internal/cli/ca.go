@@ -31,12 +31,27 @@ Commands:
   backup FILE          write a consistent copy of the database to FILE (must not exist) while
                        the server runs; restore: docs/operations.md
   check                verify the database's integrity (SQLite integrity and foreign-key checks)
+  symkey add           queue a symmetric key for clients (RFC 8295 §5, RFC 6031): --to
+                       serial:HEX | subject:DN | label:L, --key-id ID, and --key-file FILE (hex
+                       or raw) or --random N (bytes); --algorithm URI (optional)
+  symkey list          queued symmetric key packages and, per client, fetched / receipt / error
+  firmware add         queue a firmware image, signed with the server's key as an RFC 4108
+                       firmware package, for the clients of a label (RFC 8295 §6): --to label:L
+                       (or serial:HEX, subject:DN), --image FILE, --name OID:VERSION, --hw-type OID
+  firmware list        queued firmware packages and, per client, fetched / receipt / error
+  tamp KIND            sign a TAMP message (RFC 5934) with the server's key and queue it for
+                       clients (RFC 8295 §7): KIND is status-query, update (--add-ta FILE,
+                       --remove-ta FILE), apex-update (--apex FILE, --clear-tas,
+                       --clear-communities), community-update (--add-community OIDS,
+                       --remove-community OIDS) or sequence-adjust; --to as for firmware;
+                       --terse for terse responses
+  tamp list            queued TAMP messages and, per client, fetched / confirm / error
 
 Common flags: --data DIR (default ./coapca-data), --config FILE
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "backup", "check")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware", "tamp", "backup", "check")
 	if cmd == "" {
 		return err
 	}
@@ -52,7 +67,16 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		why     = fs.String("why", "rejected by the operator", "reject: the reason told to the device")
 		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
 		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
+		sk      symkeyFlags
 	)
+	switch cmd {
+	case "symkey":
+		sk.register(fs)
+	case "firmware":
+		sk.registerFirmware(fs)
+	case "tamp":
+		sk.registerTAMP(fs)
+	}
 	rest, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -79,6 +103,12 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	auth := h.Authority()
 
 	switch cmd {
+	case "symkey":
+		return runSymkey(ctx, auth, rest, sk, *limit, stdout)
+	case "firmware":
+		return runFirmware(ctx, h, rest, sk, *limit, stdout)
+	case "tamp":
+		return runTAMP(ctx, h, rest, sk, *limit, stdout)
 	case "list":
 		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {

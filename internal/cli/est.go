@@ -62,6 +62,20 @@ Commands:
                 have, its own and, where the label's profile allows, its peers' (RFC 8295 §3)
   return        https:// only: return a signed key package receipt (--receipt) or error
                 (--error CODE) for a server-generated key (RFC 8295 §8.2, RFC 7191)
+  pal           https:// only: print this client's Package Availability List (RFC 8295 §2)
+  symmetrickeys https:// only: fetch the next symmetric key package waiting for this client
+                (RFC 8295 §5.1, RFC 6031), check both signatures against the trust anchors,
+                decrypt it with --key, write the keys to --out (mode 0600: one line per key,
+                "ID ALGORITHM HEX") and return a signed receipt (RFC 8295 §5.2; --no-receipt
+                not to)
+  firmware      https:// only: fetch the next firmware package waiting for this client (RFC
+                8295 §6.1, RFC 4108), check its signature against the trust anchors, write the
+                image to --out and return a load receipt signed with --key (--no-receipt not to)
+  tamp          https:// only: fetch the next TAMP message waiting for this client (RFC 8295
+                §7, RFC 5934), check its signature against the trust anchors, print it, write
+                the trust anchors it adds to --out (PEM) and return the response signed with
+                --key: for a status query the key identifiers of the --trust anchors, for an
+                update success for each change (--error CODE: a TAMP error instead)
 
 Run 'coapca est COMMAND -h' for the flags.
 `
@@ -79,6 +93,7 @@ type estFlags struct {
 	receipt                 bool
 	returnError             string
 	packageCert, packageKey string
+	noReceipt               bool // symmetrickeys: --no-receipt
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -98,7 +113,7 @@ type estFlags struct {
 }
 
 func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return")
+	cmd, err := subcommand("est", args, estUsage, stdout, "cacerts", "enroll", "reenroll", "csrattrs", "serverkeygen", "eecerts", "return", "pal", "symmetrickeys", "firmware", "tamp")
 	if cmd == "" {
 		return err
 	}
@@ -143,6 +158,12 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.StringVar(&f.packageCert, "package-cert", "", "the certificate of the server-generated key the receipt or error is about (PEM)")
 		fs.StringVar(&f.packageKey, "package-key", "", "the server-generated key (PEM): signs the receipt, proving it arrived")
 	}
+	if cmd == "symmetrickeys" || cmd == "firmware" || cmd == "tamp" {
+		fs.BoolVar(&f.noReceipt, "no-receipt", false, "do not return a receipt for the package")
+	}
+	if cmd == "tamp" {
+		fs.StringVar(&f.returnError, "error", "", "answer with a TAMP error of this RFC 5934 StatusCode (name such as seqNumFailure, or number)")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -152,7 +173,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer cancel()
 
-	if (cmd == "eecerts" || cmd == "return") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
+	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys" || cmd == "firmware" || cmd == "tamp") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
 	}
 	var ret []byte
@@ -237,6 +258,20 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stderr, "the server took the key package %s (204)\n", what)
 		return nil
+	case "pal", "symmetrickeys", "firmware", "tamp":
+		hc, ok := ec.(*client.HTTPS)
+		if !ok {
+			return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)
+		}
+		switch cmd {
+		case "pal":
+			return printPAL(ctx, hc, f.out, stdout)
+		case "firmware":
+			return fetchFirmware(ctx, hc, &f, stdout, stderr)
+		case "tamp":
+			return fetchTAMP(ctx, hc, &f, stdout, stderr)
+		}
+		return fetchSymmetricKeys(ctx, hc, &f, stdout, stderr)
 	case "eecerts":
 		hc, ok := ec.(*client.HTTPS)
 		if !ok {

@@ -251,10 +251,32 @@ var migrations = []string{
 		received_at        INTEGER NOT NULL
 	);
 	CREATE INDEX key_package_returns_cert ON key_package_returns(cert_serial);`,
+	// 3→4: packages for clients and their delivery (RFC 8295 §2, §5; store.Package).
+	`CREATE TABLE packages (
+		id          INTEGER PRIMARY KEY AUTOINCREMENT,
+		kind        TEXT NOT NULL,
+		target      TEXT NOT NULL,
+		name        TEXT NOT NULL,
+		content     BLOB NOT NULL,
+		created_at  INTEGER NOT NULL
+	);
+	CREATE INDEX packages_kind ON packages(kind);
+	CREATE TABLE package_deliveries (
+		package_id     INTEGER NOT NULL REFERENCES packages(id),
+		client_serial  TEXT NOT NULL,
+		fetched_at     INTEGER NOT NULL,
+		fetches        INTEGER NOT NULL,
+		return_kind    TEXT NOT NULL DEFAULT '',
+		error_code     TEXT NOT NULL DEFAULT '',
+		return_der     BLOB NOT NULL DEFAULT x'',
+		returned_at    INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (package_id, client_serial)
+	);
+	CREATE INDEX package_deliveries_client ON package_deliveries(client_serial);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 func (s *Store) migrate(ctx context.Context) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -867,6 +889,148 @@ func (s *Store) ListKeyPackageReturns(ctx context.Context, f store.KeyPackageRet
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: list key package returns: %w", err)
+	}
+	return out, nil
+}
+
+// AddPackage implements store.Store.
+func (s *Store) AddPackage(ctx context.Context, p *store.Package) error {
+	if p.CreatedAt.IsZero() {
+		p.CreatedAt = time.Now()
+	}
+	content := p.Content
+	if content == nil {
+		content = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO packages (kind, target, name, content, created_at) VALUES (?, ?, ?, ?, ?)`,
+			p.Kind, p.Target, p.Name, content, unix(p.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("sqlite: add package: %w", err)
+		}
+		if p.ID, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("sqlite: add package: %w", err)
+		}
+		return nil
+	})
+}
+
+const packageColumns = `id, kind, target, name, content, created_at`
+
+func scanPackage(sc interface{ Scan(...any) error }) (*store.Package, error) {
+	p := &store.Package{}
+	var at int64
+	if err := sc.Scan(&p.ID, &p.Kind, &p.Target, &p.Name, &p.Content, &at); err != nil {
+		return nil, err
+	}
+	p.CreatedAt = fromUnix(at)
+	return p, nil
+}
+
+// GetPackage implements store.Store.
+func (s *Store) GetPackage(ctx context.Context, id int64) (*store.Package, error) {
+	p, err := scanPackage(s.db.QueryRowContext(ctx, `SELECT `+packageColumns+` FROM packages WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: package %d: %w", id, err)
+	}
+	return p, nil
+}
+
+// ListPackages implements store.Store.
+func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]*store.Package, error) {
+	q := `SELECT ` + packageColumns + ` FROM packages`
+	var args []any
+	if f.Kind != "" {
+		q, args = q+" WHERE kind = ?", append(args, f.Kind)
+	}
+	rows, err := s.db.QueryContext(ctx, q+" ORDER BY id"+limitClause(f.Limit), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list packages: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Package
+	for rows.Next() {
+		p, err := scanPackage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list packages: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list packages: %w", err)
+	}
+	return out, nil
+}
+
+// MarkPackageFetched implements store.Store.
+func (s *Store) MarkPackageFetched(ctx context.Context, packageID int64, clientSerial string, at time.Time) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO package_deliveries (package_id, client_serial, fetched_at, fetches) VALUES (?, ?, ?, 1)
+			ON CONFLICT(package_id, client_serial) DO UPDATE SET fetched_at = excluded.fetched_at, fetches = fetches + 1`,
+			packageID, clientSerial, unix(at))
+		if err != nil {
+			return fmt.Errorf("sqlite: package %d fetched: %w", packageID, err)
+		}
+		return nil
+	})
+}
+
+// ReturnPackage implements store.Store.
+func (s *Store) ReturnPackage(ctx context.Context, d store.PackageDelivery) error {
+	der := d.ReturnDER
+	if der == nil {
+		der = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE package_deliveries SET return_kind = ?, error_code = ?, return_der = ?, returned_at = ?
+			WHERE package_id = ? AND client_serial = ?`, d.ReturnKind, d.ErrorCode, der, unix(d.ReturnedAt), d.PackageID, d.ClientSerial)
+		if err != nil {
+			return fmt.Errorf("sqlite: package %d return: %w", d.PackageID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+}
+
+// ListPackageDeliveries implements store.Store.
+func (s *Store) ListPackageDeliveries(ctx context.Context, f store.PackageDeliveryFilter) ([]*store.PackageDelivery, error) {
+	q := `SELECT package_id, client_serial, fetched_at, fetches, return_kind, error_code, return_der, returned_at FROM package_deliveries`
+	var where []string
+	var args []any
+	if f.PackageID != 0 {
+		where, args = append(where, "package_id = ?"), append(args, f.PackageID)
+	}
+	if f.ClientSerial != "" {
+		where, args = append(where, "client_serial = ?"), append(args, f.ClientSerial)
+	}
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := s.db.QueryContext(ctx, q+" ORDER BY package_id, client_serial"+limitClause(f.Limit), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list package deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.PackageDelivery
+	for rows.Next() {
+		d := &store.PackageDelivery{}
+		var fetched, returned int64
+		if err := rows.Scan(&d.PackageID, &d.ClientSerial, &fetched, &d.Fetches, &d.ReturnKind, &d.ErrorCode, &d.ReturnDER, &returned); err != nil {
+			return nil, fmt.Errorf("sqlite: list package deliveries: %w", err)
+		}
+		d.FetchedAt = fromUnix(fetched)
+		if d.ReturnKind != "" {
+			d.ReturnedAt = fromUnix(returned)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list package deliveries: %w", err)
 	}
 	return out, nil
 }

@@ -73,7 +73,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v1.db")
 	s := openTemp(t, path)
 	// Make it a schema-1 database, as the previous release left it.
-	if _, err := s.db.Exec("DROP TABLE key_package_returns; DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
+	if _, err := s.db.Exec("DROP TABLE package_deliveries; DROP TABLE packages; DROP TABLE key_package_returns; DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {
@@ -95,6 +95,11 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	if due, err := s.DueUnconfirmed(ctx, time.Unix(100, 0), 0); err != nil || len(due) != 1 {
 		t.Fatalf("due after migration: %v, %v", due, err)
+	}
+	// Schema 4's package tables exist and work.
+	p := &store.Package{Kind: "symmetrickeys", Target: "serial:1", Name: "k", Content: []byte{0x30, 0}}
+	if err := s.AddPackage(ctx, p); err != nil {
+		t.Fatalf("packages after migration: %v", err)
 	}
 }
 

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"KeyPackageReturns", testKeyPackageReturns},
+		{"Packages", testPackages},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,5 +544,70 @@ func testKeyPackageReturns(t *testing.T, s store.Store) {
 	}
 	if none, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "ff"}); err != nil || len(none) != 0 {
 		t.Fatalf("unknown certificate: %v, %v", none, err)
+	}
+}
+
+func testPackages(t *testing.T, s store.Store) {
+	if l, err := s.ListPackages(ctx, store.PackageFilter{}); err != nil || len(l) != 0 {
+		t.Fatalf("empty store: %v, %v", l, err)
+	}
+	in := []*store.Package{
+		{Kind: "symmetrickeys", Target: "serial:a1", Name: "k1", Content: []byte{0x30, 0x00}, CreatedAt: t0},
+		{Kind: "firmware", Target: "label:cam", Name: "fw", Content: []byte{0x30, 0x01}, CreatedAt: t0.Add(time.Second)},
+		{Kind: "symmetrickeys", Target: "label:cam", Name: "k2", Content: []byte{0x30, 0x02}, CreatedAt: t0.Add(2 * time.Second)},
+	}
+	for _, p := range in {
+		if err := s.AddPackage(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if in[0].ID == 0 || in[0].ID == in[1].ID || in[1].ID == in[2].ID {
+		t.Fatalf("IDs: %d %d %d", in[0].ID, in[1].ID, in[2].ID)
+	}
+	sym, err := s.ListPackages(ctx, store.PackageFilter{Kind: "symmetrickeys"})
+	if err != nil || len(sym) != 2 || sym[0].ID != in[0].ID || sym[1].ID != in[2].ID {
+		t.Fatalf("list by kind, oldest first: %v, %v", sym, err)
+	}
+	if fmt.Sprint(*sym[1]) != fmt.Sprint(*in[2]) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", *sym[1], *in[2])
+	}
+	got, err := s.GetPackage(ctx, in[1].ID)
+	if err != nil || got.Name != "fw" {
+		t.Fatalf("get: %v, %v", got, err)
+	}
+	if _, err := s.GetPackage(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+
+	// A return for a package never fetched is refused and records nothing.
+	ret := store.PackageDelivery{PackageID: in[0].ID, ClientSerial: "a1", ReturnKind: "receipt", ReturnDER: []byte{1}, ReturnedAt: t0}
+	if err := s.ReturnPackage(ctx, ret); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("return before fetch: %v", err)
+	}
+	if d, err := s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{}); err != nil || len(d) != 0 {
+		t.Fatalf("deliveries after a refused return: %v, %v", d, err)
+	}
+	for i := range 2 {
+		if err := s.MarkPackageFetched(ctx, in[0].ID, "a1", t0.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkPackageFetched(ctx, in[2].ID, "b2", t0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{ClientSerial: "a1"})
+	if err != nil || len(d) != 1 || d[0].Fetches != 2 || !d[0].FetchedAt.Equal(t0.Add(time.Minute)) || d[0].ReturnKind != "" {
+		t.Fatalf("fetched twice: %+v, %v", d, err)
+	}
+	ret.ReturnedAt = t0.Add(time.Hour)
+	if err := s.ReturnPackage(ctx, ret); err != nil {
+		t.Fatal(err)
+	}
+	d, err = s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{PackageID: in[0].ID})
+	if err != nil || len(d) != 1 || d[0].ReturnKind != "receipt" || !d[0].ReturnedAt.Equal(ret.ReturnedAt) || len(d[0].ReturnDER) != 1 {
+		t.Fatalf("after the receipt: %+v, %v", d, err)
+	}
+	if all, err := s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{}); err != nil || len(all) != 2 {
+		t.Fatalf("all deliveries: %v, %v", all, err)
 	}
 }
