@@ -29,7 +29,7 @@ Commands:
   receipts [SERIAL]    key package receipts and errors clients returned for server-generated
                        keys (RFC 8295 §8.2, /serverkeygen/return), newest first
 
-Common flags: --data DIR (default ./coapca-data), --config FILE
+Common flags: --data DIR (default ./coapca-data), --config FILE, --store sqlite|postgres://…
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,6 +40,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ca "+cmd, "coapca ca "+cmd+" [flags] [ARGS]", "See 'coapca ca help'.", stderr)
 	dataDir := fs.String("data", "", "data directory (default ./coapca-data, or the config's)")
 	cfgPath := fs.String("config", "", "YAML configuration file")
+	storeFlag := fs.String("store", "", storeFlagHelp)
 	var (
 		subject = fs.String("subject", "", "list: only subjects containing this text")
 		label   = fs.String("label", "", "list: only this profile label")
@@ -62,6 +63,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := loadConfig(*cfgPath, *dataDir)
 	if err != nil {
+		return err
+	}
+	if err := applyStoreFlag(&cfg, *storeFlag); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, "warn")

@@ -30,6 +30,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpsAddr := fs.String("https", "", "HTTPS listen address for EST over HTTPS (RFC 7030), e.g. :8443 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	storeFlag := fs.String("store", "", storeFlagHelp)
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -41,6 +42,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg, err := loadConfig(*cfgPath, *dataDir)
 	if err != nil {
+		return err
+	}
+	if err := applyStoreFlag(&cfg, *storeFlag); err != nil {
 		return err
 	}
 	for _, o := range []struct {
