@@ -291,6 +291,25 @@ func (a *Authority) DueUnconfirmed(ctx context.Context, now time.Time, limit int
 	return out, nil
 }
 
+// maxSequence bounds what ReserveSequence hands out: OSCORE sequence numbers end at 2^40-1
+// (RFC 8613 §7.2.1); the store's counters are int64.
+const maxSequence = 1<<40 - 1
+
+// ReserveSequence reserves n sender sequence numbers of the OSCORE context named name for
+// this process alone and returns the first (none below floor). Every instance sharing the
+// store gets disjoint blocks, so no nonce is used twice whichever instance answers
+// (RFC 8613 §7.2.1).
+func (a *Authority) ReserveSequence(ctx context.Context, name string, floor, n uint64) (uint64, error) {
+	if n == 0 || n > maxSequence || floor > maxSequence+1 {
+		return 0, errs.New(errs.BadRequest, "bad sequence number range (floor %d, %d numbers)", floor, n)
+	}
+	first, err := a.store.ReserveRange(ctx, "oscore-ssn:"+name, int64(floor), int64(n))
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "cannot reserve OSCORE sequence numbers of %s", name)
+	}
+	return uint64(first), nil
+}
+
 func certRecord(c *store.Cert) *CertRecord {
 	return &CertRecord{
 		Serial: c.Serial, Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, DER: c.DER,

@@ -1,9 +1,10 @@
 // Package store defines what the authority keeps: issued certificates, pending (manually
 // approved) requests, CMP certificates awaiting confirmation, key package receipts and errors
-// (RFC 8295 §8.2), and counters such as the CRL number.
+// (RFC 8295 §8.2), and counters such as the CRL number and reserved OSCORE sequence numbers.
 //
-// Store is an interface; store/sqlite is the embedded default and a PostgreSQL implementation
-// can follow. Every implementation must pass the conformance suite in store/storetest.
+// Store is an interface; store/sqlite is the embedded default and store/postgres the back end
+// that several server instances share. Every implementation must pass the conformance suite
+// in store/storetest.
 //
 // The guarantees every implementation gives (DESIGN.md, "the store"):
 //   - a certificate is recorded in one transaction together with the pending request it
@@ -237,6 +238,13 @@ type Store interface {
 	// NextCounter atomically increments the named counter and returns its new value
 	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).
 	NextCounter(ctx context.Context, name string) (int64, error)
+	// ReserveRange atomically reserves n (> 0) consecutive values of the named counter for
+	// the caller alone and returns the first; no value below floor is handed out (a floor
+	// above the counter moves it up). Reservations are durable and never overlap, whichever
+	// process makes them: OSCORE sender sequence numbers of a context that several instances
+	// share (RFC 8613 §7.2.1: a nonce is never reused). It shares NextCounter's names: a name is
+	// used by one of the two only.
+	ReserveRange(ctx context.Context, name string, floor, n int64) (first int64, err error)
 
 	Close() error
 }

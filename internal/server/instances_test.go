@@ -56,7 +56,7 @@ func copyDataDir(t *testing.T, from, to string) {
 
 // startInstances starts n servers on one PostgreSQL database: the first start creates the
 // data directory, which the others get a copy of.
-func startInstances(t *testing.T, n int) []*Server {
+func startInstances(t *testing.T, n int, tweak func(*config.Config)) []*Server {
 	t.Helper()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
@@ -69,6 +69,9 @@ func startInstances(t *testing.T, n int) []*Server {
 		cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every device of the test shares 127.0.0.1
 		cfg.Authority.Profiles = []config.Profile{{Label: "manual", ManualApproval: true, RetryAfter: time.Second,
 			Requesters: config.DefaultRequesters()}}
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		return cfg
 	}
 	first, err := Start(ctx, cfgFor(0), quiet())
@@ -151,7 +154,7 @@ func cmpEnroll(ctx context.Context, s *Server, cn string, implicit bool) (*x509.
 func TestTwoInstancesOnePostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	inst := startInstances(t, 2)
+	inst := startInstances(t, 2, nil)
 
 	// Concurrent load, spread over both instances.
 	const perKind = 6

@@ -682,3 +682,19 @@ func (s *Store) NextCounter(ctx context.Context, name string) (int64, error) {
 	}
 	return v, nil
 }
+
+// ReserveRange implements store.Store: one statement, serialised on the counter's row lock
+// across instances, so two reservations never overlap (RFC 8613 §7.2.1).
+func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (int64, error) {
+	if n <= 0 || floor < 0 {
+		return 0, fmt.Errorf("postgres: reserve %s: bad range (floor %d, n %d)", name, floor, n)
+	}
+	var end int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO counters (name, value) VALUES ($1, $2::bigint + $3::bigint)
+		ON CONFLICT (name) DO UPDATE SET value = greatest(counters.value, $2::bigint) + $3::bigint RETURNING value`,
+		name, floor, n).Scan(&end)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: reserve %s: %w", name, err)
+	}
+	return end - n, nil
+}

@@ -891,3 +891,20 @@ func (s *Store) NextCounter(ctx context.Context, name string) (int64, error) {
 	})
 	return v, err
 }
+
+// ReserveRange implements store.Store.
+func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (int64, error) {
+	if n <= 0 || floor < 0 {
+		return 0, fmt.Errorf("sqlite: reserve %s: bad range (floor %d, n %d)", name, floor, n)
+	}
+	var end int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO counters (name, value) VALUES (?, ? + ?)
+			ON CONFLICT(name) DO UPDATE SET value = max(value, ?) + ? RETURNING value`, name, floor, n, floor, n).Scan(&end)
+		if err != nil {
+			return fmt.Errorf("sqlite: reserve %s: %w", name, err)
+		}
+		return nil
+	})
+	return end - n, err
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PendingConcurrentIssue", testPendingConcurrentIssue},
 		{"ListPending", testListPending},
 		{"Counter", testCounter},
+		{"ReserveRange", testReserveRange},
+		{"ReserveRangeConcurrent", testReserveRangeConcurrent},
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"KeyPackageReturns", testKeyPackageReturns},
@@ -543,5 +546,67 @@ func testKeyPackageReturns(t *testing.T, s store.Store) {
 	}
 	if none, err := s.ListKeyPackageReturns(ctx, store.KeyPackageReturnFilter{CertSerial: "ff"}); err != nil || len(none) != 0 {
 		t.Fatalf("unknown certificate: %v, %v", none, err)
+	}
+}
+
+// testReserveRange: ranges follow each other, a floor moves the counter up (never down), names
+// are independent, and a bad range is refused without changing anything.
+func testReserveRange(t *testing.T, s store.Store) {
+	tests := []struct {
+		name      string
+		floor, n  int64
+		wantFirst int64
+		wantErr   bool
+	}{
+		{"ssn", 0, 64, 0, false},
+		{"ssn", 0, 64, 64, false},
+		{"ssn", 100, 10, 128, false}, // floor below the counter: no effect
+		{"ssn", 1000, 10, 1000, false},
+		{"ssn", 0, 1, 1010, false},
+		{"other", 500, 5, 500, false},
+		{"ssn", 0, 0, 0, true},
+		{"ssn", -1, 5, 0, true},
+		{"ssn", 0, 1, 1011, false}, // the refused ones changed nothing
+	}
+	for i, tt := range tests {
+		first, err := s.ReserveRange(ctx, tt.name, tt.floor, tt.n)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("step %d: ReserveRange(%q, %d, %d) accepted", i, tt.name, tt.floor, tt.n)
+			}
+			continue
+		}
+		if err != nil || first != tt.wantFirst {
+			t.Errorf("step %d: ReserveRange(%q, %d, %d) = %d, %v; want %d", i, tt.name, tt.floor, tt.n, first, err, tt.wantFirst)
+		}
+	}
+}
+
+// testReserveRangeConcurrent: concurrent reservations never overlap.
+func testReserveRangeConcurrent(t *testing.T, s store.Store) {
+	const workers, each, n = 8, 10, 16
+	var mu sync.Mutex
+	var firsts []int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				f, err := s.ReserveRange(ctx, "shared", 0, n)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				firsts = append(firsts, f)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(firsts)
+	for i, f := range firsts {
+		if f != int64(i*n) {
+			t.Fatalf("reservations overlap or leave gaps: %v", firsts)
+		}
 	}
 }
