@@ -249,6 +249,24 @@ type Store interface {
 	Close() error
 }
 
+// Notifier is implemented by stores that several processes share and that can tell every one
+// of them about an event at once (PostgreSQL LISTEN/NOTIFY): CMP announcements reach the
+// observers of every server instance without polling. RevokeCert of such a store notifies
+// EventRevoked+" "+serial itself, in the revocation's transaction.
+type Notifier interface {
+	// Notify delivers event (at most 7999 bytes) to every Listen on the database, this
+	// process's included.
+	Notify(ctx context.Context, event string) error
+	// Listen calls fn with every event notified on the database, from one goroutine, in order,
+	// until ctx ends or the store is closed. It returns once listening is in effect: every event
+	// notified after Listen returned reaches fn. When the connection is lost, it listens again
+	// and then calls fn(""): events may have been missed in between.
+	Listen(ctx context.Context, fn func(event string)) error
+}
+
+// EventRevoked starts the event a Notifier's RevokeCert sends: "revoked SERIAL".
+const EventRevoked = "revoked"
+
 // FormatSerial is the canonical text form of a serial number: lowercase hex, no leading zeros.
 func FormatSerial(n *big.Int) string { return n.Text(16) }
 

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,9 +48,17 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
+
+	mu        sync.Mutex
+	closed    bool
+	listeners []context.CancelFunc // of the Listen goroutines, cancelled by Close
+	wg        sync.WaitGroup
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
+)
 
 // Open connects to the database named by dsn (a postgres:// URL or key=value string, as libpq
 // takes it) and migrates its schema to SchemaVersion.
@@ -88,8 +97,16 @@ func where(cfg *pgxpool.Config) string {
 	return fmt.Sprintf("database %q on %s:%d", cfg.ConnConfig.Database, cfg.ConnConfig.Host, cfg.ConnConfig.Port)
 }
 
-// Close closes the connection pool. It is safe to call twice.
+// Close stops the listeners and closes the connection pool. It is safe to call twice.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for _, cancel := range s.listeners {
+		cancel()
+	}
+	s.listeners = nil
+	s.mu.Unlock()
+	s.wg.Wait()
 	s.pool.Close()
 	return nil
 }
@@ -427,6 +444,10 @@ func (s *Store) RevokeCert(ctx context.Context, serial string, reason int, at ti
 			ts(at), reason, serial); err != nil {
 			return fmt.Errorf("postgres: revoke %s: %w", serial, err)
 		}
+		// Delivered to every listening instance when (and only if) the revocation commits.
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", eventChannel, store.EventRevoked+" "+serial); err != nil {
+			return fmt.Errorf("postgres: revoke %s: notify: %w", serial, err)
+		}
 		return nil
 	})
 }
@@ -697,4 +718,93 @@ func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (
 		return 0, fmt.Errorf("postgres: reserve %s: %w", name, err)
 	}
 	return end - n, nil
+}
+
+// eventChannel is the LISTEN/NOTIFY channel of store.Notifier.
+const eventChannel = "coapca_events"
+
+// maxEvent is PostgreSQL's limit on a NOTIFY payload (8000 bytes, less one).
+const maxEvent = 7999
+
+// Notify implements store.Notifier.
+func (s *Store) Notify(ctx context.Context, event string) error {
+	if len(event) > maxEvent {
+		return fmt.Errorf("postgres: notify: event of %d bytes exceeds %d", len(event), maxEvent)
+	}
+	if _, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", eventChannel, event); err != nil {
+		return fmt.Errorf("postgres: notify: %w", err)
+	}
+	return nil
+}
+
+// Listen implements store.Notifier on a connection of its own (outside the pool: it waits
+// for notifications as long as it listens).
+func (s *Store) Listen(ctx context.Context, fn func(event string)) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("postgres: listen: store is closed")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.listeners = append(s.listeners, cancel)
+	s.mu.Unlock()
+	conn, err := s.listenConn(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		s.listen(ctx, conn, fn)
+	}()
+	return nil
+}
+
+// listenConn connects and executes LISTEN.
+func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listen: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+eventChannel); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("postgres: listen: %w", err)
+	}
+	return conn, nil
+}
+
+// listen delivers notifications until ctx ends, reconnecting (with a growing pause, at most
+// 30 s) when the connection is lost.
+func (s *Store) listen(ctx context.Context, conn *pgx.Conn, fn func(string)) {
+	pause := time.Second
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err == nil {
+			pause = time.Second
+			fn(n.Payload)
+			continue
+		}
+		conn.Close(context.WithoutCancel(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("store: lost the notification connection; listening again", "err", err)
+		for {
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			pause = min(2*pause, 30*time.Second)
+			if conn, err = s.listenConn(ctx); err == nil {
+				break
+			}
+			s.log.Warn("store: cannot listen for notifications", "err", err)
+		}
+		fn("") // events may have been missed while the connection was down
+	}
 }

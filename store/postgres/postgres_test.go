@@ -267,3 +267,78 @@ func TestTwoInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestNotifyAcrossInstances: what one instance notifies — and every committed revocation —
+// reaches the listener of another instance, in order; a refused revocation notifies nothing;
+// after its connection is killed the listener says so ("") and keeps listening.
+func TestNotifyAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	a, b := openDSN(t, dsn), openDSN(t, dsn)
+	got := make(chan string, 16)
+	if err := a.Listen(ctx, func(e string) { got <- e }); err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-got:
+			return e
+		case <-time.After(30 * time.Second):
+			t.Fatal("no event within 30 s")
+			return ""
+		}
+	}
+	if err := b.RecordIssued(ctx, &store.Cert{Serial: "abc", DER: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Notify(ctx, "accepted x abc"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RevokeCert(ctx, "abc", 1, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RevokeCert(ctx, "abc", 1, time.Now()); !errors.Is(err, store.ErrAlreadyRevoked) {
+		t.Fatal(err)
+	}
+	if err := b.RevokeCert(ctx, "def", 1, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatal(err)
+	}
+	b.Notify(ctx, "end")
+	for _, want := range []string{"accepted x abc", "revoked abc", "end"} {
+		if e := next(); e != want {
+			t.Fatalf("event %q, want %q (a refused revocation must notify nothing)", e, want)
+		}
+	}
+	if err := b.Notify(ctx, strings.Repeat("x", 8000)); err == nil {
+		t.Error("an event over PostgreSQL's payload limit was accepted")
+	}
+
+	// Kill the listening connection: the listener reports the gap and listens again.
+	if _, err := b.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND query = 'LISTEN `+eventChannel+`'`); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(); e != "" {
+		t.Fatalf("after the connection was lost: event %q, want \"\"", e)
+	}
+	b.Notify(ctx, "again")
+	if e := next(); e != "again" {
+		t.Fatalf("after listening again: %q", e)
+	}
+	// Close stops the listener.
+	a.Close()
+	if err := a.Listen(ctx, func(string) {}); err == nil {
+		t.Error("Listen on a closed store succeeded")
+	}
+}
+
+func openDSN(t *testing.T, dsn string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
