@@ -118,7 +118,7 @@ func TestTwoInstancesShareOSCOREContext(t *testing.T) {
 	if err := os.WriteFile(cliFile, []byte(sharedClientContext), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	inst := startInstances(t, 2, func(c *config.Config) { c.OSCOREContexts = []string{srvFile} })
+	inst, _ := startInstances(t, 2, func(c *config.Config) { c.OSCOREContexts = []string{srvFile} })
 
 	// The device: one context, its own sequence numbers kept in memory.
 	_, p, err := LoadOSCOREContext(cliFile)

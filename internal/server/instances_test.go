@@ -56,7 +56,7 @@ func copyDataDir(t *testing.T, from, to string) {
 
 // startInstances starts n servers on one PostgreSQL database: the first start creates the
 // data directory, which the others get a copy of.
-func startInstances(t *testing.T, n int, tweak func(*config.Config)) []*Server {
+func startInstances(t *testing.T, n int, tweak func(*config.Config)) ([]*Server, []config.Config) {
 	t.Helper()
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
@@ -79,8 +79,9 @@ func startInstances(t *testing.T, n int, tweak func(*config.Config)) []*Server {
 		t.Fatal(err)
 	}
 	first.Close()
-	out := make([]*Server, n)
+	out, cfgs := make([]*Server, n), make([]config.Config, n)
 	for i := range n {
+		cfgs[i] = cfgFor(i)
 		if i > 0 {
 			copyDataDir(t, cfgFor(0).Data, cfgFor(i).Data)
 		}
@@ -91,7 +92,7 @@ func startInstances(t *testing.T, n int, tweak func(*config.Config)) []*Server {
 		t.Cleanup(func() { s.Close() })
 		out[i] = s
 	}
-	return out
+	return out, cfgs
 }
 
 // estEnroll enrolls a new key over EST-coaps at s as the demo device, under label.
@@ -154,7 +155,7 @@ func cmpEnroll(ctx context.Context, s *Server, cn string, implicit bool) (*x509.
 func TestTwoInstancesOnePostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	inst := startInstances(t, 2, nil)
+	inst, _ := startInstances(t, 2, nil)
 
 	// Concurrent load, spread over both instances.
 	const perKind = 6
