@@ -116,6 +116,15 @@ type Unconfirmed struct {
 	CreatedAt     time.Time
 }
 
+// CMPTransaction is an open CMP transaction (RFC 9810 §5.1.1): an enrollment waiting for
+// approval (pollReq) or for certConf. Kept in the store so that its next message may reach any
+// server instance, or the same one after a restart.
+type CMPTransaction struct {
+	ID      []byte // the transactionID
+	State   []byte // the CMP service's encoding of what it needs to continue
+	Expires time.Time
+}
+
 // KeyPackageReturn is a key package receipt or error (RFC 7191) that a client returned for a
 // server-generated key (RFC 8295 §8.2, /serverkeygen/return). Rows are only ever added.
 type KeyPackageReturn struct {
@@ -228,6 +237,16 @@ type Store interface {
 	// DueUnconfirmed returns at most limit entries (0 = no limit) whose deadline is at or
 	// before now, earliest deadline first.
 	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]Unconfirmed, error)
+
+	// PutCMPTransaction creates or replaces the open CMP transaction t.ID.
+	PutCMPTransaction(ctx context.Context, t CMPTransaction) error
+	// CMPTransaction returns the open CMP transaction with that ID (ErrNotFound).
+	CMPTransaction(ctx context.Context, id []byte) (*CMPTransaction, error)
+	// DeleteCMPTransaction removes the transaction (ErrNotFound when there is none).
+	DeleteCMPTransaction(ctx context.Context, id []byte) error
+	// DeleteExpiredCMPTransactions removes the transactions that expired before now and
+	// returns how many.
+	DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error)
 
 	// AddKeyPackageReturn records a key package receipt or error; the store sets ID, and
 	// ReceivedAt when it is zero.

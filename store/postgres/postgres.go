@@ -189,10 +189,18 @@ var migrations = []string{
 		received_at        timestamptz NOT NULL
 	);
 	CREATE INDEX key_package_returns_cert ON key_package_returns(cert_serial);`,
+	// 1→2: open CMP transactions, so that their pollReq and certConf may reach any instance
+	// (store.CMPTransaction).
+	`CREATE TABLE cmp_transactions (
+		id       bytea PRIMARY KEY,
+		state    bytea NOT NULL,
+		expires  timestamptz NOT NULL
+	);
+	CREATE INDEX cmp_transactions_expires ON cmp_transactions(expires);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // migrateLock is the advisory lock key held while the schema is migrated ("coapca" in ASCII).
 const migrateLock = 0x636f61706361
@@ -807,4 +815,53 @@ func (s *Store) listen(ctx context.Context, conn *pgx.Conn, fn func(string)) {
 		}
 		fn("") // events may have been missed while the connection was down
 	}
+}
+
+// PutCMPTransaction implements store.Store.
+func (s *Store) PutCMPTransaction(ctx context.Context, t store.CMPTransaction) error {
+	if len(t.ID) == 0 {
+		return errors.New("postgres: CMP transaction without an ID")
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO cmp_transactions (id, state, expires) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires = excluded.expires`,
+		t.ID, nonNil(t.State), ts(t.Expires))
+	if err != nil {
+		return fmt.Errorf("postgres: CMP transaction %x: %w", t.ID, err)
+	}
+	return nil
+}
+
+// CMPTransaction implements store.Store.
+func (s *Store) CMPTransaction(ctx context.Context, id []byte) (*store.CMPTransaction, error) {
+	t := store.CMPTransaction{ID: id}
+	err := s.pool.QueryRow(ctx, "SELECT state, expires FROM cmp_transactions WHERE id = $1", id).Scan(&t.State, &t.Expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("postgres: CMP transaction %x: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: CMP transaction %x: %w", id, err)
+	}
+	t.Expires = t.Expires.UTC()
+	return &t, nil
+}
+
+// DeleteCMPTransaction implements store.Store.
+func (s *Store) DeleteCMPTransaction(ctx context.Context, id []byte) error {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM cmp_transactions WHERE id = $1", id)
+	if err != nil {
+		return fmt.Errorf("postgres: delete CMP transaction %x: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: CMP transaction %x: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteExpiredCMPTransactions implements store.Store.
+func (s *Store) DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM cmp_transactions WHERE expires < $1", ts(now))
+	if err != nil {
+		return 0, fmt.Errorf("postgres: delete expired CMP transactions: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

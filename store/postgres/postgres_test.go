@@ -99,6 +99,14 @@ var seeds = []struct {
 		}
 		return nil
 	}},
+	{2, func(ctx context.Context, s *Store) error {
+		return s.PutCMPTransaction(ctx, store.CMPTransaction{ID: []byte("tx"), State: []byte("st"), Expires: time.Unix(100, 0)})
+	}, func(ctx context.Context, s *Store) error {
+		if tx, err := s.CMPTransaction(ctx, []byte("tx")); err != nil || string(tx.State) != "st" {
+			return fmt.Errorf("CMP transaction after migration: %+v, %v", tx, err)
+		}
+		return nil
+	}},
 }
 
 // TestMigrateFromEveryVersion migrates a database left at every earlier schema version (with

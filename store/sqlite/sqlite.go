@@ -251,10 +251,17 @@ var migrations = []string{
 		received_at        INTEGER NOT NULL
 	);
 	CREATE INDEX key_package_returns_cert ON key_package_returns(cert_serial);`,
+	// 3→4: open CMP transactions survive a restart (store.CMPTransaction).
+	`CREATE TABLE cmp_transactions (
+		id       BLOB PRIMARY KEY,
+		state    BLOB NOT NULL,
+		expires  INTEGER NOT NULL
+	);
+	CREATE INDEX cmp_transactions_expires ON cmp_transactions(expires);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 func (s *Store) migrate(ctx context.Context) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -907,4 +914,66 @@ func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (
 		return nil
 	})
 	return end - n, err
+}
+
+// PutCMPTransaction implements store.Store.
+func (s *Store) PutCMPTransaction(ctx context.Context, t store.CMPTransaction) error {
+	if len(t.ID) == 0 {
+		return errors.New("sqlite: CMP transaction without an ID")
+	}
+	state := t.State
+	if state == nil {
+		state = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO cmp_transactions (id, state, expires) VALUES (?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET state = excluded.state, expires = excluded.expires`, t.ID, state, unix(t.Expires))
+		if err != nil {
+			return fmt.Errorf("sqlite: CMP transaction %x: %w", t.ID, err)
+		}
+		return nil
+	})
+}
+
+// CMPTransaction implements store.Store.
+func (s *Store) CMPTransaction(ctx context.Context, id []byte) (*store.CMPTransaction, error) {
+	t := store.CMPTransaction{ID: id}
+	var exp int64
+	err := s.db.QueryRowContext(ctx, "SELECT state, expires FROM cmp_transactions WHERE id = ?", id).Scan(&t.State, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: CMP transaction %x: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: CMP transaction %x: %w", id, err)
+	}
+	t.Expires = fromUnix(exp)
+	return &t, nil
+}
+
+// DeleteCMPTransaction implements store.Store.
+func (s *Store) DeleteCMPTransaction(ctx context.Context, id []byte) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM cmp_transactions WHERE id = ?", id)
+		if err != nil {
+			return fmt.Errorf("sqlite: delete CMP transaction %x: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("sqlite: CMP transaction %x: %w", id, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// DeleteExpiredCMPTransactions implements store.Store.
+func (s *Store) DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM cmp_transactions WHERE expires < ?", now.Unix())
+		if err != nil {
+			return fmt.Errorf("sqlite: delete expired CMP transactions: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
 }

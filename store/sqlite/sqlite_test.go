@@ -73,7 +73,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v1.db")
 	s := openTemp(t, path)
 	// Make it a schema-1 database, as the previous release left it.
-	if _, err := s.db.Exec("DROP TABLE key_package_returns; DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
+	if _, err := s.db.Exec("DROP TABLE cmp_transactions; DROP TABLE key_package_returns; DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {

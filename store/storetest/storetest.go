@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"KeyPackageReturns", testKeyPackageReturns},
+		{"CMPTransactions", testCMPTransactions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -608,5 +609,48 @@ func testReserveRangeConcurrent(t *testing.T, s store.Store) {
 		if f != int64(i*n) {
 			t.Fatalf("reservations overlap or leave gaps: %v", firsts)
 		}
+	}
+}
+
+// testCMPTransactions: open CMP transactions are created, read, replaced, deleted, and
+// removed once expired; an unknown ID is ErrNotFound.
+func testCMPTransactions(t *testing.T, s store.Store) {
+	if _, err := s.CMPTransaction(ctx, []byte("none")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown transaction: err = %v, want ErrNotFound", err)
+	}
+	if err := s.PutCMPTransaction(ctx, store.CMPTransaction{State: []byte("x"), Expires: t0}); err == nil {
+		t.Error("a transaction without an ID was stored")
+	}
+	for i, id := range []string{"t1", "t2", "t3"} {
+		tx := store.CMPTransaction{ID: []byte(id), State: []byte("state-" + id), Expires: t0.Add(time.Duration(i) * time.Minute)}
+		if err := s.PutCMPTransaction(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.CMPTransaction(ctx, []byte("t2"))
+	if err != nil || string(got.State) != "state-t2" || !got.Expires.Equal(t0.Add(time.Minute)) || string(got.ID) != "t2" {
+		t.Fatalf("CMPTransaction(t2) = %+v, %v", got, err)
+	}
+	// Replaced: the next message of the transaction moved it on.
+	if err := s.PutCMPTransaction(ctx, store.CMPTransaction{ID: []byte("t2"), State: []byte("later"), Expires: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.CMPTransaction(ctx, []byte("t2")); err != nil || string(got.State) != "later" || !got.Expires.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("after replacing: %+v, %v", got, err)
+	}
+	// t1 (t0) and t3 (t0+2m) expire before t0+5m; t2 (t0+1h) does not.
+	if n, err := s.DeleteExpiredCMPTransactions(ctx, t0.Add(5*time.Minute)); err != nil || n != 2 {
+		t.Fatalf("DeleteExpiredCMPTransactions = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"t1", "t3"} {
+		if _, err := s.CMPTransaction(ctx, []byte(id)); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("expired %s still there: %v", id, err)
+		}
+	}
+	if err := s.DeleteCMPTransaction(ctx, []byte("t2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteCMPTransaction(ctx, []byte("t2")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: err = %v, want ErrNotFound", err)
 	}
 }
