@@ -348,3 +348,53 @@ func parseProtocol(s string) Protocol {
 // FormatSerial is the text form of a serial number in records and filters: lowercase hex
 // without leading zeros.
 func FormatSerial(n *big.Int) string { return store.FormatSerial(n) }
+
+// CMPTransaction is an open CMP transaction (RFC 9810 §5.1.1) as the store keeps it: State is
+// the CMP service's own encoding.
+type CMPTransaction struct {
+	ID      []byte
+	State   []byte
+	Expires time.Time
+}
+
+// PutCMPTransaction creates or replaces the open CMP transaction t.ID, so that its next
+// message (pollReq, certConf) can be answered by any instance sharing the store.
+func (a *Authority) PutCMPTransaction(ctx context.Context, t CMPTransaction) error {
+	if err := a.store.PutCMPTransaction(ctx, store.CMPTransaction{ID: t.ID, State: t.State, Expires: t.Expires}); err != nil {
+		return errs.Wrap(errs.Internal, err, "cannot record the CMP transaction")
+	}
+	return nil
+}
+
+// CMPTransaction returns the open CMP transaction id; errs.NotFound when there is none.
+func (a *Authority) CMPTransaction(ctx context.Context, id []byte) (*CMPTransaction, error) {
+	t, err := a.store.CMPTransaction(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errs.Wrap(errs.NotFound, err, "no open CMP transaction with this transactionID")
+	case err != nil:
+		return nil, errs.Wrap(errs.Internal, err, "cannot read the CMP transaction")
+	}
+	return &CMPTransaction{ID: t.ID, State: t.State, Expires: t.Expires}, nil
+}
+
+// DeleteCMPTransaction ends the CMP transaction id; errs.NotFound when there is none.
+func (a *Authority) DeleteCMPTransaction(ctx context.Context, id []byte) error {
+	err := a.store.DeleteCMPTransaction(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errs.Wrap(errs.NotFound, err, "no open CMP transaction with this transactionID")
+	case err != nil:
+		return errs.Wrap(errs.Internal, err, "cannot end the CMP transaction")
+	}
+	return nil
+}
+
+// DeleteExpiredCMPTransactions removes the CMP transactions that expired before now.
+func (a *Authority) DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error) {
+	n, err := a.store.DeleteExpiredCMPTransactions(ctx, now)
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "cannot remove expired CMP transactions")
+	}
+	return n, nil
+}

@@ -39,6 +39,7 @@ func (s *Server) registerCMP(ctx context.Context) error {
 		MessageTimeTolerance: s.cfg.CMP.MessageTimeTolerance,
 		MACLimits:            cmp.MACLimits{MaxIterations: s.cfg.CMP.MaxMACIterations},
 		Confirmations:        s.auth,
+		Transactions:         s.auth,
 		Announce: func(der []byte, body cmp.BodyType, label string) {
 			bind.Announce(der, body, label)
 			ann.published(ctx, der, body, label)
