@@ -226,6 +226,9 @@ func New(auth Authority, opts Options) (*Service, error) {
 	if opts.Signer == nil || opts.Cert == nil {
 		return nil, errors.New("cmpserver: the CMP signer (Signer, Cert) is required")
 	}
+	if opts.Transactions != nil && opts.Confirmations == nil {
+		return nil, errors.New("cmpserver: a transaction store (Transactions) needs the confirmation store (Confirmations)")
+	}
 	if opts.ConfirmWait <= 0 {
 		opts.ConfirmWait = 5 * time.Minute
 	}
@@ -706,7 +709,10 @@ func (s *Service) sweepAt(ctx context.Context, force bool) {
 	}
 	s.mu.Unlock()
 	for _, x := range expired {
-		if x.issued != nil {
+		// With a transaction store, another instance may have continued the transaction and
+		// confirmed the certificate: this copy is stale, and the confirmation store decides
+		// (sweepStore below).
+		if x.issued != nil && s.opts.Transactions == nil {
 			s.revokeUnconfirmed(ctx, x, "no certConf within confirmWaitTime")
 		}
 	}
