@@ -122,13 +122,24 @@ func newCSR(t *testing.T, cn string) []byte {
 // cmpEnroll runs one CMP ir transaction over HTTP at s with the demo MAC secret; with
 // implicit false the certificate is confirmed by certConf.
 func cmpEnroll(ctx context.Context, s *Server, cn string, implicit bool) (*x509.Certificate, error) {
-	d := s.Data()
-	tr, err := client.DialCMP(ctx, s.HTTPURL(), client.CMPTransportOptions{})
-	if err != nil {
+	return cmpEnrollAt(ctx, s, s, cn, implicit)
+}
+
+// cmpEnrollAt is cmpEnroll with the first message sent to first and the others (certConf) to
+// rest.
+func cmpEnrollAt(ctx context.Context, first, rest *Server, cn string, implicit bool) (*x509.Certificate, error) {
+	d := first.Data()
+	var tr switching
+	var err error
+	if tr.first, err = client.DialCMP(ctx, first.HTTPURL(), client.CMPTransportOptions{}); err != nil {
+		return nil, err
+	}
+	if tr.rest, err = client.DialCMP(ctx, rest.HTTPURL(), client.CMPTransportOptions{}); err != nil {
+		tr.first.Close()
 		return nil, err
 	}
 	defer tr.Close()
-	c := client.NewCMP(tr, client.CMPOptions{
+	c := client.NewCMP(&tr, client.CMPOptions{
 		Protection: &cmp.PBMProtection{Secret: d.CMPSecret, Reference: []byte(d.CMPSecretRef), Iterations: 1000},
 		Secret:     d.CMPSecret, Trust: d.IssuingChain(), ImplicitConfirm: implicit})
 	key, err := kms.GenerateKey("P-256")
@@ -147,7 +158,8 @@ func cmpEnroll(ctx context.Context, s *Server, cn string, implicit bool) (*x509.
 }
 
 // TestTwoInstancesOnePostgres runs two servers on one PostgreSQL database under concurrent
-// EST-coaps and CMP (with and without certConf) enrollments, then checks what several
+// EST-coaps and CMP enrollments (implicitly confirmed, and confirmed by a certConf sent to the
+// other instance), then checks what several
 // instances must keep true together: every delivered serial is unique and recorded (seen by
 // both), an approval made on one instance lets the device's retry on the other get its
 // certificate, and CRL numbers grow with every CRL whichever instance signs it, each CRL
@@ -179,8 +191,9 @@ func TestTwoInstancesOnePostgres(t *testing.T) {
 			results <- delivered{cn, c, err}
 		})
 		wg.Go(func() {
+			// The certConf goes to the other instance.
 			cn := fmt.Sprintf("cmp-certconf-%d", i)
-			c, err := cmpEnroll(ctx, s, cn, false)
+			c, err := cmpEnrollAt(ctx, s, inst[(i+1)%2], cn, false)
 			results <- delivered{cn, c, err}
 		})
 	}
