@@ -219,6 +219,7 @@ type txn struct {
 	lastNonce []byte
 	expires   time.Time
 	busy      bool
+	stored    bool // in the transaction store (Options.Transactions)
 }
 
 // New returns the CMP service of auth.
@@ -635,8 +636,9 @@ func (s *Service) release(ctx context.Context, x *txn, keep bool) {
 	if !keep {
 		delete(s.txns, x.id)
 	}
+	stored := x.stored
 	s.mu.Unlock()
-	if !keep {
+	if !keep && stored {
 		s.forgetTxn(ctx, x.id)
 	}
 }
@@ -660,6 +662,11 @@ func (s *Service) noteNonce(ctx context.Context, id, nonce []byte) {
 	if err == nil {
 		err = s.opts.Transactions.PutCMPTransaction(ctx, authority.CMPTransaction{ID: id, State: st, Expires: exp})
 	}
+	if err == nil {
+		s.mu.Lock()
+		x.stored = true
+		s.mu.Unlock()
+	}
 	if err != nil {
 		// The transaction stays open here; another instance will not know it.
 		s.log.Error("cmp: cannot save the open transaction", "transaction", hex.EncodeToString(id), "err", err)
@@ -680,8 +687,11 @@ func (s *Service) dropTxn(ctx context.Context, id []byte, who string, revoke boo
 		return
 	}
 	delete(s.txns, x.id)
+	stored := x.stored
 	s.mu.Unlock()
-	s.forgetTxn(ctx, x.id)
+	if stored {
+		s.forgetTxn(ctx, x.id)
+	}
 	if revoke && x.issued != nil {
 		s.revokeUnconfirmed(ctx, x, "the requester ended the transaction with an error")
 	}

@@ -80,7 +80,7 @@ func (s *Service) decodeTxn(ctx context.Context, id string, b []byte, expires ti
 		return nil, fmt.Errorf("transaction state: %w", err)
 	}
 	x := &txn{id: id, who: st.Who, bodyType: st.BodyType, label: st.Label, certReqID: st.CertReqID,
-		pendingID: st.PendingID, lastNonce: st.LastNonce, expires: expires,
+		pendingID: st.PendingID, lastNonce: st.LastNonce, expires: expires, stored: true,
 		creq: authority.CertRequest{Op: st.Op, Label: st.Label, RequestKey: st.RequestKey, RAVerified: st.RAVerified}}
 	switch {
 	case st.P10CR != nil:
