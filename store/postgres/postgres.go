@@ -285,8 +285,9 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 		issued = time.Now()
 	}
 	// Once started, finish: the caller must learn whether the certificate was recorded, and a
-	// cancelled context would leave that open.
-	ctx = context.WithoutCancel(ctx)
+	// cancelled context would leave that open. A database that does not answer still ends it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
 			label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
@@ -319,6 +320,9 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 		return nil
 	})
 }
+
+// recordTimeout bounds RecordIssued once it has started.
+const recordTimeout = time.Minute
 
 func nonNil(b []byte) []byte {
 	if b == nil {
