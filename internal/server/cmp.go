@@ -65,12 +65,14 @@ func (s *Server) registerCMP(ctx context.Context) error {
 
 	ann.svc = svc
 	// Events first, so that nothing revoked after the look at the store below is missed.
-	err = s.auth.Events(ctx, func(e authority.Event) { ann.event(ctx, e) })
-	switch {
-	case err == nil:
-		ann.events = true
-	case !errors.Is(err, authority.ErrNoEvents):
-		return fmt.Errorf("cmp announcements: %w", err)
+	// ann.events is set before the listener starts (its handler reads it) and cleared only
+	// when none started.
+	ann.events = true
+	if err := s.auth.Events(ctx, func(e authority.Event) { ann.event(ctx, e) }); err != nil {
+		ann.events = false
+		if !errors.Is(err, authority.ErrNoEvents) {
+			return fmt.Errorf("cmp announcements: %w", err)
+		}
 	}
 	// Revocations already in the store when the server starts are old news.
 	old, err := s.auth.RevokedSerials(ctx)
