@@ -57,6 +57,11 @@ var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path and migrates its schema.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	return open(ctx, path, opts, len(migrations))
+}
+
+// open migrates to schema version target (tests stop at earlier versions).
+func open(ctx context.Context, path string, opts Options, target int) (*Store, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
 	}
@@ -91,7 +96,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	db.SetConnMaxIdleTime(0)
 	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch),
 		stop: make(chan struct{}), exited: make(chan struct{})}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
@@ -263,7 +268,7 @@ var migrations = []string{
 // SchemaVersion is the schema version this build writes.
 const SchemaVersion = 4
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, target int) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
 		var v int
 		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
@@ -272,15 +277,15 @@ func (s *Store) migrate(ctx context.Context) error {
 		if v > len(migrations) {
 			return fmt.Errorf("database schema version %d is newer than this program (%d)", v, len(migrations))
 		}
-		for i := v; i < len(migrations); i++ {
+		for i := v; i < target; i++ {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
 			}
 			s.log.Info("store: migrated schema", "from", i, "to", i+1)
 		}
-		if v != len(migrations) {
+		if v < target {
 			// PRAGMA takes no bind parameters; the value is our own constant.
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", target)); err != nil {
 				return fmt.Errorf("set schema version: %w", err)
 			}
 		}
