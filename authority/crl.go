@@ -90,7 +90,7 @@ func (a *Authority) CRL(ctx context.Context) ([]byte, error) {
 	if a.crl.der != nil && sameEntries(entries, a.crl.entries) && now.Sub(a.crl.made) < a.crlMaxAge() && !now.Before(a.crl.made) {
 		return a.crl.der, nil
 	}
-	der, err := a.signCRL(ctx, entries, now)
+	der, entries, err := a.signCRL(ctx, now)
 	if err != nil {
 		return nil, err
 	}
@@ -111,11 +111,23 @@ func (a *Authority) invalidateCRL() {
 	a.crl.der, a.crl.entries = nil, nil
 }
 
-// signCRL signs a new CRL listing entries, with the next CRL number.
-func (a *Authority) signCRL(ctx context.Context, entries []store.RevokedEntry, now time.Time) ([]byte, error) {
+// signCRL signs a new CRL with the next CRL number, listing the revocations the store holds
+// once that number is taken; it returns the CRL and what it lists.
+//
+// The number is taken before the revoked certificates are read: several instances (or `coapca
+// ca` beside a server) sign CRLs from one store, and a CRL whose list was read before another
+// instance's revocation but numbered after that instance's CRL would be a higher-numbered CRL
+// that lists less. Taken first, a number is higher only than CRLs numbered before it, and its
+// list includes every revocation committed before then (RFC 5280 §5.2.3: the CRL number is
+// monotonically increasing, and a relying party takes the highest-numbered CRL as the latest).
+func (a *Authority) signCRL(ctx context.Context, now time.Time) ([]byte, []store.RevokedEntry, error) {
 	num, err := a.store.NextCounter(ctx, "crl-number")
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "cannot allocate a CRL number")
+		return nil, nil, errs.Wrap(errs.Internal, err, "cannot allocate a CRL number")
+	}
+	entries, err := a.store.RevokedCerts(ctx, a.issuerDN)
+	if err != nil {
+		return nil, nil, errs.Wrap(errs.Internal, err, "cannot list revoked certificates")
 	}
 	rl := &x509.RevocationList{
 		Number:     big.NewInt(num),
@@ -125,7 +137,7 @@ func (a *Authority) signCRL(ctx context.Context, entries []store.RevokedEntry, n
 	for _, e := range entries {
 		sn, ok := new(big.Int).SetString(e.Serial, 16)
 		if !ok {
-			return nil, errs.New(errs.Internal, "stored serial %q is not hex", e.Serial)
+			return nil, nil, errs.New(errs.Internal, "stored serial %q is not hex", e.Serial)
 		}
 		rl.RevokedCertificateEntries = append(rl.RevokedCertificateEntries, x509.RevocationListEntry{
 			SerialNumber: sn, RevocationTime: e.RevokedAt, ReasonCode: e.Reason,
@@ -133,7 +145,7 @@ func (a *Authority) signCRL(ctx context.Context, entries []store.RevokedEntry, n
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, rl, a.issuer, a.signer)
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "cannot sign the CRL")
+		return nil, nil, errs.Wrap(errs.Internal, err, "cannot sign the CRL")
 	}
-	return der, nil
+	return der, entries, nil
 }

@@ -291,6 +291,25 @@ func (a *Authority) DueUnconfirmed(ctx context.Context, now time.Time, limit int
 	return out, nil
 }
 
+// maxSequence bounds what ReserveSequence hands out: OSCORE sequence numbers end at 2^40-1
+// (RFC 8613 §7.2.1); the store's counters are int64.
+const maxSequence = 1<<40 - 1
+
+// ReserveSequence reserves n sender sequence numbers of the OSCORE context named name for
+// this process alone and returns the first (none below floor). Every instance sharing the
+// store gets disjoint blocks, so no nonce is used twice whichever instance answers
+// (RFC 8613 §7.2.1).
+func (a *Authority) ReserveSequence(ctx context.Context, name string, floor, n uint64) (uint64, error) {
+	if n == 0 || n > maxSequence || floor > maxSequence+1 {
+		return 0, errs.New(errs.BadRequest, "bad sequence number range (floor %d, %d numbers)", floor, n)
+	}
+	first, err := a.store.ReserveRange(ctx, "oscore-ssn:"+name, int64(floor), int64(n))
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "cannot reserve OSCORE sequence numbers of %s", name)
+	}
+	return uint64(first), nil
+}
+
 func certRecord(c *store.Cert) *CertRecord {
 	return &CertRecord{
 		Serial: c.Serial, Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, DER: c.DER,
@@ -329,3 +348,53 @@ func parseProtocol(s string) Protocol {
 // FormatSerial is the text form of a serial number in records and filters: lowercase hex
 // without leading zeros.
 func FormatSerial(n *big.Int) string { return store.FormatSerial(n) }
+
+// CMPTransaction is an open CMP transaction (RFC 9810 §5.1.1) as the store keeps it: State is
+// the CMP service's own encoding.
+type CMPTransaction struct {
+	ID      []byte
+	State   []byte
+	Expires time.Time
+}
+
+// PutCMPTransaction creates or replaces the open CMP transaction t.ID, so that its next
+// message (pollReq, certConf) can be answered by any instance sharing the store.
+func (a *Authority) PutCMPTransaction(ctx context.Context, t CMPTransaction) error {
+	if err := a.store.PutCMPTransaction(ctx, store.CMPTransaction{ID: t.ID, State: t.State, Expires: t.Expires}); err != nil {
+		return errs.Wrap(errs.Internal, err, "cannot record the CMP transaction")
+	}
+	return nil
+}
+
+// CMPTransaction returns the open CMP transaction id; errs.NotFound when there is none.
+func (a *Authority) CMPTransaction(ctx context.Context, id []byte) (*CMPTransaction, error) {
+	t, err := a.store.CMPTransaction(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errs.Wrap(errs.NotFound, err, "no open CMP transaction with this transactionID")
+	case err != nil:
+		return nil, errs.Wrap(errs.Internal, err, "cannot read the CMP transaction")
+	}
+	return &CMPTransaction{ID: t.ID, State: t.State, Expires: t.Expires}, nil
+}
+
+// DeleteCMPTransaction ends the CMP transaction id; errs.NotFound when there is none.
+func (a *Authority) DeleteCMPTransaction(ctx context.Context, id []byte) error {
+	err := a.store.DeleteCMPTransaction(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errs.Wrap(errs.NotFound, err, "no open CMP transaction with this transactionID")
+	case err != nil:
+		return errs.Wrap(errs.Internal, err, "cannot end the CMP transaction")
+	}
+	return nil
+}
+
+// DeleteExpiredCMPTransactions removes the CMP transactions that expired before now.
+func (a *Authority) DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error) {
+	n, err := a.store.DeleteExpiredCMPTransactions(ctx, now)
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "cannot remove expired CMP transactions")
+	}
+	return n, nil
+}

@@ -273,6 +273,18 @@ func (c *Context) nextSequence() (uint64, error) {
 	if c.ssn > MaxSequenceNumber {
 		return 0, newErr(KindSequenceExhausted, "sender sequence number %d exceeds 2^40-1 (§7.2.1)", c.ssn)
 	}
+	if al, ok := c.store.(SequenceAllocator); ok && c.ssn >= c.reserved {
+		// Shared by several processes: a block of our own (RFC 8613 §7.2.1, a nonce is never
+		// reused: no other process gets these numbers).
+		first, err := al.Allocate(c.gap)
+		if err != nil {
+			return 0, &Error{Kind: KindInternal, Err: fmt.Errorf("allocate sender sequence numbers: %w", err)}
+		}
+		if first > MaxSequenceNumber {
+			return 0, newErr(KindSequenceExhausted, "sender sequence number %d exceeds 2^40-1 (§7.2.1)", first)
+		}
+		c.ssn, c.reserved = first, min(first+c.gap, MaxSequenceNumber+1)
+	}
 	if c.ssn >= c.reserved {
 		limit := min(c.ssn+c.gap, MaxSequenceNumber+1)
 		if err := c.store.Reserve(limit); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -668,5 +669,54 @@ func TestExchangeUnprotectedError(t *testing.T) {
 	}
 	if KindOf(err) != KindNotProtected || KindOf(errors.New("x")) != KindInternal {
 		t.Fatal("KindOf")
+	}
+}
+
+// sharedAllocator is the database of several processes: blocks handed out in order.
+type sharedAllocator struct {
+	mu   sync.Mutex
+	next uint64
+}
+
+func (a *sharedAllocator) Load() (uint64, error) { return 0, nil }
+func (a *sharedAllocator) Reserve(uint64) error  { return errors.New("Reserve called on an allocator") }
+func (a *sharedAllocator) Allocate(n uint64) (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	first := a.next
+	a.next += n
+	return first, nil
+}
+
+// TestTwoProcessesOneContext: two server instances hold the same pre-shared context and send
+// with it in turns. With a store that only records a limit, both would start at the same
+// number and reuse nonces (RFC 8613 §7.2.1); with a SequenceAllocator each sends only from
+// blocks of its own, so no Partial IV appears twice, also across a "restart" of one of them.
+func TestTwoProcessesOneContext(t *testing.T) {
+	shared := &sharedAllocator{}
+	mk := func() *Context {
+		cli, _ := pair(t, func(c, s *Params) { c.SequenceStore = shared; c.SequenceGap = 5 })
+		return cli
+	}
+	procs := []*Context{mk(), mk()}
+	seen := map[uint64]int{}
+	for i := range 40 {
+		if i == 23 {
+			procs[1] = mk() // instance 1 restarts
+		}
+		p := i % 2
+		if i%7 == 0 {
+			p = 0 // uneven turns
+		}
+		prot, _, err := procs[p].ProtectRequest(get("p"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ov, _ := ParseMessage(prot)
+		seq := decodePIV(ov.PartialIV)
+		if prev, dup := seen[seq]; dup {
+			t.Fatalf("instance %d reused sequence number %d (sent before by instance %d): nonce reuse", p, seq, prev)
+		}
+		seen[seq] = p
 	}
 }

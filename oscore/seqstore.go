@@ -26,6 +26,18 @@ type SequenceStore interface {
 	Reserve(limit uint64) error
 }
 
+// SequenceAllocator is a SequenceStore shared by several processes that hold the same context
+// (several server instances answering for one pre-shared context): a limit each of them
+// reserves would overlap the others', so each takes whole blocks for itself instead. When the
+// Context's store implements it, the Context calls Allocate(K) whenever its block is used up and
+// continues at the block's first number; Load and Reserve are not used.
+type SequenceAllocator interface {
+	SequenceStore
+	// Allocate durably reserves n consecutive sequence numbers for this caller alone (no other
+	// caller, in this or another process, ever gets any of them) and returns the first.
+	Allocate(n uint64) (first uint64, err error)
+}
+
 // MemorySequenceStore keeps the limit in memory: enough for contexts that never outlive the
 // process (EDHOC-derived ones), and for tests that simulate a restart by sharing the store.
 type MemorySequenceStore struct {

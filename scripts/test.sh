@@ -27,6 +27,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v pki >/dev/null || need+=(strongswan-pki)
 [ -f /usr/lib/ipsec/plugins/libstrongswan-curl.so ] || need+=(libstrongswan-extra-plugins)
 command -v javac >/dev/null || need+=(default-jdk-headless)
+# PostgreSQL for store/postgres and the several-instances test (a throwaway cluster below).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 for j in bcprov bcpkix bcutil bctls; do
 	[ -f /usr/share/java/$j.jar ] || need+=(lib$j-java)
 done
@@ -36,6 +38,46 @@ if [ ${#need[@]} -gt 0 ]; then
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Everything started or created below is removed at exit.
+cleanup_files=()
+pg_dir=""
+cleanup() {
+	if [ -n "$pg_dir" ]; then
+		$pg_as "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+		rm -rf "$pg_dir"
+	fi
+	[ ${#cleanup_files[@]} -eq 0 ] || rm -f "${cleanup_files[@]}"
+}
+trap cleanup EXIT
+
+# --- a throwaway PostgreSQL cluster -------------------------------------------------------------
+# The PostgreSQL tests (store/postgres, internal/server) read its DSN from COAPCA_TEST_POSTGRES;
+# they fail under CI=true without one. initdb refuses root, so as root the cluster runs as the
+# unprivileged postgres user. It listens only on a Unix socket in its own temp directory: no
+# port to collide with another run.
+if [ -z "${COAPCA_TEST_POSTGRES:-}" ]; then
+	step "starting a throwaway PostgreSQL cluster"
+	pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+	pg_as=""
+	pg_dir=$(mktemp -d)
+	if [ "$(id -u)" -eq 0 ]; then
+		pg_as="runuser -u postgres --"
+		chown postgres "$pg_dir"
+	fi
+	chmod 0755 "$pg_dir"
+	if ! test -c /dev/null; then
+		echo "/dev/null is not the null device (a test replaced it?); as root: rm -f /dev/null && mknod -m 666 /dev/null c 1 3"
+		exit 1
+	fi
+	$pg_as "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U coapca >"$pg_dir/initdb.log" 2>&1 ||
+		{ cat "$pg_dir/initdb.log"; exit 1; }
+	$pg_as "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+		-o "-k $pg_dir -c listen_addresses='' -c max_connections=300 -c fsync=off" start >/dev/null ||
+		{ cat "$pg_dir/log"; exit 1; }
+	export COAPCA_TEST_POSTGRES="postgres://coapca@/postgres?host=$pg_dir&port=5432"
+	echo "COAPCA_TEST_POSTGRES=$COAPCA_TEST_POSTGRES"
 fi
 
 # --- static checks ----------------------------------------------------------------------------
@@ -54,7 +96,7 @@ go tool staticcheck ./...
 # --- tests ------------------------------------------------------------------------------------
 step "go test (unit, loopback integration, interop with libcoap and openssl)"
 gotest_log=$(mktemp)
-trap 'rm -f "$gotest_log"' EXIT
+cleanup_files+=("$gotest_log")
 # A test that fails by chance is fixed, never retried: one failure fails the run.
 if ! go test -count=1 -timeout 20m ./... 2>&1 | tee "$gotest_log"; then
 	echo "go test failed"
@@ -65,7 +107,7 @@ failed=0 # any failure has ended the script above
 
 step "go test -race -short (the same tests under the race detector; -short skips the slow loss test)"
 race_log=$(mktemp)
-trap 'rm -f "$gotest_log" "$race_log"' EXIT
+cleanup_files+=("$race_log")
 if ! go test -race -short -count=1 -timeout 20m ./... >"$race_log" 2>&1; then
 	cat "$race_log"
 	echo "the race-detector pass failed"
@@ -77,7 +119,7 @@ echo "race detector: $(grep -c '^ok ' "$race_log") packages clean"
 step "fuzz smoke: every fuzz target for $FUZZTIME"
 fuzzed=0
 fuzz_log=$(mktemp)
-trap 'rm -f "$gotest_log" "$race_log" "$fuzz_log"' EXIT
+cleanup_files+=("$fuzz_log")
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue

@@ -1,9 +1,10 @@
 // Package store defines what the authority keeps: issued certificates, pending (manually
 // approved) requests, CMP certificates awaiting confirmation, key package receipts and errors
-// (RFC 8295 §8.2), and counters such as the CRL number.
+// (RFC 8295 §8.2), and counters such as the CRL number and reserved OSCORE sequence numbers.
 //
-// Store is an interface; store/sqlite is the embedded default and a PostgreSQL implementation
-// can follow. Every implementation must pass the conformance suite in store/storetest.
+// Store is an interface; store/sqlite is the embedded default and store/postgres the back end
+// that several server instances share. Every implementation must pass the conformance suite
+// in store/storetest.
 //
 // The guarantees every implementation gives (DESIGN.md, "the store"):
 //   - a certificate is recorded in one transaction together with the pending request it
@@ -113,6 +114,15 @@ type Unconfirmed struct {
 	TransactionID []byte // the CMP transaction that issued it
 	Deadline      time.Time
 	CreatedAt     time.Time
+}
+
+// CMPTransaction is an open CMP transaction (RFC 9810 §5.1.1): an enrollment waiting for
+// approval (pollReq) or for certConf. Kept in the store so that its next message may reach any
+// server instance, or the same one after a restart.
+type CMPTransaction struct {
+	ID      []byte // the transactionID
+	State   []byte // the CMP service's encoding of what it needs to continue
+	Expires time.Time
 }
 
 // KeyPackageReturn is a key package receipt or error (RFC 7191) that a client returned for a
@@ -270,6 +280,16 @@ type Store interface {
 	// before now, earliest deadline first.
 	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]Unconfirmed, error)
 
+	// PutCMPTransaction creates or replaces the open CMP transaction t.ID.
+	PutCMPTransaction(ctx context.Context, t CMPTransaction) error
+	// CMPTransaction returns the open CMP transaction with that ID (ErrNotFound).
+	CMPTransaction(ctx context.Context, id []byte) (*CMPTransaction, error)
+	// DeleteCMPTransaction removes the transaction (ErrNotFound when there is none).
+	DeleteCMPTransaction(ctx context.Context, id []byte) error
+	// DeleteExpiredCMPTransactions removes the transactions that expired before now and
+	// returns how many.
+	DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error)
+
 	// AddKeyPackageReturn records a key package receipt or error; the store sets ID, and
 	// ReceivedAt when it is zero.
 	AddKeyPackageReturn(ctx context.Context, r *KeyPackageReturn) error
@@ -293,9 +313,34 @@ type Store interface {
 	// NextCounter atomically increments the named counter and returns its new value
 	// (the first call returns 1). Used for CRL numbers (RFC 5280 §5.2.3: monotonically increasing).
 	NextCounter(ctx context.Context, name string) (int64, error)
+	// ReserveRange atomically reserves n (> 0) consecutive values of the named counter for
+	// the caller alone and returns the first; no value below floor is handed out (a floor
+	// above the counter moves it up). Reservations are durable and never overlap, whichever
+	// process makes them: OSCORE sender sequence numbers of a context that several instances
+	// share (RFC 8613 §7.2.1: a nonce is never reused). It shares NextCounter's names: a name is
+	// used by one of the two only.
+	ReserveRange(ctx context.Context, name string, floor, n int64) (first int64, err error)
 
 	Close() error
 }
+
+// Notifier is implemented by stores that several processes share and that can tell every one
+// of them about an event at once (PostgreSQL LISTEN/NOTIFY): CMP announcements reach the
+// observers of every server instance without polling. RevokeCert of such a store notifies
+// EventRevoked+" "+serial itself, in the revocation's transaction.
+type Notifier interface {
+	// Notify delivers event (at most 7999 bytes) to every Listen on the database, this
+	// process's included.
+	Notify(ctx context.Context, event string) error
+	// Listen calls fn with every event notified on the database, from one goroutine, in order,
+	// until ctx ends or the store is closed. It returns once listening is in effect: every event
+	// notified after Listen returned reaches fn. When the connection is lost, it listens again
+	// and then calls fn(""): events may have been missed in between.
+	Listen(ctx context.Context, fn func(event string)) error
+}
+
+// EventRevoked starts the event a Notifier's RevokeCert sends: "revoked SERIAL".
+const EventRevoked = "revoked"
 
 // FormatSerial is the canonical text form of a serial number: lowercase hex, no leading zeros.
 func FormatSerial(n *big.Int) string { return n.Text(16) }

@@ -54,7 +54,7 @@ func (s *Service) enroll(ctx context.Context, ses *session, b *cmp.CertReqMessag
 	if err != nil {
 		return nil, err
 	}
-	x, err := s.newTxn(ses, b.BodyType)
+	x, err := s.newTxn(ctx, ses, b.BodyType)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (s *Service) p10cr(ctx context.Context, ses *session, b *cmp.P10CR) (cmp.Bo
 	if err := b.CSR.CheckSignature(); err != nil {
 		return nil, cmp.WithFailInfo(errs.Wrap(errs.BadRequest, err, "the PKCS#10 signature does not verify"), cmp.FailBadPOP)
 	}
-	x, err := s.newTxn(ses, cmp.TypeP10CR)
+	x, err := s.newTxn(ctx, ses, cmp.TypeP10CR)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func parseSAN(der []byte, csr *x509.CertificateRequest) error {
 // issue asks the authority for the certificate of x and builds the ip/cp/kup (or waiting).
 func (s *Service) issue(ctx context.Context, ses *session, x *txn) (cmp.Body, error) {
 	keep := false
-	defer func() { s.release(x, keep) }()
+	defer func() { s.release(ctx, x, keep) }()
 	rep := &cmp.CertRepMessage{BodyType: repType(x.bodyType)}
 	iss, err := s.auth.Issue(ctx, x.creq)
 	if err != nil {
@@ -271,21 +271,21 @@ func (s *Service) accepted(x *txn) {
 // pollReq answers a poll for a waiting request (RFC 9483 §4.4): pollRep while the authority's
 // request is pending, else the original response type with the certificate or the rejection.
 func (s *Service) pollReq(ctx context.Context, ses *session, b *cmp.PollReqContent) (cmp.Body, error) {
-	x, err := s.followUp(ses)
+	x, err := s.followUp(ctx, ses)
 	if err != nil {
 		return nil, err
 	}
 	if x.pendingID == "" || x.issued != nil {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "pollReq for a transaction that is not waiting"), cmp.FailBadRequest)
 	}
 	if len(b.CertReqIDs) != 1 || (b.CertReqIDs[0] != x.certReqID && !(x.certReqID == -1 && b.CertReqIDs[0] == 0)) {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "pollReq names an unknown certReqId"), cmp.FailBadCertID)
 	}
 	p, err := s.auth.PendingRequest(ctx, x.pendingID)
 	if err == nil && p.Status == authority.StatusPending {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		prof, _ := s.auth.Profile(x.label)
 		after := int64(30)
 		if prof != nil && prof.RetryAfter > 0 {
@@ -302,30 +302,30 @@ func (s *Service) pollReq(ctx context.Context, ses *session, b *cmp.PollReqConte
 // certConf verifies the confirmation (RFC 9483 §4.1.1, RFC 9810 §5.3.18): the certHash must
 // match the issued certificate before it counts as accepted; a rejection revokes it.
 func (s *Service) certConf(ctx context.Context, ses *session, b *cmp.CertConfirmContent) (cmp.Body, error) {
-	x, err := s.followUp(ses)
+	x, err := s.followUp(ctx, ses)
 	if err != nil {
 		return nil, err
 	}
 	if x.issued == nil {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "certConf before a certificate was issued"), cmp.FailBadRequest)
 	}
 	if len(b.Statuses) != 1 {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "certConf must confirm exactly one certificate"), cmp.FailBadRequest)
 	}
 	st := b.Statuses[0]
 	if st.CertReqID != x.certReqID && !(x.certReqID == -1 && st.CertReqID == 0) {
-		s.release(x, true)
+		s.release(ctx, x, true)
 		return nil, cmp.WithFailInfo(errs.New(errs.BadRequest, "certConf for certReqId %d, issued %d", st.CertReqID, x.certReqID), cmp.FailBadCertID)
 	}
 	if err := st.Verify(x.issued.Cert); err != nil {
 		// The transaction is over: the certificate was not confirmed.
-		s.release(x, false)
+		s.release(ctx, x, false)
 		s.revokeUnconfirmed(ctx, x, "certConf certHash mismatch")
 		return nil, err
 	}
-	s.release(x, false)
+	s.release(ctx, x, false)
 	if !st.Accepted() {
 		s.revokeUnconfirmed(ctx, x, "rejected by the requester in certConf: "+st.StatusInfo.String())
 		return &cmp.PKIConf{}, nil

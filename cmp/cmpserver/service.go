@@ -78,6 +78,18 @@ type ConfirmStore interface {
 	DueUnconfirmed(ctx context.Context, now time.Time, limit int) ([]authority.Unconfirmed, error)
 }
 
+// TxnStore keeps the open transactions where every server instance sharing the store finds
+// them (*authority.Authority implements it): the pollReq and certConf of a transaction may reach
+// another instance than its first message, or the same one after a restart.
+// CMPTransaction and DeleteCMPTransaction fail with an error of kind errs.NotFound when there is
+// no such transaction.
+type TxnStore interface {
+	PutCMPTransaction(ctx context.Context, t authority.CMPTransaction) error
+	CMPTransaction(ctx context.Context, id []byte) (*authority.CMPTransaction, error)
+	DeleteCMPTransaction(ctx context.Context, id []byte) error
+	DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error)
+}
+
 // DefaultMessageTimeTolerance is the default of Options.MessageTimeTolerance.
 const DefaultMessageTimeTolerance = 5 * time.Minute
 
@@ -108,6 +120,10 @@ type Options struct {
 	// Confirmations keeps the certificates waiting for certConf; nil keeps them in memory
 	// only (then a restart forgets them: production wiring passes the authority).
 	Confirmations ConfirmStore
+	// Transactions keeps the open transactions; nil keeps them in this process only (then
+	// another instance, or this one after a restart, does not know them: production wiring
+	// passes the authority).
+	Transactions TxnStore
 	// Announce receives every announcement (RFC 9482 §2.6) as a signed PKIMessage, with the
 	// profile label it concerns ("" = all). nil = no announcements.
 	Announce func(der []byte, body cmp.BodyType, label string)
@@ -203,12 +219,16 @@ type txn struct {
 	lastNonce []byte
 	expires   time.Time
 	busy      bool
+	stored    bool // in the transaction store (Options.Transactions)
 }
 
 // New returns the CMP service of auth.
 func New(auth Authority, opts Options) (*Service, error) {
 	if opts.Signer == nil || opts.Cert == nil {
 		return nil, errors.New("cmpserver: the CMP signer (Signer, Cert) is required")
+	}
+	if opts.Transactions != nil && opts.Confirmations == nil {
+		return nil, errors.New("cmpserver: a transaction store (Transactions) needs the confirmation store (Confirmations)")
 	}
 	if opts.ConfirmWait <= 0 {
 		opts.ConfirmWait = 5 * time.Minute
@@ -283,7 +303,7 @@ func (s *Service) handle(ctx context.Context, r *Request) *Response {
 		rsp.BodyType = bt
 		return rsp
 	}
-	s.noteNonce(req.Header.TransactionID, nonce)
+	s.noteNonce(ctx, req.Header.TransactionID, nonce)
 	return &Response{Body: der, BodyType: bt, Result: result(body)}
 }
 
@@ -378,7 +398,7 @@ func (s *Service) dispatch(ctx context.Context, ses *session) (cmp.Body, error) 
 	if err := s.precheckProtection(ses); err != nil {
 		return nil, err
 	}
-	if err := s.precheckTransaction(ses); err != nil {
+	if err := s.precheckTransaction(ctx, ses); err != nil {
 		return nil, err
 	}
 	if err := s.authenticate(ses); err != nil {
@@ -487,8 +507,11 @@ func (s *Service) precheckProtection(ses *session) error {
 // first message must bring an unused transactionID (RFC 9810 §5.1.1), a certConf or pollReq
 // must continue an open, unexpired transaction with recipNonce = our last senderNonce
 // (RFC 9483 §3.5). followUp and newTxn check again, with the requester's identity.
-func (s *Service) precheckTransaction(ses *session) error {
+func (s *Service) precheckTransaction(ctx context.Context, ses *session) error {
 	h := &ses.req.Header
+	if _, err := s.loadTxn(ctx, string(h.TransactionID)); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x, ok := s.txns[string(h.TransactionID)]
@@ -557,9 +580,13 @@ func (s *Service) authenticate(ses *session) error {
 	return nil
 }
 
-// newTxn registers a new transaction (RFC 9810 §5.1.1: a transactionID in use is refused).
-func (s *Service) newTxn(ses *session, t cmp.BodyType) (*txn, error) {
+// newTxn registers a new transaction (RFC 9810 §5.1.1: a transactionID in use is refused,
+// also when another instance holds it).
+func (s *Service) newTxn(ctx context.Context, ses *session, t cmp.BodyType) (*txn, error) {
 	id := string(ses.req.Header.TransactionID)
+	if _, err := s.loadTxn(ctx, id); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.txns[id]; ok {
@@ -576,8 +603,11 @@ func (s *Service) newTxn(ses *session, t cmp.BodyType) (*txn, error) {
 
 // followUp finds the open transaction of a certConf or pollReq and checks that the same
 // requester sends it with recipNonce = our last senderNonce (RFC 9483 §3.5).
-func (s *Service) followUp(ses *session) (*txn, error) {
+func (s *Service) followUp(ctx context.Context, ses *session) (*txn, error) {
 	h := &ses.req.Header
+	if _, err := s.loadTxn(ctx, string(h.TransactionID)); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x, ok := s.txns[string(h.TransactionID)]
@@ -598,27 +628,58 @@ func (s *Service) followUp(ses *session) (*txn, error) {
 	return x, nil
 }
 
-// release ends the handling of x: it stays open (keep) or is removed.
-func (s *Service) release(x *txn, keep bool) {
+// release ends the handling of x: it stays open (keep) or is removed. A kept transaction
+// reaches the transaction store with the nonce of the answer (noteNonce).
+func (s *Service) release(ctx context.Context, x *txn, keep bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	x.busy = false
 	if !keep {
 		delete(s.txns, x.id)
 	}
+	stored := x.stored
+	s.mu.Unlock()
+	if !keep && stored {
+		s.forgetTxn(ctx, x.id)
+	}
 }
 
-func (s *Service) noteNonce(id, nonce []byte) {
+// noteNonce records the senderNonce of our answer in transaction id (the next message's
+// recipNonce, RFC 9483 §3.5) and saves the open transaction to the transaction store.
+func (s *Service) noteNonce(ctx context.Context, id, nonce []byte) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if x, ok := s.txns[string(id)]; ok {
-		x.lastNonce = nonce
+	x, ok := s.txns[string(id)]
+	if !ok || x.busy {
+		s.mu.Unlock()
+		return
+	}
+	x.lastNonce = nonce
+	st, err := x.encode()
+	exp := x.expires
+	s.mu.Unlock()
+	if s.opts.Transactions == nil {
+		return
+	}
+	if err == nil {
+		err = s.opts.Transactions.PutCMPTransaction(ctx, authority.CMPTransaction{ID: id, State: st, Expires: exp})
+	}
+	if err == nil {
+		s.mu.Lock()
+		x.stored = true
+		s.mu.Unlock()
+	}
+	if err != nil {
+		// The transaction stays open here; another instance will not know it.
+		s.log.Error("cmp: cannot save the open transaction", "transaction", hex.EncodeToString(id), "err", err)
 	}
 }
 
 // dropTxn removes the transaction id of requester who; with revoke, a certificate issued in
 // it and not yet confirmed is revoked.
 func (s *Service) dropTxn(ctx context.Context, id []byte, who string, revoke bool) {
+	if _, err := s.loadTxn(ctx, string(id)); err != nil {
+		s.log.Error("cmp: cannot end the transaction", "transaction", hex.EncodeToString(id), "err", err)
+		return
+	}
 	s.mu.Lock()
 	x, ok := s.txns[string(id)]
 	if !ok || x.who != who || x.busy {
@@ -626,7 +687,11 @@ func (s *Service) dropTxn(ctx context.Context, id []byte, who string, revoke boo
 		return
 	}
 	delete(s.txns, x.id)
+	stored := x.stored
 	s.mu.Unlock()
+	if stored {
+		s.forgetTxn(ctx, x.id)
+	}
 	if revoke && x.issued != nil {
 		s.revokeUnconfirmed(ctx, x, "the requester ended the transaction with an error")
 	}
@@ -654,12 +719,21 @@ func (s *Service) sweepAt(ctx context.Context, force bool) {
 	}
 	s.mu.Unlock()
 	for _, x := range expired {
-		if x.issued != nil {
+		// With a transaction store, another instance may have continued the transaction and
+		// confirmed the certificate: this copy is stale, and the confirmation store decides
+		// (sweepStore below).
+		if x.issued != nil && s.opts.Transactions == nil {
 			s.revokeUnconfirmed(ctx, x, "no certConf within confirmWaitTime")
 		}
 	}
 	if _, err := s.sweepStore(ctx, now); err != nil {
 		s.log.Error("cmp: cannot revoke unconfirmed certificates from the store", "err", err)
+	}
+	if s.opts.Transactions != nil {
+		// Their unconfirmed certificates are the confirmation store's (sweepStore).
+		if _, err := s.opts.Transactions.DeleteExpiredCMPTransactions(ctx, now); err != nil {
+			s.log.Error("cmp: cannot remove expired transactions from the store", "err", err)
+		}
 	}
 }
 

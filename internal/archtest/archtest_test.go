@@ -63,10 +63,11 @@ var layers = map[string]layer{
 	"cmp":              layerProtocol, // the CMP codec: PKIMessage ASN.1 and protection
 	"est/cms":          layerProtocol, // CMS for server-generated keys, an EST wire format
 
-	"store":           layerStore,
-	"store/sqlite":    layerStore,
-	"store/postgres":  layerStore,
-	"store/storetest": layerStore, // the conformance suite of the back ends
+	"store":                 layerStore,
+	"store/sqlite":          layerStore,
+	"store/postgres":        layerStore,
+	"store/postgres/pgtest": layerStore, // a fresh database per test on the cluster of COAPCA_TEST_POSTGRES
+	"store/storetest":       layerStore, // the conformance suite of the back ends
 
 	"authority": layerAuthority,
 

@@ -47,7 +47,7 @@ Commands:
                        --terse for terse responses
   tamp list            queued TAMP messages and, per client, fetched / confirm / error
 
-Common flags: --data DIR (default ./coapca-data), --config FILE
+Common flags: --data DIR (default ./coapca-data), --config FILE, --store sqlite|postgres://…
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,6 +58,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ca "+cmd, "coapca ca "+cmd+" [flags] [ARGS]", "See 'coapca ca help'.", stderr)
 	dataDir := fs.String("data", "", "data directory (default ./coapca-data, or the config's)")
 	cfgPath := fs.String("config", "", "YAML configuration file")
+	storeFlag := fs.String("store", "", storeFlagHelp)
 	var (
 		subject = fs.String("subject", "", "list: only subjects containing this text")
 		label   = fs.String("label", "", "list: only this profile label")
@@ -89,6 +90,9 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := loadConfig(*cfgPath, *dataDir)
 	if err != nil {
+		return err
+	}
+	if err := applyStoreFlag(&cfg, *storeFlag); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, "warn")

@@ -136,6 +136,23 @@ func loadConfig(path, data string) (config.Config, error) {
 	return cfg, nil
 }
 
+// storeFlagHelp documents --store of serve and ca.
+const storeFlagHelp = "database: \"sqlite\" (DATA/coapca.db) or a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=… (overrides the config's store)"
+
+// applyStoreFlag applies --store over the configuration's store section.
+func applyStoreFlag(cfg *config.Config, v string) error {
+	switch {
+	case v == "":
+	case v == config.DriverSQLite:
+		cfg.Store = config.Store{Driver: config.DriverSQLite}
+	case strings.HasPrefix(v, "postgres://") || strings.HasPrefix(v, "postgresql://"):
+		cfg.Store = config.Store{Driver: config.DriverPostgres, DSN: v}
+	default:
+		return usagef("--store takes \"sqlite\" or a postgres:// URL, not %q", v)
+	}
+	return nil
+}
+
 // subcommand picks the command of `coapca GROUP COMMAND …`: help (or nothing) prints usage;
 // an unknown command is a usage error. It returns "" when the caller should return err as is.
 func subcommand(group string, args []string, usage string, stdout io.Writer, valid ...string) (string, error) {

@@ -33,6 +33,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar-cmp.md)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
+	storeFlag := fs.String("store", "", storeFlagHelp)
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -44,6 +45,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg, err := loadConfig(*cfgPath, *dataDir)
 	if err != nil {
+		return err
+	}
+	if err := applyStoreFlag(&cfg, *storeFlag); err != nil {
 		return err
 	}
 	for _, o := range []struct {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -17,6 +18,9 @@ import (
 type Config struct {
 	// Data is the data directory (CA keys, certificates, database). Default ./coapca-data.
 	Data string `yaml:"data"`
+	// Store selects the database: SQLite in the data directory (default) or PostgreSQL, which
+	// several instances can share.
+	Store Store `yaml:"store"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
 	// Listen holds the listener addresses; an empty address disables that listener.
@@ -54,6 +58,60 @@ type Config struct {
 
 // DefaultShutdownTimeout is ShutdownTimeout's default.
 const DefaultShutdownTimeout = 30 * time.Second
+
+// Store selects the database back end.
+type Store struct {
+	// Driver is sqlite (default: DATA/coapca.db) or postgres.
+	Driver string `yaml:"driver"`
+	// DSN is the PostgreSQL connection string (postgres://user@host:port/db?sslmode=… or
+	// key=value), for driver postgres. Also `--store postgres://…`.
+	DSN string `yaml:"dsn"`
+	// DSNFile is a file holding the DSN instead (it may carry a password); for driver postgres.
+	DSNFile string `yaml:"dsn_file"`
+}
+
+// Store drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Validate checks the choice of back end without connecting or reading DSNFile.
+func (s Store) Validate() error {
+	switch s.Driver {
+	case "", DriverSQLite:
+		if s.DSN != "" || s.DSNFile != "" {
+			return fmt.Errorf("config: store.dsn and store.dsn_file are for driver postgres; driver sqlite keeps its database in the data directory")
+		}
+	case DriverPostgres:
+		if (s.DSN == "") == (s.DSNFile == "") {
+			return fmt.Errorf("config: store driver postgres needs exactly one of store.dsn and store.dsn_file")
+		}
+	default:
+		return fmt.Errorf("config: store.driver %q is not sqlite or postgres", s.Driver)
+	}
+	return nil
+}
+
+// PostgresDSN returns the DSN of driver postgres, read from DSNFile when that is set (one line;
+// surrounding white space ignored).
+func (s Store) PostgresDSN() (string, error) {
+	if err := s.Validate(); err != nil {
+		return "", err
+	}
+	if s.DSN != "" {
+		return s.DSN, nil
+	}
+	b, err := os.ReadFile(s.DSNFile)
+	if err != nil {
+		return "", fmt.Errorf("config: store.dsn_file: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" {
+		return "", fmt.Errorf("config: store.dsn_file %s is empty", s.DSNFile)
+	}
+	return dsn, nil
+}
 
 // EST tunes the EST service.
 type EST struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"coapca/internal/config"
 	"coapca/internal/datadir"
 	"coapca/kms"
+	"coapca/store/postgres"
 	"coapca/store/sqlite"
 )
 
@@ -20,7 +22,7 @@ import (
 type House struct {
 	cfg   config.Config
 	data  *datadir.Data
-	store *sqlite.Store
+	store io.Closer // the store.Store of auth (the composition root does not import store)
 	auth  *authority.Authority
 	// demo is true when the demo manufacturer CA and the demo CMP secret are live: the
 	// configuration defines neither trust stores nor MAC secrets.
@@ -42,6 +44,16 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if err != nil {
 		return nil, err
 	}
+	// The store's configuration is checked (and a DSN file read) before the data directory is
+	// created or changed.
+	var dsn string
+	if cfg.Store.Driver == config.DriverPostgres {
+		if dsn, err = cfg.Store.PostgresDSN(); err != nil {
+			return nil, err
+		}
+	} else if err := cfg.Store.Validate(); err != nil {
+		return nil, err
+	}
 	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
@@ -57,11 +69,12 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 		lock.Unlock()
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	st, err := sqlite.Open(ctx, data.Paths.DB, sqlite.Options{Logger: log})
-	if err != nil {
+	aopts := authority.Options{Chain: data.IssuingChain(), Logger: log}
+	if err := openStore(ctx, cfg.Store.Driver, dsn, data.Paths.DB, log, &aopts); err != nil {
 		lock.Unlock()
 		return nil, err
 	}
+	st := aopts.Store
 	h := &House{cfg: cfg, data: data, store: st, lock: lock}
 	acfg := cfg.Authority
 	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
@@ -88,14 +101,31 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 		h.Close()
 		return nil, fmt.Errorf("issuing key: %w", err)
 	}
-	h.auth, err = authority.New(policy, authority.Options{
-		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log,
-	})
+	aopts.Signer = signer
+	h.auth, err = authority.New(policy, aopts)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	return h, nil
+}
+
+// openStore opens the configured back end into opts.Store: PostgreSQL at dsn, or SQLite at path.
+func openStore(ctx context.Context, driver, dsn, path string, log *slog.Logger, opts *authority.Options) error {
+	if driver == config.DriverPostgres {
+		st, err := postgres.Open(ctx, dsn, postgres.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		opts.Store = st
+		return nil
+	}
+	st, err := sqlite.Open(ctx, path, sqlite.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	opts.Store = st
+	return nil
 }
 
 // Data is the data directory: the CA, the server's certificates, the demo credentials.

@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"coapca/authority"
 	"coapca/coap/oscorelayer"
 	"coapca/edhoc"
 	"coapca/est/estcoap"
@@ -95,7 +98,7 @@ func LoadOSCOREContext(path string) (*OSCOREContextFile, oscore.Params, error) {
 // Sender Sequence Number is persisted under DATA/oscore/ and its replay window starts
 // unsynchronized, so after a restart the first request is answered with an Echo challenge
 // (RFC 8613 Appendix B.1.2, RFC 9175).
-func (s *Server) registerOSCORE(_ context.Context, files []string) error {
+func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 	srvCert := s.data.ServerCertificate()
 	chain := make([]*x509.Certificate, 0, len(srvCert.Certificate))
 	for _, der := range srvCert.Certificate {
@@ -128,14 +131,17 @@ func (s *Server) registerOSCORE(_ context.Context, files []string) error {
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(seqDir, 0o700); err != nil {
-			return fmt.Errorf("oscore sequence numbers: %w", err)
+		// One sequence per context (Sender ID, Recipient ID, ID Context): contexts never share
+		// a reservation, so none can roll another's back. The blocks are reserved in the store,
+		// which every instance shares: each instance sends from blocks of its own (RFC 8613
+		// §7.2.1: a nonce is never reused, whichever instance answers). A sequence file of an
+		// earlier version, which kept the limit in the data directory, is the floor.
+		name := hex.EncodeToString(p.SenderID) + "_" + hex.EncodeToString(p.RecipientID) + "_" + hex.EncodeToString(p.IDContext)
+		floor, err := oscore.NewFileSequenceStore(filepath.Join(seqDir, "ssn-"+name), 0).Load()
+		if err != nil {
+			return fmt.Errorf("oscore context %s: %w", path, err)
 		}
-		// One sequence file per context (Sender ID, Recipient ID, ID Context): contexts never
-		// share a reservation, so none can roll another's back.
-		seqFile := filepath.Join(seqDir, "ssn-"+hex.EncodeToString(p.SenderID)+"_"+hex.EncodeToString(p.RecipientID)+
-			"_"+hex.EncodeToString(p.IDContext))
-		p.SequenceStore = oscore.NewFileSequenceStore(seqFile, 0)
+		p.SequenceStore = &sequenceBlocks{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name, floor: floor}
 		p.ReplayWindowUnsynchronized = true
 		p.Logger = s.log
 		c, err := oscore.NewContext(p)
@@ -152,4 +158,29 @@ func (s *Server) registerOSCORE(_ context.Context, files []string) error {
 	s.plainMux.Handle(layer.EDHOCResource())
 	s.plainMux.SetLayer(layer)
 	return nil
+}
+
+// sequenceBlocks reserves the Sender Sequence Numbers of a pre-shared OSCORE context in blocks
+// from the store (oscore.SequenceAllocator), so that several instances sharing the store and
+// the context never send with the same number (RFC 8613 §7.2.1, Appendix B.1.1).
+type sequenceBlocks struct {
+	ctx   context.Context
+	auth  *authority.Authority
+	name  string
+	floor uint64 // no number below it: the limit a sequence file of an earlier version holds
+}
+
+// sequenceTimeout bounds one reservation: a request waiting on an unreachable database fails.
+const sequenceTimeout = 10 * time.Second
+
+func (b *sequenceBlocks) Load() (uint64, error) { return b.floor, nil }
+
+func (b *sequenceBlocks) Reserve(uint64) error {
+	return errors.New("server: OSCORE sequence numbers are allocated in blocks, not reserved up to a limit")
+}
+
+func (b *sequenceBlocks) Allocate(n uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, sequenceTimeout)
+	defer cancel()
+	return b.auth.ReserveSequence(ctx, b.name, b.floor, n)
 }

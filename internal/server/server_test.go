@@ -149,3 +149,38 @@ func TestConnectHost(t *testing.T) {
 		})
 	}
 }
+
+// TestStartRefusesBadStore: a mistaken store section (a typo in the driver, a DSN for SQLite,
+// an unreadable DSN file, a DSN that is no connection string) is refused before the first
+// start creates a data directory with new CA keys.
+func TestStartRefusesBadStore(t *testing.T) {
+	tests := []struct {
+		name    string
+		store   config.Store
+		wantErr string
+	}{
+		{"driver typo", config.Store{Driver: "postgress", DSN: "postgres://x@127.0.0.1/x"}, "postgress"},
+		{"dsn for sqlite", config.Store{DSN: "postgres://x@127.0.0.1/x"}, "for driver postgres"},
+		{"missing dsn file", config.Store{Driver: "postgres", DSNFile: "/nonexistent/dsn"}, "store.dsn_file"},
+		{"postgres without dsn", config.Store{Driver: "postgres"}, "exactly one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			cfg := config.Default()
+			cfg.Data, cfg.Store = dir, tt.store
+			cfg.Listen = config.Listen{}
+			s, err := Start(context.Background(), cfg, quiet())
+			if err == nil {
+				s.Close()
+				t.Fatal("started with a bad store configuration")
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %q does not say %q", err, tt.wantErr)
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				t.Errorf("a data directory was created at %s before the store configuration was refused", dir)
+			}
+		})
+	}
+}

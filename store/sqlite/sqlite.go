@@ -57,6 +57,11 @@ var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path and migrates its schema.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	return open(ctx, path, opts, len(migrations))
+}
+
+// open migrates to schema version target (tests stop at earlier versions).
+func open(ctx context.Context, path string, opts Options, target int) (*Store, error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
 	}
@@ -91,7 +96,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	db.SetConnMaxIdleTime(0)
 	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch),
 		stop: make(chan struct{}), exited: make(chan struct{})}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
@@ -273,12 +278,19 @@ var migrations = []string{
 		PRIMARY KEY (package_id, client_serial)
 	);
 	CREATE INDEX package_deliveries_client ON package_deliveries(client_serial);`,
+	// 4→5: open CMP transactions survive a restart (store.CMPTransaction).
+	`CREATE TABLE cmp_transactions (
+		id       BLOB PRIMARY KEY,
+		state    BLOB NOT NULL,
+		expires  INTEGER NOT NULL
+	);
+	CREATE INDEX cmp_transactions_expires ON cmp_transactions(expires);`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, target int) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
 		var v int
 		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
@@ -287,15 +299,15 @@ func (s *Store) migrate(ctx context.Context) error {
 		if v > len(migrations) {
 			return fmt.Errorf("database schema version %d is newer than this program (%d)", v, len(migrations))
 		}
-		for i := v; i < len(migrations); i++ {
+		for i := v; i < target; i++ {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
 			}
 			s.log.Info("store: migrated schema", "from", i, "to", i+1)
 		}
-		if v != len(migrations) {
+		if v < target {
 			// PRAGMA takes no bind parameters; the value is our own constant.
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", target)); err != nil {
 				return fmt.Errorf("set schema version: %w", err)
 			}
 		}
@@ -1054,4 +1066,83 @@ func (s *Store) NextCounter(ctx context.Context, name string) (int64, error) {
 		return nil
 	})
 	return v, err
+}
+
+// ReserveRange implements store.Store.
+func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (int64, error) {
+	if n <= 0 || floor < 0 {
+		return 0, fmt.Errorf("sqlite: reserve %s: bad range (floor %d, n %d)", name, floor, n)
+	}
+	var end int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO counters (name, value) VALUES (?, ? + ?)
+			ON CONFLICT(name) DO UPDATE SET value = max(value, ?) + ? RETURNING value`, name, floor, n, floor, n).Scan(&end)
+		if err != nil {
+			return fmt.Errorf("sqlite: reserve %s: %w", name, err)
+		}
+		return nil
+	})
+	return end - n, err
+}
+
+// PutCMPTransaction implements store.Store.
+func (s *Store) PutCMPTransaction(ctx context.Context, t store.CMPTransaction) error {
+	if len(t.ID) == 0 {
+		return errors.New("sqlite: CMP transaction without an ID")
+	}
+	state := t.State
+	if state == nil {
+		state = []byte{}
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO cmp_transactions (id, state, expires) VALUES (?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET state = excluded.state, expires = excluded.expires`, t.ID, state, unix(t.Expires))
+		if err != nil {
+			return fmt.Errorf("sqlite: CMP transaction %x: %w", t.ID, err)
+		}
+		return nil
+	})
+}
+
+// CMPTransaction implements store.Store.
+func (s *Store) CMPTransaction(ctx context.Context, id []byte) (*store.CMPTransaction, error) {
+	t := store.CMPTransaction{ID: id}
+	var exp int64
+	err := s.db.QueryRowContext(ctx, "SELECT state, expires FROM cmp_transactions WHERE id = ?", id).Scan(&t.State, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: CMP transaction %x: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: CMP transaction %x: %w", id, err)
+	}
+	t.Expires = fromUnix(exp)
+	return &t, nil
+}
+
+// DeleteCMPTransaction implements store.Store.
+func (s *Store) DeleteCMPTransaction(ctx context.Context, id []byte) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM cmp_transactions WHERE id = ?", id)
+		if err != nil {
+			return fmt.Errorf("sqlite: delete CMP transaction %x: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("sqlite: CMP transaction %x: %w", id, store.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// DeleteExpiredCMPTransactions implements store.Store.
+func (s *Store) DeleteExpiredCMPTransactions(ctx context.Context, now time.Time) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM cmp_transactions WHERE expires < ?", now.Unix())
+		if err != nil {
+			return fmt.Errorf("sqlite: delete expired CMP transactions: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
 }

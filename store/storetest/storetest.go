@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -34,10 +35,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PendingConcurrentIssue", testPendingConcurrentIssue},
 		{"ListPending", testListPending},
 		{"Counter", testCounter},
+		{"ReserveRange", testReserveRange},
+		{"ReserveRangeConcurrent", testReserveRangeConcurrent},
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"KeyPackageReturns", testKeyPackageReturns},
 		{"Packages", testPackages},
+		{"CMPTransactions", testCMPTransactions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -609,5 +613,110 @@ func testPackages(t *testing.T, s store.Store) {
 	}
 	if all, err := s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{}); err != nil || len(all) != 2 {
 		t.Fatalf("all deliveries: %v, %v", all, err)
+	}
+}
+
+// testReserveRange: ranges follow each other, a floor moves the counter up (never down), names
+// are independent, and a bad range is refused without changing anything.
+func testReserveRange(t *testing.T, s store.Store) {
+	tests := []struct {
+		name      string
+		floor, n  int64
+		wantFirst int64
+		wantErr   bool
+	}{
+		{"ssn", 0, 64, 0, false},
+		{"ssn", 0, 64, 64, false},
+		{"ssn", 100, 10, 128, false}, // floor below the counter: no effect
+		{"ssn", 1000, 10, 1000, false},
+		{"ssn", 0, 1, 1010, false},
+		{"other", 500, 5, 500, false},
+		{"ssn", 0, 0, 0, true},
+		{"ssn", -1, 5, 0, true},
+		{"ssn", 0, 1, 1011, false}, // the refused ones changed nothing
+	}
+	for i, tt := range tests {
+		first, err := s.ReserveRange(ctx, tt.name, tt.floor, tt.n)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("step %d: ReserveRange(%q, %d, %d) accepted", i, tt.name, tt.floor, tt.n)
+			}
+			continue
+		}
+		if err != nil || first != tt.wantFirst {
+			t.Errorf("step %d: ReserveRange(%q, %d, %d) = %d, %v; want %d", i, tt.name, tt.floor, tt.n, first, err, tt.wantFirst)
+		}
+	}
+}
+
+// testReserveRangeConcurrent: concurrent reservations never overlap.
+func testReserveRangeConcurrent(t *testing.T, s store.Store) {
+	const workers, each, n = 8, 10, 16
+	var mu sync.Mutex
+	var firsts []int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				f, err := s.ReserveRange(ctx, "shared", 0, n)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				firsts = append(firsts, f)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(firsts)
+	for i, f := range firsts {
+		if f != int64(i*n) {
+			t.Fatalf("reservations overlap or leave gaps: %v", firsts)
+		}
+	}
+}
+
+// testCMPTransactions: open CMP transactions are created, read, replaced, deleted, and
+// removed once expired; an unknown ID is ErrNotFound.
+func testCMPTransactions(t *testing.T, s store.Store) {
+	if _, err := s.CMPTransaction(ctx, []byte("none")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown transaction: err = %v, want ErrNotFound", err)
+	}
+	if err := s.PutCMPTransaction(ctx, store.CMPTransaction{State: []byte("x"), Expires: t0}); err == nil {
+		t.Error("a transaction without an ID was stored")
+	}
+	for i, id := range []string{"t1", "t2", "t3"} {
+		tx := store.CMPTransaction{ID: []byte(id), State: []byte("state-" + id), Expires: t0.Add(time.Duration(i) * time.Minute)}
+		if err := s.PutCMPTransaction(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.CMPTransaction(ctx, []byte("t2"))
+	if err != nil || string(got.State) != "state-t2" || !got.Expires.Equal(t0.Add(time.Minute)) || string(got.ID) != "t2" {
+		t.Fatalf("CMPTransaction(t2) = %+v, %v", got, err)
+	}
+	// Replaced: the next message of the transaction moved it on.
+	if err := s.PutCMPTransaction(ctx, store.CMPTransaction{ID: []byte("t2"), State: []byte("later"), Expires: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.CMPTransaction(ctx, []byte("t2")); err != nil || string(got.State) != "later" || !got.Expires.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("after replacing: %+v, %v", got, err)
+	}
+	// t1 (t0) and t3 (t0+2m) expire before t0+5m; t2 (t0+1h) does not.
+	if n, err := s.DeleteExpiredCMPTransactions(ctx, t0.Add(5*time.Minute)); err != nil || n != 2 {
+		t.Fatalf("DeleteExpiredCMPTransactions = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{"t1", "t3"} {
+		if _, err := s.CMPTransaction(ctx, []byte(id)); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("expired %s still there: %v", id, err)
+		}
+	}
+	if err := s.DeleteCMPTransaction(ctx, []byte("t2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteCMPTransaction(ctx, []byte("t2")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: err = %v, want ErrNotFound", err)
 	}
 }
