@@ -50,7 +50,7 @@ func TestOpen(t *testing.T) {
 		{p8, &ec.PublicKey, nil},
 		{"file:" + s1, &ec.PublicKey, nil},
 		{"file:" + r1, &rk.PublicKey, nil},
-		{"file:" + enc, nil, nil},
+		{"file:" + enc, nil, ErrPassphrase}, // encrypted, no passphrase
 		{"file:" + junk, nil, nil},
 		{"file:" + filepath.Join(dir, "missing.pem"), nil, os.ErrNotExist},
 		{"file:", nil, nil},
