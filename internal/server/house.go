@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +22,8 @@ type House struct {
 	data  *datadir.Data
 	store *sqlite.Store
 	auth  *authority.Authority
+	// hsmKey is the issuing key's token session (ca.issuing_key), closed with the house.
+	hsmKey io.Closer
 	// demo is true when the demo manufacturer CA and the demo CMP secret are live: the
 	// configuration defines neither trust stores nor MAC secrets.
 	demo bool
@@ -42,17 +45,39 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
-	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log})
+	pass, err := cfg.CA.Passphrase()
 	if err != nil {
+		return nil, err
+	}
+	opts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass, NoDemo: cfg.CA.NoDemo}
+	if cfg.CA.IssuingKey != "" {
+		// The issuing key lives in an HSM (ca.issuing_key): opened before the directory, so a
+		// token that is missing or refuses the PIN changes nothing.
+		if opts.IssuingKey, err = kms.Open(ctx, cfg.CA.IssuingKey); err != nil {
+			return nil, fmt.Errorf("ca.issuing_key: %w", err)
+		}
+	}
+	closeKey := func() {
+		if c, ok := opts.IssuingKey.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	data, err := datadir.Open(opts)
+	if err != nil {
+		closeKey()
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	st, err := sqlite.Open(ctx, data.Paths.DB, sqlite.Options{Logger: log})
 	if err != nil {
+		closeKey()
 		return nil, err
 	}
 	h := &House{cfg: cfg, data: data, store: st}
+	if c, ok := opts.IssuingKey.(io.Closer); ok {
+		h.hsmKey = c
+	}
 	acfg := cfg.Authority
-	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
+	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 && !cfg.CA.NoDemo {
 		// Development default: trust the demo manufacturer CA and the demo CMP secret so the
 		// demo device can enroll. A configuration that defines either trust stores or MAC
 		// secrets is a real deployment: then neither demo credential is live (PrintWelcome
@@ -68,19 +93,16 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	// The composition layer reads the trust-store and secret files; the authority reads none.
 	policy, err := acfg.Policy()
 	if err != nil {
-		st.Close()
+		h.Close()
 		return nil, err
 	}
-	signer, err := kms.Open(ctx, data.IssuingKeyURI())
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("issuing key: %w", err)
-	}
+	// The issuing key as the data directory loaded it (a decrypted file or the HSM key).
+	signer := data.IssuingKey
 	h.auth, err = authority.New(policy, authority.Options{
 		Store: st, Signer: signer, Chain: data.IssuingChain(), Logger: log,
 	})
 	if err != nil {
-		st.Close()
+		h.Close()
 		return nil, err
 	}
 	return h, nil
@@ -92,7 +114,12 @@ func (h *House) Data() *datadir.Data { return h.data }
 // Authority is the authority every front door decides through.
 func (h *House) Authority() *authority.Authority { return h.auth }
 
-// Close closes the store.
-func (h *House) Close() error { return h.store.Close() }
+// Close closes the store and the issuing key's token session.
+func (h *House) Close() error {
+	if h.hsmKey != nil {
+		h.hsmKey.Close()
+	}
+	return h.store.Close()
+}
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
