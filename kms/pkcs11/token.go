@@ -130,7 +130,7 @@ func Generate(_ context.Context, uri, keyType string) (*Key, error) {
 	}
 	if len(existing) > 0 {
 		c.Close()
-		return nil, fmt.Errorf("pkcs11: the token already holds a key %s; not replaced", Redact(uri))
+		return nil, fmt.Errorf("pkcs11: the token already holds a key %s; not replaced: %w", Redact(uri), ErrKeyExists)
 	}
 	id := u.ID
 	if len(id) == 0 {

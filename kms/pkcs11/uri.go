@@ -26,6 +26,9 @@ import (
 // ErrNotBuilt is returned by Open and Generate in a binary built without the pkcs11 tag.
 var ErrNotBuilt = errors.New("this binary was built without PKCS#11 support (rebuild with: go build -tags pkcs11)")
 
+// ErrKeyExists is returned by Generate when the token already holds the key the URI names.
+var ErrKeyExists = errors.New("key exists")
+
 // URI is a parsed PKCS#11 URI (RFC 7512 §2.3). Values are percent-decoded.
 type URI struct {
 	// Token (CKA label of the token) or Serial selects the token.
