@@ -199,4 +199,3 @@ authority:
   backdate: 1m
 `
 }
-
