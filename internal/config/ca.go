@@ -2,24 +2,17 @@ package config
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"coapca/authority"
 	"coapca/kms/pkcs11"
-	"coapca/store"
 )
 
 // CA says where the CA's keys are and how they are protected (key custody).
@@ -109,7 +102,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: data: %s exists and is not a directory", c.Data)
 	}
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
+	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil && c.Log.Level != "" {
 		return fmt.Errorf("config: log.level %q: want debug, info, warn or error", c.Log.Level)
 	}
 	switch c.Log.Format {
@@ -129,7 +122,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("config: listen.%s %q: %w", l.name, l.addr, err)
 		}
 		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return fmt.Errorf("config: listen.%s %q: the port is not a number from 0 to 65535", l.name, l.addr)
+			_, uerr := net.LookupPort("udp", port)
+			_, terr := net.LookupPort("tcp", port)
+			if uerr != nil && terr != nil {
+				return fmt.Errorf("config: listen.%s %q: the port is neither a number from 0 to 65535 nor a service name", l.name, l.addr)
+			}
 		}
 	}
 	for i, n := range c.ServerNames {
@@ -147,33 +144,14 @@ func (c Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	// authority.New checks every rule; it reads no file and does not touch the store, so a
-	// throwaway CA and no store are enough to ask it.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "validate"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
 	if len(c.Authority.TrustStores) == 0 && len(c.Authority.MACSecrets) == 0 && !c.CA.NoDemo {
-		// The server adds the demo credentials under these names (internal/server).
-		pol.TrustStores = append(pol.TrustStores, authority.TrustStore{Name: "demo", Roots: []*x509.Certificate{ca}})
+		// The server adds the demo credentials under these names (internal/server); rules
+		// may name them.
+		pol.TrustStores = append(pol.TrustStores, authority.TrustStore{Name: "demo", Roots: []*x509.Certificate{{}}})
 		pol.MACSecrets = append(pol.MACSecrets, authority.MACSecret{Reference: "demo", Secret: []byte("placeholder")})
 	}
-	if _, err := authority.New(pol, authority.Options{Store: noStore{}, Signer: key, Chain: []*x509.Certificate{ca}}); err != nil {
+	if err := authority.CheckPolicy(pol); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }
-
-// noStore satisfies store.Store for the rule check of Validate, which never calls it.
-type noStore struct{ store.Store }
