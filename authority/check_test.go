@@ -14,7 +14,7 @@ func TestCheckPolicy(t *testing.T) {
 		wantErr string
 	}{
 		{"default", Policy{}, ""},
-		{"unknown trust store", Policy{Profiles: []ProfileOptions{{Label: "x", Requesters: []RequesterRule{{Kind: KindIDevID, From: []string{"acmee"}}}}}}, "acmee"},
+		{"unknown trust store", Policy{Profiles: []ProfileOptions{{Label: "x", Requesters: []RequesterRule{{Kind: "idevid", From: []string{"acmee"}}}}}}, "acmee"},
 		{"empty MAC secret", Policy{MACSecrets: []MACSecret{{Reference: "line-1"}}}, "line-1"},
 		{"duplicate label", Policy{Profiles: []ProfileOptions{{Label: "a"}, {Label: "a"}}}, "twice"},
 	} {
