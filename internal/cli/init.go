@@ -103,7 +103,11 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if err := kms.WriteFileAtomic(*cfgPath, []byte(text), 0o640); err != nil {
+	mode := os.FileMode(0o640)
+	if strings.Contains(strings.ToLower(*issuingKey), "pin-value=") {
+		mode = 0o600 // the file holds the token's PIN
+	}
+	if err := kms.WriteFileAtomic(*cfgPath, []byte(text), mode); err != nil {
 		return err
 	}
 

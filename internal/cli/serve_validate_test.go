@@ -33,6 +33,9 @@ func TestServeValidatesBeforeDataDir(t *testing.T) {
 		{"OSCORE context file missing", listen + "oscore_contexts: [/nonexistent/ctx.yaml]\n", "ctx.yaml"},
 		{"HSM key URI misspelt", listen + "ca:\n  issuing_key: \"pkcs11:tokn=coapca;object=issuing-ca?module-path=/usr/lib/softhsm/libsofthsm2.so\"\n", "tokn"},
 		{"HSM key URI names no key", listen + "ca:\n  issuing_key: \"pkcs11:token=coapca?module-path=/usr/lib/softhsm/libsofthsm2.so\"\n", "no key"},
+		// Without -tags pkcs11 the binary cannot open tokens; with it, the module is missing.
+		// Either way the key is opened before the data directory is created.
+		{"HSM key that cannot be opened", listen + "ca:\n  issuing_key: \"pkcs11:token=coapca;object=issuing-ca?module-path=/nonexistent/module.so&pin-value=1234\"\n", "ca.issuing_key"},
 		{"passphrase variable not set", listen + "ca:\n  key_passphrase_env: COAPCA_TEST_NO_SUCH_VARIABLE\n", "COAPCA_TEST_NO_SUCH_VARIABLE"},
 		{"passphrase file missing", listen + "ca:\n  key_passphrase_file: /nonexistent/passphrase\n", "key_passphrase_file"},
 		{"DTLS cipher suite misspelt", listen + "dtls:\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265]\n", "SHA265"},
@@ -51,6 +54,9 @@ func TestServeValidatesBeforeDataDir(t *testing.T) {
 			_, errOut, code := cli(ctx, "serve", "--config", cfg, "--data", data)
 			if code == 0 || !strings.Contains(errOut, tt.wantErr) {
 				t.Errorf("exit %d, stderr %q; want a failure naming %q", code, errOut, tt.wantErr)
+			}
+			if strings.Contains(errOut, "1234") {
+				t.Errorf("the error shows the token PIN: %s", errOut)
 			}
 			if _, err := os.Stat(data); !os.IsNotExist(err) {
 				entries, _ := os.ReadDir(data)
