@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -65,6 +66,9 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	data, err := datadir.Open(opts)
 	if err != nil {
 		closeKey()
+		if errors.Is(err, kms.ErrPassphrase) && pass == nil {
+			return nil, fmt.Errorf("data directory: %w (set ca.key_passphrase_file or ca.key_passphrase_env)", err)
+		}
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	st, err := sqlite.Open(ctx, data.Paths.DB, sqlite.Options{Logger: log})
