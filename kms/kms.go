@@ -210,11 +210,12 @@ func WriteKeyFile(path string, key crypto.Signer) error {
 
 // WriteEncryptedKeyFile writes key as an encrypted PKCS#8 PEM (PBES2, AES-256-CBC) under
 // passphrase to path with mode 0600, atomically; an empty passphrase writes it unencrypted.
-func WriteEncryptedKeyFile(path string, key crypto.Signer, passphrase []byte) error {
+// iterations is the PBKDF2 work (0 = DefaultPBKDF2Iterations).
+func WriteEncryptedKeyFile(path string, key crypto.Signer, passphrase []byte, iterations int) error {
 	if len(passphrase) == 0 {
 		return WriteKeyFile(path, key)
 	}
-	data, err := MarshalEncryptedPrivateKeyPEM(key, passphrase)
+	data, err := MarshalEncryptedPrivateKeyPEM(key, passphrase, iterations)
 	if err != nil {
 		return err
 	}

@@ -68,9 +68,16 @@ type pbkdf2Params struct {
 }
 
 // MarshalEncryptedPrivateKeyPEM encodes key as an "ENCRYPTED PRIVATE KEY" PEM block under
-// passphrase (PBES2, PBKDF2-HMAC-SHA256 with DefaultPBKDF2Iterations, AES-256-CBC).
-func MarshalEncryptedPrivateKeyPEM(key crypto.Signer, passphrase []byte) ([]byte, error) {
-	return marshalEncrypted(rand.Reader, key, passphrase, DefaultPBKDF2Iterations)
+// passphrase (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC) with iterations of PBKDF2
+// (0 = DefaultPBKDF2Iterations; at most 10,000,000, what the reader accepts).
+func MarshalEncryptedPrivateKeyPEM(key crypto.Signer, passphrase []byte, iterations int) ([]byte, error) {
+	if iterations == 0 {
+		iterations = DefaultPBKDF2Iterations
+	}
+	if iterations < 1 || iterations > maxPBKDF2Iterations {
+		return nil, fmt.Errorf("kms: PBKDF2 iteration count %d outside 1..%d", iterations, maxPBKDF2Iterations)
+	}
+	return marshalEncrypted(rand.Reader, key, passphrase, iterations)
 }
 
 func marshalEncrypted(rnd io.Reader, key crypto.Signer, passphrase []byte, iterations int) ([]byte, error) {

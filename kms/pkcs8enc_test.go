@@ -108,7 +108,7 @@ func TestEncryptedKeyOpenSSLInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 			enc := filepath.Join(dir, "ours-"+kt+".pem")
-			if err := WriteEncryptedKeyFile(enc, key, pass); err != nil {
+			if err := WriteEncryptedKeyFile(enc, key, pass, testIterations); err != nil {
 				t.Fatal(err)
 			}
 			plain := filepath.Join(dir, "ours-"+kt+".plain.pem")
@@ -169,7 +169,7 @@ func TestEncryptedKeyOpenSSLInterop(t *testing.T) {
 func TestWriteEncryptedKeyFile(t *testing.T) {
 	key, _ := GenerateP256()
 	p := filepath.Join(t.TempDir(), "private", "ca.key")
-	if err := WriteEncryptedKeyFile(p, key, []byte("pw")); err != nil {
+	if err := WriteEncryptedKeyFile(p, key, []byte("pw"), 0); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)

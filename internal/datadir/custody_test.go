@@ -11,6 +11,9 @@ import (
 	"coapca/kms"
 )
 
+// testIterations keeps PBKDF2 cheap in tests (the count is read from each file).
+const testIterations = 1000
+
 // TestKeysEncryptedAtRest: with a passphrase, every CA and server key that Open writes to
 // DIR/private is an encrypted PKCS#8 file; a thief who copies the directory without the
 // passphrase cannot open it (the next Open without it fails instead of making new keys), and
@@ -18,7 +21,7 @@ import (
 func TestKeysEncryptedAtRest(t *testing.T) {
 	dir := t.TempDir()
 	pass := []byte("operator passphrase")
-	d, err := Open(Options{Dir: dir, Passphrase: pass})
+	d, err := Open(Options{Dir: dir, Passphrase: pass, PBKDF2Iterations: testIterations})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +62,7 @@ func TestOfflineRoot(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	out := filepath.Join(t.TempDir(), "root.key")
 	pass := []byte("root passphrase")
-	d, err := Open(Options{Dir: dir, RootKeyOut: out, Passphrase: pass})
+	d, err := Open(Options{Dir: dir, RootKeyOut: out, Passphrase: pass, PBKDF2Iterations: testIterations})
 	if err != nil {
 		t.Fatal(err)
 	}

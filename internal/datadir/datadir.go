@@ -62,6 +62,8 @@ type Options struct {
 	// Passphrase, when set, encrypts the keys Open creates in DIR/private (PKCS#8 with PBES2)
 	// and decrypts the encrypted keys it finds there.
 	Passphrase []byte
+	// PBKDF2Iterations is the work of that encryption; 0 = kms.DefaultPBKDF2Iterations.
+	PBKDF2Iterations int
 	// IssuingKey, when set, is the issuing CA's key held elsewhere (a PKCS#11 token): it
 	// replaces DIR/private/issuing-ca.key, and issuing-ca.pem must certify it.
 	IssuingKey crypto.Signer
@@ -137,6 +139,7 @@ type builder struct {
 	now  time.Time
 	log  *slog.Logger
 	pass []byte
+	iter int
 	// keyOut redirects where a new key is written (the offline root key).
 	keyOut map[string]string
 }
@@ -172,7 +175,7 @@ func Open(opts Options) (*Data, error) {
 		return nil, err
 	}
 	b := &builder{d: &Data{Dir: dir, Paths: p, CMPSecretRef: DemoSecretRef}, now: now(), log: log,
-		pass: opts.Passphrase, keyOut: map[string]string{}}
+		pass: opts.Passphrase, iter: opts.PBKDF2Iterations, keyOut: map[string]string{}}
 	d := b.d
 	if opts.RootKeyOut != "" {
 		b.keyOut[p.RootKey] = opts.RootKeyOut
@@ -465,7 +468,7 @@ func (b *builder) ensure(certPath, keyPath string, check func(*x509.Certificate)
 // plaintext, as a device would hold it.
 func (b *builder) writeKey(path string, key crypto.Signer) error {
 	if len(b.pass) > 0 && (filepath.Dir(path) == b.d.Paths.Private || path == b.keyOut[b.d.Paths.RootKey]) {
-		return kms.WriteEncryptedKeyFile(path, key, b.pass)
+		return kms.WriteEncryptedKeyFile(path, key, b.pass, b.iter)
 	}
 	return kms.WriteKeyFile(path, key)
 }

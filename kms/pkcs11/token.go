@@ -1,4 +1,4 @@
-//go:build pkcs11
+//go:build pkcs11 && cgo
 
 package pkcs11
 

@@ -23,8 +23,9 @@ import (
 	"strings"
 )
 
-// ErrNotBuilt is returned by Open and Generate in a binary built without the pkcs11 tag.
-var ErrNotBuilt = errors.New("this binary was built without PKCS#11 support (rebuild with: go build -tags pkcs11)")
+// ErrNotBuilt is returned by Open and Generate in a binary built without the pkcs11 tag (or
+// without cgo, which the PKCS#11 module interface needs).
+var ErrNotBuilt = errors.New("this binary was built without PKCS#11 support (rebuild with: CGO_ENABLED=1 go build -tags pkcs11)")
 
 // ErrKeyExists is returned by Generate when the token already holds the key the URI names.
 var ErrKeyExists = errors.New("key exists")
