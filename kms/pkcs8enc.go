@@ -31,8 +31,8 @@ var ErrPassphrase = errors.New("kms: encrypted private key: missing or wrong pas
 // (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
 const DefaultPBKDF2Iterations = 600_000
 
-// maxPBKDF2Iterations bounds the work a key file may ask for.
-const maxPBKDF2Iterations = 10_000_000
+// MaxPBKDF2Iterations bounds the work a key file may ask for (and that this package writes).
+const MaxPBKDF2Iterations = 10_000_000
 
 var (
 	oidPBES2      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 5, 13}
@@ -74,8 +74,8 @@ func MarshalEncryptedPrivateKeyPEM(key crypto.Signer, passphrase []byte, iterati
 	if iterations == 0 {
 		iterations = DefaultPBKDF2Iterations
 	}
-	if iterations < 1 || iterations > maxPBKDF2Iterations {
-		return nil, fmt.Errorf("kms: PBKDF2 iteration count %d outside 1..%d", iterations, maxPBKDF2Iterations)
+	if iterations < 1 || iterations > MaxPBKDF2Iterations {
+		return nil, fmt.Errorf("kms: PBKDF2 iteration count %d outside 1..%d", iterations, MaxPBKDF2Iterations)
 	}
 	return marshalEncrypted(rand.Reader, key, passphrase, iterations)
 }
@@ -166,8 +166,8 @@ func decryptPKCS8(der, passphrase []byte) ([]byte, error) {
 	if rest, err := asn1.Unmarshal(p.KeyDerivationFunc.Parameters.FullBytes, &kp); err != nil || len(rest) != 0 {
 		return nil, fmt.Errorf("kms: PBKDF2 parameters: malformed (%v)", err)
 	}
-	if kp.IterationCount < 1 || kp.IterationCount > maxPBKDF2Iterations {
-		return nil, fmt.Errorf("kms: PBKDF2 iteration count %d outside 1..%d", kp.IterationCount, maxPBKDF2Iterations)
+	if kp.IterationCount < 1 || kp.IterationCount > MaxPBKDF2Iterations {
+		return nil, fmt.Errorf("kms: PBKDF2 iteration count %d outside 1..%d", kp.IterationCount, MaxPBKDF2Iterations)
 	}
 	var prf func() hash.Hash
 	switch a := kp.PRF.Algorithm; {

@@ -38,6 +38,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	passEnv := fs.String("passphrase-env", "", "environment variable holding that passphrase")
 	rootOut := fs.String("root-key-out", "", "write the root key here instead of DATA/private/ca.key (to move off line)")
 	issuingKey := fs.String("issuing-key", "", "pkcs11: URI (RFC 7512) of the issuing key in an HSM, generated there if missing")
+	iterations := fs.Int("pbkdf2-iterations", 0, "PBKDF2 iterations of the encrypted key files (default 600000; lower only for slow machines)")
 	keyType := fs.String("issuing-key-type", "P-256", "type of an issuing key generated in the HSM: P-256, P-384, RSA-2048, RSA-3072")
 	var names stringList
 	fs.Var(&names, "server-name", "DNS name or IP address for the server certificate (repeatable)")
@@ -49,6 +50,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *issuingKey != "" && !strings.HasPrefix(strings.ToLower(*issuingKey), "pkcs11:") {
 		return usagef("--issuing-key must be a pkcs11: URI (a key file is made in the data directory)")
+	}
+	if *iterations < 0 {
+		return usagef("--pbkdf2-iterations must be positive")
 	}
 	if _, err := os.Lstat(*cfgPath); err == nil {
 		return fmt.Errorf("%s exists; init never overwrites a configuration", *cfgPath)
@@ -99,7 +103,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro}, log)
+	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations}, log)
 	if err != nil {
 		return err
 	}

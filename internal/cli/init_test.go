@@ -28,7 +28,7 @@ func TestInitProduction(t *testing.T) {
 	t.Setenv("COAPCA_TEST_PASSPHRASE", "correct horse battery staple")
 
 	out, errOut, code := cli(ctx, "init", "--config", cfgPath, "--data", data, "--passphrase-env", "COAPCA_TEST_PASSPHRASE",
-		"--root-key-out", rootOut, "--server-name", "ca.example.net")
+		"--root-key-out", rootOut, "--server-name", "ca.example.net", "--pbkdf2-iterations", "1000")
 	if code != 0 {
 		t.Fatalf("init: exit %d: %s", code, errOut)
 	}
@@ -131,13 +131,18 @@ func TestInitProduction(t *testing.T) {
 // PKCS#11, any HSM URI) leave neither a configuration nor a data directory.
 func TestInitRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
+	passFile := filepath.Join(t.TempDir(), "pass")
+	if err := os.WriteFile(passFile, []byte("passphrase\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
 		wantErr string
 	}{
 		{"passphrase file missing", []string{"--passphrase-file", "/nonexistent/pass"}, "key_passphrase_file"},
-		{"passphrase file and variable", []string{"--passphrase-file", "/etc/hostname", "--passphrase-env", "HOME"}, "both"},
+		{"passphrase file and variable", []string{"--passphrase-file", passFile, "--passphrase-env", "HOME"}, "both"},
+		{"PBKDF2 work beyond what a reader accepts", []string{"--passphrase-file", passFile, "--pbkdf2-iterations", "20000000"}, "PBKDF2"},
 		{"issuing key not pkcs11", []string{"--issuing-key", "file:/tmp/k.pem"}, "pkcs11: URI"},
 		{"HSM URI without module", []string{"--issuing-key", "pkcs11:token=coapca;object=issuing-ca"}, "module"},
 		{"HSM URI with unknown attribute", []string{"--issuing-key", "pkcs11:token=coapca;objet=issuing-ca?module-path=/x.so"}, "objet"},

@@ -21,6 +21,8 @@ type InitOptions struct {
 	IssuingKeyType string
 	// RootKeyOut writes the new root key there instead of DATA/private/ca.key.
 	RootKeyOut string
+	// PBKDF2Iterations is the work of the key encryption (0 = kms.DefaultPBKDF2Iterations).
+	PBKDF2Iterations int
 }
 
 // InitCA creates the CA of cfg in a data directory that must not hold one yet: the root, the
@@ -30,6 +32,9 @@ type InitOptions struct {
 func InitCA(ctx context.Context, cfg config.Config, opts InitOptions, log *slog.Logger) (*datadir.Data, error) {
 	if err := Validate(cfg); err != nil {
 		return nil, err
+	}
+	if opts.PBKDF2Iterations < 0 || opts.PBKDF2Iterations > kms.MaxPBKDF2Iterations {
+		return nil, fmt.Errorf("PBKDF2 iterations %d outside 1..%d", opts.PBKDF2Iterations, kms.MaxPBKDF2Iterations)
 	}
 	dir, err := filepath.Abs(cfg.Data)
 	if err != nil {
@@ -46,7 +51,7 @@ func InitCA(ctx context.Context, cfg config.Config, opts InitOptions, log *slog.
 		return nil, err
 	}
 	dopts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass,
-		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut}
+		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations}
 	if uri := cfg.CA.IssuingKey; uri != "" {
 		k, err := pkcs11.Generate(ctx, uri, opts.IssuingKeyType)
 		switch {
