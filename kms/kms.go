@@ -3,10 +3,12 @@
 //
 // Supported URIs:
 //
-//	file:/abs/path/key.pem    PEM private key: PKCS#8 ("PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY")
-//	file:relative/key.pem     or PKCS#1 ("RSA PRIVATE KEY")
-//	/abs/path/key.pem         a bare path is a file URI
-//	pkcs11:token=...;object=...   RFC 7512; only in binaries built with -tags pkcs11
+//	file:/abs/path/key.pem    PEM private key: PKCS#8 ("PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY"),
+//	file:relative/key.pem     PKCS#1 ("RSA PRIVATE KEY") or encrypted PKCS#8 ("ENCRYPTED
+//	/abs/path/key.pem         PRIVATE KEY", RFC 5958 §3 with PBES2, RFC 8018 §6.2); a bare path
+//	                          is a file URI
+//	pkcs11:token=...;object=...?module-path=...   RFC 7512 (kms/pkcs11); only in binaries
+//	                          built with -tags pkcs11
 //
 // The package also generates and writes keys (P-256, the key type of the CA, the server and
 // the demo identities).
@@ -35,9 +37,15 @@ var ErrNotBuilt = errors.New("kms: key URI scheme not built into this binary")
 
 // Open returns the signer that uri names.
 func Open(ctx context.Context, uri string) (crypto.Signer, error) {
+	return OpenWithPassphrase(ctx, uri, nil)
+}
+
+// OpenWithPassphrase is Open for key files that may be encrypted (PKCS#8 PBES2) under
+// passphrase; a PKCS#11 URI carries its own PIN and ignores it.
+func OpenWithPassphrase(ctx context.Context, uri string, passphrase []byte) (crypto.Signer, error) {
 	scheme, rest, ok := strings.Cut(uri, ":")
 	if !ok || strings.ContainsAny(scheme, "/\\.") || len(scheme) < 2 { // bare path (also C:\ on Windows)
-		return LoadKeyFile(uri)
+		return LoadKeyFileWithPassphrase(uri, passphrase)
 	}
 	switch strings.ToLower(scheme) {
 	case "file":
@@ -46,7 +54,7 @@ func Open(ctx context.Context, uri string) (crypto.Signer, error) {
 		if path == "" {
 			return nil, fmt.Errorf("kms: %q names no file", uri)
 		}
-		return LoadKeyFile(path)
+		return LoadKeyFileWithPassphrase(path, passphrase)
 	case "pkcs11":
 		return openPKCS11(ctx, uri)
 	default:
@@ -56,11 +64,17 @@ func Open(ctx context.Context, uri string) (crypto.Signer, error) {
 
 // LoadKeyFile reads a PEM private key file.
 func LoadKeyFile(path string) (crypto.Signer, error) {
+	return LoadKeyFileWithPassphrase(path, nil)
+}
+
+// LoadKeyFileWithPassphrase reads a PEM private key file that may be encrypted under
+// passphrase ("ENCRYPTED PRIVATE KEY", PKCS#8 PBES2).
+func LoadKeyFileWithPassphrase(path string, passphrase []byte) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("kms: %w", err)
 	}
-	k, err := ParsePrivateKeyPEM(data)
+	k, err := ParsePrivateKeyPEMWithPassphrase(data, passphrase)
 	if err != nil {
 		return nil, fmt.Errorf("kms: %s: %w", path, err)
 	}
@@ -69,6 +83,13 @@ func LoadKeyFile(path string) (crypto.Signer, error) {
 
 // ParsePrivateKeyPEM parses the first private key block of data (PKCS#8, SEC 1 or PKCS#1).
 func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	return ParsePrivateKeyPEMWithPassphrase(data, nil)
+}
+
+// ParsePrivateKeyPEMWithPassphrase is ParsePrivateKeyPEM that also reads an encrypted
+// PKCS#8 key (PBES2) with passphrase. An encrypted key without a passphrase, or with a wrong
+// one, is ErrPassphrase.
+func ParsePrivateKeyPEMWithPassphrase(data, passphrase []byte) (crypto.Signer, error) {
 	for {
 		var b *pem.Block
 		b, data = pem.Decode(data)
@@ -99,7 +120,23 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 			}
 			return k, nil
 		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("encrypted private keys are not supported")
+			if len(passphrase) == 0 {
+				return nil, fmt.Errorf("%w (the key is encrypted; give its passphrase)", ErrPassphrase)
+			}
+			der, err := decryptPKCS8(b.Bytes, passphrase)
+			if err != nil {
+				return nil, err
+			}
+			k, err := x509.ParsePKCS8PrivateKey(der)
+			if err != nil {
+				// Padding that happened to check out under a wrong passphrase.
+				return nil, ErrPassphrase
+			}
+			s, ok := k.(crypto.Signer)
+			if !ok {
+				return nil, fmt.Errorf("PKCS#8 key of type %T cannot sign", k)
+			}
+			return s, nil
 		}
 	}
 }
@@ -165,6 +202,20 @@ func MarshalPrivateKeyPEM(key crypto.Signer) ([]byte, error) {
 // in the same directory, fsync'd and renamed), creating the directory with mode 0700.
 func WriteKeyFile(path string, key crypto.Signer) error {
 	data, err := MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+// WriteEncryptedKeyFile writes key as an encrypted PKCS#8 PEM (PBES2, AES-256-CBC) under
+// passphrase to path with mode 0600, atomically; an empty passphrase writes it unencrypted.
+// iterations is the PBKDF2 work (0 = DefaultPBKDF2Iterations).
+func WriteEncryptedKeyFile(path string, key crypto.Signer, passphrase []byte, iterations int) error {
+	if len(passphrase) == 0 {
+		return WriteKeyFile(path, key)
+	}
+	data, err := MarshalEncryptedPrivateKeyPEM(key, passphrase, iterations)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"coapca/kms/pkcs11"
 )
 
 func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
@@ -48,11 +50,12 @@ func TestOpen(t *testing.T) {
 		{p8, &ec.PublicKey, nil},
 		{"file:" + s1, &ec.PublicKey, nil},
 		{"file:" + r1, &rk.PublicKey, nil},
-		{"file:" + enc, nil, nil},
+		{"file:" + enc, nil, ErrPassphrase}, // encrypted, no passphrase
 		{"file:" + junk, nil, nil},
 		{"file:" + filepath.Join(dir, "missing.pem"), nil, os.ErrNotExist},
 		{"file:", nil, nil},
-		{"pkcs11:token=ca;object=issuing", nil, ErrNotBuilt},
+		{"pkcs11:token=ca;object=issuing?module-path=/nonexistent/module.so", nil, notBuilt()},
+		{"pkcs11:token=ca", nil, nil}, // names no key: a clear error in both builds
 		{"vault:secret/ca", nil, nil},
 	}
 	for _, tt := range tests {
@@ -75,6 +78,15 @@ func TestOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// notBuilt is the error a pkcs11: URI gives in this build: ErrNotBuilt without the pkcs11
+// tag; with it, the missing module fails the open (any error).
+func notBuilt() error {
+	if pkcs11.Built {
+		return nil
+	}
+	return ErrNotBuilt
 }
 
 func TestWriteKeyFileRoundTrip(t *testing.T) {

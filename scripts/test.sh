@@ -29,6 +29,8 @@ command -v pki >/dev/null || need+=(strongswan-pki)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 # PostgreSQL for store/postgres and the several-instances test (a throwaway cluster below).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# PKCS#11 CA keys (kms/pkcs11, -tags pkcs11) are tested against SoftHSM2.
+[ -f /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 for j in bcprov bcpkix bcutil bctls; do
 	[ -f /usr/share/java/$j.jar ] || need+=(lib$j-java)
 done
@@ -88,10 +90,17 @@ if [ -n "$unformatted" ]; then
 fi
 step "go vet"
 go vet ./...
+go vet -tags pkcs11 ./kms/... ./internal/...
 step "staticcheck"
 # A tool dependency in go.mod (go get -tool): built from the module cache at the pinned
 # version; under set -e a finding, or a tool that cannot be built, fails the run.
 go tool staticcheck ./...
+go tool staticcheck -tags pkcs11 ./kms/...
+
+# --- both builds --------------------------------------------------------------------------------
+step "builds: default (pure Go, CGO_ENABLED=0) and -tags pkcs11 (cgo, PKCS#11 CA keys)"
+CGO_ENABLED=0 go build -o /dev/null ./cmd/coapca
+CGO_ENABLED=1 go build -tags pkcs11 -o /dev/null ./cmd/coapca
 
 # --- tests ------------------------------------------------------------------------------------
 step "go test (unit, loopback integration, interop with libcoap and openssl)"
@@ -104,6 +113,10 @@ if ! go test -count=1 -timeout 20m ./... 2>&1 | tee "$gotest_log"; then
 fi
 passed=$(grep -c '^ok ' "$gotest_log" || true)
 failed=0 # any failure has ended the script above
+
+step "go test -tags pkcs11 (CA keys in a SoftHSM2 token; the tests that differ in that build)"
+go test -count=1 -timeout 10m -tags pkcs11 ./kms/... ./internal/datadir/ ./internal/config/
+go test -count=1 -timeout 10m -tags pkcs11 -run 'TestHSM|TestInit|TestServeValidates' ./internal/cli/
 
 step "go test -race -short (the same tests under the race detector; -short skips the slow loss test)"
 race_log=$(mktemp)

@@ -53,6 +53,7 @@ var rank = [numLayers]int{
 var layers = map[string]layer{
 	"errs":             layerNeutral, // typed errors; every binding maps them to its own codes
 	"kms":              layerNeutral, // key URIs → crypto.Signer, for the CA and the client alike
+	"kms/pkcs11":       layerNeutral, // PKCS#11 (RFC 7512) keys; the token code only with -tags pkcs11
 	"internal/pemfile": layerNeutral, // PEM certificate files
 
 	"coap":             layerProtocol,

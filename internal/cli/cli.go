@@ -24,6 +24,7 @@ const usage = `coapca — certificate authority, registration authority and clie
 
 Usage:
   coapca serve [flags]              run the server (EST-coaps on :5684, EST-oscore and CMP on :5683)
+  coapca init [flags]               write a production configuration and create its CA (key custody)
   coapca est COMMAND [flags]        EST client: cacerts | enroll | reenroll | csrattrs | serverkeygen
   coapca cmp COMMAND [flags]        CMP client: ir | cr | p10cr | kur | rr | genm
   coapca ca COMMAND [flags]         manage the CA: list | show | revoke | approve | reject | pending | crl
@@ -45,6 +46,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = runServe(ctx, args[1:], stdout, stderr)
+	case "init":
+		err = runInit(ctx, args[1:], stdout, stderr)
 	case "est":
 		err = runEST(ctx, args[1:], stdout, stderr)
 	case "ca":

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"coapca/internal/config"
+	"coapca/internal/datadir"
 )
 
 // TestDemoCredentialsOnlyWithoutConfiguration replays audit item 3's root cause: the demo CMP
@@ -43,6 +44,11 @@ func TestDemoCredentialsOnlyWithoutConfiguration(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			// The trust store below names a file of the data directory; serve validates the
+			// configuration before it creates the directory, so the file must exist first.
+			if _, err := datadir.Open(datadir.Options{Dir: dir}); err != nil {
+				t.Fatal(err)
+			}
 			s := testServerAt(t, dir, tc.tweak(dir))
 			var w bytes.Buffer
 			s.PrintWelcome(&w, "coapca")

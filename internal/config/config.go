@@ -32,6 +32,8 @@ type Config struct {
 	CoAP CoAP `yaml:"coap"`
 	// DTLS tunes the DTLS listener.
 	DTLS DTLS `yaml:"dtls"`
+	// CA says where the CA keys are and how they are protected (HSM, encryption at rest).
+	CA CA `yaml:"ca"`
 	// Authority configures profiles, trust stores and CA behaviour.
 	Authority Authority `yaml:"authority"`
 	// CMP tunes the CMP service (RFC 9483).

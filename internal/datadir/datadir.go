@@ -58,6 +58,21 @@ type Options struct {
 	Logger *slog.Logger
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+
+	// Passphrase, when set, encrypts the keys Open creates in DIR/private (PKCS#8 with PBES2)
+	// and decrypts the encrypted keys it finds there.
+	Passphrase []byte
+	// PBKDF2Iterations is the work of that encryption; 0 = kms.DefaultPBKDF2Iterations.
+	PBKDF2Iterations int
+	// IssuingKey, when set, is the issuing CA's key held elsewhere (a PKCS#11 token): it
+	// replaces DIR/private/issuing-ca.key, and issuing-ca.pem must certify it.
+	IssuingKey crypto.Signer
+	// RootKeyOut, when set, is where a root key created by this Open is written instead of
+	// DIR/private/ca.key: the operator moves it off line. Later starts run without the root key
+	// (it is needed only to certify a new issuing CA).
+	RootKeyOut string
+	// NoDemo skips the demo manufacturer CA, device identity and CMP secret.
+	NoDemo bool
 }
 
 // Paths are the files of a data directory (absolute paths).
@@ -120,9 +135,13 @@ func layout(dir string) Paths {
 }
 
 type builder struct {
-	d   *Data
-	now time.Time
-	log *slog.Logger
+	d    *Data
+	now  time.Time
+	log  *slog.Logger
+	pass []byte
+	iter int
+	// keyOut redirects where a new key is written (the offline root key).
+	keyOut map[string]string
 }
 
 // Open creates whatever is missing in opts.Dir and loads everything.
@@ -143,7 +162,11 @@ func Open(opts Options) (*Data, error) {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
 	p := layout(dir)
-	for _, d := range []string{dir, p.Private, p.Demo, p.DemoPrivate} {
+	dirs := []string{dir, p.Private, p.Demo, p.DemoPrivate}
+	if opts.NoDemo {
+		dirs = dirs[:2]
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("datadir: %w", err)
 		}
@@ -151,30 +174,49 @@ func Open(opts Options) (*Data, error) {
 	if err := restrictSecrets(p, log); err != nil {
 		return nil, err
 	}
-	b := &builder{d: &Data{Dir: dir, Paths: p, CMPSecretRef: DemoSecretRef}, now: now(), log: log}
+	b := &builder{d: &Data{Dir: dir, Paths: p, CMPSecretRef: DemoSecretRef}, now: now(), log: log,
+		pass: opts.Passphrase, iter: opts.PBKDF2Iterations, keyOut: map[string]string{}}
 	d := b.d
+	if opts.RootKeyOut != "" {
+		b.keyOut[p.RootKey] = opts.RootKeyOut
+	}
 
 	// Root CA (self-signed) and issuing CA: never replaced once they exist — every issued
-	// certificate depends on them.
-	d.Root, d.RootKey, err = b.ensure(p.Root, p.RootKey, nil, func(key crypto.Signer) (*x509.Certificate, error) {
+	// certificate depends on them. A root whose key is not in DIR/private is off line: it is
+	// loaded without its key.
+	rootCreate := func(key crypto.Signer) (*x509.Certificate, error) {
 		return b.sign(&x509.Certificate{
 			Subject:   pkix.Name{CommonName: "coapca Root CA", Organization: []string{"coapca"}},
 			NotBefore: b.now.Add(-time.Hour), NotAfter: b.now.AddDate(20, 0, 0),
 			IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1,
 			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		}, nil, nil, key)
-	})
-	if err != nil {
+	}
+	if fileExists(p.Root) && !fileExists(p.RootKey) {
+		if d.Root, err = loadCert(p.Root); err != nil {
+			return nil, err
+		}
+		log.Info("data directory: the root key is off line", "root", p.Root)
+	} else if d.Root, d.RootKey, err = b.ensure(p.Root, p.RootKey, nil, rootCreate); err != nil {
 		return nil, err
 	}
-	d.IssuingCA, d.IssuingKey, err = b.ensure(p.IssuingCA, p.IssuingKey, b.mustChain(d.Root, p.Root), func(key crypto.Signer) (*x509.Certificate, error) {
+	issuingCreate := func(key crypto.Signer) (*x509.Certificate, error) {
+		if d.RootKey == nil {
+			return nil, fmt.Errorf("the root key is off line (not at %s): put it there for this start, or restore issuing-ca.pem", p.RootKey)
+		}
 		return b.sign(&x509.Certificate{
 			Subject:   pkix.Name{CommonName: "coapca Issuing CA", Organization: []string{"coapca"}},
 			NotBefore: b.now.Add(-time.Hour), NotAfter: b.now.AddDate(10, 0, 0),
 			IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
 			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		}, d.Root, d.RootKey, key)
-	})
+	}
+	if opts.IssuingKey != nil {
+		d.IssuingCA, err = b.ensureExternal(p.IssuingCA, opts.IssuingKey, b.mustChain(d.Root, p.Root), issuingCreate)
+		d.IssuingKey = opts.IssuingKey
+	} else {
+		d.IssuingCA, d.IssuingKey, err = b.ensure(p.IssuingCA, p.IssuingKey, b.mustChain(d.Root, p.Root), issuingCreate)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +262,13 @@ func Open(opts Options) (*Data, error) {
 		return nil, err
 	}
 
+	if opts.NoDemo {
+		d.CMPSecretRef = ""
+		for _, c := range d.Created {
+			log.Debug("data directory: created", "file", c)
+		}
+		return d, nil
+	}
 	// Demo manufacturer: a CA and one IDevID as a factory would make them (IEEE 802.1AR:
 	// serialNumber in the subject, no expiry).
 	d.ManufacturerCA, d.ManufacturerKey, err = b.ensure(p.ManufacturerCA, p.ManufacturerKey, nil, func(key crypto.Signer) (*x509.Certificate, error) {
@@ -319,6 +368,9 @@ func restrictSecrets(p Paths, log *slog.Logger) error {
 	files := []string{p.DeviceKey, p.CMPSecret}
 	for _, d := range []string{p.Private, p.DemoPrivate} {
 		entries, err := os.ReadDir(d)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // no demo directory (Options.NoDemo)
+		}
 		if err != nil {
 			return fmt.Errorf("datadir: %w", err)
 		}
@@ -363,7 +415,7 @@ func narrowMode(path string, limit os.FileMode, log *slog.Logger) error {
 // file is the "done" marker).
 func (b *builder) ensure(certPath, keyPath string, check func(*x509.Certificate) (bool, error),
 	create func(crypto.Signer) (*x509.Certificate, error)) (*x509.Certificate, crypto.Signer, error) {
-	cert, key, err := load(certPath, keyPath)
+	cert, key, err := b.load(certPath, keyPath)
 	switch {
 	case err == nil:
 		ok := true
@@ -383,10 +435,18 @@ func (b *builder) ensure(certPath, keyPath string, check func(*x509.Certificate)
 		if key, err = kms.GenerateP256(); err != nil {
 			return nil, nil, fmt.Errorf("datadir: %w", err)
 		}
-		if err := kms.WriteKeyFile(keyPath, key); err != nil {
+		out := keyPath
+		if o := b.keyOut[keyPath]; o != "" {
+			out = o
+			// Never overwrite a key file: it may be an older root's only copy.
+			if fileExists(out) {
+				return nil, nil, fmt.Errorf("datadir: %s exists; not overwritten", out)
+			}
+		}
+		if err := b.writeKey(out, key); err != nil {
 			return nil, nil, fmt.Errorf("datadir: %w", err)
 		}
-		b.d.Created = append(b.d.Created, keyPath)
+		b.d.Created = append(b.d.Created, out)
 	}
 	if cert, err = create(key); err != nil {
 		return nil, nil, fmt.Errorf("datadir: %s: %w", certPath, err)
@@ -403,10 +463,66 @@ func (b *builder) ensure(certPath, keyPath string, check func(*x509.Certificate)
 	return cert, key, nil
 }
 
+// writeKey writes a new key: encrypted under the passphrase when there is one and the key
+// belongs to the CA (DIR/private, or the offline root key file); the demo device's key stays
+// plaintext, as a device would hold it.
+func (b *builder) writeKey(path string, key crypto.Signer) error {
+	if len(b.pass) > 0 && (filepath.Dir(path) == b.d.Paths.Private || path == b.keyOut[b.d.Paths.RootKey]) {
+		return kms.WriteEncryptedKeyFile(path, key, b.pass, b.iter)
+	}
+	return kms.WriteKeyFile(path, key)
+}
+
+// ensureExternal is ensure for a key held outside the directory (a token): it loads
+// certPath and checks that it certifies key, or — when missing — certifies key with create.
+func (b *builder) ensureExternal(certPath string, key crypto.Signer, check func(*x509.Certificate) (bool, error),
+	create func(crypto.Signer) (*x509.Certificate, error)) (*x509.Certificate, error) {
+	cert, err := loadCert(certPath)
+	switch {
+	case err == nil:
+		if k, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(key.Public()) {
+			return nil, fmt.Errorf("datadir: %s does not certify the configured issuing key (ca.issuing_key)", certPath)
+		}
+		if _, err := check(cert); err != nil {
+			return nil, fmt.Errorf("%s: %w", certPath, err)
+		}
+		return cert, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	if cert, err = create(key); err != nil {
+		return nil, fmt.Errorf("datadir: %s: %w", certPath, err)
+	}
+	if err := kms.WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	b.d.Created = append(b.d.Created, certPath)
+	return cert, nil
+}
+
+// loadCert reads one PEM certificate; a missing file is an os.ErrNotExist error.
+func loadCert(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("datadir: %s: no PEM certificate", path)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %s: %w", path, err)
+	}
+	return cert, nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
 // load reads a certificate and its key. A missing certificate with an existing key returns
 // the key (to be certified again) and an os.ErrNotExist error.
-func load(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
-	key, kerr := kms.LoadKeyFile(keyPath)
+func (b *builder) load(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+	key, kerr := kms.LoadKeyFileWithPassphrase(keyPath, b.pass)
 	if kerr != nil && !errors.Is(kerr, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("datadir: %w", kerr)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -116,12 +117,24 @@ func TestInconsistentDirectoryRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Losing the root key must not silently make a new root.
+	// A missing root key is an offline root: it must not silently make a new root; the
+	// directory runs on with the same root and issuing CA, without the root key.
 	if err := os.Remove(d.Paths.RootKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(Options{Dir: dir}); err == nil {
-		t.Fatal("Open succeeded with the root key missing")
+	again, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Root.Equal(d.Root) || !again.IssuingCA.Equal(d.IssuingCA) || again.RootKey != nil || fileExists(d.Paths.RootKey) {
+		t.Fatal("a missing root key changed the root or the issuing CA")
+	}
+	// Without the root key, a lost issuing CA certificate cannot be re-made: refused.
+	if err := os.Remove(d.Paths.IssuingCA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Dir: dir}); err == nil || !strings.Contains(err.Error(), "off line") {
+		t.Fatalf("Open with the root off line and no issuing CA: %v", err)
 	}
 	// A replaced root no longer signs the issuing CA: refused, not re-issued.
 	dir2 := t.TempDir()

@@ -24,6 +24,8 @@ type House struct {
 	data  *datadir.Data
 	store io.Closer // the store.Store of auth (the composition root does not import store)
 	auth  *authority.Authority
+	// hsmKey is the issuing key's token session (ca.issuing_key), closed with the house.
+	hsmKey io.Closer
 	// demo is true when the demo manufacturer CA and the demo CMP secret are live: the
 	// configuration defines neither trust stores nor MAC secrets.
 	demo bool
@@ -57,27 +59,53 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
+	pass, err := cfg.CA.Passphrase()
+	if err != nil {
+		return nil, err
+	}
+	opts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass, NoDemo: cfg.CA.NoDemo}
+	if cfg.CA.IssuingKey != "" {
+		// The issuing key lives in an HSM (ca.issuing_key): opened before the directory, so a
+		// token that is missing or refuses the PIN changes nothing.
+		if opts.IssuingKey, err = kms.Open(ctx, cfg.CA.IssuingKey); err != nil {
+			return nil, fmt.Errorf("ca.issuing_key: %w", err)
+		}
+	}
+	closeKey := func() {
+		if c, ok := opts.IssuingKey.(io.Closer); ok {
+			c.Close()
+		}
+	}
 	var lock *datadir.DirLock
 	if create {
 		// A second server on the same directory is refused before it changes anything.
 		if lock, err = datadir.Lock(dir); err != nil {
+			closeKey()
 			return nil, err
 		}
 	}
-	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log})
+	data, err := datadir.Open(opts)
 	if err != nil {
+		closeKey()
 		lock.Unlock()
+		if errors.Is(err, kms.ErrPassphrase) && pass == nil {
+			return nil, fmt.Errorf("data directory: %w (set ca.key_passphrase_file or ca.key_passphrase_env)", err)
+		}
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	aopts := authority.Options{Chain: data.IssuingChain(), Logger: log}
 	if err := openStore(ctx, cfg.Store.Driver, dsn, data.Paths.DB, log, &aopts); err != nil {
+		closeKey()
 		lock.Unlock()
 		return nil, err
 	}
 	st := aopts.Store
 	h := &House{cfg: cfg, data: data, store: st, lock: lock}
+	if c, ok := opts.IssuingKey.(io.Closer); ok {
+		h.hsmKey = c
+	}
 	acfg := cfg.Authority
-	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 {
+	if len(acfg.TrustStores) == 0 && len(acfg.MACSecrets) == 0 && !cfg.CA.NoDemo {
 		// Development default: trust the demo manufacturer CA and the demo CMP secret so the
 		// demo device can enroll. A configuration that defines either trust stores or MAC
 		// secrets is a real deployment: then neither demo credential is live (PrintWelcome
@@ -96,12 +124,8 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 		h.Close()
 		return nil, err
 	}
-	signer, err := kms.Open(ctx, data.IssuingKeyURI())
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("issuing key: %w", err)
-	}
-	aopts.Signer = signer
+	// The issuing key as the data directory loaded it (a decrypted file or the HSM key).
+	aopts.Signer = data.IssuingKey
 	h.auth, err = authority.New(policy, aopts)
 	if err != nil {
 		h.Close()
@@ -134,8 +158,11 @@ func (h *House) Data() *datadir.Data { return h.data }
 // Authority is the authority every front door decides through.
 func (h *House) Authority() *authority.Authority { return h.auth }
 
-// Close closes the store and releases the data directory.
+// Close closes the store and the issuing key's token session, and releases the data directory.
 func (h *House) Close() error {
+	if h.hsmKey != nil {
+		h.hsmKey.Close()
+	}
 	err := h.store.Close()
 	return errors.Join(err, h.lock.Unlock())
 }

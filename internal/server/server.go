@@ -56,13 +56,34 @@ type Server struct {
 	httpServers []*http.Server // CMP over HTTP and EST over HTTPS, for a graceful Shutdown
 }
 
+// Validate checks cfg as Start will use it — config.Validate, the DTLS cipher suites and the
+// OSCORE context files — without creating or changing anything.
+func Validate(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := cipherSuites(cfg.DTLS.CipherSuites); err != nil {
+		return err
+	}
+	for _, path := range cfg.OSCOREContexts {
+		if _, _, err := LoadOSCOREContext(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
 const defaultMaxBody = 64 << 10
 
 // Start opens the house of cfg (creating the data directory on first start), registers the
 // front doors and starts the listeners that cfg.Listen enables. Close stops them.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
-	// A bad suite name is refused before the first start creates the data directory.
+	// The whole configuration is checked before the first start creates the data directory
+	// or a later one changes it: a typo leaves nothing behind.
+	if err := Validate(cfg); err != nil {
+		return nil, err
+	}
 	suites, err := cipherSuites(cfg.DTLS.CipherSuites)
 	if err != nil {
 		return nil, err

@@ -38,7 +38,7 @@ coapca: DEMO CREDENTIALS ARE LIVE (the configuration defines no trust_stores and
 
 `, rel(d.Paths.ManufacturerCA), d.CMPSecretRef, rel(d.Paths.CMPSecret))
 	} else {
-		fmt.Fprintln(w, "coapca: demo credentials are off (the configuration defines trust stores or MAC secrets)")
+		fmt.Fprintln(w, "coapca: demo credentials are off (ca.no_demo, or the configuration defines trust stores or MAC secrets)")
 	}
 	if s.metricsAddr != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)

@@ -77,3 +77,33 @@ func OpenSSLCMP(tb testing.TB, timeout time.Duration, dir string, args ...string
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// SoftHSMModule is the PKCS#11 module of Debian's softhsm2.
+const SoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
+
+// SoftHSMToken initialises a fresh SoftHSM2 token labelled label with user PIN pin in a
+// temporary directory (SOFTHSM2_CONF is set for the test, so the test must not run in
+// parallel with another SoftHSM2 test) and returns the module path. It skips (fails in CI)
+// when softhsm2 is not installed.
+func SoftHSMToken(tb testing.TB, label, pin string) string {
+	tb.Helper()
+	util := LookPath(tb, "softhsm2-util")
+	if _, err := os.Stat(SoftHSMModule); err != nil {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("%s is required in CI (scripts/test.sh installs softhsm2)", SoftHSMModule)
+		}
+		tb.Skipf("%s not installed", SoftHSMModule)
+	}
+	dir := tb.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.Mkdir(tokens, 0o700); err != nil {
+		tb.Fatal(err)
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Setenv("SOFTHSM2_CONF", conf)
+	MustRun(tb, time.Minute, util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "5678"+pin)
+	return SoftHSMModule
+}
