@@ -42,7 +42,7 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if !create && !fileExists(filepath.Join(dir, "ca.pem")) {
 		return nil, fmt.Errorf("no data directory at %s (run 'coapca serve --data %s' first, or pass --data)", dir, cfg.Data)
 	}
-	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log})
+	data, err := datadir.Open(datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Registrar: cfg.Upstream.Enabled(), Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
