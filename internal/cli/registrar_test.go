@@ -8,8 +8,10 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -312,4 +314,105 @@ func TestRegistrarLibcoap(t *testing.T) {
 			"-m", "post", "-t", "286", "-f", csr, "-o", p7, reg.coapsURL+"/.well-known/est/sen")
 		mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs")
 	})
+}
+
+// TestRegistrarGlobalSignUpstream: libcoap (OpenSSL and GnuTLS builds, blocks 64 and 1024) →
+// coapca registrar → globalsign/est v1.0.6 `estserver` (a third-party EST server with a mock
+// CA, built in a throwaway module) that authenticates the registrar by its TLS client
+// certificate: /crts, /sen, /skg (284), /att, and /sren refused by globalsign (no RA
+// policy there) reaching the device as 4.03 without globalsign's text. Pending has no counterpart there (its mock CA
+// answers at once).
+func TestRegistrarGlobalSignUpstream(t *testing.T) {
+	need(t, "coap-client-openssl", "coap-client-gnutls", "openssl")
+	if testing.Short() {
+		t.Skip("-short: builds globalsign/est")
+	}
+	dir := t.TempDir()
+	p := func(n string) string { return filepath.Join(dir, n) }
+	_, estserver := globalsignTools(t, p("gs"))
+	regDir := t.TempDir()
+	regData, err := datadir.Open(datadir.Options{Dir: regDir, Registrar: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The upstream's CA and TLS certificate, made by openssl.
+	mustRun(t, "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p("gsca.key"),
+		"-subj", "/CN=gs upstream CA", "-days", "2", "-out", p("gsca.pem"), "-addext", "basicConstraints=critical,CA:TRUE",
+		"-addext", "keyUsage=critical,keyCertSign,cRLSign")
+	mustRun(t, "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p("gssrv.key"),
+		"-subj", "/CN=127.0.0.1", "-out", p("gssrv.csr"))
+	os.WriteFile(p("srv.ext"), []byte("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"), 0o644)
+	mustRun(t, "openssl", "x509", "-req", "-in", p("gssrv.csr"), "-CA", p("gsca.pem"), "-CAkey", p("gsca.key"), "-CAcreateserial",
+		"-days", "2", "-extfile", p("srv.ext"), "-out", p("gssrv.pem"))
+	port := freeTCPPort(t)
+	cfg := fmt.Sprintf(`{"mock_ca":{"certificates":%q,"private_key":%q},"tls":{"listen_address":"127.0.0.1:%d","certificates":%q,"private_key":%q,"client_cas":[%q]},"allowed_hosts":["127.0.0.1"],"rate_limit":0,"timeout":30}`,
+		p("gsca.pem"), p("gsca.key"), port, p("gssrv.pem"), p("gssrv.key"), regData.Paths.Root)
+	os.WriteFile(p("gs.json"), []byte(cfg), 0o644)
+	srv := exec.Command(estserver, "-config", p("gs.json"))
+	var srvLog strings.Builder
+	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitUntil(t, 30*time.Second, "estserver to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	reg := testServerAt(t, regDir, func(c *config.Config) {
+		c.Upstream = config.Upstream{URL: "https://" + addr, Trust: p("gsca.pem")}
+	})
+	d := reg.data.Paths
+	gsRoot := readCert(t, p("gsca.pem"))
+	for _, bin := range []string{"coap-client-openssl", "coap-client-gnutls"} {
+		for _, bs := range []string{"64", "1024"} {
+			t.Run(bin+"/block-"+bs, func(t *testing.T) {
+				work := t.TempDir()
+				dev := func(args ...string) string {
+					out, err := run(t, 60*time.Second, bin, append([]string{"-B", "30", "-b", bs, "-c", d.Device, "-j", d.DeviceKey, "-C", d.Root}, args...)...)
+					if err != nil {
+						t.Fatalf("%s %v: %v\n%s\nestserver log:\n%s", bin, args, err, out, srvLog.String())
+					}
+					return out
+				}
+				crts := filepath.Join(work, "crts.p7")
+				dev("-m", "get", "-A", "281", "-o", crts, reg.coapsURL+"/.well-known/est/crts")
+				mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", crts, "-print_certs", "-out", filepath.Join(work, "crts.pem"))
+				if got := readCerts(t, filepath.Join(work, "crts.pem")); len(got) != 1 || !got[0].Equal(gsRoot) {
+					t.Fatalf("/crts: not globalsign's CA (%d certificates)", len(got))
+				}
+				key, csr, p7 := filepath.Join(work, "k"), filepath.Join(work, "csr.der"), filepath.Join(work, "c.p7")
+				mustRun(t, "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+					"-keyout", key, "-subj", "/CN=demo-device-0001", "-outform", "DER", "-out", csr)
+				dev("-m", "post", "-t", "286", "-f", csr, "-o", p7, reg.coapsURL+"/.well-known/est/sen")
+				certFile := filepath.Join(work, "c.pem")
+				mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs", "-out", certFile)
+				if out := mustRun(t, "openssl", "verify", "-CAfile", p("gsca.pem"), certFile); !strings.Contains(out, "OK") {
+					t.Fatalf("openssl verify: %s", out)
+				}
+				// /sren with globalsign's certificate as the device's DTLS identity: the registrar
+				// admits it (globalsign's CA, learned from /cacerts) and relays; globalsign's server
+				// has no RA policy and compares the CSR with the registrar's own TLS certificate,
+				// so it refuses. The device gets 4.03 (RFC 8075 §7) without globalsign's text.
+				out, _ := run(t, 60*time.Second, bin, "-B", "30", "-b", bs, "-c", certFile, "-j", key, "-C", d.Root,
+					"-m", "post", "-t", "286", "-f", csr, reg.coapsURL+"/.well-known/est/sren")
+				if !strings.Contains(out, "4.03") || !strings.Contains(out, "upstream CA answered /simplereenroll with 403") ||
+					strings.Contains(out, "SubjectAltName") {
+					t.Fatalf("/sren through the registrar to globalsign: %q", out)
+				}
+				mp := filepath.Join(work, "skg.cbor")
+				dev("-m", "post", "-t", "286", "-A", "62", "-f", csr, "-o", mp, reg.coapsURL+"/.well-known/est/skg")
+				raw, _ := os.ReadFile(mp)
+				parts, err := est.ParseMultipart(raw)
+				if err != nil || len(parts) != 2 || parts[0].ContentFormat != est.CFPKCS8 {
+					t.Fatalf("/skg via globalsign: %v %+v", err, parts)
+				}
+				dev("-m", "get", "-A", "285", "-o", filepath.Join(work, "att.der"), reg.coapsURL+"/.well-known/est/att")
+			})
+		}
+	}
 }
