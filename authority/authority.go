@@ -404,6 +404,11 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 	if who, err = a.authorize(ctx, r, p); err != nil {
 		return nil, err
 	}
+	if who.source == CANameUpstream {
+		// A registrar's upstream CA vouches for renewals it will do itself (Authorize); this
+		// CA does not renew another CA's certificates (CMP kur at a registrar, for one).
+		return nil, errs.New(errs.Forbidden, "a certificate of the upstream CA renews through the registrar only, not at this CA")
+	}
 	pub := r.PublicKey
 	if pub == nil {
 		if r.Op == OpServerKeyGen {
