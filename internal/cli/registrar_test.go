@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"io"
 	"net"
@@ -13,11 +14,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"coapca/authority"
+	"coapca/client"
 	"coapca/est"
 	"coapca/est/cms"
 	"coapca/internal/config"
@@ -88,6 +91,23 @@ func TestRegistrarOurClient(t *testing.T) {
 		}
 		return errOut
 	}
+
+	// RFC 9148 §10.2: a device using its implicit TA database sees id-kp-cmcRA in the
+	// registrar's DTLS server certificate.
+	devID := reg.data.DeviceCertificate()
+	conn, err := client.DialEST(ctx, reg.coapsURL, client.ESTDialOptions{Identity: &devID, VerifyServer: client.ParseChain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ChannelBinding(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sc := conn.ServerChain(); len(sc) == 0 || !slices.ContainsFunc(sc[0].UnknownExtKeyUsage, func(o asn1.ObjectIdentifier) bool {
+		return o.Equal(testpki.OIDCmcRA)
+	}) {
+		t.Fatalf("the registrar's DTLS certificate lacks id-kp-cmcRA")
+	}
+	conn.Close()
 
 	// /crts answers the upstream's CA certificates, not the registrar's.
 	caOut := filepath.Join(dir, "crts.pem")
