@@ -67,7 +67,7 @@ func registrarPair(t *testing.T, caTweak func(*config.Config), regTweak ...func(
 	return ca, reg, trust
 }
 
-// TestRegistrarOurClient: our EST-coaps client (and EST-oscore with EDHOC) → coapca registrar
+// TestRegistrarOurClient: our EST-coaps client (and EST-oscore, EDHOC and pre-shared) → coapca registrar
 // → coapca EST over HTTPS CA: enroll with PoP linking, re-enroll with the certificate the
 // upstream issued, server-generated keys plain and CMS-encrypted (280, opened only by the
 // device), a request the registrar refuses, pending with approval on the upstream.
@@ -77,9 +77,11 @@ func TestRegistrarOurClient(t *testing.T) {
 	if err := os.WriteFile(kekFile, []byte("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	srvCtx := writeFile(t, filepath.Join(dir, "sensor-17.yaml"), pskServerYAML)
+	cliCtx := writeFile(t, filepath.Join(dir, "client.yaml"), pskClientYAML)
 	ca, reg, trust := registrarPair(t, func(c *config.Config) {
 		c.EST.ServerKeygenKEKs = []config.KEK{{ID: "6b656b2d31", KeyFile: kekFile}} // "kek-1"
-	})
+	}, func(c *config.Config) { c.OSCOREContexts = []string{srvCtx} })
 	ctx := context.Background()
 	d := reg.data.Paths
 	idevid := []string{"--cert", d.Device, "--key", d.DeviceKey, "--trust", trust}
@@ -166,6 +168,14 @@ func TestRegistrarOurClient(t *testing.T) {
 		"--key-out", filepath.Join(dir, "osc.key"), "--out", oscOut}, idevid...)...)
 	if c := readCert(t, oscOut); !bytes.Equal(c.RawIssuer, ca.data.IssuingCA.RawSubject) {
 		t.Fatalf("EST-oscore through the registrar: issued by %v", c.Issuer)
+	}
+
+	// EST-oscore with a pre-shared context, at block size 64.
+	pskOut := filepath.Join(dir, "psk.pem")
+	est("enroll", "--server", reg.coapURL+"/sensors", "--oscore", cliCtx, "--trust", trust, "--subject", "CN=psk-device",
+		"--block-size", "64", "--key-out", filepath.Join(dir, "psk.key"), "--out", pskOut)
+	if c := readCert(t, pskOut); !bytes.Equal(c.RawIssuer, ca.data.IssuingCA.RawSubject) || c.Subject.CommonName != "psk-device" {
+		t.Fatalf("pre-shared EST-oscore through the registrar: %v from %v", c.Subject, c.Issuer)
 	}
 
 	// Pending on the upstream (manual approval): 5.03 + Max-Age, then approved on the upstream.
