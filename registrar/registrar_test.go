@@ -576,3 +576,43 @@ func TestLocalKeyGen(t *testing.T) {
 		})
 	}
 }
+
+// TestLabelsAndCredentials: a local label is relayed under its mapped upstream label, with the
+// configured HTTP Basic credentials and the registrar's TLS client certificate.
+func TestLabelsAndCredentials(t *testing.T) {
+	ctx := context.Background()
+	l, u := newLocal(t), newUpstream(t)
+	raID := testpki.NewCA(t, "Registrar CA").RA(t, "registrar-1")
+	var user, pass, client string
+	u.override = func(w http.ResponseWriter, r *http.Request) bool {
+		user, pass, _ = r.BasicAuth()
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			client = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		return false
+	}
+	reg := newRegistrar(t, l, u, func(o *registrar.Options) {
+		o.Labels = map[string]string{"pop": "iot-pop"}
+		o.User, o.Password = "edge-7", "s3cret"
+		o.TLS.Certificates = []tls.Certificate{raID.TLS()}
+	})
+	body, _ := csrDER(t, pkix.Name{CommonName: "dev-1"}, base64.StdEncoding.EncodeToString(deviceBinding.Unique))
+	if _, err := reg.Enroll(ctx, request(l.device.Chain, "pop", body)); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.paths[len(u.paths)-1]; got != "/.well-known/est/iot-pop/simpleenroll" {
+		t.Errorf("relayed to %s", got)
+	}
+	if user != "edge-7" || pass != "s3cret" || client != "registrar-1" {
+		t.Errorf("upstream saw user %q password %q client %q", user, pass, client)
+	}
+	if _, err := registrar.New(registrar.Options{URL: u.srv.URL, TLS: &tls.Config{RootCAs: u.ca.Pool()}, Authority: l.auth,
+		Labels: map[string]string{"a": "b/c"}}); err == nil {
+		t.Error("a label mapping with a slash was accepted")
+	}
+	for _, bad := range []string{"http://ca.example", "https://", "ca.example:443", "https://ca.example/?x=1"} {
+		if _, err := registrar.New(registrar.Options{URL: bad, TLS: &tls.Config{RootCAs: u.ca.Pool()}, Authority: l.auth}); err == nil {
+			t.Errorf("upstream URL %q accepted", bad)
+		}
+	}
+}

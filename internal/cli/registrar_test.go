@@ -446,3 +446,75 @@ func TestRegistrarGlobalSignUpstream(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistrarSeparateResponse: a request that waits on the upstream gets an empty ACK at
+// once and the answer as a separate confirmable response (RFC 7252 §5.2.2), so a slow upstream
+// never holds the device's exchange open (separate_after negative: every request counts as
+// slow, deterministically).
+func TestRegistrarSeparateResponse(t *testing.T) {
+	need(t, "coap-client-openssl", "openssl")
+	_, reg, _ := registrarPair(t, nil, func(c *config.Config) { c.CoAP.SeparateAfter = -1 })
+	d := reg.data.Paths
+	dir := t.TempDir()
+	csr, p7 := filepath.Join(dir, "csr.der"), filepath.Join(dir, "cert.p7")
+	makeCSR(t, csr, "CN=demo-device-0001")
+	out := mustRun(t, "coap-client-openssl", "-v", "7", "-B", "20", "-m", "post", "-t", "286", "-f", csr, "-o", p7,
+		"-c", d.Device, "-j", d.DeviceKey, "-C", d.Root, reg.coapsURL+"/.well-known/est/sen")
+	var sawEmptyACK, sawCON bool
+	for _, l := range strings.Split(out, "\n") {
+		sawEmptyACK = sawEmptyACK || strings.Contains(l, "t:ACK c:0.00") && !sawCON
+		sawCON = sawCON || strings.Contains(l, "t:CON c:2.04")
+	}
+	if !sawEmptyACK || !sawCON {
+		t.Fatalf("no empty ACK followed by a CON 2.04 in libcoap's log:\n%s", out)
+	}
+	mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs")
+}
+
+// TestRegistrarUpstreamFailures: a registrar whose upstream is down still starts, and a device
+// gets 5.03 (with Max-Age) instead of a hang or 5.00; one whose upstream presents a certificate
+// it does not trust gets 5.02; neither sees more than a short diagnostic, and the metrics count
+// the failures by kind.
+func TestRegistrarUpstreamFailures(t *testing.T) {
+	need(t, "coap-client-openssl", "openssl")
+	closed := freeTCPPort(t)
+	stranger := testpki.NewCA(t, "not the upstream's root")
+	strangerFile := filepath.Join(t.TempDir(), "stranger.pem")
+	os.WriteFile(strangerFile, certPEM(stranger.Cert), 0o600)
+	ca := testServerAt(t, t.TempDir(), func(c *config.Config) { c.Listen.HTTPS = "127.0.0.1:0"; c.Listen.CoAPS, c.Listen.CoAP = "", "" })
+	for _, tc := range []struct {
+		name, url, trust, code, diag, kind string
+	}{
+		{"unreachable", fmt.Sprintf("https://127.0.0.1:%d", closed), ca.data.Paths.Root, "5.03", "unreachable", "unavailable"},
+		{"untrusted TLS certificate", "https://" + ca.httpsAddr, strangerFile, "5.02", "not trusted", "bad_gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := testServerAt(t, t.TempDir(), func(c *config.Config) {
+				c.Upstream = config.Upstream{URL: tc.url, Trust: tc.trust, RetryAfter: 17 * time.Second}
+			})
+			d := reg.data.Paths
+			csr := filepath.Join(t.TempDir(), "csr.der")
+			makeCSR(t, csr, "CN=demo-device-0001")
+			out, _ := run(t, 60*time.Second, "coap-client-openssl", "-v", "7", "-B", "20", "-m", "post", "-t", "286", "-f", csr,
+				"-c", d.Device, "-j", d.DeviceKey, "-C", d.Root, reg.coapsURL+"/.well-known/est/sen")
+			if !strings.Contains(out, tc.code+" ") || !strings.Contains(out, tc.diag) {
+				t.Fatalf("device saw %q, want %s with %q", out, tc.code, tc.diag)
+			}
+			if tc.code == "5.03" && !strings.Contains(out, "Max-Age:17") {
+				t.Errorf("5.03 without Max-Age 17: %s", out)
+			}
+			if strings.Contains(out, "x509") || strings.Contains(out, "connection refused") {
+				t.Errorf("the device saw internal detail: %s", out)
+			}
+			resp, err := http.Get("http://" + reg.metricsAddr.String() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := `operation="simpleenroll",result="` + tc.kind + `"`; !bytes.Contains(body, []byte(want)) {
+				t.Errorf("metrics lack %s", want)
+			}
+		})
+	}
+}
