@@ -136,6 +136,13 @@ func New(opts Options) (*Service, error) {
 	if tc.MinVersion == 0 {
 		tc.MinVersion = tls.VersionTLS12
 	}
+	if len(tc.Certificates) > 0 && tc.GetClientCertificate == nil {
+		// Present the RA identity whenever the upstream asks, whatever CA names it lists
+		// (crypto/tls would otherwise send none when its chain names none of them).
+		id := tc.Certificates[0]
+		tc.Certificates = nil
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &id, nil }
+	}
 	tr := &http.Transport{
 		TLSClientConfig:     tc,
 		MaxConnsPerHost:     opts.MaxConcurrent,
