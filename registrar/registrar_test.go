@@ -372,11 +372,20 @@ func TestUpstreamFailures(t *testing.T) {
 				o.TLS = &tls.Config{RootCAs: testpki.NewCA(t, "some other root").Pool()}
 			}},
 		{name: "upstream error 500 body not leaked → 5.00", code: codes.InternalServerError,
-			override: func(w http.ResponseWriter, r *http.Request) bool { http.Error(w, secret, http.StatusInternalServerError); return true }},
+			override: func(w http.ResponseWriter, r *http.Request) bool {
+				http.Error(w, secret, http.StatusInternalServerError)
+				return true
+			}},
 		{name: "upstream 400 body not leaked → 4.00", code: codes.BadRequest, diag: "400",
-			override: func(w http.ResponseWriter, r *http.Request) bool { http.Error(w, secret, http.StatusBadRequest); return true }},
+			override: func(w http.ResponseWriter, r *http.Request) bool {
+				http.Error(w, secret, http.StatusBadRequest)
+				return true
+			}},
 		{name: "upstream 403 → 4.03", code: codes.Forbidden,
-			override: func(w http.ResponseWriter, r *http.Request) bool { http.Error(w, secret, http.StatusForbidden); return true }},
+			override: func(w http.ResponseWriter, r *http.Request) bool {
+				http.Error(w, secret, http.StatusForbidden)
+				return true
+			}},
 		{name: "upstream 202 + Retry-After → 5.03 + Max-Age", code: codes.ServiceUnavailable, maxAge: 7,
 			override: func(w http.ResponseWriter, r *http.Request) bool {
 				w.Header().Set("Retry-After", "7")
