@@ -518,3 +518,29 @@ func TestRegistrarUpstreamFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestServeUpstreamFlags: `coapca serve --upstream` with what cannot work is refused before the
+// data directory is created.
+func TestServeUpstreamFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"plain http upstream", []string{"--upstream", "http://ca.example", "--upstream-trust", "x.pem"}, "https://"},
+		{"no anchors for the upstream", []string{"--upstream", "https://ca.example"}, "upstream.trust"},
+		{"certificate without key", []string{"--upstream", "https://ca.example", "--upstream-trust", "x.pem", "--upstream-cert", "c.pem"}, "go together"},
+		{"trust without upstream", []string{"--upstream-trust", "x.pem"}, "without upstream.url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			_, errOut, code := cli(context.Background(), append([]string{"serve", "--data", dir, "--coaps", "off", "--coap", "off"}, tc.args...)...)
+			if code == 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want an error with %q", code, errOut, tc.want)
+			}
+			if _, err := os.Stat(dir); err == nil {
+				t.Fatal("the data directory was created")
+			}
+		})
+	}
+}

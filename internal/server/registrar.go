@@ -21,10 +21,7 @@ import (
 // its metrics (per upstream: latency histogram, results by kind, keys it generated itself), learns
 // the upstream's /cacerts once (a failure is logged; Run keeps trying) and keeps them fresh.
 func (s *Server) startRegistrar(ctx context.Context) error {
-	u := s.cfg.Upstream
-	if err := u.Validate(); err != nil {
-		return err
-	}
+	u := s.cfg.Upstream // validated by Start before anything touched the disk
 	if !u.Enabled() {
 		return nil
 	}

@@ -68,6 +68,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Upstream.Validate(); err != nil {
+		return nil, err
+	}
 	m := metrics.New()
 	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
