@@ -123,6 +123,7 @@ type Authority struct {
 	users     map[string][]byte // HTTP Basic user → bcrypt hash
 	passwords passwordCache     // recently verified Basic credentials (users.go)
 	chains    chainCache        // verified client chains (verifycache.go)
+	upstream  upstreamCAs       // a registrar's upstream CA certificates (registrar.go)
 	crl       crlCache          // the last signed CRL (crl.go)
 	psMu      sync.RWMutex
 	preShared map[string][]string // pre-shared key name → labels (nil = every label)
@@ -200,7 +201,7 @@ func New(pol Policy, opts Options) (*Authority, error) {
 		a.caInter.AddCert(c)
 	}
 
-	seen := map[string]bool{CANameOurs: true}
+	seen := map[string]bool{CANameOurs: true, CANameUpstream: true}
 	for _, ts := range pol.TrustStores {
 		if ts.Name == "" || seen[ts.Name] {
 			return nil, fmt.Errorf("authority: trust store name %q is empty, reserved or used twice", ts.Name)
@@ -402,6 +403,11 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 	}
 	if who, err = a.authorize(ctx, r, p); err != nil {
 		return nil, err
+	}
+	if who.source == CANameUpstream {
+		// A registrar's upstream CA vouches for renewals it will do itself (Authorize); this
+		// CA does not renew another CA's certificates (CMP kur at a registrar, for one).
+		return nil, errs.New(errs.Forbidden, "a certificate of the upstream CA renews through the registrar only, not at this CA")
 	}
 	pub := r.PublicKey
 	if pub == nil {

@@ -36,7 +36,22 @@ func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (i
 	case OpReenroll:
 		// RFC 7030 §4.2.2, RFC 9483 §4.1.3: re-enrollment renews a certificate this CA issued,
 		// authenticated with that very certificate.
+		if who.ours == nil && who.source == CANameUpstream {
+			// RFC 9148 §5: a registrar's devices renew certificates its upstream CA issued;
+			// the upstream, which knows their labels, decides the rest. The subject and SAN
+			// must still be kept (template, KindLDevID).
+			who.kind, who.origin = KindLDevID, CANameUpstream
+			break
+		}
 		if who.ours == nil {
+			// RFC 7030 §3.7, RFC 9148 §5: a registrar (an RA) relays a device's re-enrollment;
+			// it authenticated the device with the certificate being renewed and checked that
+			// the CSR keeps its subject and SAN. Only an RA an ra rule admits is believed.
+			if rl := a.match(p, r.Requester.Transport, who); rl != nil && rl.kind == KindRA {
+				who.rule, who.kind = rl, KindRA
+				who.origin = who.originFor(KindRA)
+				break
+			}
 			return who, errs.New(errs.Forbidden, "re-enrollment requires a certificate issued by this CA")
 		}
 		who.kind = KindLDevID

@@ -232,7 +232,8 @@ type rule struct {
 }
 
 func (r *rule) admits(source string) bool {
-	return slices.Contains(r.from, "*") && source != CANameOurs || slices.Contains(r.from, source)
+	// "*" is every manufacturer trust store: neither this CA nor a registrar's upstream CA.
+	return slices.Contains(r.from, "*") && source != CANameOurs && source != CANameUpstream || slices.Contains(r.from, source)
 }
 
 func (r *rule) admitsTransport(t Transport) bool {

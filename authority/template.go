@@ -53,17 +53,25 @@ func keyType(pub crypto.PublicKey) (string, error) {
 // CSR with the profile's rules applied, and for re-enrollment the check that they equal the
 // old certificate's (RFC 7030 §4.2.2).
 func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto.PublicKey) (*x509.Certificate, error) {
-	kt, err := keyType(pub)
-	if err != nil {
-		return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key: %v", err)
-	}
-	if len(p.AcceptKeyTypes) > 0 && !slices.Contains(p.AcceptKeyTypes, kt) {
-		return nil, errs.New(errs.BadRequest, "key type %s is not accepted for label %q (accepted: %s)",
-			kt, p.Label, strings.Join(p.AcceptKeyTypes, ", "))
-	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key")
+	// pub is nil only when Authorize checks a registrar's relayed server-side key generation,
+	// whose key the upstream CA makes: the names are checked, the key cannot be.
+	var ski []byte
+	if pub != nil {
+		kt, err := keyType(pub)
+		if err != nil {
+			return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key: %v", err)
+		}
+		if len(p.AcceptKeyTypes) > 0 && !slices.Contains(p.AcceptKeyTypes, kt) {
+			return nil, errs.New(errs.BadRequest, "key type %s is not accepted for label %q (accepted: %s)",
+				kt, p.Label, strings.Join(p.AcceptKeyTypes, ", "))
+		}
+		spki, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key")
+		}
+		// RFC 7093 §2 method 4: SHA-256 of the SubjectPublicKeyInfo, truncated to 160 bits.
+		sum := sha256.Sum256(spki)
+		ski = sum[:20]
 	}
 
 	names := p.names
@@ -124,7 +132,6 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 	if notAfter.After(a.issuer.NotAfter) {
 		notAfter = a.issuer.NotAfter
 	}
-	ski := sha256.Sum256(spki)
 	return &x509.Certificate{
 		RawSubject:            rawSubject,
 		NotBefore:             now.Add(-a.backdate),
@@ -132,12 +139,11 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		KeyUsage:              p.KeyUsage,
 		ExtKeyUsage:           slices.Clone(p.ExtKeyUsage),
 		BasicConstraintsValid: true,
-		// RFC 7093 §2 method 4: SHA-256 of the SubjectPublicKeyInfo, truncated to 160 bits.
-		SubjectKeyId:   ski[:20],
-		DNSNames:       slices.Clone(csr.DNSNames),
-		IPAddresses:    slices.Clone(csr.IPAddresses),
-		EmailAddresses: slices.Clone(csr.EmailAddresses),
-		URIs:           slices.Clone(csr.URIs),
+		SubjectKeyId:          ski,
+		DNSNames:              slices.Clone(csr.DNSNames),
+		IPAddresses:           slices.Clone(csr.IPAddresses),
+		EmailAddresses:        slices.Clone(csr.EmailAddresses),
+		URIs:                  slices.Clone(csr.URIs),
 	}, nil
 }
 

@@ -170,6 +170,9 @@ func (a *Authority) identify(ctx context.Context, r Requester) (identity, string
 			firstErr = err
 		}
 	}
+	if who, ok := a.verifyUpstream(chain, inter, now); ok {
+		return who, "", nil
+	}
 	return identity{}, verifyReason(firstErr), errs.Wrap(errs.Unauthorized, firstErr, "client certificate %s is not trusted", leaf.Subject)
 }
 

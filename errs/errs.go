@@ -49,6 +49,11 @@ const (
 	Unavailable
 	// Conflict: the request conflicts with the state (e.g. certificate already revoked).
 	Conflict
+	// BadGateway: an upstream server (a registrar's or proxy's CA) could not be talked to
+	// properly: its TLS identity failed verification, or its answer was malformed.
+	BadGateway
+	// GatewayTimeout: an upstream server did not answer in time.
+	GatewayTimeout
 
 	// NumKinds is the number of kinds: tables are [NumKinds]T arrays indexed by Kind, and
 	// completeness tests loop from 0 to NumKinds. A new Kind goes before this line.
@@ -67,6 +72,8 @@ var kindNames = [NumKinds]string{
 	Pending:           "pending",
 	Unavailable:       "unavailable",
 	Conflict:          "conflict",
+	BadGateway:        "bad gateway",
+	GatewayTimeout:    "gateway timeout",
 }
 
 // Valid reports whether k is one of the defined kinds.

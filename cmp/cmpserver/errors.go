@@ -21,6 +21,8 @@ var failInfoByKind = [errs.NumKinds]cmp.FailureInfo{
 	errs.Pending:           0, // not a failure: status waiting
 	errs.Unavailable:       cmp.FailSystemUnavail,
 	errs.Conflict:          cmp.FailCertRevoked, // e.g. revoking an already revoked certificate
+	errs.BadGateway:        cmp.FailSystemUnavail,
+	errs.GatewayTimeout:    cmp.FailSystemUnavail,
 }
 
 // failInfoOf returns the failure bits for err: explicit ones, else the kind's.

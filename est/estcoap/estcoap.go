@@ -339,6 +339,8 @@ var codeFor = [errs.NumKinds]codes.Code{
 	errs.Internal:          codes.InternalServerError,   // 5.00
 	errs.Pending:           codes.ServiceUnavailable,    // 5.03 + Max-Age (RFC 9148 §4.7)
 	errs.Unavailable:       codes.ServiceUnavailable,    // 5.03
+	errs.BadGateway:        codes.BadGateway,            // 5.02 (RFC 8075 §7: 502)
+	errs.GatewayTimeout:    codes.GatewayTimeout,        // 5.04 (RFC 8075 §7: 504)
 }
 
 // ErrorResponse maps err to its CoAP response: the code from the table, the client-visible

@@ -716,6 +716,8 @@ var statusFor = [errs.NumKinds]int{
 	errs.Pending:           http.StatusAccepted,              // 202 + Retry-After (RFC 7030 §4.2.3)
 	errs.Unavailable:       http.StatusServiceUnavailable,    // 503 + Retry-After
 	errs.Conflict:          http.StatusConflict,              // 409
+	errs.BadGateway:        http.StatusBadGateway,            // 502
+	errs.GatewayTimeout:    http.StatusGatewayTimeout,        // 504
 }
 
 // Status returns the HTTP status of err.

@@ -47,9 +47,7 @@ var rank = [numLayers]int{
 }
 
 // layers puts every package of the module in a layer. A package missing here fails the test:
-// decide where it belongs (and which rules apply) when you add it. Packages of DESIGN.md's
-// layout that do not exist yet (store/postgres, registrar) and those of branches in flight
-// (est/esthttp, est/cms, internal/bench, internal/testpki, coap/coaptest) are listed already.
+// decide where it belongs (and which rules apply) when you add it.
 var layers = map[string]layer{
 	"errs":             layerNeutral, // typed errors; every binding maps them to its own codes
 	"kms":              layerNeutral, // key URIs → crypto.Signer, for the CA and the client alike

@@ -92,3 +92,22 @@ func TestUDPRelayCounts(t *testing.T) {
 		t.Errorf("counted %d bytes in %d datagrams, want %d in 6", b, d, 2*sent)
 	}
 }
+
+// TestRegistrarBench runs `coapca bench registrar` small: both paths enroll every device.
+func TestRegistrarBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts two servers")
+	}
+	var out, progress bytes.Buffer
+	if err := Registrar(t.Context(), ESTOptions{Devices: 4, Concurrency: 2, BlockSize: 1024}, &out, &progress); err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	for _, want := range []string{"direct    (device → CA", "registrar (device → registrar → CA", "errors 0"} {
+		if !bytes.Contains(out.Bytes(), []byte(want)) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if bytes.Count(out.Bytes(), []byte("errors 0")) != 2 {
+		t.Errorf("enrollments failed:\n%s", out.String())
+	}
+}

@@ -10,9 +10,10 @@ import (
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|registrar [flags]
 
-  est   EST-coaps enrollments and re-enrollments
+  est        EST-coaps enrollments and re-enrollments
+  registrar  EST-coaps enrollments through a registrar to an HTTPS CA, next to direct ones
   cmp   CMP ir+certConf transactions over CoAP and HTTP
   coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
 
@@ -37,6 +38,14 @@ signature); every answer is checked by the client. Each certificate is signed by
 recorded in the real SQLite database (fsync'd) before the answer goes out. Beside the results it
 prints the ECDSA P-256 floor measured in the same run on the same machine.`
 
+const benchRegistrarDescription = `Measure EST-coaps enrollments through a registrar (RFC 9148 §5) against direct ones.
+
+Two in-process servers: a CA serving EST-coaps and EST over HTTPS, and a registrar (serve
+--upstream) relaying to the CA over HTTPS with its id-kp-cmcRA identity. N devices enroll
+directly at the CA (a new DTLS session and /sen each), then N other devices enroll through the
+registrar, --concurrency at a time; it prints both rates and the registrar's as a share of the
+direct one, measured in the same run on the same machine.`
+
 const benchCoAPDescription = `Measure the CoAP endpoint alone: full DTLS handshakes per second through coapca's
 listener, and small GETs per second over established DTLS sessions and over plain UDP, with
 --clients concurrent clients on this machine. Beside them it prints floors measured in the same
@@ -51,7 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|registrar [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -99,6 +108,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--protection must be mac or signature")
 		}
 		return bench.CMP(ctx, o, stdout, stderr)
+	case "registrar":
+		var o bench.ESTOptions
+		fs := newFlagSet("bench registrar", "coapca bench registrar [flags]", benchRegistrarDescription, stderr)
+		fs.IntVar(&o.Devices, "devices", 200, "devices that enroll on each path (each with a fresh DTLS handshake)")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "devices working at once")
+		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Devices < 1 || o.Concurrency < 1 {
+			return usagef("--devices and --concurrency must be positive")
+		}
+		return bench.Registrar(ctx, o, stdout, stderr)
 	case "coap":
 		var o bench.CoAPOptions
 		fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
@@ -112,5 +134,5 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return bench.CoAP(ctx, o, stdout, stderr)
 	}
-	return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|registrar [flags] (see 'coapca bench help')")
 }

@@ -18,7 +18,8 @@ issuing CA, the server's DTLS certificate, a SQLite database, a demo manufacture
 server trusts for initial enrollment and a demo device identity; later starts reuse everything.
 It then serves EST-coaps (RFC 9148) on --coaps (:5684), EST-oscore and CMP over CoAP
 (RFC 9482) on --coap (:5683), CMP over HTTP (RFC 9811) on --http and EST over HTTPS (RFC 7030)
-on --https when given, and prints the commands that enroll the demo device over each. Everything else is set in the YAML file given
+on --https when given (with --upstream, EST-coaps and EST-oscore relay to an upstream EST
+server over HTTPS instead: the registrar of RFC 9148 §5, docs/registrar.md), and prints the commands that enroll the demo device over each. Everything else is set in the YAML file given
 with --config (docs/configuration.md); flags override the file.`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -37,6 +38,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
+	applyUpstream := upstreamFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +82,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case cfg.ShutdownTimeout == 0:
 		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
 	}
+	applyUpstream(&cfg)
 	cfg.ServerNames = append(cfg.ServerNames, names...)
 	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)
 	log, err := newLoggerFormat(stderr, cfg.Log.Level, cfg.Log.Format)

@@ -140,6 +140,9 @@ func (c Config) Validate() error {
 	if err := c.CMPUpstream.Validate(); err != nil {
 		return err
 	}
+	if err := c.Upstream.Validate(); err != nil {
+		return err
+	}
 	if err := c.CA.validate(); err != nil {
 		return err
 	}

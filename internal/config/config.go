@@ -52,6 +52,9 @@ type Config struct {
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
 	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
 	OSCOREContexts []string `yaml:"oscore_contexts"`
+	// Upstream turns the EST front doors into a registrar (RFC 9148 §5) relaying to an
+	// upstream EST server over HTTPS (upstream.go). Default off.
+	Upstream Upstream `yaml:"upstream"`
 	// ShutdownTimeout bounds a graceful stop (SIGINT, SIGTERM): requests already taken are
 	// finished and answered for at most this long, then the server exits. Default 30s; also
 	// `coapca serve --shutdown-timeout`.

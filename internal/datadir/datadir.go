@@ -54,6 +54,10 @@ type Options struct {
 	// ServerNames are extra DNS names and IP addresses for the server certificate, beside
 	// localhost, 127.0.0.1, ::1 and the host name.
 	ServerNames []string
+	// Registrar makes (or keeps) DIR/registrar.pem: the identity of a registrar (RFC 9148 §5),
+	// with id-kp-cmcRA (RFC 6402 §2.10) beside serverAuth and clientAuth, for its DTLS server
+	// certificate toward devices and its TLS client certificate toward the upstream CA.
+	Registrar bool
 	// Logger; nil = discard.
 	Logger *slog.Logger
 	// Now replaces time.Now (tests).
@@ -81,6 +85,7 @@ type Paths struct {
 	IssuingCA, IssuingKey           string // DIR/issuing-ca.pem, DIR/private/issuing-ca.key
 	Server, ServerKey               string // DIR/server.pem (server + issuing CA), DIR/private/server.key
 	CMPSigner, CMPSignerKey         string // DIR/cmp-signer.pem, DIR/private/cmp-signer.key
+	Registrar, RegistrarKey         string // DIR/registrar.pem (registrar + issuing CA), DIR/private/registrar.key
 	ManufacturerCA, ManufacturerKey string // DIR/demo/manufacturer-ca.pem, DIR/demo/private/manufacturer-ca.key
 	Device, DeviceKey               string // DIR/demo/device.pem, DIR/demo/device.key
 	CMPSecret                       string // DIR/demo/cmp-secret
@@ -95,6 +100,9 @@ type Data struct {
 
 	Root, IssuingCA, Server, CMPSigner, ManufacturerCA, Device               *x509.Certificate
 	RootKey, IssuingKey, ServerKey, CMPSignerKey, ManufacturerKey, DeviceKey crypto.Signer
+	// Registrar and RegistrarKey are set with Options.Registrar.
+	Registrar    *x509.Certificate
+	RegistrarKey crypto.Signer
 
 	// CMPSecretRef is the reference of the demo CMP MAC secret ("demo"); CMPSecret its value
 	// (the content of Paths.CMPSecret).
@@ -126,6 +134,7 @@ func layout(dir string) Paths {
 		IssuingCA: j("issuing-ca.pem"), IssuingKey: j("private", "issuing-ca.key"),
 		Server: j("server.pem"), ServerKey: j("private", "server.key"),
 		CMPSigner: j("cmp-signer.pem"), CMPSignerKey: j("private", "cmp-signer.key"),
+		Registrar: j("registrar.pem"), RegistrarKey: j("private", "registrar.key"),
 		ManufacturerCA: j("demo", "manufacturer-ca.pem"), ManufacturerKey: j("demo", "private", "manufacturer-ca.key"),
 		Device: j("demo", "device.pem"), DeviceKey: j("demo", "device.key"),
 		CMPSecret: j("demo", "cmp-secret"),
@@ -260,6 +269,32 @@ func Open(opts Options) (*Data, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+
+	if opts.Registrar {
+		// RFC 9148 §5 and §10.2 (draft §10.2): the upstream EST server recognises a registrar by
+		// id-kp-cmcRA in its TLS client certificate, and a device using its implicit TA
+		// database SHOULD check for it in the server certificate: one identity carries both.
+		d.Registrar, d.RegistrarKey, err = b.ensure(p.Registrar, p.RegistrarKey, b.renewable(d.IssuingCA, func(c *x509.Certificate) bool {
+			for _, n := range names {
+				if !slices.Contains(c.DNSNames, n) {
+					return false
+				}
+			}
+			return true
+		}), func(key crypto.Signer) (*x509.Certificate, error) {
+			return b.sign(&x509.Certificate{
+				Subject:   pkix.Name{CommonName: "coapca registrar " + names[0], Organization: []string{"coapca"}},
+				NotBefore: b.now.Add(-time.Hour), NotAfter: b.now.AddDate(1, 0, 0),
+				KeyUsage:           x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:        []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+				UnknownExtKeyUsage: []asn1.ObjectIdentifier{oidKPCmcRA},
+				DNSNames:           names, IPAddresses: ips, BasicConstraintsValid: true,
+			}, d.IssuingCA, d.IssuingKey, key)
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	if opts.NoDemo {
@@ -452,7 +487,7 @@ func (b *builder) ensure(certPath, keyPath string, check func(*x509.Certificate)
 		return nil, nil, fmt.Errorf("datadir: %s: %w", certPath, err)
 	}
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	if certPath == b.d.Paths.Server {
+	if certPath == b.d.Paths.Server || certPath == b.d.Paths.Registrar {
 		// Serve the chain up to (not including) the root.
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.d.IssuingCA.Raw})...)
 	}
@@ -613,6 +648,15 @@ func (d *Data) ServerCertificate() tls.Certificate {
 		Certificate: [][]byte{d.Server.Raw, d.IssuingCA.Raw},
 		PrivateKey:  d.ServerKey,
 		Leaf:        d.Server,
+	}
+}
+
+// RegistrarCertificate is the registrar's identity with the issuing CA (Options.Registrar).
+func (d *Data) RegistrarCertificate() tls.Certificate {
+	return tls.Certificate{
+		Certificate: [][]byte{d.Registrar.Raw, d.IssuingCA.Raw},
+		PrivateKey:  d.RegistrarKey,
+		Leaf:        d.Registrar,
 	}
 }
 

@@ -22,7 +22,7 @@ func (s *Server) registerEST() error {
 	s.est.SetObserver(func(function, transport, result string, d time.Duration) {
 		s.metrics.Observe("est-"+transport, function, result, d)
 	})
-	estcoap.New(s.est, estcoap.Options{Labels: s.auth.Labels(), Logger: s.log}).Register(s.secureMux)
+	estcoap.New(s.estFront(), estcoap.Options{Labels: s.auth.Labels(), Logger: s.log}).Register(s.secureMux)
 	return nil
 }
 

@@ -63,7 +63,7 @@ func openHouse(ctx context.Context, cfg config.Config, log *slog.Logger, create 
 	if err != nil {
 		return nil, err
 	}
-	opts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass, NoDemo: cfg.CA.NoDemo}
+	opts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Registrar: cfg.Upstream.Enabled(), Logger: log, Passphrase: pass, NoDemo: cfg.CA.NoDemo}
 	if cfg.CA.IssuingKey != "" {
 		// The issuing key lives in an HSM (ca.issuing_key): opened before the directory, so a
 		// token that is missing or refuses the PIN changes nothing.

@@ -154,7 +154,7 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		layer.AddContext(c, oscorelayer.Identity{Name: f.Name})
 		s.log.Info("oscore: pre-shared context loaded", "file", path, "identity", f.Name, "labels", f.Labels)
 	}
-	estcoap.New(s.est, estcoap.Options{Labels: s.auth.Labels(), OSCORE: true, Logger: s.log}).Register(s.plainMux)
+	estcoap.New(s.estFront(), estcoap.Options{Labels: s.auth.Labels(), OSCORE: true, Logger: s.log}).Register(s.plainMux)
 	s.plainMux.Handle(layer.EDHOCResource())
 	s.plainMux.SetLayer(layer)
 	return nil

@@ -21,6 +21,7 @@ import (
 	"coapca/est/estserver"
 	"coapca/internal/config"
 	"coapca/internal/metrics"
+	"coapca/registrar"
 )
 
 // Server is a running coapca: the house and its front doors. `coapca serve`, the end-to-end
@@ -35,6 +36,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	est     *estserver.Service
+	// registrar relays EST-coaps and EST-oscore upstream (registrar.go); nil when off.
+	registrar *registrar.Service
 
 	secureMux, plainMux *coap.Mux
 	httpMux             *http.ServeMux
@@ -91,6 +94,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	if err := cfg.CMPUpstream.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Upstream.Validate(); err != nil {
+		return nil, err
+	}
 	m := metrics.New()
 	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
@@ -131,6 +137,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	}
 
 	// The front doors.
+	if err := s.startRegistrar(ctx); err != nil {
+		return fail(err)
+	}
 	if err := s.registerEST(); err != nil {
 		return fail(err)
 	}
@@ -143,7 +152,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 
 	if cfg.Listen.CoAPS != "" {
 		l, err := dtlsconn.Listen("udp", cfg.Listen.CoAPS, dtlsconn.ServerConfig{
-			Certificates: []tls.Certificate{h.data.ServerCertificate()},
+			Certificates: []tls.Certificate{s.dtlsCertificate()},
 			// RFC 9148 §3: the client MUST authenticate with a certificate; the authority
 			// decides which chains it accepts (manufacturer trust stores or this CA).
 			ClientAuth:                   dtlsconn.RequireClientCert,

@@ -43,6 +43,10 @@ coapca: DEMO CREDENTIALS ARE LIVE (the configuration defines no trust_stores and
 	if s.metricsAddr != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)
 	}
+	if s.registrar != nil {
+		fmt.Fprintf(w, "coapca: registrar mode: EST-coaps and EST-oscore are relayed to %s (docs/registrar.md);\n"+
+			"  issued certificates chain to the upstream's CA: give clients its root with --trust as well\n", s.registrar.Upstream())
+	}
 	if s.dtls == nil && s.udp == nil && s.http == nil && s.https == nil {
 		fmt.Fprintln(w, "coapca: no listener enabled")
 		return
