@@ -126,7 +126,7 @@ type Authority struct {
 	crl       crlCache          // the last signed CRL (crl.go)
 	psMu      sync.RWMutex
 	tokens    map[string]*tokenGrant // access token reference → grant (AllowToken), under psMu
-	preShared map[string][]string // pre-shared key name → labels (nil = every label)
+	preShared map[string][]string    // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration
 	backdate  time.Duration
 	log       *slog.Logger

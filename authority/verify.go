@@ -21,11 +21,11 @@ type identity struct {
 	source    string              // trust store name, CANameOurs, "secret" or "psk"
 	ours      *store.Cert         // the record when leaf is a certificate this CA issued
 	secretRef string
-	preShared string // name of a pre-shared key (AllowPreShared)
-	user      string // HTTP Basic user name
+	preShared string      // name of a pre-shared key (AllowPreShared)
+	user      string      // HTTP Basic user name
 	token     *tokenGrant // the grant of an ACE access token (AllowToken)
-	rule      *rule  // the requester rule that admitted an enrollment; nil for re-enrollment
-	origin    string // the record's RequesterRef: where this certificate's lineage started
+	rule      *rule       // the requester rule that admitted an enrollment; nil for re-enrollment
+	origin    string      // the record's RequesterRef: where this certificate's lineage started
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
