@@ -42,6 +42,9 @@ type ObjectSecurity struct {
 	// ChannelBinding is a value both ends derived from the key exchange that made the
 	// context (EDHOC: an EDHOC_Exporter output); nil for pre-shared contexts.
 	ChannelBinding []byte
+	// Token is the reference of the ACE access token (RFC 9203) that keyed the context; ""
+	// for EDHOC and pre-shared contexts.
+	Token string
 }
 
 // Layer is an object-security layer (OSCORE, RFC 8613) between the message layer and a resource
@@ -155,6 +158,22 @@ type Mux struct {
 	exact map[string]*Resource
 	list  []*Resource // registration order, for /.well-known/core
 	layer Layer
+	hints func(path string) (Format, []byte)
+}
+
+// SetUnprotectedHints sets the body of the 4.01 answered to an unprotected request for an
+// OSCORE-only resource: e.g. the ACE AS Request Creation Hints (RFC 9200 §5.3) that tell a
+// client where to get an access token. nil (the default) answers a diagnostic text.
+func (m *Mux) SetUnprotectedHints(f func(path string) (Format, []byte)) {
+	m.mu.Lock()
+	m.hints = f
+	m.mu.Unlock()
+}
+
+func (m *Mux) getHints() func(path string) (Format, []byte) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.hints
 }
 
 // SetLayer installs an object-security layer for the requests this table serves (nil removes
