@@ -191,9 +191,9 @@ func post(tok []byte) []byte {
 // attack: nothing is granted or installed for any of them.
 func TestAuthzInfoRefusals(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		body  func(f *rsFixture) []byte
-		want  error // nil: a malformed body (4.00)
+		name   string
+		body   func(f *rsFixture) []byte
+		want   error // nil: a malformed body (4.00)
 		unauth bool
 	}{
 		{"expired token", func(f *rsFixture) []byte {

@@ -125,7 +125,9 @@ type TokenError struct {
 	Msg  string
 }
 
-func (e *TokenError) Error() string { return fmt.Sprintf("ace: token request refused (error %d): %s", e.Code, e.Msg) }
+func (e *TokenError) Error() string {
+	return fmt.Sprintf("ace: token request refused (error %d): %s", e.Code, e.Msg)
+}
 
 // Body is the error response body {error: code} (application/ace+cbor).
 func (e *TokenError) Body() []byte { return marshal(map[int]int{paramError: e.Code}) }

@@ -76,11 +76,11 @@ func TestTokenEndpoint(t *testing.T) {
 
 func TestTokenRequestRefusals(t *testing.T) {
 	for name, body := range map[string][]byte{
-		"no audience":        marshal(map[int]any{paramGrantType: grantClientCredentials}),
-		"password grant":     marshal(map[int]any{paramGrantType: 0, paramAudience: "x"}),
-		"audience not text":  marshal(map[int]any{paramAudience: []byte("x")}),
-		"scope not text":     marshal(map[int]any{paramAudience: "x", paramScope: []byte{1}}),
-		"not a map":          {0x80},
+		"no audience":       marshal(map[int]any{paramGrantType: grantClientCredentials}),
+		"password grant":    marshal(map[int]any{paramGrantType: 0, paramAudience: "x"}),
+		"audience not text": marshal(map[int]any{paramAudience: []byte("x")}),
+		"scope not text":    marshal(map[int]any{paramAudience: "x", paramScope: []byte{1}}),
+		"not a map":         {0x80},
 	} {
 		if _, err := ParseTokenRequest(body); err == nil {
 			t.Errorf("%s: accepted", name)

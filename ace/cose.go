@@ -41,14 +41,14 @@ const (
 
 // Errors of token verification; the resource server answers all of them with 4.01.
 var (
-	ErrMalformed    = errors.New("ace: malformed token")
-	ErrUnknownKey   = errors.New("ace: token protected with an unknown key")
-	ErrVerify       = errors.New("ace: token MAC, signature or encryption does not verify")
-	ErrExpired      = errors.New("ace: token expired")
-	ErrAudience     = errors.New("ace: token is for another audience")
-	ErrIssuer       = errors.New("ace: token from an unknown issuer")
-	ErrReplay       = errors.New("ace: token already used")
-	ErrNoOSCORE     = errors.New("ace: token carries no OSCORE input material")
+	ErrMalformed     = errors.New("ace: malformed token")
+	ErrUnknownKey    = errors.New("ace: token protected with an unknown key")
+	ErrVerify        = errors.New("ace: token MAC, signature or encryption does not verify")
+	ErrExpired       = errors.New("ace: token expired")
+	ErrAudience      = errors.New("ace: token is for another audience")
+	ErrIssuer        = errors.New("ace: token from an unknown issuer")
+	ErrReplay        = errors.New("ace: token already used")
+	ErrNoOSCORE      = errors.New("ace: token carries no OSCORE input material")
 	ErrTooManyTokens = errors.New("ace: too many tokens held")
 )
 
