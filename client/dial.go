@@ -31,6 +31,8 @@ type ESTDialOptions struct {
 	// EDHOC keys OSCORE for coap:// with EDHOC (RFC 9528) authenticated by Identity;
 	// message_3 travels in the first OSCORE request (RFC 9668) unless EDHOCSeparate.
 	EDHOC, EDHOCSeparate bool
+	// ACE keys OSCORE for coap:// with an access token (RFC 9203): see NewACEClient.
+	ACE *ACEClient
 }
 
 // ESTConn is one association with an EST server: EST-coaps over DTLS, or EST-oscore over
@@ -90,12 +92,21 @@ func DialEST(ctx context.Context, rawURL string, o ESTDialOptions) (*ESTConn, er
 // dialOSCORE opens coap:// protected by OSCORE: with the pre-shared context, or with a context
 // from EDHOC.
 func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, error) {
-	if (o.OSCORE != nil) == o.EDHOC {
-		return nil, errors.New("est: coap:// needs exactly one of a pre-shared OSCORE context and EDHOC")
+	n := 0
+	for _, b := range []bool{o.OSCORE != nil, o.EDHOC, o.ACE != nil} {
+		if b {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("est: coap:// needs exactly one of a pre-shared OSCORE context, EDHOC and an ACE access token")
 	}
 	opts := coap.ClientOptions{BlockSize: o.BlockSize}
-	if o.OSCORE != nil {
+	if o.OSCORE != nil || o.ACE != nil {
 		opts.Layer = oscorelayer.NewClient(o.OSCORE)
+		if o.ACE != nil {
+			opts.Layer = o.ACE
+		}
 		c, err := coap.Dial(ctx, "coap://"+u.Host, opts)
 		if err != nil {
 			return nil, err
@@ -103,7 +114,7 @@ func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, er
 		return &ESTConn{Client: c,
 			serverChain: func() []*x509.Certificate { return nil },
 			binding: func(context.Context) ([]byte, error) {
-				return nil, errors.New("a pre-shared OSCORE context has no channel-binding value (use EDHOC)")
+				return nil, errors.New("a pre-shared or token-derived OSCORE context has no channel-binding value (use EDHOC)")
 			}}, nil
 	}
 	if o.Identity == nil {
