@@ -6,12 +6,14 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -30,6 +32,7 @@ import (
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
        coapca est COMMAND --server coap://HOST[:PORT][/LABEL] (--oscore FILE | --edhoc | --ace AS-URL --ace-context FILE) [flags]
        coapca est COMMAND --server https://HOST[:PORT][/LABEL] [--cert/--key | --user U --password-file F] [flags]
+       coapca est COMMAND --server http(s)://HOST[:PORT][/LABEL] --oscore FILE [flags]
 
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
@@ -48,6 +51,10 @@ context of --ace-context (its credential at the AS, YAML seen from the client's 
 --audience and --scope (default: learned from the server's AS Request Creation Hints, RFC 9200
 §5.3), posts it to the server's /authz-info and derives the context; when the server answers
 4.01 (context lost, token expired) it gets a new token once.
+
+EST-oscore over HTTP (RFC 8613 §11) with --oscore FILE and http:// or https://: each request
+is protected as on coap:// and POSTed to the server's root with the OSCORE header field and an
+application/oscore body (a CoAP-HTTP proxy can forward it without security processing).
 
 EST over HTTPS (RFC 7030) with https://: the client authenticates with --cert/--key or HTTP
 Basic (--user, --password-file); --pop puts tls-unique (TLS 1.2) or tls-exporter (TLS 1.3,
@@ -333,8 +340,16 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
 	}
 	switch u.Scheme {
-	case "https":
-		return dialESTHTTPS(f, u, stderr)
+	case "http", "https":
+		if f.oscoreFile == "" {
+			if u.Scheme == "http" {
+				return nil, nil, usagef("--server http://: EST-oscore over HTTP (RFC 8613 §11) needs --oscore FILE; EST over HTTPS uses https://")
+			}
+			return dialESTHTTPS(f, u, stderr)
+		}
+		if f.edhoc || f.aceURL != "" {
+			return nil, nil, usagef("EST-oscore over HTTP works with a pre-shared context (--oscore) only")
+		}
 	case "coaps":
 		if f.oscoreFile != "" || f.edhoc || f.aceURL != "" {
 			return nil, nil, usagef("--oscore, --edhoc and --ace go with coap:// (EST-oscore), not coaps://")
@@ -372,6 +387,19 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 		return nil, nil, err
 	}
 	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate}
+	if u.Scheme == "https" {
+		// OSCORE over HTTPS: the TLS hop is checked against --trust when given (RFC 8613 §12.1
+		// recommends TLS on HTTP hops); OSCORE protects end to end either way.
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if len(f.anchors) > 0 {
+			pool := x509.NewCertPool()
+			for _, a := range f.anchors {
+				pool.AddCert(a)
+			}
+			tc.RootCAs = pool
+		}
+		o.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 60 * time.Second}
+	}
 	if f.oscoreFile != "" {
 		if o.OSCORE, err = loadClientOSCORE(f.oscoreFile); err != nil {
 			return nil, nil, err

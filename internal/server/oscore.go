@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,7 +158,20 @@ func (s *Server) registerOSCORE(_ context.Context, files []string) error {
 	estcoap.New(s.est, estcoap.Options{Labels: s.auth.Labels(), OSCORE: true, Logger: s.log}).Register(s.plainMux)
 	s.plainMux.Handle(layer.EDHOCResource())
 	s.plainMux.SetLayer(layer)
+	s.oscoreLayer = layer
 	return nil
+}
+
+// withOSCORE puts EST-oscore over HTTP (RFC 8613 §11) in front of an HTTP listener's handler:
+// a POST with the OSCORE header field and an application/oscore body is verified with the same
+// contexts, replay windows and sequence-number store as on coap:// and served by the same
+// EST-oscore resources; every other request goes to h. Without EST-oscore (no coap:// listener)
+// h is returned as it is.
+func (s *Server) withOSCORE(h http.Handler, maxBody int64) http.Handler {
+	if s.oscoreLayer == nil {
+		return h
+	}
+	return s.oscoreLayer.HTTPHandler(s.plainMux, h, maxBody)
 }
 
 // registerACE makes the coap:// listener an ACE resource server with the OSCORE profile
