@@ -30,12 +30,22 @@ command -v javac >/dev/null || need+=(default-jdk-headless)
 for j in bcprov bcpkix bcutil bctls; do
 	[ -f /usr/share/java/$j.jar ] || need+=(lib$j-java)
 done
+# ACE access tokens (ace/interop_test.go): cose-js from npm, an independent COSE implementation.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
 	step "installing test peers: ${need[*]}"
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export COAPCA_COSEJS_DIR=${COAPCA_COSEJS_DIR:-/var/cache/coapca/cose-js}
+if [ ! -f "$COAPCA_COSEJS_DIR/node_modules/cose-js/package.json" ]; then
+	step "installing cose-js (npm) into $COAPCA_COSEJS_DIR"
+	mkdir -p "$COAPCA_COSEJS_DIR"
+	npm install --prefix "$COAPCA_COSEJS_DIR" --no-audit --no-fund --silent cose-js@0.9.0
 fi
 
 # --- static checks ----------------------------------------------------------------------------
