@@ -44,6 +44,24 @@ func TestESTOSCOREOverHTTP(t *testing.T) {
 	mustCLI(t, "est", "cacerts", "--server", s.httpURL, "--oscore", cliCtx)
 }
 
+// TestESTOSCOREOverHTTPS: the EST over HTTPS listener takes OSCORE-protected requests too
+// (RFC 8613 §12.1 recommends TLS on HTTP hops), next to plain EST.
+func TestESTOSCOREOverHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	srvCtx := writeFile(t, filepath.Join(dir, "sensor-17.yaml"), pskServerYAML)
+	cliCtx := writeFile(t, filepath.Join(dir, "client.yaml"), pskClientYAML)
+	s := testServerAt(t, filepath.Join(dir, "data"), func(c *config.Config) {
+		c.OSCOREContexts = []string{srvCtx}
+		c.Listen.HTTPS = "127.0.0.1:0"
+	})
+	mustCLI(t, "est", "enroll", "--server", "https://"+s.httpsAddr+"/sensors", "--oscore", cliCtx, "--trust", s.data.Paths.Root,
+		"--subject", "CN=https-oscore")
+	// Plain EST over HTTPS still answers on the same listener.
+	if out := mustCLI(t, "est", "cacerts", "--server", "https://"+s.httpsAddr, "--trust", s.data.Paths.Root); strings.Count(out, "BEGIN CERTIFICATE") != 2 {
+		t.Fatalf("cacerts over plain HTTPS: %s", out)
+	}
+}
+
 // postOSCORE sends one OSCORE message over HTTP as RFC 8613 §11 maps it.
 func postOSCORE(t *testing.T, url string, m *message.Message, header, ctype string) (int, http.Header, []byte) {
 	t.Helper()
