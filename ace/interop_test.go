@@ -70,9 +70,15 @@ func TestCOSEInteropCoseJS(t *testing.T) {
 		}
 		c := tcase{Alg: k.Alg, KID: string(k.KID), Payload: hex.EncodeToString(payload), Token: hex.EncodeToString(tok)}
 		if k.Alg == AlgES256 {
-			c.D = hex.EncodeToString(k.PrivateKey.D.FillBytes(make([]byte, 32)))
-			c.X = hex.EncodeToString(k.PublicKey.X.FillBytes(make([]byte, 32)))
-			c.Y = hex.EncodeToString(k.PublicKey.Y.FillBytes(make([]byte, 32)))
+			d, err := k.PrivateKey.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := k.PublicKey.Bytes() // 0x04 | X | Y
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.D, c.X, c.Y = hex.EncodeToString(d), hex.EncodeToString(pub[1:33]), hex.EncodeToString(pub[33:])
 		} else {
 			c.Key = hex.EncodeToString(k.Secret)
 		}
