@@ -174,9 +174,15 @@ func newRS(t *testing.T) *rsFixture {
 	return f
 }
 
+// token protects c as the AS does: with the Encrypt0 key, or MACed/signed with key and then
+// encrypted (nested).
 func (f *rsFixture) token(t *testing.T, c *Claims, key string) []byte {
 	t.Helper()
-	tok, err := Protect(c.Marshal(), f.keys[key], rand.Reader)
+	var inner *Key
+	if k := f.keys[key]; k.Alg != AlgAESCCM16_64_128 {
+		inner = &k
+	}
+	tok, err := ProtectToken(c.Marshal(), inner, f.keys["encrypt0"], rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,24 +228,48 @@ func TestAuthzInfoRefusals(t *testing.T) {
 			return post(f.token(t, c, "encrypt0"))
 		}, ErrIssuer, true},
 		{"bad MAC", func(f *rsFixture) []byte {
-			tok := f.token(t, f.claim(), "mac0-64")
-			tok[len(tok)-1] ^= 0x80
+			// A Mac0 with a wrong tag, then encrypted: the outer layer verifies, the inner not.
+			c := f.claim()
+			k := f.keys["mac0-64"]
+			k.Secret = bytes.Repeat([]byte{0xee}, 32)
+			tok, _ := ProtectToken(c.Marshal(), &k, f.keys["encrypt0"], rand.Reader)
 			return post(tok)
 		}, ErrVerify, true},
 		{"bad signature", func(f *rsFixture) []byte {
-			tok := f.token(t, f.claim(), "sign1")
-			tok[len(tok)-1] ^= 0x80
+			other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			k := f.keys["sign1"]
+			k.PrivateKey = other
+			tok, _ := ProtectToken(f.claim().Marshal(), &k, f.keys["encrypt0"], rand.Reader)
 			return post(tok)
 		}, ErrVerify, true},
+		{"master secret in a MACed token, unencrypted", func(f *rsFixture) []byte {
+			tok, _ := Protect(f.claim().Marshal(), f.keys["mac0-64"], rand.Reader)
+			return post(tok)
+		}, ErrPlaintextKey, true},
+		{"master secret in a signed token, unencrypted", func(f *rsFixture) []byte {
+			tok, _ := Protect(f.claim().Marshal(), f.keys["sign1"], rand.Reader)
+			return post(tok)
+		}, ErrPlaintextKey, true},
+		{"encrypted token nested in an encrypted token", func(f *rsFixture) []byte {
+			inner := f.token(t, f.claim(), "encrypt0")
+			tok, _ := Protect(inner, f.keys["encrypt0"], rand.Reader)
+			return post(tok)
+		}, ErrMalformed, true},
 		{"tampered ciphertext", func(f *rsFixture) []byte {
 			tok := f.token(t, f.claim(), "encrypt0")
 			tok[len(tok)-3] ^= 0x80
 			return post(tok)
 		}, ErrVerify, true},
 		{"unknown kid", func(f *rsFixture) []byte {
-			k := f.keys["mac0-64"]
+			k := f.keys["encrypt0"]
 			k.KID = []byte("nope")
 			tok, _ := Protect(f.claim().Marshal(), k, rand.Reader)
+			return post(tok)
+		}, ErrUnknownKey, true},
+		{"unknown kid of the inner layer", func(f *rsFixture) []byte {
+			k := f.keys["mac0-64"]
+			k.KID = []byte("nope")
+			tok, _ := ProtectToken(f.claim().Marshal(), &k, f.keys["encrypt0"], rand.Reader)
 			return post(tok)
 		}, ErrUnknownKey, true},
 		{"no OSCORE input material", func(f *rsFixture) []byte {

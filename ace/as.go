@@ -28,7 +28,10 @@ const (
 // Audience is a resource server (or group of them) the AS issues tokens for.
 type Audience struct {
 	Name string // the aud value
-	Key  Key    // protects the tokens (shared with, or published to, the RS)
+	// Key protects the tokens: an Encrypt0 key shared with the RS, or a Mac0/Sign1 key whose
+	// tokens are then encrypted with Encrypt (nested, see ProtectToken).
+	Key     Key
+	Encrypt *Key
 }
 
 // Client is a client registered at the AS.
@@ -80,6 +83,15 @@ func NewAuthorizationServer(cfg ASConfig) (*AuthorizationServer, error) {
 		}
 		if a.Key.Alg == AlgES256 && a.Key.PrivateKey == nil {
 			return nil, fmt.Errorf("ace: audience %q: ES256 needs the signing key", a.Name)
+		}
+		if a.Key.Alg != AlgAESCCM16_64_128 {
+			// RFC 9203 §3.2.1: the token carries the Master Secret; it is encrypted.
+			if a.Encrypt == nil {
+				return nil, fmt.Errorf("ace: audience %q: a COSE_Mac0/COSE_Sign1 token carries the Master Secret and must be encrypted too: give an AES-CCM-16-64-128 encryption key", a.Name)
+			}
+			if err := a.Encrypt.Validate(); err != nil || a.Encrypt.Alg != AlgAESCCM16_64_128 {
+				return nil, fmt.Errorf("ace: audience %q: the encryption key must be AES-CCM-16-64-128 (alg 10)", a.Name)
+			}
 		}
 		as.audiences[a.Name] = a
 	}
@@ -266,7 +278,12 @@ func (as *AuthorizationServer) Token(client string, req *TokenRequest) (*TokenRe
 	mat := &InputMaterial{ID: id, MasterSecret: ms, Salt: salt}
 	claims := &Claims{Issuer: as.cfg.Name, Subject: client, Audience: []string{aud.Name}, IssuedAt: now,
 		Expires: now.Add(as.cfg.Lifetime), CTI: cti, Scope: scope, OSCORE: mat}
-	tok, err := Protect(claims.Marshal(), aud.Key, as.cfg.Rand)
+	var tok []byte
+	if aud.Key.Alg == AlgAESCCM16_64_128 {
+		tok, err = ProtectToken(claims.Marshal(), nil, aud.Key, as.cfg.Rand)
+	} else {
+		tok, err = ProtectToken(claims.Marshal(), &aud.Key, *aud.Encrypt, as.cfg.Rand)
+	}
 	if err != nil {
 		return nil, err
 	}

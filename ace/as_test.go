@@ -9,8 +9,9 @@ import (
 
 func newAS(t *testing.T, keys map[string]Key) *AuthorizationServer {
 	t.Helper()
+	enc := keys["encrypt0"]
 	as, err := NewAuthorizationServer(ASConfig{Name: "as1",
-		Audiences: []Audience{{Name: "coapca-rs", Key: keys["encrypt0"]}, {Name: "rs2", Key: keys["sign1"]}},
+		Audiences: []Audience{{Name: "coapca-rs", Key: keys["encrypt0"]}, {Name: "rs2", Key: keys["sign1"], Encrypt: &enc}},
 		Clients: []Client{{Name: "client-1", Scope: "est enroll/sensors", Audiences: []string{"coapca-rs", "rs2"}},
 			{Name: "client-2", Scope: "enroll", Audiences: []string{"rs2"}}},
 		Now: func() time.Time { return time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC) }})
@@ -61,6 +62,10 @@ func TestTokenEndpoint(t *testing.T) {
 				t.Fatalf("response round trip %+v, %v", back, err)
 			}
 			if tt.aud != "coapca-rs" {
+				// rs2's tokens are signed, then encrypted (nested).
+				if _, encrypted, err := OpenToken(back.AccessToken, []Key{f.keys["encrypt0"], f.keys["sign1"]}); err != nil || !encrypted {
+					t.Fatalf("signed token for rs2: encrypted %v, %v", encrypted, err)
+				}
 				return
 			}
 			c, err := f.rs.Verify(back.AccessToken)
@@ -84,6 +89,19 @@ func TestTokenRequestRefusals(t *testing.T) {
 	} {
 		if _, err := ParseTokenRequest(body); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestASRefusesUnencryptedTokens: an audience whose key only MACs or signs must also have an
+// encryption key: the token carries the Master Secret (RFC 9203 §3.2.1).
+func TestASRefusesUnencryptedTokens(t *testing.T) {
+	keys := testKeys(t)
+	for _, k := range []string{"mac0-64", "sign1"} {
+		_, err := NewAuthorizationServer(ASConfig{Name: "as1", Audiences: []Audience{{Name: "rs", Key: keys[k]}},
+			Clients: []Client{{Name: "c", Scope: "est", Audiences: []string{"rs"}}}})
+		if err == nil {
+			t.Errorf("%s without encryption accepted", k)
 		}
 	}
 }

@@ -49,6 +49,7 @@ var (
 	ErrIssuer        = errors.New("ace: token from an unknown issuer")
 	ErrReplay        = errors.New("ace: token already used")
 	ErrNoOSCORE      = errors.New("ace: token carries no OSCORE input material")
+	ErrPlaintextKey  = errors.New("ace: token carries the OSCORE Master Secret unencrypted")
 	ErrTooManyTokens = errors.New("ace: too many tokens held")
 )
 
@@ -335,6 +336,51 @@ func Open(token []byte, keys []Key) ([]byte, *Key, error) {
 		}
 		return third, k, nil
 	}
+}
+
+// ProtectToken protects a CWT claims set: with an Encrypt0 key alone, or signed/MACed with
+// inner (COSE_Sign1 or COSE_Mac0) and then encrypted with enc (a nested CWT, RFC 8392 §7.1). A
+// token for the OSCORE profile carries the Master Secret (RFC 9203 §3.2.1) and travels to
+// /authz-info unprotected, so it is always encrypted: enc must be an Encrypt0 key.
+func ProtectToken(claims []byte, inner *Key, enc Key, rnd io.Reader) ([]byte, error) {
+	if enc.Alg != AlgAESCCM16_64_128 {
+		return nil, fmt.Errorf("ace: a token is encrypted with COSE_Encrypt0 (alg 10), not alg %d", enc.Alg)
+	}
+	if inner != nil {
+		if inner.Alg == AlgAESCCM16_64_128 {
+			return nil, errors.New("ace: the inner layer of a nested token is COSE_Mac0 or COSE_Sign1")
+		}
+		signed, err := Protect(claims, *inner, rnd)
+		if err != nil {
+			return nil, err
+		}
+		claims = signed
+	}
+	return Protect(claims, enc, rnd)
+}
+
+// OpenToken opens a token with keys: a COSE_Encrypt0, COSE_Mac0 or COSE_Sign1 whose payload
+// is the claims set, or a COSE_Encrypt0 whose plaintext is a COSE_Mac0 or COSE_Sign1 (nested,
+// RFC 8392 §7.1; one level). encrypted reports whether the claims were encrypted on the way.
+func OpenToken(token []byte, keys []Key) (claims []byte, encrypted bool, err error) {
+	payload, k, err := Open(token, keys)
+	if err != nil {
+		return nil, false, err
+	}
+	if k.Alg != AlgAESCCM16_64_128 {
+		return payload, false, nil
+	}
+	if len(payload) == 0 || payload[0]>>5 != 6 {
+		return payload, true, nil // the claims map itself
+	}
+	inner, ik, err := Open(payload, keys)
+	if err != nil {
+		return nil, false, err
+	}
+	if ik.Alg == AlgAESCCM16_64_128 {
+		return nil, false, fmt.Errorf("%w: an encrypted token nested in an encrypted token", ErrMalformed)
+	}
+	return inner, true, nil
 }
 
 func pickKey(keys []Key, kid []byte) (*Key, error) {

@@ -111,10 +111,11 @@ func NewResourceServer(cfg RSConfig) (*ResourceServer, error) {
 }
 
 // Verify checks a token and returns its claims: the COSE protection with the AS key its kid
-// names, the audience, the validity period and the OSCORE input material. It does not record
+// names (COSE_Encrypt0, or COSE_Mac0/COSE_Sign1 nested in COSE_Encrypt0: the Master Secret is
+// never accepted unencrypted), the audience, the validity period and the OSCORE input material. It does not record
 // the token (see AuthzInfo).
 func (rs *ResourceServer) Verify(token []byte) (*Claims, error) {
-	payload, _, err := Open(token, rs.cfg.Keys)
+	payload, encrypted, err := OpenToken(token, rs.cfg.Keys)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +147,11 @@ func (rs *ResourceServer) Verify(token []byte) (*Claims, error) {
 	}
 	if c.OSCORE == nil {
 		return nil, ErrNoOSCORE // RFC 9203 §3.2.1: the cnf of this profile
+	}
+	if !encrypted {
+		// The token reached /authz-info unprotected: a Master Secret in a merely MACed or
+		// signed token was readable on the way, and whoever read it can derive the context.
+		return nil, ErrPlaintextKey
 	}
 	if c.Scope == "" {
 		return nil, fmt.Errorf("%w: the token has no scope", ErrMalformed)
@@ -247,7 +253,8 @@ func (rs *ResourceServer) AuthzInfo(body []byte) (*AuthzInfoResponse, error) {
 
 // Unauthorized reports whether err is a token refusal (4.01, RFC 9200 §5.10.1.1).
 func Unauthorized(err error) bool {
-	for _, e := range []error{ErrUnknownKey, ErrVerify, ErrExpired, ErrAudience, ErrIssuer, ErrReplay, ErrNoOSCORE, ErrMalformed} {
+	for _, e := range []error{ErrUnknownKey, ErrVerify, ErrExpired, ErrAudience, ErrIssuer, ErrReplay, ErrNoOSCORE,
+		ErrPlaintextKey, ErrMalformed} {
 		if errors.Is(err, e) {
 			return true
 		}

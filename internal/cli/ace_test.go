@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -205,4 +206,37 @@ func TestACEReRequestOn401(t *testing.T) {
 	if w := second.Wire(); w.Tokens != 1 {
 		t.Fatalf("second client fetched %d tokens", w.Tokens)
 	}
+}
+
+// TestESTOSCOREACESigned: tokens signed by the AS (COSE_Sign1, ES256) and encrypted for the
+// resource server (nested in COSE_Encrypt0): the server holds the AS's public key and the
+// encryption key, and the whole flow enrolls.
+func TestESTOSCOREACESigned(t *testing.T) {
+	dir := t.TempDir()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pub, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	privFile := writeFile(t, filepath.Join(dir, "as-sign.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8})))
+	pubFile := writeFile(t, filepath.Join(dir, "as-sign.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
+	encFile := writeFile(t, filepath.Join(dir, "rs-enc.key"), "0f0e0d0c0b0a09080706050403020100\n")
+	asCfg := server.ASConfig{Listen: "127.0.0.1:0", Name: "as1",
+		Audiences: []server.ASAudienceCfg{{Name: "coapca-rs", KID: "7331", Alg: ace.AlgES256, KeyFile: privFile,
+			EncKID: "6532", EncKeyFile: encFile}},
+		Clients: []server.ASClientCfg{{Name: "client-1", Scope: "est", Audiences: []string{"coapca-rs"},
+			OSCOREContext: writeFile(t, filepath.Join(dir, "as-c1.yaml"), asClient1Server)}}}
+	as, err := server.StartAS(context.Background(), asCfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { as.Close() })
+	s := testServerAt(t, filepath.Join(dir, "data"), func(c *config.Config) {
+		c.ACE = config.ACE{Audiences: []string{"coapca-rs"}, Keys: []config.ACEKey{
+			{KID: "7331", Alg: ace.AlgES256, KeyFile: pubFile}, {KID: "6532", Alg: ace.AlgAESCCM16_64_128, KeyFile: encFile}}}
+	})
+	c1 := writeFile(t, filepath.Join(dir, "c1.yaml"), asClient1Client)
+	mustCLI(t, "est", "enroll", "--server", s.coapURL, "--ace", "coap://"+as.Addr().String()+"/token", "--ace-context", c1,
+		"--audience", "coapca-rs", "--subject", "CN=signed-token")
 }

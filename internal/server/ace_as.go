@@ -31,6 +31,8 @@ import (
 //	    kid: "6b31"               # hex COSE kid
 //	    alg: 10                   # 10 Encrypt0, 4/5 Mac0, -7 Sign1
 //	    key_file: rs.key          # symmetric: hex or raw; ES256: PEM private key
+//	    enc_kid: "6532"           # with alg 4/5/-7: the Encrypt0 key wrapping the token
+//	    enc_key_file: rs-enc.key
 //	clients:
 //	  - name: client-1            # sub of its tokens
 //	    scope: est                # the widest scope it may ask for
@@ -50,6 +52,10 @@ type ASAudienceCfg struct {
 	KID     string `yaml:"kid"`
 	Alg     int    `yaml:"alg"`
 	KeyFile string `yaml:"key_file"`
+	// EncKID and EncKeyFile name the AES-CCM-16-64-128 key that encrypts the MACed or signed
+	// tokens of alg 4, 5 or -7 (nested: the token carries the Master Secret).
+	EncKID     string `yaml:"enc_kid"`
+	EncKeyFile string `yaml:"enc_key_file"`
 }
 
 // ASClientCfg is one registered client of ASConfig.
@@ -111,7 +117,15 @@ func StartAS(ctx context.Context, c ASConfig, log *slog.Logger) (*AS, error) {
 		if err != nil {
 			return nil, fmt.Errorf("as: audiences[%d]: %w", i, err)
 		}
-		cfg.Audiences = append(cfg.Audiences, ace.Audience{Name: a.Name, Key: k})
+		aud := ace.Audience{Name: a.Name, Key: k}
+		if a.EncKeyFile != "" {
+			ek, err := ace.LoadKey(a.EncKID, ace.AlgAESCCM16_64_128, a.EncKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("as: audiences[%d] encryption key: %w", i, err)
+			}
+			aud.Encrypt = &ek
+		}
+		cfg.Audiences = append(cfg.Audiences, aud)
 	}
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{Logger: log})
 	for i, cl := range c.Clients {
