@@ -61,3 +61,39 @@ func FuzzOpen(f *testing.F) {
 		_, _, _ = Open(b, list)
 	})
 }
+
+// FuzzACEMessages: the other ACE bodies read from the network (the AS's /token request, the
+// client's token response, /authz-info response and creation hints) never panic and
+// round-trip.
+func FuzzACEMessages(f *testing.F) {
+	f.Add((&TokenRequest{Audience: "rs", Scope: "est"}).Marshal())
+	f.Add((&TokenResponse{AccessToken: []byte{1}, ExpiresIn: 60, Material: &InputMaterial{ID: []byte{1}, MasterSecret: []byte{2}}}).Marshal())
+	f.Add((&AuthzInfoResponse{Nonce2: []byte{1, 2}, ServerRecipientID: []byte{3}}).Marshal())
+	f.Add(CreationHints("coap://as/token", "rs", "est"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := ParseTokenRequest(b); err == nil {
+			r2, err := ParseTokenRequest(r.Marshal())
+			if err != nil || *r2 != *r {
+				t.Fatalf("token request round trip: %+v %+v %v", r, r2, err)
+			}
+		}
+		if r, err := ParseTokenResponse(b); err == nil {
+			r2, err := ParseTokenResponse(r.Marshal())
+			if err != nil || !bytes.Equal(r2.AccessToken, r.AccessToken) || !reflect.DeepEqual(r2.Material, r.Material) {
+				t.Fatalf("token response round trip: %+v %+v %v", r, r2, err)
+			}
+		}
+		if r, err := ParseAuthzInfoResponse(b); err == nil {
+			r2, err := ParseAuthzInfoResponse(r.Marshal())
+			if err != nil || !bytes.Equal(r2.Nonce2, r.Nonce2) || !bytes.Equal(r2.ServerRecipientID, r.ServerRecipientID) {
+				t.Fatalf("authz-info response round trip: %+v %+v %v", r, r2, err)
+			}
+		}
+		if h, err := ParseCreationHints(b); err == nil {
+			h2, err := ParseCreationHints(CreationHints(h.AS, h.Audience, h.Scope))
+			if err != nil || *h2 != *h {
+				t.Fatalf("creation hints round trip: %+v %+v %v", h, h2, err)
+			}
+		}
+	})
+}
