@@ -240,3 +240,47 @@ func TestESTOSCOREACESigned(t *testing.T) {
 	mustCLI(t, "est", "enroll", "--server", s.coapURL, "--ace", "coap://"+as.Addr().String()+"/token", "--ace-context", c1,
 		"--audience", "coapca-rs", "--subject", "CN=signed-token")
 }
+
+// TestASCommand: `coapca as` refuses bad configurations before it listens (a MAC-only audience
+// would put the Master Secret on the wire in the clear), and runs until cancelled with a good
+// one.
+func TestASCommand(t *testing.T) {
+	dir := t.TempDir()
+	key := writeFile(t, filepath.Join(dir, "k"), "000102030405060708090a0b0c0d0e0f\n")
+	c1 := writeFile(t, filepath.Join(dir, "c1.yaml"), asClient1Server)
+	good := "listen: 127.0.0.1:0\nname: as1\naudiences:\n  - {name: rs, kid: \"01\", alg: 10, key_file: " + key +
+		"}\nclients:\n  - {name: client-1, scope: est, audiences: [rs], oscore_context: " + c1 + "}\n"
+	for _, tt := range []struct {
+		name, yaml, want string
+		code             int
+	}{
+		{"unknown field", good + "bogus: 1\n", "bogus", 1},
+		{"MAC audience without encryption key", strings.Replace(good, "alg: 10", "alg: 4", 1), "must be encrypted", 1},
+		{"client without context", strings.Replace(good, ", oscore_context: "+c1, "", 1), "oscore_context is required", 1},
+		{"unknown audience", strings.Replace(good, "audiences: [rs]", "audiences: [other]", 1), "unknown audience", 1},
+		{"bad scope", strings.Replace(good, "scope: est", "scope: revoke", 1), "unknown operation", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := writeFile(t, filepath.Join(t.TempDir(), "as.yaml"), tt.yaml)
+			_, errOut, code := cli(context.Background(), "as", "--config", f)
+			if code != tt.code || !strings.Contains(errOut, tt.want) {
+				t.Fatalf("exit %d: %s, want %d mentioning %q", code, errOut, tt.code, tt.want)
+			}
+		})
+	}
+	if _, errOut, code := cli(context.Background(), "as"); code != 2 {
+		t.Fatalf("no --config: exit %d %s", code, errOut)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	var out string
+	go func() {
+		var code int
+		out, _, code = cli(ctx, "as", "--config", writeFile(t, filepath.Join(dir, "as.yaml"), good))
+		done <- code
+	}()
+	cancel()
+	if code := <-done; code != 0 || !strings.Contains(out, "token endpoint coap://127.0.0.1:") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
