@@ -81,9 +81,9 @@ func toHTTPStatus(c codes.Code) int {
 	return http.StatusBadRequest
 }
 
-// writeMessage sends a CoAP message over HTTP: a protected one as 200 + OSCORE header +
+// WriteHTTPResponse sends a CoAP answer over HTTP: a protected one as 200 + OSCORE header +
 // application/oscore (RFC 8613 §11.2), an unprotected error with its RFC 8075 status.
-func writeMessage(w http.ResponseWriter, m *message.Message) {
+func WriteHTTPResponse(w http.ResponseWriter, m *message.Message) {
 	if opt, ok := optionValue(m, oscore.OptionNumber); ok {
 		w.Header().Set(HTTPHeader, EncodeHTTPHeader(opt))
 		w.Header().Set("Content-Type", MediaType)
@@ -125,42 +125,19 @@ func (s *Server) HTTPHandler(mux *coap.Mux, next http.Handler, maxBody int64) ht
 			next.ServeHTTP(w, r)
 			return
 		}
-		// RFC 8613 §11.1: the OSCORE header field is only used in POST requests, with
-		// Content-Type application/oscore.
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			http.Error(w, "OSCORE messages are carried in POST (RFC 8613 §11.1)", http.StatusMethodNotAllowed)
-			return
-		}
-		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		hv := r.Header.Values(HTTPHeader)
-		if mt != MediaType || len(hv) != 1 {
-			http.Error(w, "an OSCORE request needs one OSCORE header field and Content-Type application/oscore (RFC 8613 §11.1)", http.StatusBadRequest)
-			return
-		}
-		opt, err := DecodeHTTPHeader(hv[0])
+		msg, status, err := MessageFromHTTPRequest(r, maxBody)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			if status == http.StatusMethodNotAllowed {
+				w.Header().Set("Allow", http.MethodPost)
+			}
+			http.Error(w, err.Error(), status)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-		if err != nil {
-			http.Error(w, "cannot read the body", http.StatusBadRequest)
-			return
-		}
-		if int64(len(body)) > maxBody {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		// RFC 8613 §11.3: the CoAP request is a POST with the OSCORE option and no
-		// Content-Format.
-		msg := &message.Message{Code: codes.POST, Payload: body,
-			Options: message.Options{{ID: oscore.OptionNumber, Value: opt}}}
 		peer := coap.Peer{Addr: tcpAddr(r.RemoteAddr), AddressVerified: true}
 		res := s.Unprotect(msg, peer)
 		switch {
 		case res.Reply != nil:
-			writeMessage(w, res.Reply)
+			WriteHTTPResponse(w, res.Reply)
 			return
 		case res.Request == nil:
 			http.Error(w, "not an OSCORE request", http.StatusBadRequest)
@@ -173,8 +150,38 @@ func (s *Server) HTTPHandler(mux *coap.Mux, next http.Handler, maxBody int64) ht
 			http.Error(w, "cannot protect the response", http.StatusInternalServerError)
 			return
 		}
-		writeMessage(w, out)
+		WriteHTTPResponse(w, out)
 	})
+}
+
+// MessageFromHTTPRequest maps an HTTP request carrying an OSCORE message to the CoAP OSCORE
+// request (RFC 8613 §11.3): it must be a POST with one OSCORE header field and Content-Type
+// application/oscore; the CoAP message is a POST with the OSCORE option and the body as
+// payload, without Content-Format. On error the HTTP status to answer is returned.
+func MessageFromHTTPRequest(r *http.Request, maxBody int64) (*message.Message, int, error) {
+	// RFC 8613 §11.1: the OSCORE header field is only used in POST requests, with
+	// Content-Type application/oscore.
+	if r.Method != http.MethodPost {
+		return nil, http.StatusMethodNotAllowed, errors.New("OSCORE messages are carried in POST (RFC 8613 §11.1)")
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	hv := r.Header.Values(HTTPHeader)
+	if mt != MediaType || len(hv) != 1 {
+		return nil, http.StatusBadRequest, errors.New("an OSCORE request needs one OSCORE header field and Content-Type application/oscore (RFC 8613 §11.1)")
+	}
+	opt, err := DecodeHTTPHeader(hv[0])
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return nil, http.StatusBadRequest, errors.New("cannot read the body")
+	}
+	if int64(len(body)) > maxBody {
+		return nil, http.StatusRequestEntityTooLarge, errors.New("body too large")
+	}
+	return &message.Message{Code: codes.POST, Payload: body,
+		Options: message.Options{{ID: oscore.OptionNumber, Value: opt}}}, 0, nil
 }
 
 func tcpAddr(remote string) net.Addr {
@@ -211,24 +218,49 @@ func (t *HTTPTransport) RoundTrip(req *message.Message, _ func(*message.Message)
 	return exchange(t.ctx, req, t.post)
 }
 
-// post sends one OSCORE message over HTTP and maps the answer back to CoAP (RFC 8613 §11.2,
-// §11.3): 200 + OSCORE header → 2.04 with the OSCORE option; another status → its CoAP code.
+// post sends one OSCORE message over HTTP and maps the answer back to CoAP.
 func (t *HTTPTransport) post(m *message.Message) (*message.Message, error) {
-	opt, _ := optionValue(m, oscore.OptionNumber)
-	hr, err := http.NewRequestWithContext(context.Background(), http.MethodPost, t.url, bytes.NewReader(m.Payload))
+	hr, err := NewHTTPRequest(context.Background(), t.url, m)
 	if err != nil {
 		return nil, err
 	}
-	hr.Header.Set(HTTPHeader, EncodeHTTPHeader(opt))
-	hr.Header.Set("Content-Type", MediaType)
 	resp, err := t.client.Do(hr)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return MessageFromHTTPResponse(resp, 1<<20)
+}
+
+// NewHTTPRequest maps a CoAP OSCORE request to HTTP (RFC 8613 §11.2, the mapping a CoAP→HTTP
+// proxy applies without security processing): POST to url, the OSCORE option in the OSCORE
+// header field, Content-Type application/oscore, the ciphertext as the body. A message without
+// the OSCORE option is refused (it is not for this mapping).
+func NewHTTPRequest(ctx context.Context, url string, m *message.Message) (*http.Request, error) {
+	opt, ok := optionValue(m, oscore.OptionNumber)
+	if !ok {
+		return nil, errors.New("oscore over http: the message has no OSCORE option")
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.Payload))
 	if err != nil {
 		return nil, err
+	}
+	hr.Header.Set(HTTPHeader, EncodeHTTPHeader(opt))
+	hr.Header.Set("Content-Type", MediaType)
+	return hr, nil
+}
+
+// MessageFromHTTPResponse maps an HTTP answer back to CoAP (RFC 8613 §11.3): 200 with the
+// OSCORE header field is 2.04 Changed with the OSCORE option and the body as payload (no
+// Content-Format); another status becomes its RFC 8075 CoAP code with the body as diagnostic.
+// The body is read up to max bytes.
+func MessageFromHTTPResponse(resp *http.Response, max int64) (*message.Message, error) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > max {
+		return nil, fmt.Errorf("oscore over http: answer larger than %d bytes", max)
 	}
 	if resp.StatusCode == http.StatusOK && resp.Header.Get(HTTPHeader) != "" {
 		v, err := DecodeHTTPHeader(resp.Header.Get(HTTPHeader))
@@ -246,6 +278,10 @@ func (t *HTTPTransport) post(m *message.Message) (*message.Message, error) {
 		code = codes.Forbidden
 	case http.StatusNotFound:
 		code = codes.NotFound
+	case http.StatusMethodNotAllowed:
+		code = codes.MethodNotAllowed
+	case http.StatusRequestEntityTooLarge:
+		code = codes.RequestEntityTooLarge
 	case http.StatusServiceUnavailable:
 		code = codes.ServiceUnavailable
 	case http.StatusInternalServerError:
