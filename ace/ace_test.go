@@ -118,7 +118,7 @@ func (f *fakeContexts) FreeRecipientID(avoid []byte) ([]byte, bool) {
 	f.avoid = avoid
 	return []byte{f.next}, true
 }
-func (f *fakeContexts) AddTokenContext(c *oscore.Context, ref string) {
+func (f *fakeContexts) AddTokenContext(c *oscore.Context, ref string, _ time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ctxs[c] = ref

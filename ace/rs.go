@@ -21,8 +21,9 @@ import (
 type Contexts interface {
 	// FreeRecipientID returns a Recipient ID no context uses, different from avoid.
 	FreeRecipientID(avoid []byte) ([]byte, bool)
-	// AddTokenContext installs c for requests; ref names the token (Grants' reference).
-	AddTokenContext(c *oscore.Context, ref string)
+	// AddTokenContext installs c for requests until expires (the token's exp); ref names the
+	// token (Grants' reference).
+	AddTokenContext(c *oscore.Context, ref string, expires time.Time)
 	// RemoveContext drops c.
 	RemoveContext(c *oscore.Context)
 }
@@ -245,7 +246,7 @@ func (rs *ResourceServer) AuthzInfo(body []byte) (*AuthzInfoResponse, error) {
 		}
 	}
 	rs.active[key] = &active{ref: ref, ctx: octx, expires: c.Expires}
-	rs.cfg.Contexts.AddTokenContext(octx, ref)
+	rs.cfg.Contexts.AddTokenContext(octx, ref, c.Expires)
 	rs.log.Info("ace: access token accepted", "issuer", issuer, "subject", c.Subject, "scope", c.Scope,
 		"cti", ref, "expires", c.Expires)
 	return &AuthzInfoResponse{Nonce2: nonce2, ServerRecipientID: id2}, nil

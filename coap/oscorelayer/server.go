@@ -77,6 +77,10 @@ type Identity struct {
 	// Token is the reference of the ACE access token (RFC 9203) whose OSCORE input material
 	// keyed the context ("" otherwise).
 	Token string
+	// Expires is the access token's exp: from then on the context is deleted and its requests
+	// are answered like those of an unknown context (unprotected 4.01), so that the client
+	// gets a new token. Zero = no expiry.
+	Expires time.Time
 }
 
 // ServerConfig configures the server layer. The EDHOC fields are needed only when the EDHOC
@@ -144,6 +148,10 @@ type ctxEntry struct {
 	id       Identity
 	derived  bool
 	lastUsed time.Time
+}
+
+func (e *ctxEntry) expired(now time.Time) bool {
+	return !e.id.Expires.IsZero() && !now.Before(e.id.Expires)
 }
 
 type hsState struct {
@@ -258,7 +266,7 @@ func (s *Server) sweepLocked(now time.Time) {
 		}
 	}
 	for c, e := range s.ctxs {
-		if e.derived && now.Sub(e.lastUsed) > s.cfg.ContextIdle {
+		if e.derived && now.Sub(e.lastUsed) > s.cfg.ContextIdle || e.expired(now) {
 			s.dropLocked(c)
 		}
 	}
@@ -362,6 +370,12 @@ func (s *Server) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResul
 	now := s.cfg.Now()
 	s.mu.Lock()
 	e := s.ctxs[c]
+	if e != nil && e.expired(now) {
+		// The access token that keyed this context has expired: the context goes with it, and
+		// the request is answered as for an unknown context so the client fetches a new token.
+		s.dropLocked(c)
+		e = nil
+	}
 	if e != nil {
 		e.lastUsed = now
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -220,8 +221,8 @@ func (s *Server) registerACE(layer *oscorelayer.Server) error {
 type aceContexts struct{ l *oscorelayer.Server }
 
 func (a aceContexts) FreeRecipientID(avoid []byte) ([]byte, bool) { return a.l.FreeRecipientID(avoid) }
-func (a aceContexts) AddTokenContext(c *oscore.Context, ref string) {
-	a.l.AddTokenContext(c, oscorelayer.Identity{Token: ref})
+func (a aceContexts) AddTokenContext(c *oscore.Context, ref string, expires time.Time) {
+	a.l.AddTokenContext(c, oscorelayer.Identity{Token: ref, Expires: expires})
 }
 func (a aceContexts) RemoveContext(c *oscore.Context) { a.l.RemoveContext(c) }
 
