@@ -8,9 +8,9 @@ import (
 	"crypto/x509/pkix"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"strings"
 	"testing"
 	"time"
 
