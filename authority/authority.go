@@ -126,7 +126,8 @@ type Authority struct {
 	upstream  upstreamCAs       // a registrar's upstream CA certificates (registrar.go)
 	crl       crlCache          // the last signed CRL (crl.go)
 	psMu      sync.RWMutex
-	preShared map[string][]string // pre-shared key name → labels (nil = every label)
+	tokens    map[string]*tokenGrant // access token reference → grant (AllowToken), under psMu
+	preShared map[string][]string    // pre-shared key name → labels (nil = every label)
 	crlValid  time.Duration
 	backdate  time.Duration
 	log       *slog.Logger
@@ -281,8 +282,8 @@ func New(pol Policy, opts Options) (*Authority, error) {
 					known = a.profiles[src] != nil
 				case KindMAC:
 					known = a.secrets[src] != nil
-				case KindPreShared:
-					known = true // registered later (AllowPreShared)
+				case KindPreShared, KindToken:
+					known = true // registered later (AllowPreShared, AllowToken)
 				case KindUser:
 					known = a.users[src] != nil
 				}

@@ -27,6 +27,11 @@ func (a *Authority) authorize(ctx context.Context, r CertRequest, p *Profile) (i
 	}
 	switch r.Op {
 	case OpEnroll, OpServerKeyGen:
+		// RFC 9200 §5.10.1.1: the RS enforces the access rights of the token; its scope names
+		// the labels and operations (see ace.ParseScope) and nothing outside it is granted.
+		if who.token != nil && !who.token.covers(p.Label, r.Op) {
+			return who, errs.New(errs.Forbidden, "%s does not grant %s under label %q", who.describe(), r.Op, p.Label)
+		}
 		rl := a.match(p, r.Requester.Transport, who)
 		if rl == nil {
 			return who, errs.New(errs.Forbidden, "%s may not enroll under label %q", who.describe(), p.Label)
@@ -125,6 +130,8 @@ func (a *Authority) ruleAdmits(rl *rule, label string, who identity) bool {
 		return who.secretRef != "" && rl.admits(who.secretRef)
 	case KindUser:
 		return who.user != "" && rl.admits(who.user)
+	case KindToken:
+		return who.token != nil && rl.admits(who.token.Issuer)
 	case KindPreShared:
 		if who.preShared == "" || !rl.admits(who.preShared) {
 			return false
@@ -151,7 +158,8 @@ func (a *Authority) admitsOrigin(p *Profile, t Transport, origin, old string) bo
 			kind == "mac" && rl.kind == KindMAC,
 			kind == "psk" && rl.kind == KindPreShared,
 			kind == "ra" && rl.kind == KindRA,
-			kind == "user" && rl.kind == KindUser:
+			kind == "user" && rl.kind == KindUser,
+			kind == "token" && rl.kind == KindToken && rl.admits(strings.SplitN(src, "/", 2)[0]):
 			if rl.admits(src) {
 				return true
 			}
@@ -179,6 +187,10 @@ func (w identity) originFor(k Kind) string {
 		return "psk:" + w.preShared
 	case KindUser:
 		return "user:" + w.user
+	case KindToken:
+		if w.token != nil {
+			return "token:" + w.token.Issuer + "/" + w.token.Subject
+		}
 	case KindLDevID:
 		if w.ours != nil && w.ours.RequesterRef != "" {
 			return w.ours.RequesterRef
@@ -202,6 +214,8 @@ func (w identity) describe() string {
 		return "the pre-shared identity " + w.preShared
 	case w.user != "":
 		return "the user " + w.user
+	case w.token != nil:
+		return "the access token of " + w.token.Subject + " from " + w.token.Issuer
 	}
 	return "an anonymous requester"
 }

@@ -87,6 +87,8 @@ func (a *Authority) EECertificates(ctx context.Context, req Requester, label str
 			ref = who.originFor(KindUser)
 		case who.preShared != "":
 			ref = who.originFor(KindPreShared)
+		case who.token != nil:
+			ref = who.originFor(KindToken)
 		case who.secretRef != "":
 			ref = who.originFor(KindMAC)
 		}

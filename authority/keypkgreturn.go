@@ -152,6 +152,8 @@ func originOfRequester(who identity) string {
 		return who.originFor(KindUser)
 	case who.preShared != "":
 		return who.originFor(KindPreShared)
+	case who.token != nil:
+		return who.originFor(KindToken)
 	case who.secretRef != "":
 		return who.originFor(KindMAC)
 	}

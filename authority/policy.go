@@ -161,11 +161,14 @@ type RequesterRule struct {
 	// Kind is the requester kind: idevid (a device certificate from a manufacturer trust
 	// store), ldevid (a certificate this CA issued, enrolling a further certificate with the
 	// same subject and SANs), mac (a CMP shared secret), preshared (a pre-shared OSCORE
-	// context), ra (a registration authority: a certificate with id-kp-cmcRA).
+	// context), ra (a registration authority: a certificate with id-kp-cmcRA), user (HTTP
+	// Basic), token (an ACE access token, RFC 9203, from the authorization servers named in
+	// From; its scope narrows the labels and operations further).
 	Kind string
 	// From names the sources admitted, by kind: trust store names (idevid; ra also "ca" for
 	// this CA), profile labels whose certificates may enroll here (ldevid), secret references
-	// (mac), pre-shared identity names (preshared), user names (user). "*" = every configured
+	// (mac), pre-shared identity names (preshared), user names (user), authorization server
+	// names (token, the token's iss or the configured AS name). "*" = every configured
 	// source of the kind
 	// (for idevid and ra: every manufacturer trust store, not this CA). Required.
 	From []string
@@ -256,6 +259,7 @@ func DefaultProfile() ProfileOptions {
 			{Kind: "idevid", From: []string{"*"}},
 			{Kind: "mac", From: []string{"*"}},
 			{Kind: "preshared", From: []string{"*"}},
+			{Kind: "token", From: []string{"*"}},
 		},
 	}
 }
@@ -486,7 +490,7 @@ func (pc ProfileOptions) compile() (*Profile, error) {
 func compileRule(rc RequesterRule, profileNames *nameRules) (*rule, error) {
 	k, ok := parseKind(rc.Kind)
 	if !ok {
-		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared, ra or user)", rc.Kind)
+		return nil, fmt.Errorf("unknown requester kind %q (want idevid, ldevid, mac, preshared, ra, user or token)", rc.Kind)
 	}
 	if len(rc.From) == 0 {
 		return nil, fmt.Errorf("requester kind %s: from is required (names of the admitted sources, or \"*\")", k)

@@ -80,6 +80,11 @@ type Requester struct {
 	// certificate did: an OSCORE context loaded with `coapca serve --oscore-context`
 	// (EST-oscore). The authority accepts only names registered with AllowPreShared.
 	PreShared string
+	// Token is the reference of an access token (ACE, RFC 9200 / RFC 9203 OSCORE profile) that
+	// keyed the OSCORE context of the request: the front door verified the token and the
+	// request's OSCORE protection, and registered the token's grant with AllowToken. The
+	// authority accepts only references registered there and not expired.
+	Token string
 	// User and Password are HTTP Basic credentials sent over TLS (RFC 7030 §3.2.3, §3.3.2),
 	// checked by the authority against the configured users (bcrypt hashes). They count only
 	// when no certificate authenticated the request. The password is never logged or kept.
@@ -101,10 +106,11 @@ const (
 	KindPreShared             // a pre-shared OSCORE context
 	KindRA                    // a registration authority: a certificate with id-kp-cmcRA (RFC 6402)
 	KindUser                  // HTTP Basic credentials over TLS (RFC 7030 §3.2.3)
+	KindToken                 // an ACE access token (RFC 9200, RFC 9203) that keyed an OSCORE context
 	NumKinds
 )
 
-var kindNames = [NumKinds]string{"none", "idevid", "ldevid", "mac", "preshared", "ra", "user"}
+var kindNames = [NumKinds]string{"none", "idevid", "ldevid", "mac", "preshared", "ra", "user", "token"}
 
 func (k Kind) String() string {
 	if k < NumKinds {

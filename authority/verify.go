@@ -21,10 +21,11 @@ type identity struct {
 	source    string              // trust store name, CANameOurs, "secret" or "psk"
 	ours      *store.Cert         // the record when leaf is a certificate this CA issued
 	secretRef string
-	preShared string // name of a pre-shared key (AllowPreShared)
-	user      string // HTTP Basic user name
-	rule      *rule  // the requester rule that admitted an enrollment; nil for re-enrollment
-	origin    string // the record's RequesterRef: where this certificate's lineage started
+	preShared string      // name of a pre-shared key (AllowPreShared)
+	user      string      // HTTP Basic user name
+	token     *tokenGrant // the grant of an ACE access token (AllowToken)
+	rule      *rule       // the requester rule that admitted an enrollment; nil for re-enrollment
+	origin    string      // the record's RequesterRef: where this certificate's lineage started
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
@@ -49,6 +50,8 @@ func (a *Authority) authenticateRequester(ctx context.Context, r Requester) (ide
 			attrs = append(attrs, "secret", r.SecretRef)
 		case r.PreShared != "":
 			attrs = append(attrs, "pre_shared", r.PreShared)
+		case r.Token != "":
+			attrs = append(attrs, "token", r.Token)
 		case r.User != "":
 			attrs = append(attrs, "user", r.User)
 		}
@@ -78,6 +81,13 @@ func verifyReason(err error) string {
 
 func (a *Authority) identify(ctx context.Context, r Requester) (identity, string, error) {
 	chain, secretRef := r.Chain, r.SecretRef
+	if len(chain) == 0 && secretRef == "" && r.PreShared == "" && r.Token != "" {
+		g, err := a.tokenGrant(r.Token)
+		if err != nil {
+			return identity{}, "access token", err
+		}
+		return identity{source: "token", token: g}, "", nil
+	}
 	if len(chain) == 0 && secretRef == "" && r.PreShared != "" {
 		a.psMu.RLock()
 		_, ok := a.preShared[r.PreShared]

@@ -6,7 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
+	"sync"
+	"time"
 
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
@@ -31,6 +35,11 @@ type ESTDialOptions struct {
 	// EDHOC keys OSCORE for coap:// with EDHOC (RFC 9528) authenticated by Identity;
 	// message_3 travels in the first OSCORE request (RFC 9668) unless EDHOCSeparate.
 	EDHOC, EDHOCSeparate bool
+	// ACE keys OSCORE for coap:// with an access token (RFC 9203): see NewACEClient.
+	ACE *ACEClient
+	// HTTPClient carries EST-oscore over http:// or https:// (RFC 8613 §11, with OSCORE);
+	// nil = http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 // ESTConn is one association with an EST server: EST-coaps over DTLS, or EST-oscore over
@@ -83,19 +92,78 @@ func DialEST(ctx context.Context, rawURL string, o ESTDialOptions) (*ESTConn, er
 			}}, nil
 	case "coap":
 		return dialOSCORE(ctx, u, o)
+	case "http", "https":
+		return dialOSCOREHTTP(ctx, u, o)
 	}
 	return nil, fmt.Errorf("est: unsupported scheme %q (coaps, or coap with OSCORE)", u.Scheme)
 }
 
+// dialOSCOREHTTP opens EST-oscore over HTTP (RFC 8613 §11): every request is protected with
+// the pre-shared context and POSTed to the server's root with the OSCORE header field; the
+// CoAP client only frames the requests (nothing goes over UDP). HTTPClient, when set, is used
+// for the HTTP requests (TLS settings for https://).
+func dialOSCOREHTTP(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, error) {
+	if o.OSCORE == nil || o.EDHOC || o.ACE != nil {
+		return nil, errors.New("est: OSCORE over HTTP needs a pre-shared OSCORE context")
+	}
+	target := u.Scheme + "://" + u.Host + "/"
+	opts := coap.ClientOptions{BlockSize: 1024,
+		Layer: oscorelayer.NewHTTPTransport(o.OSCORE, target, o.HTTPClient),
+		// The CoAP client needs a datagram connection; nothing is ever sent on it.
+		DialUDP: func(context.Context, string) (net.Conn, error) { return newNullConn(), nil }}
+	c, err := coap.Dial(ctx, "coap://"+u.Host, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ESTConn{Client: c,
+		serverChain: func() []*x509.Certificate { return nil },
+		binding: func(context.Context) ([]byte, error) {
+			return nil, errors.New("a pre-shared OSCORE context has no channel-binding value")
+		}}, nil
+}
+
+// nullConn is a datagram connection that carries nothing: writes are dropped, reads wait for
+// Close.
+type nullConn struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newNullConn() *nullConn { return &nullConn{closed: make(chan struct{})} }
+
+func (c *nullConn) Read([]byte) (int, error) {
+	<-c.closed
+	return 0, net.ErrClosed
+}
+func (c *nullConn) Write(b []byte) (int, error) { return len(b), nil }
+func (c *nullConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+func (c *nullConn) LocalAddr() net.Addr                { return &net.UDPAddr{} }
+func (c *nullConn) RemoteAddr() net.Addr               { return &net.UDPAddr{} }
+func (c *nullConn) SetDeadline(t time.Time) error      { return nil }
+func (c *nullConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *nullConn) SetWriteDeadline(t time.Time) error { return nil }
+
 // dialOSCORE opens coap:// protected by OSCORE: with the pre-shared context, or with a context
 // from EDHOC.
 func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, error) {
-	if (o.OSCORE != nil) == o.EDHOC {
-		return nil, errors.New("est: coap:// needs exactly one of a pre-shared OSCORE context and EDHOC")
+	n := 0
+	for _, b := range []bool{o.OSCORE != nil, o.EDHOC, o.ACE != nil} {
+		if b {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("est: coap:// needs exactly one of a pre-shared OSCORE context, EDHOC and an ACE access token")
 	}
 	opts := coap.ClientOptions{BlockSize: o.BlockSize}
-	if o.OSCORE != nil {
+	if o.OSCORE != nil || o.ACE != nil {
 		opts.Layer = oscorelayer.NewClient(o.OSCORE)
+		if o.ACE != nil {
+			opts.Layer = o.ACE
+		}
 		c, err := coap.Dial(ctx, "coap://"+u.Host, opts)
 		if err != nil {
 			return nil, err
@@ -103,7 +171,7 @@ func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, er
 		return &ESTConn{Client: c,
 			serverChain: func() []*x509.Certificate { return nil },
 			binding: func(context.Context) ([]byte, error) {
-				return nil, errors.New("a pre-shared OSCORE context has no channel-binding value (use EDHOC)")
+				return nil, errors.New("a pre-shared or token-derived OSCORE context has no channel-binding value (use EDHOC)")
 			}}, nil
 	}
 	if o.Identity == nil {

@@ -23,7 +23,9 @@ func TestDialESTRefusesIncompleteOptions(t *testing.T) {
 		want      string
 	}{
 		{"no host", "coaps://", ESTDialOptions{VerifyServer: verify}, "bad server URL"},
-		{"https", "https://127.0.0.1", ESTDialOptions{VerifyServer: verify}, "unsupported scheme"},
+		{"https without OSCORE (EST over HTTPS has its own client)", "https://127.0.0.1", ESTDialOptions{VerifyServer: verify}, "needs a pre-shared OSCORE context"},
+		{"http with EDHOC", "http://127.0.0.1:1", ESTDialOptions{EDHOC: true, VerifyServer: verify}, "needs a pre-shared OSCORE context"},
+		{"ftp", "ftp://127.0.0.1", ESTDialOptions{VerifyServer: verify}, "unsupported scheme"},
 		{"coaps without a server check", "coaps://127.0.0.1:1", ESTDialOptions{}, "check of the server's chain"},
 		{"coap with neither OSCORE nor EDHOC", "coap://127.0.0.1:1", ESTDialOptions{VerifyServer: verify}, "exactly one"},
 		{"coap with both", "coap://127.0.0.1:1", ESTDialOptions{OSCORE: octx, EDHOC: true, VerifyServer: verify}, "exactly one"},

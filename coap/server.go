@@ -704,6 +704,16 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	if res.OSCORE && peer.OSCORE == nil {
 		// An OSCORE-only resource (EST-oscore) reached without object security: fail closed,
 		// whether or not a Layer is installed.
+		if hints := s.mux.getHints(); hints != nil {
+			if f, body := hints(path); body != nil {
+				m := &message.Message{Code: codes.Unauthorized, Payload: body}
+				if cf, ok := f.Get(); ok {
+					m.Options = message.Options{{ID: message.ContentFormat, Value: encodeUint(uint32(cf))}}
+				}
+				ex.reply(m)
+				return
+			}
+		}
 		ex.replyCode(codes.Unauthorized, "this resource requires OSCORE (RFC 8613)")
 		return
 	}

@@ -42,6 +42,9 @@ type ObjectSecurity struct {
 	// ChannelBinding is a value both ends derived from the key exchange that made the
 	// context (EDHOC: an EDHOC_Exporter output); nil for pre-shared contexts.
 	ChannelBinding []byte
+	// Token is the reference of the ACE access token (RFC 9203) that keyed the context; ""
+	// for EDHOC and pre-shared contexts.
+	Token string
 }
 
 // Layer is an object-security layer (OSCORE, RFC 8613) between the message layer and a resource
@@ -155,6 +158,22 @@ type Mux struct {
 	exact map[string]*Resource
 	list  []*Resource // registration order, for /.well-known/core
 	layer Layer
+	hints func(path string) (Format, []byte)
+}
+
+// SetUnprotectedHints sets the body of the 4.01 answered to an unprotected request for an
+// OSCORE-only resource: e.g. the ACE AS Request Creation Hints (RFC 9200 §5.3) that tell a
+// client where to get an access token. nil (the default) answers a diagnostic text.
+func (m *Mux) SetUnprotectedHints(f func(path string) (Format, []byte)) {
+	m.mu.Lock()
+	m.hints = f
+	m.mu.Unlock()
+}
+
+func (m *Mux) getHints() func(path string) (Format, []byte) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.hints
 }
 
 // SetLayer installs an object-security layer for the requests this table serves (nil removes
@@ -335,4 +354,59 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
+}
+
+// ServeMessage serves one whole request message that did not come over a CoAP transport (an
+// OSCORE request carried over HTTP, RFC 8613 §11, once its Layer verified it): it finds the
+// resource of the message's Uri-Path, calls its handler and returns the answer as one message
+// (no block-wise: the carrier moves whole bodies). A resource marked OSCORE answers 4.01 unless
+// peer.OSCORE is set; an unknown path 4.04; a request with Block1/Block2 options 4.02 (inner
+// block-wise is not available without a CoAP transport).
+func (m *Mux) ServeMessage(ctx context.Context, msg *message.Message, peer Peer) *message.Message {
+	// A first block that is also the last (Block1 0 without More) or a Block2 size proposal
+	// for block 0 asks for nothing the whole body does not give; any other block is refused.
+	var opts message.Options
+	for _, o := range msg.Options {
+		if o.ID == message.Block1 || o.ID == message.Block2 {
+			var v uint32
+			for _, b := range o.Value {
+				v = v<<8 | uint32(b)
+			}
+			if len(o.Value) > 3 || v>>4 != 0 || (o.ID == message.Block1 && v&0x8 != 0) {
+				return &message.Message{Code: codes.BadOption, Payload: []byte("block-wise transfer is not available over this carrier")}
+			}
+			continue
+		}
+		opts = append(opts, o)
+	}
+	msg = &message.Message{Code: msg.Code, Options: opts, Payload: msg.Payload}
+	path := pathOf(msg.Options)
+	res, ok := m.lookup(path)
+	if !ok {
+		return &message.Message{Code: codes.NotFound}
+	}
+	if res.OSCORE && peer.OSCORE == nil {
+		return &message.Message{Code: codes.Unauthorized, Payload: []byte("this resource requires OSCORE (RFC 8613)")}
+	}
+	req := &Request{Method: msg.Code, Path: path, Query: queriesOf(msg.Options),
+		ContentFormat: optFormat(msg.Options, message.ContentFormat), Accept: optFormat(msg.Options, message.Accept),
+		Payload: msg.Payload, Options: msg.Options, Peer: peer}
+	resp := res.Handler.ServeCoAP(ctx, req)
+	if resp == nil {
+		return &message.Message{Code: codes.InternalServerError}
+	}
+	opts = make(message.Options, 0, len(resp.Options)+3)
+	for _, o := range resp.Options {
+		opts = opts.Add(o)
+	}
+	if cf, ok := resp.ContentFormat.Get(); ok {
+		opts = addUint(opts, message.ContentFormat, uint32(cf))
+	}
+	if age, ok := resp.MaxAge.Get(); ok {
+		opts = addUint(opts, message.MaxAge, uint32(age))
+	}
+	if len(resp.ETag) > 0 {
+		opts = opts.Add(message.Option{ID: message.ETag, Value: resp.ETag})
+	}
+	return &message.Message{Code: resp.Code, Options: opts, Payload: resp.Payload}
 }

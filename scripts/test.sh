@@ -34,6 +34,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 for j in bcprov bcpkix bcutil bctls; do
 	[ -f /usr/share/java/$j.jar ] || need+=(lib$j-java)
 done
+# ACE access tokens (ace/interop_test.go): cose-js from npm, an independent COSE implementation.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
 	step "installing test peers: ${need[*]}"
 	SUDO=""
@@ -80,6 +83,13 @@ if [ -z "${COAPCA_TEST_POSTGRES:-}" ]; then
 		{ cat "$pg_dir/log"; exit 1; }
 	export COAPCA_TEST_POSTGRES="postgres://coapca@/postgres?host=$pg_dir&port=5432"
 	echo "COAPCA_TEST_POSTGRES=$COAPCA_TEST_POSTGRES"
+fi
+
+export COAPCA_COSEJS_DIR=${COAPCA_COSEJS_DIR:-/var/cache/coapca/cose-js}
+if [ ! -f "$COAPCA_COSEJS_DIR/node_modules/cose-js/package.json" ]; then
+	step "installing cose-js (npm) into $COAPCA_COSEJS_DIR"
+	mkdir -p "$COAPCA_COSEJS_DIR"
+	npm install --prefix "$COAPCA_COSEJS_DIR" --no-audit --no-fund --silent cose-js@0.9.0
 fi
 
 # --- static checks ----------------------------------------------------------------------------

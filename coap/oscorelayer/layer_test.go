@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -540,5 +541,37 @@ func TestOuterBlockwise(t *testing.T) {
 	}
 	if got := f.seen.n.Load(); got != 1 {
 		t.Fatalf("handler ran %d times", got)
+	}
+}
+
+// TestTokenContextExpires: a context keyed by an ACE access token (RFC 9203) serves until the
+// token's exp, then is deleted: attack — a client keeps using the context of an expired token;
+// it gets the unprotected 4.01 of an unknown context (and fetches a new token), and nothing
+// reaches the handler.
+func TestTokenContextExpires(t *testing.T) {
+	f := newFixture(t, ServerConfig{}, nil)
+	f.layer.AddTokenContext(mustContext(t, pskParams(true, nil)), Identity{Token: "cti-1", Expires: f.clock.Now().Add(time.Minute)})
+	c := f.dial(t, NewClient(mustContext(t, pskParams(false, nil))))
+	if resp := get(t, c, nil); resp.Code != codes.Content {
+		t.Fatalf("before exp: %v", resp.Code)
+	}
+	f.seen.mu.Lock()
+	tok := f.seen.peer.OSCORE.Token
+	f.seen.mu.Unlock()
+	if tok != "cti-1" {
+		t.Fatalf("the request's token reference is %q", tok)
+	}
+	f.clock.Add(time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.Do(ctx, &coap.ClientRequest{Method: codes.GET, Path: "/r"})
+	if err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+		t.Fatalf("after exp: %v, want an unprotected 4.01", err)
+	}
+	if _, n := f.layer.Stats(); n != 0 {
+		t.Fatalf("%d contexts held after the token expired", n)
+	}
+	if f.seen.n.Load() != 1 {
+		t.Fatalf("handler ran %d times, want 1", f.seen.n.Load())
 	}
 }

@@ -74,6 +74,13 @@ type Identity struct {
 	Certificates []*x509.Certificate
 	// ChannelBinding is the edhoc-unique value of an EDHOC-derived context.
 	ChannelBinding []byte
+	// Token is the reference of the ACE access token (RFC 9203) whose OSCORE input material
+	// keyed the context ("" otherwise).
+	Token string
+	// Expires is the access token's exp: from then on the context is deleted and its requests
+	// are answered like those of an unknown context (unprotected 4.01), so that the client
+	// gets a new token. Zero = no expiry.
+	Expires time.Time
 }
 
 // ServerConfig configures the server layer. The EDHOC fields are needed only when the EDHOC
@@ -143,6 +150,10 @@ type ctxEntry struct {
 	lastUsed time.Time
 }
 
+func (e *ctxEntry) expired(now time.Time) bool {
+	return !e.id.Expires.IsZero() && !now.Before(e.id.Expires)
+}
+
 type hsState struct {
 	r        *edhoc.Responder
 	cr       string
@@ -201,6 +212,31 @@ func (s *Server) AddContext(c *oscore.Context, id Identity) {
 	s.ctxs[c] = &ctxEntry{id: id, lastUsed: s.cfg.Now()}
 }
 
+// AddTokenContext adds a context derived from an ACE access token (RFC 9203 §4.3). Like an
+// EDHOC-derived one it is dropped when idle (ContextIdle) or over MaxContexts; the resource
+// server drops it itself with RemoveContext when its token is replaced or expires.
+func (s *Server) AddTokenContext(c *oscore.Context, id Identity) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addDerivedLocked(c, id, s.cfg.Now())
+}
+
+// RemoveContext drops a context (a token-derived one whose token was replaced).
+func (s *Server) RemoveContext(c *oscore.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked(c)
+}
+
+// FreeRecipientID picks a Recipient ID unused by handshakes and contexts and different from
+// avoid (RFC 9203 §4.2: ace_server_recipientid MUST differ from ace_client_recipientid, and
+// identify the context among the server's contexts).
+func (s *Server) FreeRecipientID(avoid []byte) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.freeConnIDLocked(avoid)
+}
+
 // Stats reports the handshake states held and the OSCORE contexts known (pre-shared and derived).
 func (s *Server) Stats() (sessions, contexts int) {
 	s.mu.Lock()
@@ -230,7 +266,7 @@ func (s *Server) sweepLocked(now time.Time) {
 		}
 	}
 	for c, e := range s.ctxs {
-		if e.derived && now.Sub(e.lastUsed) > s.cfg.ContextIdle {
+		if e.derived && now.Sub(e.lastUsed) > s.cfg.ContextIdle || e.expired(now) {
 			s.dropLocked(c)
 		}
 	}
@@ -334,6 +370,12 @@ func (s *Server) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResul
 	now := s.cfg.Now()
 	s.mu.Lock()
 	e := s.ctxs[c]
+	if e != nil && e.expired(now) {
+		// The access token that keyed this context has expired: the context goes with it, and
+		// the request is answered as for an unknown context so the client fetches a new token.
+		s.dropLocked(c)
+		e = nil
+	}
 	if e != nil {
 		e.lastUsed = now
 	}
@@ -346,7 +388,7 @@ func (s *Server) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResul
 	}
 	out := coap.Peer{Addr: peer.Addr, Secure: true, Certificates: e.id.Certificates,
 		OSCORE: &coap.ObjectSecurity{KID: st.KID(), IDContext: c.IDContext(), Identity: e.id.Name,
-			ChannelBinding: e.id.ChannelBinding}}
+			ChannelBinding: e.id.ChannelBinding, Token: e.id.Token}}
 	return coap.LayerResult{Request: in, Peer: out, Protect: func(r *message.Message) (*message.Message, error) {
 		return c.ProtectResponse(st, r)
 	}}

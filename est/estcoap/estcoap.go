@@ -164,8 +164,10 @@ func (b *Binding) estRequest(r *coap.Request, label string) *estserver.Request {
 	switch {
 	case r.Peer.OSCORE != nil:
 		// EST-oscore: the EDHOC peer's certificate (Peer.Certificates) or the pre-shared
-		// context's name, and edhoc-unique as the channel binding.
+		// context's name, or the ACE access token that keyed the context (RFC 9203), and
+		// edhoc-unique as the channel binding.
 		who.Transport, who.PreShared = authority.TransportOSCORE, r.Peer.OSCORE.Identity
+		who.Token = r.Peer.OSCORE.Token
 		req.ChannelBinding = r.Peer.OSCORE.ChannelBinding
 	case r.Peer.Secure && (len(r.Peer.Certificates) > 0 || r.Peer.TLS != nil):
 		who.Transport = authority.TransportCoAPS

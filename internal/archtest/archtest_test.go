@@ -58,6 +58,7 @@ var layers = map[string]layer{
 	"coap/dtlsconn":    layerProtocol,
 	"coap/oscorelayer": layerProtocol,
 	"oscore":           layerProtocol,
+	"ace":              layerProtocol, // ACE framework (RFC 9200) and its OSCORE profile (RFC 9203): tokens, /authz-info, /token
 	"edhoc":            layerProtocol,
 	"cmp":              layerProtocol, // the CMP codec: PKIMessage ASN.1 and protection
 	"est/cms":          layerProtocol, // CMS for server-generated keys, an EST wire format

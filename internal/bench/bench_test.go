@@ -111,3 +111,30 @@ func TestRegistrarBench(t *testing.T) {
 		t.Errorf("enrollments failed:\n%s", out.String())
 	}
 }
+
+// TestFrontDoorsACE: `coapca bench est --ace` runs token-based enrollments (in-process AS,
+// /authz-info, /sen) without errors and reports their bytes on the wire, AS traffic included,
+// next to pre-shared contexts.
+func TestFrontDoorsACE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a server and an AS")
+	}
+	var progress bytes.Buffer
+	rs, err := frontDoors(t.Context(), ESTOptions{Devices: 4, Concurrency: 2, BlockSize: 1024, OSCORE: true, ACE: true, WireSamples: 2}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]frontDoorResult{}
+	for _, r := range rs {
+		got[r.mode] = r
+	}
+	ace, psk := got["ace"], got["oscore"]
+	if ace.errs != 0 || len(ace.lat) != 4 || ace.bytes == 0 {
+		t.Fatalf("ace: %+v\n%s", ace, progress.String())
+	}
+	// A token enrollment costs the token request, /authz-info and /sen: more datagrams than
+	// /sen alone under a pre-shared context.
+	if ace.datagrams <= psk.datagrams || ace.bytes <= psk.bytes {
+		t.Fatalf("ace %v bytes / %v datagrams vs pre-shared %v / %v", ace.bytes, ace.datagrams, psk.bytes, psk.datagrams)
+	}
+}

@@ -72,7 +72,10 @@ type ESTOptions struct {
 	// FrontDoors: compare EST-oscore with pre-shared contexts (OSCORE) and/or keyed by EDHOC
 	// to EST-coaps, counting bytes on the wire over WireSamples sequential enrollments.
 	OSCORE, EDHOC bool
-	WireSamples   int
+	// ACE adds EST-oscore keyed by an ACE access token (RFC 9203): a token from an in-process
+	// `coapca as` over OSCORE, posted to /authz-info, then /sen; its bytes include the AS's.
+	ACE         bool
+	WireSamples int
 	// HTTPS measures EST over HTTPS (RFC 7030) instead (ESTHTTPS).
 	HTTPS bool
 }

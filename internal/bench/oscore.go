@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,12 +16,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"coapca/ace"
 	"coapca/client"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
 	"coapca/coap/oscorelayer"
 	"coapca/edhoc"
 	"coapca/internal/config"
+	"coapca/internal/server"
 	"coapca/oscore"
 )
 
@@ -74,9 +79,22 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		}
 	}
 
+	// ACE: an authorization server with one registered client (and OSCORE context) per device,
+	// and the server trusting its token key.
+	var asCtx []*oscore.Context
+	var asAddr, rsKey string
+	if o.ACE {
+		asAddr, rsKey, asCtx, err = startBenchAS(ctx, dir, n)
+		if err != nil {
+			return nil, err
+		}
+	}
 	s, stop, err := startServer(ctx, filepath.Join(dir, "data"), func(cfg *config.Config) {
 		cfg.Listen.CoAPS, cfg.Listen.CoAP = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.OSCOREContexts = files
+		if o.ACE {
+			cfg.ACE = config.ACE{Audiences: []string{"bench-rs"}, Keys: []config.ACEKey{{KID: "01", Alg: 10, KeyFile: rsKey}}}
+		}
 		cfg.DTLS.HandshakesPerSourcePerSecond = -1
 		cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
 	})
@@ -117,6 +135,7 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 	coapsURL := func(addr string) string { return "coaps://" + addr }
 	coapURL := func(addr string) string { return "coap://" + addr }
 	srvCoaps, srvCoap := s.CoAPSURL()[len("coaps://"):], s.CoAPURL()[len("coap://"):]
+	asTarget := asAddr
 	// enroll runs one enrollment of device i in mode against addr.
 	enroll := func(ctx context.Context, mode string, i int, addr string) error {
 		d := devs[i]
@@ -142,6 +161,13 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 				return eerr
 			}
 			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.BlockSize, Layer: ec})
+		case "ace":
+			ac, aerr := client.NewACEClient(client.ACEConfig{AS: "coap://" + asTarget + "/token", ASContext: asCtx[i],
+				Audience: "bench-rs", Scope: "est"})
+			if aerr != nil {
+				return aerr
+			}
+			c, err = coap.Dial(ctx, coapURL(addr), coap.ClientOptions{BlockSize: o.BlockSize, Layer: ac})
 		}
 		if err != nil {
 			return err
@@ -174,6 +200,15 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 	}
 	if o.EDHOC {
 		modes = append(modes, "edhoc")
+	}
+	if o.ACE {
+		// The AS contexts start unsynchronized at the AS (Echo on the first request): one
+		// token request per device outside the measurement synchronises them.
+		say("synchronising %d OSCORE contexts with the AS (Echo)", n)
+		if err := syncBenchAS(ctx, asAddr, asCtx); err != nil {
+			return nil, err
+		}
+		modes = append(modes, "ace")
 	}
 	var out []frontDoorResult
 	for _, mode := range modes {
@@ -216,6 +251,15 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		if err != nil {
 			return nil, err
 		}
+		// With ACE the AS's traffic counts too: a second relay in front of it.
+		var asRelay *udpRelay
+		if mode == "ace" {
+			if asRelay, err = newUDPRelay(asAddr); err != nil {
+				relay.close()
+				return nil, err
+			}
+			asTarget = asRelay.addr()
+		}
 		ok := 0
 		for k := range samples {
 			if err := enroll(ctx, mode, o.Devices+k, relay.addr()); err == nil {
@@ -223,9 +267,15 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 			}
 		}
 		relay.close()
+		total, dgrams := relay.bytes.Load(), relay.datagrams.Load()
+		if asRelay != nil {
+			asRelay.close()
+			total, dgrams = total+asRelay.bytes.Load(), dgrams+asRelay.datagrams.Load()
+			asTarget = asAddr
+		}
 		if ok > 0 {
-			r.bytes = float64(relay.bytes.Load()) / float64(ok)
-			r.datagrams = float64(relay.datagrams.Load()) / float64(ok)
+			r.bytes = float64(total) / float64(ok)
+			r.datagrams = float64(dgrams) / float64(ok)
 		}
 		out = append(out, r)
 	}
@@ -245,12 +295,13 @@ func printFrontDoors(w io.Writer, o ESTOptions, rs []frontDoorResult) {
 		"coaps":  "EST-coaps (new DTLS session + /sen)",
 		"oscore": "EST-oscore, pre-shared context (/sen)",
 		"edhoc":  "EST-oscore, EDHOC + combined /sen",
+		"ace":    "EST-oscore, ACE token (AS + authz-info + /sen)",
 	}
 	fmt.Fprintf(w, "coapca bench est: one enrollment per device, %d devices, %d at a time, block size %d, SQLite fsync'd\n", o.Devices, o.Concurrency, o.BlockSize)
 	fmt.Fprintf(w, "bytes on the wire: UDP payloads both ways through a counting relay, mean of %d sequential enrollments\n\n", max(o.WireSamples, 1))
-	fmt.Fprintf(w, "%-40s %10s %10s %10s %14s %10s %7s\n", "front door", "enroll/s", "p50", "p99", "bytes/enroll", "datagrams", "errors")
+	fmt.Fprintf(w, "%-48s %10s %10s %10s %14s %10s %7s\n", "front door", "enroll/s", "p50", "p99", "bytes/enroll", "datagrams", "errors")
 	for _, r := range rs {
-		fmt.Fprintf(w, "%-40s %10.0f %10v %10v %14.0f %10.1f %7d\n", names[r.mode], r.perSec,
+		fmt.Fprintf(w, "%-48s %10.0f %10v %10v %14.0f %10.1f %7d\n", names[r.mode], r.perSec,
 			r.lat.pct(.5).Round(10*time.Microsecond), r.lat.pct(.99).Round(10*time.Microsecond), r.bytes, r.datagrams, r.errs)
 	}
 }
@@ -336,4 +387,71 @@ func (r *udpRelay) close() {
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+}
+
+// startBenchAS starts an ACE authorization server for n devices (one registered client and
+// OSCORE context each) and returns its address, the token key file for the resource server and
+// the devices' contexts with the AS.
+func startBenchAS(ctx context.Context, dir string, n int) (string, string, []*oscore.Context, error) {
+	adir := filepath.Join(dir, "as")
+	if err := os.MkdirAll(adir, 0o700); err != nil {
+		return "", "", nil, err
+	}
+	key := make([]byte, 16)
+	if _, err := rand.Read(key); err != nil {
+		return "", "", nil, err
+	}
+	keyFile := filepath.Join(adir, "rs.key")
+	if err := os.WriteFile(keyFile, fmt.Appendf(nil, "%x\n", key), 0o600); err != nil {
+		return "", "", nil, err
+	}
+	cfg := server.ASConfig{Listen: "127.0.0.1:0", Name: "bench-as", Lifetime: time.Hour,
+		Audiences: []server.ASAudienceCfg{{Name: "bench-rs", KID: "01", Alg: 10, KeyFile: keyFile}}}
+	ctxs := make([]*oscore.Context, n)
+	for i := range n {
+		secret := make([]byte, 16)
+		if _, err := rand.Read(secret); err != nil {
+			return "", "", nil, err
+		}
+		cid := []byte{byte((i + 1) >> 8), byte(i + 1)}
+		f := filepath.Join(adir, fmt.Sprintf("client-%05d.yaml", i))
+		y := fmt.Sprintf("name: dev-%05d\nmaster_secret: %x\nsender_id: \"\"\nrecipient_id: %x\n", i, secret, cid)
+		if err := os.WriteFile(f, []byte(y), 0o600); err != nil {
+			return "", "", nil, err
+		}
+		cfg.Clients = append(cfg.Clients, server.ASClientCfg{Name: fmt.Sprintf("dev-%05d", i), Scope: "est",
+			Audiences: []string{"bench-rs"}, OSCOREContext: f})
+		c, err := oscore.NewContext(oscore.Params{MasterSecret: secret, SenderID: cid, RecipientID: []byte{}})
+		if err != nil {
+			return "", "", nil, err
+		}
+		ctxs[i] = c
+	}
+	as, err := server.StartAS(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return "", "", nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		as.Close()
+	}()
+	return as.Addr().String(), keyFile, ctxs, nil
+}
+
+// syncBenchAS runs one exchange per device context with the AS (its replay window starts
+// unsynchronized: Echo, RFC 8613 Appendix B.1.2), asking for a token it throws away.
+func syncBenchAS(ctx context.Context, addr string, ctxs []*oscore.Context) error {
+	for _, oc := range ctxs {
+		c, err := coap.Dial(ctx, "coap://"+addr, coap.ClientOptions{Layer: oscorelayer.NewClient(oc)})
+		if err != nil {
+			return err
+		}
+		_, err = c.Do(ctx, &coap.ClientRequest{Method: codes.POST, Path: "/token",
+			Payload: (&ace.TokenRequest{Audience: "bench-rs", Scope: "est"}).Marshal()})
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("ace warm-up: %w", err)
+		}
+	}
+	return nil
 }

@@ -74,7 +74,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
 		fs.BoolVar(&o.OSCORE, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
 		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
-		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
+		fs.BoolVar(&o.ACE, "ace", false, "compare EST-oscore keyed by an ACE access token (RFC 9203: in-process AS, /authz-info, /sen) to EST-coaps: enrollments/s and bytes on the wire, AS traffic included")
+		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc/--ace: sequential enrollments per front door counted for bytes on the wire")
 		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -85,7 +86,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if o.HTTPS {
 			return bench.ESTHTTPS(ctx, o, stdout, stderr)
 		}
-		if o.OSCORE || o.EDHOC {
+		if o.OSCORE || o.EDHOC || o.ACE {
 			return bench.FrontDoors(ctx, o, stdout, stderr)
 		}
 		return bench.EST(ctx, o, stdout, stderr)

@@ -29,6 +29,7 @@ Usage:
   coapca cmp COMMAND [flags]        CMP client: ir | cr | p10cr | kur | rr | genm
   coapca ca COMMAND [flags]         manage the CA: list | show | revoke | approve | reject | pending | crl
   coapca bench est|cmp|coap [flags] measure throughput against an in-process server
+  coapca as --config FILE           run an ACE authorization server (RFC 9200, RFC 9203)
   coapca version                    print the version
 
 Run 'coapca COMMAND -h' for the flags of a command.
@@ -56,6 +57,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCMP(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = runBench(ctx, args[1:], stdout, stderr)
+	case "as":
+		err = runAS(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "coapca", Version)
 	case "help", "-h", "--help":

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -31,8 +33,9 @@ import (
 )
 
 const estUsage = `Usage: coapca est COMMAND --server coaps://HOST[:PORT][/LABEL] [flags]
-       coapca est COMMAND --server coap://HOST[:PORT][/LABEL] (--oscore FILE | --edhoc) [flags]
+       coapca est COMMAND --server coap://HOST[:PORT][/LABEL] (--oscore FILE | --edhoc | --ace AS-URL --ace-context FILE) [flags]
        coapca est COMMAND --server https://HOST[:PORT][/LABEL] [--cert/--key | --user U --password-file F] [flags]
+       coapca est COMMAND --server http(s)://HOST[:PORT][/LABEL] --oscore FILE [flags]
 
 EST-coaps client (RFC 9148). The device authenticates with --cert/--key (its IDevID for
 enroll, the certificate we issued for reenroll) and the server with --trust (implicit trust
@@ -45,6 +48,16 @@ with a pre-shared OSCORE context (YAML seen from the client's side; its sequence
 in FILE.seq), or --edhoc keys OSCORE with EDHOC (RFC 9528), authenticated with --cert/--key and
 the server's chain checked against the trust anchors; message_3 travels in the first OSCORE
 request (RFC 9668) unless --edhoc-separate. --pop puts edhoc-unique in the challengePassword.
+With --ace coap://AS[:PORT][/token] the OSCORE context comes from an access token (ACE OSCORE
+profile, RFC 9203): the client asks the authorization server for a token over OSCORE with the
+context of --ace-context (its credential at the AS, YAML seen from the client's side), for
+--audience and --scope (default: learned from the server's AS Request Creation Hints, RFC 9200
+§5.3), posts it to the server's /authz-info and derives the context; when the server answers
+4.01 (context lost, token expired) it gets a new token once.
+
+EST-oscore over HTTP (RFC 8613 §11) with --oscore FILE and http:// or https://: each request
+is protected as on coap:// and POSTed to the server's root with the OSCORE header field and an
+application/oscore body (a CoAP-HTTP proxy can forward it without security processing).
 
 EST over HTTPS (RFC 7030) with https://: the client authenticates with --cert/--key or HTTP
 Basic (--user, --password-file); --pop puts tls-unique (TLS 1.2) or tls-exporter (TLS 1.3,
@@ -85,6 +98,8 @@ type estFlags struct {
 	explicitTA, accept       string
 	pop, reuseKey            bool
 	oscoreFile               string
+	aceURL, aceContext       string
+	aceAudience, aceScope    string
 	edhoc, edhocSeparate     bool
 	taFingerprint            string
 	encryptKey, encryptKeyID string // serverkeygen: --encrypt-key, --encrypt-key-id
@@ -129,6 +144,10 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 	f.registerOut(fs, "write the certificate(s) here as PEM (default stdout)")
 	fs.StringVar(&f.oscoreFile, "oscore", "", "coap://: protect with this pre-shared OSCORE context (YAML, client's side)")
+	fs.StringVar(&f.aceURL, "ace", "", "coap://: get the OSCORE context from an access token of this ACE authorization server (RFC 9203)")
+	fs.StringVar(&f.aceContext, "ace-context", "", "with --ace: the OSCORE context with the authorization server (YAML, client's side)")
+	fs.StringVar(&f.aceAudience, "audience", "", "with --ace: the audience to ask a token for (default: from the server's creation hints)")
+	fs.StringVar(&f.aceScope, "scope", "", "with --ace: the scope to ask for (default: the AS's registration or the creation hints)")
 	fs.BoolVar(&f.edhoc, "edhoc", false, "coap://: key OSCORE with EDHOC, authenticated with --cert/--key")
 	fs.BoolVar(&f.edhocSeparate, "edhoc-separate", false, "with --edhoc: send message_3 on its own, not in the first OSCORE request (RFC 9668)")
 	fs.StringVar(&f.explicitTA, "explicit-ta", "", "explicit trust anchor database (PEM): used instead of --trust when it exists; cacerts updates it")
@@ -203,7 +222,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return usagef("--ta-fingerprint: %v", err)
 			}
 		}
-		if f.explicitTA != "" && f.serverName == "" && (fingerprint == nil || f.oscoreFile != "") {
+		if f.explicitTA != "" && f.serverName == "" && (fingerprint == nil || f.oscoreFile != "" || f.aceURL != "") {
 			// RFC 7030 §4.1.1, §4.1.3: the explicit TA database is filled only from a server
 			// this connection authenticated with certificates (implicit or explicit TAs), or
 			// with a root whose fingerprint was compared out of band.
@@ -406,15 +425,32 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 		return nil, nil, usagef("bad --server %q: want coaps://host[:port][/label]", f.server)
 	}
 	switch u.Scheme {
-	case "https":
-		return dialESTHTTPS(f, u, stderr)
+	case "http", "https":
+		if f.oscoreFile == "" {
+			if u.Scheme == "http" {
+				return nil, nil, usagef("--server http://: EST-oscore over HTTP (RFC 8613 §11) needs --oscore FILE; EST over HTTPS uses https://")
+			}
+			return dialESTHTTPS(f, u, stderr)
+		}
+		if f.edhoc || f.aceURL != "" {
+			return nil, nil, usagef("EST-oscore over HTTP works with a pre-shared context (--oscore) only")
+		}
 	case "coaps":
-		if f.oscoreFile != "" || f.edhoc {
-			return nil, nil, usagef("--oscore and --edhoc go with coap:// (EST-oscore), not coaps://")
+		if f.oscoreFile != "" || f.edhoc || f.aceURL != "" {
+			return nil, nil, usagef("--oscore, --edhoc and --ace go with coap:// (EST-oscore), not coaps://")
 		}
 	case "coap":
-		if (f.oscoreFile != "") == f.edhoc {
-			return nil, nil, usagef("coap:// (EST-oscore) needs exactly one of --oscore FILE and --edhoc")
+		n := 0
+		for _, b := range []bool{f.oscoreFile != "", f.edhoc, f.aceURL != ""} {
+			if b {
+				n++
+			}
+		}
+		if n != 1 {
+			return nil, nil, usagef("coap:// (EST-oscore) needs exactly one of --oscore FILE, --edhoc and --ace AS-URL")
+		}
+		if (f.aceURL != "") != (f.aceContext != "") {
+			return nil, nil, usagef("--ace AS-URL and --ace-context FILE go together")
 		}
 	default:
 		return nil, nil, usagef("--server %q: want coaps:// (EST-coaps), coap:// (EST-oscore) or https:// (EST over HTTPS)", f.server)
@@ -436,9 +472,32 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 		return nil, nil, err
 	}
 	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate}
+	if u.Scheme == "https" {
+		// OSCORE over HTTPS: the TLS hop is checked against --trust when given (RFC 8613 §12.1
+		// recommends TLS on HTTP hops); OSCORE protects end to end either way.
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if len(f.anchors) > 0 {
+			pool := x509.NewCertPool()
+			for _, a := range f.anchors {
+				pool.AddCert(a)
+			}
+			tc.RootCAs = pool
+		}
+		o.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 60 * time.Second}
+	}
 	if f.oscoreFile != "" {
 		if o.OSCORE, err = loadClientOSCORE(f.oscoreFile); err != nil {
 			return nil, nil, err
+		}
+	}
+	if f.aceURL != "" {
+		asCtx, err := loadClientOSCORE(f.aceContext)
+		if err != nil {
+			return nil, nil, err
+		}
+		if o.ACE, err = client.NewACEClient(client.ACEConfig{AS: f.aceURL, ASContext: asCtx,
+			Audience: f.aceAudience, Scope: f.aceScope}); err != nil {
+			return nil, nil, usagef("--ace: %v", err)
 		}
 	}
 	if f.edhoc && pair == nil {
@@ -492,7 +551,7 @@ func (f closerFunc) Close() error { return f() }
 // the server itself; a parse-only check with --insecure. It sets f.serverName when the check
 // authenticates the server.
 func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) ([]*x509.Certificate, error), error) {
-	if f.oscoreFile != "" {
+	if f.oscoreFile != "" || f.aceURL != "" {
 		// The pre-shared context authenticates the server; no certificate is involved. --trust,
 		// when given, still checks the certificates it issues.
 		if f.trust != "" {

@@ -30,7 +30,7 @@ func addHTTPSFlags(fs *flag.FlagSet, h *httpsFlags) {
 // server checked as for EST-coaps (serverVerifier: explicit TAs, else --trust, serverAuth or
 // cmcRA, the host's name), the client authenticated by --cert/--key or HTTP Basic.
 func dialESTHTTPS(f *estFlags, u *url.URL, stderr io.Writer) (io.Closer, client.ESTClient, error) {
-	if f.oscoreFile != "" || f.edhoc {
+	if f.oscoreFile != "" || f.edhoc || f.aceURL != "" {
 		return nil, nil, usagef("--oscore and --edhoc go with coap:// (EST-oscore), not https://")
 	}
 	if f.accept != "" && f.accept != "pkcs7" {

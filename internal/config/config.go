@@ -52,6 +52,10 @@ type Config struct {
 	// recipient_id, optional id_context; name = the client's identity, labels = the EST labels
 	// it may enroll under). Also `coapca serve --oscore-context FILE` (repeatable).
 	OSCOREContexts []string `yaml:"oscore_contexts"`
+	// ACE makes the coap:// listener an ACE resource server with the OSCORE profile
+	// (RFC 9200, RFC 9203): /authz-info accepts access tokens from the configured
+	// authorization servers. Off unless audiences and keys are set.
+	ACE ACE `yaml:"ace"`
 	// Upstream turns the EST front doors into a registrar (RFC 9148 §5) relaying to an
 	// upstream EST server over HTTPS (upstream.go). Default off.
 	Upstream Upstream `yaml:"upstream"`
@@ -116,6 +120,38 @@ func (s Store) PostgresDSN() (string, error) {
 		return "", fmt.Errorf("config: store.dsn_file %s is empty", s.DSNFile)
 	}
 	return dsn, nil
+}
+
+// ACE is the resource-server side of the ACE OSCORE profile.
+type ACE struct {
+	// Audiences are the aud values that name this server. Required to enable /authz-info.
+	Audiences []string `yaml:"audiences"`
+	// Issuers, when set, are the only iss values accepted.
+	Issuers []string `yaml:"issuers"`
+	// ASName names the AS of tokens without iss (what requesters rules of kind token name).
+	// Default "as".
+	ASName string `yaml:"as_name"`
+	// ASURI is sent in the AS Request Creation Hints (RFC 9200 §5.3) of the 4.01 answered to an
+	// unprotected request for an EST-oscore resource; empty = no hints.
+	ASURI string `yaml:"as_uri"`
+	// Scope is the scope named in the creation hints; default "est".
+	Scope string `yaml:"scope"`
+	// Keys are the authorization servers' token keys.
+	Keys []ACEKey `yaml:"keys"`
+	// MaxTokens bounds the tokens held and remembered against replay. Default 10000.
+	MaxTokens int `yaml:"max_tokens"`
+}
+
+// ACEKey is one key of an authorization server.
+type ACEKey struct {
+	// KID is the COSE kid, in hex; empty = tokens without kid (only with a single key).
+	KID string `yaml:"kid"`
+	// Alg is the COSE algorithm: 10 (AES-CCM-16-64-128, COSE_Encrypt0), 4 or 5 (HMAC 256/64,
+	// 256/256, COSE_Mac0), -7 (ES256, COSE_Sign1).
+	Alg int `yaml:"alg"`
+	// KeyFile holds the key: a symmetric key as hex text or raw bytes, or for ES256 the AS's
+	// public key (PEM).
+	KeyFile string `yaml:"key_file"`
 }
 
 // EST tunes the EST service.

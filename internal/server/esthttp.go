@@ -57,7 +57,7 @@ func (s *Server) startESTHTTPS(ctx context.Context, addr string) error {
 	}
 	mux := http.NewServeMux()
 	esthttp.New(s.est, opts).Register(mux)
-	hs := cmphttp.NewServer(http.MaxBytesHandler(mux, maxBody), cmphttp.Limits{
+	hs := cmphttp.NewServer(http.MaxBytesHandler(s.withOSCORE(mux, maxBody), maxBody), cmphttp.Limits{
 		ReadHeaderTimeout: hc.ReadHeaderTimeout, ReadTimeout: hc.ReadTimeout, WriteTimeout: hc.WriteTimeout,
 		IdleTimeout: hc.IdleTimeout, MaxHeaderBytes: hc.MaxHeaderBytes}, s.log)
 	s.httpServers = append(s.httpServers, hs)

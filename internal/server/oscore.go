@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"coapca/ace"
 	"coapca/authority"
+	"coapca/coap"
 	"coapca/coap/oscorelayer"
 	"coapca/edhoc"
 	"coapca/est/estcoap"
@@ -154,9 +157,13 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		layer.AddContext(c, oscorelayer.Identity{Name: f.Name})
 		s.log.Info("oscore: pre-shared context loaded", "file", path, "identity", f.Name, "labels", f.Labels)
 	}
+	if err := s.registerACE(layer); err != nil {
+		return err
+	}
 	estcoap.New(s.estFront(), estcoap.Options{Labels: s.auth.Labels(), OSCORE: true, Logger: s.log}).Register(s.plainMux)
 	s.plainMux.Handle(layer.EDHOCResource())
 	s.plainMux.SetLayer(layer)
+	s.oscoreLayer = layer
 	return nil
 }
 
@@ -184,3 +191,87 @@ func (b *sequenceBlocks) Allocate(n uint64) (uint64, error) {
 	defer cancel()
 	return b.auth.ReserveSequence(ctx, b.name, b.floor, n)
 }
+
+// withOSCORE puts EST-oscore over HTTP (RFC 8613 §11) in front of an HTTP listener's handler:
+// a POST with the OSCORE header field and an application/oscore body is verified with the same
+// contexts, replay windows and sequence-number store as on coap:// and served by the same
+// EST-oscore resources; every other request goes to h. Without EST-oscore (no coap:// listener)
+// h is returned as it is.
+func (s *Server) withOSCORE(h http.Handler, maxBody int64) http.Handler {
+	if s.oscoreLayer == nil {
+		return h
+	}
+	return s.oscoreLayer.HTTPHandler(s.plainMux, h, maxBody)
+}
+
+// registerACE makes the coap:// listener an ACE resource server with the OSCORE profile
+// (RFC 9200, RFC 9203) when cfg.ACE names audiences: /authz-info verifies posted tokens with
+// the configured AS keys, derives their OSCORE contexts into layer, and registers each token's
+// grant with the authority (requester kind token), which decides every EST request made under
+// the context. An unprotected request for an EST-oscore resource gets the AS Request Creation
+// Hints (RFC 9200 §5.3) when ace.as_uri is set.
+func (s *Server) registerACE(layer *oscorelayer.Server) error {
+	c := s.cfg.ACE
+	if len(c.Audiences) == 0 && len(c.Keys) == 0 {
+		return nil
+	}
+	if len(c.Audiences) == 0 || len(c.Keys) == 0 {
+		return fmt.Errorf("ace: both audiences and keys are needed for /authz-info")
+	}
+	keys := make([]ace.Key, 0, len(c.Keys))
+	for i, k := range c.Keys {
+		key, err := ace.LoadKey(k.KID, k.Alg, k.KeyFile)
+		if err != nil {
+			return fmt.Errorf("ace.keys[%d]: %w", i, err)
+		}
+		keys = append(keys, key)
+	}
+	rs, err := ace.NewResourceServer(ace.RSConfig{Audiences: c.Audiences, Keys: keys, Issuers: c.Issuers,
+		ASName: c.ASName, MaxTokens: c.MaxTokens, Contexts: aceContexts{layer}, Grants: aceGrants{s.auth}, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	s.plainMux.Handle(rs.Resource())
+	if c.ASURI != "" {
+		scope := c.Scope
+		if scope == "" {
+			scope = "est"
+		}
+		hints := ace.CreationHints(c.ASURI, c.Audiences[0], scope)
+		s.plainMux.SetUnprotectedHints(func(string) (coap.Format, []byte) {
+			return coap.CF(ace.ContentFormatACECBOR), hints
+		})
+	}
+	s.log.Info("ace: resource server on /authz-info", "audiences", c.Audiences, "keys", len(keys))
+	return nil
+}
+
+// aceContexts installs token-derived contexts in the OSCORE layer.
+type aceContexts struct{ l *oscorelayer.Server }
+
+func (a aceContexts) FreeRecipientID(avoid []byte) ([]byte, bool) { return a.l.FreeRecipientID(avoid) }
+func (a aceContexts) AddTokenContext(c *oscore.Context, ref string, expires time.Time) {
+	a.l.AddTokenContext(c, oscorelayer.Identity{Token: ref, Expires: expires})
+}
+func (a aceContexts) RemoveContext(c *oscore.Context) { a.l.RemoveContext(c) }
+
+// aceGrants hands a verified token's grant to the authority.
+type aceGrants struct{ a *authority.Authority }
+
+func (g aceGrants) Grant(ref, issuer string, c *ace.Claims, scope []ace.Scope) error {
+	sub := c.Subject
+	if sub == "" {
+		sub = "cti:" + ref
+	}
+	sc := make([]authority.TokenScope, 0, len(scope))
+	for _, e := range scope {
+		ts := authority.TokenScope{Label: e.Label}
+		for _, op := range e.Ops {
+			ts.Ops = append(ts.Ops, authority.Op(op))
+		}
+		sc = append(sc, ts)
+	}
+	return g.a.AllowToken(ref, authority.TokenGrant{Issuer: issuer, Subject: sub, Scopes: sc, Expires: c.Expires})
+}
+
+func (g aceGrants) Revoke(ref string) { g.a.DropToken(ref) }

@@ -18,6 +18,7 @@ import (
 	"coapca/cmp/cmphttp"
 	"coapca/coap"
 	"coapca/coap/dtlsconn"
+	"coapca/coap/oscorelayer"
 	"coapca/est/estserver"
 	"coapca/internal/config"
 	"coapca/internal/metrics"
@@ -41,6 +42,7 @@ type Server struct {
 
 	secureMux, plainMux *coap.Mux
 	httpMux             *http.ServeMux
+	oscoreLayer         *oscorelayer.Server // EST-oscore's contexts, also for OSCORE over HTTP
 
 	coaps       *coap.Server // nil when listen.coaps is off
 	coapUDP     *coap.Server // nil when listen.coap is off
@@ -208,7 +210,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		}
 		// Every request body on this listener is capped (413 beyond it), and slow or idle
 		// clients are disconnected by the timeouts.
-		hs := cmphttp.NewServer(http.MaxBytesHandler(s.httpMux, maxBody), cmphttp.Limits{
+		hs := cmphttp.NewServer(http.MaxBytesHandler(s.withOSCORE(s.httpMux, maxBody), maxBody), cmphttp.Limits{
 			ReadHeaderTimeout: hc.ReadHeaderTimeout, ReadTimeout: hc.ReadTimeout, WriteTimeout: hc.WriteTimeout,
 			IdleTimeout: hc.IdleTimeout, MaxHeaderBytes: hc.MaxHeaderBytes}, log)
 		s.httpServers = append(s.httpServers, hs)
