@@ -77,11 +77,11 @@ func newRAEnv(t *testing.T) *raEnv {
 	localCA := testpki.NewCA(t, "Registrar local CA")
 	local, err := authority.New(authority.Policy{
 		TrustStores: []authority.TrustStore{{Name: "mfr", Roots: []*x509.Certificate{d.ManufacturerCA}},
-			{Name: "upstream", Roots: []*x509.Certificate{d.Root}}},
+			{Name: "upstream-ca", Roots: []*x509.Certificate{d.Root}}},
 		MACSecrets: []authority.MACSecret{{Reference: d.CMPSecretRef, Secret: d.CMPSecret}, {Reference: "other", Secret: []byte("other-secret")}},
 		Profiles: []authority.ProfileOptions{
 			{Label: "", Requesters: []authority.RequesterRule{
-				{Kind: "idevid", From: []string{"mfr", "upstream"}}, {Kind: "mac", From: []string{d.CMPSecretRef}}}},
+				{Kind: "idevid", From: []string{"mfr", "upstream-ca"}}, {Kind: "mac", From: []string{d.CMPSecretRef}}}},
 			{Label: "rav", Requesters: []authority.RequesterRule{{Kind: "idevid", From: []string{"mfr"}}}},
 		},
 	}, authority.Options{Store: openStore(t), Signer: localCA.Key, Chain: localCA.Chain})

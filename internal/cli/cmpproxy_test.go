@@ -183,10 +183,10 @@ func TestCMPRegistrarRAToCoapca(t *testing.T) {
 	reg := testServerAt(t, regDir, func(c *config.Config) {
 		c.Listen.CoAPS = ""
 		c.Authority.TrustStores = []config.TrustStore{{Name: "mfr", CertsFile: rd.Paths.ManufacturerCA, AllowExpired: true},
-			{Name: "upstream", CertsFile: ca.data.Paths.Root}}
+			{Name: "upstream-ca", CertsFile: ca.data.Paths.Root}}
 		c.Authority.MACSecrets = []config.MACSecret{{Reference: "demo", SecretFile: rd.Paths.CMPSecret}}
 		c.Authority.Profiles = append(c.Authority.Profiles, config.Profile{Label: "",
-			Requesters: []config.RequesterRule{{Kind: "idevid", From: []string{"mfr", "upstream"}}, {Kind: "mac", From: []string{"demo"}}}})
+			Requesters: []config.RequesterRule{{Kind: "idevid", From: []string{"mfr", "upstream-ca"}}, {Kind: "mac", From: []string{"demo"}}}})
 		c.CMPUpstream = config.CMPUpstream{URL: ca.httpURL + "/.well-known/cmp", Mode: "ra",
 			RACertFile: raCert, RAKeyFile: raKey, ResponseTrustFile: ca.data.Paths.Root}
 	})
