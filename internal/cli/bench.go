@@ -4,17 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"coapca/cmp"
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|sessions [flags]
 
-  est   EST-coaps enrollments and re-enrollments
-  cmp   CMP ir+certConf transactions over CoAP and HTTP
-  coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+  est       EST-coaps enrollments and re-enrollments
+  cmp       CMP ir+certConf transactions over CoAP and HTTP
+  coap      the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+  sessions  server memory per idle DTLS session (server in its own process)
 
 Run 'coapca bench est -h' (etc.) for the flags.`
 
@@ -43,6 +45,22 @@ listener, and small GETs per second over established DTLS sessions and over plai
 run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
 second, and each result as a ratio to them.`
 
+const benchSessionsDescription = `Measure what idle DTLS sessions cost the server.
+
+This process opens --sessions real DTLS sessions (full handshake with the demo device
+certificate, ECDHE-ECDSA P-256, CCM_8, then one confirmable GET /.well-known/core each) from
+--sources local addresses 127.1.x.y, and leaves them idle: the client side forgets each
+session (no close_notify), so only the server holds state. By default the server that
+'coapca serve' runs is started as a child process (EST-coaps listener only, session caps
+raised to fit, idle timeout 1h, per-source handshake limit raised to unlimited unless
+--rate-per-source is set); after every --steps share of the sessions it is made to collect
+garbage and report its Go heap, goroutine stacks and RSS (/proc), printed per session
+against a baseline taken before the first session. With --server ADDR a running server is
+loaded instead (give --data, its data directory, for the device certificate, and
+--metrics URL, its Prometheus endpoint, for memory figures; the heap read there includes
+uncollected garbage). Respect the server's per-source handshake limit with
+--rate-per-source (default limit 20/s per address).`
+
 // runBench is `coapca bench`: flags here, the measurements (against the server that serve
 // runs) in internal/bench.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,7 +69,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|sessions [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -111,6 +129,43 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--clients and --duration must be positive")
 		}
 		return bench.CoAP(ctx, o, stdout, stderr)
+	case "sessions":
+		var o bench.SessionsOptions
+		fs := newFlagSet("bench sessions", "coapca bench sessions [flags]", benchSessionsDescription, stderr)
+		fs.IntVar(&o.Sessions, "sessions", 3000, "DTLS sessions to open and leave idle")
+		fs.IntVar(&o.Steps, "steps", 4, "measure memory after every 1/steps of the sessions")
+		fs.StringVar(&o.Server, "server", "", "coaps address (host:port) of a running server (default: start one as a child process)")
+		fs.StringVar(&o.Metrics, "metrics", "", "with --server: the server's Prometheus endpoint, e.g. http://127.0.0.1:9100/metrics")
+		fs.StringVar(&o.DataDir, "data", "", "the server's data directory (default: a temporary one for the child server)")
+		fs.IntVar(&o.Sources, "sources", 16, "source addresses (127.1.x.y) the sessions come from")
+		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "handshakes per second per source address (0 = unpaced; the child server's limit is then raised)")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "handshakes in flight")
+		fs.StringVar(&o.HeapProfile, "heapprofile", "", "child server only: write its heap profile here once every session is open (go tool pprof)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Sessions < 1 || o.Steps < 1 || o.Sources < 1 || o.Sources > 65000 || o.Concurrency < 1 || o.RatePerSource < 0 {
+			return usagef("--sessions, --steps, --concurrency must be positive, --sources in 1..65000, --rate-per-source not negative")
+		}
+		if o.Steps > o.Sessions {
+			o.Steps = o.Sessions
+		}
+		return bench.Sessions(ctx, o, stdout, stderr)
+	case "sessions-server":
+		// The child process of 'bench sessions' (not for direct use): the server, reporting
+		// its own memory on request.
+		var o bench.SessionsServerOptions
+		fs := newFlagSet("bench sessions-server", "coapca bench sessions-server [flags]", "The server process of 'coapca bench sessions'.", stderr)
+		fs.StringVar(&o.DataDir, "data", "", "data directory")
+		fs.IntVar(&o.MaxSessions, "max-sessions", 10000, "session caps (DTLS and CoAP)")
+		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "per-source handshake limit (0 = unlimited)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.DataDir == "" || o.MaxSessions < 1 {
+			return usagef("--data is required and --max-sessions must be positive")
+		}
+		return bench.SessionsServer(ctx, o, os.Stdin, stdout)
 	}
-	return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|sessions [flags] (see 'coapca bench help')")
 }
