@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -58,6 +59,9 @@ type SessionsOptions struct {
 	// HeapProfile, in child mode, is where the server's heap profile is written once every
 	// session is open (go tool pprof).
 	HeapProfile string
+	// Idle is how long the sessions are left idle before each measurement (the server
+	// parks a session after 10 s without a record).
+	Idle time.Duration
 	// Exe is the coapca executable for the child server (default: this program).
 	Exe string
 }
@@ -69,6 +73,9 @@ type memSample struct {
 	StackInuse uint64 `json:"stack_inuse"`
 	Sys        uint64 `json:"sys"`
 	RSS        uint64 `json:"rss"`
+	// RSSReleased is the RSS once the runtime returned every free page to the OS
+	// (debug.FreeOSMemory): what the process needs, without the peak it went through.
+	RSSReleased uint64 `json:"rss_released"`
 	Goroutines int    `json:"goroutines"`
 	Sessions   int    `json:"sessions"` // CoAP sessions over DTLS held by the server
 }
@@ -138,8 +145,10 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 	fmt.Fprintf(w, "coapca bench sessions: %d DTLS sessions (full handshake, ECDHE-ECDSA P-256, client certificate, CCM_8, one CON GET each, then idle) from %d source addresses, %d handshakes at a time\n\n",
 		o.Sessions, o.Sources, o.Concurrency)
 	if measure != nil {
-		fmt.Fprintf(w, "baseline (no session): heap %s  stacks %s  RSS %s  goroutines %d\n\n", kb(base.HeapInuse), kb(base.StackInuse), kb(base.RSS), base.Goroutines)
-		fmt.Fprintf(w, "%9s %9s %12s %12s %12s %12s %12s %10s\n", "sessions", "held", "heap/sess", "stacks/sess", "RSS/sess", "heap", "RSS", "goroutines")
+		fmt.Fprintf(w, "baseline (no session): live heap %s  heap in use %s  stacks %s  RSS %s  goroutines %d\n", kb(base.HeapAlloc), kb(base.HeapInuse), kb(base.StackInuse), kb(base.RSS), base.Goroutines)
+		fmt.Fprintf(w, "per session: (measure − baseline) ÷ sessions held; live heap = bytes of live objects after GC, heap in use = their spans (with fragmentation)\n\n")
+		fmt.Fprintf(w, "RSS = as the process stands (with the peak of the handshakes it went through); RSS rel. = after returning free pages to the OS (debug.FreeOSMemory)\n\n")
+		fmt.Fprintf(w, "%9s %9s %10s %10s %10s %10s %12s %12s %12s %12s %10s\n", "sessions", "held", "live/sess", "inuse/sess", "stack/sess", "RSS/sess", "RSS rel/sess", "live heap", "RSS", "RSS rel.", "goroutines")
 	}
 	ports := newPortAllocator(o.Sources)
 	var opened, failed atomic.Int64
@@ -156,6 +165,14 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 		if measure == nil {
 			continue
 		}
+		if o.Idle > 0 {
+			say("idle for %v", o.Idle)
+			select {
+			case <-time.After(o.Idle):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		m, err := measure()
 		if err != nil {
 			return fmt.Errorf("bench sessions: measure: %w", err)
@@ -170,8 +187,9 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 			}
 			return fmt.Sprintf("%.0f B", (float64(a)-float64(b))/float64(held))
 		}
-		fmt.Fprintf(w, "%9d %9d %12s %12s %12s %12s %12s %10d\n", opened.Load(), m.Sessions, per(m.HeapInuse, base.HeapInuse),
-			per(m.StackInuse, base.StackInuse), per(m.RSS, base.RSS), kb(m.HeapInuse), kb(m.RSS), m.Goroutines)
+		fmt.Fprintf(w, "%9d %9d %10s %10s %10s %10s %12s %12s %12s %12s %10d\n", opened.Load(), m.Sessions, per(m.HeapAlloc, base.HeapAlloc),
+			per(m.HeapInuse, base.HeapInuse), per(m.StackInuse, base.StackInuse), per(m.RSS, base.RSS), per(m.RSSReleased, base.RSSReleased),
+			kb(m.HeapAlloc), kb(m.RSS), kb(m.RSSReleased), m.Goroutines)
 	}
 	if heapProfile != nil && o.HeapProfile != "" {
 		abs, err := filepath.Abs(o.HeapProfile)
@@ -482,6 +500,8 @@ func SessionsServer(ctx context.Context, o SessionsServerOptions, in io.Reader, 
 			continue
 		}
 		m := sampleSelf()
+		debug.FreeOSMemory()
+		m.RSSReleased = procRSS()
 		m.Sessions = s.CoAPSStats().ActiveSessions
 		b, _ := json.Marshal(m)
 		fmt.Fprintf(out, "%s\n", b)

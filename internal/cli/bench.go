@@ -140,6 +140,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.IntVar(&o.Sources, "sources", 16, "source addresses (127.1.x.y) the sessions come from")
 		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "handshakes per second per source address (0 = unpaced; the child server's limit is then raised)")
 		fs.IntVar(&o.Concurrency, "concurrency", 8, "handshakes in flight")
+		fs.DurationVar(&o.Idle, "idle", 12*time.Second, "how long the sessions stay idle before each measurement (the server parks a DTLS session after 10s without a record)")
 		fs.StringVar(&o.HeapProfile, "heapprofile", "", "child server only: write its heap profile here once every session is open (go tool pprof)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
