@@ -50,7 +50,7 @@ type Server struct {
 	// readBufs are the DTLS readers' record buffers: a parked session's reader has
 	// returned its own.
 	readBufs sync.Pool
-	running sync.WaitGroup // handler goroutines
+	running  sync.WaitGroup // handler goroutines
 
 	obsMu     sync.Mutex
 	observers map[string]map[*observer]struct{} // by path

@@ -74,7 +74,7 @@ type Listener struct {
 	wg        sync.WaitGroup
 
 	ok, failed, dropRate, dropCaps, evicted, garbage, dropQueue, idle, parked, resumed atomic.Uint64
-	resumeOpts                                                        []dtls.Option // for parked sessions (no handshake: no client auth)
+	resumeOpts                                                                         []dtls.Option // for parked sessions (no handshake: no client auth)
 }
 
 // Listen opens a UDP socket on addr and serves DTLS handshakes on it.
@@ -693,8 +693,8 @@ type session struct {
 
 	mu    sync.Mutex
 	dc    *dtls.Conn // nil while parked
-	state []byte      // pion's exported state (MarshalBinary) while parked; used once, then nil
-	wake  func()      // Conn.Park's callback, called when a parked session resumes or ends
+	state []byte     // pion's exported state (MarshalBinary) while parked; used once, then nil
+	wake  func()     // Conn.Park's callback, called when a parked session resumes or ends
 
 	closed    chan struct{}
 	closeOnce sync.Once

@@ -76,8 +76,8 @@ type memSample struct {
 	// RSSReleased is the RSS once the runtime returned every free page to the OS
 	// (debug.FreeOSMemory): what the process needs, without the peak it went through.
 	RSSReleased uint64 `json:"rss_released"`
-	Goroutines int    `json:"goroutines"`
-	Sessions   int    `json:"sessions"` // CoAP sessions over DTLS held by the server
+	Goroutines  int    `json:"goroutines"`
+	Sessions    int    `json:"sessions"` // CoAP sessions over DTLS held by the server
 }
 
 // Sessions opens o.Sessions real DTLS sessions (full handshake with the demo device
