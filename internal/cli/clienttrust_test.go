@@ -352,14 +352,15 @@ func TestCMPCAOut(t *testing.T) {
 
 // TestExplicitTAOverEDHOC: EST-oscore with EDHOC authenticates the server with the same check
 // as DTLS, so its /crts may fill the explicit TA database, which then authenticates the
-// EDHOC responder on its own.
+// EDHOC responder on its own. The server sends its certificate alone (edhoc.credential
+// x5chain-leaf, the default), so the first trust is the issuing CA.
 func TestExplicitTAOverEDHOC(t *testing.T) {
 	ctx := context.Background()
 	s := testServer(t)
 	d := s.data.Paths
 	ta := filepath.Join(t.TempDir(), "ta.pem")
 	dev := []string{"--server", s.coapURL, "--edhoc", "--cert", d.Device, "--key", d.DeviceKey, "--timeout", "20s"}
-	if _, errOut, code := cli(ctx, append([]string{"est", "cacerts", "--trust", d.Root, "--explicit-ta", ta}, dev...)...); code != 0 {
+	if _, errOut, code := cli(ctx, append([]string{"est", "cacerts", "--trust", d.IssuingCA, "--explicit-ta", ta}, dev...)...); code != 0 {
 		t.Fatalf("cacerts: exit %d: %s", code, errOut)
 	}
 	if got, err := os.ReadFile(ta); err != nil || !bytes.Equal(got, append(certPEM(s.data.Root), certPEM(s.data.IssuingCA)...)) {

@@ -192,6 +192,10 @@ type EDHOC struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// MaxSessionsPerSource caps the handshakes of one IP address. Default 16.
 	MaxSessionsPerSource int `yaml:"max_sessions_per_source"`
+	// Credential is how message_2 identifies the server's certificate (ID_CRED_R, RFC 9528
+	// §3.5.3, RFC 9360): "x5chain-leaf" (the certificate alone), "x5chain" (with its issuing
+	// CA) or "x5t" (its SHA-256/64 hash only). Default "x5chain-leaf".
+	Credential string `yaml:"credential"`
 }
 
 // HTTP are the HTTP listener's timeouts and sizes.

@@ -65,6 +65,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	if err != nil {
 		return nil, err
 	}
+	if _, err := EDHOCCredential(nil, cfg.EDHOC.Credential); err != nil { // likewise
+		return nil, err
+	}
 	m := metrics.New()
 	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
