@@ -72,7 +72,7 @@ func edhocPOST(mid uint16, echo, payload []byte) []byte {
 	b = append(b, 0x05)
 	b = append(b, "edhoc"...)
 	b = append(b, 0x11, 65) // Content-Format (12 = 11 + 1): 65, application/cid-edhoc+cbor-seq
-	if echo != nil { // Echo: delta 240 = 13 + 227 (RFC 7252 §3.1 extended delta)
+	if echo != nil {        // Echo: delta 240 = 13 + 227 (RFC 7252 §3.1 extended delta)
 		if len(echo) < 13 {
 			b = append(b, 0xd0|byte(len(echo)), 227)
 		} else {
