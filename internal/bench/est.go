@@ -266,33 +266,42 @@ type benchDevice struct {
 func makeDevices(d *datadir.Data, n int) ([]*benchDevice, error) {
 	out := make([]*benchDevice, n)
 	for i := range out {
-		idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		dev, err := makeDevice(d, i)
 		if err != nil {
 			return nil, err
 		}
-		serial := fmt.Sprintf("bench-%05d", i)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i) + 1000),
-			Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
-			NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, d.ManufacturerCA, idKey.Public(), d.ManufacturerKey)
-		if err != nil {
-			return nil, err
-		}
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		csr, err := client.NewCSR(key, client.CertRequest{Subject: pkix.Name{CommonName: "bench-device"}}, "")
-		if err != nil {
-			return nil, err
-		}
-		out[i] = &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}
+		out[i] = dev
 	}
 	return out, nil
+}
+
+// makeDevice issues device i's IDevID from the demo manufacturer CA and makes its CSR.
+func makeDevice(d *datadir.Data, i int) (*benchDevice, error) {
+	idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial := fmt.Sprintf("bench-%05d", i)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(int64(i) + 1000),
+		Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, d.ManufacturerCA, idKey.Public(), d.ManufacturerKey)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := client.NewCSR(key, client.CertRequest{Subject: pkix.Name{CommonName: "bench-device"}}, "")
+	if err != nil {
+		return nil, err
+	}
+	return &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}, nil
 }
 
 // ecdsaFloor measures P-256 signatures and verifications per second on one goroutine.

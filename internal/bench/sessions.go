@@ -78,6 +78,8 @@ type memSample struct {
 	RSSReleased uint64 `json:"rss_released"`
 	Goroutines  int    `json:"goroutines"`
 	Sessions    int    `json:"sessions"` // CoAP sessions over DTLS held by the server
+	FDs         int    `json:"fds"`      // open file descriptors (/proc/self/fd)
+	DBBytes     int64  `json:"db_bytes"` // the SQLite database with its WAL and shared memory files
 }
 
 // Sessions opens o.Sessions real DTLS sessions (full handshake with the demo device
@@ -385,7 +387,7 @@ type child struct {
 	stopO sync.Once
 }
 
-func startChildServer(ctx context.Context, o SessionsOptions, dataDir string) (*child, error) {
+func startChildServer(ctx context.Context, o SessionsOptions, dataDir string, extra ...string) (*child, error) {
 	exe := o.Exe
 	if exe == "" {
 		var err error
@@ -397,6 +399,7 @@ func startChildServer(ctx context.Context, o SessionsOptions, dataDir string) (*
 	if o.RatePerSource > 0 {
 		args = append(args, "--rate-per-source", "20") // the server's default limit, kept
 	}
+	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
@@ -466,7 +469,8 @@ func (c *child) stop() {
 type SessionsServerOptions struct {
 	DataDir       string
 	MaxSessions   int
-	RatePerSource float64 // 0 = unlimited
+	RatePerSource float64       // 0 = unlimited
+	IdleTimeout   time.Duration // DTLS idle timeout; 0 = 1 h
 }
 
 // SessionsServer is the child process of Sessions: the server that `coapca serve` runs
@@ -483,6 +487,9 @@ func SessionsServer(ctx context.Context, o SessionsServerOptions, in io.Reader, 
 		cfg.DTLS.MaxSessions = o.MaxSessions
 		cfg.CoAP.MaxSessions = o.MaxSessions
 		cfg.DTLS.IdleTimeout = time.Hour
+		if o.IdleTimeout > 0 {
+			cfg.DTLS.IdleTimeout = o.IdleTimeout
+		}
 	})
 	if err != nil {
 		return err
@@ -503,6 +510,8 @@ func SessionsServer(ctx context.Context, o SessionsServerOptions, in io.Reader, 
 		debug.FreeOSMemory()
 		m.RSSReleased = procRSS()
 		m.Sessions = s.CoAPSStats().ActiveSessions
+		m.FDs = countFDs()
+		m.DBBytes = dbBytes(s.Data().Paths.DB)
 		b, _ := json.Marshal(m)
 		fmt.Fprintf(out, "%s\n", b)
 	}
@@ -531,6 +540,26 @@ func sampleSelf() memSample {
 	runtime.ReadMemStats(&ms)
 	return memSample{HeapInuse: ms.HeapInuse, HeapAlloc: ms.HeapAlloc, StackInuse: ms.StackInuse, Sys: ms.Sys,
 		RSS: procRSS(), Goroutines: runtime.NumGoroutine()}
+}
+
+// countFDs counts this process's open file descriptors (Linux; -1 elsewhere).
+func countFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// dbBytes is the size of the SQLite database at path with its -wal and -shm files.
+func dbBytes(path string) int64 {
+	var n int64
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 func procRSS() uint64 {

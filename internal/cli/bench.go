@@ -11,12 +11,14 @@ import (
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap|sessions [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|sessions|soak [flags]
 
   est       EST-coaps enrollments and re-enrollments
   cmp       CMP ir+certConf transactions over CoAP and HTTP
   coap      the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
   sessions  server memory per idle DTLS session (server in its own process)
+  soak      enroll and re-enroll many devices, sampling the server's memory, goroutines,
+            file descriptors and database size during and after the load
 
 Run 'coapca bench est -h' (etc.) for the flags.`
 
@@ -61,6 +63,17 @@ loaded instead (give --data, its data directory, for the device certificate, and
 uncollected garbage). Respect the server's per-source handshake limit with
 --rate-per-source (default limit 20/s per address).`
 
+const benchSoakDescription = `Enroll and re-enroll --devices devices through the real server and watch it.
+
+The server that 'coapca serve' runs is started as a child process (EST-coaps only, SQLite
+fsync'd, dtls.idle_timeout --idle-timeout). Each device gets a fresh IDevID from the demo
+manufacturer CA, enrolls over a new DTLS session (/sen) and re-enrolls over another one with
+the certificate it got (/sren); --abandon of them leave that last session open and silent.
+Every --interval, and for --settle after the last device, the server reports (after a forced
+GC) its live heap, heap in use, RSS, goroutines, file descriptors, database size and CoAP
+sessions: after the load they must come back flat, and the abandoned sessions must be evicted
+by the idle timeout (sessions 0).`
+
 // runBench is `coapca bench`: flags here, the measurements (against the server that serve
 // runs) in internal/bench.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -69,7 +82,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap|sessions [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|sessions|soak [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -152,6 +165,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			o.Steps = o.Sessions
 		}
 		return bench.Sessions(ctx, o, stdout, stderr)
+	case "soak":
+		var o bench.SoakOptions
+		fs := newFlagSet("bench soak", "coapca bench soak [flags]", benchSoakDescription, stderr)
+		fs.IntVar(&o.Devices, "devices", 1000, "devices that enroll and re-enroll")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "devices working at once")
+		fs.IntVar(&o.Abandon, "abandon", 100, "devices that leave their last DTLS session open and silent")
+		fs.DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "the server's DTLS idle timeout")
+		fs.DurationVar(&o.Interval, "interval", 5*time.Second, "time between two samples")
+		fs.DurationVar(&o.Settle, "settle", 0, "sampling after the load (default 2×idle-timeout + 15s)")
+		fs.StringVar(&o.DataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Devices < 1 || o.Concurrency < 1 || o.Abandon < 0 || o.IdleTimeout <= 0 || o.Interval <= 0 || o.Settle < 0 {
+			return usagef("--devices and --concurrency must be positive, --abandon not negative, --idle-timeout and --interval positive")
+		}
+		return bench.Soak(ctx, o, stdout, stderr)
 	case "sessions-server":
 		// The child process of 'bench sessions' (not for direct use): the server, reporting
 		// its own memory on request.
@@ -160,6 +190,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.DataDir, "data", "", "data directory")
 		fs.IntVar(&o.MaxSessions, "max-sessions", 10000, "session caps (DTLS and CoAP)")
 		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "per-source handshake limit (0 = unlimited)")
+		fs.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "DTLS idle timeout (0 = 1h)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -168,5 +199,5 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return bench.SessionsServer(ctx, o, os.Stdin, stdout)
 	}
-	return usagef("usage: coapca bench est|cmp|coap|sessions [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|sessions|soak [flags] (see 'coapca bench help')")
 }
