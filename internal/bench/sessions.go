@@ -226,7 +226,7 @@ type portAllocator struct {
 func newPortAllocator(n int) *portAllocator {
 	p := &portAllocator{}
 	for i := range n {
-		p.ips = append(p.ips, netip.AddrFrom4([4]byte{127, 1, byte(i >> 8), byte(i&0xff) + 1}))
+		p.ips = append(p.ips, netip.AddrFrom4([4]byte{127, 1, byte((i + 1) >> 8), byte(i + 1)}))
 		p.next = append(p.next, 10000)
 	}
 	return p
