@@ -178,6 +178,9 @@ func Soak(ctx context.Context, o SoakOptions, w, progress io.Writer) error {
 // (the caller abandons it); otherwise it is closed.
 func soakDevice(ctx context.Context, d *datadir.Data, i int, dial func(context.Context, tls.Certificate) (*coap.Client, error),
 	keep bool, enrolled, renewed *atomic.Int64) (*coap.Client, error) {
+	// A device that gets no answer is an error of the run, not a stall of it.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	dev, err := makeDevice(d, i)
 	if err != nil {
 		return nil, err
