@@ -24,6 +24,9 @@ Run 'coapca bench est -h' (etc.) for the flags.`
 
 const benchDescription = `Measure EST-coaps enrollment throughput against an in-process server.
 
+With --server ADDR the server is one already running in its own process (coapca serve
+--data DIR, with --data DIR here too), so that its CPU and the clients' are not mixed.
+
 N simulated devices (each with its own IDevID from the demo manufacturer CA) enroll
 concurrently, each with a fresh DTLS handshake (/sen); then every device opens one session with
 its new certificate and re-enrolls over it (/sren) for --duration. Storage is the real SQLite
@@ -98,8 +101,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
 		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
 		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
+		fs.StringVar(&o.Server, "server", "", "coaps address (host:port) of a running server to load instead of an in-process one (needs --data, its data directory; its per-source handshake limit applies)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if o.Server != "" && (o.HTTPS || o.OSCORE || o.EDHOC) {
+			return usagef("--server loads EST-coaps only: not with --https, --oscore or --edhoc")
+		}
+		if o.Server != "" && o.DataDir == "" {
+			return usagef("--server needs --data, the running server's data directory")
 		}
 		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 			return usagef("--devices, --concurrency and --duration must be positive")
