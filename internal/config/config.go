@@ -220,6 +220,9 @@ type DTLS struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// IdleTimeout closes a session without traffic for this long. Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ParkAfter parks a quiet session (its keys kept, its connection state released; the next
+	// datagram resumes it) after this long without a record. Default 10s; negative = never.
+	ParkAfter time.Duration `yaml:"park_after"`
 	// HandshakesPerSourcePerSecond rate-limits handshakes from one IP address. Default 20.
 	HandshakesPerSourcePerSecond float64 `yaml:"handshakes_per_source_per_second"`
 	// MaxHalfOpen caps handshakes in progress at once. Default 512.

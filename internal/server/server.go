@@ -128,6 +128,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 			CipherSuites:                 suites,
 			HandshakeTimeout:             cfg.DTLS.HandshakeTimeout,
 			IdleTimeout:                  cfg.DTLS.IdleTimeout,
+			ParkAfter:                    cfg.DTLS.ParkAfter,
 			HandshakesPerSourcePerSecond: cfg.DTLS.HandshakesPerSourcePerSecond,
 			MaxHalfOpen:                  cfg.DTLS.MaxHalfOpen,
 			MaxSessions:                  cfg.DTLS.MaxSessions,
