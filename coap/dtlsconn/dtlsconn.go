@@ -11,10 +11,11 @@
 //   - parking (Conn.Park, park.go): a quiet established session gives up pion's
 //     connection, goroutines and buffers and keeps only its exported state (keys, epochs,
 //     sequence numbers, replay cutoff; RFC 6347 §4.1, §4.1.2.6), a few hundred bytes; the
-//     next datagram or write resumes it, so 100,000 idle sessions fit in well under 1 GB;
+//     next datagram or write resumes it (100,000 idle sessions: about 2.5 KB of live
+//     heap each, 825 MB RSS for the whole server, measured by coapca bench sessions);
 //   - a read path that reads into the caller's buffer: a record larger than it is dropped
-//     (io.ErrShortBuffer), never fatal, so a large record never ends a session. (pion itself reads datagrams into
-//     8192 bytes: datagrams carrying several records are split at record
+//     (io.ErrShortBuffer), never fatal, so a large record never ends a session. (pion
+//     itself reads datagrams into 8192 bytes: datagrams carrying several records are split at record
 //     boundaries before pion sees them, but a single record larger than that is
 //     dropped by pion — not fatal — so peers should keep records below ≈ 8 KB;
 //     CoAP over DTLS uses far smaller ones);
