@@ -33,6 +33,7 @@ func runTestChild(args []string) int {
 	fs.IntVar(&o.MaxSessions, "max-sessions", 10000, "")
 	fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "")
+	fs.DurationVar(&o.ParkAfter, "park-after", 0, "")
 	if err := fs.Parse(args[2:]); err != nil {
 		return 2
 	}

@@ -62,6 +62,9 @@ type SessionsOptions struct {
 	// Idle is how long the sessions are left idle before each measurement (the server
 	// parks a session after 10 s without a record).
 	Idle time.Duration
+	// ParkAfter, in child mode, is the server's dtls.park_after (0 = its default; negative =
+	// never park, to measure what parking saves).
+	ParkAfter time.Duration
 	// Exe is the coapca executable for the child server (default: this program).
 	Exe string
 }
@@ -144,8 +147,14 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 			return fmt.Errorf("bench sessions: baseline: %w", err)
 		}
 	}
-	fmt.Fprintf(w, "coapca bench sessions: %d DTLS sessions (full handshake, ECDHE-ECDSA P-256, client certificate, CCM_8, one CON GET each, then idle) from %d source addresses, %d handshakes at a time\n\n",
-		o.Sessions, o.Sources, o.Concurrency)
+	park := "server default"
+	if o.ParkAfter < 0 {
+		park = "never (dtls.park_after < 0)"
+	} else if o.ParkAfter > 0 {
+		park = o.ParkAfter.String()
+	}
+	fmt.Fprintf(w, "coapca bench sessions: %d DTLS sessions (full handshake, ECDHE-ECDSA P-256, client certificate, CCM_8, one CON GET each, then idle) from %d source addresses, %d handshakes at a time; parking: %s\n\n",
+		o.Sessions, o.Sources, o.Concurrency, park)
 	if measure != nil {
 		fmt.Fprintf(w, "baseline (no session): live heap %s  heap in use %s  stacks %s  RSS %s  goroutines %d\n", kb(base.HeapAlloc), kb(base.HeapInuse), kb(base.StackInuse), kb(base.RSS), base.Goroutines)
 		fmt.Fprintf(w, "per session: (measure − baseline) ÷ sessions held; live heap = bytes of live objects after GC, heap in use = their spans (with fragmentation)\n\n")
@@ -399,6 +408,9 @@ func startChildServer(ctx context.Context, o SessionsOptions, dataDir string, ex
 	if o.RatePerSource > 0 {
 		args = append(args, "--rate-per-source", "20") // the server's default limit, kept
 	}
+	if o.ParkAfter != 0 {
+		args = append(args, "--park-after", o.ParkAfter.String())
+	}
 	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = os.Stderr
@@ -471,6 +483,7 @@ type SessionsServerOptions struct {
 	MaxSessions   int
 	RatePerSource float64       // 0 = unlimited
 	IdleTimeout   time.Duration // DTLS idle timeout; 0 = 1 h
+	ParkAfter     time.Duration // dtls.park_after; 0 = default
 }
 
 // SessionsServer is the child process of Sessions: the server that `coapca serve` runs
@@ -490,6 +503,7 @@ func SessionsServer(ctx context.Context, o SessionsServerOptions, in io.Reader, 
 		if o.IdleTimeout > 0 {
 			cfg.DTLS.IdleTimeout = o.IdleTimeout
 		}
+		cfg.DTLS.ParkAfter = o.ParkAfter
 	})
 	if err != nil {
 		return err

@@ -164,6 +164,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "handshakes per second per source address (0 = unpaced; the child server's limit is then raised)")
 		fs.IntVar(&o.Concurrency, "concurrency", 8, "handshakes in flight")
 		fs.DurationVar(&o.Idle, "idle", 12*time.Second, "how long the sessions stay idle before each measurement (the server parks a DTLS session after 10s without a record)")
+		fs.DurationVar(&o.ParkAfter, "park-after", 0, "child server only: its dtls.park_after (0 = the default 10s; negative = never park, to see what parking saves)")
 		fs.StringVar(&o.HeapProfile, "heapprofile", "", "child server only: write its heap profile here once every session is open (go tool pprof)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -201,6 +202,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.IntVar(&o.MaxSessions, "max-sessions", 10000, "session caps (DTLS and CoAP)")
 		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "per-source handshake limit (0 = unlimited)")
 		fs.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "DTLS idle timeout (0 = 1h)")
+		fs.DurationVar(&o.ParkAfter, "park-after", 0, "dtls.park_after (0 = default)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
