@@ -193,14 +193,14 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 			held = int(opened.Load())
 		}
 		per := func(a, b uint64) string {
-			if held == 0 {
+			if held == 0 || a == 0 { // a == 0: not measured (the metrics endpoint has no released RSS)
 				return "-"
 			}
 			return fmt.Sprintf("%.0f B", (float64(a)-float64(b))/float64(held))
 		}
 		fmt.Fprintf(w, "%9d %9d %10s %10s %10s %10s %12s %12s %12s %12s %10d\n", opened.Load(), m.Sessions, per(m.HeapAlloc, base.HeapAlloc),
 			per(m.HeapInuse, base.HeapInuse), per(m.StackInuse, base.StackInuse), per(m.RSS, base.RSS), per(m.RSSReleased, base.RSSReleased),
-			kb(m.HeapAlloc), kb(m.RSS), kb(m.RSSReleased), m.Goroutines)
+			kb(m.HeapAlloc), kb(m.RSS), orDash(m.RSSReleased), m.Goroutines)
 	}
 	if heapProfile != nil && o.HeapProfile != "" {
 		abs, err := filepath.Abs(o.HeapProfile)
@@ -218,6 +218,13 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 		fmt.Fprintln(w, "(no server memory figures: give --metrics with --server)")
 	}
 	return nil
+}
+
+func orDash(b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	return kb(b)
 }
 
 func kb(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
