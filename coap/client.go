@@ -129,6 +129,10 @@ func (c *Client) readLoop(rd func([]byte) (int, error)) {
 				return
 			}
 			if c.ep.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				// The association is over (the server closed the DTLS session, or Close):
+				// a request waiting for a separate response gets ErrClosed rather than a wait
+				// that nothing can end (RFC 7252 §5.2.2 gives it no deadline).
+				c.ep.cancel()
 				return
 			}
 			if errors.Is(err, io.ErrShortBuffer) {

@@ -31,6 +31,11 @@
 // DTLS sessions and OSCORE-verified requests prove the address; Config.TrustUDPSources
 // turns the check off.
 //
+// A DTLS session's reader parks the session (dtlsconn.Conn.Park) once it has been quiet for
+// the listener's ParkAfter and holds nothing in progress; session state (deduplication,
+// block-wise, observation maps) is allocated on first use and dropped when empty, so an idle
+// peer costs a few KB.
+//
 // Limits (Config): sessions overall and per IP address (an unproven session is
 // evicted first, else the least recently heard idle one), observers overall and per
 // IP address (the oldest is evicted), Block1 reassemblies per peer and per IP address,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"coapca/coap/dtlsconn"
 )
@@ -54,19 +55,34 @@ func (s *Server) ServeDTLS(l *dtlsconn.Listener) error {
 	}
 }
 
+// readDTLS reads the session's records until it ends, or until it has been quiet for the
+// listener's ParkAfter and the CoAP session holds nothing in progress: the DTLS session is
+// then parked (dtlsconn.Conn.Park) and this reader returns; the session's next record calls
+// it again.
 func (s *Server) readDTLS(conn *dtlsconn.Conn, sess *session) {
-	defer func() {
-		_ = conn.Close()
-		s.removeSecure(sess)
-	}()
-	buf := make([]byte, 4096)
+	parkAfter := conn.ParkAfter()
+	bp := s.readBufs.Get().(*[]byte)
+	buf := *bp
+	defer s.readBufs.Put(bp)
 	for {
+		if parkAfter > 0 {
+			_ = conn.SetReadDeadline(time.Now().Add(parkAfter))
+		}
 		n, err := conn.Read(buf)
 		if errors.Is(err, io.ErrShortBuffer) {
 			s.ep.stats.malformed.Add(1)
 			continue
 		}
+		var ne net.Error
+		if err != nil && parkAfter > 0 && errors.As(err, &ne) && ne.Timeout() {
+			if sess.quiet() && conn.Park(func() { s.readDTLS(conn, sess) }) == nil {
+				return // the session lives on, parked
+			}
+			continue
+		}
 		if err != nil {
+			_ = conn.Close()
+			s.removeSecure(sess)
 			return
 		}
 		b := make([]byte, n)

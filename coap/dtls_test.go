@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -178,5 +179,50 @@ func TestLibcoapDTLS(t *testing.T) {
 				t.Fatalf("/peer: %q %v", out, err)
 			}
 		})
+	}
+}
+
+// TestDTLSSessionEndFailsSeparateWait: a server that ACKs a request (separate response,
+// RFC 7252 §5.2.2) and then ends the DTLS session (here its idle timeout, while the handler
+// is still at work) must not leave the client waiting for ever: Do returns ErrSessionClosed (it
+// used to block until its context ended, and a background context never does).
+func TestDTLSSessionEndFailsSeparateWait(t *testing.T) {
+	p := newTestPKI(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	mux := NewMux()
+	mux.Handle(Resource{Path: "/hold", Handler: HandlerFunc(func(context.Context, *Request) *Response {
+		close(entered)
+		<-release
+		return NewResponse(codes.Content, nil)
+	})})
+	cfg := fastConfig()
+	cfg.SeparateAfter = -1 // the empty ACK goes out before the handler runs
+	srv := NewServer(mux, cfg)
+	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
+		Certificates: []tls.Certificate{p.server}, ClientAuth: dtlsconn.RequireClientCert, ClientCAs: p.pool,
+		HandshakesPerSourcePerSecond: -1, IdleTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.ServeDTLS(l) }()
+	defer srv.Close()
+	c, err := Dial(context.Background(), "coaps://"+l.Addr().String(), ClientOptions{Config: fastConfig(),
+		DTLS: &DTLSClientConfig{Certificates: []tls.Certificate{p.client}, RootCAs: p.pool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Do(ctx, &ClientRequest{Method: codes.GET, Path: "/hold"})
+		done <- err
+	}()
+	<-entered // the empty ACK is out; the session now goes idle and is closed (close_notify)
+	if err := <-done; !errors.Is(err, ErrSessionClosed) {
+		t.Fatalf("Do after the server ended the session: %v, want ErrSessionClosed", err)
 	}
 }

@@ -174,15 +174,12 @@ func newEndpoint(cfg Config) *endpoint {
 }
 
 func (ep *endpoint) newSession(peer Peer, write func([]byte) error) *session {
+	// The maps are made on first use: an idle session holds none (RFC 7252 §4.5
+	// deduplication, RFC 7959 and RFC 7641 state exist only while used).
 	return &session{
 		ep: ep, peer: peer, write: write, lastSeen: time.Now(),
-		dedup:   map[uint16]*dedupEntry{},
-		pending: map[uint16]*outCon{},
 		nextMID: uint16(rand.Uint32()),
 		nstart:  make(chan struct{}, ep.cfg.NStart),
-		waiters: map[string]chan *message.Message{},
-		block1:  map[string]*block1State{}, block2: map[string]*block2State{},
-		observers: map[string]*observer{},
 	}
 }
 
@@ -379,6 +376,9 @@ func (s *session) handle(b []byte) {
 		return
 	}
 	e := &dedupEntry{}
+	if s.dedup == nil {
+		s.dedup = map[uint16]*dedupEntry{}
+	}
 	s.dedup[mid] = e
 	s.dq = append(s.dq, dedupItem{mid: mid, expires: now.Add(ep.cfg.ExchangeLifetime), e: e})
 	s.mu.Unlock()
@@ -439,6 +439,11 @@ func (s *session) purgeDedupLocked(now time.Time) {
 			s.ep.stats.cacheBytes.Add(-int64(n))
 		}
 	}
+	if s.dqHead == len(s.dq) {
+		// Nothing left to deduplicate: an idle session holds no cache (maps never shrink).
+		s.dq, s.dqHead, s.dedup = nil, 0, nil
+		return
+	}
 	if s.dqHead > 64 && s.dqHead*2 > len(s.dq) {
 		n := copy(s.dq, s.dq[s.dqHead:])
 		clear(s.dq[n:])
@@ -465,6 +470,9 @@ func (s *session) deliver(m *message.Message) bool {
 func (s *session) addWaiter(token []byte, n int) chan *message.Message {
 	ch := make(chan *message.Message, n)
 	s.mu.Lock()
+	if s.waiters == nil {
+		s.waiters = map[string]chan *message.Message{}
+	}
 	s.waiters[string(token)] = ch
 	s.mu.Unlock()
 	return ch
@@ -546,6 +554,9 @@ func (s *session) startCON(m *message.Message, onDone func(ack *message.Message,
 	to := time.Duration(float64(cfg.ACKTimeout) * (1 + rand.Float64()*(cfg.ACKRandomFactor-1)))
 	o := &outCon{mid: mid, msg: b, timeout: to, onDone: onDone}
 	o.timer = time.AfterFunc(to, func() { s.retransmit(o) })
+	if s.pending == nil {
+		s.pending = map[uint16]*outCon{}
+	}
 	s.pending[mid] = o
 	s.mu.Unlock()
 	s.send(b)
@@ -623,13 +634,13 @@ func (s *session) close() {
 	}
 	s.closed = true
 	pend := s.pending
-	s.pending = map[uint16]*outCon{}
+	s.pending = nil
 	var freed int64
 	for _, st := range s.block1 {
 		freed += int64(len(st.buf))
 	}
 	s.block1Gone(len(s.block1))
-	s.block1 = map[string]*block1State{}
+	s.block1 = nil
 	var cfreed int64
 	for _, st := range s.block2 {
 		cfreed += int64(len(st.body))
@@ -637,10 +648,10 @@ func (s *session) close() {
 	for _, it := range s.dq[s.dqHead:] {
 		cfreed += int64(len(it.e.reply))
 	}
-	s.dq, s.dqHead, s.dedup = nil, 0, map[uint16]*dedupEntry{}
-	s.block2 = map[string]*block2State{}
+	s.dq, s.dqHead, s.dedup = nil, 0, nil
+	s.block2 = nil
 	obs := s.observers
-	s.observers = map[string]*observer{}
+	s.observers = nil
 	conn := s.conn
 	s.mu.Unlock()
 	if conn != nil {

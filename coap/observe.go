@@ -67,6 +67,9 @@ func (s *Server) register(sess *session, token []byte, path string, query []stri
 	o := &observer{s: sess, token: append([]byte(nil), token...), path: path, query: query, szx: szx, lastCON: time.Now(), ip: ip}
 	closed := sess.closed
 	if !closed {
+		if sess.observers == nil {
+			sess.observers = map[string]*observer{}
+		}
 		sess.observers[string(token)] = o
 	}
 	sess.mu.Unlock()

@@ -48,6 +48,9 @@ type Server struct {
 	closers  []io.Closer
 	janitor  sync.Once
 	done     chan struct{}
+	// readBufs are the DTLS readers' record buffers: a parked session's reader has
+	// returned its own.
+	readBufs sync.Pool
 	running  sync.WaitGroup // handler goroutines
 
 	obsMu     sync.Mutex
@@ -78,6 +81,7 @@ func NewServer(m *Mux, cfg Config) *Server {
 		done:      make(chan struct{}),
 	}
 	s.echo = newEchoMinter(s.ep.cfg.EchoWindow)
+	s.readBufs.New = func() any { b := make([]byte, 4096); return &b }
 	s.obsSeq.Store(uint32(time.Now().Unix()) & 0xffff)
 	s.ep.onReq = s.onRequest
 	s.ep.obsClean = s.removeObserver
@@ -477,6 +481,16 @@ func (s *Server) sweepLoop() {
 			}
 		}
 	}
+}
+
+// quiet reports whether the session has nothing in progress: no exchange, confirmable
+// message awaiting its ACK, observation, block-wise transfer or client waiter. Its
+// deduplication cache may hold answers: they stay with the session.
+func (x *session) quiet() bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !x.closed && x.exchanges == 0 && len(x.pending) == 0 && len(x.observers) == 0 &&
+		len(x.block1) == 0 && len(x.block2) == 0 && len(x.waiters) == 0
 }
 
 // sweep drops expired block-wise state; it reports whether the session is idle
@@ -929,6 +943,9 @@ func (x *session) block1Step(key string, b block, payload []byte, size1 int64) (
 			x.ip.block1.Add(1)
 		}
 		st = &block1State{}
+		if x.block1 == nil {
+			x.block1 = map[string]*block1State{}
+		}
 		x.block1[key] = st
 	} else if st == nil || off > len(st.buf) {
 		x.mu.Unlock()
@@ -1057,6 +1074,9 @@ func (x *session) buildResponse(resp *Response, key2 string, b2 block, b1echo *b
 	x.mu.Lock()
 	if old := x.block2[key2]; old != nil {
 		x.ep.stats.cacheBytes.Add(-int64(len(old.body)))
+	}
+	if x.block2 == nil {
+		x.block2 = map[string]*block2State{}
 	}
 	x.block2[key2] = st
 	x.mu.Unlock()

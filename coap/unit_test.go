@@ -219,7 +219,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 // TestDedupExpiry checks that deduplication state expires from the head of the
-// queue and the map stays bounded.
+// queue, the map stays bounded, and an idle session ends up holding no map at all.
 func TestDedupExpiry(t *testing.T) {
 	ep := newEndpoint(Config{ExchangeLifetime: time.Minute})
 	s := ep.newSession(Peer{}, func([]byte) error { return nil })
@@ -228,6 +228,9 @@ func TestDedupExpiry(t *testing.T) {
 		s.mu.Lock()
 		e := &dedupEntry{reply: make([]byte, 10)}
 		ep.stats.cacheBytes.Add(10)
+		if s.dedup == nil {
+			s.dedup = map[uint16]*dedupEntry{}
+		}
 		s.dedup[uint16(i)] = e
 		s.dq = append(s.dq, dedupItem{mid: uint16(i), expires: now.Add(time.Duration(i) * time.Millisecond), e: e})
 		s.mu.Unlock()
@@ -238,6 +241,13 @@ func TestDedupExpiry(t *testing.T) {
 	s.mu.Unlock()
 	if n != 500 || q != 500 || ep.stats.cacheBytes.Load() != 5000 {
 		t.Fatalf("after purge: map %d queue %d bytes %d", n, q, ep.stats.cacheBytes.Load())
+	}
+	s.mu.Lock()
+	s.purgeDedupLocked(now.Add(time.Second))
+	idle := s.dedup == nil && s.dq == nil && s.pending == nil && s.block1 == nil && s.block2 == nil && s.observers == nil
+	s.mu.Unlock()
+	if !idle || ep.stats.cacheBytes.Load() != 0 {
+		t.Fatalf("an idle session still holds state: dedup %v queue %d bytes %d", s.dedup, len(s.dq), ep.stats.cacheBytes.Load())
 	}
 }
 

@@ -123,20 +123,26 @@ func finishedHash(tr *transcript, suite dtls.CipherSuiteID) ([]byte, error) {
 // 6 % of a handshake.
 func (c *Conn) bind() {
 	c.bindOnce.Do(func() {
-		st, ok := c.dc.ConnectionState()
+		defer func() { c.finishedHash = nil }() // not needed any more
+		dc, err := c.current()
+		if err != nil {
+			c.log.Warn("dtls: no connection for channel binding", "remote", c.RemoteAddr(), "err", err)
+			return
+		}
+		st, ok := dc.ConnectionState()
 		if !ok {
-			c.log.Warn("dtls: no connection state for channel binding", "remote", c.dc.RemoteAddr())
+			c.log.Warn("dtls: no connection state for channel binding", "remote", c.RemoteAddr())
 			return
 		}
 		exp, err := st.ExportKeyingMaterial(exporterLabel, nil, 32)
 		if err != nil {
-			c.log.Warn("dtls: tls-exporter unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+			c.log.Warn("dtls: tls-exporter unavailable", "remote", c.RemoteAddr(), "err", err)
 		} else {
 			c.tlsExporter = exp
 		}
 		es, err := readState(&st)
 		if err != nil {
-			c.log.Error("dtls: tls-unique unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+			c.log.Error("dtls: tls-unique unavailable", "remote", c.RemoteAddr(), "err", err)
 			return
 		}
 		c.cid = len(es.LocalConnectionID) > 0 || len(es.RemoteConnectionID) > 0
@@ -149,7 +155,7 @@ func (c *Conn) bind() {
 		// (RFC 5246 §7.4.9).
 		vd, err := prf.PHash(es.MasterSecret, append([]byte("client finished"), c.finishedHash...), 12, prfHash(c.suite))
 		if err != nil {
-			c.log.Warn("dtls: tls-unique unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+			c.log.Warn("dtls: tls-unique unavailable", "remote", c.RemoteAddr(), "err", err)
 			return
 		}
 		c.tlsUnique = vd

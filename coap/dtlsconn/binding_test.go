@@ -72,7 +72,7 @@ func TestPionStateLayout(t *testing.T) {
 		name string
 		conn *Conn
 	}{{"client", c}, {"server", s}} {
-		st, ok := side.conn.dc.ConnectionState()
+		st, ok := side.conn.live().ConnectionState()
 		if !ok {
 			t.Fatalf("%s: pion gives no connection state; %s", side.name, reverify)
 		}

@@ -1,6 +1,7 @@
 package dtlsconn
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/rand"
@@ -25,6 +26,7 @@ const (
 	phaseUnverified  phase = iota // pion answered with a HelloVerifyRequest; no ServerHello yet
 	phaseVerified                 // the cookie was returned: pion sent its ServerHello
 	phaseEstablished              // handshake complete
+	phaseParked                   // established, pion's state exported and its connection gone (Conn.Park)
 	phaseClosed
 )
 
@@ -71,7 +73,8 @@ type Listener struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	ok, failed, dropRate, dropCaps, evicted, garbage, dropQueue, idle atomic.Uint64
+	ok, failed, dropRate, dropCaps, evicted, garbage, dropQueue, idle, parked, resumed atomic.Uint64
+	resumeOpts                                                                         []dtls.Option // for parked sessions (no handshake: no client auth)
 }
 
 // Listen opens a UDP socket on addr and serves DTLS handshakes on it.
@@ -101,6 +104,9 @@ func newListener(pc *net.UDPConn, cfg ServerConfig) (*Listener, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
+	}
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = defaultParkAfter
 	}
 	if cfg.HandshakesPerSourcePerSecond == 0 {
 		cfg.HandshakesPerSourcePerSecond = defaultRatePerSource
@@ -134,6 +140,16 @@ func newListener(pc *net.UDPConn, cfg ServerConfig) (*Listener, error) {
 	}
 	if cfg.MTU > 0 { // WithMTU rejects 0; pion's default (1200) applies otherwise
 		l.base = append(l.base, dtls.WithMTU(cfg.MTU))
+	}
+	l.resumeOpts = []dtls.Option{
+		dtls.WithCertificates(cfg.Certificates...),
+		dtls.WithCipherSuites(suiteList(cfg.CipherSuites)...),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		dtls.WithEllipticCurves(elliptic.P256),
+		dtls.WithLoggerFactory(quietLoggerFactory()),
+	}
+	if cfg.MTU > 0 {
+		l.resumeOpts = append(l.resumeOpts, dtls.WithMTU(cfg.MTU))
 	}
 	switch cfg.ClientAuth {
 	case RequireClientCert:
@@ -243,6 +259,7 @@ func (l *Listener) Stats() Stats {
 		ActiveSessions: active, HalfOpen: half,
 		DroppedRateLimit: l.dropRate.Load(), DroppedCaps: l.dropCaps.Load(), Evicted: l.evicted.Load(),
 		DroppedGarbage: l.garbage.Load(), DroppedQueue: l.dropQueue.Load(), IdleClosed: l.idle.Load(),
+		Parks: l.parked.Load(), Resumes: l.resumed.Load(),
 	}
 }
 
@@ -308,7 +325,7 @@ func (l *Listener) dispatch(b []byte, from netip.AddrPort) {
 	}
 	if s != nil {
 		ok, cookie := firstClientHello(b)
-		if s.phase == phaseEstablished && s.next == nil && ok && !cookie {
+		if (s.phase == phaseEstablished || s.phase == phaseParked) && s.next == nil && ok && !cookie {
 			// RFC 6347 §4.2.8: a new ClientHello on an established
 			// association (a rebooted client reusing its port) starts a new
 			// handshake; the old association stays until the new one has
@@ -325,6 +342,22 @@ func (l *Listener) dispatch(b []byte, from netip.AddrPort) {
 		}
 		if s.next != nil && len(b) >= recordHeaderLen && b[3] == 0 && b[4] == 0 {
 			s = s.next // epoch-0 records belong to the pending handshake
+		}
+		if s.phase == phaseParked {
+			// The datagram is held until pion's connection is back (resume).
+			if len(s.held) < sessionQueueLen {
+				s.held = append(s.held, datagram{bytes.Clone(b), from})
+			} else {
+				l.dropQueue.Add(1)
+			}
+			s.last.Store(now.UnixNano())
+			wake := !s.resuming
+			s.resuming = true
+			l.mu.Unlock()
+			if wake {
+				go s.resumeAndWake()
+			}
+			return
 		}
 		if s.phase == phaseUnverified && ok && cookie {
 			if !l.rateLocked(from.Addr(), false, now) {
@@ -403,8 +436,8 @@ func (l *Listener) start(s, victim *session, b []byte, from netip.AddrPort, now 
 }
 
 func (l *Listener) newSessionLocked(from netip.AddrPort, now time.Time, register bool) *session {
-	s := &session{l: l, addr: from, in: make(chan datagram, sessionQueueLen), closed: make(chan struct{}),
-		tr: newTranscript(), created: now}
+	s := &session{l: l, addr: from, closed: make(chan struct{}), tr: newTranscript(), created: now}
+	s.pc.Store(newSessionPC(s))
 	s.sniff.Store(true)
 	s.last.Store(now.UnixNano())
 	s.ctx, s.cancel = context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
@@ -423,7 +456,7 @@ func (l *Listener) removeLocked(s *session) {
 		return
 	case phaseUnverified, phaseVerified:
 		l.halfOpen--
-	case phaseEstablished:
+	case phaseEstablished, phaseParked:
 		l.active--
 	}
 	if s.elem != nil {
@@ -530,7 +563,7 @@ func (l *Listener) handshake(s *session) {
 		l.mu.Unlock()
 		opts = append(opts, dtls.WithConnectionIDGenerator(func() []byte { return cid }))
 	}
-	dc, err := dtls.ServerWithOptions(&sessionPC{s: s}, net.UDPAddrFromAddrPort(s.addr), opts...)
+	dc, err := dtls.ServerWithOptions(s.pc.Load(), net.UDPAddrFromAddrPort(s.addr), opts...)
 	if err == nil {
 		s.mu.Lock()
 		s.dc = dc
@@ -589,6 +622,7 @@ func (l *Listener) handshake(s *session) {
 	}
 	l.mu.Unlock()
 	conn.onClose = s.shutdown
+	conn.s, conn.dc = s, nil // the session holds pion's connection (none while parked)
 	l.ok.Add(1)
 	select {
 	case l.accept <- conn:
@@ -622,7 +656,7 @@ func (l *Listener) janitor() {
 				stale = append(stale, s)
 			}
 			for _, s := range l.sessions {
-				if s.phase == phaseEstablished && s.last.Load() < cut {
+				if (s.phase == phaseEstablished || s.phase == phaseParked) && s.last.Load() < cut {
 					idle = append(idle, s)
 				}
 			}
@@ -662,7 +696,9 @@ type session struct {
 	cid        []byte // guarded by l.mu
 	created    time.Time
 	last       atomic.Int64
-	in         chan datagram
+	pc         atomic.Pointer[sessionPC] // the virtual socket of pion's current connection; nil when parked
+	held       []datagram                // datagrams for a parked session, until it resumes; l.mu
+	resuming   bool                      // a resume is under way; l.mu
 	ctx        context.Context
 	cancel     context.CancelFunc
 
@@ -672,8 +708,11 @@ type session struct {
 
 	accepted []*x509.Certificate // set by VerifyPeer during the handshake
 
-	mu        sync.Mutex
-	dc        *dtls.Conn
+	mu    sync.Mutex
+	dc    *dtls.Conn // nil while parked
+	state []byte     // pion's exported state (MarshalBinary) while parked; used once, then nil
+	wake  func()     // Conn.Park's callback, called when a parked session resumes or ends
+
 	closed    chan struct{}
 	closeOnce sync.Once
 	shutOnce  sync.Once
@@ -690,13 +729,12 @@ func (s *session) deliver(b []byte, from netip.AddrPort, now time.Time) {
 		s.trMu.Unlock()
 	}
 	s.last.Store(now.UnixNano())
-	for _, part := range splitDatagram(d, pionInboundBuffer) {
-		select {
-		case s.in <- datagram{part, from}:
-		default:
-			s.l.dropQueue.Add(1)
-		}
+	pc := s.pc.Load()
+	if pc == nil {
+		s.l.dropQueue.Add(1) // parked meanwhile: lost like any datagram (CoAP retransmits)
+		return
 	}
+	pc.push(d, from)
 }
 
 // shutdown ends the session: the listener's bookkeeping at once, then pion's
@@ -707,7 +745,13 @@ func (s *session) shutdown() {
 		s.cancel()
 		s.mu.Lock()
 		dc := s.dc
+		s.state = nil
+		wake := s.wake
+		s.wake = nil
 		s.mu.Unlock()
+		if wake != nil {
+			go wake() // the parked session's reader comes back to read net.ErrClosed
+		}
 		if dc == nil {
 			s.finish()
 			return
@@ -725,14 +769,45 @@ func (s *session) finish() {
 	s.closeOnce.Do(func() { close(s.closed) })
 }
 
-// sessionPC is the net.PacketConn pion sees for one session. pion interrupts
-// reads with SetReadDeadline, so read deadlines are implemented.
+// sessionPC is the net.PacketConn pion sees for one connection of a session (a parked
+// session that resumes gets a new one). pion interrupts reads with SetReadDeadline, so read
+// deadlines are implemented.
 type sessionPC struct {
 	s     *session
+	in    chan datagram
+	done  chan struct{} // closed by Close once detached (parking)
+	once  sync.Once
 	dmu   sync.Mutex
 	dl    chan struct{} // closed when the read deadline passes; nil = none
 	wake  chan struct{} // closed when the deadline changes
 	timer *time.Timer
+
+	// wmu orders writes against freeze: once frozen, no record leaves (parking).
+	wmu      sync.RWMutex
+	frozen   bool
+	detached atomic.Bool // Close ends only this connection, not the session
+}
+
+func newSessionPC(s *session) *sessionPC {
+	return &sessionPC{s: s, in: make(chan datagram, sessionQueueLen), done: make(chan struct{})}
+}
+
+// push queues a datagram (split at record boundaries for pion's read buffer).
+func (p *sessionPC) push(d []byte, from netip.AddrPort) {
+	for _, part := range splitDatagram(d, pionInboundBuffer) {
+		select {
+		case p.in <- datagram{part, from}:
+		default:
+			p.s.l.dropQueue.Add(1)
+		}
+	}
+}
+
+// freeze stops every later write: they are dropped as if lost.
+func (p *sessionPC) freeze() {
+	p.wmu.Lock()
+	p.frozen = true
+	p.wmu.Unlock()
 }
 
 func (p *sessionPC) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -744,9 +819,11 @@ func (p *sessionPC) ReadFrom(b []byte) (int, net.Addr, error) {
 		dl, wake := p.dl, p.wake
 		p.dmu.Unlock()
 		select {
-		case d := <-p.s.in:
+		case d := <-p.in:
 			return copy(b, d.b), net.UDPAddrFromAddrPort(d.from), nil
 		case <-p.s.closed:
+			return 0, nil, net.ErrClosed
+		case <-p.done:
 			return 0, nil, net.ErrClosed
 		case <-dl:
 			return 0, nil, os.ErrDeadlineExceeded
@@ -781,6 +858,11 @@ func (p *sessionPC) SetReadDeadline(t time.Time) error {
 }
 
 func (p *sessionPC) WriteTo(b []byte, addr net.Addr) (int, error) {
+	p.wmu.RLock()
+	defer p.wmu.RUnlock()
+	if p.frozen {
+		return len(b), nil // parked: this connection's last word was said before the snapshot
+	}
 	s := p.s
 	select {
 	case <-s.closed:
@@ -815,6 +897,10 @@ func (p *sessionPC) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 func (p *sessionPC) Close() error {
+	if p.detached.Load() {
+		p.once.Do(func() { close(p.done) })
+		return nil
+	}
 	p.s.finish()
 	return nil
 }

@@ -3,9 +3,11 @@ package oscorelayer
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -27,8 +29,10 @@ import (
 // testPKI is a CA with a server and a device certificate (ECDSA P-256).
 type testPKI struct {
 	ca                *x509.Certificate
+	caKey             crypto.Signer
 	server, device    *x509.Certificate
 	serverKey, devKey *ecdsa.PrivateKey
+	revoked           sync.Map // string(DER) → true: verify refuses these certificates
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -36,7 +40,7 @@ func newTestPKI(t testing.TB) *testPKI {
 	ca := testpki.NewCA(t, "test CA")
 	srv := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "server"}})
 	dev := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "device"}})
-	return &testPKI{ca: ca.Cert, server: srv.Cert, device: dev.Cert,
+	return &testPKI{ca: ca.Cert, caKey: ca.Key, server: srv.Cert, device: dev.Cert,
 		serverKey: srv.Key.(*ecdsa.PrivateKey), devKey: dev.Key.(*ecdsa.PrivateKey)}
 }
 
@@ -44,6 +48,9 @@ func (p *testPKI) verify(raw [][]byte) ([]*x509.Certificate, error) {
 	leaf, err := x509.ParseCertificate(raw[0])
 	if err != nil {
 		return nil, err
+	}
+	if _, revoked := p.revoked.Load(string(raw[0])); revoked {
+		return nil, errors.New("certificate revoked")
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(p.ca)

@@ -95,9 +95,19 @@ type ServerConfig struct {
 	// Methods accepted; nil = all four.
 	Methods []edhoc.Method
 	// VerifyPeer decides about an Initiator's X.509 chain (raw DER, leaf first, as carried in
-	// x5chain) and returns the chain it accepted. Required for EDHOC; credentials referenced
-	// by x5t or kid are refused (the server keeps no credential database).
+	// x5chain, or as found for a reference) and returns the chain it accepted. Required for
+	// EDHOC.
 	VerifyPeer func(rawCerts [][]byte) ([]*x509.Certificate, error)
+	// LookupCredential finds the X.509 chain (raw DER, leaf first) that an Initiator's
+	// ID_CRED_I designates by reference, x5t or kid (RFC 9528 §3.5.3, RFC 9360 §2), for
+	// instance in trust stores or a CA's records; it returns nil (or an error) when it knows
+	// none. It is asked after the layer's own index of chains that completed EDHOC by value
+	// (MaxKnownCredentials). Whatever is found is decided by VerifyPeer, like a chain carried
+	// in x5chain. nil = the index only.
+	LookupCredential func(id *edhoc.IDCred) ([][]byte, error)
+	// MaxKnownCredentials bounds that index (kid = the certificate's Subject Key Identifier);
+	// default 10000, negative = no index.
+	MaxKnownCredentials int
 	// SessionTimeout frees a handshake state that waited this long for message_3; default 60 s.
 	SessionTimeout time.Duration
 	// MaxSessions caps concurrent handshake states; default 1024. When it is reached, a new
@@ -119,9 +129,10 @@ type ServerConfig struct {
 // Server is the server side: a coap.Layer (install with Mux.SetLayer) and the EDHOC resource.
 // It is safe for concurrent use.
 type Server struct {
-	cfg  ServerConfig
-	log  *slog.Logger
-	ring *oscore.Keyring
+	cfg   ServerConfig
+	log   *slog.Logger
+	ring  *oscore.Keyring
+	known *knownCreds
 
 	mu        sync.Mutex
 	ctxs      map[*oscore.Context]*ctxEntry
@@ -184,6 +195,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.MaxContexts <= 0 {
 		cfg.MaxContexts = 10000
 	}
+	if cfg.MaxKnownCredentials == 0 {
+		cfg.MaxKnownCredentials = 10000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -199,7 +213,7 @@ func NewServer(cfg ServerConfig) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, ring: oscore.NewKeyring(),
+	return &Server{cfg: cfg, log: log, ring: oscore.NewKeyring(), known: newKnownCreds(cfg.MaxKnownCredentials),
 		ctxs: map[*oscore.Context]*ctxEntry{}, sessions: map[string]*hsState{},
 		byM1: map[[32]byte]*hsState{}, perSource: map[netip.Addr]int{}}
 }
@@ -597,21 +611,40 @@ func (s *Server) freeConnIDLocked(ci []byte) ([]byte, bool) {
 	return nil, false
 }
 
-// resolve authenticates the Initiator's credential: an X.509 chain transported in x5chain,
-// checked by VerifyPeer (the same rules as for DTLS clients).
+// resolve authenticates the Initiator's X.509 credential: a chain transported in x5chain, or
+// the chain an x5t or kid designates (RFC 9528 §3.5.3), found in the layer's index or by
+// LookupCredential; either way VerifyPeer decides (the same rules as for DTLS clients).
 func (s *Server) resolve(id *edhoc.IDCred, _ []edhoc.EAD) (*edhoc.Credential, error) {
-	if len(id.X5Chain) == 0 {
-		return nil, fmt.Errorf("%w: only x5chain credentials are accepted", edhoc.ErrUnknownCredential)
+	raw := id.X5Chain
+	if len(raw) == 0 {
+		if id.X5T == nil && id.Kid == nil {
+			return nil, fmt.Errorf("%w: only X.509 credentials (x5chain, x5t, kid) are accepted", edhoc.ErrUnknownCredential)
+		}
+		raw = s.known.lookup(id)
+		if raw == nil && s.cfg.LookupCredential != nil {
+			found, err := s.cfg.LookupCredential(id)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", edhoc.ErrUnknownCredential, err)
+			}
+			raw = found
+		}
+		if len(raw) == 0 {
+			return nil, fmt.Errorf("%w: no certificate known for this reference", edhoc.ErrUnknownCredential)
+		}
+		// RFC 9360 §2: x5t is the hash of the end-entity certificate, which the credential is.
+		if id.X5T != nil && !id.MatchesCert(raw[0]) {
+			return nil, fmt.Errorf("%w: the certificate found does not match the x5t", edhoc.ErrUnknownCredential)
+		}
 	}
-	cred, err := edhoc.CredentialFromIDCred(id)
+	cred, err := edhoc.CredentialFromIDCred(&edhoc.IDCred{X5Chain: raw})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", edhoc.ErrUnknownCredential, err)
 	}
-	chain, err := s.cfg.VerifyPeer(id.X5Chain)
+	chain, err := s.cfg.VerifyPeer(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", edhoc.ErrUnknownCredential, err)
 	}
-	cred.Certificates = chain
+	cred.ID, cred.Certificates = *id, chain
 	return cred, nil
 }
 
@@ -639,11 +672,14 @@ func (s *Server) finish(cr, m3 []byte) (*oscore.Context, *message.Message) {
 		s.log.Debug("edhoc: message_3 refused", "err", err)
 		return nil, replyFor(err)
 	}
-	c, id, err := deriveContext(h.r, h.r.PeerCredential())
+	peer := h.r.PeerCredential()
+	c, id, err := deriveContext(h.r, peer)
 	if err != nil {
 		s.log.Error("edhoc: cannot derive the OSCORE context", "err", err)
 		return nil, edhocError(codes.InternalServerError, "cannot derive the OSCORE context")
 	}
+	// The Initiator proved its key for this chain: it may reference it next time.
+	s.known.add(peer.ID.X5Chain)
 	s.mu.Lock()
 	s.addDerivedLocked(c, id, now)
 	s.mu.Unlock()

@@ -120,7 +120,7 @@ func TestFrontDoorsACE(t *testing.T) {
 		t.Skip("runs a server and an AS")
 	}
 	var progress bytes.Buffer
-	rs, err := frontDoors(t.Context(), ESTOptions{Devices: 4, Concurrency: 2, BlockSize: 1024, OSCORE: true, ACE: true, WireSamples: 2}, &progress)
+	rs, _, err := frontDoors(t.Context(), ESTOptions{Devices: 4, Concurrency: 2, BlockSize: 1024, OSCORE: true, ACE: true, WireSamples: 2}, &progress)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,11 @@ type ESTOptions struct {
 	WireSamples int
 	// HTTPS measures EST over HTTPS (RFC 7030) instead (ESTHTTPS).
 	HTTPS bool
+	// Server, for EST, is the coaps address (host:port) of a running server to load instead
+	// of an in-process one, so that the client's CPU and the server's are not mixed; DataDir
+	// is then that server's data directory (its demo manufacturer CA signs the devices'
+	// IDevIDs). Its per-source handshake limit applies: all devices come from this host.
+	Server string
 }
 
 // EST measures EST-coaps enrollments (a new DTLS session each, /sen) and re-enrollments over
@@ -111,7 +116,11 @@ type benchResult struct {
 }
 
 func (r *benchResult) print(w io.Writer, o ESTOptions) {
-	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd\n\n", o.Devices, o.Concurrency, o.BlockSize)
+	where := "server in this process"
+	if o.Server != "" {
+		where = "server at " + o.Server + " in its own process"
+	}
+	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd, %s\n\n", o.Devices, o.Concurrency, o.BlockSize, where)
 	fmt.Fprintf(w, "floor (same run)      ECDSA P-256 sign %8.0f/s   verify %8.0f/s   (one goroutine)\n", r.signs, r.verifies)
 	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8)\n\n", r.rawHS, o.Concurrency)
 	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes   p50 %v  p99 %v  errors %d\n",
@@ -127,32 +136,51 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
 	res.signs, res.verifies = ecdsaFloor(o.Duration / 2)
 
-	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
-		cfg.Listen.CoAPS = "127.0.0.1:0"           // EST-coaps only
-		cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
-		cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
-	})
-	if err != nil {
-		return nil, err
+	var (
+		data     *datadir.Data
+		coapsURL string
+	)
+	if o.Server != "" {
+		// A server in its own process: only the clients run here.
+		if o.DataDir == "" {
+			return nil, errors.New("bench est --server needs --data, the server's data directory")
+		}
+		d, err := datadir.Open(datadir.Options{Dir: o.DataDir})
+		if err != nil {
+			return nil, fmt.Errorf("bench est: data directory: %w", err)
+		}
+		data, coapsURL = d, "coaps://"+o.Server
+		say("loading the server at %s (its per-source handshake limit applies)", o.Server)
+	} else {
+		s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
+			cfg.Listen.CoAPS = "127.0.0.1:0"           // EST-coaps only
+			cfg.DTLS.HandshakesPerSourcePerSecond = -1 // every simulated device shares 127.0.0.1
+			cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		data, coapsURL = s.Data(), s.CoAPSURL()
 	}
-	defer stop()
 
 	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
-	device0 := s.Data().DeviceCertificate()
-	res.rawHS, err = rawHandshakeFloor(ctx, s.Data().ServerCertificate(), device0, s.Data().ManufacturerCA, s.Data().Root, o.Concurrency, o.Duration/2)
+	device0 := data.DeviceCertificate()
+	var err error
+	res.rawHS, err = rawHandshakeFloor(ctx, data.ServerCertificate(), device0, data.ManufacturerCA, data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
 
 	say("preparing %d device identities and CSRs", o.Devices)
-	devs, err := makeDevices(s.Data(), o.Devices)
+	devs, err := makeDevices(data, o.Devices)
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(s.Data().Root)
+	roots.AddCert(data.Root)
 	dial := func(ctx context.Context, id tls.Certificate) (*coap.Client, error) {
-		return coap.Dial(ctx, s.CoAPSURL(), coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
+		return coap.Dial(ctx, coapsURL, coap.ClientOptions{BlockSize: o.BlockSize, DTLS: &dtlsconn.ClientConfig{
 			Certificates: []tls.Certificate{id}, RootCAs: roots, ServerName: "127.0.0.1"}})
 	}
 
@@ -269,33 +297,42 @@ type benchDevice struct {
 func makeDevices(d *datadir.Data, n int) ([]*benchDevice, error) {
 	out := make([]*benchDevice, n)
 	for i := range out {
-		idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		dev, err := makeDevice(d, i)
 		if err != nil {
 			return nil, err
 		}
-		serial := fmt.Sprintf("bench-%05d", i)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i) + 1000),
-			Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
-			NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, d.ManufacturerCA, idKey.Public(), d.ManufacturerKey)
-		if err != nil {
-			return nil, err
-		}
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		csr, err := client.NewCSR(key, client.CertRequest{Subject: pkix.Name{CommonName: "bench-device"}}, "")
-		if err != nil {
-			return nil, err
-		}
-		out[i] = &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}
+		out[i] = dev
 	}
 	return out, nil
+}
+
+// makeDevice issues device i's IDevID from the demo manufacturer CA and makes its CSR.
+func makeDevice(d *datadir.Data, i int) (*benchDevice, error) {
+	idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial := fmt.Sprintf("bench-%05d", i)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(int64(i) + 1000),
+		Subject:      pkix.Name{CommonName: "bench-device", SerialNumber: serial, Organization: []string{"Demo Manufacturer"}},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, d.ManufacturerCA, idKey.Public(), d.ManufacturerKey)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := client.NewCSR(key, client.CertRequest{Subject: pkix.Name{CommonName: "bench-device"}}, "")
+	if err != nil {
+		return nil, err
+	}
+	return &benchDevice{idevid: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: idKey}, key: key, csr: csr}, nil
 }
 
 // ecdsaFloor measures P-256 signatures and verifications per second on one goroutine.

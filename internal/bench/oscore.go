@@ -37,19 +37,100 @@ import (
 // directions, retransmissions included; IP/UDP headers excluded).
 // It prints the results to w and its progress to progress.
 func FrontDoors(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
-	rs, err := frontDoors(ctx, o, progress)
+	rs, sizes, err := frontDoors(ctx, o, progress)
 	if err != nil {
 		return err
 	}
 	printFrontDoors(w, o, rs)
+	if len(sizes) > 0 {
+		printEDHOCSizes(w, sizes)
+	}
 	return nil
 }
 
-func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontDoorResult, error) {
+// edhocSizes are the EDHOC message sizes for one choice of the server's ID_CRED_R.
+type edhocSizes struct {
+	credential string
+	m1, m2, m3 int
+}
+
+// edhocMessageSizes runs one EDHOC handshake (method 0, suite 2, the device's IDevID in a
+// one-certificate x5chain) against each choice of edhoc.credential for the server's
+// certificate, in memory, and returns the sizes of message_1..3: what a constrained initiator
+// must receive in one piece (message_2) is the point (RFC 9528 §3.5.3, RFC 9360).
+func edhocMessageSizes(srv tls.Certificate, dev tls.Certificate) ([]edhocSizes, error) {
+	chain, err := client.ParseChain(srv.Certificate)
+	if err != nil {
+		return nil, err
+	}
+	devLeaf, err := x509.ParseCertificate(dev.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	devCred, err := edhoc.NewX509Credential([]*x509.Certificate{devLeaf}, edhoc.ByX5Chain)
+	if err != nil {
+		return nil, err
+	}
+	var out []edhocSizes
+	for _, kind := range []string{"x5chain-leaf", "x5chain", "x5t"} {
+		srvCred, err := server.EDHOCCredential(chain, kind)
+		if err != nil {
+			return nil, err
+		}
+		// Both sides know each other here: the sizes, not trust, are measured.
+		know := func(c *edhoc.Credential) edhoc.Resolver {
+			return func(*edhoc.IDCred, []edhoc.EAD) (*edhoc.Credential, error) { return c, nil }
+		}
+		in, err := edhoc.NewInitiator(edhoc.Config{Suites: []edhoc.Suite{2}, Credential: devCred, PrivateKey: dev.PrivateKey, Resolve: know(srvCred)})
+		if err != nil {
+			return nil, err
+		}
+		re, err := edhoc.NewResponder(edhoc.Config{Credential: srvCred, PrivateKey: srv.PrivateKey, Resolve: know(devCred)})
+		if err != nil {
+			return nil, err
+		}
+		m1, err := in.Message1(nil)
+		if err == nil {
+			_, err = re.ProcessMessage1(m1)
+		}
+		var m2, m3 []byte
+		if err == nil {
+			m2, err = re.Message2(nil)
+		}
+		if err == nil {
+			_, err = in.ProcessMessage2(m2)
+		}
+		if err == nil {
+			m3, err = in.Message3(nil)
+		}
+		if err == nil {
+			_, err = re.ProcessMessage3(m3)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("edhoc sizes (%s): %w", kind, err)
+		}
+		out = append(out, edhocSizes{credential: kind, m1: len(m1), m2: len(m2), m3: len(m3)})
+	}
+	return out, nil
+}
+
+func printEDHOCSizes(w io.Writer, sizes []edhocSizes) {
+	fmt.Fprintf(w, "\nEDHOC message sizes by the server's credential (edhoc.credential; method 0, suite 2, device IDevID in x5chain)\n")
+	fmt.Fprintf(w, "%-14s %10s %10s %10s   %s\n", "credential", "message_1", "message_2", "message_3", "message_2 in one 1024-byte block")
+	for _, z := range sizes {
+		fits := "yes"
+		if z.m2 > 1024 {
+			fits = "no (Block2 needed)"
+		}
+		fmt.Fprintf(w, "%-14s %10d %10d %10d   %s\n", z.credential, z.m1, z.m2, z.m3, fits)
+	}
+}
+
+func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontDoorResult, []edhocSizes, error) {
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "coapca-bench-oscore-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
 	samples := max(o.WireSamples, 1)
@@ -61,18 +142,18 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 	var files []string
 	if o.OSCORE {
 		if err := os.MkdirAll(filepath.Join(dir, "psk"), 0o700); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i := range psks {
 			secret := make([]byte, 16)
 			if _, err := rand.Read(secret); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			rid := []byte{byte((i + 1) >> 8), byte(i + 1)}
 			f := filepath.Join(dir, "psk", fmt.Sprintf("bench-%05d.yaml", i))
 			y := fmt.Sprintf("name: bench-%05d\nmaster_secret: %x\nsender_id: \"\"\nrecipient_id: %x\n", i, secret, rid)
 			if err := os.WriteFile(f, []byte(y), 0o600); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			files = append(files, f)
 			psks[i].cli = oscore.Params{MasterSecret: secret, SenderID: rid, RecipientID: []byte{}}
@@ -86,7 +167,7 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 	if o.ACE {
 		asAddr, rsKey, asCtx, err = startBenchAS(ctx, dir, n)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	s, stop, err := startServer(ctx, filepath.Join(dir, "data"), func(cfg *config.Config) {
@@ -99,13 +180,13 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		cfg.DTLS.MaxHalfOpen = 4 * o.Concurrency
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer stop()
 	say("preparing %d device identities and CSRs", n)
 	devs, err := makeDevices(s.Data(), n)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(s.Data().Root)
@@ -115,6 +196,7 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 			return nil, err
 		}
 		inter := x509.NewCertPool()
+		inter.AddCert(s.Data().IssuingCA) // the server sends its certificate alone (edhoc.credential x5chain-leaf)
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
@@ -127,7 +209,7 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 	for i := range pskCtx {
 		if o.OSCORE {
 			if pskCtx[i], err = oscore.NewContext(psks[i].cli); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
@@ -184,12 +266,12 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		for i := range n {
 			c, err := coap.Dial(ctx, s.CoAPURL(), coap.ClientOptions{Layer: oscorelayer.NewClient(pskCtx[i])})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			_, err = client.NewEST(c, client.ESTOptions{}).CSRAttrs(ctx)
 			c.Close()
 			if err != nil {
-				return nil, fmt.Errorf("oscore warm-up: %w", err)
+				return nil, nil, fmt.Errorf("oscore warm-up: %w", err)
 			}
 		}
 	}
@@ -206,7 +288,7 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		// token request per device outside the measurement synchronises them.
 		say("synchronising %d OSCORE contexts with the AS (Echo)", n)
 		if err := syncBenchAS(ctx, asAddr, asCtx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		modes = append(modes, "ace")
 	}
@@ -249,14 +331,14 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 
 		relay, err := newUDPRelay(target)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// With ACE the AS's traffic counts too: a second relay in front of it.
 		var asRelay *udpRelay
 		if mode == "ace" {
 			if asRelay, err = newUDPRelay(asAddr); err != nil {
 				relay.close()
-				return nil, err
+				return nil, nil, err
 			}
 			asTarget = asRelay.addr()
 		}
@@ -279,7 +361,13 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		}
 		out = append(out, r)
 	}
-	return out, ctx.Err()
+	var sizes []edhocSizes
+	if o.EDHOC {
+		if sizes, err = edhocMessageSizes(s.Data().ServerCertificate(), devs[0].idevid); err != nil {
+			return nil, nil, err
+		}
+	}
+	return out, sizes, ctx.Err()
 }
 
 type frontDoorResult struct {

@@ -4,22 +4,29 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"coapca/cmp"
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap|registrar [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags]
 
   est        EST-coaps enrollments and re-enrollments
   registrar  EST-coaps enrollments through a registrar to an HTTPS CA, next to direct ones
-  cmp   CMP ir+certConf transactions over CoAP and HTTP
-  coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+  cmp        CMP ir+certConf transactions over CoAP and HTTP
+  coap       the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+  sessions   server memory per idle DTLS session (server in its own process)
+  soak       enroll and re-enroll many devices, sampling the server's memory, goroutines,
+             file descriptors and database size during and after the load
 
 Run 'coapca bench est -h' (etc.) for the flags.`
 
 const benchDescription = `Measure EST-coaps enrollment throughput against an in-process server.
+
+With --server ADDR the server is one already running in its own process (coapca serve
+--data DIR, with --data DIR here too), so that its CPU and the clients' are not mixed.
 
 N simulated devices (each with its own IDevID from the demo manufacturer CA) enroll
 concurrently, each with a fresh DTLS handshake (/sen); then every device opens one session with
@@ -52,6 +59,33 @@ listener, and small GETs per second over established DTLS sessions and over plai
 run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
 second, and each result as a ratio to them.`
 
+const benchSessionsDescription = `Measure what idle DTLS sessions cost the server.
+
+This process opens --sessions real DTLS sessions (full handshake with the demo device
+certificate, ECDHE-ECDSA P-256, CCM_8, then one confirmable GET /.well-known/core each) from
+--sources local addresses 127.1.x.y, and leaves them idle: the client side forgets each
+session (no close_notify), so only the server holds state. By default the server that
+'coapca serve' runs is started as a child process (EST-coaps listener only, session caps
+raised to fit, idle timeout 1h, per-source handshake limit raised to unlimited unless
+--rate-per-source is set); after every --steps share of the sessions it is made to collect
+garbage and report its Go heap, goroutine stacks and RSS (/proc), printed per session
+against a baseline taken before the first session. With --server ADDR a running server is
+loaded instead (give --data, its data directory, for the device certificate, and
+--metrics URL, its Prometheus endpoint, for memory figures; the heap read there includes
+uncollected garbage). Respect the server's per-source handshake limit with
+--rate-per-source (default limit 20/s per address).`
+
+const benchSoakDescription = `Enroll and re-enroll --devices devices through the real server and watch it.
+
+The server that 'coapca serve' runs is started as a child process (EST-coaps only, SQLite
+fsync'd, dtls.idle_timeout --idle-timeout). Each device gets a fresh IDevID from the demo
+manufacturer CA, enrolls over a new DTLS session (/sen) and re-enrolls over another one with
+the certificate it got (/sren); --abandon of them leave that last session open and silent.
+Every --interval, and for --settle after the last device, the server reports (after a forced
+GC) its live heap, heap in use, RSS, goroutines, file descriptors, database size and CoAP
+sessions: after the load they must come back flat, and the abandoned sessions must be evicted
+by the idle timeout (sessions 0).`
+
 // runBench is `coapca bench`: flags here, the measurements (against the server that serve
 // runs) in internal/bench.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,7 +94,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap|registrar [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -77,8 +111,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.ACE, "ace", false, "compare EST-oscore keyed by an ACE access token (RFC 9203: in-process AS, /authz-info, /sen) to EST-coaps: enrollments/s and bytes on the wire, AS traffic included")
 		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc/--ace: sequential enrollments per front door counted for bytes on the wire")
 		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
+		fs.StringVar(&o.Server, "server", "", "coaps address (host:port) of a running server to load instead of an in-process one (needs --data, its data directory; its per-source handshake limit applies)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if o.Server != "" && (o.HTTPS || o.OSCORE || o.EDHOC) {
+			return usagef("--server loads EST-coaps only: not with --https, --oscore or --edhoc")
+		}
+		if o.Server != "" && o.DataDir == "" {
+			return usagef("--server needs --data, the running server's data directory")
 		}
 		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 			return usagef("--devices, --concurrency and --duration must be positive")
@@ -134,6 +175,64 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--clients and --duration must be positive")
 		}
 		return bench.CoAP(ctx, o, stdout, stderr)
+	case "sessions":
+		var o bench.SessionsOptions
+		fs := newFlagSet("bench sessions", "coapca bench sessions [flags]", benchSessionsDescription, stderr)
+		fs.IntVar(&o.Sessions, "sessions", 3000, "DTLS sessions to open and leave idle")
+		fs.IntVar(&o.Steps, "steps", 4, "measure memory after every 1/steps of the sessions")
+		fs.StringVar(&o.Server, "server", "", "coaps address (host:port) of a running server (default: start one as a child process)")
+		fs.StringVar(&o.Metrics, "metrics", "", "with --server: the server's Prometheus endpoint, e.g. http://127.0.0.1:9100/metrics")
+		fs.StringVar(&o.DataDir, "data", "", "the server's data directory (default: a temporary one for the child server)")
+		fs.IntVar(&o.Sources, "sources", 16, "source addresses (127.1.x.y) the sessions come from")
+		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "handshakes per second per source address (0 = unpaced; the child server's limit is then raised)")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "handshakes in flight")
+		fs.DurationVar(&o.Idle, "idle", 12*time.Second, "how long the sessions stay idle before each measurement (the server parks a DTLS session after 10s without a record)")
+		fs.DurationVar(&o.ParkAfter, "park-after", 0, "child server only: its dtls.park_after (0 = the default 10s; negative = never park, to see what parking saves)")
+		fs.StringVar(&o.HeapProfile, "heapprofile", "", "child server only: write its heap profile here once every session is open (go tool pprof)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Sessions < 1 || o.Steps < 1 || o.Sources < 1 || o.Sources > 65000 || o.Concurrency < 1 || o.RatePerSource < 0 {
+			return usagef("--sessions, --steps, --concurrency must be positive, --sources in 1..65000, --rate-per-source not negative")
+		}
+		if o.Steps > o.Sessions {
+			o.Steps = o.Sessions
+		}
+		return bench.Sessions(ctx, o, stdout, stderr)
+	case "soak":
+		var o bench.SoakOptions
+		fs := newFlagSet("bench soak", "coapca bench soak [flags]", benchSoakDescription, stderr)
+		fs.IntVar(&o.Devices, "devices", 1000, "devices that enroll and re-enroll")
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "devices working at once")
+		fs.IntVar(&o.Abandon, "abandon", 100, "devices that leave their last DTLS session open and silent")
+		fs.DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "the server's DTLS idle timeout")
+		fs.DurationVar(&o.Interval, "interval", 5*time.Second, "time between two samples")
+		fs.DurationVar(&o.Settle, "settle", 0, "sampling after the load (default 2×idle-timeout + 15s)")
+		fs.StringVar(&o.DataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Devices < 1 || o.Concurrency < 1 || o.Abandon < 0 || o.IdleTimeout <= 0 || o.Interval <= 0 || o.Settle < 0 {
+			return usagef("--devices and --concurrency must be positive, --abandon not negative, --idle-timeout and --interval positive")
+		}
+		return bench.Soak(ctx, o, stdout, stderr)
+	case "sessions-server":
+		// The child process of 'bench sessions' (not for direct use): the server, reporting
+		// its own memory on request.
+		var o bench.SessionsServerOptions
+		fs := newFlagSet("bench sessions-server", "coapca bench sessions-server [flags]", "The server process of 'coapca bench sessions'.", stderr)
+		fs.StringVar(&o.DataDir, "data", "", "data directory")
+		fs.IntVar(&o.MaxSessions, "max-sessions", 10000, "session caps (DTLS and CoAP)")
+		fs.Float64Var(&o.RatePerSource, "rate-per-source", 0, "per-source handshake limit (0 = unlimited)")
+		fs.DurationVar(&o.IdleTimeout, "idle-timeout", 0, "DTLS idle timeout (0 = 1h)")
+		fs.DurationVar(&o.ParkAfter, "park-after", 0, "dtls.park_after (0 = default)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.DataDir == "" || o.MaxSessions < 1 {
+			return usagef("--data is required and --max-sessions must be positive")
+		}
+		return bench.SessionsServer(ctx, o, os.Stdin, stdout)
 	}
-	return usagef("usage: coapca bench est|cmp|coap|registrar [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags] (see 'coapca bench help')")
 }

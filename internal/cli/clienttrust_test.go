@@ -247,11 +247,13 @@ func TestClientsRefuseDeviceAsServer(t *testing.T) {
 		{"EST-coaps enroll", func(_, out, keyOut, _ string) []string {
 			return []string{"est", "enroll", "--server", s.coapsURL, "--trust", d.Root, "--subject", "CN=demo-device-0001", "--key-out", keyOut, "--out", out}
 		}},
+		// EDHOC: the server sends its certificate alone (edhoc.credential x5chain-leaf), so the
+		// client trusts the issuing CA; the impostor's chain then verifies and its role does not.
 		{"EST-oscore (EDHOC) cacerts into the explicit TA database", func(ta, out, _, _ string) []string {
-			return []string{"est", "cacerts", "--server", s.coapURL, "--edhoc", "--trust", d.Root, "--explicit-ta", ta, "--out", out}
+			return []string{"est", "cacerts", "--server", s.coapURL, "--edhoc", "--trust", d.IssuingCA, "--explicit-ta", ta, "--out", out}
 		}},
 		{"EST-oscore (EDHOC) enroll", func(_, out, keyOut, _ string) []string {
-			return []string{"est", "enroll", "--server", s.coapURL, "--edhoc", "--trust", d.Root, "--subject", "CN=demo-device-0001", "--key-out", keyOut, "--out", out}
+			return []string{"est", "enroll", "--server", s.coapURL, "--edhoc", "--trust", d.IssuingCA, "--subject", "CN=demo-device-0001", "--key-out", keyOut, "--out", out}
 		}},
 		{"CMP over coaps ir", func(_, out, keyOut, caOut string) []string {
 			return []string{"cmp", "ir", "--server", s.coapsURL, "--ref", "demo", "--secret-file", d.CMPSecret, "--trust", d.Root,
@@ -352,14 +354,15 @@ func TestCMPCAOut(t *testing.T) {
 
 // TestExplicitTAOverEDHOC: EST-oscore with EDHOC authenticates the server with the same check
 // as DTLS, so its /crts may fill the explicit TA database, which then authenticates the
-// EDHOC responder on its own.
+// EDHOC responder on its own. The server sends its certificate alone (edhoc.credential
+// x5chain-leaf, the default), so the first trust is the issuing CA.
 func TestExplicitTAOverEDHOC(t *testing.T) {
 	ctx := context.Background()
 	s := testServer(t)
 	d := s.data.Paths
 	ta := filepath.Join(t.TempDir(), "ta.pem")
 	dev := []string{"--server", s.coapURL, "--edhoc", "--cert", d.Device, "--key", d.DeviceKey, "--timeout", "20s"}
-	if _, errOut, code := cli(ctx, append([]string{"est", "cacerts", "--trust", d.Root, "--explicit-ta", ta}, dev...)...); code != 0 {
+	if _, errOut, code := cli(ctx, append([]string{"est", "cacerts", "--trust", d.IssuingCA, "--explicit-ta", ta}, dev...)...); code != 0 {
 		t.Fatalf("cacerts: exit %d: %s", code, errOut)
 	}
 	if got, err := os.ReadFile(ta); err != nil || !bytes.Equal(got, append(certPEM(s.data.Root), certPEM(s.data.IssuingCA)...)) {

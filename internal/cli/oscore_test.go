@@ -134,7 +134,7 @@ func TestESTOSCOREEDHOC(t *testing.T) {
 	dir := t.TempDir()
 	s := testOSCOREServer(t, filepath.Join(dir, "data"))
 	d := s.data.Paths
-	base := []string{"--server", s.coapURL, "--edhoc", "--trust", d.Root}
+	base := []string{"--server", s.coapURL, "--edhoc", "--trust", d.IssuingCA}
 	dev := []string{"--cert", d.Device, "--key", d.DeviceKey}
 
 	if out := mustCLI(t, append(append([]string{"est", "cacerts"}, base...), dev...)...); strings.Count(out, "BEGIN CERTIFICATE") != 2 {
@@ -153,7 +153,7 @@ func TestESTOSCOREEDHOC(t *testing.T) {
 	// message_3 on its own (RFC 9528 Appendix A.2) instead of the combined request.
 	mustCLI(t, append(append([]string{"est", "enroll", "--edhoc-separate", "--subject", "CN=sep"}, base...), dev...)...)
 	// The "pop" profile requires the CSR to carry edhoc-unique.
-	popBase := []string{"--server", s.coapURL + "/pop", "--edhoc", "--trust", d.Root}
+	popBase := []string{"--server", s.coapURL + "/pop", "--edhoc", "--trust", d.IssuingCA}
 	mustCLI(t, append(append([]string{"est", "enroll", "--pop", "--subject", "CN=pop"}, popBase...), dev...)...)
 	_, errOut, code := cli(context.Background(), append(append([]string{"est", "enroll", "--subject", "CN=nopop"}, popBase...), dev...)...)
 	if code == 0 || !strings.Contains(errOut, "4.00") {

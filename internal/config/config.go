@@ -301,6 +301,10 @@ type EDHOC struct {
 	MaxSessions int `yaml:"max_sessions"`
 	// MaxSessionsPerSource caps the handshakes of one IP address. Default 16.
 	MaxSessionsPerSource int `yaml:"max_sessions_per_source"`
+	// Credential is how message_2 identifies the server's certificate (ID_CRED_R, RFC 9528
+	// §3.5.3, RFC 9360): "x5chain-leaf" (the certificate alone), "x5chain" (with its issuing
+	// CA) or "x5t" (its SHA-256/64 hash only). Default "x5chain-leaf".
+	Credential string `yaml:"credential"`
 }
 
 // HTTP are the HTTP listener's timeouts and sizes.
@@ -325,6 +329,9 @@ type DTLS struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// IdleTimeout closes a session without traffic for this long. Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ParkAfter parks a quiet session (its keys kept, its connection state released; the next
+	// datagram resumes it) after this long without a record. Default 10s; negative = never.
+	ParkAfter time.Duration `yaml:"park_after"`
 	// HandshakesPerSourcePerSecond rate-limits handshakes from one IP address. Default 20.
 	HandshakesPerSourcePerSecond float64 `yaml:"handshakes_per_source_per_second"`
 	// MaxHalfOpen caps handshakes in progress at once. Default 512.

@@ -90,6 +90,38 @@ func LoadOSCOREContext(path string) (*OSCOREContextFile, oscore.Params, error) {
 	return &f, p, nil
 }
 
+// EDHOCCredential is the server's EDHOC credential (ID_CRED_R, RFC 9528 §3.5.3) for the
+// config value edhoc.credential: "x5chain-leaf" (default: the end-entity certificate alone;
+// RFC 9360 §2 does not require the whole chain when the recipient can find the rest, and
+// message_2 then fits one 1024-byte block), "x5chain" (with the issuing CA) or "x5t" (a
+// SHA-256/64 hash of the certificate, which the initiator must hold). chain is leaf first.
+func EDHOCCredential(chain []*x509.Certificate, kind string) (*edhoc.Credential, error) {
+	var (
+		cred *edhoc.Credential
+		err  error
+	)
+	if chain == nil { // only the choice is checked (Start, before the data directory exists)
+		switch kind {
+		case "", "x5chain-leaf", "x5chain", "x5t":
+			return nil, nil
+		}
+	}
+	switch kind {
+	case "", "x5chain-leaf":
+		cred, err = edhoc.NewX509Credential(chain[:min(1, len(chain))], edhoc.ByX5Chain)
+	case "x5chain":
+		cred, err = edhoc.NewX509Credential(chain, edhoc.ByX5Chain)
+	case "x5t":
+		cred, err = edhoc.NewX509Credential(chain, edhoc.ByX5T)
+	default:
+		return nil, fmt.Errorf("edhoc.credential %q: want x5chain-leaf, x5chain or x5t", kind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("edhoc credential: %w", err)
+	}
+	return cred, nil
+}
+
 // registerOSCORE sets up EST-oscore (draft-ietf-ace-coap-est-oscore) on the coap:// resource
 // table: the EST resources marked `osc` and served only to OSCORE-protected requests (others
 // get 4.01), the EDHOC resource (RFC 9528 Appendix A, RFC 9668 combined requests) that keys
@@ -111,9 +143,9 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		}
 		chain = append(chain, c)
 	}
-	cred, err := edhoc.NewX509Credential(chain, edhoc.ByX5Chain)
+	cred, err := EDHOCCredential(chain, s.cfg.EDHOC.Credential)
 	if err != nil {
-		return fmt.Errorf("edhoc credential: %w", err)
+		return err
 	}
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,

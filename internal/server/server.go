@@ -99,6 +99,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 	if err := cfg.Upstream.Validate(); err != nil {
 		return nil, err
 	}
+	if _, err := EDHOCCredential(nil, cfg.EDHOC.Credential); err != nil { // likewise
+		return nil, err
+	}
 	m := metrics.New()
 	h, err := openHouse(ctx, cfg, log, true)
 	if err != nil {
@@ -162,6 +165,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 			CipherSuites:                 suites,
 			HandshakeTimeout:             cfg.DTLS.HandshakeTimeout,
 			IdleTimeout:                  cfg.DTLS.IdleTimeout,
+			ParkAfter:                    cfg.DTLS.ParkAfter,
 			HandshakesPerSourcePerSecond: cfg.DTLS.HandshakesPerSourcePerSecond,
 			MaxHalfOpen:                  cfg.DTLS.MaxHalfOpen,
 			MaxSessions:                  cfg.DTLS.MaxSessions,
