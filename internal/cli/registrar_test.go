@@ -32,7 +32,7 @@ import (
 // EST over HTTPS (`serve --https`) that trusts the registrar's CA as a store of RAs (an ra rule
 // in every profile, so it accepts the registrar's relayed PoP, RFC 7030 §3.7), and a registrar
 // (`serve --upstream https://… --upstream-trust CA.pem`) whose identity DATA/registrar.pem
-// carries id-kp-cmcRA. trust is a PEM file with both roots: the registrar's (its DTLS
+// carries id-kp-cmcRA. trust is a PEM file with both roots: the registrar's (its DTLS and, with its issuing CA, EDHOC
 // certificate) and the upstream's (the issued certificates).
 func registrarPair(t *testing.T, caTweak func(*config.Config), regTweak ...func(*config.Config)) (ca, reg *served, trust string) {
 	t.Helper()
@@ -60,7 +60,9 @@ func registrarPair(t *testing.T, caTweak func(*config.Config), regTweak ...func(
 		c.Upstream = config.Upstream{URL: "https://" + ca.httpsAddr, Trust: ca.data.Paths.Root}
 	}}, regTweak...)...)
 	trust = filepath.Join(t.TempDir(), "trust.pem")
-	b := append(certPEM(reg.data.Root), certPEM(ca.data.Root)...)
+	// The registrar's issuing CA too: its EDHOC message_2 carries the leaf alone
+	// (edhoc.credential x5chain-leaf, the default).
+	b := append(append(certPEM(reg.data.Root), certPEM(reg.data.IssuingCA)...), certPEM(ca.data.Root)...)
 	if err := os.WriteFile(trust, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
