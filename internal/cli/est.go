@@ -585,6 +585,11 @@ func serverVerifier(f *estFlags, host string, stderr io.Writer) (func([][]byte) 
 		return func(raw [][]byte) ([]*x509.Certificate, error) {
 			chain, err := check(raw)
 			if err != nil {
+				if len(raw) == 1 && errors.As(err, new(x509.UnknownAuthorityError)) {
+					// An EDHOC server sending its certificate alone (coapca's default
+					// edhoc.credential x5chain-leaf, RFC 9528 §3.5.3) needs the issuing CA here.
+					return nil, fmt.Errorf("server not trusted by %s: %w (the server sent its certificate without its issuing CA: add that CA, e.g. DATA/issuing-ca.pem, to --trust)", from, err)
+				}
 				return nil, fmt.Errorf("server not trusted by %s: %w", from, err)
 			}
 			return chain, nil

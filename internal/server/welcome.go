@@ -79,6 +79,12 @@ or with libcoap (CSR from openssl req):
 	}
 	if s.udp != nil && s.demo {
 		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
+		// EDHOC's message_2 carries the server's certificate alone by default
+		// (edhoc.credential x5chain-leaf): the device needs the issuing CA as well as the root.
+		edhocTrust := rel(d.Paths.IssuingCA)
+		if s.cfg.EDHOC.Credential == "x5chain" {
+			edhocTrust = root
+		}
 		fmt.Fprintf(w, `EST-oscore (EDHOC with the demo device's certificate, then OSCORE):
   %s est enroll --server %s --edhoc \
       --trust %s --cert %s --key %s \
@@ -91,7 +97,7 @@ CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the d
       --trust %s --subject CN=demo-device-0001 --key-out cmp.key --out cmp.pem
   (observe %s/.well-known/cmp/ann for CA announcements)
 
-`, self, url, root, dev, devKey,
+`, self, url, edhocTrust, dev, devKey,
 			self, url, d.CMPSecretRef, rel(d.Paths.CMPSecret), root,
 			self, url, dev, devKey, root, url)
 	}
