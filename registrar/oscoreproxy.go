@@ -196,7 +196,7 @@ func (p *OSCOREProxy) serveEDHOC(ctx context.Context, r *coap.Request) *coap.Res
 // forwardEDHOC POSTs prefix ‖ body to the upstream's EDHOC resource and maps the answer back.
 func (p *OSCOREProxy) forwardEDHOC(ctx context.Context, prefix, body []byte) *coap.Response {
 	start := time.Now()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base.String()+"/"+oscorelayer.WellKnownEDHOC,
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base.String()+oscorelayer.WellKnownEDHOC,
 		bytes.NewReader(append(prefix, body...)))
 	if err != nil {
 		return estcoap.ErrorResponse(errs.Wrap(errs.Internal, err, "building the EDHOC request failed"))

@@ -121,7 +121,7 @@ func IsHTTPRequest(r *http.Request) bool {
 // the body (413 beyond it).
 func (s *Server) HTTPHandler(mux *coap.Mux, next http.Handler, maxBody int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/"+WellKnownEDHOC && mux != nil {
+		if r.URL.Path == WellKnownEDHOC && mux != nil {
 			s.serveEDHOCOverHTTP(w, r, maxBody)
 			return
 		}
@@ -181,7 +181,7 @@ func (s *Server) serveEDHOCOverHTTP(w http.ResponseWriter, r *http.Request, maxB
 		return
 	}
 	peer := coap.Peer{Addr: tcpAddr(r.RemoteAddr), AddressVerified: true}
-	resp := s.serveEDHOC(r.Context(), &coap.Request{Method: codes.POST, Path: "/" + WellKnownEDHOC,
+	resp := s.serveEDHOC(r.Context(), &coap.Request{Method: codes.POST, Path: WellKnownEDHOC,
 		ContentFormat: coap.CF(CFCIDEDHOC), Payload: body, Peer: peer})
 	status := http.StatusOK
 	if resp.Code != codes.Changed {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"coapca/internal/config"
 	"coapca/internal/pemfile"
+	"coapca/kms"
 	"coapca/oscore"
 )
 
@@ -52,6 +54,14 @@ func (h *hop) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "200-plain":
 		_, _ = w.Write([]byte("not an OSCORE answer"))
+		return
+	case "huge":
+		w.Header().Set("OSCORE", "AA")
+		w.Header().Set("Content-Type", "application/oscore")
+		_, _ = w.Write(bytes.Repeat([]byte{0x42}, 1<<17))
+		return
+	case "hang":
+		<-r.Context().Done() // the registrar gives up after upstream.timeout
 		return
 	case "close":
 		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
@@ -163,6 +173,25 @@ func TestRegistrarOSCOREEndToEnd(t *testing.T) {
 				t.Errorf("the certificate crossed the registrar in the clear")
 			}
 		})
+	}
+	if !h.contains([]byte("/.well-known/edhoc")) {
+		t.Errorf("EDHOC did not cross the hop: it did not run end to end with the upstream")
+	}
+	// A server-generated key (plain PKCS#8 under OSCORE, draft-ietf-ace-coap-est-oscore): end to
+	// end, the registrar cannot read it — unlike EST-coaps through a registrar (RFC 9148 §10.2).
+	skgKey := filepath.Join(dir, "skg.key")
+	mustCLI(t, "est", "serverkeygen", "--server", reg.coapURL, "--oscore", cliCtx, "--subject", "CN=proxied-skg-5e0b",
+		"--key-out", skgKey, "--out", filepath.Join(dir, "skg.pem"))
+	key, err := kms.LoadKeyFile(skgKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.contains(der) || h.contains([]byte("proxied-skg-5e0b")) {
+		t.Errorf("the server-generated key or its subject crossed the registrar in the clear")
 	}
 	if out := mustCLI(t, "est", "cacerts", "--server", reg.coapURL, "--oscore", cliCtx); strings.Count(out, "BEGIN CERTIFICATE") != 2 {
 		t.Fatalf("cacerts through the registrar: %s", out)
@@ -332,6 +361,8 @@ func TestRegistrarOSCOREForwardingFailures(t *testing.T) {
 		{"503", codes.ServiceUnavailable, 7},
 		{"200-plain", codes.BadGateway, 0},
 		{"close", codes.BadGateway, 0},
+		{"huge", codes.BadGateway, 0}, // an answer above the size limit is not relayed
+		{"hang", codes.GatewayTimeout, 0},
 	} {
 		t.Run("mode "+tc.mode, func(t *testing.T) {
 			h.mode.Store(tc.mode)
@@ -360,3 +391,43 @@ func TestRegistrarOSCOREForwardingFailures(t *testing.T) {
 
 // optEchoID is the Echo option (RFC 9175 §2.2.1).
 const optEchoID message.OptionID = 252
+
+// TestEDHOCOverHTTPRefuses: the upstream's EDHOC resource over HTTP takes only what a
+// CoAP→HTTP proxy maps from a CoAP POST of RFC 9528 Appendix A.2; each case is a request it
+// must refuse without starting a handshake.
+func TestEDHOCOverHTTPRefuses(t *testing.T) {
+	dir := t.TempDir()
+	ca := testServerAt(t, filepath.Join(dir, "ca"), func(c *config.Config) { c.Listen.HTTP = "127.0.0.1:0" })
+	for _, tc := range []struct {
+		name, method, ctype string
+		body                []byte
+		want                int
+	}{
+		{"GET", http.MethodGet, "", nil, http.StatusMethodNotAllowed},
+		{"wrong media type", http.MethodPost, "application/json", []byte{0xf5, 0x03}, http.StatusUnsupportedMediaType},
+		{"empty", http.MethodPost, "application/cid-edhoc+cbor-seq", nil, http.StatusBadRequest},
+		{"garbage message_1", http.MethodPost, "application/cid-edhoc+cbor-seq", []byte{0xf5, 0xff, 0xff}, http.StatusBadRequest},
+		{"oversized", http.MethodPost, "application/cid-edhoc+cbor-seq", bytes.Repeat([]byte{0xf5}, 1<<20), http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, ca.httpURL+"/.well-known/edhoc", bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	if m := scrape(t, ca); !strings.Contains(m, "coapca_edhoc_sessions 0") {
+		t.Errorf("a refused request left an EDHOC session")
+	}
+}
