@@ -51,8 +51,6 @@ type OSCOREProxy struct {
 	local    LocalLayer
 	maxBody  int64
 	onResult func(op, result string, d time.Duration)
-
-	forwarded atomic.Uint64
 }
 
 // OSCOREProxy returns the forwarding layer toward rawURL (http:// or https://host[:port][/prefix];
@@ -77,9 +75,6 @@ func (p *OSCOREProxy) WithLocal(local LocalLayer) *OSCOREProxy {
 	p.local = local
 	return p
 }
-
-// Forwarded is the number of requests forwarded so far (OSCORE and EDHOC).
-func (p *OSCOREProxy) Forwarded() uint64 { return p.forwarded.Load() }
 
 // Unprotect implements coap.Layer.
 func (p *OSCOREProxy) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResult {
@@ -246,7 +241,6 @@ func (p *OSCOREProxy) do(ctx context.Context, op string, hr *http.Request) (*htt
 		return nil, nil, errs.Wrap(errs.Unavailable, ctx.Err(), "request abandoned")
 	}
 	defer func() { <-s.slots }()
-	p.forwarded.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	var connected atomic.Bool
