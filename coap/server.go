@@ -611,20 +611,7 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		if v, ok := echoOf(m.Options); ok && s.echo.valid(v, sess.udpKey) {
 			s.markVerified(sess)
 		} else if !forLayer {
-			typ, mid := m.Type, uint16(m.MessageID)
-			if typ == message.NonConfirmable {
-				sess.mu.Lock()
-				mid = sess.allocMIDLocked()
-				sess.mu.Unlock()
-			}
-			if c := s.echo.challenge(typ, mid, m.Token, encodedLen(m), sess.udpKey); c != nil {
-				s.ep.stats.challenges.Add(1)
-				s.ep.stats.byCode[codes.Unauthorized].Add(1)
-				if typ == message.Confirmable {
-					sess.setReply(e, c)
-				}
-				sess.send(c)
-			}
+			s.challenge(sess, m, e)
 			return
 		}
 	}
@@ -649,6 +636,7 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	}
 	peer := sess.peer
 	peer.AddressVerified = sess.verified.Load()
+	var forward Handler
 	if l := layer; l != nil {
 		if m.Options.HasOption(optOSCORE) && m.Options.HasOption(message.Block1) {
 			// RFC 8613 §4.1.3.4.2: Outer Block options (a proxy fragmenting an OSCORE message)
@@ -677,6 +665,15 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		case lr.Reply != nil:
 			ex.reply(lr.Reply)
 			return
+		case lr.Forward != nil:
+			if !sess.verified.Load() {
+				// A forwarded request is not verified here, so it does not prove the source
+				// address: the source answers an Echo challenge first (RFC 9175 §2.4 item 3),
+				// or a spoofed datagram would make the upstream's answer an amplifier.
+				s.challenge(sess, m, e)
+				return
+			}
+			forward = lr.Forward
 		case lr.Request != nil:
 			inner := lr.Request
 			inner.Type, inner.MessageID, inner.Token = m.Type, m.MessageID, m.Token
@@ -708,7 +705,9 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 	query := queriesOf(m.Options)
 	cf := optUint(m.Options, message.ContentFormat)
 	res, ok := s.mux.lookup(path)
-	if !ok && path == wellKnownCore {
+	if forward != nil {
+		res, ok = Resource{Path: path, Handler: forward}, true
+	} else if !ok && path == wellKnownCore {
 		res, ok = Resource{Path: wellKnownCore, Handler: HandlerFunc(s.wellKnown)}, true
 	}
 	if !ok {
@@ -788,6 +787,24 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		defer s.running.Done() // admitted above
 		s.serve(ex, res, req, key2, b2, b1echo)
 	}()
+}
+
+// challenge answers a request from an unproven address with 4.01 + Echo (RFC 9175 §2.4 item 3).
+func (s *Server) challenge(sess *session, m *message.Message, e *dedupEntry) {
+	typ, mid := m.Type, uint16(m.MessageID)
+	if typ == message.NonConfirmable {
+		sess.mu.Lock()
+		mid = sess.allocMIDLocked()
+		sess.mu.Unlock()
+	}
+	if c := s.echo.challenge(typ, mid, m.Token, encodedLen(m), sess.udpKey); c != nil {
+		s.ep.stats.challenges.Add(1)
+		s.ep.stats.byCode[codes.Unauthorized].Add(1)
+		if typ == message.Confirmable {
+			sess.setReply(e, c)
+		}
+		sess.send(c)
+	}
 }
 
 // drainRetryAfter is the Max-Age (seconds) of the 5.03 that refuses requests during Shutdown.

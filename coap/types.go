@@ -60,12 +60,16 @@ type Layer interface {
 //     nothing;
 //   - Request != nil: serve the decrypted Request with Peer, and pass every response message
 //     to it (piggybacked, separate, block-wise, error) through Protect;
-//   - both nil: the request is not for the layer (no OSCORE option); serve it as it is.
+//   - Forward != nil: the request is still protected and not for this endpoint (a proxy that
+//     holds no context for it, RFC 8613 §10): Forward serves the message as received, outside
+//     the resource table, and its response is sent as it is (not sealed);
+//   - all nil: the request is not for the layer (no OSCORE option); serve it as it is.
 type LayerResult struct {
 	Request *message.Message
 	Peer    Peer
 	Protect func(resp *message.Message) (*message.Message, error)
 	Reply   *message.Message
+	Forward Handler
 }
 
 // ClientLayer protects a client's requests (ClientOptions.Layer), e.g. with OSCORE.

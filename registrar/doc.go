@@ -32,6 +32,13 @@
 //     signed by it carrying the device's names, enrolls that and returns key and certificate;
 //     each such key is logged and counted.
 //
+// OSCOREProxy is the other road for EST-oscore (RFC 8613 §11, draft-ietf-ace-coap-est-oscore):
+// OSCORE-protected requests the registrar holds no context for, and the EDHOC messages that key
+// them (RFC 9528 Appendix A.2, RFC 9668 combined requests split into their two halves), are
+// forwarded to an HTTP(S) EST-oscore server without any security processing — the registrar
+// never holds or derives the keys, sees only ciphertext, and forwards only to its configured
+// URL.
+//
 // Discovery (RFC 9148 §4.1) is answered by the EST-coaps binding from the registrar's own
 // resource table; /crts is served from a cache refreshed with If-None-Match (ETag) and kept when
 // the upstream is briefly unreachable.

@@ -121,6 +121,10 @@ func IsHTTPRequest(r *http.Request) bool {
 // the body (413 beyond it).
 func (s *Server) HTTPHandler(mux *coap.Mux, next http.Handler, maxBody int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == WellKnownEDHOC && mux != nil {
+			s.serveEDHOCOverHTTP(w, r, maxBody)
+			return
+		}
 		if !IsHTTPRequest(r) {
 			next.ServeHTTP(w, r)
 			return
@@ -153,6 +157,54 @@ func (s *Server) HTTPHandler(mux *coap.Mux, next http.Handler, maxBody int64) ht
 		WriteHTTPResponse(w, out)
 	})
 }
+
+// serveEDHOCOverHTTP answers the EDHOC resource over HTTP, mapped as RFC 8075 maps a CoAP POST:
+// a CoAP→HTTP proxy (coapca's registrar) forwards message_1 and message_3 this way so that
+// EDHOC runs end to end between the device and this server. The body is the CoAP payload
+// (true ‖ message_1, or C_R ‖ message_3, RFC 9528 Appendix A.2), Content-Type
+// application/cid-edhoc+cbor-seq; the answer is 200 with message_2 (or 204 after message_3),
+// an EDHOC error with its RFC 8075 status and Content-Type application/edhoc+cbor-seq.
+func (s *Server) serveEDHOCOverHTTP(w http.ResponseWriter, r *http.Request, maxBody int64) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "EDHOC requests are POST (RFC 9528 Appendix A.2)", http.StatusMethodNotAllowed)
+		return
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != EDHOCMediaTypeCID && mt != EDHOCMediaType {
+		http.Error(w, "EDHOC requests are application/cid-edhoc+cbor-seq", http.StatusUnsupportedMediaType)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || int64(len(body)) > maxBody {
+		http.Error(w, "body unreadable or too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	peer := coap.Peer{Addr: tcpAddr(r.RemoteAddr), AddressVerified: true}
+	resp := s.serveEDHOC(r.Context(), &coap.Request{Method: codes.POST, Path: WellKnownEDHOC,
+		ContentFormat: coap.CF(CFCIDEDHOC), Payload: body, Peer: peer})
+	status := http.StatusOK
+	if resp.Code != codes.Changed {
+		status = toHTTPStatus(resp.Code)
+	} else if len(resp.Payload) == 0 {
+		status = http.StatusNoContent
+	}
+	if len(resp.Payload) > 0 {
+		ct := EDHOCMediaType
+		if resp.Code == codes.Changed {
+			ct = EDHOCMediaTypeCID
+		}
+		w.Header().Set("Content-Type", ct)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(resp.Payload)
+}
+
+// EDHOC media types (RFC 9528 §10.9): Content-Formats 64 and 65.
+const (
+	EDHOCMediaType    = "application/edhoc+cbor-seq"
+	EDHOCMediaTypeCID = "application/cid-edhoc+cbor-seq"
+)
 
 // MessageFromHTTPRequest maps an HTTP request carrying an OSCORE message to the CoAP OSCORE
 // request (RFC 8613 §11.3): it must be a POST with one OSCORE header field and Content-Type

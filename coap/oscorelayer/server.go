@@ -354,6 +354,18 @@ func (s *Server) addDerivedLocked(c *oscore.Context, id Identity, now time.Time)
 	s.derived++
 }
 
+// HoldsContext reports whether req is an OSCORE request this layer may verify: one whose kid
+// (and ID Context) names a context it holds. It changes nothing (no replay window is touched); a proxy asks it
+// to decide whether a request is its own or is forwarded without security processing
+// (RFC 8613 §10).
+func (s *Server) HoldsContext(req *message.Message) bool {
+	ov, err := oscore.ParseMessage(req)
+	if err != nil {
+		return false
+	}
+	return len(s.ring.Lookup(ov)) > 0
+}
+
 // Unprotect implements coap.Layer: it verifies an OSCORE request (RFC 8613 §8.2), first
 // completing EDHOC when it is a combined request (RFC 9668 §3.3.1).
 func (s *Server) Unprotect(req *message.Message, peer coap.Peer) coap.LayerResult {

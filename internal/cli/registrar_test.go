@@ -533,6 +533,8 @@ func TestServeUpstreamFlags(t *testing.T) {
 		{"no anchors for the upstream", []string{"--upstream", "https://ca.example"}, "upstream.trust"},
 		{"certificate without key", []string{"--upstream", "https://ca.example", "--upstream-trust", "x.pem", "--upstream-cert", "c.pem"}, "go together"},
 		{"trust without upstream", []string{"--upstream-trust", "x.pem"}, "without upstream.url"},
+		{"oscore forwarding without upstream", []string{"--upstream-oscore", "http://ca.example"}, "without upstream.url"},
+		{"oscore forwarding to a coap URL", []string{"--upstream", "https://ca.example", "--upstream-trust", "x.pem", "--upstream-oscore", "coap://evil.example"}, "upstream.oscore_url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")

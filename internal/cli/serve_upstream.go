@@ -13,11 +13,12 @@ func upstreamFlags(fs *flag.FlagSet) func(*config.Config) {
 	trust := fs.String("upstream-trust", "", "PEM anchors for the upstream's TLS certificate (required with --upstream)")
 	cert := fs.String("upstream-cert", "", "the registrar's TLS client certificate toward the upstream, PEM (default DATA/registrar.pem, with id-kp-cmcRA)")
 	key := fs.String("upstream-key", "", "the key of --upstream-cert, PEM")
+	oscoreURL := fs.String("upstream-oscore", "", "with --upstream: forward EST-oscore and EDHOC the registrar holds no context for, ciphertext only, to this EST-oscore server over HTTP, http(s)://host[:port][/prefix] (RFC 8613 §11)")
 	return func(c *config.Config) {
 		for _, o := range []struct {
 			flag string
 			dst  *string
-		}{{*url, &c.Upstream.URL}, {*trust, &c.Upstream.Trust}, {*cert, &c.Upstream.Cert}, {*key, &c.Upstream.Key}} {
+		}{{*url, &c.Upstream.URL}, {*trust, &c.Upstream.Trust}, {*cert, &c.Upstream.Cert}, {*key, &c.Upstream.Key}, {*oscoreURL, &c.Upstream.OSCOREURL}} {
 			if o.flag != "" {
 				*o.dst = o.flag
 			}

@@ -43,6 +43,11 @@ type Upstream struct {
 	LocalKeygen bool `yaml:"local_keygen"`
 	// KeyType is the type of such keys (P-256, P-384, P-521, RSA-2048, ...). Default P-256.
 	KeyType string `yaml:"key_type"`
+	// OSCOREURL is the HTTP(S) EST-oscore server that OSCORE-protected requests the registrar
+	// holds no context for, and the EDHOC messages on /.well-known/edhoc, are forwarded to
+	// without security processing (RFC 8613 §11): http(s)://host[:port][/prefix]. Default ""
+	// (the registrar terminates EST-oscore itself).
+	OSCOREURL string `yaml:"oscore_url"`
 }
 
 // Enabled reports whether registrar mode is on.
@@ -51,7 +56,7 @@ func (u Upstream) Enabled() bool { return u.URL != "" }
 // Validate checks the section without touching the network (files are read by the server).
 func (u Upstream) Validate() error {
 	if !u.Enabled() {
-		if u.Trust != "" || u.Cert != "" || u.Key != "" || u.User != "" || len(u.Labels) > 0 || u.LocalKeygen {
+		if u.Trust != "" || u.Cert != "" || u.Key != "" || u.User != "" || len(u.Labels) > 0 || u.LocalKeygen || u.OSCOREURL != "" {
 			return fmt.Errorf("config: upstream: settings without upstream.url")
 		}
 		return nil
@@ -71,6 +76,12 @@ func (u Upstream) Validate() error {
 	}
 	if u.Timeout < 0 || u.RetryAfter < 0 || u.CACertsRefresh < 0 || u.MaxConcurrent < 0 {
 		return fmt.Errorf("config: upstream: negative timeout, retry_after, cacerts_refresh or max_concurrent")
+	}
+	if u.OSCOREURL != "" {
+		p, err := url.Parse(u.OSCOREURL)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.RawQuery != "" || p.User != nil {
+			return fmt.Errorf("config: upstream.oscore_url %q: want http(s)://host[:port][/prefix]", u.OSCOREURL)
+		}
 	}
 	for down, up := range u.Labels {
 		if strings.Contains(down, "/") || strings.Contains(up, "/") {

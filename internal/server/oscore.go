@@ -193,9 +193,16 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		return err
 	}
 	estcoap.New(s.estFront(), estcoap.Options{Labels: s.auth.Labels(), OSCORE: true, Logger: s.log}).Register(s.plainMux)
+	s.oscoreLayer = layer
+	if s.oscoreProxy != nil {
+		// Registrar forwarding EST-oscore (upstream.oscore_url): EDHOC runs end to end with the
+		// upstream, and only the pre-shared and token contexts held here are verified here.
+		s.plainMux.Handle(s.oscoreProxy.EDHOCResource())
+		s.plainMux.SetLayer(s.oscoreProxy.WithLocal(layer))
+		return nil
+	}
 	s.plainMux.Handle(layer.EDHOCResource())
 	s.plainMux.SetLayer(layer)
-	s.oscoreLayer = layer
 	return nil
 }
 

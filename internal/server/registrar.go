@@ -93,6 +93,23 @@ func (s *Server) startRegistrar(ctx context.Context) error {
 		return err
 	}
 	s.registrar = reg
+	if u.OSCOREURL != "" {
+		oscoreHost := u.OSCOREURL
+		if p, err := url.Parse(u.OSCOREURL); err == nil {
+			oscoreHost = p.Host
+		}
+		maxBody := int64(s.cfg.CoAP.MaxBodySize)
+		proxy, err := reg.OSCOREProxy(u.OSCOREURL, maxBody, func(op, result string, d time.Duration) {
+			latency.WithLabelValues(oscoreHost, op).Observe(d.Seconds())
+			results.WithLabelValues(oscoreHost, op, result).Inc()
+		})
+		if err != nil {
+			return err
+		}
+		s.oscoreProxy = proxy
+		s.log.Info("registrar: EST-oscore and EDHOC without a context here are forwarded to the upstream, ciphertext only (RFC 8613 §11)",
+			"oscore_upstream", u.OSCOREURL)
+	}
 	first, cancel := context.WithTimeout(ctx, min(5*time.Second, max(u.Timeout, time.Second)))
 	err = reg.Refresh(first)
 	cancel()

@@ -39,6 +39,8 @@ type Server struct {
 	est     *estserver.Service
 	// registrar relays EST-coaps and EST-oscore upstream (registrar.go); nil when off.
 	registrar *registrar.Service
+	// oscoreProxy forwards EST-oscore to upstream.oscore_url (nil = not forwarding).
+	oscoreProxy *registrar.OSCOREProxy
 
 	secureMux, plainMux *coap.Mux
 	httpMux             *http.ServeMux
