@@ -142,7 +142,9 @@ func TestRegistrarOSCOREEndToEnd(t *testing.T) {
 	ca, reg, h := oscoreRegistrar(t, dir)
 	cliCtx := writeFile(t, filepath.Join(dir, "client.yaml"), pskClientYAML)
 	d := ca.data.Paths
-	edhocArgs := []string{"--server", reg.coapURL, "--edhoc", "--trust", d.Root, "--cert", d.Device, "--key", d.DeviceKey}
+	// The upstream (the EDHOC responder) sends its certificate alone (edhoc.credential
+	// x5chain-leaf): the device trusts the issuing CA.
+	edhocArgs := []string{"--server", reg.coapURL, "--edhoc", "--trust", d.IssuingCA, "--cert", d.Device, "--key", d.DeviceKey}
 	for _, tc := range []struct {
 		name, subject string
 		args          []string
