@@ -164,6 +164,14 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "tamp" {
 		fs.StringVar(&f.returnError, "error", "", "answer with a TAMP error of this RFC 5934 StatusCode (name such as seqNumFailure, or number)")
 	}
+	if cmd == "symmetrickeys" {
+		fs.StringVar(&f.returnError, "error", "", "refuse the package: write no keys and return a key package error of this RFC 7191 code "+
+			"(name such as decryptFailure, or number) instead of the receipt")
+	}
+	if cmd == "firmware" {
+		fs.StringVar(&f.returnError, "error", "", "refuse the package: write no image and return a firmware package load error of this "+
+			"RFC 4108 §4 code (name such as badFirmware, or number) instead of the receipt")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
