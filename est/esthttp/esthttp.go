@@ -483,7 +483,7 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		}
 		// RFC 8295 §6.1.2: "HTTP 200 response code with a Content-Type of application/cms".
 		w.Header().Set("Cache-Control", "no-store")
-		writeBase64(w, est.MediaFirmwarePackage, der)
+		writeBase64(w, est.FirmwareMediaType(der), der)
 	case estserver.OpFirmwareReturn:
 		if err := ps.ReturnFirmware(ctx, req); err != nil {
 			h.fail(w, r, err)

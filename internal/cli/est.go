@@ -94,6 +94,7 @@ type estFlags struct {
 	returnError             string
 	packageCert, packageKey string
 	noReceipt               bool // symmetrickeys: --no-receipt
+	firmwareKeys            string // firmware: --firmware-keys
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -169,6 +170,8 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"(name such as decryptFailure, or number) instead of the receipt")
 	}
 	if cmd == "firmware" {
+		fs.StringVar(&f.firmwareKeys, "firmware-keys", "", "the keys file `est symmetrickeys --out` wrote: decrypts an encrypted firmware package "+
+			"with the key its decrypt-key-identifier names (RFC 4108 §2.2.5)")
 		fs.StringVar(&f.returnError, "error", "", "refuse the package: write no image and return a firmware package load error of this "+
 			"RFC 4108 §4 code (name such as badFirmware, or number) instead of the receipt")
 	}

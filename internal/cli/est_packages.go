@@ -170,6 +170,11 @@ func fetchFirmware(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, s
 	if err != nil {
 		return err
 	}
+	if fw.Encrypted() && f.returnError == "" {
+		if err := decryptFirmware(fw, f.firmwareKeys); err != nil {
+			return err
+		}
+	}
 	if f.returnError != "" {
 		// RFC 8295 §6.2: the client returns a firmware package load error (RFC 4108 §4) for the
 		// package it refuses, signed like a receipt, naming the package; it writes no image.
@@ -310,4 +315,33 @@ func returnErrorCode(f *estFlags, byName func(string) (int, bool), what string) 
 		return 0, usagef("--error %q: not an %s", f.returnError, what)
 	}
 	return code, nil
+}
+
+// decryptFirmware decrypts an encrypted firmware package (RFC 4108 §2.1.3) with the key its
+// decrypt-key-identifier names, read from keysFile ("ID ALGORITHM HEX" lines, as `est
+// symmetrickeys` writes them).
+func decryptFirmware(fw *est.Firmware, keysFile string) error {
+	id := string(fw.DecryptKeyID)
+	if keysFile == "" {
+		return usagef("the firmware package is encrypted with key %q: fetch it with `est symmetrickeys --out FILE` and pass --firmware-keys FILE", id)
+	}
+	b, err := os.ReadFile(keysFile)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 3 || fields[0] != id {
+			continue
+		}
+		key, err := hex.DecodeString(fields[2])
+		if err != nil {
+			return fmt.Errorf("%s: key %q is not hex", keysFile, id)
+		}
+		if err := fw.Decrypt(key); err != nil {
+			return fmt.Errorf("firmware package: key %q from %s: %w", id, keysFile, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("the firmware package is encrypted with key %q, which %s does not hold", id, keysFile)
 }
