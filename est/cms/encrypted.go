@@ -30,7 +30,7 @@ func EncryptData(rnd io.Reader, contentType asn1.ObjectIdentifier, content, key 
 	ct := encryptCBC(key, iv, content)
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // EncryptedData
-		b.AddASN1Int64(0) // RFC 5652 §8: version 0 when there are no unprotectedAttrs
+		b.AddASN1Int64(0)                                        // RFC 5652 §8: version 0 when there are no unprotectedAttrs
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // EncryptedContentInfo
 			b.AddASN1ObjectIdentifier(contentType)
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

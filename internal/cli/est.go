@@ -93,7 +93,7 @@ type estFlags struct {
 	receipt                 bool
 	returnError             string
 	packageCert, packageKey string
-	noReceipt               bool // symmetrickeys: --no-receipt
+	noReceipt               bool   // symmetrickeys: --no-receipt
 	firmwareKeys            string // firmware: --firmware-keys
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
