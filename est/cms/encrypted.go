@@ -77,3 +77,19 @@ func DecryptData(der, key []byte) (asn1.ObjectIdentifier, []byte, error) {
 	}
 	return ctype, pt, nil
 }
+
+// ParseContentInfo reads a DER ContentInfo of any type (RFC 5652 §3) and returns its content
+// type and content.
+func ParseContentInfo(der []byte) (asn1.ObjectIdentifier, []byte, error) {
+	if len(der) > MaxMessageSize {
+		return nil, nil, fmt.Errorf("cms: message of %d bytes is larger than %d", len(der), MaxMessageSize)
+	}
+	in := cryptobyte.String(der)
+	var ci, content cryptobyte.String
+	var ctype asn1.ObjectIdentifier
+	if !in.ReadASN1(&ci, cbasn1.SEQUENCE) || !in.Empty() || !ci.ReadASN1ObjectIdentifier(&ctype) ||
+		!ci.ReadASN1(&content, cbasn1.Tag(0).Constructed().ContextSpecific()) || !ci.Empty() {
+		return nil, nil, errors.New("cms: not a DER ContentInfo")
+	}
+	return ctype, []byte(content), nil
+}
