@@ -78,7 +78,9 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 		var e, ret est.PALEntry
 		switch p.Kind {
 		case authority.PackageSymmetricKeys:
-			e = est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys}
+			// RFC 8295 §2.1 size: that of the SymmetricKeyPackage; the CMS layers around it
+			// depend on the form the client asks for.
+			e = est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys, Size: int64(len(p.Content))}
 			ret = est.PALEntry{Type: est.PALSymmetricKeyReturn, URI: OpSymmetricKeysReturn}
 		case authority.PackageFirmware:
 			e = est.PALEntry{Type: est.PALFirmwarePackage, URI: OpFirmware, Size: int64(len(p.Content))}
@@ -89,7 +91,7 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 			if !ok {
 				continue
 			}
-			e = est.PALEntry{Type: pkgType, URI: OpTAMP}
+			e = est.PALEntry{Type: pkgType, URI: OpTAMP, Size: int64(len(p.Content))}
 			ret = est.PALEntry{Type: retType, URI: OpTAMPReturn}
 		default:
 			continue

@@ -50,6 +50,18 @@ func TestESTHTTPSEncryptedFirmware(t *testing.T) {
 	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0024 0026" {
 		t.Fatalf("A's PAL: %q, want the key package and the firmware", got)
 	}
+	// RFC 8295 §2.1: every entry has a size; the packages' are theirs, the certificate
+	// operations' (built per request) 0.
+	pal := estDo(t, s, devA, 0, "GET", s.estURL("")+"/pal", "", nil)
+	entries, err := est.ParsePAL(bytes.NewReader(pal.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if (e.Size > 0) != (e.Type == est.PALSymmetricKeyPackage || e.Type == est.PALFirmwarePackage) {
+			t.Errorf("PAL entry %s of size %d", e.Type, e.Size)
+		}
+	}
 
 	r := estDo(t, s, devA, 0, "GET", s.estURL("")+"/firmware", "", nil)
 	if r.status != http.StatusOK || r.header.Get("Content-Type") != est.MediaFirmwarePackageEnc {
