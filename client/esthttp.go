@@ -72,6 +72,10 @@ type HTTPSOptions struct {
 	// (Accept: application/cms): the encrypted key of KeyDecrypter (required) in a further
 	// SignedData. Both signatures must validate to Trust when it is set.
 	KeyPackage bool
+	// SymKeyEncapsulation is the form of RFC 8295 §5.1.2 asked of /symmetrickeys (Accept with
+	// the RFC 7193 parameters) and the only one SymmetricKeys accepts; the zero value is
+	// signed-enveloped-signed.
+	SymKeyEncapsulation est.SymKeyEncapsulation
 }
 
 // HTTPS is an EST over HTTPS client. It is not safe for concurrent use.
@@ -252,6 +256,9 @@ func (c *HTTPS) exchange(ctx context.Context, method, op, contentType string, bo
 	if op == "serverkeygen" && c.opts.KeyPackage {
 		// RFC 8295 §8.1: the key part comes as application/cms in the multipart answer.
 		req.Header.Set("Accept", "multipart/mixed, application/cms")
+	}
+	if op == "symmetrickeys" {
+		req.Header.Set("Accept", c.opts.SymKeyEncapsulation.MediaType())
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)

@@ -60,6 +60,11 @@ func (c *HTTPS) SymmetricKeys(ctx context.Context, d cms.Decrypter) (*est.Opened
 	if err != nil {
 		return nil, fmt.Errorf("est /%s: %w", op, err)
 	}
+	// Only the form asked for is taken: a server that strips a signature or the encryption
+	// (RFC 8295 §5.1.2's note on a malicious server) is refused.
+	if keys.Encapsulation != c.opts.SymKeyEncapsulation {
+		return nil, fmt.Errorf("est /%s: the package came %s, not %s as asked (RFC 8295 §5.1.2)", op, keys.Encapsulation, c.opts.SymKeyEncapsulation)
+	}
 	cas, err := c.CACerts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("est /%s: intermediates for validation: %w", op, err)
@@ -69,6 +74,9 @@ func (c *HTTPS) SymmetricKeys(ctx context.Context, d cms.Decrypter) (*est.Opened
 		signer *x509.Certificate
 		certs  []*x509.Certificate
 	}{{"outer", keys.OuterSigner, keys.OuterCerts}, {"inner", keys.InnerSigner, keys.InnerCerts}} {
+		if s.signer == nil {
+			continue // a layer this form does not have
+		}
 		if err := checkKeySigner(s.signer, slices.Concat(s.certs, cas), c.opts.Trust); err != nil {
 			return nil, fmt.Errorf("est /%s: %s SignedData: %w (RFC 8295 §5.1.2)", op, s.layer, err)
 		}

@@ -15,12 +15,15 @@
 //     service builds it (estserver.Service.SetKeyEncryption), clients open it with
 //     DecryptServerKey
 //   - RFC 8295 packages: the Package Availability List (§2; MarshalPAL, ParsePAL), symmetric
-//     key packages (RFC 6031) in the signed-enveloped-signed form of §5.1.2 with RFC 7191 §5's
-//     key-package-identifier-and-receipt-request (SealSymmetricKeyPackage,
-//     OpenSymmetricKeyPackage), key package receipts and errors (RFC 7191), firmware packages
-//     and their load receipts and errors (RFC 4108; SignFirmwarePackage, OpenFirmwarePackage,
-//     ParseFirmwareReturn) and the TAMP messages (RFC 5934; MarshalTAMP, ParseTAMP, SignTAMP,
-//     OpenTAMP). None of them has a CoAP Content-Format.
+//     key packages (RFC 6031) in every form of §5.1.2 — plain, signed, enveloped,
+//     signed-enveloped-signed, and the encrypted key package of RFC 6032 — with RFC 7191 §5's
+//     key-package-identifier-and-receipt-request (SymKeyEncapsulation, SealSymmetricKeyPackageAs,
+//     OpenSymmetricKeyPackage, MarshalEncryptedKeyPackage, ParseEncryptedKeyPackage), key
+//     package receipts and errors (RFC 7191), firmware packages, signed or encrypted then signed,
+//     and their load receipts and errors (RFC 4108; SignFirmwarePackage,
+//     SignEncryptedFirmwarePackage, OpenFirmwarePackage, ParseFirmwareReturn) and the TAMP
+//     messages (RFC 5934; MarshalTAMP, ParseTAMP, SignTAMP, OpenTAMP). None of them has a CoAP
+//     Content-Format.
 //
 // Content-Format numbers are those registered by RFC 9148 §8.1 (and RFC 8710 for 62).
 package est

@@ -30,11 +30,15 @@ var (
 	OIDFirmwarePackageID = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 35}
 	// OIDTargetHardwareIDs is id-aa-targetHardwareIDs (RFC 4108 §2.2.2).
 	OIDTargetHardwareIDs = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 36}
+	// OIDDecryptKeyID is id-aa-decryptKeyID (RFC 4108 §2.2.5): names the symmetric key that
+	// decrypts an encrypted firmware package.
+	OIDDecryptKeyID = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 37}
 )
 
 // Media types of RFC 8295 §6 with RFC 7193's parameters.
 const (
 	MediaFirmwarePackage       = `application/cms; encapsulatingContent=signedData; innerContent=firmwarePackage`
+	MediaFirmwarePackageEnc    = `application/cms; encapsulatingContent="signedData, encryptedData"; innerContent=firmwarePackage`
 	MediaFirmwareReceipt       = `application/cms; encapsulatingContent=signedData; innerContent=firmwarePackageLoadReceipt`
 	MediaFirmwareError         = `application/cms; encapsulatingContent=signedData; innerContent=firmwarePackageLoadError`
 	MediaFirmwareReceiptPlain  = `application/cms; innerContent=firmwarePackageLoadReceipt`
@@ -135,6 +139,25 @@ func readFirmwareName(s *cryptobyte.String) (FirmwareName, error) {
 // 4108 §2.2.2: required unless community identifiers are used, which coapca does not write).
 func SignFirmwarePackage(rnd io.Reader, image []byte, name FirmwareName, hwTypes []asn1.ObjectIdentifier, signer crypto.Signer,
 	chain []*x509.Certificate, now time.Time) ([]byte, error) {
+	return signFirmware(rnd, image, name, hwTypes, nil, nil, signer, chain, now)
+}
+
+// SignEncryptedFirmwarePackage is SignFirmwarePackage with the firmware encrypted (RFC 4108
+// §2.1.3, RFC 8295 §6.1.2 "encrypted ... prior to signature"): the SignedData holds an
+// EncryptedData (AES-CBC under key) of the FirmwarePkgData, and the decrypt-key-identifier
+// attribute keyID names key, which RFC 4108 §2.2.5 requires ("MUST be present" when the package
+// is encrypted) and which the caller delivers to the clients by other means (coapca: a
+// symmetric key package, RFC 8295 §5, encrypted for each client).
+func SignEncryptedFirmwarePackage(rnd io.Reader, image []byte, name FirmwareName, hwTypes []asn1.ObjectIdentifier, key, keyID []byte,
+	signer crypto.Signer, chain []*x509.Certificate, now time.Time) ([]byte, error) {
+	if len(keyID) == 0 || len(keyID) > maxLegacyName {
+		return nil, fmt.Errorf("firmware package: decrypt key identifier of %d bytes (1..%d)", len(keyID), maxLegacyName)
+	}
+	return signFirmware(rnd, image, name, hwTypes, key, keyID, signer, chain, now)
+}
+
+func signFirmware(rnd io.Reader, image []byte, name FirmwareName, hwTypes []asn1.ObjectIdentifier, key, keyID []byte, signer crypto.Signer,
+	chain []*x509.Certificate, now time.Time) ([]byte, error) {
 	if len(image) == 0 || len(image) > MaxFirmwareImage {
 		return nil, fmt.Errorf("firmware package: image of %d bytes (1..%d)", len(image), MaxFirmwareImage)
 	}
@@ -164,8 +187,24 @@ func SignFirmwarePackage(rnd io.Reader, image []byte, name FirmwareName, hwTypes
 	if err != nil {
 		return nil, err
 	}
-	sd, err := cms.SignWithAttributes(rnd, OIDFirmwarePackage, contentDER, signer, chain, now,
-		cms.Attribute{Type: OIDFirmwarePackageID, Value: idDER}, cms.Attribute{Type: OIDTargetHardwareIDs, Value: targetsDER})
+	attrs := []cms.Attribute{{Type: OIDFirmwarePackageID, Value: idDER}, {Type: OIDTargetHardwareIDs, Value: targetsDER}}
+	ctype := OIDFirmwarePackage
+	if key != nil {
+		// RFC 4108 §2.1.3: the encrypted content type is id-ct-firmwarePackage inside an
+		// EncryptedData, which the SignedData encapsulates (eContentType id-encryptedData).
+		if contentDER, err = cms.EncryptData(rnd, OIDFirmwarePackage, contentDER, key); err != nil {
+			return nil, fmt.Errorf("firmware package: %w", err)
+		}
+		var kid cryptobyte.Builder
+		kid.AddASN1OctetString(keyID) // DecryptKeyIdentifier ::= OCTET STRING
+		kidDER, err := kid.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, cms.Attribute{Type: OIDDecryptKeyID, Value: kidDER})
+		ctype = cms.OIDEncryptedData
+	}
+	sd, err := cms.SignWithAttributes(rnd, ctype, contentDER, signer, chain, now, attrs...)
 	if err != nil {
 		return nil, fmt.Errorf("firmware package: %w", err)
 	}
@@ -181,6 +220,54 @@ type Firmware struct {
 	// authorized trust anchor (RFC 8295 §6.1.2).
 	Signer *x509.Certificate
 	Certs  []*x509.Certificate
+	// DecryptKeyID names the key of an encrypted package (RFC 4108 §2.2.5); Image is nil
+	// until Decrypt succeeds.
+	DecryptKeyID []byte
+	encrypted    []byte
+}
+
+// Encrypted tells whether the package's firmware is encrypted and not yet decrypted.
+func (fw *Firmware) Encrypted() bool { return fw.encrypted != nil }
+
+// Decrypt opens the EncryptedData of an encrypted package with key, the symmetric key named by
+// DecryptKeyID, and sets Image.
+func (fw *Firmware) Decrypt(key []byte) error {
+	if fw.encrypted == nil {
+		return errors.New("firmware package: not encrypted")
+	}
+	ctype, content, err := cms.DecryptData(fw.encrypted, key)
+	if err != nil {
+		return fmt.Errorf("firmware package: %w", err)
+	}
+	if !ctype.Equal(OIDFirmwarePackage) {
+		return fmt.Errorf("firmware package: the EncryptedData holds %v, not a firmware package (RFC 4108 §2.1.3)", ctype)
+	}
+	image, err := readFirmwarePkgData(content)
+	if err != nil {
+		return err
+	}
+	fw.Image, fw.encrypted = image, nil
+	return nil
+}
+
+func readFirmwarePkgData(der []byte) ([]byte, error) {
+	in := cryptobyte.String(der)
+	var image cryptobyte.String
+	if !in.ReadASN1(&image, cbasn1.OCTET_STRING) || !in.Empty() {
+		return nil, errors.New("firmware package: FirmwarePkgData is not an OCTET STRING")
+	}
+	return append([]byte{}, image...), nil
+}
+
+// FirmwareMediaType returns the RFC 8295 §6.1.2 Content-Type of a signed firmware package
+// (der): with encryptedData among the encapsulations when the firmware is encrypted.
+func FirmwareMediaType(der []byte) string {
+	if sdDER, err := cms.ContentOf(der, cms.OIDSignedData); err == nil {
+		if sd, err := cms.Verify(sdDER); err == nil && sd.ContentType.Equal(cms.OIDEncryptedData) {
+			return MediaFirmwarePackageEnc
+		}
+	}
+	return MediaFirmwarePackage
 }
 
 // OpenFirmwarePackage verifies a signed firmware package (RFC 4108 §2: ContentInfo of a
@@ -196,15 +283,23 @@ func OpenFirmwarePackage(der []byte) (*Firmware, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firmware package: %w", err)
 	}
-	if !sd.ContentType.Equal(OIDFirmwarePackage) {
+	fw := &Firmware{Signer: sd.Signer, Certs: sd.Certs}
+	switch {
+	case sd.ContentType.Equal(OIDFirmwarePackage):
+		if fw.Image, err = readFirmwarePkgData(sd.Content); err != nil {
+			return nil, err
+		}
+	case sd.ContentType.Equal(cms.OIDEncryptedData):
+		// RFC 4108 §2.2.5: the decrypt-key-identifier MUST be present in an encrypted package.
+		kid := cryptobyte.String(sd.Attribute(OIDDecryptKeyID))
+		var id cryptobyte.String
+		if !kid.ReadASN1(&id, cbasn1.OCTET_STRING) || !kid.Empty() || len(id) == 0 {
+			return nil, errors.New("firmware package: encrypted, but no decrypt-key-identifier attribute (RFC 4108 §2.2.5)")
+		}
+		fw.DecryptKeyID, fw.encrypted = append([]byte{}, id...), append([]byte{}, sd.Content...)
+	default:
 		return nil, fmt.Errorf("firmware package: the SignedData holds %v, not a firmware package (RFC 4108)", sd.ContentType)
 	}
-	in := cryptobyte.String(sd.Content)
-	var image cryptobyte.String
-	if !in.ReadASN1(&image, cbasn1.OCTET_STRING) || !in.Empty() {
-		return nil, errors.New("firmware package: FirmwarePkgData is not an OCTET STRING")
-	}
-	fw := &Firmware{Image: append([]byte{}, image...), Signer: sd.Signer, Certs: sd.Certs}
 	idDER := sd.Attribute(OIDFirmwarePackageID)
 	if idDER == nil {
 		return nil, errors.New("firmware package: no firmware-package-identifier attribute (RFC 4108 §2.2.1)")

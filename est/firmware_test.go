@@ -53,6 +53,55 @@ func TestFirmwarePackageRoundTrip(t *testing.T) {
 	}
 }
 
+// TestEncryptedFirmwarePackage: an encrypted firmware package (RFC 4108 §2.1.3) verifies, names
+// its key by the decrypt-key-identifier (§2.2.5), and decrypts to the image with that key only;
+// an encrypted package without the identifier is refused.
+func TestEncryptedFirmwarePackage(t *testing.T) {
+	key, cert := returnFixture(t)
+	image := bytes.Repeat([]byte("secret firmware"), 50)
+	fwKey := bytes.Repeat([]byte{0x5a}, 32)
+	der, err := SignEncryptedFirmwarePackage(rand.Reader, image, testFWName, []asn1.ObjectIdentifier{testHWType}, fwKey, []byte("fw-key-1"),
+		key, []*x509.Certificate{cert}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if FirmwareMediaType(der) != MediaFirmwarePackageEnc {
+		t.Fatalf("media type %q", FirmwareMediaType(der))
+	}
+	if bytes.Contains(der, image[:32]) {
+		t.Fatal("the image is in the clear")
+	}
+	fw, err := OpenFirmwarePackage(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fw.Encrypted() || fw.Image != nil || string(fw.DecryptKeyID) != "fw-key-1" || !reflect.DeepEqual(fw.Name, testFWName) {
+		t.Fatalf("opened %+v", fw)
+	}
+	if err := fw.Decrypt(bytes.Repeat([]byte{0x5b}, 32)); err == nil && bytes.Equal(fw.Image, image) {
+		t.Fatal("attack: decrypted with another key")
+	}
+	if err := fw.Decrypt(fwKey); err != nil || !bytes.Equal(fw.Image, image) || fw.Encrypted() {
+		t.Fatalf("decrypt: %v", err)
+	}
+	if _, err := SignEncryptedFirmwarePackage(rand.Reader, image, testFWName, []asn1.ObjectIdentifier{testHWType}, fwKey, nil,
+		key, []*x509.Certificate{cert}, time.Now()); err == nil {
+		t.Fatal("encrypted without a key identifier")
+	}
+	// RFC 4108 §2.2.5: an encrypted package MUST carry the decrypt-key-identifier.
+	ed, _ := cms.EncryptData(rand.Reader, OIDFirmwarePackage, []byte{0x04, 0x01, 0x00}, fwKey)
+	idAttr := []byte{0x30, 0x0e, 0x06, 0x09, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x01, 0x02, 0x01, 0x03}
+	sd, err := cms.SignWithAttributes(rand.Reader, cms.OIDEncryptedData, ed, key, []*x509.Certificate{cert}, time.Now(),
+		cms.Attribute{Type: OIDFirmwarePackageID, Value: idAttr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKID, _ := cms.ContentInfo(cms.OIDSignedData, sd)
+	if _, err := OpenFirmwarePackage(noKID); err == nil {
+		t.Fatal("opened an encrypted package without a decrypt-key-identifier")
+	}
+}
+
 // TestFirmwareReturnRoundTrip: receipts and errors (RFC 4108 §3, §4), signed and unsigned, read
 // back; unknown content types and malformed bodies are refused.
 func TestFirmwareReturnRoundTrip(t *testing.T) {
@@ -151,6 +200,9 @@ func FuzzOpenFirmwarePackage(f *testing.F) {
 	key, cert := returnFixture(f)
 	der, _ := SignFirmwarePackage(rand.Reader, []byte("image"), testFWName, []asn1.ObjectIdentifier{testHWType}, key, []*x509.Certificate{cert}, time.Now())
 	f.Add(der)
+	enc, _ := SignEncryptedFirmwarePackage(rand.Reader, []byte("image"), testFWName, []asn1.ObjectIdentifier{testHWType}, bytes.Repeat([]byte{1}, 16),
+		[]byte("k"), key, []*x509.Certificate{cert}, time.Now())
+	f.Add(enc)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fw, err := OpenFirmwarePackage(b)
 		if err != nil {
@@ -159,5 +211,9 @@ func FuzzOpenFirmwarePackage(f *testing.F) {
 		if fw.Signer == nil || fw.Name.check() != nil {
 			t.Fatalf("accepted %x without a signer or name", b)
 		}
+		if fw.Encrypted() != (fw.Image == nil) || (fw.Encrypted() && len(fw.DecryptKeyID) == 0) {
+			t.Fatalf("accepted %x: encrypted %v, image %d bytes, key id %q", b, fw.Encrypted(), len(fw.Image), fw.DecryptKeyID)
+		}
+		_ = fw.Decrypt(bytes.Repeat([]byte{1}, 16)) // must not panic
 	})
 }

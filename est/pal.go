@@ -24,7 +24,9 @@ const MediaPAL = "application/xml"
 // PALType is a PAL package type (RFC 8295 §2.1.1, IANA "PAL Package Types").
 type PALType string
 
-// The package types coapca lists.
+// The package types coapca lists. Numbers and descriptions checked against RFC 8295 §2.1.1
+// Table 1 and the IANA "PAL Package Types" registry (0000 Reserved ... 0037 Sequence Number
+// Adjust Confirm or Error; 0020-0023 are the asymmetric key packages, 0024-0037 these).
 const (
 	PALCACert              PALType = "0002" // X.509 CA certificate
 	PALEECert              PALType = "0003" // X.509 EE certificate
@@ -48,10 +50,11 @@ func PALTypesOfTAMP(k TAMPKind) (pkg, ret PALType, ok bool) {
 	return PALType(fmt.Sprintf("%04d", n)), PALType(fmt.Sprintf("%04d", n+1)), true
 }
 
-// Bounds of a PAL coapca writes and reads.
+// Bounds of a PAL coapca writes and reads. The URI, DN and SKI bounds are the maxLength of
+// ThisURI, DistinguishedName and SubjectKeyIdentifier in the RFC 8295 §2.1.2 schema.
 const (
 	palMaxEntries  = 1000
-	palMaxURI      = 2048
+	palMaxURI      = 1024
 	palMaxInfo     = 1024
 	palMaxDocument = 1 << 20
 	palMaxSize     = int64(1) << 40
@@ -64,14 +67,16 @@ type PALEntry struct {
 	Type PALType
 	// Date is when the client last acknowledged the package (zero: never, or not applicable).
 	Date time.Time
-	// Size is the package's size in bytes (0: not given).
+	// Size is the package's size in bytes; 0 when the client is to begin a transaction or
+	// return a receipt or error (RFC 8295 §2.1), and where coapca does not know it in advance.
 	Size int64
-	// DN, SKI (hex) or IASN identify the package (RFC 8295 §2.1 "info"); at most one is set.
+	// Info is exactly one of URI, DN, SKI (hex) or IASN (RFC 8295 §2.1: "[<info> | 'info']
+	// MUST include exactly one"). URI is where the client retrieves (GET) or returns (POST)
+	// the package; DN, SKI or IASN name the certificate that is the subject of the entry.
+	URI  string
 	DN   string
 	SKI  string
 	IASN *PALIssuerSerial
-	// URI is where the client retrieves (GET) or returns (POST) the package.
-	URI string
 }
 
 // PALIssuerSerial names a certificate by issuer and serial number (PAL info iasn).
@@ -85,14 +90,16 @@ type palXML struct {
 	Messages []palMessage `xml:"message"`
 }
 
+// palMessage is the PALEntry complexType of RFC 8295 §2.1.2: the sequence type, date
+// (optional), size and info, the latter two mandatory.
 type palMessage struct {
 	Type string   `xml:"type"`
 	Date string   `xml:"date,omitempty"`
-	Size int64    `xml:"size,omitempty"`
-	Info *palInfo `xml:"info,omitempty"`
-	URI  string   `xml:"uri"`
+	Size *int64   `xml:"size"`
+	Info *palInfo `xml:"info"`
 }
 
+// palInfo is the PackageInfoType choice of RFC 8295 §2.1.2.
 type palInfo struct {
 	DN   string           `xml:"dn,omitempty"`
 	SKI  string           `xml:"ski,omitempty"`
@@ -120,12 +127,11 @@ func MarshalPAL(entries []PALEntry) ([]byte, error) {
 		if err := e.check(); err != nil {
 			return nil, fmt.Errorf("pal entry %d: %w", i, err)
 		}
-		m := palMessage{Type: string(e.Type), Size: e.Size, URI: e.URI}
+		size := e.Size
+		m := palMessage{Type: string(e.Type), Size: &size,
+			Info: &palInfo{URI: e.URI, DN: e.DN, SKI: e.SKI, IASN: e.IASN}}
 		if !e.Date.IsZero() {
 			m.Date = e.Date.UTC().Format(palDateLayout)
-		}
-		if e.DN != "" || e.SKI != "" || e.IASN != nil {
-			m.Info = &palInfo{DN: e.DN, SKI: e.SKI, IASN: e.IASN}
 		}
 		doc.Messages = append(doc.Messages, m)
 	}
@@ -142,7 +148,7 @@ func MarshalPAL(entries []PALEntry) ([]byte, error) {
 
 func (e PALEntry) check() error {
 	n := 0
-	for _, set := range []bool{e.DN != "", e.SKI != "", e.IASN != nil} {
+	for _, set := range []bool{e.URI != "", e.DN != "", e.SKI != "", e.IASN != nil} {
 		if set {
 			n++
 		}
@@ -150,12 +156,13 @@ func (e PALEntry) check() error {
 	switch {
 	case !e.Type.valid():
 		return fmt.Errorf("package type %q is not a four-digit registered number", e.Type)
-	case e.URI == "" || len(e.URI) > palMaxURI:
-		return fmt.Errorf("URI of %d bytes (1..%d)", len(e.URI), palMaxURI)
+	case len(e.URI) > palMaxURI:
+		return fmt.Errorf("URI of %d bytes (at most %d)", len(e.URI), palMaxURI)
 	case e.Size < 0 || e.Size > palMaxSize:
 		return fmt.Errorf("size %d out of range", e.Size)
-	case n > 1:
-		return errors.New("info names the package more than one way")
+	case n != 1:
+		// RFC 8295 §2.1: info MUST include exactly one of dn, ski, iasn or uri.
+		return fmt.Errorf("info names the package %d ways (exactly one of uri, dn, ski, iasn)", n)
 	case len(e.DN)+len(e.SKI) > palMaxInfo || (e.IASN != nil && len(e.IASN.Issuer)+len(e.IASN.Serial) > palMaxInfo):
 		return errors.New("info too long")
 	}
@@ -182,14 +189,16 @@ func ParsePAL(r io.Reader) ([]PALEntry, error) {
 	}
 	out := make([]PALEntry, 0, len(doc.Messages))
 	for i, m := range doc.Messages {
-		e := PALEntry{Type: PALType(m.Type), Size: m.Size, URI: m.URI}
+		// RFC 8295 §2.1: size and info MUST be present.
+		if m.Size == nil || m.Info == nil {
+			return nil, fmt.Errorf("pal entry %d: size or info missing", i)
+		}
+		e := PALEntry{Type: PALType(m.Type), Size: *m.Size,
+			URI: m.Info.URI, DN: m.Info.DN, SKI: m.Info.SKI, IASN: m.Info.IASN}
 		if m.Date != "" {
 			if e.Date, err = time.Parse(palDateLayout, m.Date); err != nil {
 				return nil, fmt.Errorf("pal entry %d: date %q is not YYYY-MM-DDTHH:MM:SSZ", i, m.Date)
 			}
-		}
-		if m.Info != nil {
-			e.DN, e.SKI, e.IASN = m.Info.DN, m.Info.SKI, m.Info.IASN
 		}
 		if err := e.check(); err != nil {
 			return nil, fmt.Errorf("pal entry %d: %w", i, err)

@@ -260,54 +260,104 @@ type OpenedSymmetricKeys struct {
 	// Signers of the outer and inner SignedData with the certificates each carried: the caller
 	// checks that they validate to an authorized trust anchor (RFC 8295 §5.1.2: "the client
 	// MUST reject it if the digital signature does not validate back to an authorized TA").
+	// OuterSigner is nil in the forms without an outer SignedData (plain, signed, enveloped),
+	// InnerSigner in the plain form.
 	OuterSigner, InnerSigner *x509.Certificate
 	OuterCerts, InnerCerts   []*x509.Certificate
+	// Encapsulation is the form the package came in (RFC 8295 §5.1.2).
+	Encapsulation SymKeyEncapsulation
 }
 
-// OpenSymmetricKeyPackage opens the MediaSymmetricKeyPackage encapsulation: the outer SignedData
-// (signature checked), the EnvelopedData (decrypted with d), the inner SignedData (signature
-// checked) and the SymmetricKeyPackage. Whether the signers are trusted is the caller's check.
+// OpenSymmetricKeyPackage opens a symmetric key package in any encapsulation of RFC 8295
+// §5.1.2 (SymKeyEncapsulation, reported in Encapsulation): every SignedData's signature is
+// checked, an EnvelopedData (also inside an RFC 6032 encrypted key package) is decrypted with d,
+// and the SymmetricKeyPackage is parsed. Whether the signers are trusted, and whether the
+// encapsulation is the one the client accepts, is the caller's check.
 func OpenSymmetricKeyPackage(der []byte, d cms.Decrypter) (*OpenedSymmetricKeys, error) {
-	sdDER, err := cms.ContentOf(der, cms.OIDSignedData)
+	ctype, content, err := cms.ParseContentInfo(der)
 	if err != nil {
 		return nil, fmt.Errorf("symmetric key package: %w", err)
 	}
-	outer, err := cms.Verify(sdDER)
+	out := &OpenedSymmetricKeys{}
+	switch {
+	case ctype.Equal(OIDSymmetricKeyPackage):
+		out.Encapsulation = SymKeyPlain
+		if out.Keys, err = ParseSymmetricKeyPackage(content); err != nil {
+			return nil, err
+		}
+		return out, nil
+	case ctype.Equal(cms.OIDEnvelopedData):
+		out.Encapsulation = SymKeyEnveloped
+		return out, out.openEnveloped(der, d)
+	case !ctype.Equal(cms.OIDSignedData):
+		return nil, fmt.Errorf("symmetric key package: a ContentInfo of %v is none of the forms of RFC 8295 §5.1.2", ctype)
+	}
+	outer, err := cms.Verify(content)
 	if err != nil {
 		return nil, fmt.Errorf("symmetric key package: outer SignedData: %w", err)
 	}
-	if !outer.ContentType.Equal(cms.OIDEnvelopedData) {
-		return nil, fmt.Errorf("symmetric key package: the outer SignedData holds %v, not an EnvelopedData (RFC 8295 §5.1.2)", outer.ContentType)
+	switch {
+	case outer.ContentType.Equal(OIDSymmetricKeyPackage):
+		out.Encapsulation = SymKeySigned
+		return out, out.readInner(outer)
+	case outer.ContentType.Equal(cms.OIDEnvelopedData):
+		out.Encapsulation = SymKeySignedEnvelopedSigned
+		out.OuterSigner, out.OuterCerts = outer.Signer, outer.Certs
+		env, err := cms.ContentInfo(cms.OIDEnvelopedData, outer.Content)
+		if err != nil {
+			return nil, err
+		}
+		return out, out.openEnveloped(env, d)
+	case outer.ContentType.Equal(OIDEncryptedKeyPackage):
+		out.Encapsulation = SymKeyEncryptedKeyPackage
+		out.OuterSigner, out.OuterCerts = outer.Signer, outer.Certs
+		ed, err := ParseEncryptedKeyPackage(outer.Content)
+		if err != nil {
+			return nil, err
+		}
+		env, err := cms.ContentInfo(cms.OIDEnvelopedData, ed)
+		if err != nil {
+			return nil, err
+		}
+		return out, out.openEnveloped(env, d)
 	}
-	env, err := cms.ContentInfo(cms.OIDEnvelopedData, outer.Content)
-	if err != nil {
-		return nil, err
-	}
+	return nil, fmt.Errorf("symmetric key package: the outer SignedData holds %v, none of the forms of RFC 8295 §5.1.2", outer.ContentType)
+}
+
+// openEnveloped decrypts the EnvelopedData env (a ContentInfo) with d and reads the SignedData
+// of the SymmetricKeyPackage in it (RFC 8295 §5.1.2, RFC 6032 §2).
+func (o *OpenedSymmetricKeys) openEnveloped(env []byte, d cms.Decrypter) error {
 	ctype, innerDER, err := cms.Decrypt(env, d)
 	if err != nil {
-		return nil, fmt.Errorf("symmetric key package: %w", err)
+		return fmt.Errorf("symmetric key package: %w", err)
 	}
 	if !ctype.Equal(cms.OIDSignedData) {
-		return nil, fmt.Errorf("symmetric key package: the EnvelopedData holds %v, not a SignedData (RFC 8295 §5.1.2)", ctype)
+		return fmt.Errorf("symmetric key package: the EnvelopedData holds %v, not a SignedData (RFC 8295 §5.1.2)", ctype)
 	}
 	inner, err := cms.Verify(innerDER)
 	if err != nil {
-		return nil, fmt.Errorf("symmetric key package: inner SignedData: %w", err)
+		return fmt.Errorf("symmetric key package: inner SignedData: %w", err)
 	}
+	return o.readInner(inner)
+}
+
+// readInner reads the SignedData next to the SymmetricKeyPackage: the keys, its signer and the
+// key-package-identifier-and-receipt-request attribute.
+func (o *OpenedSymmetricKeys) readInner(inner *cms.Signed) error {
 	if !inner.ContentType.Equal(OIDSymmetricKeyPackage) {
-		return nil, fmt.Errorf("symmetric key package: the inner SignedData holds %v, not a SymmetricKeyPackage (RFC 6031)", inner.ContentType)
+		return fmt.Errorf("symmetric key package: the inner SignedData holds %v, not a SymmetricKeyPackage (RFC 6031)", inner.ContentType)
 	}
 	keys, err := ParseSymmetricKeyPackage(inner.Content)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := &OpenedSymmetricKeys{Keys: keys, OuterSigner: outer.Signer, InnerSigner: inner.Signer, OuterCerts: outer.Certs, InnerCerts: inner.Certs}
+	o.Keys, o.InnerSigner, o.InnerCerts = keys, inner.Signer, inner.Certs
 	if v := inner.Attribute(OIDKeyPkgIDAndReceiptReq); v != nil {
-		if out.PkgID, out.ReceiptRequested, err = ParseKeyPkgIDAndReceiptReq(v); err != nil {
-			return nil, fmt.Errorf("symmetric key package: %w", err)
+		if o.PkgID, o.ReceiptRequested, err = ParseKeyPkgIDAndReceiptReq(v); err != nil {
+			return fmt.Errorf("symmetric key package: %w", err)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // SignKeyPackageReceiptFor builds the signed receipt (RFC 7191 §3, RFC 8295 §5.2.1) of the key

@@ -167,21 +167,26 @@ func TestReceiptForPackageID(t *testing.T) {
 	}
 }
 
-// TestPALRoundTrip: the XML PAL of RFC 8295 §2.1 reads back, and malformed ones are refused.
+// TestPALRoundTrip: the XML PAL of RFC 8295 §2.1 (schema §2.1.2: type, date, size, info with
+// exactly one of uri, dn, ski, iasn) reads back, and documents that break the schema are refused.
 func TestPALRoundTrip(t *testing.T) {
 	in := []PALEntry{
 		{Type: PALCACert, URI: "https://ca.example/.well-known/est/cacerts"},
 		{Type: PALSymmetricKeyPackage, URI: "https://ca.example/.well-known/est/symmetrickeys",
-			Date: time.Date(2026, 12, 3, 11, 40, 5, 0, time.UTC), Size: 512, DN: "CN=peer"},
-		{Type: PALSymmetricKeyReturn, URI: "https://ca.example/.well-known/est/symmetrickeys/return",
-			IASN: &PALIssuerSerial{Issuer: "CN=CA", Serial: "1f"}},
+			Date: time.Date(2026, 12, 3, 11, 40, 5, 0, time.UTC), Size: 512},
+		{Type: "0010", DN: "CN=peer"},
+		{Type: "0017", SKI: "0a1b"},
+		{Type: PALSymmetricKeyReturn, IASN: &PALIssuerSerial{Issuer: "CN=CA", Serial: "31"}},
 	}
 	doc, err := MarshalPAL(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(doc), `<pal xmlns="urn:ietf:params:xml:ns:pal">`) || !strings.Contains(string(doc), "<date>2026-12-03T11:40:05Z</date>") {
-		t.Fatalf("document:\n%s", doc)
+	for _, want := range []string{`<pal xmlns="urn:ietf:params:xml:ns:pal">`, "<date>2026-12-03T11:40:05Z</date>",
+		"<size>0</size>", "<info>\n      <uri>https://ca.example/.well-known/est/cacerts</uri>\n    </info>"} {
+		if !strings.Contains(string(doc), want) {
+			t.Fatalf("document lacks %q:\n%s", want, doc)
+		}
 	}
 	got, err := ParsePAL(bytes.NewReader(doc))
 	if err != nil {
@@ -190,18 +195,27 @@ func TestPALRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, in) {
 		t.Fatalf("round trip:\n%+v\n%+v", got, in)
 	}
+	const ns = `<pal xmlns="urn:ietf:params:xml:ns:pal">`
 	for _, tc := range []struct{ name, doc string }{
 		{"not XML", "pal"},
-		{"other namespace", `<pal xmlns="urn:x"><message><type>0002</type><uri>u</uri></message></pal>`},
-		{"reserved type", `<pal xmlns="urn:ietf:params:xml:ns:pal"><message><type>0000</type><uri>u</uri></message></pal>`},
-		{"three digits", `<pal xmlns="urn:ietf:params:xml:ns:pal"><message><type>002</type><uri>u</uri></message></pal>`},
-		{"no URI", `<pal xmlns="urn:ietf:params:xml:ns:pal"><message><type>0002</type></message></pal>`},
-		{"bad date", `<pal xmlns="urn:ietf:params:xml:ns:pal"><message><type>0002</type><date>yesterday</date><uri>u</uri></message></pal>`},
-		{"negative size", `<pal xmlns="urn:ietf:params:xml:ns:pal"><message><type>0002</type><size>-1</size><uri>u</uri></message></pal>`},
+		{"other namespace", `<pal xmlns="urn:x"><message><type>0002</type><size>0</size><info><uri>u</uri></info></message></pal>`},
+		{"reserved type", ns + `<message><type>0000</type><size>0</size><info><uri>u</uri></info></message></pal>`},
+		{"three digits", ns + `<message><type>002</type><size>0</size><info><uri>u</uri></info></message></pal>`},
+		{"no info", ns + `<message><type>0002</type><size>0</size></message></pal>`},
+		{"uri outside info (not the schema)", ns + `<message><type>0002</type><size>0</size><uri>u</uri></message></pal>`},
+		{"empty info", ns + `<message><type>0002</type><size>0</size><info></info></message></pal>`},
+		{"info with uri and dn", ns + `<message><type>0002</type><size>0</size><info><uri>u</uri><dn>CN=x</dn></info></message></pal>`},
+		{"no size", ns + `<message><type>0002</type><info><uri>u</uri></info></message></pal>`},
+		{"bad date", ns + `<message><type>0002</type><date>yesterday</date><size>0</size><info><uri>u</uri></info></message></pal>`},
+		{"negative size", ns + `<message><type>0002</type><size>-1</size><info><uri>u</uri></info></message></pal>`},
+		{"URI over 1024", ns + `<message><type>0002</type><size>0</size><info><uri>` + strings.Repeat("u", 1025) + `</uri></info></message></pal>`},
 	} {
 		if _, err := ParsePAL(strings.NewReader(tc.doc)); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
+	}
+	if _, err := MarshalPAL([]PALEntry{{Type: PALCACert}}); err == nil {
+		t.Error("entry without info marshalled")
 	}
 }
 
@@ -249,7 +263,8 @@ func FuzzParseKeyPkgIDAndReceiptReq(f *testing.F) {
 
 func FuzzParsePAL(f *testing.F) {
 	doc, _ := MarshalPAL([]PALEntry{{Type: PALCACert, URI: "https://h/.well-known/est/cacerts"},
-		{Type: PALSymmetricKeyPackage, URI: "https://h/.well-known/est/symmetrickeys", Date: time.Unix(0, 0), DN: "CN=x"}})
+		{Type: PALSymmetricKeyPackage, URI: "https://h/.well-known/est/symmetrickeys", Date: time.Unix(0, 0), Size: 9},
+		{Type: "0010", DN: "CN=x"}})
 	f.Add(doc)
 	f.Add([]byte(`<pal xmlns="urn:ietf:params:xml:ns:pal"></pal>`))
 	f.Fuzz(func(t *testing.T, b []byte) {

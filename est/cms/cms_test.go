@@ -201,3 +201,33 @@ func TestSignVerifyOpenSSL(t *testing.T) {
 		t.Fatalf("openssl verified content %x", b)
 	}
 }
+
+// TestEncryptedData: an EncryptedData (RFC 5652 §8) opens with its key only; a key of the wrong
+// length, a tampered IV or trailing bytes are refused.
+func TestEncryptedData(t *testing.T) {
+	key := bytes.Repeat([]byte{0x42}, 32)
+	der, err := EncryptData(rand.Reader, OIDData, []byte("firmware"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype, pt, err := DecryptData(der, key); err != nil || !ctype.Equal(OIDData) || string(pt) != "firmware" {
+		t.Fatalf("opened %v %q %v", ctype, pt, err)
+	}
+	for _, tc := range []struct {
+		name string
+		der  []byte
+		key  []byte
+	}{
+		{"attack: another key", der, bytes.Repeat([]byte{0x43}, 32)},
+		{"attack: a key of another length", der, key[:16]},
+		{"attack: trailing bytes", append(bytes.Clone(der), 0), key},
+		{"attack: truncated", der[:len(der)-1], key},
+	} {
+		if _, pt, err := DecryptData(tc.der, tc.key); err == nil && string(pt) == "firmware" {
+			t.Errorf("%s: opened", tc.name)
+		}
+	}
+	if _, err := EncryptData(rand.Reader, OIDData, []byte("x"), key[:7]); err == nil {
+		t.Error("encrypted under a 7-byte key")
+	}
+}

@@ -11,6 +11,9 @@
 //   - KeyTransRecipientInfo (RFC 5652 §6.2.1): RSAES-OAEP with SHA-256 and MGF1-SHA-256
 //     (RFC 8017 §7.1, RFC 3560 §3, RFC 4055 §4).
 //
+// EncryptedData (§8; EncryptData, DecryptData) holds content under a symmetric key managed
+// elsewhere: RFC 4108's encrypted firmware packages.
+//
 // Content is encrypted with AES-CBC (RFC 3565 §2.1; AES-256-CBC by default), the choice that
 // `openssl cms -decrypt`, Bouncy Castle and RFC 5958 §5 implementations all read.
 //

@@ -459,6 +459,15 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		w.WriteHeader(http.StatusOK)
 		w.Write(doc)
 	case estserver.OpSymmetricKeys:
+		// RFC 8295 §5.1.2 lists several forms; the client names the one it takes in Accept
+		// with the RFC 7193 parameters (est.SymKeyEncapsulationOfAccept).
+		enc, _, ok := est.SymKeyEncapsulationOfAccept(r.Header.Values("Accept"))
+		if !ok {
+			h.fail(w, r, errs.New(errs.NotAcceptable, "Accept names no symmetric key package form this server produces (%s)",
+				strings.Join(est.SymKeyEncapsulationNames(), ", ")))
+			return
+		}
+		req.SymKeyEncapsulation = enc
 		der, err := ps.SymmetricKeys(ctx, req)
 		if err != nil {
 			h.fail(w, r, err)
@@ -467,7 +476,7 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		// RFC 8295 §5.1.2: "HTTP 200 response code with a Content-Type of application/cms",
 		// with the encapsulatingContent and innerContent parameters.
 		w.Header().Set("Cache-Control", "no-store")
-		writeBase64(w, est.MediaSymmetricKeyPackage, der)
+		writeBase64(w, enc.MediaType(), der)
 	case estserver.OpSymmetricKeysReturn:
 		if err := ps.ReturnSymmetricKeys(ctx, req); err != nil {
 			h.fail(w, r, err)
@@ -483,7 +492,7 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		}
 		// RFC 8295 §6.1.2: "HTTP 200 response code with a Content-Type of application/cms".
 		w.Header().Set("Cache-Control", "no-store")
-		writeBase64(w, est.MediaFirmwarePackage, der)
+		writeBase64(w, est.FirmwareMediaType(der), der)
 	case estserver.OpFirmwareReturn:
 		if err := ps.ReturnFirmware(ctx, req); err != nil {
 			h.fail(w, r, err)

@@ -78,7 +78,9 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 		var e, ret est.PALEntry
 		switch p.Kind {
 		case authority.PackageSymmetricKeys:
-			e = est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys}
+			// RFC 8295 §2.1 size: that of the SymmetricKeyPackage; the CMS layers around it
+			// depend on the form the client asks for.
+			e = est.PALEntry{Type: est.PALSymmetricKeyPackage, URI: OpSymmetricKeys, Size: int64(len(p.Content))}
 			ret = est.PALEntry{Type: est.PALSymmetricKeyReturn, URI: OpSymmetricKeysReturn}
 		case authority.PackageFirmware:
 			e = est.PALEntry{Type: est.PALFirmwarePackage, URI: OpFirmware, Size: int64(len(p.Content))}
@@ -89,7 +91,7 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 			if !ok {
 				continue
 			}
-			e = est.PALEntry{Type: pkgType, URI: OpTAMP}
+			e = est.PALEntry{Type: pkgType, URI: OpTAMP, Size: int64(len(p.Content))}
 			ret = est.PALEntry{Type: retType, URI: OpTAMPReturn}
 		default:
 			continue
@@ -121,7 +123,8 @@ func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, er
 	if s.keyEnc == nil {
 		return nil, errs.New(errs.NotFound, "this server has no key to sign packages with")
 	}
-	if len(r.Requester.Chain) > 0 {
+	enc := r.SymKeyEncapsulation
+	if encrypted := enc != est.SymKeyPlain && enc != est.SymKeySigned; encrypted && len(r.Requester.Chain) > 0 {
 		// Checked before anything is recorded as delivered: the package is encrypted for
 		// this key (ECDH for EC, RSA-OAEP for RSA; cms.Recipient).
 		switch r.Requester.Chain[0].PublicKey.(type) {
@@ -135,12 +138,12 @@ func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, er
 	if err != nil {
 		return nil, typed(err, "symmetric keys")
 	}
-	der, err = est.SealSymmetricKeyPackage(s.rand, p.Content, authority.PackageID(p.Kind, p.ID), s.keyEnc.Signer, s.keyEnc.Chain,
+	der, err = est.SealSymmetricKeyPackageAs(s.rand, enc, p.Content, authority.PackageID(p.Kind, p.ID), s.keyEnc.Signer, s.keyEnc.Chain,
 		cms.Recipient{Cert: to}, nil, time.Now())
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "protecting symmetric key package %d", p.ID)
 	}
-	s.log.Debug("symmetric keys", "package", p.ID, "label", r.Label)
+	s.log.Debug("symmetric keys", "package", p.ID, "label", r.Label, "encapsulation", enc)
 	return der, nil
 }
 

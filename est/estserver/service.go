@@ -67,6 +67,9 @@ type Request struct {
 	// that says how to encrypt the key; one that does not is refused before anything is
 	// generated.
 	KeyPackage bool
+	// SymKeyEncapsulation is the form of RFC 8295 §5.1.2 the client asked /symmetrickeys for
+	// (its Accept header; the default, signed-enveloped-signed, when it named none).
+	SymKeyEncapsulation est.SymKeyEncapsulation
 }
 
 // TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).

@@ -27,6 +27,7 @@ type symkeyFlags struct {
 	to, keyID, keyFile, algorithm string
 	random                        int
 	image, name, hwType           string
+	encrypt                       bool
 	// ca tamp
 	addTA, removeTA, apex          string
 	addCommunity, removeCommunity  string
@@ -142,6 +143,8 @@ func (f *symkeyFlags) registerFirmware(fs *flag.FlagSet) {
 	fs.StringVar(&f.image, "image", "", "firmware add: the firmware image file")
 	fs.StringVar(&f.name, "name", "", "firmware add: the firmware package identifier OID:VERSION (RFC 4108 PreferredPackageIdentifier)")
 	fs.StringVar(&f.hwType, "hw-type", "", "firmware add: the target hardware module type (an OID, RFC 4108 target-hardware-module-identifiers)")
+	fs.BoolVar(&f.encrypt, "encrypt", false, "firmware add: encrypt the image (RFC 4108 EncryptedData, AES-256-CBC) under a fresh key, queued for the "+
+		"same clients as a symmetric key package (RFC 8295 §5) named by the package's decrypt-key-identifier")
 }
 
 // runFirmware is `coapca ca firmware add|list`: the operator's side of /firmware (RFC 8295 §6).
@@ -170,16 +173,49 @@ func runFirmware(ctx context.Context, h *server.House, args []string, f symkeyFl
 		return err
 	}
 	d := h.Data()
-	pkg, err := est.SignFirmwarePackage(rand.Reader, image, name, []asn1.ObjectIdentifier{hw.ID}, d.ServerKey,
-		[]*x509.Certificate{d.Server, d.IssuingCA}, time.Now())
+	signers := []*x509.Certificate{d.Server, d.IssuingCA}
+	if !f.encrypt {
+		pkg, err := est.SignFirmwarePackage(rand.Reader, image, name, []asn1.ObjectIdentifier{hw.ID}, d.ServerKey, signers, time.Now())
+		if err != nil {
+			return usagef("%v", err)
+		}
+		p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "queued firmware package %d (%s, %d bytes) for %s\n", p.ID, p.Name, len(image), p.Target)
+		return nil
+	}
+	// RFC 4108 §2.1.3, §2.2.5: the image encrypted under a fresh key that the package names by
+	// its decrypt-key-identifier; the key travels to the same clients as a symmetric key
+	// package, encrypted for each client's certificate (RFC 8295 §5.1.2).
+	key, kid := make([]byte, 32), make([]byte, 8)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	if _, err := rand.Read(kid); err != nil {
+		return err
+	}
+	keyID := "coapca-firmware-key-" + hex.EncodeToString(kid)
+	pkg, err := est.SignEncryptedFirmwarePackage(rand.Reader, image, name, []asn1.ObjectIdentifier{hw.ID}, key, []byte(keyID),
+		d.ServerKey, signers, time.Now())
 	if err != nil {
 		return usagef("%v", err)
 	}
-	p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+	keyPkg, err := est.MarshalSymmetricKeyPackage([]est.SymmetricKey{{ID: keyID, Algorithm: "http://www.w3.org/2001/04/xmlenc#aes256-cbc", Key: key}})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "queued firmware package %d (%s, %d bytes) for %s\n", p.ID, p.Name, len(image), p.Target)
+	kp, err := auth.AddPackage(ctx, authority.PackageSymmetricKeys, f.to, keyID, keyPkg)
+	if err != nil {
+		return err
+	}
+	p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+	if err != nil {
+		return fmt.Errorf("the key is queued as symmetric key package %d, but the firmware is not: %w", kp.ID, err)
+	}
+	fmt.Fprintf(stdout, "queued encrypted firmware package %d (%s, %d bytes) for %s; its key %s as symmetric key package %d\n",
+		p.ID, p.Name, len(image), p.Target, keyID, kp.ID)
 	return nil
 }
 

@@ -108,7 +108,10 @@ type estFlags struct {
 	receipt                 bool
 	returnError             string
 	packageCert, packageKey string
-	noReceipt               bool // symmetrickeys: --no-receipt
+	noReceipt               bool   // symmetrickeys: --no-receipt
+	firmwareKeys            string // firmware: --firmware-keys
+	symKeyEncName           string // symmetrickeys: --encapsulation
+	symKeyEnc               est.SymKeyEncapsulation
 
 	// Set by encryptedKeyRequest: extra CSR attributes and the decrypter of a 280 key.
 	csrAttrs     []est.Attribute
@@ -183,6 +186,18 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd == "tamp" {
 		fs.StringVar(&f.returnError, "error", "", "answer with a TAMP error of this RFC 5934 StatusCode (name such as seqNumFailure, or number)")
 	}
+	if cmd == "symmetrickeys" {
+		fs.StringVar(&f.symKeyEncName, "encapsulation", "signed-enveloped-signed", "the form to ask for and accept (RFC 8295 §5.1.2): "+
+			strings.Join(est.SymKeyEncapsulationNames(), ", ")+"; plain and signed are protected by TLS only")
+		fs.StringVar(&f.returnError, "error", "", "refuse the package: write no keys and return a key package error of this RFC 7191 code "+
+			"(name such as decryptFailure, or number) instead of the receipt")
+	}
+	if cmd == "firmware" {
+		fs.StringVar(&f.firmwareKeys, "firmware-keys", "", "the keys file `est symmetrickeys --out` wrote: decrypts an encrypted firmware package "+
+			"with the key its decrypt-key-identifier names (RFC 4108 §2.2.5)")
+		fs.StringVar(&f.returnError, "error", "", "refuse the package: write no image and return a firmware package load error of this "+
+			"RFC 4108 §4 code (name such as badFirmware, or number) instead of the receipt")
+	}
 	if cmd == "reenroll" {
 		fs.BoolVar(&f.reuseKey, "reuse-key", false, "keep the key of --key instead of making a new one")
 	}
@@ -191,6 +206,13 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer cancel()
+	if f.symKeyEncName != "" {
+		enc, ok := est.SymKeyEncapsulationByName(f.symKeyEncName)
+		if !ok {
+			return usagef("--encapsulation %q: one of %s", f.symKeyEncName, strings.Join(est.SymKeyEncapsulationNames(), ", "))
+		}
+		f.symKeyEnc = enc
+	}
 
 	if (cmd == "eecerts" || cmd == "return" || cmd == "pal" || cmd == "symmetrickeys" || cmd == "firmware" || cmd == "tamp") && !strings.HasPrefix(strings.ToLower(f.server), "https://") {
 		return usagef("%s (RFC 8295) is an EST over HTTPS operation: use --server https://", cmd)

@@ -37,7 +37,7 @@ func dialESTHTTPS(f *estFlags, u *url.URL, stderr io.Writer) (io.Closer, client.
 		return nil, nil, usagef("--accept %s: EST over HTTPS returns certificates as PKCS#7 only (RFC 7030 §4.2.3)", f.accept)
 	}
 	f.host = u.Hostname()
-	opts := client.HTTPSOptions{Wait: f.wait, KeyDecrypter: f.keyDecrypter, KeyPackage: f.keyPackage}
+	opts := client.HTTPSOptions{Wait: f.wait, KeyDecrypter: f.keyDecrypter, KeyPackage: f.keyPackage, SymKeyEncapsulation: f.symKeyEnc}
 	if f.cert != "" || f.key != "" {
 		if f.cert == "" || f.key == "" {
 			return nil, nil, usagef("--cert and --key go together")

@@ -328,6 +328,31 @@ func TestESTHTTPSSymmetricKeys(t *testing.T) {
 		t.Fatalf("est pal: exit %d:\n%s%s", code, out, errOut)
 	}
 	keysOut := filepath.Join(dir, "keys.txt")
+	// The client refuses the package (`--error`, RFC 8295 §5.2, RFC 7191): a code RFC 7191 does
+	// not define is refused before anything is fetched; a real code writes no keys, the server
+	// stores the signed key package error and offers the package again.
+	for _, tc := range []struct{ name, code, want, deliveries string }{
+		{"attack: a code RFC 7191 does not define", "noSuchError", "not an RFC 7191", deliveries()},
+		{"the key package is bad", "badKeyPackage", "the server took the error badKeyPackage",
+			strings.Replace(deliveries(), serialOf(devA)+":;", serialOf(devA)+":error;", 1)},
+	} {
+		t.Run("client-error/"+tc.name, func(t *testing.T) {
+			_, errOut, code := cli(ctx, "est", "symmetrickeys", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyAPath,
+				"--out", keysOut, "--error", tc.code)
+			if ok := code == 0; ok != !strings.HasPrefix(tc.name, "attack") || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if _, err := os.Stat(keysOut); !os.IsNotExist(err) {
+				t.Fatalf("keys were written: %v", err)
+			}
+			if got := deliveries(); got != tc.deliveries {
+				t.Fatalf("deliveries: %s, want %s", got, tc.deliveries)
+			}
+		})
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0024" {
+		t.Fatalf("A's PAL after its error: %q, want the package offered again, undated", got)
+	}
 	if _, errOut, code := cli(ctx, "est", "symmetrickeys", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyAPath,
 		"--out", keysOut); code != 0 || !strings.Contains(errOut, "the server took the receipt") {
 		t.Fatalf("est symmetrickeys: exit %d: %s", code, errOut)
@@ -508,13 +533,41 @@ func TestESTHTTPSFirmware(t *testing.T) {
 		})
 	}
 
-	// Our client: fetch, verify, write, return the signed receipt.
+	// Our client refuses the package (`--error`, RFC 8295 §6.2, RFC 4108 §4): a code RFC 4108
+	// does not define is refused before anything is fetched; a real code writes no image, the
+	// server stores the signed load error and offers the package again.
 	sub := filepath.Join(dir, "a")
 	if err := os.Mkdir(sub, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	certA := writePair(t, sub, devA)
 	out := filepath.Join(dir, "written.bin")
+	serialA := leaf(devA).SerialNumber.Text(16)
+	for _, tc := range []struct{ name, code, want, deliveries string }{
+		{"attack: a code RFC 4108 does not define", "noSuchError", "not an RFC 4108", serialA + ":;"},
+		{"attack: --error with --no-receipt", "badFirmware --no-receipt", "exclude each other", serialA + ":;"},
+		{"the image is bad", "badFirmware", "the server took the error badFirmware", serialA + ":error;"},
+	} {
+		t.Run("client-error/"+tc.name, func(t *testing.T) {
+			args := append([]string{"est", "firmware", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA,
+				"--key", filepath.Join(sub, "b.key"), "--out", out, "--error"}, strings.Fields(tc.code)...)
+			_, errOut, code := cli(ctx, args...)
+			if ok := code == 0; ok != !strings.HasPrefix(tc.name, "attack") || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("an image was written: %v", err)
+			}
+			if got := deliveries(); got != tc.deliveries {
+				t.Fatalf("deliveries: %s, want %s", got, tc.deliveries)
+			}
+		})
+	}
+	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0026" {
+		t.Fatalf("A's PAL after its error: %q, want the package offered again, undated", got)
+	}
+
+	// Our client: fetch, verify, write, return the signed receipt.
 	if _, errOut, code := cli(ctx, "est", "firmware", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA,
 		"--key", filepath.Join(sub, "b.key"), "--out", out); code != 0 || !strings.Contains(errOut, "the server took the receipt") {
 		t.Fatalf("est firmware: exit %d: %s", code, errOut)

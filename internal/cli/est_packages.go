@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -86,6 +87,10 @@ func fetchSymmetricKeys(ctx context.Context, hc *client.HTTPS, f *estFlags, stdo
 	if err != nil {
 		return err
 	}
+	errCode, err := returnErrorCode(f, est.ErrorCodeByName, "RFC 7191 error code (a name such as decryptFailure, or 0-127)")
+	if err != nil {
+		return err
+	}
 	key, err := kms.LoadKeyFile(f.key)
 	if err != nil {
 		return err
@@ -93,6 +98,22 @@ func fetchSymmetricKeys(ctx context.Context, hc *client.HTTPS, f *estFlags, stdo
 	got, err := hc.SymmetricKeys(ctx, cms.Decrypter{Key: key, Cert: chain[0]})
 	if err != nil {
 		return err
+	}
+	if f.returnError != "" {
+		// RFC 8295 §5.2: the client returns a key package error (RFC 7191) for the package it
+		// refuses, naming it by the identifier it carried; it keeps none of its keys.
+		if got.PkgID == nil {
+			return errors.New("the package carries no identifier: no error can name it")
+		}
+		der, err := est.SignKeyPackageErrorFor(rand.Reader, errCode, got.PkgID, key, chain[0], chain[1:], time.Now())
+		if err != nil {
+			return err
+		}
+		if err := hc.ReturnSymmetricKeys(ctx, est.MediaKeyPackageError, der); err != nil {
+			return fmt.Errorf("the server refused the key package error: %w", err)
+		}
+		fmt.Fprintf(stderr, "refused package %q (%d key(s) not written); the server took the error %s (204)\n", got.PkgID, len(got.Keys), f.returnError)
+		return nil
 	}
 	var b strings.Builder
 	for _, k := range got.Keys {
@@ -137,6 +158,10 @@ func fetchFirmware(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, s
 	if err != nil {
 		return err
 	}
+	errCode, err := returnErrorCode(f, est.FirmwareErrorCodeByName, "RFC 4108 §4 error code (a name such as badFirmware, or 0-127)")
+	if err != nil {
+		return err
+	}
 	key, err := kms.LoadKeyFile(f.key)
 	if err != nil {
 		return err
@@ -144,6 +169,31 @@ func fetchFirmware(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, s
 	fw, err := hc.Firmware(ctx)
 	if err != nil {
 		return err
+	}
+	if fw.Encrypted() && f.returnError == "" {
+		if err := decryptFirmware(fw, f.firmwareKeys); err != nil {
+			return err
+		}
+	}
+	if f.returnError != "" {
+		// RFC 8295 §6.2: the client returns a firmware package load error (RFC 4108 §4) for the
+		// package it refuses, signed like a receipt, naming the package; it writes no image.
+		if len(fw.HWTypes) == 0 {
+			return errors.New("the package names no target hardware: no load error can be made")
+		}
+		body, err := est.MarshalFirmwareError(fw.HWTypes[0], chain[0].SerialNumber.Bytes(), errCode, &fw.Name)
+		if err != nil {
+			return err
+		}
+		der, err := est.SignFirmwareReturn(rand.Reader, false, body, key, chain[0], chain[1:], time.Now())
+		if err != nil {
+			return err
+		}
+		if err := hc.ReturnFirmware(ctx, est.MediaFirmwareError, der); err != nil {
+			return fmt.Errorf("the server refused the load error: %w", err)
+		}
+		fmt.Fprintf(stderr, "refused firmware %s (image not written); the server took the error %s (204)\n", fw.Name, f.returnError)
+		return nil
 	}
 	if f.out == "" {
 		_, err = stdout.Write(fw.Image)
@@ -249,4 +299,49 @@ func fetchTAMP(ctx context.Context, hc *client.HTTPS, f *estFlags, stdout, stder
 	}
 	fmt.Fprintf(stderr, "the server took the TAMP %s (204)\n", resp.Kind)
 	return nil
+}
+
+// returnErrorCode checks --error (with byName, the code registry of the return) before anything
+// is fetched, so that a bad code changes nothing on the server.
+func returnErrorCode(f *estFlags, byName func(string) (int, bool), what string) (int, error) {
+	if f.returnError == "" {
+		return 0, nil
+	}
+	if f.noReceipt {
+		return 0, usagef("--error and --no-receipt exclude each other")
+	}
+	code, ok := byName(f.returnError)
+	if !ok {
+		return 0, usagef("--error %q: not an %s", f.returnError, what)
+	}
+	return code, nil
+}
+
+// decryptFirmware decrypts an encrypted firmware package (RFC 4108 §2.1.3) with the key its
+// decrypt-key-identifier names, read from keysFile ("ID ALGORITHM HEX" lines, as `est
+// symmetrickeys` writes them).
+func decryptFirmware(fw *est.Firmware, keysFile string) error {
+	id := string(fw.DecryptKeyID)
+	if keysFile == "" {
+		return usagef("the firmware package is encrypted with key %q: fetch it with `est symmetrickeys --out FILE` and pass --firmware-keys FILE", id)
+	}
+	b, err := os.ReadFile(keysFile)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 3 || fields[0] != id {
+			continue
+		}
+		key, err := hex.DecodeString(fields[2])
+		if err != nil {
+			return fmt.Errorf("%s: key %q is not hex", keysFile, id)
+		}
+		if err := fw.Decrypt(key); err != nil {
+			return fmt.Errorf("firmware package: key %q from %s: %w", id, keysFile, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("the firmware package is encrypted with key %q, which %s does not hold", id, keysFile)
 }
