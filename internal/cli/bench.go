@@ -67,11 +67,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
 		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc: sequential enrollments per front door counted for bytes on the wire")
 		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
+		fs.StringVar(&o.Server, "server", "", "load the running server at this EST-coaps address (host:port) in its own process; --data must be its data directory")
+		fs.BoolVar(&o.Spawn, "spawn", false, "start 'coapca serve' as a child process on --data (default a temporary directory) and load it, so client and server CPU are not mixed")
+		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 			return usagef("--devices, --concurrency and --duration must be positive")
+		}
+		if o.Server != "" && o.Spawn {
+			return usagef("--server and --spawn exclude each other")
+		}
+		if (o.Server != "" || o.Spawn) && (o.HTTPS || o.OSCORE || o.EDHOC) {
+			return usagef("--server and --spawn apply to EST-coaps only")
 		}
 		if o.HTTPS {
 			return bench.ESTHTTPS(ctx, o, stdout, stderr)
