@@ -182,10 +182,13 @@ func freeUDPPort() (string, error) {
 
 // waitReady polls t until a DTLS session with the demo device's certificate is established,
 // the child exits, or 60 s pass.
-func waitReady(ctx context.Context, t *estTarget, exited chan error) error {
+func waitReady(ctx context.Context, t *estTarget, exited chan error, tweak ...func(*dtlsconn.ClientConfig)) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(t.data.Root)
 	cfg := &dtlsconn.ClientConfig{Certificates: []tls.Certificate{t.data.DeviceCertificate()}, RootCAs: roots, ServerName: "127.0.0.1"}
+	for _, f := range tweak {
+		f(cfg)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)

@@ -15,6 +15,7 @@ const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
   est   EST-coaps enrollments and re-enrollments
   cmp   CMP ir+certConf transactions over CoAP and HTTP
   coap  the CoAP endpoint alone: DTLS handshakes, GETs over DTLS and UDP
+  compare  coapca next to libcoap, raw pion/crypto/tls floors, EST-oscore/EDHOC next to EST-coaps
 
 Run 'coapca bench est -h' (etc.) for the flags.`
 
@@ -42,6 +43,14 @@ listener, and small GETs per second over established DTLS sessions and over plai
 --clients concurrent clients on this machine. Beside them it prints floors measured in the same
 run: raw pion/dtls handshakes per second at the same concurrency and ECDSA P-256 sign/verify per
 second, and each result as a ratio to them.`
+
+const benchCompareDescription = `Anchor coapca's figures to other implementations measured in the same run on loopback:
+the floors (ECDSA P-256 signs, raw pion/dtls and crypto/tls handshakes), coapca's CoAP-over-DTLS
+endpoint next to libcoap's coap-server-openssl (Debian libcoap3-bin; same client, same
+certificates: a DTLS handshake and one GET per session, and GETs over kept sessions, with bytes
+and datagrams per session counted by a UDP relay), and the EST front doors: EST-coaps next to
+EST-oscore with a pre-shared context and keyed by EDHOC (enrollments/s, bytes and datagrams on
+the wire per enrollment). Without libcoap the comparison skips it and says so, except with CI=true.`
 
 // runBench is `coapca bench`: flags here, the measurements (against the server that serve
 // runs) in internal/bench.
@@ -108,6 +117,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--protection must be mac or signature")
 		}
 		return bench.CMP(ctx, o, stdout, stderr)
+	case "compare":
+		var o bench.CompareOptions
+		fs := newFlagSet("bench compare", "coapca bench compare [flags]", benchCompareDescription, stderr)
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "clients working at once")
+		fs.DurationVar(&o.Duration, "duration", 3*time.Second, "how long each rate measurement runs")
+		fs.IntVar(&o.Devices, "devices", 100, "enrollments per EST front door")
+		fs.IntVar(&o.WireSamples, "wire-samples", 20, "sequential sessions/enrollments counted for bytes on the wire")
+		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
+		fs.StringVar(&o.LibCoAP, "libcoap", "", "libcoap example server to compare with (default coap-server-openssl from PATH)")
+		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Concurrency < 1 || o.Duration <= 0 || o.Devices < 1 {
+			return usagef("--concurrency, --duration and --devices must be positive")
+		}
+		return bench.Compare(ctx, o, stdout, stderr)
 	case "coap":
 		var o bench.CoAPOptions
 		fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
