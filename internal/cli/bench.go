@@ -10,7 +10,7 @@ import (
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|compare [flags]
 
   est   EST-coaps enrollments and re-enrollments
   cmp   CMP ir+certConf transactions over CoAP and HTTP
@@ -60,7 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|compare [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -147,5 +147,5 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return bench.CoAP(ctx, o, stdout, stderr)
 	}
-	return usagef("usage: coapca bench est|cmp|coap [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|compare [flags] (see 'coapca bench help')")
 }
