@@ -184,7 +184,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return nil, err
 		}
-		defer pprof.StopCPUProfile()
+		defer pprof.StopCPUProfile() // on early returns; stopped before the second floors below
 	}
 	say("phase 1: %d enrollments, each over a new DTLS session", o.Devices)
 	cpu0 := t.cpu()
@@ -285,6 +285,9 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 
 	// The machine may be shared: the floors are measured again after the phases, and the
 	// ratios divide by the mean of both measurements (both are printed).
+	if o.CPUProfile != "" {
+		pprof.StopCPUProfile() // the profile covers the enrollment phases only
+	}
 	say("measuring the floors again")
 	signs, verifies := ecdsaFloor(o.Duration / 2)
 	rawHS, err := rawHandshakeFloor(ctx, t.data.ServerCertificate(), device0, t.data.ManufacturerCA, t.data.Root, o.Concurrency, o.Duration/2)
