@@ -175,8 +175,7 @@ func throughput(rs []bench.Report) (*plot.Plot, error) {
 		}
 		args = append(args, s.name, xys)
 	}
-	p.Legend.Top = true
-	return p, plotutil.AddLinePoints(p, args...)
+	return p, addLines(p, args)
 }
 
 // latency: p50, p90 and p99 of enrollments and re-enrollments against concurrency.
@@ -198,8 +197,19 @@ func latency(rs []bench.Report) (*plot.Plot, error) {
 			args = append(args, op+" "+pc.name, xys)
 		}
 	}
+	return p, addLines(p, args)
+}
+
+// addLines draws the named series and leaves the top third of the plot to the legend, so that
+// it covers no point.
+func addLines(p *plot.Plot, args []any) error {
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
+		return err
+	}
 	p.Legend.Top = true
-	return p, plotutil.AddLinePoints(p, args...)
+	p.Y.Min = 0
+	p.Y.Max *= 1.6
+	return nil
 }
 
 // wire: UDP payload bytes per operation for every result of a compare run that counted them.
