@@ -11,7 +11,7 @@ import (
 	"coapca/internal/bench"
 )
 
-const benchUsage = `Usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags]
+const benchUsage = `Usage: coapca bench est|cmp|coap|registrar|sessions|soak|compare [flags]
 
   est        EST-coaps enrollments and re-enrollments
   registrar  EST-coaps enrollments through a registrar to an HTTPS CA, next to direct ones
@@ -20,6 +20,7 @@ const benchUsage = `Usage: coapca bench est|cmp|coap|registrar|sessions|soak [fl
   sessions   server memory per idle DTLS session (server in its own process)
   soak       enroll and re-enroll many devices, sampling the server's memory, goroutines,
              file descriptors and database size during and after the load
+  compare    coapca next to libcoap, raw pion/crypto/tls floors, EST-oscore/EDHOC next to EST-coaps
 
 Run 'coapca bench est -h' (etc.) for the flags.`
 
@@ -86,6 +87,14 @@ GC) its live heap, heap in use, RSS, goroutines, file descriptors, database size
 sessions: after the load they must come back flat, and the abandoned sessions must be evicted
 by the idle timeout (sessions 0).`
 
+const benchCompareDescription = `Anchor coapca's figures to other implementations measured in the same run on loopback:
+the floors (ECDSA P-256 signs, raw pion/dtls and crypto/tls handshakes), coapca's CoAP-over-DTLS
+endpoint next to libcoap's coap-server-openssl (Debian libcoap3-bin; same client, same
+certificates: a DTLS handshake and one GET per session, and GETs over kept sessions, with bytes
+and datagrams per session counted by a UDP relay), and the EST front doors: EST-coaps next to
+EST-oscore with a pre-shared context and keyed by EDHOC (enrollments/s, bytes and datagrams on
+the wire per enrollment). Without libcoap the comparison skips it and says so, except with CI=true.`
+
 // runBench is `coapca bench`: flags here, the measurements (against the server that serve
 // runs) in internal/bench.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -94,7 +103,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if len(args) == 0 {
-		return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags] (see 'coapca bench help')")
+		return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak|compare [flags] (see 'coapca bench help')")
 	}
 	switch args[0] {
 	case "est":
@@ -111,7 +120,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.BoolVar(&o.ACE, "ace", false, "compare EST-oscore keyed by an ACE access token (RFC 9203: in-process AS, /authz-info, /sen) to EST-coaps: enrollments/s and bytes on the wire, AS traffic included")
 		fs.IntVar(&o.WireSamples, "wire-samples", 20, "with --oscore/--edhoc/--ace: sequential enrollments per front door counted for bytes on the wire")
 		fs.BoolVar(&o.HTTPS, "https", false, "benchmark EST over HTTPS (RFC 7030) instead, next to raw crypto/tls handshakes")
-		fs.StringVar(&o.Server, "server", "", "coaps address (host:port) of a running server to load instead of an in-process one (needs --data, its data directory; its per-source handshake limit applies)")
+		fs.StringVar(&o.Server, "server", "", "load the running server at this EST-coaps address (host:port) in its own process; --data must be its data directory")
+		fs.BoolVar(&o.Spawn, "spawn", false, "start 'coapca serve' as a child process on --data (default a temporary directory) and load it, so client and server CPU are not mixed")
+		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -123,6 +134,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
 			return usagef("--devices, --concurrency and --duration must be positive")
+		}
+		if o.Server != "" && o.Spawn {
+			return usagef("--server and --spawn exclude each other")
+		}
+		if (o.Server != "" || o.Spawn) && (o.HTTPS || o.OSCORE || o.EDHOC) {
+			return usagef("--server and --spawn apply to EST-coaps only")
 		}
 		if o.HTTPS {
 			return bench.ESTHTTPS(ctx, o, stdout, stderr)
@@ -163,6 +180,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--devices and --concurrency must be positive")
 		}
 		return bench.Registrar(ctx, o, stdout, stderr)
+	case "compare":
+		var o bench.CompareOptions
+		fs := newFlagSet("bench compare", "coapca bench compare [flags]", benchCompareDescription, stderr)
+		fs.IntVar(&o.Concurrency, "concurrency", 8, "clients working at once")
+		fs.DurationVar(&o.Duration, "duration", 3*time.Second, "how long each rate measurement runs")
+		fs.IntVar(&o.Devices, "devices", 100, "enrollments per EST front door")
+		fs.IntVar(&o.WireSamples, "wire-samples", 20, "sequential sessions/enrollments counted for bytes on the wire")
+		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
+		fs.StringVar(&o.LibCoAP, "libcoap", "", "libcoap example server to compare with (default coap-server-openssl from PATH)")
+		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if o.Concurrency < 1 || o.Duration <= 0 || o.Devices < 1 {
+			return usagef("--concurrency, --duration and --devices must be positive")
+		}
+		return bench.Compare(ctx, o, stdout, stderr)
 	case "coap":
 		var o bench.CoAPOptions
 		fs := newFlagSet("bench coap", "coapca bench coap [flags]", benchCoAPDescription, stderr)
@@ -234,5 +268,5 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return bench.SessionsServer(ctx, o, os.Stdin, stdout)
 	}
-	return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak [flags] (see 'coapca bench help')")
+	return usagef("usage: coapca bench est|cmp|coap|registrar|sessions|soak|compare [flags] (see 'coapca bench help')")
 }

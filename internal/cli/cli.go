@@ -28,7 +28,7 @@ Usage:
   coapca est COMMAND [flags]        EST client: cacerts | enroll | reenroll | csrattrs | serverkeygen
   coapca cmp COMMAND [flags]        CMP client: ir | cr | p10cr | kur | rr | genm
   coapca ca COMMAND [flags]         manage the CA: list | show | revoke | approve | reject | pending | crl
-  coapca bench est|cmp|coap [flags] measure throughput against an in-process server
+  coapca bench COMMAND [flags]      measurements next to floors of the same run: est | cmp | coap | registrar | sessions | soak | compare
   coapca as --config FILE           run an ACE authorization server (RFC 9200, RFC 9203)
   coapca version                    print the version
 

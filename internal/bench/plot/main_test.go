@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"coapca/internal/bench"
+)
+
+func writeFile(t *testing.T, dir, name string, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestPlotsFromBenchmarkOutput: the figures of docs/benchmarks.md are drawn from the JSON
+// that bench est/compare (and bench sessions) write, one PNG per figure.
+func TestPlotsFromBenchmarkOutput(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	var files []string
+	for _, c := range []int{1, 4} {
+		files = append(files, writeFile(t, in, fmt.Sprintf("est-%d.json", c), bench.Report{Kind: "est", Concurrency: c,
+			Floors:  map[string]float64{"pion_dtls_handshake": 200, "ecdsa_p256_sign": 9000},
+			Results: []bench.Result{{Name: "enroll", PerSecond: 100, P50: 10, P90: 20, P99: 30}, {Name: "reenroll", PerSecond: 500, P50: 2, P90: 3, P99: 4}}}))
+	}
+	files = append(files, writeFile(t, in, "compare.json", bench.Report{Kind: "compare", Concurrency: 8,
+		Results: []bench.Result{{Name: "enroll coaps", PerSecond: 100, Bytes: 3300, Datagrams: 10.6}, {Name: "enroll oscore", PerSecond: 1000, Bytes: 800, Datagrams: 2}}}))
+	files = append(files, writeFile(t, in, "sessions.json", map[string]any{"kind": "sessions",
+		"points": []map[string]float64{{"sessions": 1000, "heap_per_session": 7000, "rss_per_session": 9000}, {"sessions": 3000, "heap_per_session": 6500, "rss_per_session": 8800}}}))
+	var stdout bytes.Buffer
+	if err := run(append([]string{"-out", out}, files...), &stdout); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"enroll-vs-concurrency.png", "latency.png", "wire-bytes.png", "memory-per-session.png"} {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s is not a PNG", name)
+		}
+	}
+}
+
+func TestPlotRefusesBadInput(t *testing.T) {
+	in := t.TempDir()
+	garbage := filepath.Join(in, "garbage.json")
+	if err := os.WriteFile(garbage, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no input", nil, "usage"},
+		{"not JSON", []string{garbage}, "garbage.json"},
+		{"unknown kind", []string{writeFile(t, in, "x.json", map[string]string{"kind": "weather"})}, "unknown kind"},
+		{"missing file", []string{filepath.Join(in, "nope.json")}, "nope.json"},
+		{"compare without wire counts", []string{writeFile(t, in, "c.json", bench.Report{Kind: "compare", Results: []bench.Result{{Name: "x", PerSecond: 1}}})}, "without bytes"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(append([]string{"-out", t.TempDir()}, tt.args...), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestPlotSkipsSessionsOfAnotherShape: the memory hook tells, rather than failing or drawing an
+// empty figure, when bench sessions wrote a format it does not know.
+func TestPlotSkipsSessionsOfAnotherShape(t *testing.T) {
+	in, out := t.TempDir(), t.TempDir()
+	f := writeFile(t, in, "s.json", map[string]any{"kind": "sessions", "heap": 123})
+	var stdout bytes.Buffer
+	if err := run([]string{"-out", out, f}, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "memory figure skipped") {
+		t.Errorf("output = %q", stdout.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "memory-per-session.png")); !os.IsNotExist(err) {
+		t.Errorf("a memory figure was drawn from nothing: %v", err)
+	}
+}

@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is the machine-readable output of a benchmark run (`--json FILE`), read by
+// `coapca bench plot`: the floors measured in the same run and every result with its ratio to
+// one of them, so that the published figures come straight from the run.
+type Report struct {
+	Kind        string    `json:"kind"` // "est", "compare"
+	Time        time.Time `json:"time"`
+	Machine     Machine   `json:"machine"`
+	Devices     int       `json:"devices,omitempty"`
+	Concurrency int       `json:"concurrency"`
+	Server      string    `json:"server,omitempty"` // where the server ran
+	// Floors: name → operations per second, measured in this run.
+	Floors  map[string]float64 `json:"floors"`
+	Results []Result           `json:"results"`
+}
+
+// Result is one measured operation.
+type Result struct {
+	Name      string  `json:"name"`
+	PerSecond float64 `json:"per_second"`
+	// Floor names the entry of Report.Floors that Ratio divides by ("" = none).
+	Floor string  `json:"floor,omitempty"`
+	Ratio float64 `json:"ratio,omitempty"`
+	// Latency percentiles in milliseconds (0 when not measured).
+	P50    float64 `json:"p50_ms,omitempty"`
+	P90    float64 `json:"p90_ms,omitempty"`
+	P99    float64 `json:"p99_ms,omitempty"`
+	Errors int64   `json:"errors"`
+	// Wire: UDP payload bytes and datagrams per operation, both directions (0 = not counted).
+	Bytes     float64 `json:"bytes,omitempty"`
+	Datagrams float64 `json:"datagrams,omitempty"`
+	// ServerCPU per operation in milliseconds, when the server ran in its own process.
+	ServerCPU float64 `json:"server_cpu_ms,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPU    string `json:"cpu"`
+	NumCPU int    `json:"num_cpu"`
+	OS     string `json:"os"`
+	Go     string `json:"go"`
+}
+
+func thisMachine() Machine {
+	m := Machine{NumCPU: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func ratio(v, floor float64) float64 {
+	if floor == 0 {
+		return 0
+	}
+	return v / floor
+}
+
+func (r *benchResult) report(o ESTOptions) Report {
+	return Report{
+		Kind: "est", Time: time.Now().UTC(), Machine: thisMachine(), Devices: o.Devices, Concurrency: o.Concurrency, Server: r.mode,
+		// The floors are means of a measurement before and one after the phases (_after).
+		Floors: map[string]float64{"ecdsa_p256_sign": r.signs, "ecdsa_p256_verify": r.verifies, "pion_dtls_handshake": r.rawHS,
+			"ecdsa_p256_sign_after": r.signsAfter, "pion_dtls_handshake_after": r.rawHSAfter},
+		Results: []Result{
+			{Name: "enroll", PerSecond: r.enrolls, Floor: "pion_dtls_handshake", Ratio: ratio(r.enrolls, r.rawHS),
+				P50: ms(r.enrollLat.pct(.5)), P90: ms(r.enrollLat.pct(.9)), P99: ms(r.enrollLat.pct(.99)), Errors: r.enrollErrs, ServerCPU: ms(r.enrollServerCPU)},
+			{Name: "reenroll", PerSecond: r.reenrolls, Floor: "ecdsa_p256_sign", Ratio: ratio(r.reenrolls, r.signs),
+				P50: ms(r.reenrollLat.pct(.5)), P90: ms(r.reenrollLat.pct(.9)), P99: ms(r.reenrollLat.pct(.99)), Errors: r.reenrollErrs, ServerCPU: ms(r.reenrollServerCPU)},
+		},
+	}
+}
+
+func writeJSON(path string, r Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadReport reads a file written by --json.
+func ReadReport(path string) (Report, error) {
+	var r Report
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	return r, nil
+}
