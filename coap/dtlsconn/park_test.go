@@ -179,7 +179,7 @@ func TestParkResume(t *testing.T) {
 				}
 			}
 			st := l.Stats()
-			if st.Parks != cycles || st.Resumes != cycles-1 || st.ActiveSessions != 1 {
+			if st.Parks != cycles || st.Resumes != cycles-1 || st.ActiveSessions != 1 || st.Parked != 1 {
 				t.Fatalf("stats %+v", st)
 			}
 			if !bytes.Equal(s.TLSUnique(), unique) || !bytes.Equal(s.TLSExporter(), exporter) || len(unique) != 12 ||
@@ -367,6 +367,9 @@ func TestParkedSessionsHoldNoGoroutines(t *testing.T) {
 		roundTrip(t, c, "hello")
 	}
 	waitUntil(t, 10*time.Second, "every session to park", func() bool { return l.Stats().Parks == n })
+	if st := l.Stats(); st.Parked != n || st.ActiveSessions != n {
+		t.Fatalf("parked gauge %d of %d sessions, want %d of %d", st.Parked, st.ActiveSessions, n, n)
+	}
 	// base counted the server's pion goroutines of every established session (at least
 	// two each); parked, they are gone.
 	waitUntil(t, 10*time.Second, "the parked sessions' goroutines to end", func() bool {
