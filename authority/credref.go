@@ -34,10 +34,11 @@ const maxKeyIDMatches = 16
 // rather than resolved to one of them (errs.Unauthorized), as is one that designates none.
 //
 // For a kid, this CA's revoked certificates and those outside their validity are left out
-// first: a device that re-keyed by re-enrollment holds the new certificate. Our kid is the
-// hash of the key (RFC 7093 §2 method 4), so two valid certificates with one kid hold the
-// same key; which one the device holds cannot be told, so that is ambiguous too (the device
-// then sends x5t).
+// first. Our kid is the hash of the key (RFC 7093 §2 method 4): several valid certificates
+// of ours with one kid certify one key (a device that re-enrolled and kept its key), and the
+// newest stands for them (the Initiator's MAC_3 covers its CRED_I, so the handshake succeeds
+// only if that is the one the device holds). A kid on certificates of different keys, or on
+// ours and a trust store's, is ambiguous.
 func (a *Authority) FindCredential(ctx context.Context, ref CredentialRef) ([][]byte, error) {
 	var (
 		f     store.CertFilter
@@ -75,11 +76,30 @@ func (a *Authority) FindCredential(ctx context.Context, ref CredentialRef) ([][]
 		return nil, errs.Wrap(errs.Internal, err, "cannot look up the credential reference")
 	}
 	now := a.now()
+	var spki []byte // for a kid: the key of the newest of our certificates
 	for _, rec := range recs {
-		if len(ref.KeyID) > 0 && (now.Before(rec.NotBefore) || now.After(rec.NotAfter)) {
+		if len(ref.KeyID) == 0 {
+			add(rec.DER)
 			continue
 		}
-		add(rec.DER)
+		if now.Before(rec.NotBefore) || now.After(rec.NotAfter) {
+			continue
+		}
+		c, err := x509.ParseCertificate(rec.DER)
+		if err != nil {
+			continue
+		}
+		switch {
+		case spki == nil:
+			spki = c.RawSubjectPublicKeyInfo
+			add(rec.DER)
+		case !bytes.Equal(spki, c.RawSubjectPublicKeyInfo):
+			// Two of our certificates, two keys, one kid: no guess.
+			add(rec.DER)
+		}
+		// Another certificate of the same key (a re-enrollment that kept it): the newest
+		// stands for them. If the device holds an older one, the handshake fails at MAC_3,
+		// which covers CRED_I (RFC 9528 §5.4.2): it cannot be taken for another certificate.
 	}
 	ours := len(found)
 	for _, ts := range a.trust {

@@ -44,6 +44,10 @@ func TestFindCredential(t *testing.T) {
 	ldevid := record("ldevid", []byte("ldevid-kid"))
 	revoked := record("revoked", []byte("revoked-kid"))
 	record("shared", []byte("shared-kid"))
+	// Two of our certificates with one kid and two keys (not as this CA makes kids, but
+	// records may hold anything).
+	record("two-keys-1", []byte("two-keys-kid"))
+	record("two-keys-2", []byte("two-keys-kid"))
 	if err := a.Revoke(ctx, store.FormatSerial(revoked.SerialNumber), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +67,7 @@ func TestFindCredential(t *testing.T) {
 		{"x5t of a revoked LDevID: found, then refused", CredentialRef{SHA256Prefix: x5t(revoked, 8)}, revoked, false},
 		{"kid of a revoked LDevID", CredentialRef{KeyID: []byte("revoked-kid")}, nil, false},
 		{"kid of our LDevID and of a trust store's certificate (ambiguous)", CredentialRef{KeyID: []byte("shared-kid")}, nil, false},
+		{"kid of two of our certificates with different keys (ambiguous)", CredentialRef{KeyID: []byte("two-keys-kid")}, nil, false},
 		{"x5t shorter than SHA-256/64", CredentialRef{SHA256Prefix: x5t(ldevid, 4)}, nil, false},
 		{"x5t of a certificate nobody knows", CredentialRef{SHA256Prefix: make([]byte, 8)}, nil, false},
 		{"kid nobody knows", CredentialRef{KeyID: []byte("nobody")}, nil, false},

@@ -19,7 +19,9 @@ import (
 // the server resolves from its own records, never seen in an EDHOC handshake before, and
 // re-enrolls over real loopback. Every reference that would let a device act with a
 // certificate it may not use is refused: a revoked LDevID, another device's LDevID with the
-// attacker's own key, a kid that two valid certificates carry.
+// attacker's own key, a kid that resolves to another certificate than the one the device
+// holds (a kid on two certificates of different keys is refused by FindCredential,
+// TestFindCredential).
 func TestEDHOCInitiatorCredentialFromRecords(t *testing.T) {
 	ctx := context.Background()
 	cfg := config.Default()
@@ -110,7 +112,11 @@ func TestEDHOCInitiatorCredentialFromRecords(t *testing.T) {
 			attacker := ldevid(t, cn+"-attacker", nil)
 			return tls.Certificate{Certificate: victim.Certificate, PrivateKey: attacker.PrivateKey, Leaf: victim.Leaf}
 		}, "kid", false},
-		{"kid that two valid LDevIDs carry (one key certified twice)", func(t *testing.T, cn string) tls.Certificate {
+		{"kid of the newest of two LDevIDs of one key (re-enrolled, key kept)", func(t *testing.T, cn string) tls.Certificate {
+			first := ldevid(t, cn, nil)
+			return ldevid(t, cn, first.PrivateKey.(crypto.Signer))
+		}, "kid", true},
+		{"kid of the older of two LDevIDs of one key (MAC_3 covers CRED_I)", func(t *testing.T, cn string) tls.Certificate {
 			first := ldevid(t, cn, nil)
 			ldevid(t, cn, first.PrivateKey.(crypto.Signer))
 			return first
