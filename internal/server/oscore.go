@@ -183,7 +183,7 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,
 		LookupCredential: s.lookupEDHOCCredential(ctx),
-		SessionTimeout: s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
+		SessionTimeout:   s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
 		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource,
 	})
 	s.metrics.GaugeFunc("edhoc_sessions", "EDHOC handshakes waiting for message_3.", func() float64 {
