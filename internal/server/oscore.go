@@ -182,9 +182,8 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 	}
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,
-		LookupCredential: s.lookupEDHOCCredential(ctx),
-		SessionTimeout:   s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
-		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource,
+		SessionTimeout: s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
+		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource, LookupCredential: s.lookupEDHOCCredential(ctx),
 	})
 	s.metrics.GaugeFunc("edhoc_sessions", "EDHOC handshakes waiting for message_3.", func() float64 {
 		n, _ := layer.Stats()
