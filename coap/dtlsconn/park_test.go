@@ -337,7 +337,9 @@ func TestParkedGarbageAndIdle(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the parked session's reader was not woken by the idle timeout")
 	}
-	if st := l.Stats(); st.ActiveSessions != 0 || st.IdleClosed != 1 {
+	// The idle sweep counts IdleClosed after the shutdown that woke the reader.
+	waitUntil(t, 10*time.Second, "the idle close to be counted", func() bool { return l.Stats().IdleClosed == 1 })
+	if st := l.Stats(); st.ActiveSessions != 0 || st.IdleClosed != 1 || st.Parked != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
