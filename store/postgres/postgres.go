@@ -359,8 +359,8 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	// cancelled context would leave that open. A database that does not answer still ends it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	sum, keyID := store.CertKeyRefs(c.DER) // outside the transaction: it parses the DER
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		sum, keyID := store.CertKeyRefs(c.DER)
 		_, err := tx.Exec(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
 			label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
 			requester_addr, pending_id, issued_at, revoked_at, revocation_reason, cert_sha256, key_id)

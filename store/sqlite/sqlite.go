@@ -408,8 +408,9 @@ var errClosed = errors.New("sqlite: store is closed")
 
 // recordReq is one RecordIssued call waiting for the group committer.
 type recordReq struct {
-	c    *store.Cert
-	done chan error
+	c          *store.Cert
+	sum, keyID []byte // store.CertKeyRefs(c.DER), computed by the caller, not the committer
+	done       chan error
 }
 
 // maxBatch bounds the certificates committed in one transaction.
@@ -427,6 +428,7 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 		return fmt.Errorf("sqlite: record %s: %w", c.Serial, err)
 	}
 	r := &recordReq{c: c, done: make(chan error, 1)}
+	r.sum, r.keyID = store.CertKeyRefs(c.DER)
 	select {
 	case s.recq <- r:
 	case <-s.stop:
@@ -476,7 +478,7 @@ func (s *Store) commitBatch(batch []*recordReq) {
 	ctx := context.Background() // one caller's cancellation must not abort the others' records
 	if len(batch) == 1 {
 		// Alone: the transaction itself undoes a failed record.
-		batch[0].done <- s.write(ctx, func(tx *sql.Tx) error { return recordOne(ctx, tx, batch[0].c) })
+		batch[0].done <- s.write(ctx, func(tx *sql.Tx) error { return recordOne(ctx, tx, batch[0]) })
 		return
 	}
 	results := make([]error, len(batch))
@@ -485,7 +487,7 @@ func (s *Store) commitBatch(batch []*recordReq) {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT rec"); err != nil {
 				return fmt.Errorf("sqlite: savepoint: %w", err)
 			}
-			results[i] = recordOne(ctx, tx, r.c)
+			results[i] = recordOne(ctx, tx, r)
 			stmt := "RELEASE rec"
 			if results[i] != nil {
 				stmt = "ROLLBACK TO rec; RELEASE rec"
@@ -509,19 +511,19 @@ func (s *Store) commitBatch(batch []*recordReq) {
 
 // recordOne writes one certificate (and its pending request). On error the caller must roll
 // back (transaction or savepoint): the certificate row may already be inserted.
-func recordOne(ctx context.Context, tx *sql.Tx, c *store.Cert) error {
+func recordOne(ctx context.Context, tx *sql.Tx, r *recordReq) error {
+	c := r.c
 	issued := c.IssuedAt
 	if issued.IsZero() {
 		issued = time.Now()
 	}
-	sum, keyID := store.CertKeyRefs(c.DER)
 	_, err := tx.ExecContext(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
 		label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
 		requester_addr, pending_id, issued_at, revoked_at, revocation_reason, cert_sha256, key_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)`,
 		c.Serial, c.Subject, c.Issuer, unix(c.NotBefore), unix(c.NotAfter), c.DER,
 		c.Label, c.Op, c.Protocol, c.Transport, c.RequesterSubject, c.RequesterIssuer, c.RequesterSerial,
-		c.RequesterRef, c.RequesterAddr, c.PendingID, unix(issued), sum, keyID)
+		c.RequesterRef, c.RequesterAddr, c.PendingID, unix(issued), r.sum, r.keyID)
 	if err != nil {
 		if isConstraint(err) {
 			return fmt.Errorf("sqlite: serial %s: %w", c.Serial, store.ErrDuplicateSerial)
