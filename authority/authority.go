@@ -140,6 +140,7 @@ type Authority struct {
 type trustStore struct {
 	name         string
 	roots        *x509.CertPool
+	certs        []*x509.Certificate // the configured certificates, for FindCredential
 	allowExpired bool
 }
 
@@ -217,6 +218,7 @@ func New(pol Policy, opts Options) (*Authority, error) {
 				return nil, fmt.Errorf("authority: trust store %s: nil certificate", ts.Name)
 			}
 			s.roots.AddCert(c)
+			s.certs = append(s.certs, c)
 		}
 		a.trust = append(a.trust, s)
 	}

@@ -35,6 +35,11 @@ type ESTDialOptions struct {
 	// EDHOC keys OSCORE for coap:// with EDHOC (RFC 9528) authenticated by Identity;
 	// message_3 travels in the first OSCORE request (RFC 9668) unless EDHOCSeparate.
 	EDHOC, EDHOCSeparate bool
+	// EDHOCCredential is how ID_CRED_I designates Identity's certificate (RFC 9528 §3.5.3,
+	// RFC 9360 §2): "x5chain" (default: the chain by value), "x5t" (its SHA-256/64 hash) or
+	// "kid" (its Subject Key Identifier). By reference, the server must know the certificate:
+	// one it issued (an LDevID), one of its trust stores, or one this client used by value.
+	EDHOCCredential string
 	// ACE keys OSCORE for coap:// with an access token (RFC 9203): see NewACEClient.
 	ACE *ACEClient
 	// HTTPClient carries EST-oscore over http:// or https:// (RFC 8613 §11, with OSCORE);
@@ -188,9 +193,9 @@ func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, er
 		}
 		chain = append(chain, c)
 	}
-	cred, err := edhoc.NewX509Credential(chain, edhoc.ByX5Chain)
+	cred, err := EDHOCCredential(chain, o.EDHOCCredential)
 	if err != nil {
-		return nil, fmt.Errorf("edhoc credential: %w", err)
+		return nil, err
 	}
 	ed, err := oscorelayer.NewEDHOCClient(oscorelayer.EDHOCConfig{
 		Credential: cred, PrivateKey: o.Identity.PrivateKey, VerifyPeer: o.VerifyServer, Separate: o.EDHOCSeparate,
@@ -210,4 +215,29 @@ func dialOSCORE(ctx context.Context, u *url.URL, o ESTDialOptions) (*ESTConn, er
 			}
 			return ed.ChannelBinding(), nil
 		}}, nil
+}
+
+// EDHOCCredential is the client's EDHOC credential for chain (leaf first), designated in
+// ID_CRED_I as kind says: "" or "x5chain" (by value), "x5t" or "kid" (by reference; see
+// ESTDialOptions.EDHOCCredential).
+func EDHOCCredential(chain []*x509.Certificate, kind string) (*edhoc.Credential, error) {
+	ref := edhoc.ByX5Chain
+	switch kind {
+	case "", "x5chain":
+	case "x5t", "kid":
+		ref = edhoc.ByX5T
+	default:
+		return nil, fmt.Errorf("edhoc credential %q: want x5chain, x5t or kid", kind)
+	}
+	cred, err := edhoc.NewX509Credential(chain, ref)
+	if err != nil {
+		return nil, fmt.Errorf("edhoc credential: %w", err)
+	}
+	if kind == "kid" {
+		if len(chain[0].SubjectKeyId) == 0 {
+			return nil, errors.New("edhoc credential kid: the certificate has no Subject Key Identifier")
+		}
+		cred.ID = edhoc.IDCredKid(chain[0].SubjectKeyId)
+	}
+	return cred, nil
 }

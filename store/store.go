@@ -17,7 +17,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
@@ -65,6 +68,31 @@ type Cert struct {
 
 	RevokedAt        time.Time // zero when not revoked
 	RevocationReason int       // RFC 5280 §5.3.1 CRLReason, valid when RevokedAt is set
+}
+
+// CertKeyRefs returns what a certificate is looked up by (CertFilter.CertSHA256Prefix and
+// KeyID): the SHA-256 of its DER, and its Subject Key Identifier (nil when der does not parse
+// or has none). Implementations store both when they record a certificate.
+func CertKeyRefs(der []byte) (sum, keyID []byte) {
+	h := sha256.Sum256(der)
+	if c, err := x509.ParseCertificate(der); err == nil && len(c.SubjectKeyId) > 0 {
+		keyID = bytes.Clone(c.SubjectKeyId)
+	}
+	return h[:], keyID
+}
+
+// PrefixEnd returns the smallest byte string greater than every string that starts with
+// prefix, or nil when there is none (prefix empty or all 0xff): with it, a prefix match is
+// the range [prefix, end) that an index answers.
+func PrefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
 }
 
 // Revoked reports whether the certificate has been revoked.
@@ -226,9 +254,15 @@ type CertFilter struct {
 	RequesterIssuer string
 	RequesterSerial string
 	RequesterRef    string
-	Revocation      RevocationFilter
-	Limit           int // 0 = no limit
-	Offset          int
+	// CertSHA256Prefix selects the certificates whose DER's SHA-256 starts with these bytes:
+	// an x5t of RFC 9360 §2 (SHA-256, or SHA-256/64 = its first 8 bytes), by which an EDHOC
+	// Initiator may designate its certificate (RFC 9528 §3.5.3). KeyID selects those whose
+	// Subject Key Identifier extension is exactly this (an EDHOC kid). Both are indexed.
+	CertSHA256Prefix []byte
+	KeyID            []byte
+	Revocation       RevocationFilter
+	Limit            int // 0 = no limit
+	Offset           int
 }
 
 // PendingFilter selects pending requests in ListPending. Zero fields do not filter.

@@ -124,6 +124,7 @@ type ClientConfig struct {
 type Stats struct {
 	HandshakesOK, HandshakesFailed uint64
 	ActiveSessions, HalfOpen       int
+	Parked                         int    // of ActiveSessions, those parked now (Conn.Park)
 	DroppedRateLimit               uint64 // ClientHellos refused by the per-source rate limit
 	DroppedCaps                    uint64 // refused by MaxSessions or MaxHalfOpen
 	Evicted                        uint64 // half-open handshakes evicted for newer ones

@@ -64,6 +64,7 @@ type Listener struct {
 	unverified list.List // *session, oldest first
 	halfOpen   int
 	active     int
+	parkedNow  int // established sessions parked now (counted in active too)
 	inflight   int // handshake goroutines running: half-open sessions plus evicted ones still winding down
 	buckets    map[netip.Addr]*bucket
 	closed     bool
@@ -252,11 +253,11 @@ func (l *Listener) Close() error {
 // Stats returns a snapshot of the counters.
 func (l *Listener) Stats() Stats {
 	l.mu.Lock()
-	active, half := l.active, l.halfOpen
+	active, half, parked := l.active, l.halfOpen, l.parkedNow
 	l.mu.Unlock()
 	return Stats{
 		HandshakesOK: l.ok.Load(), HandshakesFailed: l.failed.Load(),
-		ActiveSessions: active, HalfOpen: half,
+		ActiveSessions: active, HalfOpen: half, Parked: parked,
 		DroppedRateLimit: l.dropRate.Load(), DroppedCaps: l.dropCaps.Load(), Evicted: l.evicted.Load(),
 		DroppedGarbage: l.garbage.Load(), DroppedQueue: l.dropQueue.Load(), IdleClosed: l.idle.Load(),
 		Parks: l.parked.Load(), Resumes: l.resumed.Load(),
@@ -456,8 +457,11 @@ func (l *Listener) removeLocked(s *session) {
 		return
 	case phaseUnverified, phaseVerified:
 		l.halfOpen--
-	case phaseEstablished, phaseParked:
+	case phaseEstablished:
 		l.active--
+	case phaseParked:
+		l.active--
+		l.parkedNow--
 	}
 	if s.elem != nil {
 		l.unverified.Remove(s.elem)

@@ -56,6 +56,7 @@ func (c *Conn) Park(wake func()) error {
 		return ErrBusy
 	}
 	s.phase = phaseParked // from now on, datagrams are held (dispatch) until resumed
+	l.parkedNow++
 	s.pc.Store(nil)
 	l.mu.Unlock()
 
@@ -135,6 +136,7 @@ func (s *session) resumeLocked() (*dtls.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	s.phase = phaseEstablished
+	l.parkedNow--
 	s.pc.Store(pc)
 	held := s.held
 	s.held, s.resuming = nil, false

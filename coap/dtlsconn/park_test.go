@@ -179,7 +179,7 @@ func TestParkResume(t *testing.T) {
 				}
 			}
 			st := l.Stats()
-			if st.Parks != cycles || st.Resumes != cycles-1 || st.ActiveSessions != 1 {
+			if st.Parks != cycles || st.Resumes != cycles-1 || st.ActiveSessions != 1 || st.Parked != 1 {
 				t.Fatalf("stats %+v", st)
 			}
 			if !bytes.Equal(s.TLSUnique(), unique) || !bytes.Equal(s.TLSExporter(), exporter) || len(unique) != 12 ||
@@ -337,7 +337,9 @@ func TestParkedGarbageAndIdle(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the parked session's reader was not woken by the idle timeout")
 	}
-	if st := l.Stats(); st.ActiveSessions != 0 || st.IdleClosed != 1 {
+	// The idle sweep counts IdleClosed after the shutdown that woke the reader.
+	waitUntil(t, 10*time.Second, "the idle close to be counted", func() bool { return l.Stats().IdleClosed == 1 })
+	if st := l.Stats(); st.ActiveSessions != 0 || st.IdleClosed != 1 || st.Parked != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -367,6 +369,9 @@ func TestParkedSessionsHoldNoGoroutines(t *testing.T) {
 		roundTrip(t, c, "hello")
 	}
 	waitUntil(t, 10*time.Second, "every session to park", func() bool { return l.Stats().Parks == n })
+	if st := l.Stats(); st.Parked != n || st.ActiveSessions != n {
+		t.Fatalf("parked gauge %d of %d sessions, want %d of %d", st.Parked, st.ActiveSessions, n, n)
+	}
 	// base counted the server's pion goroutines of every established session (at least
 	// two each); parked, they are gone.
 	waitUntil(t, 10*time.Second, "the parked sessions' goroutines to end", func() bool {

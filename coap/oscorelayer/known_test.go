@@ -104,6 +104,12 @@ func TestEDHOCInitiatorByReference(t *testing.T) {
 			lookup.Store(&other.Cert.Raw)
 			return handshake(t, f, byRef(t, dev.Cert, nil), other.Key)
 		}, false},
+		{"LookupCredential returns a certificate the kid does not name", func(t *testing.T, f *fixture, _, _ *testpki.Leaf, lookup *atomic.Pointer[[]byte]) (*x509.Certificate, error) {
+			ca := &testpki.CA{Cert: f.pki.ca, Key: f.pki.caKey, Chain: []*x509.Certificate{f.pki.ca}}
+			third := ca.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "third"}, SubjectKeyId: []byte{3}})
+			lookup.Store(&third.Cert.Raw)
+			return handshake(t, f, byRef(t, third.Cert, ski), third.Key)
+		}, false},
 		{"x5t of a certificate revoked since", func(t *testing.T, f *fixture, dev, _ *testpki.Leaf, lookup *atomic.Pointer[[]byte]) (*x509.Certificate, error) {
 			if _, err := handshake(t, f, byValue(t, dev.Cert), dev.Key); err != nil {
 				t.Fatalf("by value: %v", err)

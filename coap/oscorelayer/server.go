@@ -647,6 +647,14 @@ func (s *Server) resolve(id *edhoc.IDCred, _ []edhoc.EAD) (*edhoc.Credential, er
 		if id.X5T != nil && !id.MatchesCert(raw[0]) {
 			return nil, fmt.Errorf("%w: the certificate found does not match the x5t", edhoc.ErrUnknownCredential)
 		}
+		// A kid designates the certificate with that Subject Key Identifier, whatever a lookup
+		// returned.
+		if id.X5T == nil {
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil || !bytes.Equal(leaf.SubjectKeyId, id.Kid) {
+				return nil, fmt.Errorf("%w: the certificate found does not carry the kid", edhoc.ErrUnknownCredential)
+			}
+		}
 	}
 	cred, err := edhoc.CredentialFromIDCred(&edhoc.IDCred{X5Chain: raw})
 	if err != nil {

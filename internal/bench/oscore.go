@@ -48,16 +48,19 @@ func FrontDoors(ctx context.Context, o ESTOptions, w, progress io.Writer) error 
 	return nil
 }
 
-// edhocSizes are the EDHOC message sizes for one choice of the server's ID_CRED_R.
+// edhocSizes are the EDHOC message sizes for one choice of the server's ID_CRED_R
+// (credential) and the device's ID_CRED_I (initiator).
 type edhocSizes struct {
-	credential string
-	m1, m2, m3 int
+	credential, initiator string
+	m1, m2, m3            int
 }
 
-// edhocMessageSizes runs one EDHOC handshake (method 0, suite 2, the device's IDevID in a
-// one-certificate x5chain) against each choice of edhoc.credential for the server's
-// certificate, in memory, and returns the sizes of message_1..3: what a constrained initiator
-// must receive in one piece (message_2) is the point (RFC 9528 §3.5.3, RFC 9360).
+// edhocMessageSizes runs one EDHOC handshake (method 0, suite 2) for each choice of
+// edhoc.credential for the server's certificate (the device's IDevID in a one-certificate
+// x5chain), then for each way the device names its certificate (client --edhoc-cred, with
+// the server's default), in memory, and returns the sizes of message_1..3: what a
+// constrained initiator must receive (message_2) or send (message_3) in one piece is the
+// point (RFC 9528 §3.5.3, RFC 9360).
 func edhocMessageSizes(srv tls.Certificate, dev tls.Certificate) ([]edhocSizes, error) {
 	chain, err := client.ParseChain(srv.Certificate)
 	if err != nil {
@@ -67,12 +70,17 @@ func edhocMessageSizes(srv tls.Certificate, dev tls.Certificate) ([]edhocSizes, 
 	if err != nil {
 		return nil, err
 	}
-	devCred, err := edhoc.NewX509Credential([]*x509.Certificate{devLeaf}, edhoc.ByX5Chain)
-	if err != nil {
-		return nil, err
-	}
 	var out []edhocSizes
-	for _, kind := range []string{"x5chain-leaf", "x5chain", "x5t"} {
+	for _, kinds := range [][2]string{{"x5chain-leaf", "x5chain"}, {"x5chain", "x5chain"}, {"x5t", "x5chain"},
+		{"x5chain-leaf", "x5t"}, {"x5chain-leaf", "kid"}} {
+		kind, devKind := kinds[0], kinds[1]
+		if devKind == "kid" && len(devLeaf.SubjectKeyId) == 0 {
+			continue // this IDevID has no Subject Key Identifier to name it by
+		}
+		devCred, err := client.EDHOCCredential([]*x509.Certificate{devLeaf}, devKind)
+		if err != nil {
+			return nil, err
+		}
 		srvCred, err := server.EDHOCCredential(chain, kind)
 		if err != nil {
 			return nil, err
@@ -107,22 +115,22 @@ func edhocMessageSizes(srv tls.Certificate, dev tls.Certificate) ([]edhocSizes, 
 			_, err = re.ProcessMessage3(m3)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("edhoc sizes (%s): %w", kind, err)
+			return nil, fmt.Errorf("edhoc sizes (%s, %s): %w", kind, devKind, err)
 		}
-		out = append(out, edhocSizes{credential: kind, m1: len(m1), m2: len(m2), m3: len(m3)})
+		out = append(out, edhocSizes{credential: kind, initiator: devKind, m1: len(m1), m2: len(m2), m3: len(m3)})
 	}
 	return out, nil
 }
 
 func printEDHOCSizes(w io.Writer, sizes []edhocSizes) {
-	fmt.Fprintf(w, "\nEDHOC message sizes by the server's credential (edhoc.credential; method 0, suite 2, device IDevID in x5chain)\n")
-	fmt.Fprintf(w, "%-14s %10s %10s %10s   %s\n", "credential", "message_1", "message_2", "message_3", "message_2 in one 1024-byte block")
+	fmt.Fprintf(w, "\nEDHOC message sizes by the server's credential (edhoc.credential) and the device's (est --edhoc-cred; method 0, suite 2)\n")
+	fmt.Fprintf(w, "%-14s %-10s %10s %10s %10s   %s\n", "credential", "initiator", "message_1", "message_2", "message_3", "message_2 in one 1024-byte block")
 	for _, z := range sizes {
 		fits := "yes"
 		if z.m2 > 1024 {
 			fits = "no (Block2 needed)"
 		}
-		fmt.Fprintf(w, "%-14s %10d %10d %10d   %s\n", z.credential, z.m1, z.m2, z.m3, fits)
+		fmt.Fprintf(w, "%-14s %-10s %10d %10d %10d   %s\n", z.credential, z.initiator, z.m1, z.m2, z.m3, fits)
 	}
 }
 

@@ -236,7 +236,7 @@ func TestLibcoapDevices(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{`coapca_requests_total{function="enroll",protocol="est-coaps",result="issued"} 2`, "coapca_dtls_handshakes_ok_total", `coapca_coap_responses_total{code="4.15"}`,
 		`coapca_requests_total{function="enroll",protocol="est-coaps",result="bad_request"} 2`,
-		"coapca_oscore_contexts", "coapca_edhoc_sessions"} {
+		"coapca_oscore_contexts", "coapca_edhoc_sessions", "coapca_dtls_parked_sessions", "coapca_dtls_parks_total", "coapca_dtls_resumes_total"} {
 		if !bytes.Contains(body, []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -47,7 +47,10 @@ EST-oscore (draft-ietf-ace-coap-est-oscore) over coap://: --oscore FILE protects
 with a pre-shared OSCORE context (YAML seen from the client's side; its sequence number is kept
 in FILE.seq), or --edhoc keys OSCORE with EDHOC (RFC 9528), authenticated with --cert/--key and
 the server's chain checked against the trust anchors; message_3 travels in the first OSCORE
-request (RFC 9668) unless --edhoc-separate. --pop puts edhoc-unique in the challengePassword.
+request (RFC 9668) unless --edhoc-separate. --edhoc-cred x5t or kid names the certificate by
+reference instead of sending it (RFC 9528 §3.5.3; fewer bytes in message_3): the server must
+know it, as a certificate it issued (re-enrollment) or one of its trust stores lists.
+--pop puts edhoc-unique in the challengePassword.
 With --ace coap://AS[:PORT][/token] the OSCORE context comes from an access token (ACE OSCORE
 profile, RFC 9203): the client asks the authorization server for a token over OSCORE with the
 context of --ace-context (its credential at the AS, YAML seen from the client's side), for
@@ -101,6 +104,7 @@ type estFlags struct {
 	aceURL, aceContext       string
 	aceAudience, aceScope    string
 	edhoc, edhocSeparate     bool
+	edhocCred                string
 	taFingerprint            string
 	encryptKey, encryptKeyID string // serverkeygen: --encrypt-key, --encrypt-key-id
 	keyPackage               bool   // serverkeygen: --key-package (RFC 8295 §8.1, https://)
@@ -153,6 +157,7 @@ func runEST(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&f.aceScope, "scope", "", "with --ace: the scope to ask for (default: the AS's registration or the creation hints)")
 	fs.BoolVar(&f.edhoc, "edhoc", false, "coap://: key OSCORE with EDHOC, authenticated with --cert/--key")
 	fs.BoolVar(&f.edhocSeparate, "edhoc-separate", false, "with --edhoc: send message_3 on its own, not in the first OSCORE request (RFC 9668)")
+	fs.StringVar(&f.edhocCred, "edhoc-cred", "x5chain", "with --edhoc: how ID_CRED_I names the certificate: x5chain (by value), x5t or kid (by reference: a certificate the server issued or trusts)")
 	fs.StringVar(&f.explicitTA, "explicit-ta", "", "explicit trust anchor database (PEM): used instead of --trust when it exists; cacerts updates it")
 	addHTTPSFlags(fs, &f.https)
 	fs.StringVar(&f.accept, "accept", "pkcs7", "certificate format to ask for: pkcs7 (281) or cert (287)")
@@ -493,7 +498,7 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 	if err != nil {
 		return nil, nil, err
 	}
-	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate}
+	o := client.ESTDialOptions{BlockSize: f.blockSize, Identity: pair, VerifyServer: verify, EDHOC: f.edhoc, EDHOCSeparate: f.edhocSeparate, EDHOCCredential: f.edhocCred}
 	if u.Scheme == "https" {
 		// OSCORE over HTTPS: the TLS hop is checked against --trust when given (RFC 8613 §12.1
 		// recommends TLS on HTTP hops); OSCORE protects end to end either way.
@@ -524,6 +529,11 @@ func dialEST(ctx context.Context, f *estFlags, stderr io.Writer) (io.Closer, cli
 	}
 	if f.edhoc && pair == nil {
 		return nil, nil, usagef("--edhoc needs --cert and --key (the device's identity)")
+	}
+	switch f.edhocCred {
+	case "", "x5chain", "x5t", "kid":
+	default:
+		return nil, nil, usagef("--edhoc-cred %q: want x5chain, x5t or kid", f.edhocCred)
 	}
 	c, err := client.DialEST(ctx, f.server, o)
 	if err != nil {

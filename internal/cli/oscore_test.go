@@ -149,6 +149,15 @@ func TestESTOSCOREEDHOC(t *testing.T) {
 	if chain, err := pemfile.ReadCerts(newCert); err != nil || chain[0].Subject.CommonName != "demo-device-0001" {
 		t.Fatalf("renewed certificate: %v %v", chain, err)
 	}
+	// The LDevID by reference (RFC 9528 §3.5.3): the server finds it in its records, never
+	// having seen it in an EDHOC handshake.
+	for _, ref := range []string{"x5t", "kid"} {
+		again := filepath.Join(dir, "renewed-"+ref+".pem")
+		mustCLI(t, append([]string{"est", "reenroll", "--edhoc-cred", ref, "--cert", certOut, "--key", keyOut, "--out", again}, base...)...)
+		if chain, err := pemfile.ReadCerts(again); err != nil || chain[0].Subject.CommonName != "demo-device-0001" {
+			t.Fatalf("renewed with --edhoc-cred %s: %v %v", ref, chain, err)
+		}
+	}
 	mustCLI(t, append(append([]string{"est", "serverkeygen", "--subject", "CN=skg", "--key-out", filepath.Join(dir, "skg.key")}, base...), dev...)...)
 	// message_3 on its own (RFC 9528 Appendix A.2) instead of the combined request.
 	mustCLI(t, append(append([]string{"est", "enroll", "--edhoc-separate", "--subject", "CN=sep"}, base...), dev...)...)
@@ -243,6 +252,7 @@ func TestESTOSCOREFlags(t *testing.T) {
 		{"est", "cacerts", "--server", "coaps://127.0.0.1:1", "--oscore", "x.yaml"},               // OSCORE over DTLS
 		{"est", "cacerts", "--server", "coap://127.0.0.1:1", "--edhoc", "--insecure"},             // EDHOC without an identity
 		{"est", "cacerts", "--server", "coap://127.0.0.1:1", "--oscore", "/nonexistent/ctx.yaml"}, // missing file
+		{"est", "cacerts", "--server", "coap://127.0.0.1:1", "--edhoc", "--edhoc-cred", "x5c"},    // unknown ID_CRED_I kind
 	} {
 		if _, errOut, code := cli(context.Background(), args...); code == 0 {
 			t.Errorf("%v succeeded: %s", args, errOut)

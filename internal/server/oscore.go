@@ -122,6 +122,39 @@ func EDHOCCredential(chain []*x509.Certificate, kind string) (*edhoc.Credential,
 	return cred, nil
 }
 
+// lookupEDHOCCredential resolves an EDHOC Initiator's ID_CRED_I sent by reference, x5t or
+// kid (RFC 9528 §3.5.3, RFC 9360 §2), from this CA's records and the trust stores
+// (authority.FindCredential). The layer then verifies what it finds with VerifyClient, as
+// a chain sent by value: revocation and trust are decided there.
+func (s *Server) lookupEDHOCCredential(ctx context.Context) func(*edhoc.IDCred) ([][]byte, error) {
+	ctx = context.WithoutCancel(ctx)
+	return func(id *edhoc.IDCred) ([][]byte, error) {
+		var ref authority.CredentialRef
+		switch {
+		case id.X5T != nil:
+			// RFC 9360 §2: the hash algorithms coapca knows, SHA-256 and its 64-bit truncation.
+			switch id.X5T.Alg {
+			case edhoc.AlgSHA256, edhoc.AlgSHA256_64:
+				ref.SHA256Prefix = id.X5T.Hash
+			default:
+				return nil, fmt.Errorf("x5t hash algorithm %d is not supported", id.X5T.Alg)
+			}
+		case len(id.Kid) > 0:
+			ref.KeyID = id.Kid
+		default:
+			return nil, errors.New("no x5t or kid")
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		chain, err := s.auth.FindCredential(lctx, ref)
+		if err != nil {
+			s.log.Info("edhoc: credential reference not resolved", "ref", ref, "err", err)
+			return nil, err
+		}
+		return chain, nil
+	}
+}
+
 // registerOSCORE sets up EST-oscore (draft-ietf-ace-coap-est-oscore) on the coap:// resource
 // table: the EST resources marked `osc` and served only to OSCORE-protected requests (others
 // get 4.01), the EDHOC resource (RFC 9528 Appendix A, RFC 9668 combined requests) that keys
@@ -150,7 +183,7 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 	layer := oscorelayer.NewServer(oscorelayer.ServerConfig{
 		Credential: cred, PrivateKey: srvCert.PrivateKey, VerifyPeer: s.auth.VerifyClient, Logger: s.log,
 		SessionTimeout: s.cfg.EDHOC.SessionTimeout, MaxSessions: s.cfg.EDHOC.MaxSessions,
-		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource,
+		MaxSessionsPerSource: s.cfg.EDHOC.MaxSessionsPerSource, LookupCredential: s.lookupEDHOCCredential(ctx),
 	})
 	s.metrics.GaugeFunc("edhoc_sessions", "EDHOC handshakes waiting for message_3.", func() float64 {
 		n, _ := layer.Stats()

@@ -291,6 +291,9 @@ func (s *Server) registerMetrics() {
 		}))
 		m.GaugeFunc("dtls_sessions", "Established DTLS sessions.", ds(func(st dtlsconn.Stats) float64 { return float64(st.ActiveSessions) }))
 		m.GaugeFunc("dtls_half_open", "DTLS handshakes in progress.", ds(func(st dtlsconn.Stats) float64 { return float64(st.HalfOpen) }))
+		m.GaugeFunc("dtls_parked_sessions", "Idle DTLS sessions parked (pion state exported, connection released); counted in dtls_sessions too.", ds(func(st dtlsconn.Stats) float64 { return float64(st.Parked) }))
+		m.CounterFunc("dtls_parks_total", "DTLS sessions parked.", ds(func(st dtlsconn.Stats) float64 { return float64(st.Parks) }))
+		m.CounterFunc("dtls_resumes_total", "Parked DTLS sessions resumed by traffic.", ds(func(st dtlsconn.Stats) float64 { return float64(st.Resumes) }))
 	}
 }
 

@@ -219,10 +219,54 @@ var migrations = []string{
 		PRIMARY KEY (package_id, client_serial)
 	);
 	CREATE INDEX package_deliveries_client ON package_deliveries(client_serial);`,
+	// 3→4: certificates by reference, as an EDHOC Initiator designates its own (RFC 9528
+	// §3.5.3: x5t = a hash of the DER, kid = the Subject Key Identifier). Existing rows are
+	// filled in by backfills[3].
+	`ALTER TABLE certificates ADD COLUMN cert_sha256 bytea;
+	ALTER TABLE certificates ADD COLUMN key_id bytea;
+	CREATE INDEX certificates_sha256 ON certificates(cert_sha256);
+	CREATE INDEX certificates_key_id ON certificates(key_id) WHERE key_id IS NOT NULL;`,
+}
+
+// backfills[i], when set, runs after migrations[i] in the same transaction: what SQL alone
+// cannot compute for the rows already there.
+var backfills = map[int]func(ctx context.Context, tx pgx.Tx) error{
+	3: backfillKeyRefs,
+}
+
+// backfillKeyRefs fills cert_sha256 and key_id of the certificates recorded before schema 4.
+func backfillKeyRefs(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, "SELECT serial, der FROM certificates WHERE cert_sha256 IS NULL")
+	if err != nil {
+		return fmt.Errorf("backfill certificate hashes: %w", err)
+	}
+	type ref struct {
+		serial     string
+		sum, keyID []byte
+	}
+	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
+		var serial string
+		var der []byte
+		if err := r.Scan(&serial, &der); err != nil {
+			return ref{}, err
+		}
+		sum, keyID := store.CertKeyRefs(der)
+		return ref{serial, sum, keyID}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("backfill certificate hashes: %w", err)
+	}
+	for _, r := range refs {
+		if _, err := tx.Exec(ctx, "UPDATE certificates SET cert_sha256 = $1, key_id = $2 WHERE serial = $3",
+			r.sum, r.keyID, r.serial); err != nil {
+			return fmt.Errorf("backfill certificate %s: %w", r.serial, err)
+		}
+	}
+	return nil
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migrateLock is the advisory lock key held while the schema is migrated ("coapca" in ASCII).
 const migrateLock = 0x636f61706361
@@ -252,6 +296,11 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 		for i := v; i < target; i++ {
 			if _, err := tx.Exec(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+			}
+			if fill := backfills[i]; fill != nil {
+				if err := fill(ctx, tx); err != nil {
+					return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+				}
 			}
 			s.log.Info("store: migrated schema", "from", i, "to", i+1)
 		}
@@ -310,14 +359,15 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	// cancelled context would leave that open. A database that does not answer still ends it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	sum, keyID := store.CertKeyRefs(c.DER) // outside the transaction: it parses the DER
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
 			label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
-			requester_addr, pending_id, issued_at, revoked_at, revocation_reason)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, 0)`,
+			requester_addr, pending_id, issued_at, revoked_at, revocation_reason, cert_sha256, key_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, 0, $18, $19)`,
 			c.Serial, c.Subject, c.Issuer, ts(c.NotBefore), ts(c.NotAfter), nonNil(c.DER),
 			c.Label, c.Op, c.Protocol, c.Transport, c.RequesterSubject, c.RequesterIssuer, c.RequesterSerial,
-			c.RequesterRef, c.RequesterAddr, c.PendingID, ts(issued))
+			c.RequesterRef, c.RequesterAddr, c.PendingID, ts(issued), sum, keyID)
 		if pgCode(err) == uniqueViolation {
 			return fmt.Errorf("postgres: serial %s: %w", c.Serial, store.ErrDuplicateSerial)
 		}
@@ -441,6 +491,16 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	}
 	if f.RequesterRef != "" {
 		q.add("requester_ref = %s", f.RequesterRef)
+	}
+	if len(f.CertSHA256Prefix) > 0 {
+		// A range on the indexed column (bytea compares bytewise), which the index answers.
+		q.add("cert_sha256 >= %s", f.CertSHA256Prefix)
+		if end := store.PrefixEnd(f.CertSHA256Prefix); end != nil {
+			q.add("cert_sha256 < %s", end)
+		}
+	}
+	if len(f.KeyID) > 0 {
+		q.add("key_id = %s", f.KeyID)
 	}
 	switch f.Revocation {
 	case store.OnlyRevoked:

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -74,7 +75,15 @@ var seeds = []struct {
 	check func(ctx context.Context, s *Store) error
 }{
 	{1, func(ctx context.Context, s *Store) error {
-		if err := s.RecordIssued(ctx, &store.Cert{Serial: "5eed", Subject: "CN=seed", DER: []byte{1}}); err != nil {
+		seedDER, err := storetest.CertDER(0x5eed, []byte{0x5e, 0xed})
+		if err != nil {
+			return err
+		}
+		// Written as version 1 did (RecordIssued writes the current columns).
+		if _, err := s.pool.Exec(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before,
+			not_after, der, label, op, protocol, transport, requester_subject, requester_issuer, requester_serial,
+			requester_ref, requester_addr, pending_id, issued_at) VALUES ($1, 'CN=seed', '', now(), now(), $2,
+			'', '', '', '', '', '', '', '', '', '', now())`, "5eed", seedDER); err != nil {
 			return err
 		}
 		if _, _, err := s.CreatePending(ctx, &store.Pending{RequestKey: "seed", Label: "manual"}); err != nil {
@@ -85,8 +94,14 @@ var seeds = []struct {
 		}
 		return s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: "5eed", Deadline: time.Unix(100, 0)})
 	}, func(ctx context.Context, s *Store) error {
-		if c, err := s.Cert(ctx, "5eed"); err != nil || c.Subject != "CN=seed" {
+		c, err := s.Cert(ctx, "5eed")
+		if err != nil || c.Subject != "CN=seed" {
 			return fmt.Errorf("certificate after migration: %+v, %v", c, err)
+		}
+		// Schema 4 filled in the hash and key identifier of the rows already there.
+		sum := sha256.Sum256(c.DER)
+		if l, err := s.ListCerts(ctx, store.CertFilter{CertSHA256Prefix: sum[:8], KeyID: []byte{0x5e, 0xed}}); err != nil || len(l) != 1 {
+			return fmt.Errorf("certificate by x5t and kid after migration: %v, %v", l, err)
 		}
 		if l, err := s.ListPending(ctx, store.PendingFilter{}); err != nil || len(l) != 1 || l[0].RequestKey != "seed" {
 			return fmt.Errorf("pending after migration: %v, %v", l, err)

@@ -299,10 +299,58 @@ var migrations = []string{
 		expires  INTEGER NOT NULL
 	);
 	CREATE INDEX cmp_transactions_expires ON cmp_transactions(expires);`,
+	// 5→6: certificates by reference, as an EDHOC Initiator designates its own (RFC 9528
+	// §3.5.3: x5t = a hash of the DER, kid = the Subject Key Identifier). Existing rows are
+	// filled in by backfills[5].
+	`ALTER TABLE certificates ADD COLUMN cert_sha256 BLOB;
+	ALTER TABLE certificates ADD COLUMN key_id BLOB;
+	CREATE INDEX certificates_sha256 ON certificates(cert_sha256);
+	CREATE INDEX certificates_key_id ON certificates(key_id) WHERE key_id IS NOT NULL;`,
+}
+
+// backfills[i], when set, runs after migrations[i] in the same transaction: what SQL alone
+// cannot compute for the rows already there.
+var backfills = map[int]func(ctx context.Context, tx *sql.Tx) error{
+	5: backfillKeyRefs,
+}
+
+// backfillKeyRefs fills cert_sha256 and key_id of the certificates recorded before schema 6.
+func backfillKeyRefs(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "SELECT serial, der FROM certificates WHERE cert_sha256 IS NULL")
+	if err != nil {
+		return fmt.Errorf("backfill certificate hashes: %w", err)
+	}
+	type ref struct {
+		serial     string
+		sum, keyID []byte
+	}
+	var refs []ref
+	for rows.Next() {
+		var serial string
+		var der []byte
+		if err := rows.Scan(&serial, &der); err != nil {
+			rows.Close()
+			return fmt.Errorf("backfill certificate hashes: %w", err)
+		}
+		sum, keyID := store.CertKeyRefs(der)
+		refs = append(refs, ref{serial, sum, keyID})
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return fmt.Errorf("backfill certificate hashes: %w", err)
+	}
+	rows.Close()
+	for _, r := range refs {
+		if _, err := tx.ExecContext(ctx, "UPDATE certificates SET cert_sha256 = ?, key_id = ? WHERE serial = ?",
+			r.sum, r.keyID, r.serial); err != nil {
+			return fmt.Errorf("backfill certificate %s: %w", r.serial, err)
+		}
+	}
+	return nil
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 func (s *Store) migrate(ctx context.Context, target int) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -316,6 +364,11 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 		for i := v; i < target; i++ {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+			}
+			if fill := backfills[i]; fill != nil {
+				if err := fill(ctx, tx); err != nil {
+					return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+				}
 			}
 			s.log.Info("store: migrated schema", "from", i, "to", i+1)
 		}
@@ -369,8 +422,9 @@ var errClosed = errors.New("sqlite: store is closed")
 
 // recordReq is one RecordIssued call waiting for the group committer.
 type recordReq struct {
-	c    *store.Cert
-	done chan error
+	c          *store.Cert
+	sum, keyID []byte // store.CertKeyRefs(c.DER), computed by the caller, not the committer
+	done       chan error
 }
 
 // maxBatch bounds the certificates committed in one transaction.
@@ -388,6 +442,7 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 		return fmt.Errorf("sqlite: record %s: %w", c.Serial, err)
 	}
 	r := &recordReq{c: c, done: make(chan error, 1)}
+	r.sum, r.keyID = store.CertKeyRefs(c.DER)
 	select {
 	case s.recq <- r:
 	case <-s.stop:
@@ -437,7 +492,7 @@ func (s *Store) commitBatch(batch []*recordReq) {
 	ctx := context.Background() // one caller's cancellation must not abort the others' records
 	if len(batch) == 1 {
 		// Alone: the transaction itself undoes a failed record.
-		batch[0].done <- s.write(ctx, func(tx *sql.Tx) error { return recordOne(ctx, tx, batch[0].c) })
+		batch[0].done <- s.write(ctx, func(tx *sql.Tx) error { return recordOne(ctx, tx, batch[0]) })
 		return
 	}
 	results := make([]error, len(batch))
@@ -446,7 +501,7 @@ func (s *Store) commitBatch(batch []*recordReq) {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT rec"); err != nil {
 				return fmt.Errorf("sqlite: savepoint: %w", err)
 			}
-			results[i] = recordOne(ctx, tx, r.c)
+			results[i] = recordOne(ctx, tx, r)
 			stmt := "RELEASE rec"
 			if results[i] != nil {
 				stmt = "ROLLBACK TO rec; RELEASE rec"
@@ -470,18 +525,19 @@ func (s *Store) commitBatch(batch []*recordReq) {
 
 // recordOne writes one certificate (and its pending request). On error the caller must roll
 // back (transaction or savepoint): the certificate row may already be inserted.
-func recordOne(ctx context.Context, tx *sql.Tx, c *store.Cert) error {
+func recordOne(ctx context.Context, tx *sql.Tx, r *recordReq) error {
+	c := r.c
 	issued := c.IssuedAt
 	if issued.IsZero() {
 		issued = time.Now()
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before, not_after, der,
 		label, op, protocol, transport, requester_subject, requester_issuer, requester_serial, requester_ref,
-		requester_addr, pending_id, issued_at, revoked_at, revocation_reason)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0)`,
+		requester_addr, pending_id, issued_at, revoked_at, revocation_reason, cert_sha256, key_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)`,
 		c.Serial, c.Subject, c.Issuer, unix(c.NotBefore), unix(c.NotAfter), c.DER,
 		c.Label, c.Op, c.Protocol, c.Transport, c.RequesterSubject, c.RequesterIssuer, c.RequesterSerial,
-		c.RequesterRef, c.RequesterAddr, c.PendingID, unix(issued))
+		c.RequesterRef, c.RequesterAddr, c.PendingID, unix(issued), r.sum, r.keyID)
 	if err != nil {
 		if isConstraint(err) {
 			return fmt.Errorf("sqlite: serial %s: %w", c.Serial, store.ErrDuplicateSerial)
@@ -568,6 +624,17 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	}
 	if f.RequesterRef != "" {
 		where, args = append(where, "requester_ref = ?"), append(args, f.RequesterRef)
+	}
+	if len(f.CertSHA256Prefix) > 0 {
+		// A range on the indexed column (BLOBs compare as memcmp), not substr(), which no
+		// index answers.
+		where, args = append(where, "cert_sha256 >= ?"), append(args, f.CertSHA256Prefix)
+		if end := store.PrefixEnd(f.CertSHA256Prefix); end != nil {
+			where, args = append(where, "cert_sha256 < ?"), append(args, end)
+		}
+	}
+	if len(f.KeyID) > 0 {
+		where, args = append(where, "key_id = ?"), append(args, f.KeyID)
 	}
 	switch f.Revocation {
 	case store.OnlyRevoked:

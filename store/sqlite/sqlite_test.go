@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -73,11 +74,13 @@ func TestMigrateFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v1.db")
 	s := openTemp(t, path)
-	// Make it a schema-1 database, as the previous release left it.
-	if _, err := s.db.Exec("DROP TABLE cmp_transactions; DROP TABLE package_deliveries; DROP TABLE packages; DROP TABLE key_package_returns; DROP TABLE unconfirmed; PRAGMA user_version = 1"); err != nil {
+	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RecordIssued(ctx, &store.Cert{Serial: "1", DER: []byte{1}}); err != nil {
+	// Make it a schema-1 database, as the previous release left it.
+	if _, err := s.db.Exec(`DROP TABLE cmp_transactions; DROP TABLE package_deliveries; DROP TABLE packages;
+		DROP TABLE key_package_returns; DROP TABLE unconfirmed; DROP INDEX certificates_sha256; DROP INDEX certificates_key_id;
+		ALTER TABLE certificates DROP COLUMN cert_sha256; ALTER TABLE certificates DROP COLUMN key_id; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -232,6 +235,12 @@ func schemaOf(t *testing.T, s *Store) string {
 func TestMigrateFromEveryVersion(t *testing.T) {
 	ctx := context.Background()
 	want := schemaOf(t, openTemp(t, ""))
+	kid := []byte{0x5e, 0xed}
+	der, err := storetest.CertDER(0x5eed, kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
 	for from := 1; from < SchemaVersion; from++ {
 		t.Run(fmt.Sprintf("from %d", from), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "old.db")
@@ -239,7 +248,11 @@ func TestMigrateFromEveryVersion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := old.RecordIssued(ctx, &store.Cert{Serial: "5eed", DER: []byte{1}}); err != nil {
+			// Written as that version did (RecordIssued writes the current columns).
+			if _, err := old.db.ExecContext(ctx, `INSERT INTO certificates (serial, subject, issuer, not_before,
+				not_after, der, label, op, protocol, transport, requester_subject, requester_issuer, requester_serial,
+				requester_ref, requester_addr, pending_id, issued_at) VALUES (?, '', '', 0, 0, ?, '', '', '', '', '', '', '', '', '', '', 0)`,
+				"5eed", der); err != nil {
 				t.Fatal(err)
 			}
 			old.Close()
@@ -250,6 +263,10 @@ func TestMigrateFromEveryVersion(t *testing.T) {
 			}
 			if _, err := s.Cert(ctx, "5eed"); err != nil {
 				t.Fatalf("certificate lost by the migration: %v", err)
+			}
+			// Schema 6 filled in the hash and key identifier of the rows already there.
+			if l, err := s.ListCerts(ctx, store.CertFilter{CertSHA256Prefix: sum[:8], KeyID: kid}); err != nil || len(l) != 1 {
+				t.Fatalf("certificate by x5t and kid after the migration: %v, %v", l, err)
 			}
 			if err := s.AddUnconfirmed(ctx, store.Unconfirmed{Serial: "5eed", Deadline: time.Unix(100, 0)}); err != nil {
 				t.Fatal(err)

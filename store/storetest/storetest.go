@@ -8,9 +8,17 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"sync"
 	"testing"
@@ -42,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KeyPackageReturns", testKeyPackageReturns},
 		{"Packages", testPackages},
 		{"CMPTransactions", testCMPTransactions},
+		{"KeyRefs", testKeyRefs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -718,5 +727,85 @@ func testCMPTransactions(t *testing.T, s store.Store) {
 	}
 	if err := s.DeleteCMPTransaction(ctx, []byte("t2")); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second delete: err = %v, want ErrNotFound", err)
+	}
+}
+
+// CertDER returns a real self-signed certificate (DER) with that serial and Subject Key
+// Identifier, for tests of lookups by hash and key identifier (CertFilter.CertSHA256Prefix,
+// KeyID) and of migrations that fill them in.
+func CertDER(serial int64, keyID []byte) ([]byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprintf("dev-%d", serial)},
+		NotBefore: t0, NotAfter: t0.Add(24 * time.Hour), SubjectKeyId: keyID,
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+}
+
+// testKeyRefs: certificates are found by (a prefix of) the SHA-256 of their DER, as an EDHOC
+// x5t designates one (RFC 9360 §2), and by exact Subject Key Identifier (an EDHOC kid); a
+// shorter or longer kid, or a hash of other bytes, finds nothing.
+func testKeyRefs(t *testing.T, s store.Store) {
+	kidA, kidB := []byte{0xaa, 1, 2, 3}, []byte{0xbb, 1, 2, 3}
+	ders := map[string][]byte{"c4": {0x30, 0x03, 0x02, 0x01, 0x04}} // no certificate: hashed, without a kid
+	// c1 and c2 share a kid (a re-enrollment with the same key).
+	for sn, kid := range map[string][]byte{"c1": kidA, "c2": kidA, "c3": kidB} {
+		der, err := CertDER(int64(len(ders)), kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ders[sn] = der
+	}
+	for i, sn := range []string{"c1", "c2", "c3", "c4"} {
+		c := cert(sn)
+		c.DER = ders[sn]
+		c.IssuedAt = t0.Add(time.Duration(i) * time.Second)
+		if err := s.RecordIssued(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeCert(ctx, "c1", 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	sum := func(sn string) []byte { h := sha256.Sum256(ders[sn]); return h[:] }
+	flip := bytes.Clone(sum("c3"))
+	flip[7] ^= 1
+	serials := func(cs []*store.Cert) string {
+		var out string
+		for _, c := range cs {
+			out += c.Serial + " "
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		f    store.CertFilter
+		want string
+	}{
+		{"full SHA-256", store.CertFilter{CertSHA256Prefix: sum("c3")}, "c3 "},
+		{"SHA-256/64", store.CertFilter{CertSHA256Prefix: sum("c2")[:8]}, "c2 "},
+		{"SHA-256/64 of a revoked one", store.CertFilter{CertSHA256Prefix: sum("c1")[:8]}, "c1 "},
+		{"hash of bytes that are no certificate", store.CertFilter{CertSHA256Prefix: sum("c4")[:8]}, "c4 "},
+		{"one bit off", store.CertFilter{CertSHA256Prefix: flip[:8]}, ""},
+		{"kid on two certificates", store.CertFilter{KeyID: kidA}, "c2 c1 "},
+		{"kid, not revoked", store.CertFilter{KeyID: kidA, Revocation: store.NotRevoked}, "c2 "},
+		{"other kid", store.CertFilter{KeyID: kidB}, "c3 "},
+		{"kid prefix", store.CertFilter{KeyID: kidB[:3]}, ""},
+		{"kid longer", store.CertFilter{KeyID: append(bytes.Clone(kidB), 4)}, ""},
+		{"kid and hash of different certificates", store.CertFilter{KeyID: kidB, CertSHA256Prefix: sum("c2")[:8]}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.ListCerts(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if serials(got) != tt.want {
+				t.Errorf("got %q, want %q", serials(got), tt.want)
+			}
+		})
 	}
 }
