@@ -3,9 +3,11 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,9 +54,18 @@ func TestSessions(t *testing.T) {
 	}
 	t.Setenv(childEnv, "1")
 	var out, progress bytes.Buffer
-	err := Sessions(context.Background(), SessionsOptions{Sessions: 40, Steps: 2, Sources: 4, Concurrency: 4, Exe: os.Args[0]}, &out, &progress)
+	jsonFile := filepath.Join(t.TempDir(), "sessions.json")
+	err := Sessions(context.Background(), SessionsOptions{Sessions: 40, Steps: 2, Sources: 4, Concurrency: 4, Exe: os.Args[0], JSON: jsonFile}, &out, &progress)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	// The --json file the plot program reads: one point per measurement.
+	var rep struct {
+		Kind   string
+		Points []sessionsPoint
+	}
+	if b, err := os.ReadFile(jsonFile); err != nil || json.Unmarshal(b, &rep) != nil || rep.Kind != "sessions" || len(rep.Points) != 2 || rep.Points[1].Sessions != 40 {
+		t.Errorf("--json: %+v, %v", rep, err)
 	}
 	// Each measurement line starts with the sessions opened and the sessions the server holds.
 	for _, want := range []string{"       20        20 ", "       40        40 ", "opened 40 sessions", ", 0 failed"} {

@@ -67,6 +67,17 @@ type SessionsOptions struct {
 	ParkAfter time.Duration
 	// Exe is the coapca executable for the child server (default: this program).
 	Exe string
+	// JSON, when set, also writes the per-session figures to this file for the plot program
+	// (internal/bench/plot): {"kind":"sessions","points":[{sessions, heap_per_session,
+	// rss_per_session}]}.
+	JSON string
+}
+
+// sessionsPoint is one measurement of `bench sessions --json`.
+type sessionsPoint struct {
+	Sessions       int     `json:"sessions"`
+	HeapPerSession float64 `json:"heap_per_session"`
+	RSSPerSession  float64 `json:"rss_per_session"`
 }
 
 // memSample is what the child server reports after a forced GC.
@@ -165,6 +176,7 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 	var opened, failed atomic.Int64
 	start := time.Now()
 	done := 0
+	var points []sessionsPoint
 	for step := 1; step <= o.Steps; step++ {
 		target := o.Sessions * step / o.Steps
 		n := target - done
@@ -192,6 +204,11 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 		if held <= 0 {
 			held = int(opened.Load())
 		}
+		if held > 0 && m.HeapAlloc > 0 {
+			points = append(points, sessionsPoint{Sessions: held,
+				HeapPerSession: (float64(m.HeapAlloc) - float64(base.HeapAlloc)) / float64(held),
+				RSSPerSession:  (float64(m.RSS) - float64(base.RSS)) / float64(held)})
+		}
 		per := func(a, b uint64) string {
 			if held == 0 || a == 0 { // a == 0: not measured (the metrics endpoint has no released RSS)
 				return "-"
@@ -211,6 +228,18 @@ func Sessions(ctx context.Context, o SessionsOptions, w, progress io.Writer) err
 			return err
 		}
 		say("server heap profile written to %s", abs)
+	}
+	if o.JSON != "" {
+		b, err := json.MarshalIndent(struct {
+			Kind   string          `json:"kind"`
+			Points []sessionsPoint `json:"points"`
+		}{"sessions", points}, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.JSON, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("bench sessions: %w", err)
+		}
 	}
 	fmt.Fprintf(w, "\nopened %d sessions in %v (%.0f/s), %d failed\n", opened.Load(), time.Since(start).Round(time.Millisecond),
 		float64(opened.Load())/time.Since(start).Seconds(), failed.Load())

@@ -223,6 +223,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.DurationVar(&o.Idle, "idle", 12*time.Second, "how long the sessions stay idle before each measurement (the server parks a DTLS session after 10s without a record)")
 		fs.DurationVar(&o.ParkAfter, "park-after", 0, "child server only: its dtls.park_after (0 = the default 10s; negative = never park, to see what parking saves)")
 		fs.StringVar(&o.HeapProfile, "heapprofile", "", "child server only: write its heap profile here once every session is open (go tool pprof)")
+		fs.StringVar(&o.JSON, "json", "", "also write the per-session figures to this JSON file (for go run ./internal/bench/plot)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
