@@ -483,3 +483,35 @@ func TestAuthzInfoNoSubjectKeepsOthers(t *testing.T) {
 		})
 	}
 }
+
+// TestContextParamsEqualIDs is the attack of an on-path rewriter of the unprotected
+// /authz-info answer (RFC 9203 §4.2) setting ace_server_recipientid to the client's own
+// ace_client_recipientid: neither side may derive a context whose Sender ID is its Recipient
+// ID (RFC 8613 §3.3), so the client stops instead of sending under the server's Sender Key.
+func TestContextParamsEqualIDs(t *testing.T) {
+	m := &InputMaterial{ID: []byte{1}, MasterSecret: bytes.Repeat([]byte{7}, 16)}
+	n1, n2 := []byte{1, 2, 3, 4, 5, 6, 7, 8}, []byte{8, 7, 6, 5, 4, 3, 2, 1}
+	for _, tt := range []struct {
+		name   string
+		id1    []byte
+		id2    []byte
+		client bool
+		ok     bool
+	}{
+		{"client, equal", []byte{0x42}, []byte{0x42}, true, false},
+		{"server, equal", []byte{0x42}, []byte{0x42}, false, false},
+		{"client, both empty", []byte{}, nil, true, false},
+		{"client, distinct", []byte{0x42}, []byte{0x01}, true, true},
+		{"client, empty and one byte", []byte{}, []byte{0}, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ContextParams(m, n1, n2, tt.id1, tt.id2, tt.client)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if err == nil && bytes.Equal(p.SenderID, p.RecipientID) {
+				t.Fatalf("Sender ID = Recipient ID = %x", p.SenderID)
+			}
+		})
+	}
+}
