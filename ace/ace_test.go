@@ -448,3 +448,70 @@ func TestScope(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthzInfoNoSubjectKeepsOthers is the attack of a client holding any valid token without a
+// sub claim (another AS's tokens may carry none) posting it to evict the context and grant of
+// every other sub-less client of the same AS: without a subject the RS cannot tell that two
+// tokens are for the same client (RFC 9203 §4.4 replaces the context of the same client only),
+// so neither token supersedes the other.
+func TestAuthzInfoNoSubjectKeepsOthers(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		sub1, sub2     string
+		wantCtx, wantG int
+	}{
+		{name: "two clients without sub", wantCtx: 2, wantG: 2},
+		{name: "same sub supersedes", sub1: "client-1", sub2: "client-1", wantCtx: 1, wantG: 1},
+		{name: "sub-less after a subject", sub1: "client-1", wantCtx: 2, wantG: 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newRS(t)
+			c1, c2 := f.claim(), f.claim()
+			c1.Subject, c2.Subject = tt.sub1, tt.sub2
+			if _, err := f.rs.AuthzInfo(post(f.token(t, c1, "encrypt0"))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.rs.AuthzInfo(post(f.token(t, c2, "encrypt0"))); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.ctxs.ctxs) != tt.wantCtx || len(f.gr.granted) != tt.wantG {
+				t.Fatalf("%d contexts, %d grants; want %d, %d", len(f.ctxs.ctxs), len(f.gr.granted), tt.wantCtx, tt.wantG)
+			}
+			if _, ok := f.gr.granted[hex.EncodeToString(c2.CTI)]; !ok {
+				t.Fatal("the second token's grant is missing")
+			}
+		})
+	}
+}
+
+// TestContextParamsEqualIDs is the attack of an on-path rewriter of the unprotected
+// /authz-info answer (RFC 9203 §4.2) setting ace_server_recipientid to the client's own
+// ace_client_recipientid: neither side may derive a context whose Sender ID is its Recipient
+// ID (RFC 8613 §3.3), so the client stops instead of sending under the server's Sender Key.
+func TestContextParamsEqualIDs(t *testing.T) {
+	m := &InputMaterial{ID: []byte{1}, MasterSecret: bytes.Repeat([]byte{7}, 16)}
+	n1, n2 := []byte{1, 2, 3, 4, 5, 6, 7, 8}, []byte{8, 7, 6, 5, 4, 3, 2, 1}
+	for _, tt := range []struct {
+		name   string
+		id1    []byte
+		id2    []byte
+		client bool
+		ok     bool
+	}{
+		{"client, equal", []byte{0x42}, []byte{0x42}, true, false},
+		{"server, equal", []byte{0x42}, []byte{0x42}, false, false},
+		{"client, both empty", []byte{}, nil, true, false},
+		{"client, distinct", []byte{0x42}, []byte{0x01}, true, true},
+		{"client, empty and one byte", []byte{}, []byte{0}, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ContextParams(m, n1, n2, tt.id1, tt.id2, tt.client)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if err == nil && bytes.Equal(p.SenderID, p.RecipientID) {
+				t.Fatalf("Sender ID = Recipient ID = %x", p.SenderID)
+			}
+		})
+	}
+}

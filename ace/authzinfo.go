@@ -1,6 +1,7 @@
 package ace
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
@@ -151,6 +152,12 @@ func paramMap(b []byte) (map[int]cbor.RawMessage, error) {
 func ContextParams(m *InputMaterial, nonce1, nonce2, id1, id2 []byte, client bool) (oscore.Params, error) {
 	if m == nil || len(m.MasterSecret) == 0 {
 		return oscore.Params{}, ErrNoOSCORE
+	}
+	// RFC 9203 §4.2: ace_server_recipientid differs from ace_client_recipientid. The
+	// /authz-info exchange is unprotected, so the client checks it too: with equal IDs its
+	// Sender Key would be the server's (RFC 8613 §3.3: the Sender ID makes the key unique).
+	if bytes.Equal(id1, id2) {
+		return oscore.Params{}, fmt.Errorf("ace: ace_server_recipientid equals ace_client_recipientid %x (RFC 9203 §4.2)", id1)
 	}
 	salt := m.Salt
 	if salt == nil {

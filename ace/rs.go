@@ -67,7 +67,7 @@ type ResourceServer struct {
 
 	mu     sync.Mutex
 	seen   map[string]time.Time // cti (or token hash) → exp: refused a second time
-	active map[string]*active   // by issuer + "\x00" + subject
+	active map[string]*active   // by issuer + "\x00" + subject (a sub-less token: by its cti)
 }
 
 type active struct {
@@ -233,6 +233,12 @@ func (rs *ResourceServer) AuthzInfo(body []byte) (*AuthzInfoResponse, error) {
 	}
 	rs.seen[ref] = c.Expires
 	key := issuer + "\x00" + c.Subject
+	if c.Subject == "" {
+		// Without a sub the RS cannot tell that two tokens are for the same client: only a
+		// token of the same client replaces a context (RFC 9203 §4.4), so a sub-less token
+		// supersedes nothing (the cti keeps its entry apart).
+		key = "\x00cti\x00" + ref
+	}
 	if old := rs.active[key]; old != nil {
 		// A new token from the same client supersedes the old one: its context and grant go.
 		rs.cfg.Contexts.RemoveContext(old.ctx)

@@ -158,9 +158,14 @@ func (a *Authority) admitsOrigin(p *Profile, t Transport, origin, old string) bo
 			kind == "mac" && rl.kind == KindMAC,
 			kind == "psk" && rl.kind == KindPreShared,
 			kind == "ra" && rl.kind == KindRA,
-			kind == "user" && rl.kind == KindUser,
-			kind == "token" && rl.kind == KindToken && rl.admits(strings.SplitN(src, "/", 2)[0]):
+			kind == "user" && rl.kind == KindUser:
 			if rl.admits(src) {
+				return true
+			}
+		case kind == "token" && rl.kind == KindToken:
+			// A token rule names the AS (From), not AS/SUBJECT: the AS is the original requester's
+			// trust decision.
+			if rl.admits(strings.SplitN(src, "/", 2)[0]) {
 				return true
 			}
 		case kind == CANameOurs && rl.kind == KindLDevID:

@@ -94,3 +94,49 @@ func TestToken(t *testing.T) {
 	_, err = a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: csr, Requester: Requester{Token: "good", Transport: TransportOSCORE}})
 	wantKind(t, err, errs.Unauthorized, false)
 }
+
+// TestTokenOriginReenrollFrom: a certificate enrolled with an access token (origin
+// token:AS/SUBJECT) moves to a label that lists its label in reenroll_from only when that label
+// admits the token's AS. The attack row: a label whose token rule names another AS must not
+// take it (the original requester would not have been admitted there).
+func TestTokenOriginReenrollFrom(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	now := time.Now()
+	cfg := p.config()
+	cfg.Profiles = append(cfg.Profiles,
+		ProfileOptions{Label: "moved-as1", ReenrollFrom: []string{""}, Requesters: []RequesterRule{{Kind: "token", From: []string{"as1"}}}},
+		ProfileOptions{Label: "moved-as2", ReenrollFrom: []string{""}, Requesters: []RequesterRule{{Kind: "token", From: []string{"as2"}}}},
+		ProfileOptions{Label: "moved-idevid", ReenrollFrom: []string{""}, Requesters: []RequesterRule{{Kind: "idevid", From: []string{"*"}}}})
+	opts := p.options(s)
+	opts.Now = func() time.Time { return now }
+	a, err := New(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AllowToken("t1", TokenGrant{Issuer: "as1", Subject: "client-1", Scopes: []TokenScope{{Label: ""}},
+		Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-t"}})
+	iss, err := a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: csr, Requester: Requester{Token: "t1", Transport: TransportOSCORE,
+		Protocol: ProtocolEST}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, label string
+		want        errs.Kind
+		ok          bool
+	}{
+		{"label trusting the token's AS", "moved-as1", 0, true},
+		{"attack: label trusting another AS", "moved-as2", errs.Forbidden, false},
+		{"attack: label without token rules", "moved-idevid", errs.Forbidden, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-t"}})
+			_, err := a.Issue(ctx, CertRequest{Op: OpReenroll, Label: tt.label, CSR: csr, Requester: est(iss.Cert)})
+			wantKind(t, err, tt.want, tt.ok)
+		})
+	}
+}

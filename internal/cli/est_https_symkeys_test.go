@@ -353,6 +353,14 @@ func TestESTHTTPSSymmetricKeys(t *testing.T) {
 	if got := strings.Join(palTypes(t, s, devA, ""), " "); got != "0002 0005 0003 0024" {
 		t.Fatalf("A's PAL after its error: %q, want the package offered again, undated", got)
 	}
+	// Attack: a keys file already there and readable by everyone (left over, or planted to
+	// catch the keys): the keys must not land in it at its old mode.
+	if err := os.WriteFile(keysOut, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(keysOut, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, errOut, code := cli(ctx, "est", "symmetrickeys", "--server", s.estURL(""), "--trust", d.Root, "--cert", certA, "--key", keyAPath,
 		"--out", keysOut); code != 0 || !strings.Contains(errOut, "the server took the receipt") {
 		t.Fatalf("est symmetrickeys: exit %d: %s", code, errOut)

@@ -123,9 +123,11 @@ func fetchSymmetricKeys(ctx context.Context, hc *client.HTTPS, f *estFlags, stdo
 		}
 		fmt.Fprintf(&b, "%s %s %s\n", k.ID, alg, hex.EncodeToString(k.Key))
 	}
+	// The keys go to a new file of mode 0600, never into an existing one at its old (perhaps
+	// world-readable) mode.
 	if f.out == "" {
 		io.WriteString(stdout, b.String())
-	} else if err := os.WriteFile(f.out, []byte(b.String()), 0o600); err != nil {
+	} else if err := kms.WriteFileAtomic(f.out, []byte(b.String()), 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "received %d symmetric key(s), package %q\n", len(got.Keys), got.PkgID)

@@ -240,9 +240,12 @@ func (u *URI) PIN() (string, error) {
 	return pin, nil
 }
 
-// redact hides a pin-value from error messages.
+// redact hides a pin-value from error messages. The attribute name is matched without
+// case by ASCII folding only: strings.ToLower changes the length of non-ASCII text, and an
+// index into the lower-cased copy would cut the original in the wrong place (leaking the PIN,
+// or panicking past its end).
 func redact(s string) string {
-	if i := strings.Index(strings.ToLower(s), "pin-value="); i >= 0 {
+	if i := strings.Index(asciiLower(s), "pin-value="); i >= 0 {
 		end := strings.IndexByte(s[i:], '&')
 		if end < 0 {
 			return s[:i] + "pin-value=REDACTED"
@@ -250,6 +253,17 @@ func redact(s string) string {
 		return s[:i] + "pin-value=REDACTED" + redact(s[i+end:])
 	}
 	return s
+}
+
+// asciiLower lower-cases A–Z only, so the result has the length and byte positions of s.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Redact returns s with any pin-value replaced, for logs and errors.

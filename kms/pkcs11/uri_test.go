@@ -134,3 +134,31 @@ func FuzzParseURI(f *testing.F) {
 		_ = u.KeyRef()
 	})
 }
+
+// TestRedactNonASCII is the attack of a URI whose non-ASCII characters change length when
+// lower-cased (U+0130 'İ' grows from 2 to 3 bytes, an invalid byte becomes U+FFFD): the
+// position of pin-value found in the lower-cased copy must not be used to cut the original,
+// or the PIN reaches logs and errors in the clear, or the cut runs past the end and panics.
+func TestRedactNonASCII(t *testing.T) {
+	const pin = "s3cr3t-PIN-0000"
+	for _, tt := range []struct{ name, uri string }{
+		{"dotted capital I", "pkcs11:token=" + strings.Repeat("İ", 40) + "?module-path=/m.so&pin-value=" + pin},
+		{"invalid UTF-8", "pkcs11:token=" + strings.Repeat("\xff", 20) + "?pin-value=" + pin + "&module-path=/m.so"},
+		{"past the end", "pkcs11:token=" + strings.Repeat("\xff", 200) + "?pin-value=" + pin},
+		{"upper-case name", "pkcs11:token=t?PIN-VALUE=" + pin},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Redact(tt.uri)
+			if strings.Contains(got, pin) || strings.Contains(got, pin[:6]) {
+				t.Fatalf("PIN in %q", got)
+			}
+			if !strings.Contains(got, "REDACTED") {
+				t.Fatalf("nothing redacted in %q", got)
+			}
+			_, err := ParseURI(tt.uri)
+			if err != nil && strings.Contains(err.Error(), pin[:6]) {
+				t.Fatalf("PIN in the parse error %v", err)
+			}
+		})
+	}
+}
