@@ -219,10 +219,14 @@ var migrations = []string{
 		PRIMARY KEY (package_id, client_serial)
 	);
 	CREATE INDEX package_deliveries_client ON package_deliveries(client_serial);`,
+	// 3→4: the symmetric key forms (RFC 8295 §5.1.2) the operator allows per package, and the
+	// form of each client's latest fetch (store.Package.Forms, store.PackageDelivery.Form).
+	`ALTER TABLE packages ADD COLUMN forms text NOT NULL DEFAULT '';
+	ALTER TABLE package_deliveries ADD COLUMN form text NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migrateLock is the advisory lock key held while the schema is migrated ("coapca" in ASCII).
 const migrateLock = 0x636f61706361
