@@ -372,22 +372,35 @@ func canonicalSymKeyForms(kind PackageKind, forms []string) (string, error) {
 	return strings.Join(out, ","), nil
 }
 
-// allowedForms returns the forms the operator allows the package to be delivered in.
-func (p *Package) allowedForms() []string {
-	if len(p.Forms) == 0 {
-		return DefaultSymKeyForms()
+// allowedForms returns the forms the operator allows the package to be delivered in under a
+// label whose profile limits them to limit (nil: no limit): the package's forms (AddPackage;
+// DefaultSymKeyForms when it named none) that the label allows.
+func (p *Package) allowedForms(limit []string) []string {
+	forms := p.Forms
+	if len(forms) == 0 {
+		forms = DefaultSymKeyForms()
 	}
-	return p.Forms
+	if limit == nil {
+		return forms
+	}
+	var out []string
+	for _, f := range forms {
+		if slices.Contains(limit, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // symKeyForm decides the form symmetric key package p is delivered in to a client taking
-// f.Forms (or any form): the client's first preference that the operator allows for p
-// (AddPackage forms; by default only the forms that encrypt for the client). RFC 8295 §5.1.2
-// lists the forms; which one a client gets is the server's decision ("how the server knows"
-// is out of scope there), and a form the operator did not allow is never delivered, whatever
-// the client asks.
-func symKeyForm(p *Package, f PackageFetch) (string, bool) {
-	allowed := p.allowedForms()
+// f.Forms (or any form) under a label whose profile limits the forms to limit: the client's
+// first preference that the operator allows for p (AddPackage forms, by default only the forms
+// that encrypt for the client) and for the label (the profile's symmetric_key_forms). RFC 8295
+// §5.1.2 lists the forms; which one a client gets is the server's decision ("how the server
+// knows" is out of scope there), and a form the operator did not allow is never delivered,
+// whatever the client asks.
+func symKeyForm(p *Package, f PackageFetch, limit []string) (string, bool) {
+	allowed := p.allowedForms(limit)
 	prefs := f.Forms
 	if f.AnyForm {
 		prefs = SymKeyForms()

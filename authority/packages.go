@@ -123,6 +123,9 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 		return nil, errs.New(errs.BadRequest, "package content of %d bytes (1..%d)", len(content), MaxPackageContent)
 	}
 	how, what, _ := strings.Cut(target, ":")
+	// The label the package's clients ask under, where the target names one: its profile may
+	// limit the symmetric key forms (symmetric_key_forms).
+	var prof *Profile
 	switch how {
 	case "serial":
 		rec, err := a.storedCert(ctx, what)
@@ -130,8 +133,10 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 			return nil, err
 		}
 		target = "serial:" + rec.Serial
+		prof = a.profiles[rec.Label]
 	case "label":
-		if _, ok := a.profiles[what]; !ok {
+		var ok bool
+		if prof, ok = a.profiles[what]; !ok {
 			return nil, errs.New(errs.NotFound, "unknown label %q", what)
 		}
 	case "subject":
@@ -140,6 +145,16 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 		}
 	default:
 		return nil, errs.New(errs.BadRequest, "target %q is none of serial:HEX, subject:DN, label:L", target)
+	}
+	if kind == PackageSymmetricKeys && prof != nil && prof.SymKeyForms != nil {
+		q := &Package{}
+		if storedForms != "" {
+			q.Forms = strings.Split(storedForms, ",")
+		}
+		if len(q.allowedForms(prof.SymKeyForms)) == 0 {
+			return nil, errs.New(errs.BadRequest, "label %q delivers symmetric keys only as %s (symmetric_key_forms): none of the package's forms %s",
+				prof.Label, strings.Join(prof.SymKeyForms, ", "), strings.Join(q.allowedForms(nil), ", "))
+		}
 	}
 	p := &store.Package{Kind: string(kind), Target: target, Name: name, Content: content, CreatedAt: a.now(), Forms: storedForms}
 	if err := a.store.AddPackage(ctx, p); err != nil {
@@ -270,6 +285,10 @@ func (a *Authority) FetchPackage(ctx context.Context, req Requester, label strin
 	if err != nil {
 		return nil, nil, err
 	}
+	var limit []string
+	if prof := a.profiles[label]; prof != nil {
+		limit = prof.SymKeyForms
+	}
 	var refused []string
 	for _, p := range ps {
 		if p.delivered() {
@@ -278,8 +297,8 @@ func (a *Authority) FetchPackage(ctx context.Context, req Requester, label strin
 		form := ""
 		if p.Kind == PackageSymmetricKeys {
 			var ok bool
-			if form, ok = symKeyForm(p, f); !ok {
-				refused = append(refused, fmt.Sprintf("package %d (%s)", p.ID, strings.Join(p.allowedForms(), ", ")))
+			if form, ok = symKeyForm(p, f, limit); !ok {
+				refused = append(refused, fmt.Sprintf("package %d (%s)", p.ID, strings.Join(p.allowedForms(limit), ", ")))
 				continue
 			}
 		}

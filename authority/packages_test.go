@@ -275,3 +275,70 @@ func TestSymKeyFormDecision(t *testing.T) {
 		t.Fatalf("plain delivery: %+v, %v", ds, err)
 	}
 }
+
+// TestSymKeyFormLabelLimit: a label's profile (symmetric_key_forms) limits the forms of every
+// symmetric key package delivered under it, whatever the package allows — written as the attack
+// of a client asking for plain under a label that forbids it, for a package queued (by subject,
+// which names no label) with --forms all. A package whose forms the label leaves none of is
+// refused when queued; an unknown form in the profile is a configuration error.
+func TestSymKeyFormLabelLimit(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	cfg := p.authzConfig(t)
+	cfg.Profiles[0].SymmetricKeyForms = []string{"enveloped", "signed-enveloped-signed"}
+	a := p.authority(t, s, cfg)
+	now := time.Now()
+	dev := p.idevid(t, p.mfrA, "L-1", now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "dev-L-1", SerialNumber: "L-1"}})
+	iss, err := a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: csr, Requester: Requester{Chain: []*x509.Certificate{dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devL := Requester{Chain: []*x509.Certificate{iss.Cert}}
+	serial := "serial:" + iss.Cert.SerialNumber.Text(16)
+	for _, tc := range []struct {
+		name, target string
+		forms        []string
+	}{
+		{"plain for a certificate of the label", serial, []string{"plain"}},
+		{"plain and signed for the label", "label:", []string{"plain", "signed"}},
+	} {
+		t.Run("refused when queued: "+tc.name, func(t *testing.T) {
+			_, err := a.AddPackage(ctx, PackageSymmetricKeys, tc.target, "k", []byte{0x30, 0}, tc.forms)
+			wantKind(t, err, errs.BadRequest, false)
+		})
+	}
+	if ps, err := a.ListPackages(ctx, "", 0); err != nil || len(ps) != 0 {
+		t.Fatalf("stored %v, %v", ps, err)
+	}
+	all, err := a.AddPackage(ctx, PackageSymmetricKeys, "subject:"+iss.Cert.Subject.String(), "k", []byte{0x30, 0}, []string{"all"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		forms []string
+		ok    bool
+		want  string
+	}{
+		{"attack: plain under a label that forbids it", []string{"plain"}, false, ""},
+		{"attack: signed under it", []string{"signed"}, false, ""},
+		{"attack: the encrypted key package, allowed by the package, not by the label", []string{"encrypted-key-package"}, false, ""},
+		{"plain or enveloped: enveloped", []string{"plain", "enveloped"}, true, "enveloped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := a.FetchPackage(ctx, devL, "", PackageFetch{Kind: PackageSymmetricKeys, Forms: tc.forms})
+			wantKind(t, err, errs.NotAcceptable, tc.ok)
+			if tc.ok && (got.ID != all.ID || got.Form != tc.want) {
+				t.Fatalf("delivered %d as %q, want %d as %q", got.ID, got.Form, all.ID, tc.want)
+			}
+			ds, err := a.PackageDeliveries(ctx, all.ID)
+			if err != nil || (len(ds) != 0) != tc.ok {
+				t.Fatalf("deliveries after %s: %+v, %v", tc.name, ds, err)
+			}
+		})
+	}
+	if _, err := (ProfileOptions{Label: "x", SymmetricKeyForms: []string{"rot13"}}).compile(); err == nil {
+		t.Fatal("a profile with an unknown symmetric key form compiled")
+	}
+}
