@@ -319,3 +319,101 @@ func targets(p *store.Package, rec *store.Cert) bool {
 	}
 	return false
 }
+
+// The forms of a symmetric key package (RFC 8295 §5.1.2), by the names est.SymKeyEncapsulation
+// gives them.
+const (
+	SymKeyFormSignedEnvelopedSigned = "signed-enveloped-signed"
+	SymKeyFormEnveloped             = "enveloped"
+	SymKeyFormEncryptedKeyPackage   = "encrypted-key-package"
+	SymKeyFormSigned                = "signed"
+	SymKeyFormPlain                 = "plain"
+)
+
+// SymKeyForms returns every symmetric key form, in the server's preference (used when the
+// client names none): those that encrypt for the client first.
+func SymKeyForms() []string {
+	return []string{SymKeyFormSignedEnvelopedSigned, SymKeyFormEnveloped, SymKeyFormEncryptedKeyPackage, SymKeyFormSigned, SymKeyFormPlain}
+}
+
+// DefaultSymKeyForms returns the forms a symmetric key package may be delivered in when the
+// operator said nothing: those that encrypt the key for the client's certificate. RFC 8295
+// §5.1: "It is strongly RECOMMENDED that servers always return encrypted symmetric keys"; the
+// plain and signed forms are protected by TLS only, and the operator must allow them by name.
+func DefaultSymKeyForms() []string {
+	return []string{SymKeyFormSignedEnvelopedSigned, SymKeyFormEnveloped, SymKeyFormEncryptedKeyPackage}
+}
+
+// canonicalSymKeyForms checks the forms the operator allows for a package of kind and returns
+// them as stored: "" for the default (none given), else comma-separated in SymKeyForms order.
+// "all" stands for every form. Only symmetric key packages have forms.
+func canonicalSymKeyForms(kind PackageKind, forms []string) (string, error) {
+	if len(forms) == 0 {
+		return "", nil
+	}
+	if kind != PackageSymmetricKeys {
+		return "", errs.New(errs.BadRequest, "only symmetric key packages have delivery forms, not %s packages", kind)
+	}
+	want := map[string]bool{}
+	for _, f := range forms {
+		f = strings.TrimSpace(f)
+		switch {
+		case f == "all":
+			for _, g := range SymKeyForms() {
+				want[g] = true
+			}
+		case slices.Contains(SymKeyForms(), f):
+			want[f] = true
+		default:
+			return "", errs.New(errs.BadRequest, "unknown symmetric key form %q (%s, or all)", f, strings.Join(SymKeyForms(), ", "))
+		}
+	}
+	var out []string
+	for _, f := range SymKeyForms() {
+		if want[f] {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, ","), nil
+}
+
+// allowedForms returns the forms the operator allows the package to be delivered in under a
+// label whose profile limits them to limit (nil: no limit): the package's forms (AddPackage;
+// DefaultSymKeyForms when it named none) that the label allows.
+func (p *Package) allowedForms(limit []string) []string {
+	forms := p.Forms
+	if len(forms) == 0 {
+		forms = DefaultSymKeyForms()
+	}
+	if limit == nil {
+		return forms
+	}
+	var out []string
+	for _, f := range forms {
+		if slices.Contains(limit, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// symKeyForm decides the form symmetric key package p is delivered in to a client taking
+// f.Forms (or any form) under a label whose profile limits the forms to limit: the client's
+// first preference that the operator allows for p (AddPackage forms, by default only the forms
+// that encrypt for the client) and for the label (the profile's symmetric_key_forms). RFC 8295
+// §5.1.2 lists the forms; which one a client gets is the server's decision ("how the server
+// knows" is out of scope there), and a form the operator did not allow is never delivered,
+// whatever the client asks.
+func symKeyForm(p *Package, f PackageFetch, limit []string) (string, bool) {
+	allowed := p.allowedForms(limit)
+	prefs := f.Forms
+	if f.AnyForm {
+		prefs = SymKeyForms()
+	}
+	for _, want := range prefs {
+		if slices.Contains(allowed, want) {
+			return want, true
+		}
+	}
+	return "", false
+}

@@ -59,6 +59,18 @@ type Package struct {
 	ReturnKind string
 	ErrorCode  string
 	ReturnedAt time.Time
+	// Forms are the symmetric key forms the operator allows (RFC 8295 §5.1.2; nil: the
+	// default, DefaultSymKeyForms); Form is the form of the client's latest fetch.
+	Forms []string
+	Form  string
+}
+
+// delivered reports whether the client is done with the package: it acknowledged it with a
+// receipt, or fetched a symmetric key package in the plain form, which carries no key package
+// identifier (RFC 8295 §5.2: the receipt request "only appears when additional encryption is
+// employed"), so no receipt or error can name it and it is not offered or listed again.
+func (p *Package) delivered() bool {
+	return p.ReturnKind == "receipt" || (p.Kind == PackageSymmetricKeys && p.Form == SymKeyFormPlain)
 }
 
 // PackageDelivery is one client's state of a package, for the operator.
@@ -66,6 +78,7 @@ type PackageDelivery struct {
 	ClientSerial string
 	FetchedAt    time.Time
 	Fetches      int
+	Form         string
 	ReturnKind   string
 	ErrorCode    string
 	ReturnedAt   time.Time
@@ -92,10 +105,16 @@ func parsePackageID(kind PackageKind, pkgID []byte) (int64, bool) {
 // client authenticating with a certificate of this CA with exactly that subject) or "label:L"
 // (any client authenticating with a certificate of this CA issued under label L). An unknown
 // serial or label is errs.NotFound, anything else malformed errs.BadRequest; nothing is stored
-// then.
-func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, name string, content []byte) (*Package, error) {
+// then. forms are, for a symmetric key package, the forms of RFC 8295 §5.1.2 it may be
+// delivered in (nil: DefaultSymKeyForms, those that encrypt for the client); other kinds take
+// none.
+func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, name string, content []byte, forms []string) (*Package, error) {
 	if kind != PackageSymmetricKeys && kind != PackageFirmware && kind != PackageTAMP {
 		return nil, errs.New(errs.BadRequest, "unknown package kind %q", kind)
+	}
+	storedForms, err := canonicalSymKeyForms(kind, forms)
+	if err != nil {
+		return nil, err
 	}
 	if name == "" || len(name) > 256 {
 		return nil, errs.New(errs.BadRequest, "a package needs a name of 1..256 bytes")
@@ -104,6 +123,9 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 		return nil, errs.New(errs.BadRequest, "package content of %d bytes (1..%d)", len(content), MaxPackageContent)
 	}
 	how, what, _ := strings.Cut(target, ":")
+	// The label the package's clients ask under, where the target names one: its profile may
+	// limit the symmetric key forms (symmetric_key_forms).
+	var prof *Profile
 	switch how {
 	case "serial":
 		rec, err := a.storedCert(ctx, what)
@@ -111,8 +133,10 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 			return nil, err
 		}
 		target = "serial:" + rec.Serial
+		prof = a.profiles[rec.Label]
 	case "label":
-		if _, ok := a.profiles[what]; !ok {
+		var ok bool
+		if prof, ok = a.profiles[what]; !ok {
 			return nil, errs.New(errs.NotFound, "unknown label %q", what)
 		}
 	case "subject":
@@ -122,16 +146,30 @@ func (a *Authority) AddPackage(ctx context.Context, kind PackageKind, target, na
 	default:
 		return nil, errs.New(errs.BadRequest, "target %q is none of serial:HEX, subject:DN, label:L", target)
 	}
-	p := &store.Package{Kind: string(kind), Target: target, Name: name, Content: content, CreatedAt: a.now()}
+	if kind == PackageSymmetricKeys && prof != nil && prof.SymKeyForms != nil {
+		q := &Package{}
+		if storedForms != "" {
+			q.Forms = strings.Split(storedForms, ",")
+		}
+		if len(q.allowedForms(prof.SymKeyForms)) == 0 {
+			return nil, errs.New(errs.BadRequest, "label %q delivers symmetric keys only as %s (symmetric_key_forms): none of the package's forms %s",
+				prof.Label, strings.Join(prof.SymKeyForms, ", "), strings.Join(q.allowedForms(nil), ", "))
+		}
+	}
+	p := &store.Package{Kind: string(kind), Target: target, Name: name, Content: content, CreatedAt: a.now(), Forms: storedForms}
 	if err := a.store.AddPackage(ctx, p); err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "recording the package")
 	}
-	a.log.Info("package queued", "kind", kind, "id", p.ID, "target", target, "name", name)
+	a.log.Info("package queued", "kind", kind, "id", p.ID, "target", target, "name", name, "forms", storedForms)
 	return packageOf(p), nil
 }
 
 func packageOf(p *store.Package) *Package {
-	return &Package{ID: p.ID, Kind: PackageKind(p.Kind), Target: p.Target, Name: p.Name, Content: p.Content, CreatedAt: p.CreatedAt}
+	q := &Package{ID: p.ID, Kind: PackageKind(p.Kind), Target: p.Target, Name: p.Name, Content: p.Content, CreatedAt: p.CreatedAt}
+	if p.Forms != "" {
+		q.Forms = strings.Split(p.Forms, ",")
+	}
+	return q
 }
 
 // ListPackages returns the queued packages of kind ("" all), oldest first, for the operator.
@@ -155,7 +193,7 @@ func (a *Authority) PackageDeliveries(ctx context.Context, id int64) ([]*Package
 	}
 	out := make([]*PackageDelivery, len(rows))
 	for i, d := range rows {
-		out[i] = &PackageDelivery{ClientSerial: d.ClientSerial, FetchedAt: d.FetchedAt, Fetches: d.Fetches, ReturnKind: d.ReturnKind,
+		out[i] = &PackageDelivery{ClientSerial: d.ClientSerial, FetchedAt: d.FetchedAt, Fetches: d.Fetches, Form: d.Form, ReturnKind: d.ReturnKind,
 			ErrorCode: d.ErrorCode, ReturnedAt: d.ReturnedAt}
 	}
 	return out, nil
@@ -183,7 +221,7 @@ func (a *Authority) clientPackages(ctx context.Context, kind PackageKind, rec *s
 		}
 		q := packageOf(p)
 		if d := byID[p.ID]; d != nil {
-			q.FetchedAt, q.ReturnKind, q.ErrorCode, q.ReturnedAt = d.FetchedAt, d.ReturnKind, d.ErrorCode, d.ReturnedAt
+			q.FetchedAt, q.Form, q.ReturnKind, q.ErrorCode, q.ReturnedAt = d.FetchedAt, d.Form, d.ReturnKind, d.ErrorCode, d.ReturnedAt
 		}
 		out = append(out, q)
 	}
@@ -192,40 +230,99 @@ func (a *Authority) clientPackages(ctx context.Context, kind PackageKind, rec *s
 
 // PackagesFor returns, for the PAL (RFC 8295 §2), the packages queued for the requester with
 // its delivery state. Decided as FetchPackage: a client authenticated with a certificate of
-// this CA, asking under that certificate's label, sees its own packages only.
+// this CA, asking under that certificate's label, sees its own packages only. A symmetric key
+// package it fetched in the plain form is left out: it is no longer offered, and nothing can
+// acknowledge it (Package.delivered), so the PAL has nothing to say about it.
 func (a *Authority) PackagesFor(ctx context.Context, req Requester, label string) ([]*Package, error) {
 	who, err := a.packageClient(ctx, req, label)
 	if err != nil {
 		return nil, err
 	}
-	return a.clientPackages(ctx, "", who.ours)
+	ps, err := a.clientPackages(ctx, "", who.ours)
+	if err != nil {
+		return nil, err
+	}
+	out := ps[:0]
+	for _, p := range ps {
+		if p.ReturnKind == "receipt" || !p.delivered() {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
-// FetchPackage returns the oldest package of kind queued for the requester that it has not
-// acknowledged with a receipt, records that it fetched it, and returns the certificate to
-// encrypt it for (the requester's own). No package: errs.NotFound.
-func (a *Authority) FetchPackage(ctx context.Context, req Requester, label string, kind PackageKind) (*Package, *x509.Certificate, error) {
+// PackageFetch is what a client asks FetchPackage for.
+type PackageFetch struct {
+	Kind PackageKind
+	// For symmetric keys, the forms of RFC 8295 §5.1.2 the client takes (its Accept): AnyForm
+	// when it names none (no Accept, */*, bare application/cms), else Forms, its preference
+	// first — empty when it names only forms this server does not produce. Unused for other
+	// kinds.
+	AnyForm bool
+	Forms   []string
+	// Seal makes what is delivered from the package, in form ("" for kinds without forms), for
+	// the certificate to (the requester's own). nil delivers the content as queued. The fetch
+	// is recorded only once Seal succeeded; its error is returned as is.
+	Seal func(p *Package, form string, to *x509.Certificate) ([]byte, error)
+}
+
+// FetchPackage delivers the oldest package of f.Kind queued for the requester that it has not
+// acknowledged with a receipt (nor, for symmetric keys, fetched in the plain form: nothing can
+// acknowledge that) and that it may have in a form it takes (symKeyForm), sealed by f.Seal,
+// and records the delivery once sealed. The requester is authenticated before its forms are
+// looked at. No package: errs.NotFound; packages waiting, none in a form the client takes and
+// the operator allows: errs.NotAcceptable. Nothing is recorded when it fails.
+func (a *Authority) FetchPackage(ctx context.Context, req Requester, label string, f PackageFetch) (*Package, []byte, error) {
 	who, err := a.packageClient(ctx, req, label)
 	if err != nil {
 		return nil, nil, err
 	}
-	ps, err := a.clientPackages(ctx, kind, who.ours)
+	if f.Kind == PackageSymmetricKeys && !f.AnyForm && len(f.Forms) == 0 {
+		return nil, nil, errs.New(errs.NotAcceptable, "the request names no symmetric key package form this server produces (%s)",
+			strings.Join(SymKeyForms(), ", "))
+	}
+	ps, err := a.clientPackages(ctx, f.Kind, who.ours)
 	if err != nil {
 		return nil, nil, err
 	}
+	var limit []string
+	if prof := a.profiles[label]; prof != nil {
+		limit = prof.SymKeyForms
+	}
+	var refused []string
 	for _, p := range ps {
-		if p.ReturnKind == "receipt" {
+		if p.delivered() {
 			continue
 		}
+		form := ""
+		if p.Kind == PackageSymmetricKeys {
+			var ok bool
+			if form, ok = symKeyForm(p, f, limit); !ok {
+				refused = append(refused, fmt.Sprintf("package %d (%s)", p.ID, strings.Join(p.allowedForms(limit), ", ")))
+				continue
+			}
+		}
+		out := p.Content
+		if f.Seal != nil {
+			if out, err = f.Seal(p, form, who.leaf); err != nil {
+				return nil, nil, err
+			}
+		}
 		now := a.now()
-		if err := a.store.MarkPackageFetched(ctx, p.ID, who.ours.Serial, now); err != nil {
+		if err := a.store.MarkPackageFetched(ctx, p.ID, who.ours.Serial, form, now); err != nil {
 			return nil, nil, errs.Wrap(errs.Internal, err, "recording the delivery")
 		}
-		p.FetchedAt = now
-		a.log.Info("package delivered", "kind", kind, "id", p.ID, "client", who.ours.Serial, "addr", req.Addr)
-		return p, who.leaf, nil
+		p.FetchedAt, p.Form = now, form
+		a.log.Info("package delivered", "kind", f.Kind, "id", p.ID, "client", who.ours.Serial, "form", form, "addr", req.Addr)
+		return p, out, nil
 	}
-	return nil, nil, errs.New(errs.NotFound, "no %s package is waiting for %s", kind, who.describe())
+	if len(refused) > 0 {
+		a.log.Info("package fetch refused: form", "kind", f.Kind, "client", who.ours.Serial, "asked", strings.Join(f.Forms, ","),
+			"addr", req.Addr)
+		return nil, nil, errs.New(errs.NotAcceptable, "the %s packages waiting for %s are delivered only in forms it does not accept: %s",
+			f.Kind, who.describe(), strings.Join(refused, "; "))
+	}
+	return nil, nil, errs.New(errs.NotFound, "no %s package is waiting for %s", f.Kind, who.describe())
 }
 
 // PackageReturn is a receipt or error (RFC 7191) a client returned for a queued package. The
@@ -312,7 +409,7 @@ func (a *Authority) returnedPackage(ctx context.Context, kind PackageKind, r Pac
 		for i := len(ps) - 1; i >= 0; i-- {
 			if ps[i].Name == string(r.PkgID) {
 				return &store.Package{ID: ps[i].ID, Kind: string(ps[i].Kind), Target: ps[i].Target, Name: ps[i].Name,
-					Content: ps[i].Content, CreatedAt: ps[i].CreatedAt}, nil
+					Content: ps[i].Content, CreatedAt: ps[i].CreatedAt, Forms: strings.Join(ps[i].Forms, ",")}, nil
 			}
 		}
 		return nil, errs.New(errs.NotFound, "no %s package %q is queued for %s", kind, r.PkgID, who.describe())

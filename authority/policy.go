@@ -113,6 +113,10 @@ type ProfileOptions struct {
 	// the current certificates of every other requester of this label (its peers). Off by
 	// default: a requester sees only its own certificates.
 	EECertsPeers bool
+	// SymmetricKeyForms are the forms of RFC 8295 §5.1.2 in which symmetric key packages may
+	// be delivered to this label's clients at most (names of SymKeyForms, or "all"); a
+	// package's own forms (AddPackage) are narrowed to these. Empty: no label-wide limit.
+	SymmetricKeyForms []string
 	// Subject sets the subject rules.
 	Subject SubjectRules
 	// SAN sets the subjectAltName rules.
@@ -203,6 +207,8 @@ type Profile struct {
 	KeyType        string   // "P-256" (what /att asks for and server keygen makes)
 	AcceptKeyTypes []string // empty = any supported
 	EECertsPeers   bool     // /eecerts returns the label's peer certificates too
+	// SymKeyForms limits the symmetric key forms delivered under this label (nil: no limit).
+	SymKeyForms []string
 
 	names        *nameRules // subject and SAN rules of the profile
 	rules        []*rule    // who may enroll (default deny)
@@ -423,6 +429,13 @@ func (pc ProfileOptions) compile() (*Profile, error) {
 	}
 	if !labelRE.MatchString(pc.Label) {
 		return nil, fmt.Errorf("label %q: only letters, digits, '.', '_' and '-' are allowed", pc.Label)
+	}
+	if len(pc.SymmetricKeyForms) > 0 {
+		forms, err := canonicalSymKeyForms(PackageSymmetricKeys, pc.SymmetricKeyForms)
+		if err != nil {
+			return nil, fmt.Errorf("symmetric_key_forms: %v", err)
+		}
+		p.SymKeyForms = strings.Split(forms, ",")
 	}
 	if p.Validity == 0 {
 		p.Validity = def.Validity

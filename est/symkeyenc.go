@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +107,22 @@ func (e SymKeyEncapsulation) MediaType() string {
 // those parameters (the server then uses the default); ok is false when some do, but none names
 // a form coapca produces.
 func SymKeyEncapsulationOfAccept(values []string) (enc SymKeyEncapsulation, asked, ok bool) {
+	forms, asked := SymKeyEncapsulationsOfAccept(values)
+	if !asked {
+		return SymKeySignedEnvelopedSigned, false, true
+	}
+	if len(forms) == 0 {
+		return SymKeySignedEnvelopedSigned, true, false
+	}
+	return forms[0], true, true
+}
+
+// SymKeyEncapsulationsOfAccept reads every encapsulation a client takes from its Accept header
+// values, in the order it names them (each once): the application/cms media ranges whose
+// encapsulatingContent and innerContent (RFC 7193) name one of the forms. asked is false when
+// no application/cms range carries those parameters (the client takes any form); forms is
+// empty, with asked true, when some do but none names a form coapca produces.
+func SymKeyEncapsulationsOfAccept(values []string) (forms []SymKeyEncapsulation, asked bool) {
 	norm := func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, ",", " ")), ",") }
 	for _, v := range values {
 		for _, part := range splitOutsideQuotes(v) {
@@ -123,13 +140,13 @@ func SymKeyEncapsulationOfAccept(values []string) (enc SymKeyEncapsulation, aske
 				continue
 			}
 			for _, x := range symKeyEncapsulations {
-				if strings.EqualFold(norm(layers), norm(x.layers)) {
-					return x.enc, true, true
+				if strings.EqualFold(norm(layers), norm(x.layers)) && !slices.Contains(forms, x.enc) {
+					forms = append(forms, x.enc)
 				}
 			}
 		}
 	}
-	return SymKeySignedEnvelopedSigned, asked, !asked
+	return forms, asked
 }
 
 // splitOutsideQuotes splits an HTTP header value at the commas that are not inside a quoted

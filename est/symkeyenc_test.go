@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -162,4 +163,26 @@ func FuzzOpenSymmetricKeyPackage(f *testing.F) {
 			t.Fatalf("opened %x as %v with %d keys, inner signer %v", b, got.Encapsulation, len(got.Keys), got.InnerSigner != nil)
 		}
 	})
+}
+
+// TestSymKeyEncapsulationsOfAccept: every form a client takes, in its order, each once; none
+// named is "any"; only forms coapca does not produce is asked with nothing to offer.
+func TestSymKeyEncapsulationsOfAccept(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		accept []string
+		want   []SymKeyEncapsulation
+		asked  bool
+	}{
+		{"no Accept", nil, nil, false},
+		{"bare application/cms", []string{"application/cms"}, nil, false},
+		{"plain then enveloped", []string{SymKeyPlain.MediaType() + ", " + SymKeyEnveloped.MediaType()}, []SymKeyEncapsulation{SymKeyPlain, SymKeyEnveloped}, true},
+		{"twice in two headers", []string{SymKeySigned.MediaType(), SymKeySigned.MediaType()}, []SymKeyEncapsulation{SymKeySigned}, true},
+		{"attack: only a form not produced", []string{`application/cms; encapsulatingContent="authEnvelopedData"; innerContent=sKeyPackage`}, nil, true},
+	} {
+		got, asked := SymKeyEncapsulationsOfAccept(tc.accept)
+		if asked != tc.asked || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v asked %v, want %v %v", tc.name, got, asked, tc.want, tc.asked)
+		}
+	}
 }

@@ -194,6 +194,9 @@ type Package struct {
 	Name      string // what the operator calls it (e.g. the key identifier)
 	Content   []byte // the inner content (DER), e.g. a SymmetricKeyPackage (RFC 6031)
 	CreatedAt time.Time
+	// Forms are the forms (RFC 8295 §5.1.2) the operator allows a symmetric key package to be
+	// delivered in, comma-separated ("" the authority's default); unused for other kinds.
+	Forms string
 }
 
 // PackageFilter selects packages in ListPackages. Zero fields do not filter.
@@ -209,6 +212,9 @@ type PackageDelivery struct {
 	ClientSerial string // the certificate the client authenticated with (FormatSerial)
 	FetchedAt    time.Time
 	Fetches      int
+	// Form is the form of the latest fetch of a symmetric key package (RFC 8295 §5.1.2), ""
+	// for other kinds.
+	Form string
 	// ReturnKind is "" until the client returns a receipt or error; then "receipt" or "error"
 	// with ErrorCode, the returned DER and when. A later return replaces an earlier one.
 	ReturnKind string
@@ -336,8 +342,9 @@ type Store interface {
 	GetPackage(ctx context.Context, id int64) (*Package, error)
 	// ListPackages returns packages, oldest first.
 	ListPackages(ctx context.Context, f PackageFilter) ([]*Package, error)
-	// MarkPackageFetched records that the client fetched the package (again) at at.
-	MarkPackageFetched(ctx context.Context, packageID int64, clientSerial string, at time.Time) error
+	// MarkPackageFetched records that the client fetched the package (again) at at, in form
+	// ("" when the kind has no forms).
+	MarkPackageFetched(ctx context.Context, packageID int64, clientSerial, form string, at time.Time) error
 	// ReturnPackage records a receipt or error (d.ReturnKind, ErrorCode, ReturnDER,
 	// ReturnedAt) for a package the client fetched; ErrNotFound when it never fetched it.
 	ReturnPackage(ctx context.Context, d PackageDelivery) error

@@ -135,7 +135,7 @@ type KeyPackageReturnService interface {
 // *estserver.Service implements it.
 type PackageService interface {
 	PAL(ctx context.Context, r *estserver.Request) ([]est.PALEntry, error)
-	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, error)
+	SymmetricKeys(ctx context.Context, r *estserver.Request) ([]byte, est.SymKeyEncapsulation, error)
 	ReturnSymmetricKeys(ctx context.Context, r *estserver.Request) error
 	Firmware(ctx context.Context, r *estserver.Request) ([]byte, error)
 	ReturnFirmware(ctx context.Context, r *estserver.Request) error
@@ -459,16 +459,12 @@ func (h *Handler) servePackages(w http.ResponseWriter, r *http.Request, name, la
 		w.WriteHeader(http.StatusOK)
 		w.Write(doc)
 	case estserver.OpSymmetricKeys:
-		// RFC 8295 §5.1.2 lists several forms; the client names the one it takes in Accept
-		// with the RFC 7193 parameters (est.SymKeyEncapsulationOfAccept).
-		enc, _, ok := est.SymKeyEncapsulationOfAccept(r.Header.Values("Accept"))
-		if !ok {
-			h.fail(w, r, errs.New(errs.NotAcceptable, "Accept names no symmetric key package form this server produces (%s)",
-				strings.Join(est.SymKeyEncapsulationNames(), ", ")))
-			return
-		}
-		req.SymKeyEncapsulation = enc
-		der, err := ps.SymmetricKeys(ctx, req)
+		// RFC 8295 §5.1.2 lists several forms; the client names those it takes in Accept
+		// with the RFC 7193 parameters (est.SymKeyEncapsulationsOfAccept). Which one it gets,
+		// or none (406), is decided after it is authenticated.
+		forms, asked := est.SymKeyEncapsulationsOfAccept(r.Header.Values("Accept"))
+		req.SymKeyForms, req.SymKeyAnyForm = forms, !asked
+		der, enc, err := ps.SymmetricKeys(ctx, req)
 		if err != nil {
 			h.fail(w, r, err)
 			return

@@ -21,7 +21,7 @@ import (
 // (docs/security.md); an Authority without it answers them with errs.NotFound.
 type PackageSource interface {
 	PackagesFor(ctx context.Context, req authority.Requester, label string) ([]*authority.Package, error)
-	FetchPackage(ctx context.Context, req authority.Requester, label string, kind authority.PackageKind) (*authority.Package, *x509.Certificate, error)
+	FetchPackage(ctx context.Context, req authority.Requester, label string, f authority.PackageFetch) (*authority.Package, []byte, error)
 	RecordPackageReturn(ctx context.Context, req authority.Requester, label string, kind authority.PackageKind,
 		r authority.PackageReturn) (*authority.Package, error)
 }
@@ -108,43 +108,56 @@ func (s *Service) PAL(ctx context.Context, r *Request) (entries []est.PALEntry, 
 }
 
 // SymmetricKeys delivers the oldest symmetric key package queued for the requester that it has
-// not acknowledged (RFC 8295 §5.1): the SymmetricKeyPackage (RFC 6031) signed by this server
-// with a key-package-identifier-and-receipt-request attribute, encrypted for the requester's
-// certificate (ECDH key agreement for an EC key, RSA-OAEP for RSA), signed again
-// (est.MediaSymmetricKeyPackage). RFC 8295 §5.1: "It is strongly RECOMMENDED that servers
-// always return encrypted symmetric keys" — coapca never returns them otherwise. Nothing
-// waiting is errs.NotFound.
-func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, err error) {
+// not acknowledged (RFC 8295 §5.1), in a form of §5.1.2 that the client takes (r.SymKeyForms)
+// and the operator allows for the package (the authority decides: by default only the forms
+// that encrypt for the client — "It is strongly RECOMMENDED that servers always return
+// encrypted symmetric keys"). The SymmetricKeyPackage (RFC 6031) is signed by this server with
+// a key-package-identifier-and-receipt-request attribute and, in the encrypted forms,
+// encrypted for the requester's certificate (ECDH key agreement for an EC key, RSA-OAEP for
+// RSA). The fetch is recorded only once the package is sealed. Nothing waiting is
+// errs.NotFound; nothing in a form the client takes, errs.NotAcceptable.
+func (s *Service) SymmetricKeys(ctx context.Context, r *Request) (der []byte, enc est.SymKeyEncapsulation, err error) {
 	defer func(start time.Time) { s.report("symmetrickeys", r, start, err, false) }(time.Now())
 	src, err := s.packages()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if s.keyEnc == nil {
-		return nil, errs.New(errs.NotFound, "this server has no key to sign packages with")
+		return nil, 0, errs.New(errs.NotFound, "this server has no key to sign packages with")
 	}
-	enc := r.SymKeyEncapsulation
-	if encrypted := enc != est.SymKeyPlain && enc != est.SymKeySigned; encrypted && len(r.Requester.Chain) > 0 {
-		// Checked before anything is recorded as delivered: the package is encrypted for
-		// this key (ECDH for EC, RSA-OAEP for RSA; cms.Recipient).
-		switch r.Requester.Chain[0].PublicKey.(type) {
-		case *ecdsa.PublicKey, *rsa.PublicKey:
-		default:
-			return nil, errs.New(errs.NotAcceptable, "symmetric keys are encrypted for the client certificate's key, "+
-				"which must be EC or RSA, not %T", r.Requester.Chain[0].PublicKey)
+	f := authority.PackageFetch{Kind: authority.PackageSymmetricKeys, AnyForm: r.SymKeyAnyForm}
+	for _, e := range r.SymKeyForms {
+		f.Forms = append(f.Forms, e.String())
+	}
+	f.Seal = func(p *authority.Package, form string, to *x509.Certificate) ([]byte, error) {
+		e, ok := est.SymKeyEncapsulationByName(form)
+		if !ok {
+			return nil, errs.New(errs.Internal, "the authority chose symmetric key form %q, which this server does not produce", form)
 		}
+		if e != est.SymKeyPlain && e != est.SymKeySigned {
+			// The package is encrypted for this key (ECDH for EC, RSA-OAEP for RSA;
+			// cms.Recipient).
+			switch to.PublicKey.(type) {
+			case *ecdsa.PublicKey, *rsa.PublicKey:
+			default:
+				return nil, errs.New(errs.NotAcceptable, "symmetric keys are encrypted for the client certificate's key, "+
+					"which must be EC or RSA, not %T", to.PublicKey)
+			}
+		}
+		der, err := est.SealSymmetricKeyPackageAs(s.rand, e, p.Content, authority.PackageID(p.Kind, p.ID), s.keyEnc.Signer, s.keyEnc.Chain,
+			cms.Recipient{Cert: to}, nil, time.Now())
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "protecting symmetric key package %d", p.ID)
+		}
+		enc = e
+		return der, nil
 	}
-	p, to, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys)
+	p, der, err := src.FetchPackage(ctx, r.Requester, r.Label, f)
 	if err != nil {
-		return nil, typed(err, "symmetric keys")
-	}
-	der, err = est.SealSymmetricKeyPackageAs(s.rand, enc, p.Content, authority.PackageID(p.Kind, p.ID), s.keyEnc.Signer, s.keyEnc.Chain,
-		cms.Recipient{Cert: to}, nil, time.Now())
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "protecting symmetric key package %d", p.ID)
+		return nil, 0, typed(err, "symmetric keys")
 	}
 	s.log.Debug("symmetric keys", "package", p.ID, "label", r.Label, "encapsulation", enc)
-	return der, nil
+	return der, enc, nil
 }
 
 // ReturnSymmetricKeys takes a key package receipt or error (RFC 7191) for a symmetric key
@@ -189,11 +202,11 @@ func (s *Service) Firmware(ctx context.Context, r *Request) (der []byte, err err
 	if err != nil {
 		return nil, err
 	}
-	p, _, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageFirmware)
+	_, der, err = src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageFetch{Kind: authority.PackageFirmware})
 	if err != nil {
 		return nil, typed(err, "firmware")
 	}
-	return p.Content, nil
+	return der, nil
 }
 
 // ReturnFirmware takes a firmware package load receipt or error (RFC 4108 §3, §4), signed or
@@ -250,15 +263,19 @@ func (s *Service) TAMP(ctx context.Context, r *Request) (der []byte, mediaType s
 	if err != nil {
 		return nil, "", err
 	}
-	p, _, err := src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageTAMP)
+	var k est.TAMPKind
+	seal := func(p *authority.Package, _ string, _ *x509.Certificate) ([]byte, error) {
+		var ok bool
+		if k, _, ok = tampName(p.Name); !ok {
+			return nil, errs.New(errs.Internal, "queued TAMP package %d has no message kind", p.ID)
+		}
+		return p.Content, nil
+	}
+	_, der, err = src.FetchPackage(ctx, r.Requester, r.Label, authority.PackageFetch{Kind: authority.PackageTAMP, Seal: seal})
 	if err != nil {
 		return nil, "", typed(err, "tamp")
 	}
-	k, _, ok := tampName(p.Name)
-	if !ok {
-		return nil, "", errs.New(errs.Internal, "queued TAMP package %d has no message kind", p.ID)
-	}
-	return p.Content, k.Media(), nil
+	return der, k.Media(), nil
 }
 
 // ReturnTAMP takes a TAMP response, confirm or error (RFC 8295 §7.2; RFC 5934), signed or not

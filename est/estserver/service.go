@@ -67,9 +67,12 @@ type Request struct {
 	// that says how to encrypt the key; one that does not is refused before anything is
 	// generated.
 	KeyPackage bool
-	// SymKeyEncapsulation is the form of RFC 8295 §5.1.2 the client asked /symmetrickeys for
-	// (its Accept header; the default, signed-enveloped-signed, when it named none).
-	SymKeyEncapsulation est.SymKeyEncapsulation
+	// SymKeyForms are the forms of RFC 8295 §5.1.2 the client takes from /symmetrickeys, its
+	// preference first (its Accept header, est.SymKeyEncapsulationsOfAccept), unless
+	// SymKeyAnyForm (it named none). Empty with SymKeyAnyForm false: it named only forms this
+	// server does not produce — refused (406) once the client is authenticated.
+	SymKeyForms   []est.SymKeyEncapsulation
+	SymKeyAnyForm bool
 }
 
 // TLSBinding supplies a session's channel-binding values (coap.Peer.TLS is one).

@@ -25,6 +25,7 @@ import (
 // symkeyFlags are the flags of `coapca ca symkey add` and `coapca ca firmware add`.
 type symkeyFlags struct {
 	to, keyID, keyFile, algorithm string
+	forms                         string
 	random                        int
 	image, name, hwType           string
 	encrypt                       bool
@@ -114,7 +115,7 @@ func runTAMP(ctx context.Context, h *server.House, args []string, f symkeyFlags,
 	if err != nil {
 		return usagef("%v", err)
 	}
-	p, err := auth.AddPackage(ctx, authority.PackageTAMP, f.to, estserver.TAMPName(kind, m.SeqNum), der)
+	p, err := auth.AddPackage(ctx, authority.PackageTAMP, f.to, estserver.TAMPName(kind, m.SeqNum), der, nil)
 	if err != nil {
 		return err
 	}
@@ -179,7 +180,7 @@ func runFirmware(ctx context.Context, h *server.House, args []string, f symkeyFl
 		if err != nil {
 			return usagef("%v", err)
 		}
-		p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+		p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg, nil)
 		if err != nil {
 			return err
 		}
@@ -206,11 +207,11 @@ func runFirmware(ctx context.Context, h *server.House, args []string, f symkeyFl
 	if err != nil {
 		return err
 	}
-	kp, err := auth.AddPackage(ctx, authority.PackageSymmetricKeys, f.to, keyID, keyPkg)
+	kp, err := auth.AddPackage(ctx, authority.PackageSymmetricKeys, f.to, keyID, keyPkg, nil)
 	if err != nil {
 		return err
 	}
-	p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg)
+	p, err := auth.AddPackage(ctx, authority.PackageFirmware, f.to, name.String(), pkg, nil)
 	if err != nil {
 		return fmt.Errorf("the key is queued as symmetric key package %d, but the firmware is not: %w", kp.ID, err)
 	}
@@ -225,6 +226,9 @@ func (f *symkeyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.keyFile, "key-file", "", "symkey add: file holding the key (hex, or raw bytes)")
 	fs.IntVar(&f.random, "random", 0, "symkey add: generate a random key of this many bytes instead of --key-file")
 	fs.StringVar(&f.algorithm, "algorithm", "", "symkey add: the key's algorithm URI (RFC 6031 id-pskc-algorithm), e.g. http://www.w3.org/2001/04/xmlenc#aes128-cbc")
+	fs.StringVar(&f.forms, "forms", "", "symkey add: the forms of RFC 8295 §5.1.2 the key may be delivered in, comma-separated ("+
+		strings.Join(authority.SymKeyForms(), ", ")+", or all); default: "+strings.Join(authority.DefaultSymKeyForms(), ", ")+
+		" (those that encrypt for the client; plain and signed are protected by TLS only)")
 }
 
 // runSymkey is `coapca ca symkey add|list`: the operator's side of /symmetrickeys (RFC 8295 §5).
@@ -264,11 +268,20 @@ func runSymkey(ctx context.Context, auth *authority.Authority, args []string, f 
 	if err != nil {
 		return usagef("%v", err)
 	}
-	p, err := auth.AddPackage(ctx, authority.PackageSymmetricKeys, f.to, f.keyID, pkg)
+	var forms []string
+	if f.forms != "" {
+		forms = strings.Split(f.forms, ",")
+	}
+	p, err := auth.AddPackage(ctx, authority.PackageSymmetricKeys, f.to, f.keyID, pkg, forms)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "queued symmetric key package %d (key %q, %d bytes) for %s\n", p.ID, f.keyID, len(key), p.Target)
+	allowed := p.Forms
+	if len(allowed) == 0 {
+		allowed = authority.DefaultSymKeyForms()
+	}
+	fmt.Fprintf(stdout, "queued symmetric key package %d (key %q, %d bytes) for %s, delivered as %s\n", p.ID, f.keyID, len(key), p.Target,
+		strings.Join(allowed, ", "))
 	return nil
 }
 
@@ -296,7 +309,11 @@ func listPackages(ctx context.Context, auth *authority.Authority, kind authority
 					ret += " " + d.ErrorCode
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s (%d×)\t%s\n", head, d.ClientSerial, d.FetchedAt.Format(time.RFC3339), d.Fetches, ret)
+			fetched := fmt.Sprintf("%s (%d×)", d.FetchedAt.Format(time.RFC3339), d.Fetches)
+			if d.Form != "" {
+				fetched = fmt.Sprintf("%s (%d×, latest %s)", d.FetchedAt.Format(time.RFC3339), d.Fetches, d.Form)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", head, d.ClientSerial, fetched, ret)
 		}
 	}
 	return tw.Flush()

@@ -97,6 +97,9 @@ type Profile struct {
 	ReenrollFrom []string `yaml:"reenroll_from"`
 	// EECertsPeers lets /eecerts (RFC 8295 §3) return the peer certificates of this label too.
 	EECertsPeers bool `yaml:"eecerts_peers"`
+	// SymmetricKeyForms limits the RFC 8295 §5.1.2 forms in which symmetric key packages are
+	// delivered under this label (authority.ProfileOptions.SymmetricKeyForms).
+	SymmetricKeyForms []string `yaml:"symmetric_key_forms"`
 	// Subject sets the subject rules.
 	Subject Subject `yaml:"subject"`
 	// SAN sets the subjectAltName rules.
@@ -195,8 +198,8 @@ func (pc Profile) options() authority.ProfileOptions {
 		Label: pc.Label, Validity: pc.Validity, KeyUsage: pc.KeyUsage, ExtKeyUsage: pc.ExtKeyUsage,
 		KeyType: pc.KeyType, AcceptKeyTypes: pc.AcceptKeyTypes, RequirePoP: pc.RequirePoP,
 		ManualApproval: pc.ManualApproval, RetryAfter: pc.RetryAfter, ReenrollFrom: pc.ReenrollFrom,
-		EECertsPeers: pc.EECertsPeers,
-		Subject:      pc.Subject.rules(), SAN: pc.SAN.rules(),
+		EECertsPeers: pc.EECertsPeers, SymmetricKeyForms: pc.SymmetricKeyForms,
+		Subject: pc.Subject.rules(), SAN: pc.SAN.rules(),
 	}
 	for _, r := range pc.Requesters {
 		rr := authority.RequesterRule{Kind: r.Kind, From: r.From, Transports: r.Transports,

@@ -167,7 +167,7 @@ func TestAuthorityFieldsTranslated(t *testing.T) {
 		AcceptKeyTypes: []string{"P-256"}, RequirePoP: true, ManualApproval: true, RetryAfter: time.Second,
 		Requesters: []RequesterRule{{Kind: "mac", From: []string{"*"}, Transports: []string{"coap"}, MayRevoke: true,
 			BindCommonName: true, Subject: &sub, SAN: &san}},
-		ReenrollFrom: []string{""}, EECertsPeers: true, Subject: sub, SAN: san}
+		ReenrollFrom: []string{""}, EECertsPeers: true, SymmetricKeyForms: []string{"enveloped"}, Subject: sub, SAN: san}
 	checkAllSet(t, "ProfileOptions", reflect.ValueOf(pc.options()))
 
 	// DefaultRequesters says in the file's terms what the authority's default profile admits.

@@ -17,20 +17,20 @@ func (s *Store) AddPackage(ctx context.Context, p *store.Package) error {
 		p.CreatedAt = time.Now()
 	}
 	p.CreatedAt = ts(p.CreatedAt)
-	err := s.pool.QueryRow(ctx, `INSERT INTO packages (kind, target, name, content, created_at)
-		VALUES ($1, $2, $3, $4, $5) RETURNING id`,
-		p.Kind, p.Target, p.Name, nonNil(p.Content), p.CreatedAt).Scan(&p.ID)
+	err := s.pool.QueryRow(ctx, `INSERT INTO packages (kind, target, name, content, created_at, forms)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		p.Kind, p.Target, p.Name, nonNil(p.Content), p.CreatedAt, p.Forms).Scan(&p.ID)
 	if err != nil {
 		return fmt.Errorf("postgres: add package: %w", err)
 	}
 	return nil
 }
 
-const packageColumns = `id, kind, target, name, content, created_at`
+const packageColumns = `id, kind, target, name, content, created_at, forms`
 
 func scanPackage(row pgx.Row) (*store.Package, error) {
 	p := &store.Package{}
-	if err := row.Scan(&p.ID, &p.Kind, &p.Target, &p.Name, &p.Content, &p.CreatedAt); err != nil {
+	if err := row.Scan(&p.ID, &p.Kind, &p.Target, &p.Name, &p.Content, &p.CreatedAt, &p.Forms); err != nil {
 		return nil, err
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
@@ -68,12 +68,12 @@ func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]*sto
 
 // MarkPackageFetched implements store.Store: one upsert, so concurrent fetches from any
 // instance count each fetch once.
-func (s *Store) MarkPackageFetched(ctx context.Context, packageID int64, clientSerial string, at time.Time) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO package_deliveries (package_id, client_serial, fetched_at, fetches)
-		VALUES ($1, $2, $3, 1)
+func (s *Store) MarkPackageFetched(ctx context.Context, packageID int64, clientSerial, form string, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO package_deliveries (package_id, client_serial, fetched_at, fetches, form)
+		VALUES ($1, $2, $3, 1, $4)
 		ON CONFLICT (package_id, client_serial) DO UPDATE
-		SET fetched_at = excluded.fetched_at, fetches = package_deliveries.fetches + 1`,
-		packageID, clientSerial, ts(at))
+		SET fetched_at = excluded.fetched_at, fetches = package_deliveries.fetches + 1, form = excluded.form`,
+		packageID, clientSerial, ts(at), form)
 	if err != nil {
 		return fmt.Errorf("postgres: package %d fetched: %w", packageID, err)
 	}
@@ -104,7 +104,7 @@ func (s *Store) ListPackageDeliveries(ctx context.Context, f store.PackageDelive
 		q.add("client_serial = %s", f.ClientSerial)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT package_id, client_serial, fetched_at, fetches, return_kind, error_code,
-		return_der, returned_at FROM package_deliveries`+q.String()+" ORDER BY package_id, client_serial"+limit(f.Limit, 0), q.args...)
+		return_der, returned_at, form FROM package_deliveries`+q.String()+" ORDER BY package_id, client_serial"+limit(f.Limit, 0), q.args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list package deliveries: %w", err)
 	}
@@ -112,7 +112,7 @@ func (s *Store) ListPackageDeliveries(ctx context.Context, f store.PackageDelive
 		d := &store.PackageDelivery{}
 		var returned *time.Time
 		if err := row.Scan(&d.PackageID, &d.ClientSerial, &d.FetchedAt, &d.Fetches, &d.ReturnKind, &d.ErrorCode,
-			&d.ReturnDER, &returned); err != nil {
+			&d.ReturnDER, &returned, &d.Form); err != nil {
 			return nil, err
 		}
 		d.FetchedAt = d.FetchedAt.UTC()

@@ -226,6 +226,10 @@ var migrations = []string{
 	ALTER TABLE certificates ADD COLUMN key_id bytea;
 	CREATE INDEX certificates_sha256 ON certificates(cert_sha256);
 	CREATE INDEX certificates_key_id ON certificates(key_id) WHERE key_id IS NOT NULL;`,
+	// 4→5: the symmetric key forms (RFC 8295 §5.1.2) the operator allows per package, and the
+	// form of each client's latest fetch (store.Package.Forms, store.PackageDelivery.Form).
+	`ALTER TABLE packages ADD COLUMN forms text NOT NULL DEFAULT '';
+	ALTER TABLE package_deliveries ADD COLUMN form text NOT NULL DEFAULT '';`,
 }
 
 // backfills[i], when set, runs after migrations[i] in the same transaction: what SQL alone
@@ -266,7 +270,7 @@ func backfillKeyRefs(ctx context.Context, tx pgx.Tx) error {
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migrateLock is the advisory lock key held while the schema is migrated ("coapca" in ASCII).
 const migrateLock = 0x636f61706361

@@ -306,6 +306,10 @@ var migrations = []string{
 	ALTER TABLE certificates ADD COLUMN key_id BLOB;
 	CREATE INDEX certificates_sha256 ON certificates(cert_sha256);
 	CREATE INDEX certificates_key_id ON certificates(key_id) WHERE key_id IS NOT NULL;`,
+	// 6→7: the symmetric key forms (RFC 8295 §5.1.2) the operator allows per package, and the
+	// form of each client's latest fetch (store.Package.Forms, store.PackageDelivery.Form).
+	`ALTER TABLE packages ADD COLUMN forms TEXT NOT NULL DEFAULT '';
+	ALTER TABLE package_deliveries ADD COLUMN form TEXT NOT NULL DEFAULT '';`,
 }
 
 // backfills[i], when set, runs after migrations[i] in the same transaction: what SQL alone
@@ -350,7 +354,7 @@ func backfillKeyRefs(ctx context.Context, tx *sql.Tx) error {
 }
 
 // SchemaVersion is the schema version this build writes.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 func (s *Store) migrate(ctx context.Context, target int) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -1002,8 +1006,8 @@ func (s *Store) AddPackage(ctx context.Context, p *store.Package) error {
 		content = []byte{}
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO packages (kind, target, name, content, created_at) VALUES (?, ?, ?, ?, ?)`,
-			p.Kind, p.Target, p.Name, content, unix(p.CreatedAt))
+		res, err := tx.ExecContext(ctx, `INSERT INTO packages (kind, target, name, content, created_at, forms) VALUES (?, ?, ?, ?, ?, ?)`,
+			p.Kind, p.Target, p.Name, content, unix(p.CreatedAt), p.Forms)
 		if err != nil {
 			return fmt.Errorf("sqlite: add package: %w", err)
 		}
@@ -1014,12 +1018,12 @@ func (s *Store) AddPackage(ctx context.Context, p *store.Package) error {
 	})
 }
 
-const packageColumns = `id, kind, target, name, content, created_at`
+const packageColumns = `id, kind, target, name, content, created_at, forms`
 
 func scanPackage(sc interface{ Scan(...any) error }) (*store.Package, error) {
 	p := &store.Package{}
 	var at int64
-	if err := sc.Scan(&p.ID, &p.Kind, &p.Target, &p.Name, &p.Content, &at); err != nil {
+	if err := sc.Scan(&p.ID, &p.Kind, &p.Target, &p.Name, &p.Content, &at, &p.Forms); err != nil {
 		return nil, err
 	}
 	p.CreatedAt = fromUnix(at)
@@ -1065,11 +1069,11 @@ func (s *Store) ListPackages(ctx context.Context, f store.PackageFilter) ([]*sto
 }
 
 // MarkPackageFetched implements store.Store.
-func (s *Store) MarkPackageFetched(ctx context.Context, packageID int64, clientSerial string, at time.Time) error {
+func (s *Store) MarkPackageFetched(ctx context.Context, packageID int64, clientSerial, form string, at time.Time) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO package_deliveries (package_id, client_serial, fetched_at, fetches) VALUES (?, ?, ?, 1)
-			ON CONFLICT(package_id, client_serial) DO UPDATE SET fetched_at = excluded.fetched_at, fetches = fetches + 1`,
-			packageID, clientSerial, unix(at))
+		_, err := tx.ExecContext(ctx, `INSERT INTO package_deliveries (package_id, client_serial, fetched_at, fetches, form) VALUES (?, ?, ?, 1, ?)
+			ON CONFLICT(package_id, client_serial) DO UPDATE SET fetched_at = excluded.fetched_at, fetches = fetches + 1, form = excluded.form`,
+			packageID, clientSerial, unix(at), form)
 		if err != nil {
 			return fmt.Errorf("sqlite: package %d fetched: %w", packageID, err)
 		}
@@ -1098,7 +1102,7 @@ func (s *Store) ReturnPackage(ctx context.Context, d store.PackageDelivery) erro
 
 // ListPackageDeliveries implements store.Store.
 func (s *Store) ListPackageDeliveries(ctx context.Context, f store.PackageDeliveryFilter) ([]*store.PackageDelivery, error) {
-	q := `SELECT package_id, client_serial, fetched_at, fetches, return_kind, error_code, return_der, returned_at FROM package_deliveries`
+	q := `SELECT package_id, client_serial, fetched_at, fetches, return_kind, error_code, return_der, returned_at, form FROM package_deliveries`
 	var where []string
 	var args []any
 	if f.PackageID != 0 {
@@ -1119,7 +1123,7 @@ func (s *Store) ListPackageDeliveries(ctx context.Context, f store.PackageDelive
 	for rows.Next() {
 		d := &store.PackageDelivery{}
 		var fetched, returned int64
-		if err := rows.Scan(&d.PackageID, &d.ClientSerial, &fetched, &d.Fetches, &d.ReturnKind, &d.ErrorCode, &d.ReturnDER, &returned); err != nil {
+		if err := rows.Scan(&d.PackageID, &d.ClientSerial, &fetched, &d.Fetches, &d.ReturnKind, &d.ErrorCode, &d.ReturnDER, &returned, &d.Form); err != nil {
 			return nil, fmt.Errorf("sqlite: list package deliveries: %w", err)
 		}
 		d.FetchedAt = fromUnix(fetched)

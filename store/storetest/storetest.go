@@ -567,7 +567,8 @@ func testPackages(t *testing.T, s store.Store) {
 	in := []*store.Package{
 		{Kind: "symmetrickeys", Target: "serial:a1", Name: "k1", Content: []byte{0x30, 0x00}, CreatedAt: t0},
 		{Kind: "firmware", Target: "label:cam", Name: "fw", Content: []byte{0x30, 0x01}, CreatedAt: t0.Add(time.Second)},
-		{Kind: "symmetrickeys", Target: "label:cam", Name: "k2", Content: []byte{0x30, 0x02}, CreatedAt: t0.Add(2 * time.Second)},
+		{Kind: "symmetrickeys", Target: "label:cam", Name: "k2", Content: []byte{0x30, 0x02}, CreatedAt: t0.Add(2 * time.Second),
+			Forms: "enveloped,signed-enveloped-signed"},
 	}
 	for _, p := range in {
 		if err := s.AddPackage(ctx, p); err != nil {
@@ -580,6 +581,9 @@ func testPackages(t *testing.T, s store.Store) {
 	sym, err := s.ListPackages(ctx, store.PackageFilter{Kind: "symmetrickeys"})
 	if err != nil || len(sym) != 2 || sym[0].ID != in[0].ID || sym[1].ID != in[2].ID {
 		t.Fatalf("list by kind, oldest first: %v, %v", sym, err)
+	}
+	if sym[0].Forms != "" || sym[1].Forms != in[2].Forms {
+		t.Errorf("forms round trip: %q, %q; want \"\", %q", sym[0].Forms, sym[1].Forms, in[2].Forms)
 	}
 	if fmt.Sprint(*sym[1]) != fmt.Sprint(*in[2]) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", *sym[1], *in[2])
@@ -601,16 +605,17 @@ func testPackages(t *testing.T, s store.Store) {
 		t.Fatalf("deliveries after a refused return: %v, %v", d, err)
 	}
 	for i := range 2 {
-		if err := s.MarkPackageFetched(ctx, in[0].ID, "a1", t0.Add(time.Duration(i)*time.Minute)); err != nil {
+		if err := s.MarkPackageFetched(ctx, in[0].ID, "a1", []string{"plain", "enveloped"}[i], t0.Add(time.Duration(i)*time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.MarkPackageFetched(ctx, in[2].ID, "b2", t0); err != nil {
+	if err := s.MarkPackageFetched(ctx, in[2].ID, "b2", "", t0); err != nil {
 		t.Fatal(err)
 	}
 	d, err := s.ListPackageDeliveries(ctx, store.PackageDeliveryFilter{ClientSerial: "a1"})
-	if err != nil || len(d) != 1 || d[0].Fetches != 2 || !d[0].FetchedAt.Equal(t0.Add(time.Minute)) || d[0].ReturnKind != "" {
-		t.Fatalf("fetched twice: %+v, %v", d, err)
+	if err != nil || len(d) != 1 || d[0].Fetches != 2 || !d[0].FetchedAt.Equal(t0.Add(time.Minute)) || d[0].ReturnKind != "" ||
+		d[0].Form != "enveloped" {
+		t.Fatalf("fetched twice (the latest form kept): %+v, %v", d, err)
 	}
 	ret.ReturnedAt = t0.Add(time.Hour)
 	if err := s.ReturnPackage(ctx, ret); err != nil {
