@@ -265,7 +265,7 @@ func TestTwoInstancesEverythingAtOnce(t *testing.T) {
 	serials := map[string]delivered{}
 	for r := range results {
 		if r.err != nil {
-			t.Errorf("%s: %v", r.what, r.err)
+			t.Errorf("%s (first message to instance %d): %v", r.what, r.where, r.err)
 			continue
 		}
 		sn := r.cert.SerialNumber.Text(16)
