@@ -310,6 +310,21 @@ func (a *Authority) ReserveSequence(ctx context.Context, name string, floor, n u
 	return uint64(first), nil
 }
 
+// AcceptSequence is the replay check of the OSCORE context named name shared by every
+// instance on the store: it records the Partial IV seq as received and reports true, or
+// reports false when seq or a higher number was accepted before, by any instance (RFC 8613
+// §7.4). A refusal changes nothing, so a replayed request cannot hold back the sender's next.
+func (a *Authority) AcceptSequence(ctx context.Context, name string, seq uint64) (bool, error) {
+	if seq > maxSequence {
+		return false, errs.New(errs.BadRequest, "sequence number %d beyond 2^40-1", seq)
+	}
+	ok, err := a.store.AdvanceCounter(ctx, "oscore-replay:"+name, int64(seq)+1)
+	if err != nil {
+		return false, errs.Wrap(errs.Internal, err, "cannot check the replay window of %s", name)
+	}
+	return ok, nil
+}
+
 func certRecord(c *store.Cert) *CertRecord {
 	return &CertRecord{
 		Serial: c.Serial, Subject: c.Subject, Issuer: c.Issuer, NotBefore: c.NotBefore, NotAfter: c.NotAfter, DER: c.DER,

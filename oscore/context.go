@@ -47,6 +47,11 @@ type Params struct {
 	// restart): requests are only accepted after an Echo round trip (Appendix B.1.2). Contexts that
 	// are new on both sides (fresh EDHOC) leave it false.
 	ReplayWindowUnsynchronized bool
+	// SharedReplay, when set, is asked about every request the replay window accepts: a
+	// context that several processes hold (server instances answering for one pre-shared
+	// context) has one replay history, so a request accepted by one is refused by every other
+	// (§7.4). nil = this Context's window alone.
+	SharedReplay SharedReplayWindow
 	// EchoLifetime bounds how long an Echo value is accepted; 0 = 30 s.
 	EchoLifetime time.Duration
 	// MaxUnfragmentedSize is MAX_UNFRAGMENTED_SIZE (§4.1.3.4.2): a received OSCORE message (after
@@ -86,6 +91,7 @@ type Context struct {
 	ssn      uint64 // next Sender Sequence Number
 	reserved uint64 // numbers below this are reserved in store
 	window   *replayWindow
+	shared   SharedReplayWindow
 	synced   bool
 	echo     []byte
 	echoAt   time.Time
@@ -149,6 +155,7 @@ func NewContext(p Params) (*Context, error) {
 		now:            p.Now,
 		rand:           p.Rand,
 		window:         newReplayWindow(w),
+		shared:         p.SharedReplay,
 		synced:         !p.ReplayWindowUnsynchronized,
 	}
 	if c.store == nil {

@@ -2,6 +2,7 @@ package oscore
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -248,6 +249,17 @@ func (c *Context) unprotectRequest(msg *message.Message, ov OptionValue) (*messa
 	}
 	if !st.fresh {
 		return nil, nil, &Error{Kind: KindEchoRequired, Err: errNoWindow, state: st}
+	}
+	if c.shared != nil {
+		// §7.4: a Partial IV received before is refused, also when another process holding
+		// this context received it.
+		ok, err := c.shared.Accept(seq)
+		if err != nil {
+			return nil, nil, &Error{Kind: KindInternal, Err: fmt.Errorf("shared replay window: %w", err)}
+		}
+		if !ok {
+			return nil, nil, newErr(KindReplay, "Partial IV %d (received before, possibly by another instance)", seq)
+		}
 	}
 	out := &message.Message{
 		Token:     msg.Token,

@@ -1,5 +1,15 @@
 package oscore
 
+// SharedReplayWindow is a replay check that several processes holding the same Recipient
+// Context share (a store every server instance uses). Accept atomically records seq as
+// received and reports true, or reports false when seq, or a higher number, was accepted
+// before by any of them; a refusal changes nothing. It is a window of one: a request overtaken
+// by a later one of the same sender is refused, so a sender must not have two requests of one
+// context in flight at once (CoAP's NSTART of 1, RFC 7252 §4.7, gives that).
+type SharedReplayWindow interface {
+	Accept(seq uint64) (bool, error)
+}
+
 // replayWindow is the sliding anti-replay window of a Recipient Context (RFC 8613 §3.2.2, §7.4;
 // the RFC 4303 §3.4.3 style window, default size 32). Bit d of bits records whether sequence number
 // highest-d was received. floor is the lowest acceptable number: after an Echo resynchronisation

@@ -361,6 +361,12 @@ type Store interface {
 	// share (RFC 8613 §7.2.1: a nonce is never reused). It shares NextCounter's names: a name is
 	// used by one of the two only.
 	ReserveRange(ctx context.Context, name string, floor, n int64) (first int64, err error)
+	// AdvanceCounter atomically raises the named counter to value when it is below value and
+	// reports whether it did; a counter at or above value is left as it is (false). A name
+	// without a counter yet is created at value (true). Whichever processes race, one value is
+	// accepted at most once: the replay check of an OSCORE context that several instances
+	// share (RFC 8613 §7.4). It shares NextCounter's names: a name is used by one of them only.
+	AdvanceCounter(ctx context.Context, name string, value int64) (bool, error)
 
 	Close() error
 }

@@ -26,6 +26,9 @@ Key custody:
       off line. serve runs without it; it is needed again only to certify a new issuing CA.
   --issuing-key pkcs11:URI  the issuing key is generated in an HSM (RFC 7512 URI; binaries
       built with -tags pkcs11), or certified as found there, and never leaves it.
+  --issuing-key pkcs11:URI --import-key FILE  an existing issuing key (PEM; encrypted with the
+      passphrase above or not) is imported into the HSM instead, sensitive and not extractable;
+      destroy FILE afterwards. A key already in the token under that name is not replaced.
 
 Then add your manufacturers' trust stores (authority.trust_stores) and CMP secrets
 (authority.mac_secrets) to the file and run 'coapca serve --config FILE'.`
@@ -39,6 +42,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rootOut := fs.String("root-key-out", "", "write the root key here instead of DATA/private/ca.key (to move off line)")
 	issuingKey := fs.String("issuing-key", "", "pkcs11: URI (RFC 7512) of the issuing key in an HSM, generated there if missing")
 	iterations := fs.Int("pbkdf2-iterations", 0, "PBKDF2 iterations of the encrypted key files (default 600000; lower only for slow machines)")
+	importKey := fs.String("import-key", "", "existing issuing key file to import into the HSM that --issuing-key names")
 	keyType := fs.String("issuing-key-type", "P-256", "type of an issuing key generated in the HSM: P-256, P-384, RSA-2048, RSA-3072")
 	var names stringList
 	fs.Var(&names, "server-name", "DNS name or IP address for the server certificate (repeatable)")
@@ -50,6 +54,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *issuingKey != "" && !strings.HasPrefix(strings.ToLower(*issuingKey), "pkcs11:") {
 		return usagef("--issuing-key must be a pkcs11: URI (a key file is made in the data directory)")
+	}
+	if *importKey != "" && *issuingKey == "" {
+		return usagef("--import-key needs --issuing-key pkcs11:URI (the token to import the key into)")
 	}
 	if *iterations < 0 {
 		return usagef("--pbkdf2-iterations must be positive")
@@ -72,6 +79,10 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	ro, err := abs(*rootOut)
+	if err != nil {
+		return err
+	}
+	ik, err := abs(*importKey)
 	if err != nil {
 		return err
 	}
@@ -103,7 +114,8 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations}, log)
+	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations,
+		ImportKeyFile: ik}, log)
 	if err != nil {
 		return err
 	}
@@ -134,6 +146,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintln(stdout)
 	if *issuingKey != "" {
 		fmt.Fprintf(stdout, "issuing key: in the HSM (%s)\n", pkcs11.Redact(*issuingKey))
+	}
+	if ik != "" {
+		fmt.Fprintf(stdout, "issuing key: imported from %s, which still holds it: destroy that file now\n", ik)
 	}
 	fmt.Fprintf(stdout, "\nNext: add authority.trust_stores and/or authority.mac_secrets to %s, then\n  coapca serve --config %s\n", *cfgPath, *cfgPath)
 	return nil

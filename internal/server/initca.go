@@ -23,6 +23,9 @@ type InitOptions struct {
 	RootKeyOut string
 	// PBKDF2Iterations is the work of the key encryption (0 = kms.DefaultPBKDF2Iterations).
 	PBKDF2Iterations int
+	// ImportKeyFile is an existing issuing key (PEM, encrypted with the CA passphrase or not)
+	// to import into the token cfg.CA.IssuingKey names, instead of generating one there.
+	ImportKeyFile string
 }
 
 // InitCA creates the CA of cfg in a data directory that must not hold one yet: the root, the
@@ -52,7 +55,25 @@ func InitCA(ctx context.Context, cfg config.Config, opts InitOptions, log *slog.
 	}
 	dopts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass,
 		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations}
-	if uri := cfg.CA.IssuingKey; uri != "" {
+	if opts.ImportKeyFile != "" && cfg.CA.IssuingKey == "" {
+		return nil, errors.New("a key is imported only into a token: name it with ca.issuing_key (a pkcs11: URI)")
+	}
+	if uri := cfg.CA.IssuingKey; uri != "" && opts.ImportKeyFile != "" {
+		key, err := kms.LoadKeyFileWithPassphrase(opts.ImportKeyFile, pass)
+		if err != nil {
+			return nil, fmt.Errorf("issuing key to import: %w", err)
+		}
+		// Imported sensitive and not extractable (kms/pkcs11.Import); a key already in the
+		// token under that name is neither replaced nor certified in the imported one's place.
+		k, err := pkcs11.Import(ctx, uri, key)
+		if err != nil {
+			return nil, fmt.Errorf("ca.issuing_key: %w", err)
+		}
+		defer k.Close()
+		log.Warn("init: imported the issuing key into the token; destroy the key file now",
+			"uri", pkcs11.Redact(uri), "file", opts.ImportKeyFile)
+		dopts.IssuingKey = k
+	} else if uri != "" {
 		k, err := pkcs11.Generate(ctx, uri, opts.IssuingKeyType)
 		switch {
 		case err == nil:

@@ -163,9 +163,10 @@ func (s *Server) lookupEDHOCCredential(ctx context.Context) func(*edhoc.IDCred) 
 //
 // A pre-shared context has no certificate: its file names an identity (name) and the labels it
 // may enroll under, and the authority is told to allow exactly that (AllowPreShared). Its
-// Sender Sequence Number is persisted under DATA/oscore/ and its replay window starts
+// Sender Sequence Numbers are reserved in the store and its replay window starts
 // unsynchronized, so after a restart the first request is answered with an Echo challenge
-// (RFC 8613 Appendix B.1.2, RFC 9175).
+// (RFC 8613 Appendix B.1.2, RFC 9175); every accepted request is also checked against the
+// replay history in the store, which every instance shares (RFC 8613 §7.4).
 func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 	srvCert := s.data.ServerCertificate()
 	chain := make([]*x509.Certificate, 0, len(srvCert.Certificate))
@@ -211,6 +212,9 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		}
 		p.SequenceStore = &sequenceBlocks{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name, floor: floor}
 		p.ReplayWindowUnsynchronized = true
+		// The replay history is in the store too: a request one instance accepted is refused
+		// by every other (RFC 8613 §7.4), not only by the instance that saw it.
+		p.SharedReplay = &sharedReplay{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name}
 		p.Logger = s.log
 		c, err := oscore.NewContext(p)
 		if err != nil {
@@ -262,6 +266,20 @@ func (b *sequenceBlocks) Allocate(n uint64) (uint64, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, sequenceTimeout)
 	defer cancel()
 	return b.auth.ReserveSequence(ctx, b.name, b.floor, n)
+}
+
+// sharedReplay is the replay check of a pre-shared OSCORE context that every instance on the
+// store shares (oscore.SharedReplayWindow).
+type sharedReplay struct {
+	ctx  context.Context
+	auth *authority.Authority
+	name string
+}
+
+func (r *sharedReplay) Accept(seq uint64) (bool, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, sequenceTimeout)
+	defer cancel()
+	return r.auth.AcceptSequence(ctx, r.name, seq)
 }
 
 // withOSCORE puts EST-oscore over HTTP (RFC 8613 §11) in front of an HTTP listener's handler:

@@ -36,3 +36,6 @@ func Open(_ context.Context, uri string) (*Key, error) {
 
 // Generate checks uri and reports that this binary cannot open tokens.
 func Generate(ctx context.Context, uri, _ string) (*Key, error) { return Open(ctx, uri) }
+
+// Import checks uri and reports that this binary cannot open tokens.
+func Import(ctx context.Context, uri string, _ crypto.Signer) (*Key, error) { return Open(ctx, uri) }

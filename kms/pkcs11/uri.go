@@ -3,8 +3,8 @@
 //
 // The URI parser is pure Go and in every build, so a configuration naming a token is checked
 // also by a binary built without PKCS#11. Talking to a token needs cgo and the build tag
-// `pkcs11` (github.com/ThalesGroup/crypto11 over github.com/miekg/pkcs11); without it Open
-// and Generate return ErrNotBuilt.
+// `pkcs11` (github.com/ThalesGroup/crypto11 over github.com/miekg/pkcs11); without it Open,
+// Generate and Import return ErrNotBuilt.
 //
 // A URI names the module (module-path), the token (one of token, serial or slot-id),
 // the key (object = CKA_LABEL and/or id = CKA_ID) and the user PIN (pin-value, or
@@ -27,7 +27,7 @@ import (
 // without cgo, which the PKCS#11 module interface needs).
 var ErrNotBuilt = errors.New("this binary was built without PKCS#11 support (rebuild with: CGO_ENABLED=1 go build -tags pkcs11)")
 
-// ErrKeyExists is returned by Generate when the token already holds the key the URI names.
+// ErrKeyExists is returned by Generate and Import when the token already holds the key the URI names.
 var ErrKeyExists = errors.New("key exists")
 
 // URI is a parsed PKCS#11 URI (RFC 7512 §2.3). Values are percent-decoded.

@@ -818,6 +818,25 @@ func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (
 	return end - n, nil
 }
 
+// AdvanceCounter implements store.Store: one statement on the counter's row lock, so of two
+// instances advancing to the same value only one succeeds (RFC 8613 §7.4).
+func (s *Store) AdvanceCounter(ctx context.Context, name string, value int64) (bool, error) {
+	if value < 0 {
+		return false, fmt.Errorf("postgres: advance %s: negative value %d", name, value)
+	}
+	var v int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO counters (name, value) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE counters.value < excluded.value
+		RETURNING value`, name, value).Scan(&v)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil // at or above value: unchanged
+	case err != nil:
+		return false, fmt.Errorf("postgres: advance %s: %w", name, err)
+	}
+	return true, nil
+}
+
 // eventChannel is the LISTEN/NOTIFY channel of store.Notifier.
 const eventChannel = "coapca_events"
 

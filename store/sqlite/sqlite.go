@@ -1176,6 +1176,29 @@ func (s *Store) ReserveRange(ctx context.Context, name string, floor, n int64) (
 	return end - n, err
 }
 
+// AdvanceCounter implements store.Store.
+func (s *Store) AdvanceCounter(ctx context.Context, name string, value int64) (bool, error) {
+	if value < 0 {
+		return false, fmt.Errorf("sqlite: advance %s: negative value %d", name, value)
+	}
+	var advanced bool
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var v int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO counters (name, value) VALUES (?, ?)
+			ON CONFLICT(name) DO UPDATE SET value = excluded.value WHERE counters.value < excluded.value
+			RETURNING value`, name, value).Scan(&v)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil // at or above value: unchanged
+		case err != nil:
+			return fmt.Errorf("sqlite: advance %s: %w", name, err)
+		}
+		advanced = true
+		return nil
+	})
+	return advanced, err
+}
+
 // PutCMPTransaction implements store.Store.
 func (s *Store) PutCMPTransaction(ctx context.Context, t store.CMPTransaction) error {
 	if len(t.ID) == 0 {

@@ -45,6 +45,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Counter", testCounter},
 		{"ReserveRange", testReserveRange},
 		{"ReserveRangeConcurrent", testReserveRangeConcurrent},
+		{"AdvanceCounter", testAdvanceCounter},
+		{"AdvanceCounterConcurrent", testAdvanceCounterConcurrent},
 		{"Unconfirmed", testUnconfirmed},
 		{"ConcurrentWrites", testConcurrentWrites},
 		{"KeyPackageReturns", testKeyPackageReturns},
@@ -689,6 +691,67 @@ func testReserveRangeConcurrent(t *testing.T, s store.Store) {
 		if f != int64(i*n) {
 			t.Fatalf("reservations overlap or leave gaps: %v", firsts)
 		}
+	}
+}
+
+// testAdvanceCounter: a counter only moves up, a refused advance (a replay) changes nothing,
+// names are independent, and a bad value is refused.
+func testAdvanceCounter(t *testing.T, s store.Store) {
+	tests := []struct {
+		name    string
+		value   int64
+		want    bool
+		wantErr bool
+	}{
+		{"rw", 5, true, false}, // a new name starts at the value
+		{"rw", 5, false, false},
+		{"rw", 3, false, false},
+		{"rw", 6, true, false}, // the refusals above did not move it
+		{"rw", 100, true, false},
+		{"other", 6, true, false},
+		{"rw", -1, false, true},
+		{"rw", 100, false, false},
+		{"rw", 101, true, false},
+	}
+	for i, tt := range tests {
+		got, err := s.AdvanceCounter(ctx, tt.name, tt.value)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("step %d: AdvanceCounter(%q, %d) = %v, %v; want %v (error %v)", i, tt.name, tt.value, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// testAdvanceCounterConcurrent: of many callers advancing to the same values at once, exactly
+// one succeeds for each value (one request accepted once, whichever instance receives it).
+func testAdvanceCounterConcurrent(t *testing.T, s store.Store) {
+	const workers, values = 8, 20
+	var mu sync.Mutex
+	won := map[int64]int{}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for v := int64(1); v <= values; v++ {
+				ok, err := s.AdvanceCounter(ctx, "replay", v)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					won[v]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for v, n := range won {
+		if n != 1 {
+			t.Errorf("value %d accepted %d times", v, n)
+		}
+	}
+	if won[values] != 1 {
+		t.Errorf("the highest value was accepted %d times, want once", won[values])
 	}
 }
 
