@@ -27,6 +27,11 @@ Key custody:
   --issuing-key pkcs11:URI  the issuing key is generated in an HSM (RFC 7512 URI; binaries
       built with -tags pkcs11), or certified as found there, and never leaves it.
 
+Registrar (RFC 9148 §5, docs/registrar.md):
+  --registrar  also create DATA/registrar.pem: the registrar identity (id-kp-cmcRA, serverAuth,
+      clientAuth) that 'serve --upstream' presents to devices and to the upstream CA; the
+      upstream must trust this data directory's ca.pem for its ra rule.
+
 Then add your manufacturers' trust stores (authority.trust_stores) and CMP secrets
 (authority.mac_secrets) to the file and run 'coapca serve --config FILE'.`
 
@@ -40,6 +45,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	issuingKey := fs.String("issuing-key", "", "pkcs11: URI (RFC 7512) of the issuing key in an HSM, generated there if missing")
 	iterations := fs.Int("pbkdf2-iterations", 0, "PBKDF2 iterations of the encrypted key files (default 600000; lower only for slow machines)")
 	keyType := fs.String("issuing-key-type", "P-256", "type of an issuing key generated in the HSM: P-256, P-384, RSA-2048, RSA-3072")
+	registrar := fs.Bool("registrar", false, "also create DATA/registrar.pem, the registrar identity with id-kp-cmcRA (RFC 9148 §5)")
 	var names stringList
 	fs.Var(&names, "server-name", "DNS name or IP address for the server certificate (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +87,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.ServerNames = names
 	cfg.CA = config.CA{IssuingKey: *issuingKey, KeyPassphraseFile: pf, KeyPassphraseEnv: *passEnv, NoDemo: true}
 	text := productionConfig(cfg)
+	if *registrar {
+		text += registrarConfig
+	}
 
 	// The file as written is what serve will read: validate that, before anything exists.
 	tmp, err := os.CreateTemp(filepath.Dir(*cfgPath), ".coapca-init-*.yaml")
@@ -103,7 +112,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations}, log)
+	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations, Registrar: *registrar}, log)
 	if err != nil {
 		return err
 	}
@@ -135,9 +144,22 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *issuingKey != "" {
 		fmt.Fprintf(stdout, "issuing key: in the HSM (%s)\n", pkcs11.Redact(*issuingKey))
 	}
+	if *registrar {
+		fmt.Fprintf(stdout, "registrar identity (id-kp-cmcRA; its upstream CA must trust %s in an ra rule): %s\n", d.Paths.Root, d.Paths.Registrar)
+	}
 	fmt.Fprintf(stdout, "\nNext: add authority.trust_stores and/or authority.mac_secrets to %s, then\n  coapca serve --config %s\n", *cfgPath, *cfgPath)
 	return nil
 }
+
+// registrarConfig is the commented upstream section init --registrar appends.
+const registrarConfig = `
+# Registrar mode (RFC 9148 §5, docs/registrar.md): relay EST-coaps and EST-oscore to an
+# upstream EST server over HTTPS. DATA/registrar.pem (id-kp-cmcRA) is the registrar's identity
+# toward devices and its TLS client certificate toward the upstream.
+# upstream:
+#   url: "https://ca.example:8443"
+#   trust: /etc/coapca/upstream-root.pem    # anchors for the upstream's TLS certificate
+`
 
 // productionConfig is the commented configuration init writes: everything a production
 // deployment decides, with the defaults spelled out, and no demo credentials.

@@ -23,6 +23,9 @@ type InitOptions struct {
 	RootKeyOut string
 	// PBKDF2Iterations is the work of the key encryption (0 = kms.DefaultPBKDF2Iterations).
 	PBKDF2Iterations int
+	// Registrar also makes DATA/registrar.pem, the registrar identity with id-kp-cmcRA
+	// (RFC 9148 §5), before the first `serve --upstream`.
+	Registrar bool
 }
 
 // InitCA creates the CA of cfg in a data directory that must not hold one yet: the root, the
@@ -51,7 +54,8 @@ func InitCA(ctx context.Context, cfg config.Config, opts InitOptions, log *slog.
 		return nil, err
 	}
 	dopts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass,
-		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations}
+		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations,
+		Registrar: opts.Registrar || cfg.Upstream.Enabled()}
 	if uri := cfg.CA.IssuingKey; uri != "" {
 		k, err := pkcs11.Generate(ctx, uri, opts.IssuingKeyType)
 		switch {
