@@ -31,6 +31,9 @@ Commands:
   backup FILE          write a consistent copy of the database to FILE (must not exist) while
                        the server runs; restore: docs/operations.md
   check                verify the database's integrity (SQLite integrity and foreign-key checks)
+  issue-ra             certify a separate registrar host (RFC 9148 §5): id-kp-cmcRA, serverAuth
+                       and clientAuth, from its CSR (--csr FILE) or for a new key (--key-out
+                       FILE); --name DNS-or-IP (repeatable), --out FILE (docs/registrar.md)
   symkey add           queue a symmetric key for clients (RFC 8295 §5, RFC 6031): --to
                        serial:HEX | subject:DN | label:L, --key-id ID, and --key-file FILE (hex
                        or raw) or --random N (bytes); --algorithm URI (optional)
@@ -51,7 +54,7 @@ Common flags: --data DIR (default ./coapca-data), --config FILE, --store sqlite|
 `
 
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware", "tamp", "backup", "check")
+	cmd, err := subcommand("ca", args, caUsage, stdout, "list", "show", "revoke", "pending", "approve", "reject", "crl", "receipts", "symkey", "firmware", "tamp", "backup", "check", "issue-ra")
 	if cmd == "" {
 		return err
 	}
@@ -69,6 +72,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		all     = fs.Bool("all", false, "pending: include approved, rejected and issued requests")
 		der     = fs.Bool("der", false, "crl: write DER instead of PEM")
 		sk      symkeyFlags
+		ra      issueRAFlags
 	)
 	switch cmd {
 	case "symkey":
@@ -77,6 +81,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sk.registerFirmware(fs)
 	case "tamp":
 		sk.registerTAMP(fs)
+	case "issue-ra":
+		ra.register(fs)
 	}
 	rest, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -113,6 +119,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runFirmware(ctx, h, rest, sk, *limit, stdout)
 	case "tamp":
 		return runTAMP(ctx, h, rest, sk, *limit, stdout)
+	case "issue-ra":
+		return runIssueRA(h.Data(), rest, ra, stdout)
 	case "list":
 		f := authority.CertFilter{SubjectContains: *subject, Limit: *limit}
 		if *label != "" {

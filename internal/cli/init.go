@@ -30,6 +30,11 @@ Key custody:
       passphrase above or not) is imported into the HSM instead, sensitive and not extractable;
       destroy FILE afterwards. A key already in the token under that name is not replaced.
 
+Registrar (RFC 9148 §5, docs/registrar.md):
+  --registrar  also create DATA/registrar.pem: the registrar identity (id-kp-cmcRA, serverAuth,
+      clientAuth) that 'serve --upstream' presents to devices and to the upstream CA; the
+      upstream must trust this data directory's ca.pem for its ra rule.
+
 Then add your manufacturers' trust stores (authority.trust_stores) and CMP secrets
 (authority.mac_secrets) to the file and run 'coapca serve --config FILE'.`
 
@@ -44,6 +49,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	iterations := fs.Int("pbkdf2-iterations", 0, "PBKDF2 iterations of the encrypted key files (default 600000; lower only for slow machines)")
 	importKey := fs.String("import-key", "", "existing issuing key file to import into the HSM that --issuing-key names")
 	keyType := fs.String("issuing-key-type", "P-256", "type of an issuing key generated in the HSM: P-256, P-384, RSA-2048, RSA-3072")
+	registrar := fs.Bool("registrar", false, "also create DATA/registrar.pem, the registrar identity with id-kp-cmcRA (RFC 9148 §5)")
 	var names stringList
 	fs.Var(&names, "server-name", "DNS name or IP address for the server certificate (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -92,6 +98,9 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.ServerNames = names
 	cfg.CA = config.CA{IssuingKey: *issuingKey, KeyPassphraseFile: pf, KeyPassphraseEnv: *passEnv, NoDemo: true}
 	text := productionConfig(cfg)
+	if *registrar {
+		text += registrarConfig
+	}
 
 	// The file as written is what serve will read: validate that, before anything exists.
 	tmp, err := os.CreateTemp(filepath.Dir(*cfgPath), ".coapca-init-*.yaml")
@@ -115,7 +124,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	d, err := server.InitCA(ctx, loaded, server.InitOptions{IssuingKeyType: *keyType, RootKeyOut: ro, PBKDF2Iterations: *iterations,
-		ImportKeyFile: ik}, log)
+		ImportKeyFile: ik, Registrar: *registrar}, log)
 	if err != nil {
 		return err
 	}
@@ -150,9 +159,22 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if ik != "" {
 		fmt.Fprintf(stdout, "issuing key: imported from %s, which still holds it: destroy that file now\n", ik)
 	}
+	if *registrar {
+		fmt.Fprintf(stdout, "registrar identity (id-kp-cmcRA; its upstream CA must trust %s in an ra rule): %s\n", d.Paths.Root, d.Paths.Registrar)
+	}
 	fmt.Fprintf(stdout, "\nNext: add authority.trust_stores and/or authority.mac_secrets to %s, then\n  coapca serve --config %s\n", *cfgPath, *cfgPath)
 	return nil
 }
+
+// registrarConfig is the commented upstream section init --registrar appends.
+const registrarConfig = `
+# Registrar mode (RFC 9148 §5, docs/registrar.md): relay EST-coaps and EST-oscore to an
+# upstream EST server over HTTPS. DATA/registrar.pem (id-kp-cmcRA) is the registrar's identity
+# toward devices and its TLS client certificate toward the upstream.
+# upstream:
+#   url: "https://ca.example:8443"
+#   trust: /etc/coapca/upstream-root.pem    # anchors for the upstream's TLS certificate
+`
 
 // productionConfig is the commented configuration init writes: everything a production
 // deployment decides, with the defaults spelled out, and no demo credentials.

@@ -346,6 +346,47 @@ func TestRegistrarLibcoap(t *testing.T) {
 			"-m", "post", "-t", "286", "-f", csr, "-o", p7, reg.coapsURL+"/.well-known/est/sen")
 		mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs")
 	})
+	// Random loss, `-l 20%` (issue 11 item 6): libcoap drops each datagram it sends with
+	// probability 0.2, DTLS flights and CoAP messages alike (the server's datagrams arrive).
+	// libcoap 4.3.1's coap-client has no flag for its retransmission budget (-r means TCP), and
+	// it spends that budget (MAX_RETRANSMIT = 4, RFC 7252 §4.8) twice:
+	//   - the DTLS handshake fails after more than 4 timeouts in all (coap_dtls_handle_timeout
+	//     counts session->dtls_timeout_count over the whole handshake, not per flight). The
+	//     client sends three flights (ClientHello, ClientHello with the cookie of the server's
+	//     HelloVerifyRequest, RFC 6347 §4.2.1, and certificate..Finished in at most 3
+	//     datagrams); the number of lost flight transmissions is a sum of geometric variables
+	//     and P(≥5) ≤ 0.050 (0.0047 when the last flight is one datagram);
+	//   - a confirmable message is given up after 5 transmissions lost: 0.2^5 = 3.2e-4 per
+	//     exchange, here ≤ 3 (block size 1024: the CSR in one, the answer in ≤ 2).
+	// What the server does keeps it to that: duplicates are answered from its exchange cache
+	// and a slow upstream answer goes as a separate response (empty ACK first), so no
+	// retransmission is spent waiting. No deadline adds a failure: -B 240 exceeds the slowest
+	// run that still succeeds (DTLS timers 1+2+4+8 = 15 s, then each of ≤ 3 exchanges at most
+	// 45 s of RFC 7252 backoff, ACK_TIMEOUT 2 s × ACK_RANDOM_FACTOR 1.5 × (1+2+4+8): 150 s).
+	// So one coap-client run fails with P ≤ 0.050 + 3 × 3.2e-4 < 0.052 — which is why a single
+	// run is luck — and the device retries, as a device does when its CoAP layer gives up:
+	// with 4 independent runs (each a new DTLS session) the test fails with
+	// P < 0.052^4 ≈ 7.3e-6.
+	t.Run("loss-20%", func(t *testing.T) {
+		work := t.TempDir()
+		key, csr, p7 := filepath.Join(work, "k"), filepath.Join(work, "csr.der"), filepath.Join(work, "c.p7")
+		mustRun(t, "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+			"-keyout", key, "-subj", "/CN=demo-device-0001", "-outform", "DER", "-out", csr)
+		const attempts = 4
+		for i := 1; ; i++ {
+			os.Remove(p7)
+			out, err := run(t, 270*time.Second, "coap-client-openssl", "-B", "240", "-b", "1024", "-l", "20%", "-c", d.Device, "-j", d.DeviceKey,
+				"-C", d.Root, "-m", "post", "-t", "286", "-f", csr, "-o", p7, reg.coapsURL+"/.well-known/est/sen")
+			if b, _ := os.ReadFile(p7); err == nil && len(b) > 0 {
+				break
+			}
+			if i == attempts {
+				t.Fatalf("%d runs of coap-client with 20%% loss failed; the last: %v\n%s", attempts, err, out)
+			}
+			t.Logf("run %d of coap-client with 20%% loss failed (P < 0.052): %v\n%s", i, err, out)
+		}
+		mustRun(t, "openssl", "pkcs7", "-inform", "DER", "-in", p7, "-print_certs")
+	})
 }
 
 // TestRegistrarGlobalSignUpstream: libcoap (OpenSSL and GnuTLS builds, blocks 64 and 1024) →

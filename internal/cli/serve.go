@@ -32,7 +32,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpsAddr := fs.String("https", "", "HTTPS listen address for EST over HTTPS (RFC 7030), e.g. :8443 (default off; \"off\" disables)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this HTTP address (default off)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
-	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar-cmp.md)")
+	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar.md)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	storeFlag := fs.String("store", "", storeFlagHelp)
 	var names, oscoreCtx stringList

@@ -12,7 +12,7 @@ import (
 
 // CMPUpstream makes coapca a CMP registrar: CMP over CoAP (RFC 9482) relayed to an HTTP CMP
 // server (RFC 9811), as a transparent proxy or, per profile, as an RA (RFC 9483 §5). Empty URL
-// = off (this CA answers CMP itself). docs/registrar-cmp.md describes the deployment.
+// = off (this CA answers CMP itself). docs/registrar.md describes the deployment.
 type CMPUpstream struct {
 	// URL is the upstream's CMP URL, http:// or https://, e.g.
 	// https://ca.example/.well-known/cmp. Also `coapca serve --cmp-upstream URL`.

@@ -19,7 +19,7 @@ import (
 	"coapca/kms"
 )
 
-// registerCMPProxy makes this server a CMP registrar (cfg.CMPUpstream, docs/registrar-cmp.md):
+// registerCMPProxy makes this server a CMP registrar (cfg.CMPUpstream, docs/registrar.md):
 // the CMP resources of RFC 9482 on s.secureMux and s.plainMux relay to the upstream RFC 9811
 // server instead of this CA's CMP service, which then serves no CMP over CoAP or HTTP.
 // Metrics per upstream: coapca_cmp_upstream_duration_seconds{upstream} and

@@ -26,6 +26,9 @@ type InitOptions struct {
 	// ImportKeyFile is an existing issuing key (PEM, encrypted with the CA passphrase or not)
 	// to import into the token cfg.CA.IssuingKey names, instead of generating one there.
 	ImportKeyFile string
+	// Registrar also makes DATA/registrar.pem, the registrar identity with id-kp-cmcRA
+	// (RFC 9148 §5), before the first `serve --upstream`.
+	Registrar bool
 }
 
 // InitCA creates the CA of cfg in a data directory that must not hold one yet: the root, the
@@ -54,7 +57,8 @@ func InitCA(ctx context.Context, cfg config.Config, opts InitOptions, log *slog.
 		return nil, err
 	}
 	dopts := datadir.Options{Dir: dir, ServerNames: cfg.ServerNames, Logger: log, Passphrase: pass,
-		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations}
+		NoDemo: cfg.CA.NoDemo, RootKeyOut: opts.RootKeyOut, PBKDF2Iterations: opts.PBKDF2Iterations,
+		Registrar: opts.Registrar || cfg.Upstream.Enabled()}
 	if opts.ImportKeyFile != "" && cfg.CA.IssuingKey == "" {
 		return nil, errors.New("a key is imported only into a token: name it with ca.issuing_key (a pkcs11: URI)")
 	}

@@ -43,15 +43,27 @@ coapca: DEMO CREDENTIALS ARE LIVE (the configuration defines no trust_stores and
 	if s.metricsAddr != nil {
 		fmt.Fprintf(w, "coapca: metrics on http://%s/metrics, health on /healthz\n", s.metricsAddr)
 	}
-	if s.registrar != nil {
-		fmt.Fprintf(w, "coapca: registrar mode: EST-coaps and EST-oscore are relayed to %s (docs/registrar.md);\n"+
-			"  issued certificates chain to the upstream's CA: give clients its root with --trust as well\n", s.registrar.Upstream())
+	cmpRelayed := s.cfg.CMPUpstream.URL != ""
+	if cmpRelayed {
+		fmt.Fprintf(w, "coapca: CMP registrar mode: CMP over CoAP is relayed to %s, not answered here (docs/registrar.md)\n", s.cfg.CMPUpstream.URL)
 	}
 	if s.dtls == nil && s.udp == nil && s.http == nil && s.https == nil {
 		fmt.Fprintln(w, "coapca: no listener enabled")
 		return
 	}
 	root, dev, devKey := rel(d.Paths.Root), rel(d.Paths.Device), rel(d.Paths.DeviceKey)
+	// estTrust is what an EST client gives --trust: this CA's root (the DTLS server
+	// certificate; with EDHOC's x5chain-leaf the issuing CA too), and in registrar mode the
+	// upstream's root, which the issued certificates chain to (RFC 9148 §5).
+	estTrust := root
+	if s.registrar != nil {
+		estTrust = "registrar-trust.pem"
+		fmt.Fprintf(w, `coapca: registrar mode: EST-coaps and EST-oscore are relayed to %s (docs/registrar.md).
+  Issued certificates chain to the upstream's CA: a device trusts this registrar's root and
+  issuing CA and the upstream's root (upstream.trust here; use the upstream CA's root if that differs):
+  cat %s %s %s > %s
+`, s.registrar.Upstream(), root, rel(d.Paths.IssuingCA), rel(s.cfg.Upstream.Trust), estTrust)
+	}
 	if s.dtls != nil {
 		url := "coaps://" + connectHost(s.dtls.Addr(), "5684")
 		fmt.Fprintf(w, "coapca: EST-coaps on %s (listening on %s), labels: %s\n\n", url, s.dtls.Addr(), labelList(s.auth.Labels()))
@@ -71,7 +83,7 @@ or with libcoap (CSR from openssl req):
       %s/.well-known/est/sen
   openssl pkcs7 -inform DER -in ldevid.p7 -print_certs
 
-`, self, url, root, dev, devKey, dev, devKey, root, url)
+`, self, url, estTrust, dev, devKey, dev, devKey, root, url)
 	}
 	if s.udp != nil {
 		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
@@ -82,7 +94,10 @@ or with libcoap (CSR from openssl req):
 		// EDHOC's message_2 carries the server's certificate alone by default
 		// (edhoc.credential x5chain-leaf): the device needs the issuing CA as well as the root.
 		edhocTrust := rel(d.Paths.IssuingCA)
-		if s.cfg.EDHOC.Credential == "x5chain" {
+		switch {
+		case s.registrar != nil:
+			edhocTrust = estTrust // holds the issuing CA and the upstream's root
+		case s.cfg.EDHOC.Credential == "x5chain":
 			edhocTrust = root
 		}
 		fmt.Fprintf(w, `EST-oscore (EDHOC with the demo device's certificate, then OSCORE):
@@ -90,22 +105,27 @@ or with libcoap (CSR from openssl req):
       --trust %s --cert %s --key %s \
       --subject CN=demo-device-0001 --key-out ldevid.key --out ldevid.pem
 
-CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the demo device:
+`, self, url, edhocTrust, dev, devKey)
+	}
+	if s.udp != nil && s.demo && !cmpRelayed {
+		// The demo secret and device are this CA's: CMP demo commands only where this CA
+		// answers CMP (not relayed by a cmp_upstream).
+		url := "coap://" + connectHost(s.udp.LocalAddr(), "5683")
+		fmt.Fprintf(w, `CMP over CoAP (RFC 9482), MAC-protected with the demo secret, or signed by the demo device:
   %s cmp ir --server %s --ref %s --secret-file %s \
       --trust %s --subject CN=demo-device-0002 --key-out cmp.key --out cmp.pem
   %s cmp ir --server %s --cert %s --key %s \
       --trust %s --subject CN=demo-device-0001 --key-out cmp.key --out cmp.pem
   (observe %s/.well-known/cmp/ann for CA announcements)
 
-`, self, url, edhocTrust, dev, devKey,
-			self, url, d.CMPSecretRef, rel(d.Paths.CMPSecret), root,
+`, self, url, d.CMPSecretRef, rel(d.Paths.CMPSecret), root,
 			self, url, dev, devKey, root, url)
 	}
-	if s.http != nil {
+	if s.http != nil && !cmpRelayed {
 		host := connectHost(s.http.Addr(), "")
 		fmt.Fprintf(w, "coapca: CMP over HTTP on http://%s/.well-known/cmp\n\n", host)
 	}
-	if s.http != nil && s.demo {
+	if s.http != nil && s.demo && !cmpRelayed {
 		host := connectHost(s.http.Addr(), "")
 		fmt.Fprintf(w, `CMP over HTTP (RFC 9811) with OpenSSL:
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out cmp-openssl.key
