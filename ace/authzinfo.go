@@ -65,27 +65,12 @@ func ParseAuthzInfoRequest(b []byte) (*AuthzInfoRequest, error) {
 		return nil, err
 	}
 	r := &AuthzInfoRequest{}
-	for _, f := range []struct {
-		key  int
-		name string
-		dst  *[]byte
-		min  int
-		max  int
-	}{
+	if err := readParams(raw, "/authz-info body", "RFC 9203 §4.1", []bstrParam{
 		{paramAccessToken, "access_token", &r.AccessToken, 1, MaxTokenSize},
 		{paramNonce1, "nonce1", &r.Nonce1, 1, maxNonce},
 		{paramClientRecipientID, "ace_client_recipientid", &r.ClientRecipientID, 0, maxID},
-	} {
-		v, ok := raw[f.key]
-		if !ok {
-			return nil, fmt.Errorf("ace: /authz-info body lacks %s (RFC 9203 §4.1)", f.name)
-		}
-		if err := bstr(v, f.dst); err != nil {
-			return nil, fmt.Errorf("ace: %s: %w", f.name, err)
-		}
-		if n := len(*f.dst); n < f.min || n > f.max {
-			return nil, fmt.Errorf("ace: %s of %d bytes (want %d..%d)", f.name, n, f.min, f.max)
-		}
+	}); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -109,26 +94,11 @@ func ParseAuthzInfoResponse(b []byte) (*AuthzInfoResponse, error) {
 		return nil, err
 	}
 	r := &AuthzInfoResponse{}
-	for _, f := range []struct {
-		key  int
-		name string
-		dst  *[]byte
-		min  int
-		max  int
-	}{
+	if err := readParams(raw, "/authz-info response", "RFC 9203 §4.2", []bstrParam{
 		{paramNonce2, "nonce2", &r.Nonce2, 1, maxNonce},
 		{paramServerRecipientID, "ace_server_recipientid", &r.ServerRecipientID, 0, maxID},
-	} {
-		v, ok := raw[f.key]
-		if !ok {
-			return nil, fmt.Errorf("ace: /authz-info response lacks %s (RFC 9203 §4.2)", f.name)
-		}
-		if err := bstr(v, f.dst); err != nil {
-			return nil, fmt.Errorf("ace: %s: %w", f.name, err)
-		}
-		if n := len(*f.dst); n < f.min || n > f.max {
-			return nil, fmt.Errorf("ace: %s of %d bytes (want %d..%d)", f.name, n, f.min, f.max)
-		}
+	}); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -222,4 +192,30 @@ func ParseCreationHints(b []byte) (*Hints, error) {
 		}
 	}
 	return h, nil
+}
+
+// bstrParam is one byte-string parameter of an /authz-info message and its length bounds.
+type bstrParam struct {
+	key      int
+	name     string
+	dst      *[]byte
+	min, max int
+}
+
+// readParams takes each of params from raw: present (what, and the section that requires it,
+// name the message in the error), a byte string, and of a length within its bounds.
+func readParams(raw map[int]cbor.RawMessage, what, section string, params []bstrParam) error {
+	for _, f := range params {
+		v, ok := raw[f.key]
+		if !ok {
+			return fmt.Errorf("ace: %s lacks %s (%s)", what, f.name, section)
+		}
+		if err := bstr(v, f.dst); err != nil {
+			return fmt.Errorf("ace: %s: %w", f.name, err)
+		}
+		if n := len(*f.dst); n < f.min || n > f.max {
+			return fmt.Errorf("ace: %s of %d bytes (want %d..%d)", f.name, n, f.min, f.max)
+		}
+	}
+	return nil
 }
