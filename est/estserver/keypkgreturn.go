@@ -2,11 +2,13 @@ package estserver
 
 import (
 	"context"
+	"crypto/x509"
 	"time"
 
 	"coapca/authority"
 	"coapca/errs"
 	"coapca/est"
+	"coapca/est/cms"
 )
 
 // KeyPackageReturnSink is what /serverkeygen/return (RFC 8295 §8.2) needs from the authority
@@ -40,18 +42,25 @@ func (s *Service) ReturnKeyPackage(ctx context.Context, r *Request) (rec *author
 	if p.Receipt {
 		in.Kind = "receipt"
 	}
-	if p.Signed != nil {
-		in.Signer = p.Signed.Signer
-		for _, c := range p.Signed.Certs {
-			if c != p.Signed.Signer {
-				in.SignerCerts = append(in.SignerCerts, c)
-			}
-		}
-	}
+	in.Signer, in.SignerCerts = signerAndCerts(p.Signed)
 	rec, err = sink.RecordKeyPackageReturn(ctx, r.Requester, in)
 	if err != nil {
 		return nil, typed(err, "key package return")
 	}
 	s.log.Debug("key package return", "kind", rec.Kind, "serial", rec.CertSerial, "label", r.Label)
 	return rec, nil
+}
+
+// signerAndCerts splits the certificates of a verified SignedData into its signer and the
+// others (the chain the authority validates); nil, nil for an unsigned return.
+func signerAndCerts(sd *cms.Signed) (signer *x509.Certificate, others []*x509.Certificate) {
+	if sd == nil {
+		return nil, nil
+	}
+	for _, c := range sd.Certs {
+		if c != sd.Signer {
+			others = append(others, c)
+		}
+	}
+	return sd.Signer, others
 }

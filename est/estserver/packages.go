@@ -178,14 +178,7 @@ func (s *Service) ReturnSymmetricKeys(ctx context.Context, r *Request) (err erro
 	if p.Receipt {
 		in.Kind = "receipt"
 	}
-	if p.Signed != nil {
-		in.Signer = p.Signed.Signer
-		for _, c := range p.Signed.Certs {
-			if c != p.Signed.Signer {
-				in.SignerCerts = append(in.SignerCerts, c)
-			}
-		}
-	}
+	in.Signer, in.SignerCerts = signerAndCerts(p.Signed)
 	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageSymmetricKeys, in); err != nil {
 		return typed(err, "symmetric key package return")
 	}
@@ -229,14 +222,7 @@ func (s *Service) ReturnFirmware(ctx context.Context, r *Request) (err error) {
 	if p.Receipt {
 		in.Kind = "receipt"
 	}
-	if p.Signed != nil {
-		in.Signer = p.Signed.Signer
-		for _, c := range p.Signed.Certs {
-			if c != p.Signed.Signer {
-				in.SignerCerts = append(in.SignerCerts, c)
-			}
-		}
-	}
+	in.Signer, in.SignerCerts = signerAndCerts(p.Signed)
 	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageFirmware, in); err != nil {
 		return typed(err, "firmware return")
 	}
@@ -313,14 +299,7 @@ func (s *Service) ReturnTAMP(ctx context.Context, r *Request) (err error) {
 			break
 		}
 	}
-	if m.Signed != nil {
-		in.Signer = m.Signed.Signer
-		for _, c := range m.Signed.Certs {
-			if c != m.Signed.Signer {
-				in.SignerCerts = append(in.SignerCerts, c)
-			}
-		}
-	}
+	in.Signer, in.SignerCerts = signerAndCerts(m.Signed)
 	if _, err := src.RecordPackageReturn(ctx, r.Requester, r.Label, authority.PackageTAMP, in); err != nil {
 		return typed(err, "tamp return")
 	}
