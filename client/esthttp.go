@@ -446,15 +446,7 @@ func (c *HTTPS) EECerts(ctx context.Context) ([]*x509.Certificate, error) {
 // (est.MediaKeyPackageReceipt, est.MediaKeyPackageError, ...). The server answers 204.
 func (c *HTTPS) ReturnKeyPackage(ctx context.Context, contentType string, der []byte) error {
 	const op = "serverkeygen/return"
-	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
-	var se *HTTPStatusError
-	if errors.As(err, &se) && se.Status == http.StatusNoContent {
-		return nil // RFC 8295 §5.2.2
-	}
-	if err == nil {
-		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §5.2.2)", op)
-	}
-	return err
+	return c.postReturn(ctx, op, contentType, der, "RFC 8295 §5.2.2")
 }
 
 // Enroll posts a DER CSR to /simpleenroll (RFC 7030 §4.2.1).

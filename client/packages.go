@@ -90,15 +90,7 @@ func (c *HTTPS) SymmetricKeys(ctx context.Context, d cms.Decrypter) (*est.Opened
 // 204 (RFC 8295 §5.2.2).
 func (c *HTTPS) ReturnSymmetricKeys(ctx context.Context, contentType string, der []byte) error {
 	const op = "symmetrickeys/return"
-	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
-	var se *HTTPStatusError
-	if errors.As(err, &se) && se.Status == http.StatusNoContent {
-		return nil
-	}
-	if err == nil {
-		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §5.2.2)", op)
-	}
-	return err
+	return c.postReturn(ctx, op, contentType, der, "RFC 8295 §5.2.2")
 }
 
 // Firmware fetches the next firmware package waiting for this client (RFC 8295 §6.1, /firmware)
@@ -139,15 +131,7 @@ func (c *HTTPS) Firmware(ctx context.Context) (*est.Firmware, error) {
 // ContentInfo, signed or not) to /firmware/return (RFC 8295 §6.2.1). The server answers 204.
 func (c *HTTPS) ReturnFirmware(ctx context.Context, contentType string, der []byte) error {
 	const op = "firmware/return"
-	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
-	var se *HTTPStatusError
-	if errors.As(err, &se) && se.Status == http.StatusNoContent {
-		return nil
-	}
-	if err == nil {
-		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §6.2.2)", op)
-	}
-	return err
+	return c.postReturn(ctx, op, contentType, der, "RFC 8295 §6.2.2")
 }
 
 // TAMP fetches the next TAMP message waiting for this client (RFC 8295 §7.1, /tamp) and opens
@@ -191,13 +175,19 @@ func (c *HTTPS) TAMP(ctx context.Context) (*est.OpenedTAMP, []byte, error) {
 // not) to /tamp/return under the kind's media type (RFC 8295 §7.2.1). The server answers 204.
 func (c *HTTPS) ReturnTAMP(ctx context.Context, kind est.TAMPKind, der []byte) error {
 	const op = "tamp/return"
-	_, err := c.do(ctx, http.MethodPost, op, kind.Media(), []byte(base64.StdEncoding.EncodeToString(der)))
+	return c.postReturn(ctx, op, kind.Media(), der, "RFC 8295 §7.2.2")
+}
+
+// postReturn posts a receipt, confirm or error (DER, sent base64 as RFC 8295's returns are) to
+// op under contentType; the server answers 204 No Content (spec names the section that says so).
+func (c *HTTPS) postReturn(ctx context.Context, op, contentType string, der []byte, spec string) error {
+	_, err := c.do(ctx, http.MethodPost, op, contentType, []byte(base64.StdEncoding.EncodeToString(der)))
 	var se *HTTPStatusError
 	if errors.As(err, &se) && se.Status == http.StatusNoContent {
 		return nil
 	}
 	if err == nil {
-		return fmt.Errorf("est /%s: the server answered 200, not 204 (RFC 8295 §7.2.2)", op)
+		return fmt.Errorf("est /%s: the server answered 200, not 204 (%s)", op, spec)
 	}
 	return err
 }
