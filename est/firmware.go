@@ -419,27 +419,11 @@ func SignFirmwareReturn(rnd io.Reader, receipt bool, body []byte, key crypto.Sig
 // DER ContentInfo of a FirmwarePackageLoadReceipt or FirmwarePackageLoadError, signed (a
 // SignedData, signature verified) or not.
 func ParseFirmwareReturn(der []byte) (*FirmwareReturn, error) {
-	if len(der) > MaxFirmwareReturn {
-		return nil, fmt.Errorf("firmware return: %d bytes is larger than %d", len(der), MaxFirmwareReturn)
-	}
-	in := cryptobyte.String(der)
-	var ci cryptobyte.String
-	var ctype asn1.ObjectIdentifier
-	if !in.ReadASN1(&ci, cbasn1.SEQUENCE) || !in.Empty() || !ci.ReadASN1ObjectIdentifier(&ctype) {
-		return nil, errors.New("firmware return: not a DER ContentInfo")
-	}
-	content, err := cms.ContentOf(der, ctype)
+	ctype, content, sd, err := openContentInfo(der, MaxFirmwareReturn, "firmware return")
 	if err != nil {
-		return nil, fmt.Errorf("firmware return: %w", err)
+		return nil, err
 	}
-	out := &FirmwareReturn{}
-	if ctype.Equal(cms.OIDSignedData) {
-		sd, err := cms.Verify(content)
-		if err != nil {
-			return nil, fmt.Errorf("firmware return: %w", err)
-		}
-		out.Signed, ctype, content = sd, sd.ContentType, sd.Content
-	}
+	out := &FirmwareReturn{Signed: sd}
 	switch {
 	case ctype.Equal(OIDFirmwareLoadReceipt):
 		out.Receipt = true

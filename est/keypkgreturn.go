@@ -100,27 +100,13 @@ func ErrorCodeByName(name string) (int, bool) {
 // signed attributes verified, RFC 5652 §5.4), or of an unsigned KeyPackageError. RFC 8295
 // §5.2.1: "The key package receipt is digitally signed" — an unsigned receipt is refused.
 func ParseKeyPackageReturn(der []byte) (*KeyPackageReturn, error) {
-	if len(der) > MaxKeyPackageReturn {
-		return nil, fmt.Errorf("key package return: %d bytes is larger than %d", len(der), MaxKeyPackageReturn)
-	}
-	var ctype asn1.ObjectIdentifier
-	in := cryptobyte.String(der)
-	var ci cryptobyte.String
-	if !in.ReadASN1(&ci, cbasn1.SEQUENCE) || !in.Empty() || !ci.ReadASN1ObjectIdentifier(&ctype) {
-		return nil, errors.New("key package return: not a DER ContentInfo")
-	}
-	content, err := cms.ContentOf(der, ctype)
+	ctype, content, sd, err := openContentInfo(der, MaxKeyPackageReturn, "key package return")
 	if err != nil {
-		return nil, fmt.Errorf("key package return: %w", err)
+		return nil, err
 	}
-	out := &KeyPackageReturn{}
+	out := &KeyPackageReturn{Signed: sd}
 	switch {
-	case ctype.Equal(cms.OIDSignedData):
-		sd, err := cms.Verify(content)
-		if err != nil {
-			return nil, fmt.Errorf("key package return: %w", err)
-		}
-		out.Signed, ctype, content = sd, sd.ContentType, sd.Content
+	case sd != nil:
 		switch {
 		case ctype.Equal(OIDKeyPackageReceipt):
 			out.Receipt = true

@@ -661,29 +661,14 @@ type OpenedTAMP struct {
 // message itself (RFC 8295 §7.2.1: responses "should be signed"). want, if not negative, is
 // the kind the media type announced: another content type is refused.
 func OpenTAMP(der []byte, want TAMPKind, unsigned bool) (*OpenedTAMP, error) {
-	if len(der) > MaxTAMPMessage {
-		return nil, fmt.Errorf("tamp: %d bytes is larger than %d", len(der), MaxTAMPMessage)
-	}
-	in := cryptobyte.String(der)
-	var ci cryptobyte.String
-	var ctype asn1.ObjectIdentifier
-	if !in.ReadASN1(&ci, cbasn1.SEQUENCE) || !in.Empty() || !ci.ReadASN1ObjectIdentifier(&ctype) {
-		return nil, errors.New("tamp: not a DER ContentInfo")
-	}
-	content, err := cms.ContentOf(der, ctype)
+	ctype, content, sd, err := openContentInfo(der, MaxTAMPMessage, "tamp")
 	if err != nil {
-		return nil, fmt.Errorf("tamp: %w", err)
+		return nil, err
 	}
-	out := &OpenedTAMP{}
-	if ctype.Equal(cms.OIDSignedData) {
-		sd, err := cms.Verify(content)
-		if err != nil {
-			return nil, fmt.Errorf("tamp: %w", err)
-		}
-		out.Signed, ctype, content = sd, sd.ContentType, sd.Content
-	} else if !unsigned {
+	if sd == nil && !unsigned {
 		return nil, fmt.Errorf("tamp: content type %v is not a SignedData (RFC 8295 §7.1.2: TAMP messages are signed)", ctype)
 	}
+	out := &OpenedTAMP{Signed: sd}
 	kind, ok := TAMPKindByOID(ctype)
 	if !ok {
 		return nil, fmt.Errorf("tamp: content type %v is not a TAMP message (RFC 5934)", ctype)
