@@ -33,10 +33,10 @@ func testKeys(t testing.TB) map[string]Key {
 		t.Fatal(err)
 	}
 	return map[string]Key{
-		"encrypt0": {KID: []byte("k-enc"), Alg: AlgAESCCM16_64_128, Secret: bytes.Repeat([]byte{1}, 16)},
-		"mac0-64":  {KID: []byte("k-mac"), Alg: AlgHMAC256_64, Secret: bytes.Repeat([]byte{2}, 32)},
-		"mac0-256": {KID: []byte("k-mac256"), Alg: AlgHMAC256_256, Secret: bytes.Repeat([]byte{3}, 32)},
-		"sign1":    {KID: []byte("k-sig"), Alg: AlgES256, PrivateKey: ec, PublicKey: &ec.PublicKey},
+		"encrypt0": {KID: []byte("k-enc"), Alg: AlgAESCCM16_64_128, Secret: bytes.Repeat([]byte{1}, 16), Issuer: "as1"},
+		"mac0-64":  {KID: []byte("k-mac"), Alg: AlgHMAC256_64, Secret: bytes.Repeat([]byte{2}, 32), Issuer: "as1"},
+		"mac0-256": {KID: []byte("k-mac256"), Alg: AlgHMAC256_256, Secret: bytes.Repeat([]byte{3}, 32), Issuer: "as1"},
+		"sign1":    {KID: []byte("k-sig"), Alg: AlgES256, PrivateKey: ec, PublicKey: &ec.PublicKey, Issuer: "as1"},
 	}
 }
 
@@ -131,6 +131,7 @@ func (f *fakeContexts) RemoveContext(c *oscore.Context) {
 
 type fakeGrants struct {
 	granted map[string][]Scope
+	issuers map[string]string // ref → the issuer granted under (when not nil)
 	refuse  error
 }
 
@@ -139,6 +140,9 @@ func (g *fakeGrants) Grant(ref, issuer string, c *Claims, scope []Scope) error {
 		return g.refuse
 	}
 	g.granted[ref] = scope
+	if g.issuers != nil {
+		g.issuers[ref] = issuer
+	}
 	return nil
 }
 func (g *fakeGrants) Revoke(ref string) { delete(g.granted, ref) }

@@ -66,6 +66,10 @@ type Key struct {
 	Secret     []byte
 	PrivateKey *ecdsa.PrivateKey
 	PublicKey  *ecdsa.PublicKey
+	// Issuer is the AS this key speaks for: a resource server accepts a token authenticated
+	// by the key only with this iss (empty: the key's tokens name their own issuer, allowed
+	// when the resource server holds this key alone).
+	Issuer string
 }
 
 // Validate checks that the key material fits the algorithm.
@@ -363,24 +367,31 @@ func ProtectToken(claims []byte, inner *Key, enc Key, rnd io.Reader) ([]byte, er
 // is the claims set, or a COSE_Encrypt0 whose plaintext is a COSE_Mac0 or COSE_Sign1 (nested,
 // RFC 8392 §7.1; one level). encrypted reports whether the claims were encrypted on the way.
 func OpenToken(token []byte, keys []Key) (claims []byte, encrypted bool, err error) {
+	claims, encrypted, _, err = openToken(token, keys)
+	return claims, encrypted, err
+}
+
+// openToken is OpenToken that also returns the key that authenticated the claims: for a
+// nested token the inner (MAC or signature) key, whose AS vouches for the claims.
+func openToken(token []byte, keys []Key) (claims []byte, encrypted bool, by *Key, err error) {
 	payload, k, err := Open(token, keys)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	if k.Alg != AlgAESCCM16_64_128 {
-		return payload, false, nil
+		return payload, false, k, nil
 	}
 	if len(payload) == 0 || payload[0]>>5 != 6 {
-		return payload, true, nil // the claims map itself
+		return payload, true, k, nil // the claims map itself
 	}
 	inner, ik, err := Open(payload, keys)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	if ik.Alg == AlgAESCCM16_64_128 {
-		return nil, false, fmt.Errorf("%w: an encrypted token nested in an encrypted token", ErrMalformed)
+		return nil, false, nil, fmt.Errorf("%w: an encrypted token nested in an encrypted token", ErrMalformed)
 	}
-	return inner, true, nil
+	return inner, true, ik, nil
 }
 
 func pickKey(keys []Key, kid []byte) (*Key, error) {

@@ -42,11 +42,14 @@ type RSConfig struct {
 	// Audiences are the aud values that name this server (RFC 9200 §5.10.1.1: the RS MUST
 	// check that it is in the audience). Required.
 	Audiences []string
-	// Keys are the authorization servers' keys (a token's kid selects one). Required.
+	// Keys are the authorization servers' keys (a token's kid selects one). Required. With more
+	// than one key, every key names its Issuer: a token is accepted only with the iss of the
+	// key that authenticated it.
 	Keys []Key
 	// Issuers, when set, are the iss values accepted; a token without iss is then refused.
 	Issuers []string
-	// ASName names the AS for a token without iss (default "as").
+	// ASName names the AS for a token without iss whose key names no Issuer (a single key;
+	// default "as").
 	ASName string
 	// MaxTokens bounds the tokens held (and remembered against replay); default 10000.
 	MaxTokens int
@@ -88,6 +91,10 @@ func NewResourceServer(cfg RSConfig) (*ResourceServer, error) {
 		if err := cfg.Keys[i].Validate(); err != nil {
 			return nil, err
 		}
+		// With several ASes' keys, a key that names no AS would let its AS claim any iss.
+		if len(cfg.Keys) > 1 && cfg.Keys[i].Issuer == "" {
+			return nil, fmt.Errorf("ace: key %x names no issuer: with several AS keys each key names the AS it speaks for", cfg.Keys[i].KID)
+		}
 	}
 	if cfg.Contexts == nil || cfg.Grants == nil {
 		return nil, errors.New("ace: a resource server needs Contexts and Grants")
@@ -116,13 +123,20 @@ func NewResourceServer(cfg RSConfig) (*ResourceServer, error) {
 // never accepted unencrypted), the audience, the validity period and the OSCORE input material. It does not record
 // the token (see AuthzInfo).
 func (rs *ResourceServer) Verify(token []byte) (*Claims, error) {
-	payload, encrypted, err := OpenToken(token, rs.cfg.Keys)
+	payload, encrypted, by, err := openToken(token, rs.cfg.Keys)
 	if err != nil {
 		return nil, err
 	}
 	c, err := ParseClaims(payload)
 	if err != nil {
 		return nil, err
+	}
+	// RFC 9200 §5.10.1.1: the RS verifies the token with the cryptographic material it shares
+	// with a recognized AS, and the claims are only that AS's word: a key vouches for its own
+	// AS alone, so a token whose iss names another AS is refused (4.01), and one without iss
+	// is its key's AS's.
+	if by.Issuer != "" && c.Issuer != "" && c.Issuer != by.Issuer {
+		return nil, fmt.Errorf("%w: %q in a token authenticated by the key of %q", ErrIssuer, c.Issuer, by.Issuer)
 	}
 	now := rs.cfg.Now()
 	// RFC 9200 §5.10.1.1: the RS MUST check the audience and the expiry. A token without exp
@@ -145,6 +159,9 @@ func (rs *ResourceServer) Verify(token []byte) (*Claims, error) {
 	}
 	if len(rs.cfg.Issuers) > 0 && !slices.Contains(rs.cfg.Issuers, c.Issuer) {
 		return nil, fmt.Errorf("%w: %q", ErrIssuer, c.Issuer)
+	}
+	if c.Issuer == "" {
+		c.Issuer = by.Issuer // a token without iss is its key's AS's (AuthzInfo: else ASName)
 	}
 	if c.OSCORE == nil {
 		return nil, ErrNoOSCORE // RFC 9203 §3.2.1: the cnf of this profile

@@ -234,7 +234,8 @@ func TestESTOSCOREACESigned(t *testing.T) {
 	t.Cleanup(func() { as.Close() })
 	s := testServerAt(t, filepath.Join(dir, "data"), func(c *config.Config) {
 		c.ACE = config.ACE{Audiences: []string{"coapca-rs"}, Keys: []config.ACEKey{
-			{KID: "7331", Alg: ace.AlgES256, KeyFile: pubFile}, {KID: "6532", Alg: ace.AlgAESCCM16_64_128, KeyFile: encFile}}}
+			{KID: "7331", Alg: ace.AlgES256, KeyFile: pubFile, Issuer: "as1"},
+			{KID: "6532", Alg: ace.AlgAESCCM16_64_128, KeyFile: encFile, Issuer: "as1"}}}
 	})
 	c1 := writeFile(t, filepath.Join(dir, "c1.yaml"), asClient1Client)
 	mustCLI(t, "est", "enroll", "--server", s.coapURL, "--ace", "coap://"+as.Addr().String()+"/token", "--ace-context", c1,

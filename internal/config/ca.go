@@ -143,6 +143,9 @@ func (c Config) Validate() error {
 	if err := c.Upstream.Validate(); err != nil {
 		return err
 	}
+	if err := c.ACE.validate(); err != nil {
+		return err
+	}
 	if err := c.CA.validate(); err != nil {
 		return err
 	}

@@ -152,6 +152,23 @@ type ACEKey struct {
 	// KeyFile holds the key: a symmetric key as hex text or raw bytes, or for ES256 the AS's
 	// public key (PEM).
 	KeyFile string `yaml:"key_file"`
+	// Issuer is the AS this key speaks for: a token it authenticates is accepted only with this
+	// iss (one without iss takes it). Required when more than one key is configured.
+	Issuer string `yaml:"issuer"`
+}
+
+// validate checks what can be checked without reading the key files: with several keys,
+// every key names its AS (else one AS's key could vouch for another AS's iss).
+func (a ACE) validate() error {
+	if len(a.Keys) < 2 {
+		return nil
+	}
+	for i, k := range a.Keys {
+		if strings.TrimSpace(k.Issuer) == "" {
+			return fmt.Errorf("config: ace.keys[%d]: issuer is required when several AS keys are configured", i)
+		}
+	}
+	return nil
 }
 
 // EST tunes the EST service.

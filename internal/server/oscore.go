@@ -314,6 +314,7 @@ func (s *Server) registerACE(layer *oscorelayer.Server) error {
 		if err != nil {
 			return fmt.Errorf("ace.keys[%d]: %w", i, err)
 		}
+		key.Issuer = k.Issuer
 		keys = append(keys, key)
 	}
 	rs, err := ace.NewResourceServer(ace.RSConfig{Audiences: c.Audiences, Keys: keys, Issuers: c.Issuers,
