@@ -43,7 +43,7 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Kind != "est" || !strings.HasPrefix(r.Server, "external ") || r.Floors["pion_dtls_handshake"] <= 0 || r.Floors["ecdsa_p256_sign"] <= 0 {
+	if r.Kind != "est" || !strings.HasPrefix(r.Server, "external ") || r.Floors["pion_dtls_handshake"] <= 0 || r.Floors["ecdsa_p256_sign"] <= 0 || r.Floors["server_dtls_handshake"] <= 0 {
 		t.Errorf("report header = %+v", r)
 	}
 	for _, name := range []string{"enroll", "reenroll"} {
