@@ -80,11 +80,15 @@ func Operations() []string { return slices.Clone(operations) }
 
 var operations = []string{"ir", "cr", "kur", "p10", "rr", "crts", "rcu", "att", "crls"}
 
-func (b *Binding) bases() []string {
-	out := []string{DefaultRoot}
-	for _, l := range b.opts.Labels {
+func (b *Binding) bases() []string { return Bases(DefaultRoot, b.opts.Labels) }
+
+// Bases are the resource bases of RFC 9482 §2.1 under root: root itself and root/p/LABEL for
+// each non-empty label.
+func Bases(root string, labels []string) []string {
+	out := []string{root}
+	for _, l := range labels {
 		if l = strings.Trim(l, "/"); l != "" {
-			out = append(out, DefaultRoot+"/p/"+l)
+			out = append(out, root+"/p/"+l)
 		}
 	}
 	return out
@@ -92,13 +96,19 @@ func (b *Binding) bases() []string {
 
 // Register adds the resources to m.
 func (b *Binding) Register(m *coap.Mux) {
-	ann := coap.HandlerFunc(b.serveAnn)
-	for _, base := range b.bases() {
-		// The root is also a prefix resource, so that other labels and unknown segments get
-		// an answer from the binding (4.04 with a diagnostic).
-		m.Handle(coap.Resource{Path: base, Prefix: base == DefaultRoot, CT: []int{CFPKIXCMP}, Handler: b})
+	RegisterResources(m, DefaultRoot, b.opts.Labels, b, coap.HandlerFunc(b.serveAnn))
+}
+
+// RegisterResources adds the CMP-over-CoAP resources (RFC 9482 §2.1) under root and its labels to
+// m: each base and every operation under it served by h — the root also as a prefix resource,
+// so that other labels and unknown segments get an answer from h (4.04 with a diagnostic) —
+// and each base's observable /ann served by ann. The CMP registrar (cmp/cmpproxy) registers the
+// same resources with its own handlers.
+func RegisterResources(m *coap.Mux, root string, labels []string, h, ann coap.Handler) {
+	for _, base := range Bases(root, labels) {
+		m.Handle(coap.Resource{Path: base, Prefix: base == root, CT: []int{CFPKIXCMP}, Handler: h})
 		for _, op := range operations {
-			m.Handle(coap.Resource{Path: base + "/" + op, CT: []int{CFPKIXCMP}, Handler: b})
+			m.Handle(coap.Resource{Path: base + "/" + op, CT: []int{CFPKIXCMP}, Handler: h})
 		}
 		m.Handle(coap.Resource{Path: base + "/ann", CT: []int{CFPKIXCMP}, Observable: true, Handler: ann})
 	}

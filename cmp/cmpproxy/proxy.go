@@ -49,6 +49,7 @@ import (
 
 	"coapca/authority"
 	"coapca/cmp"
+	"coapca/cmp/cmpcoap"
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
 )
@@ -260,8 +261,6 @@ func (p *Proxy) Labels() []string {
 	return out
 }
 
-var coapOperations = []string{"ir", "cr", "kur", "p10", "rr", "crts", "rcu", "att", "crls"}
-
 // httpSegment maps an operation (cmpserver.Op*) to its HTTP path label (RFC 9483 §6.1).
 var httpSegment = map[string]string{
 	cmpserver.OpIR: "initialization", cmpserver.OpCR: "certification", cmpserver.OpKUR: "keyupdate",
@@ -269,24 +268,12 @@ var httpSegment = map[string]string{
 	cmpserver.OpGenRoot: "getrootupdate", cmpserver.OpGenTemplate: "getcertreqtemplate", cmpserver.OpGenCRLs: "getcrls",
 }
 
-func (p *Proxy) bases() []string {
-	out := []string{Root}
-	for _, l := range p.Labels() {
-		out = append(out, Root+"/p/"+l)
-	}
-	return out
-}
+func (p *Proxy) bases() []string { return cmpcoap.Bases(Root, p.Labels()) }
 
-// Register adds the CMP resources to m.
+// Register adds the CMP resources to m: the ones the CMP-over-CoAP binding serves
+// (cmpcoap.RegisterResources), relayed by p.
 func (p *Proxy) Register(m *coap.Mux) {
-	ann := coap.HandlerFunc(p.serveAnn)
-	for _, base := range p.bases() {
-		m.Handle(coap.Resource{Path: base, Prefix: base == Root, CT: []int{CFPKIXCMP}, Handler: p})
-		for _, op := range coapOperations {
-			m.Handle(coap.Resource{Path: base + "/" + op, CT: []int{CFPKIXCMP}, Handler: p})
-		}
-		m.Handle(coap.Resource{Path: base + "/ann", CT: []int{CFPKIXCMP}, Observable: true, Handler: ann})
-	}
+	cmpcoap.RegisterResources(m, Root, p.Labels(), p, coap.HandlerFunc(p.serveAnn))
 }
 
 // route is a parsed downstream path.

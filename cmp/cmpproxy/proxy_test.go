@@ -16,6 +16,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 
+	"coapca/cmp/cmpcoap"
 	"coapca/cmp/cmpserver"
 	"coapca/coap"
 )
@@ -157,7 +158,7 @@ func TestTransparent(t *testing.T) {
 // TestHTTPSegmentsMatchCMPServer: the HTTP operation labels the proxy writes are the ones an
 // RFC 9811 server reads (cmpserver.HTTPOperation), for every CoAP operation label.
 func TestHTTPSegmentsMatchCMPServer(t *testing.T) {
-	for _, seg := range coapOperations {
+	for _, seg := range cmpcoap.Operations() {
 		op, ok := cmpserver.CoAPOperation(seg)
 		if !ok {
 			t.Fatalf("CoAP label %q unknown", seg)
