@@ -21,6 +21,7 @@ import (
 	"coapca/coap/oscorelayer"
 	"coapca/edhoc"
 	"coapca/est/estcoap"
+	"coapca/internal/config"
 	"coapca/oscore"
 )
 
@@ -212,9 +213,14 @@ func (s *Server) registerOSCORE(ctx context.Context, files []string) error {
 		}
 		p.SequenceStore = &sequenceBlocks{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name, floor: floor}
 		p.ReplayWindowUnsynchronized = true
-		// The replay history is in the store too: a request one instance accepted is refused
-		// by every other (RFC 8613 §7.4), not only by the instance that saw it.
-		p.SharedReplay = &sharedReplay{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name}
+		// With several instances on one database the replay history is in the store too: a
+		// request one instance accepted is refused by every other (RFC 8613 §7.4), not only by
+		// the instance that saw it. SQLite serves one instance (the data directory lock), whose
+		// own window and the Echo resynchronisation after a restart (RFC 8613 Appendix B.1.2)
+		// suffice: it is spared a database write per request.
+		if s.cfg.Store.Driver == config.DriverPostgres {
+			p.SharedReplay = &sharedReplay{ctx: context.WithoutCancel(ctx), auth: s.auth, name: name}
+		}
 		p.Logger = s.log
 		c, err := oscore.NewContext(p)
 		if err != nil {
