@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -70,6 +71,9 @@ type ESTOptions struct {
 	BlockSize            int
 	DataDir              string // "" = a temporary directory, removed afterwards
 	CPUProfile           string // write a CPU profile of the enrollment phases here
+	// ServerCPUProfile and ServerMemProfile (with Spawn) make the child server write a CPU and
+	// an allocation profile of its whole run (floors against it included) at its shutdown.
+	ServerCPUProfile, ServerMemProfile string
 	// FrontDoors: compare EST-oscore with pre-shared contexts (OSCORE) and/or keyed by EDHOC
 	// to EST-coaps, counting bytes on the wire over WireSamples sequential enrollments.
 	OSCORE, EDHOC bool
@@ -131,6 +135,12 @@ type benchResult struct {
 	// in its own process (0 otherwise).
 	mode                               string
 	enrollServerCPU, reenrollServerCPU time.Duration
+	// CPU per operation (means over the before and after measurements for the floors): the
+	// bench process's own (the clients, and both ends of the raw floor) and the server's when it
+	// runs in its own process. On a shared machine these move less than the rates.
+	rawHSCPU                           time.Duration // bench process per raw handshake (client and server)
+	srvHSClientCPU, srvHSServerCPU     time.Duration // per handshake with the server under test
+	enrollClientCPU, reenrollClientCPU time.Duration
 }
 
 func (r *benchResult) print(w io.Writer, o ESTOptions) {
@@ -147,9 +157,18 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 		r.enrolls, 100*r.enrolls/r.rawHS, r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
 	fmt.Fprintf(w, "reenroll (kept session, /sren)      %8.0f/s  = %5.1f%% of ECDSA signs       p50 %v  p99 %v  errors %d\n",
 		r.reenrolls, 100*r.reenrolls/r.signs, r.reenrollLat.pct(.5).Round(10*time.Microsecond), r.reenrollLat.pct(.99).Round(10*time.Microsecond), r.reenrollErrs)
+	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
+	fmt.Fprintf(w, "\nCPU per operation     bench process (clients)   server\n")
+	fmt.Fprintf(w, "  raw pion handshake  %-25v (both ends in the bench process)\n", us(r.rawHSCPU))
 	if r.enrollServerCPU > 0 {
-		fmt.Fprintf(w, "\nserver CPU (its own process): enroll %v, reenroll %v per operation\n",
-			r.enrollServerCPU.Round(time.Microsecond), r.reenrollServerCPU.Round(time.Microsecond))
+		fmt.Fprintf(w, "  server handshake    %-25v %v\n", us(r.srvHSClientCPU), us(r.srvHSServerCPU))
+		fmt.Fprintf(w, "  enroll              %-25v %v   (sum ÷ raw handshake %.2f)\n", us(r.enrollClientCPU), us(r.enrollServerCPU),
+			float64(r.enrollClientCPU+r.enrollServerCPU)/float64(max(r.rawHSCPU, 1)))
+		fmt.Fprintf(w, "  reenroll            %-25v %v\n", us(r.reenrollClientCPU), us(r.reenrollServerCPU))
+	} else {
+		fmt.Fprintf(w, "  server handshake    %-25v (server in the bench process: included)\n", us(r.srvHSClientCPU))
+		fmt.Fprintf(w, "  enroll              %-25v (server in the bench process: included)\n", us(r.enrollClientCPU))
+		fmt.Fprintf(w, "  reenroll            %-25v (server in the bench process: included)\n", us(r.reenrollClientCPU))
 	}
 }
 
@@ -171,15 +190,20 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 
 	say("measuring raw pion DTLS handshakes (%d concurrent, %v)", o.Concurrency, o.Duration/2)
 	device0 := t.data.DeviceCertificate()
+	var rawCPU, srvCPUc, srvCPUs [2]time.Duration
+	m := startMeter(t)
 	res.rawHS, err = rawHandshakeFloor(ctx, t.data.ServerCertificate(), device0, t.data.ManufacturerCA, t.data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
+	rawCPU[0], _ = m.perOp(res.rawHS)
 	say("measuring DTLS handshakes with the server under test (%d concurrent, %v)", o.Concurrency, o.Duration/2)
+	m = startMeter(t)
 	res.srvHS, err = serverHandshakeRate(ctx, t.url, device0, t.data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("handshakes with the server under test: %w", err)
 	}
+	srvCPUc[0], srvCPUs[0] = m.perOp(res.srvHS)
 
 	say("preparing %d device identities and CSRs", o.Devices)
 	devs, err := makeDevices(t.data, o.Devices)
@@ -205,6 +229,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		defer pprof.StopCPUProfile() // on early returns; stopped before the second floors below
 	}
 	say("phase 1: %d enrollments, each over a new DTLS session", o.Devices)
+	self0 := selfCPU()
 	cpu0 := t.cpu()
 	var mu sync.Mutex
 	var next atomic.Int64
@@ -250,6 +275,9 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	if cpu1 := t.cpu(); cpu1 > 0 && len(res.enrollLat) > 0 {
 		res.enrollServerCPU = (cpu1 - cpu0) / time.Duration(len(res.enrollLat))
 	}
+	if len(res.enrollLat) > 0 {
+		res.enrollClientCPU = (selfCPU() - self0) / time.Duration(len(res.enrollLat))
+	}
 	if len(res.enrollLat) == 0 {
 		return nil, errors.New("no enrollment succeeded")
 	}
@@ -275,6 +303,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	}
 	deadline := time.Now().Add(o.Duration)
 	start = time.Now()
+	self0 = selfCPU()
 	cpu0 = t.cpu()
 	for i, e := range sessions {
 		csr := ready[i].csr
@@ -300,6 +329,9 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	if cpu1 := t.cpu(); cpu1 > 0 && len(res.reenrollLat) > 0 {
 		res.reenrollServerCPU = (cpu1 - cpu0) / time.Duration(len(res.reenrollLat))
 	}
+	if len(res.reenrollLat) > 0 {
+		res.reenrollClientCPU = (selfCPU() - self0) / time.Duration(len(res.reenrollLat))
+	}
 
 	// The machine may be shared: the floors are measured again after the phases, and the
 	// ratios divide by the mean of both measurements (both are printed).
@@ -308,14 +340,20 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	}
 	say("measuring the floors again")
 	signs, verifies := ecdsaFloor(o.Duration / 2)
+	m = startMeter(t)
 	rawHS, err := rawHandshakeFloor(ctx, t.data.ServerCertificate(), device0, t.data.ManufacturerCA, t.data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
+	rawCPU[1], _ = m.perOp(rawHS)
+	m = startMeter(t)
 	srvHS, err := serverHandshakeRate(ctx, t.url, device0, t.data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
 		return nil, fmt.Errorf("handshakes with the server under test: %w", err)
 	}
+	srvCPUc[1], srvCPUs[1] = m.perOp(srvHS)
+	res.rawHSCPU = (rawCPU[0] + rawCPU[1]) / 2
+	res.srvHSClientCPU, res.srvHSServerCPU = (srvCPUc[0]+srvCPUc[1])/2, (srvCPUs[0]+srvCPUs[1])/2
 	res.srvHS, res.srvHSAfter = (res.srvHS+srvHS)/2, srvHS
 	res.signsAfter, res.rawHSAfter = signs, rawHS
 	res.signs, res.verifies, res.rawHS = (res.signs+signs)/2, (res.verifies+verifies)/2, (res.rawHS+rawHS)/2
@@ -488,4 +526,38 @@ func handshakeRate(ctx context.Context, addr *net.UDPAddr, cliCert tls.Certifica
 		return 0, errors.New("no handshake completed")
 	}
 	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
+
+// selfCPU is the user+system CPU time this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuMeter measures the CPU the bench process and the server use over one measurement.
+type cpuMeter struct {
+	t         *estTarget
+	start     time.Time
+	self, srv time.Duration
+}
+
+func startMeter(t *estTarget) cpuMeter {
+	return cpuMeter{t: t, start: time.Now(), self: selfCPU(), srv: t.cpu()}
+}
+
+// perOp divides the CPU used since the start by the operations a rate of rate/s made over the
+// elapsed time: (bench process, server); the server's is 0 when it is not in its own process.
+func (m cpuMeter) perOp(rate float64) (self, srv time.Duration) {
+	n := rate * time.Since(m.start).Seconds()
+	if n < 1 {
+		return 0, 0
+	}
+	self = time.Duration(float64(selfCPU()-m.self) / n)
+	if s := m.t.cpu(); s > 0 {
+		srv = time.Duration(float64(s-m.srv) / n)
+	}
+	return self, srv
 }

@@ -87,7 +87,7 @@ func openTarget(ctx context.Context, o ESTOptions, say func(string, ...any)) (*e
 		if err != nil {
 			return nil, fmt.Errorf("bench: --spawn: %w", err)
 		}
-		return spawnServer(ctx, exe, o.DataDir, o.Concurrency, say)
+		return spawnServer(ctx, exe, o.DataDir, o.Concurrency, say, o.ServerProfileArgs()...)
 	}
 	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
 		cfg.Listen.CoAPS = "127.0.0.1:0"           // EST-coaps only
@@ -107,7 +107,7 @@ func concurrencyOf(o ESTOptions) int { return max(o.Concurrency, 1) }
 // simulated device shares 127.0.0.1) and room for 4×conc half-open handshakes, and waits until
 // it completes a DTLS handshake. Its output goes to serve.log in a temporary directory, shown
 // when it does not come up.
-func spawnServer(ctx context.Context, exe, dataDir string, conc int, say func(string, ...any)) (*estTarget, error) {
+func spawnServer(ctx context.Context, exe, dataDir string, conc int, say func(string, ...any), extra ...string) (*estTarget, error) {
 	work, err := os.MkdirTemp("", "coapca-bench-spawn-")
 	if err != nil {
 		return nil, err
@@ -140,7 +140,7 @@ func spawnServer(ctx context.Context, exe, dataDir string, conc int, say func(st
 		cleanup()
 		return nil, err
 	}
-	cmd := exec.Command(exe, "serve", "--config", cfgPath, "--data", dataDir, "--coaps", addr, "--coap", "off", "--log-level", "warn")
+	cmd := exec.Command(exe, append([]string{"serve", "--config", cfgPath, "--data", dataDir, "--coaps", addr, "--coap", "off", "--log-level", "warn"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -168,6 +168,19 @@ func spawnServer(ctx context.Context, exe, dataDir string, conc int, say func(st
 		return nil, fmt.Errorf("bench: the child server did not come up: %w\n%s", err, out)
 	}
 	return t, nil
+}
+
+// ServerProfileArgs are the `serve` flags that make a spawned server write the profiles o
+// asks for.
+func (o ESTOptions) ServerProfileArgs() []string {
+	var a []string
+	if o.ServerCPUProfile != "" {
+		a = append(a, "--cpuprofile", o.ServerCPUProfile)
+	}
+	if o.ServerMemProfile != "" {
+		a = append(a, "--memprofile", o.ServerMemProfile)
+	}
+	return a
 }
 
 // freeUDPPort returns a loopback UDP address that was free a moment ago.

@@ -123,8 +123,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.Server, "server", "", "load the running server at this EST-coaps address (host:port) in its own process; --data must be its data directory")
 		fs.BoolVar(&o.Spawn, "spawn", false, "start 'coapca serve' as a child process on --data (default a temporary directory) and load it, so client and server CPU are not mixed")
 		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
+		fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "with --spawn: the server writes a CPU profile of its whole run (the handshake measurements against it included) to this file")
+		fs.StringVar(&o.ServerMemProfile, "server-memprofile", "", "with --spawn: the server writes an allocation profile of its whole run to this file")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if (o.ServerCPUProfile != "" || o.ServerMemProfile != "") && !o.Spawn {
+			return usagef("--server-cpuprofile and --server-memprofile need --spawn")
 		}
 		if o.Server != "" && (o.HTTPS || o.OSCORE || o.EDHOC) {
 			return usagef("--server loads EST-coaps only: not with --https, --oscore or --edhoc")

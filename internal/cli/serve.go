@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 
 	"coapca/internal/config"
@@ -35,6 +37,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cmpUpstream := fs.String("cmp-upstream", "", "relay CMP over CoAP to this RFC 9811 server (http:// or https:// URL) instead of answering it: the CMP registrar (cmp_upstream in the config, docs/registrar.md)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	storeFlag := fs.String("store", "", storeFlagHelp)
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file at shutdown (go tool pprof)")
+	memProfile := fs.String("memprofile", "", "write an allocation profile of the server's whole run to this file at shutdown (go tool pprof)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
 	fs.Var(&names, "server-name", "extra DNS name or IP address for the server certificate created on first start (repeatable)")
@@ -90,6 +94,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 64 << 10 // a sample every 64 KiB allocated (the default 512 KiB sees too little)
+		defer writeAllocProfile(*memProfile, stderr)
+	}
+
 	// The server outlives ctx (the signal): it must keep answering what it took after SIGINT.
 	s, err := server.Start(context.WithoutCancel(ctx), cfg, log)
 	if err != nil {
@@ -105,6 +121,34 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout, "coapca: stopped")
 	return nil
+}
+
+// startCPUProfile starts the CPU profile into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// writeAllocProfile writes the allocation profile (allocs: everything allocated since start)
+// to path, reporting a failure on stderr (the server has stopped by then).
+func writeAllocProfile(path string, stderr io.Writer) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "coapca: memory profile: %v\n", err)
+	}
 }
 
 // selfCommand is how the user ran us: "coapca", or "go run ./cmd/coapca" for a go run binary.
