@@ -1,0 +1,143 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"coapca/store"
+)
+
+// TestBatchFailureIsolated commits batches built by hand (the committer's grouping depends on
+// timing) in which some records must fail: each failing record fails alone with its own
+// error, every other record of the batch is recorded, and nothing of a failing record is left
+// behind — no certificate row, no pending request marked issued. It covers the records
+// without a pending request, committed without a SAVEPOINT (a constraint violation backs out
+// its statement alone), the ones with a pending request (SAVEPOINT), and a failure that undoes
+// the whole transaction (a trigger's RAISE(ROLLBACK)), after which the batch is committed
+// record by record.
+func TestBatchFailureIsolated(t *testing.T) {
+	ctx := context.Background()
+	const existing = "e0"
+	for _, tc := range []struct {
+		name string
+		// trigger, when set, makes any insert of serial "boom" fail this way.
+		trigger string
+		recs    []rec
+		// wantCommits is the number of transactions: 1 for a batch, one per record after an
+		// abandoned batch.
+		wantCommits int64
+	}{
+		{name: "duplicate of a recorded serial in the middle", recs: []rec{
+			{serial: "a1"}, {serial: existing, want: store.ErrDuplicateSerial}, {serial: "a2"},
+		}, wantCommits: 1},
+		{name: "same serial twice in one batch", recs: []rec{
+			{serial: "b1"}, {serial: "b1", want: store.ErrDuplicateSerial}, {serial: "b2"},
+		}, wantCommits: 1},
+		{name: "NULL DER first", recs: []rec{
+			{serial: "c0", nilDER: true, want: store.ErrDuplicateSerial}, {serial: "c1"}, {serial: "c2"},
+		}, wantCommits: 1},
+		{name: "pending requests approved and not", recs: []rec{
+			{serial: "d1", pending: "approved"}, {serial: "d2", pending: "waiting", want: store.ErrPendingState},
+			{serial: "d3"}, {serial: existing, pending: "approved", want: store.ErrDuplicateSerial}, {serial: "d4", pending: "approved"},
+		}, wantCommits: 1},
+		{name: "trigger rolls the transaction back", trigger: "ROLLBACK", recs: []rec{
+			{serial: "f1"}, {serial: "boom", want: errAny}, {serial: "f2"}, {serial: "f3", pending: "approved"},
+		}, wantCommits: 4},
+		{name: "trigger aborts its statement", trigger: "ABORT", recs: []rec{
+			{serial: "g1"}, {serial: "boom", want: errAny}, {serial: "g2"},
+		}, wantCommits: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t, "")
+			defer s.Close()
+			if err := s.RecordIssued(ctx, lookupCert(existing)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.trigger != "" {
+				if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`CREATE TRIGGER boom BEFORE INSERT ON certificates
+					WHEN NEW.serial = 'boom' BEGIN SELECT RAISE(%s, 'boom'); END`, tc.trigger)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var batch []*recordReq
+			pendingOf := map[string]string{}
+			for i, r := range tc.recs {
+				c := lookupCert(r.serial)
+				if r.nilDER {
+					c.DER = nil
+				}
+				if r.pending != "" {
+					p, _, err := s.CreatePending(ctx, &store.Pending{RequestKey: fmt.Sprintf("k%d", i)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.pending == "approved" {
+						if err := s.DecidePending(ctx, p.ID, store.StatusApproved, ""); err != nil {
+							t.Fatal(err)
+						}
+					}
+					c.PendingID = p.ID
+					pendingOf[fmt.Sprint(i)] = p.ID
+				}
+				req := &recordReq{c: c, done: make(chan error, 1)}
+				req.sum, req.keyID = store.CertKeyRefs(c.DER)
+				batch = append(batch, req)
+			}
+			c0, _ := s.commitStats()
+			s.commitBatch(batch)
+			if c1, _ := s.commitStats(); c1-c0 != tc.wantCommits {
+				t.Errorf("%d transactions, want %d", c1-c0, tc.wantCommits)
+			}
+			for i, r := range tc.recs {
+				err := <-batch[i].done
+				switch {
+				case r.want == nil && err != nil:
+					t.Errorf("record %d (%s): %v, want recorded", i, r.serial, err)
+				case r.want == errAny && err == nil, r.want != nil && r.want != errAny && !errors.Is(err, r.want):
+					t.Errorf("record %d (%s): err = %v, want %v", i, r.serial, err, r.want)
+				}
+				got, lerr := s.Cert(ctx, r.serial)
+				switch {
+				case r.want == nil && lerr != nil:
+					t.Errorf("record %d (%s) not in the store: %v", i, r.serial, lerr)
+				case r.want != nil && r.serial != existing && !slices.Contains(serialsOK(tc.recs), r.serial) && lerr == nil:
+					t.Errorf("record %d (%s) failed but its row is there: %+v", i, r.serial, got)
+				case r.serial == existing && (lerr != nil || got.PendingID != ""):
+					t.Errorf("the certificate recorded before was changed: %+v, %v", got, lerr)
+				}
+				if id := pendingOf[fmt.Sprint(i)]; id != "" {
+					p, err := s.Pending(ctx, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if issued := p.Status == store.StatusIssued; issued != (r.want == nil) {
+						t.Errorf("record %d (%s): pending request is %s (cert %q), want issued = %v", i, r.serial, p.Status, p.CertSerial, r.want == nil)
+					}
+				}
+			}
+		})
+	}
+}
+
+// errAny stands for "some error" in TestBatchFailureIsolated.
+var errAny = errors.New("any error")
+
+type rec struct {
+	serial, pending string // pending: "approved" or "waiting" creates such a request
+	nilDER          bool
+	want            error // nil: recorded
+}
+
+// serialsOK lists the serials some record of recs records successfully.
+func serialsOK(recs []rec) []string {
+	var out []string
+	for _, r := range recs {
+		if r.want == nil {
+			out = append(out, r.serial)
+		}
+	}
+	return out
+}
