@@ -39,7 +39,10 @@ type Options struct {
 	// Synchronous is the PRAGMA synchronous value: FULL (default: every commit is fsync'd
 	// before RecordIssued returns), EXTRA, NORMAL or OFF (tests only).
 	Synchronous string
-	Logger      *slog.Logger
+	// GroupCommitWait bounds how long a certificate's commit may wait for others to share its
+	// fsync when several callers record at once (default 1 ms; negative: never wait).
+	GroupCommitWait time.Duration
+	Logger          *slog.Logger
 }
 
 // Store is the SQLite store.Store.
@@ -49,6 +52,7 @@ type Store struct {
 	log *slog.Logger
 
 	recq      chan *recordReq // RecordIssued → committer
+	lingerMax time.Duration   // Options.GroupCommitWait
 	stop      chan struct{}   // closed by Close
 	exited    chan struct{}   // closed when the committer has returned
 	closeOnce sync.Once
@@ -84,6 +88,9 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 10 * time.Second
 	}
+	if opts.GroupCommitWait == 0 {
+		opts.GroupCommitWait = time.Millisecond
+	}
 	switch opts.Synchronous = strings.ToUpper(opts.Synchronous); opts.Synchronous {
 	case "":
 		opts.Synchronous = "FULL"
@@ -113,7 +120,7 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(0)
-	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch),
+	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch), lingerMax: opts.GroupCommitWait,
 		stop: make(chan struct{}), exited: make(chan struct{})}
 	if err := s.migrate(ctx, target); err != nil {
 		db.Close()
@@ -211,6 +218,8 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.exited
+		commits, records := s.commitStats()
+		s.log.Info("store: closed", "certificate_commits", commits, "certificates_recorded", records)
 		for _, st := range []*sql.Stmt{s.certBySerial, s.insertCert, s.markIssued} {
 			if st != nil {
 				st.Close()
@@ -454,7 +463,8 @@ var errClosed = errors.New("sqlite: store is closed")
 // recordReq is one RecordIssued call waiting for the group committer.
 type recordReq struct {
 	c          *store.Cert
-	sum, keyID []byte // store.CertKeyRefs(c.DER), computed by the caller, not the committer
+	sum, keyID []byte    // store.CertKeyRefs(c.DER), computed by the caller, not the committer
+	at         time.Time // when RecordIssued queued it
 	done       chan error
 }
 
@@ -474,6 +484,7 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	}
 	r := &recordReq{c: c, done: make(chan error, 1)}
 	r.sum, r.keyID = store.CertKeyRefs(c.DER)
+	r.at = time.Now()
 	select {
 	case s.recq <- r:
 	case <-s.stop:
@@ -498,6 +509,8 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 
 func (s *Store) committer() {
 	defer close(s.exited)
+	var gc groupCommit
+	var timer *time.Timer
 	for {
 		var batch []*recordReq
 		select {
@@ -515,8 +528,63 @@ func (s *Store) committer() {
 				break drain
 			}
 		}
+		if wait := gc.wait(s.lingerMax, batch); wait > 0 {
+			// More records are expected soon: let them share this commit's fsync.
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+		linger:
+			for len(batch) < maxBatch {
+				select {
+				case r := <-s.recq:
+					batch = append(batch, r)
+				case <-timer.C:
+					break linger
+				case <-s.stop:
+					timer.Stop()
+					break linger
+				}
+			}
+			if len(batch) == maxBatch {
+				timer.Stop()
+			}
+		}
+		gc.committed(batch)
 		s.commitBatch(batch)
 	}
+}
+
+// groupCommit decides how long a commit waits for more records (real group commit: one
+// fsync for several certificates). It waits only while records come from several callers at
+// once — the previous commit carried more than one record — and arrive closer together than
+// the bound, and never longer than the bound after the batch's first record was queued. A
+// lone caller, or callers one at a time, never wait: their next record cannot arrive before
+// this one is committed.
+type groupCommit struct {
+	gap      time.Duration // moving average of the time between two records' arrivals
+	last     time.Time     // arrival of the last record seen
+	prevSize int           // records in the previous commit
+}
+
+func (g *groupCommit) wait(bound time.Duration, batch []*recordReq) time.Duration {
+	if bound <= 0 || g.prevSize < 2 || g.gap >= bound || len(batch) >= maxBatch {
+		return 0
+	}
+	return bound - time.Since(batch[0].at)
+}
+
+// committed notes the arrivals of a batch about to be committed.
+func (g *groupCommit) committed(batch []*recordReq) {
+	for _, r := range batch {
+		if !g.last.IsZero() {
+			d := max(r.at.Sub(g.last), 0)
+			g.gap += (d - g.gap) / 8
+		}
+		g.last = r.at
+	}
+	g.prevSize = len(batch)
 }
 
 func (s *Store) commitBatch(batch []*recordReq) {
