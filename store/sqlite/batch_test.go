@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"coapca/store"
 )
@@ -140,4 +143,123 @@ func serialsOK(recs []rec) []string {
 		}
 	}
 	return out
+}
+
+// TestGroupCommitWait: a commit waits for more records only while several callers record at
+// once (the previous commit carried more than one) and records arrive closer together than
+// the bound; a lone caller, callers one at a time, a full batch or a disabled wait never
+// wait, and the wait never ends later than the bound after the batch's first record.
+func TestGroupCommitWait(t *testing.T) {
+	const bound = 10 * time.Second // large, so that the time this test takes does not matter
+	now := time.Now()
+	batchOf := func(n int) []*recordReq {
+		b := make([]*recordReq, n)
+		for i := range b {
+			b[i] = &recordReq{at: now}
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name     string
+		bound    time.Duration
+		prevSize int
+		gap      time.Duration
+		batch    int
+		wait     bool
+	}{
+		{name: "concurrent callers, close arrivals", bound: bound, prevSize: 3, gap: time.Millisecond, batch: 1, wait: true},
+		{name: "concurrent callers, batch not full", bound: bound, prevSize: 2, gap: time.Millisecond, batch: maxBatch - 1, wait: true},
+		{name: "previous commit alone", bound: bound, prevSize: 1, gap: time.Millisecond, batch: 1},
+		{name: "first commit", bound: bound, prevSize: 0, gap: 0, batch: 3},
+		{name: "arrivals further apart than the bound", bound: bound, prevSize: 4, gap: bound, batch: 1},
+		{name: "batch full", bound: bound, prevSize: 4, gap: time.Millisecond, batch: maxBatch},
+		{name: "disabled", bound: -1, prevSize: 4, gap: time.Millisecond, batch: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := groupCommit{gap: tc.gap, prevSize: tc.prevSize}
+			w := g.wait(tc.bound, batchOf(tc.batch))
+			if (w > 0) != tc.wait {
+				t.Errorf("wait = %v, want waiting %v", w, tc.wait)
+			}
+			if w > max(tc.bound, 0) {
+				t.Errorf("wait = %v, longer than the bound %v", w, tc.bound)
+			}
+		})
+	}
+	// The moving average follows the arrivals: one at a time, 20 ms apart, it ends above a
+	// 1 ms bound; eight at once, it falls below it.
+	var g groupCommit
+	for i := range 30 {
+		g.committed([]*recordReq{{at: now.Add(time.Duration(i) * 20 * time.Millisecond)}})
+	}
+	if g.wait(time.Millisecond, batchOf(1)) != 0 || g.gap < time.Millisecond {
+		t.Errorf("one caller every 20 ms: gap %v, prevSize %d; want no wait", g.gap, g.prevSize)
+	}
+	later := now.Add(time.Second)
+	for i := range 30 {
+		batch := make([]*recordReq, 8)
+		for k := range batch {
+			batch[k] = &recordReq{at: later.Add(time.Duration(i*8+k) * 10 * time.Microsecond)}
+		}
+		g.committed(batch)
+	}
+	if g.gap >= time.Millisecond || g.prevSize != 8 {
+		t.Errorf("eight callers at once: gap %v, prevSize %d; want a gap below 1 ms", g.gap, g.prevSize)
+	}
+}
+
+// TestCloseWhileGroupCommitWaits: callers record at once (so commits wait for each other)
+// while the store is closed. Every RecordIssued that returned nil is in the database when it
+// is opened again; the others returned an error.
+func TestCloseWhileGroupCommitWaits(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "x.db")
+	s, err := Open(ctx, path, Options{GroupCommitWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers, each = 8, 40
+	var mu sync.Mutex
+	var ok []string
+	var wg sync.WaitGroup
+	first := make(chan error, callers) // each caller's first outcome
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				sn := fmt.Sprintf("%02x%04x", c, i)
+				err := s.RecordIssued(ctx, lookupCert(sn))
+				if i == 0 {
+					first <- err
+				}
+				if err != nil {
+					return // closed
+				}
+				mu.Lock()
+				ok = append(ok, sn)
+				mu.Unlock()
+			}
+		}()
+	}
+	for range callers { // close once every caller has recorded one certificate
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	commits, records := s.commitStats()
+	s = openTemp(t, path)
+	defer s.Close()
+	for _, sn := range ok {
+		if _, err := s.Cert(ctx, sn); err != nil {
+			t.Errorf("RecordIssued(%s) returned nil but the certificate is not in the database: %v", sn, err)
+		}
+	}
+	if len(ok) == callers*each {
+		t.Logf("every record finished before Close (%d in %d commits)", records, commits)
+	}
 }
