@@ -45,7 +45,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"sort"
+	"io"
+	"slices"
 	"strings"
 
 	"github.com/pion/dtls/v3"
@@ -110,12 +111,10 @@ func prfHash(id dtls.CipherSuiteID) func() hash.Hash {
 // finishedHash returns Hash(handshake_messages) for the client's Finished, from the observed
 // transcript; it is all of the transcript a Conn keeps.
 func finishedHash(tr *transcript, suite dtls.CipherSuiteID) ([]byte, error) {
-	msgs, err := tr.clientFinishedInput()
-	if err != nil {
+	h := prfHash(suite)()
+	if err := tr.writeClientFinishedInput(h); err != nil {
 		return nil, err
 	}
-	h := prfHash(suite)()
-	h.Write(msgs)
 	return h.Sum(nil), nil
 }
 
@@ -164,15 +163,32 @@ func (c *Conn) bind() {
 
 // hsMessage reassembles one handshake message from its fragments.
 type hsMessage struct {
+	dir      uint8 // 0 sent by the client, 1 by the server
+	seq      uint16
 	typ      uint8
 	length   int
 	body     []byte
-	have     []bool // per byte; messages are small (≤ maxHandshakeMsgLen)
+	have     []bool // per byte, made only for a message that arrives in several fragments
 	missing  int
 	conflict bool
 }
 
 func (m *hsMessage) add(f hsFragment) {
+	if m.missing == 0 {
+		// Complete: a retransmission (or an overlapping fragment) must repeat the same bytes.
+		if !bytes.Equal(m.body[f.Offset:f.Offset+len(f.Data)], f.Data) {
+			m.conflict = true
+		}
+		return
+	}
+	if m.have == nil {
+		if f.Offset == 0 && len(f.Data) == m.length { // the usual case: one fragment
+			copy(m.body, f.Data)
+			m.missing = 0
+			return
+		}
+		m.have = make([]bool, m.length)
+	}
 	for i, c := range f.Data {
 		p := f.Offset + i
 		if m.have[p] {
@@ -193,13 +209,31 @@ func (m *hsMessage) add(f hsFragment) {
 // message hashed with its 12-byte DTLS header as if unfragmented, the initial
 // ClientHello and the HelloVerifyRequest excluded).
 type transcript struct {
-	msgs  [2]map[uint16]*hsMessage // [0] sent by client, [1] sent by server
+	msgs  []hsMessage // at most maxTranscriptMessages, looked up by (dir, seq)
+	arena []byte      // the messages' bodies are carved from it
 	bytes int
 	err   error
 }
 
+// transcriptArena is the size of the transcript's body arena: a handshake with two
+// certificate chains of a certificate or two fits in it, so that the bodies take one allocation.
+const transcriptArena = 4096
+
 func newTranscript() *transcript {
-	return &transcript{msgs: [2]map[uint16]*hsMessage{{}, {}}}
+	return &transcript{msgs: make([]hsMessage, 0, 12)}
+}
+
+// body returns n zero bytes for a message body, carved from the arena.
+func (t *transcript) body(n int) []byte {
+	if cap(t.arena)-len(t.arena) < n {
+		if n > transcriptArena/2 {
+			return make([]byte, n)
+		}
+		t.arena = make([]byte, 0, transcriptArena)
+	}
+	l := len(t.arena)
+	t.arena = t.arena[:l+n]
+	return t.arena[l : l+n : l+n]
 }
 
 // addDatagram feeds one datagram; fromClient tells its direction. Errors in the
@@ -223,17 +257,29 @@ func (t *transcript) addDatagram(b []byte, fromClient bool) {
 	})
 }
 
+func (t *transcript) find(dir int, seq uint16) *hsMessage {
+	for i := range t.msgs {
+		if m := &t.msgs[i]; int(m.dir) == dir && m.seq == seq {
+			return m
+		}
+	}
+	return nil
+}
+
 func (t *transcript) addFragment(dir int, f hsFragment) error {
-	m := t.msgs[dir][f.Seq]
+	if dir == 1 && f.Type == hsHelloVerifyRequest {
+		return nil // never part of handshake_messages (RFC 6347 §4.2.6)
+	}
+	m := t.find(dir, f.Seq)
 	if m == nil {
-		if f.Length > maxHandshakeMsgLen || len(t.msgs[0])+len(t.msgs[1]) >= maxTranscriptMessages ||
+		if f.Length > maxHandshakeMsgLen || len(t.msgs) >= maxTranscriptMessages ||
 			t.bytes+f.Length > maxTranscriptBytes {
 			t.err = fmt.Errorf("dtlsconn: handshake transcript exceeds bounds (%d bytes)", t.bytes+f.Length)
 			return t.err
 		}
-		m = &hsMessage{typ: f.Type, length: f.Length, body: make([]byte, f.Length),
-			have: make([]bool, f.Length), missing: f.Length}
-		t.msgs[dir][f.Seq] = m
+		t.msgs = append(t.msgs, hsMessage{dir: uint8(dir), seq: f.Seq, typ: f.Type, length: f.Length,
+			body: t.body(f.Length), missing: f.Length})
+		m = &t.msgs[len(t.msgs)-1]
 		t.bytes += f.Length
 	} else if m.typ != f.Type || m.length != f.Length {
 		m.conflict = true
@@ -244,64 +290,80 @@ func (t *transcript) addFragment(dir int, f hsFragment) error {
 }
 
 // clientFinishedInput returns handshake_messages for the client's Finished of a
-// full handshake: the last ClientHello, the server's flight (ServerHello …
+// full handshake (see writeClientFinishedInput).
+func (t *transcript) clientFinishedInput() ([]byte, error) {
+	var out bytes.Buffer
+	if err := t.writeClientFinishedInput(&out); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// writeClientFinishedInput writes handshake_messages for the client's Finished of a
+// full handshake to w (a hash): the last ClientHello, the server's flight (ServerHello …
 // ServerHelloDone) and the client's Certificate, ClientKeyExchange and
 // CertificateVerify, each with its DTLS header rewritten to fragment_offset 0,
-// fragment_length = length (RFC 6347 §4.2.6).
-func (t *transcript) clientFinishedInput() ([]byte, error) {
+// fragment_length = length (RFC 6347 §4.2.6). Nothing is written on error.
+func (t *transcript) writeClientFinishedInput(w io.Writer) error {
 	if t.err != nil {
-		return nil, t.err
+		return t.err
 	}
 	// The ClientHello that counts is the one with the highest message_seq (the
 	// one answering the HelloVerifyRequest, RFC 6347 §4.2.1).
-	chSeq, found := uint16(0), false
-	for seq, m := range t.msgs[0] {
-		if m.typ == hsClientHello && (!found || seq > chSeq) {
-			chSeq, found = seq, true
+	var ch *hsMessage
+	for i := range t.msgs {
+		if m := &t.msgs[i]; m.dir == 0 && m.typ == hsClientHello && (ch == nil || m.seq > ch.seq) {
+			ch = m
 		}
 	}
-	if !found {
-		return nil, errors.New("dtlsconn: no ClientHello seen")
+	if ch == nil {
+		return errors.New("dtlsconn: no ClientHello seen")
 	}
-	var out []byte
-	appendMsg := func(seq uint16, m *hsMessage) error {
+	// The messages in hashing order: the ClientHello, then the server's flight by
+	// message_seq, then the client's second flight by message_seq.
+	var order [maxTranscriptMessages]*hsMessage
+	n := 0
+	order[n] = ch
+	n++
+	first := n
+	for i := range t.msgs {
+		m := &t.msgs[i]
+		switch {
+		case m.dir == 1 && (m.typ == hsServerHello || m.typ == hsCertificate || m.typ == hsServerKeyExchange ||
+			m.typ == hsCertificateRequest || m.typ == hsServerHelloDone):
+		case m.dir == 0 && m.seq > ch.seq && (m.typ == hsCertificate || m.typ == hsClientKeyExchange ||
+			m.typ == hsCertificateVerify):
+		default:
+			continue
+		}
+		order[n] = m
+		n++
+	}
+	slices.SortFunc(order[first:n], func(a, b *hsMessage) int {
+		if a.dir != b.dir {
+			return int(b.dir) - int(a.dir) // the server's (1) before the client's (0)
+		}
+		return int(a.seq) - int(b.seq)
+	})
+	for _, m := range order[:n] {
 		if m.missing != 0 || m.conflict {
-			return fmt.Errorf("dtlsconn: handshake message type %d seq %d incomplete or conflicting", m.typ, seq)
+			return fmt.Errorf("dtlsconn: handshake message type %d seq %d incomplete or conflicting", m.typ, m.seq)
 		}
+	}
+	for _, m := range order[:n] {
 		var h [handshakeHeaderLen]byte
 		h[0] = m.typ
 		put24(h[1:4], m.length)
-		binary.BigEndian.PutUint16(h[4:6], seq)
+		binary.BigEndian.PutUint16(h[4:6], m.seq)
 		put24(h[9:12], m.length)
-		out = append(append(out, h[:]...), m.body...)
-		return nil
-	}
-	if err := appendMsg(chSeq, t.msgs[0][chSeq]); err != nil {
-		return nil, err
-	}
-	for _, part := range []struct {
-		dir   int
-		types map[uint8]bool
-		after int
-	}{
-		{1, map[uint8]bool{hsServerHello: true, hsCertificate: true, hsServerKeyExchange: true,
-			hsCertificateRequest: true, hsServerHelloDone: true}, -1},
-		{0, map[uint8]bool{hsCertificate: true, hsClientKeyExchange: true, hsCertificateVerify: true}, int(chSeq)},
-	} {
-		seqs := make([]int, 0, len(t.msgs[part.dir]))
-		for seq, m := range t.msgs[part.dir] {
-			if part.types[m.typ] && int(seq) > part.after {
-				seqs = append(seqs, int(seq))
-			}
+		if _, err := w.Write(h[:]); err != nil {
+			return fmt.Errorf("dtlsconn: transcript: %w", err)
 		}
-		sort.Ints(seqs)
-		for _, s := range seqs {
-			if err := appendMsg(uint16(s), t.msgs[part.dir][uint16(s)]); err != nil {
-				return nil, err
-			}
+		if _, err := w.Write(m.body); err != nil {
+			return fmt.Errorf("dtlsconn: transcript: %w", err)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func put24(b []byte, v int) { b[0], b[1], b[2] = byte(v>>16), byte(v>>8), byte(v) }

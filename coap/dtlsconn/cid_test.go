@@ -25,6 +25,13 @@ func (s *swappablePC) swap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = n.Close() })
+	s.swapTo(n)
+}
+
+// swapTo moves to socket n (which may be one used before).
+func (s *swappablePC) swapTo(n *net.UDPConn) {
+	_ = n.SetReadDeadline(time.Time{})
 	s.mu.Lock()
 	old := s.pc
 	s.pc = n
@@ -109,6 +116,13 @@ func TestConnectionIDMigration(t *testing.T) {
 	roundTrip(2)
 	if after := s.RemoteAddr().String(); after == before {
 		t.Fatalf("server still sees %s", after)
+	}
+	// Back to the first address: the server's answers must follow again (the listener's
+	// per-connection memory of the last checked destination must not keep the second one).
+	spc.swapTo(first)
+	roundTrip(3)
+	if after := s.RemoteAddr().String(); after != before {
+		t.Fatalf("server sees %s, want %s again", after, before)
 	}
 	if st := l.Stats(); st.ActiveSessions != 1 || st.HandshakesOK != 1 {
 		t.Fatalf("stats %+v", st)

@@ -438,7 +438,7 @@ func (l *Listener) start(s, victim *session, b []byte, from netip.AddrPort, now 
 
 func (l *Listener) newSessionLocked(from netip.AddrPort, now time.Time, register bool) *session {
 	s := &session{l: l, addr: from, closed: make(chan struct{}), tr: newTranscript(), created: now}
-	s.pc.Store(newSessionPC(s))
+	s.pc.Store(newSessionPC(s, from, nil))
 	s.sniff.Store(true)
 	s.last.Store(now.UnixNano())
 	s.ctx, s.cancel = context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
@@ -567,7 +567,8 @@ func (l *Listener) handshake(s *session) {
 		l.mu.Unlock()
 		opts = append(opts, dtls.WithConnectionIDGenerator(func() []byte { return cid }))
 	}
-	dc, err := dtls.ServerWithOptions(s.pc.Load(), net.UDPAddrFromAddrPort(s.addr), opts...)
+	pc := s.pc.Load()
+	dc, err := dtls.ServerWithOptions(pc, pc.raddr, opts...)
 	if err == nil {
 		s.mu.Lock()
 		s.dc = dc
@@ -790,20 +791,44 @@ type sessionPC struct {
 	wmu      sync.RWMutex
 	frozen   bool
 	detached atomic.Bool // Close ends only this connection, not the session
+
+	// raddr is the source address ReadFrom last handed to pion, as a *net.UDPAddr for rap: it is
+	// reused while datagrams keep coming from rap (one allocation per address, not two per
+	// datagram; pion compares it by identity to notice an RFC 9146 address change). Guarded by dmu.
+	raddr *net.UDPAddr
+	rap   netip.AddrPort
+	// wap is the destination of the last write that found it equal to the session's address:
+	// later writes to it skip the listener's lock. Only pion's writer uses it (pion's writes to
+	// one connection are serial).
+	wap netip.AddrPort
 }
 
-func newSessionPC(s *session) *sessionPC {
-	return &sessionPC{s: s, in: make(chan datagram, sessionQueueLen), done: make(chan struct{})}
+// newSessionPC makes the virtual socket of a connection to addr; raddr is the address given to
+// pion for it (nil: made here).
+func newSessionPC(s *session, addr netip.AddrPort, raddr *net.UDPAddr) *sessionPC {
+	if raddr == nil {
+		raddr = net.UDPAddrFromAddrPort(addr)
+	}
+	return &sessionPC{s: s, in: make(chan datagram, sessionQueueLen), done: make(chan struct{}),
+		raddr: raddr, rap: addr}
 }
 
 // push queues a datagram (split at record boundaries for pion's read buffer).
 func (p *sessionPC) push(d []byte, from netip.AddrPort) {
+	if len(d) <= pionInboundBuffer {
+		p.queue(d, from)
+		return
+	}
 	for _, part := range splitDatagram(d, pionInboundBuffer) {
-		select {
-		case p.in <- datagram{part, from}:
-		default:
-			p.s.l.dropQueue.Add(1)
-		}
+		p.queue(part, from)
+	}
+}
+
+func (p *sessionPC) queue(d []byte, from netip.AddrPort) {
+	select {
+	case p.in <- datagram{d, from}:
+	default:
+		p.s.l.dropQueue.Add(1)
 	}
 }
 
@@ -824,7 +849,13 @@ func (p *sessionPC) ReadFrom(b []byte) (int, net.Addr, error) {
 		p.dmu.Unlock()
 		select {
 		case d := <-p.in:
-			return copy(b, d.b), net.UDPAddrFromAddrPort(d.from), nil
+			p.dmu.Lock()
+			if d.from != p.rap {
+				p.raddr, p.rap = net.UDPAddrFromAddrPort(d.from), d.from
+			}
+			ra := p.raddr
+			p.dmu.Unlock()
+			return copy(b, d.b), ra, nil
 		case <-p.s.closed:
 			return 0, nil, net.ErrClosed
 		case <-p.done:
@@ -888,12 +919,18 @@ func (p *sessionPC) WriteTo(b []byte, addr net.Addr) (int, error) {
 		if hasHandshakeType(b, hsServerHello) {
 			s.l.verified(s)
 		}
-	} else {
+	} else if to != p.wap {
 		s.l.mu.Lock()
 		cur := s.addr
 		s.l.mu.Unlock()
 		if cur != to {
 			s.l.migrate(s, to)
+			s.l.mu.Lock()
+			cur = s.addr
+			s.l.mu.Unlock()
+		}
+		if cur == to {
+			p.wap = to
 		}
 	}
 	s.last.Store(time.Now().UnixNano())

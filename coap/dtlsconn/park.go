@@ -118,8 +118,8 @@ func (s *session) resumeLocked() (*dtls.Conn, error) {
 	}
 	addr := s.addr
 	l.mu.Unlock()
-	pc := newSessionPC(s)
-	dc, err := dtls.ResumeWithOptions(st, pc, net.UDPAddrFromAddrPort(addr), l.resumeOpts...)
+	pc := newSessionPC(s, addr, nil)
+	dc, err := dtls.ResumeWithOptions(st, pc, pc.raddr, l.resumeOpts...)
 	if err == nil {
 		// The state is established: pion starts its loops and returns at once.
 		err = dc.HandshakeContext(l.ctx)

@@ -3,6 +3,8 @@ package dtlsconn
 import (
 	"bytes"
 	"testing"
+
+	"github.com/pion/dtls/v3"
 )
 
 // record builds one epoch-0 handshake record holding the given fragments.
@@ -69,6 +71,18 @@ func TestTranscript(t *testing.T) {
 				unfragmented(hsClientKeyExchange, 3, cke)), true)
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch1)), true) // late first hello
 		}, false},
+		{"hello-verify-request-ignored", func(tr *transcript) {
+			// The HelloVerifyRequest is not part of handshake_messages (RFC 6347 §4.2.6), so
+			// not even a conflicting retransmission of it matters.
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch1)), true)
+			tr.addDatagram(record(0, unfragmented(hsHelloVerifyRequest, 0, []byte("hvr"))), false)
+			tr.addDatagram(record(0, unfragmented(hsHelloVerifyRequest, 0, []byte("HVR"))), false)
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
 		{"missing-fragment", func(tr *transcript) {
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
 			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:600])), false)
@@ -78,6 +92,27 @@ func TestTranscript(t *testing.T) {
 			bad := append([]byte(nil), ch2...)
 			bad[3] ^= 1
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, bad)), true)
+		}, true},
+		{"complete-then-conflicting-fragment", func(tr *transcript) {
+			// A message first seen whole, then a fragment of it with other bytes: an attacker
+			// (or a broken peer) must not get a transcript that mixes the two.
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh)), false)
+			bad := append([]byte(nil), sh[4:8]...)
+			bad[0] ^= 1
+			tr.addDatagram(record(0, frag(hsServerHello, 1, len(sh), 4, bad)), false)
+		}, true},
+		{"complete-then-same-fragment-and-other-type", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh)), false)
+			tr.addDatagram(record(0, frag(hsServerHello, 1, len(sh), 4, sh[4:8])), false) // agrees: kept
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 1, sh)), false)    // same seq, other type
+		}, true},
+		{"fragments-then-conflicting-retransmission", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:1000])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 1000, cert[1000:])), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, bytes.Repeat([]byte{'D'}, len(cert)))), false)
 		}, true},
 		{"no-client-hello", func(tr *transcript) {
 			tr.addDatagram(record(0, unfragmented(hsServerHello, 0, sh)), false)
@@ -186,4 +221,39 @@ func FuzzSniffer(f *testing.F) {
 			t.Fatal("short transcript without error")
 		}
 	})
+}
+
+// BenchmarkTranscript records one full mutually authenticated handshake as the listener sees it
+// (ClientHello twice around the HelloVerifyRequest, certificate chains of realistic size) and
+// hashes handshake_messages, as newConn does.
+func BenchmarkTranscript(b *testing.B) {
+	ch1 := bytes.Repeat([]byte{1}, 120)
+	ch2 := bytes.Repeat([]byte{2}, 150)
+	sh, cert, ske := bytes.Repeat([]byte{3}, 90), bytes.Repeat([]byte{4}, 900), bytes.Repeat([]byte{5}, 150)
+	creq, ccert := bytes.Repeat([]byte{6}, 40), bytes.Repeat([]byte{7}, 700)
+	cke, cv := bytes.Repeat([]byte{8}, 66), bytes.Repeat([]byte{9}, 74)
+	dgrams := []struct {
+		b          []byte
+		fromClient bool
+	}{
+		{record(0, unfragmented(hsClientHello, 0, ch1)), true},
+		{record(0, unfragmented(hsHelloVerifyRequest, 0, bytes.Repeat([]byte{0}, 35))), false},
+		{record(0, unfragmented(hsClientHello, 1, ch2)), true},
+		{append(record(0, unfragmented(hsServerHello, 1, sh)), record(0, unfragmented(hsCertificate, 2, cert))...), false},
+		{record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsCertificateRequest, 4, creq),
+			unfragmented(hsServerHelloDone, 5, nil)), false},
+		{record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+			unfragmented(hsCertificateVerify, 4, cv)), true},
+		{record(1, make([]byte, 40)), true},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr := newTranscript()
+		for _, d := range dgrams {
+			tr.addDatagram(d.b, d.fromClient)
+		}
+		if _, err := finishedHash(tr, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
