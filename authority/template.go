@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -110,13 +111,17 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		if r.Op != OpReenroll {
 			what = "a certificate issued by this CA enrolls only for its own identity and"
 		}
-		oldSubject, err := parseRDN(old.RawSubject)
-		if err != nil {
-			return nil, errs.Wrap(errs.Internal, err, "old certificate subject")
-		}
-		if nameKey(subject) != nameKey(oldSubject) {
-			return nil, errs.New(errs.Forbidden, "%s must keep the subject %q (CSR asks for %q)",
-				what, oldSubject.String(), subject.String())
+		// The same encoding is the same name (the usual case: a device renews with the subject it
+		// was given); otherwise compare the attributes.
+		if !bytes.Equal(rawSubject, old.RawSubject) {
+			oldSubject, err := parseRDN(old.RawSubject)
+			if err != nil {
+				return nil, errs.Wrap(errs.Internal, err, "old certificate subject")
+			}
+			if nameKey(subject) != nameKey(oldSubject) {
+				return nil, errs.New(errs.Forbidden, "%s must keep the subject %q (CSR asks for %q)",
+					what, oldSubject.String(), subject.String())
+			}
 		}
 		// The same attributes, perhaps in another order or string type: renew the old name
 		// byte for byte.

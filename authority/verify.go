@@ -26,6 +26,33 @@ type identity struct {
 	token     *tokenGrant // the grant of an ACE access token (AllowToken)
 	rule      *rule       // the requester rule that admitted an enrollment; nil for re-enrollment
 	origin    string      // the record's RequesterRef: where this certificate's lineage started
+	// leafSubject and leafIssuer are leaf.Subject.String() and leaf.Issuer.String(), once
+	// cacheNames has run: a request needs them for its record and its log line, and
+	// pkix.Name.String is not cheap.
+	leafSubject, leafIssuer string
+}
+
+// cacheNames computes the leaf's subject and issuer strings once for the request.
+func (w *identity) cacheNames() {
+	if w.leaf != nil && w.leafSubject == "" {
+		w.leafSubject, w.leafIssuer = w.leaf.Subject.String(), w.leaf.Issuer.String()
+	}
+}
+
+// subjectString is leaf.Subject.String() (the leaf must be set).
+func (w identity) subjectString() string {
+	if w.leafSubject != "" {
+		return w.leafSubject
+	}
+	return w.leaf.Subject.String()
+}
+
+// issuerString is leaf.Issuer.String() (the leaf must be set).
+func (w identity) issuerString() string {
+	if w.leafIssuer != "" {
+		return w.leafIssuer
+	}
+	return w.leaf.Issuer.String()
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a
