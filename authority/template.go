@@ -316,11 +316,19 @@ func values(seq pkix.RDNSequence, oid asn1.ObjectIdentifier) []string {
 	for _, rdn := range seq {
 		for _, atv := range rdn {
 			if atv.Type.Equal(oid) {
-				out = append(out, fmt.Sprint(atv.Value))
+				out = append(out, attrValue(atv.Value))
 			}
 		}
 	}
 	return out
+}
+
+// attrValue is fmt.Sprint(v) without fmt for the usual string values of a parsed name.
+func attrValue(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
 }
 
 // nameKey is an order-independent text form of a name's attributes (type and value), so that
@@ -329,7 +337,7 @@ func nameKey(seq pkix.RDNSequence) string {
 	var all []string
 	for _, rdn := range seq {
 		for _, atv := range rdn {
-			all = append(all, atv.Type.String()+"="+fmt.Sprint(atv.Value))
+			all = append(all, atv.Type.String()+"="+attrValue(atv.Value))
 		}
 	}
 	sort.Strings(all)

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,6 +103,16 @@ func TestSubjectKeyIdOfIssued(t *testing.T) {
 		}
 		if !iss.Cert.PublicKey.(*ecdsa.PublicKey).Equal(want) {
 			t.Errorf("%s: certified the wrong key", r.Op)
+		}
+	}
+}
+
+// TestAttrValue: attribute values read as fmt.Sprint reads them, for the types encoding/asn1
+// gives a name's values.
+func TestAttrValue(t *testing.T) {
+	for _, v := range []any{"dev-7", "", 42, int64(-1), []byte{1, 2}, true, nil} {
+		if got, want := attrValue(v), fmt.Sprint(v); got != want {
+			t.Errorf("attrValue(%#v) = %q, want %q", v, got, want)
 		}
 	}
 }
