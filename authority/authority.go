@@ -114,6 +114,7 @@ type Authority struct {
 	issuer    *x509.Certificate
 	chain     []*x509.Certificate
 	issuerDN  string
+	knownDNs  map[string]string // RawSubject → Subject.String() of every configured CA certificate (New; read-only)
 	caRoots   *x509.CertPool
 	caInter   *x509.CertPool
 	trust     []*trustStore
@@ -197,6 +198,17 @@ func New(pol Policy, opts Options) (*Authority, error) {
 	}
 	if !publicKeyEqual(a.issuer.PublicKey, opts.Signer.Public()) {
 		return nil, fmt.Errorf("authority: the signer's key does not match the issuing CA certificate %s", a.issuerDN)
+	}
+	a.knownDNs = map[string]string{}
+	for _, c := range a.chain {
+		a.knownDNs[string(c.RawSubject)] = c.Subject.String()
+	}
+	for _, ts := range pol.TrustStores {
+		for _, c := range ts.Roots {
+			if c != nil {
+				a.knownDNs[string(c.RawSubject)] = c.Subject.String()
+			}
+		}
 	}
 	a.caRoots.AddCert(a.chain[len(a.chain)-1])
 	for _, c := range a.chain[:len(a.chain)-1] {
@@ -421,7 +433,7 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 	if who, err = a.authorize(ctx, r, p); err != nil {
 		return nil, err
 	}
-	who.cacheNames()
+	who.cacheNames(a.knownDNs)
 	if who.source == CANameUpstream {
 		// A registrar's upstream CA vouches for renewals it will do itself (Authorize); this
 		// CA does not renew another CA's certificates (CMP kur at a registrar, for one).
@@ -472,8 +484,8 @@ func (a *Authority) names(cert *x509.Certificate, who identity) (subject, issuer
 	} else {
 		subject = cert.Subject.String()
 	}
-	if bytes.Equal(cert.RawIssuer, a.issuer.RawSubject) {
-		issuer = a.issuerDN
+	if dn, ok := a.knownDNs[string(cert.RawIssuer)]; ok {
+		issuer = dn // this CA's own subject: CreateCertificate copies it
 	} else {
 		issuer = cert.Issuer.String()
 	}

@@ -116,3 +116,47 @@ func TestAttrValue(t *testing.T) {
 		}
 	}
 }
+
+// TestRequesterNamesRecorded: the requester's subject and issuer are recorded as their own
+// strings, whether the issuer is a configured CA certificate (formatted once in New), a
+// manufacturer intermediate the device sent along, or this CA (a renewal).
+func TestRequesterNamesRecorded(t *testing.T) {
+	p := newPKI(t)
+	s := p.openStore(t)
+	a := p.authority(t, s, p.config())
+	sub := p.mfrA.IssueCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "Manufacturer A Line 2", Organization: []string{"A, Inc."}}},
+		testpki.NewKey(t))
+	viaSub := sub.NewLeaf(t, &x509.Certificate{Subject: pkix.Name{CommonName: "idevid-A-16", SerialNumber: "A-16"}})
+	direct := p.idevid(t, p.mfrA, "A-17", p.now.Add(-time.Hour), noExpiry())
+	first, err := a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: mustCSR(t, "names-17"), Requester: est(direct)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		op   Op
+		req  Requester
+	}{
+		{"issuer is a configured root", OpEnroll, est(direct)},
+		{"issuer is an intermediate the device sent", OpEnroll, est(viaSub.Cert, sub.Cert)},
+		{"issuer is this CA", OpReenroll, est(first.Cert)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			csr := mustCSR(t, "names-17")
+			if tc.req.Chain[0] == viaSub.Cert {
+				csr = mustCSR(t, "names-16")
+			}
+			iss, err := a.Issue(ctx, CertRequest{Op: tc.op, CSR: csr, Requester: tc.req})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkIssued(t, p, s, iss, tc.req)
+		})
+	}
+}
+
+func mustCSR(t *testing.T, cn string) *x509.CertificateRequest {
+	t.Helper()
+	csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: cn}})
+	return csr
+}

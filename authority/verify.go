@@ -32,10 +32,17 @@ type identity struct {
 	leafSubject, leafIssuer string
 }
 
-// cacheNames computes the leaf's subject and issuer strings once for the request.
-func (w *identity) cacheNames() {
-	if w.leaf != nil && w.leafSubject == "" {
-		w.leafSubject, w.leafIssuer = w.leaf.Subject.String(), w.leaf.Issuer.String()
+// cacheNames computes the leaf's subject and issuer strings once for the request. known maps
+// the raw names of the configured CA certificates to their strings (Authority.knownDNs):
+// identical DER names have identical strings.
+func (w *identity) cacheNames(known map[string]string) {
+	if w.leaf == nil || w.leafSubject != "" {
+		return
+	}
+	w.leafSubject = w.leaf.Subject.String()
+	var ok bool
+	if w.leafIssuer, ok = known[string(w.leaf.RawIssuer)]; !ok {
+		w.leafIssuer = w.leaf.Issuer.String()
 	}
 }
 
