@@ -114,6 +114,7 @@ type Authority struct {
 	issuer    *x509.Certificate
 	chain     []*x509.Certificate
 	issuerDN  string
+	knownDNs  map[string]string // RawSubject → Subject.String() of every configured CA certificate (New; read-only)
 	caRoots   *x509.CertPool
 	caInter   *x509.CertPool
 	trust     []*trustStore
@@ -197,6 +198,17 @@ func New(pol Policy, opts Options) (*Authority, error) {
 	}
 	if !publicKeyEqual(a.issuer.PublicKey, opts.Signer.Public()) {
 		return nil, fmt.Errorf("authority: the signer's key does not match the issuing CA certificate %s", a.issuerDN)
+	}
+	a.knownDNs = map[string]string{}
+	for _, c := range a.chain {
+		a.knownDNs[string(c.RawSubject)] = c.Subject.String()
+	}
+	for _, ts := range pol.TrustStores {
+		for _, c := range ts.Roots {
+			if c != nil {
+				a.knownDNs[string(c.RawSubject)] = c.Subject.String()
+			}
+		}
 	}
 	a.caRoots.AddCert(a.chain[len(a.chain)-1])
 	for _, c := range a.chain[:len(a.chain)-1] {
@@ -365,36 +377,50 @@ func (a *Authority) MACSecret(ref string) ([]byte, error) {
 func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err error) {
 	start := time.Now()
 	var who identity
+	var rec *store.Cert
 	defer func() {
 		d := time.Since(start)
 		result := "issued"
-		attrs := []any{"op", r.Op, "label", r.Label, "protocol", r.Requester.Protocol,
-			"transport", r.Requester.Transport, "addr", r.Requester.Addr, "requester", who.String(),
-			"duration", d}
 		level := slog.LevelInfo
-		if err != nil {
-			e := errs.As(err)
+		e := errs.As(err)
+		switch {
+		case err == nil:
+		case e != nil && e.Kind == errs.Pending:
+			result = "pending"
+		default:
 			result = errs.KindOf(err).String()
-			if e != nil && e.Kind == errs.Pending {
-				result = "pending"
-				attrs = append(attrs, "pending_id", e.ID)
-			} else {
-				attrs = append(attrs, "error", err)
-			}
 			if errs.KindOf(err) == errs.Internal {
 				level = slog.LevelError
 			}
-		} else {
-			attrs = append(attrs, "serial", iss.Serial, "subject", iss.Cert.Subject.String())
-			if iss.PendingID != "" {
-				attrs = append(attrs, "pending_id", iss.PendingID)
-			}
 		}
-		attrs = append(attrs, "result", result)
-		a.log.Log(ctx, level, "issue", attrs...)
 		if a.onIssue != nil {
 			a.onIssue(r.Op, r.Label, r.Requester.Protocol.String(), result, d)
 		}
+		if !a.log.Enabled(ctx, level) {
+			return // the attributes below cost names formatted as strings
+		}
+		attrs := []any{"op", r.Op, "label", r.Label, "protocol", r.Requester.Protocol,
+			"transport", r.Requester.Transport, "addr", r.Requester.Addr, "requester", who.String(),
+			"duration", d}
+		switch {
+		case err == nil:
+			subject := ""
+			if rec != nil && rec.Serial == iss.Serial {
+				subject = rec.Subject // the issued certificate's, set by sign
+			} else {
+				subject = iss.Cert.Subject.String()
+			}
+			attrs = append(attrs, "serial", iss.Serial, "subject", subject)
+			if iss.PendingID != "" {
+				attrs = append(attrs, "pending_id", iss.PendingID)
+			}
+		case result == "pending":
+			attrs = append(attrs, "pending_id", e.ID)
+		default:
+			attrs = append(attrs, "error", err)
+		}
+		attrs = append(attrs, "result", result)
+		a.log.Log(ctx, level, "issue", attrs...)
 	}()
 
 	p, ok := a.profiles[r.Label]
@@ -407,6 +433,7 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 	if who, err = a.authorize(ctx, r, p); err != nil {
 		return nil, err
 	}
+	who.cacheNames(a.knownDNs)
 	if who.source == CANameUpstream {
 		// A registrar's upstream CA vouches for renewals it will do itself (Authorize); this
 		// CA does not renew another CA's certificates (CMP kur at a registrar, for one).
@@ -426,14 +453,14 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 	if err := ctx.Err(); err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "request abandoned")
 	}
-	rec := a.record(r, who)
+	rec = a.record(r, who)
 	if p.ManualApproval {
 		pend, iss, err := a.pending(ctx, r, p, who)
 		if err != nil || iss != nil {
 			return iss, err
 		}
 		rec.PendingID = pend.ID
-		iss, err = a.sign(ctx, tmpl, pub, rec)
+		iss, err = a.sign(ctx, tmpl, pub, rec, who)
 		if errors.Is(err, store.ErrPendingState) {
 			// A concurrent resend issued this request first; answer with its certificate.
 			_, iss, err = a.pending(ctx, r, p, who)
@@ -443,7 +470,26 @@ func (a *Authority) Issue(ctx context.Context, r CertRequest) (iss *Issued, err 
 		}
 		return iss, err
 	}
-	return a.sign(ctx, tmpl, pub, rec)
+	return a.sign(ctx, tmpl, pub, rec, who)
+}
+
+// names returns the subject and issuer of the just-issued cert as strings for its record,
+// cert.Subject.String() and cert.Issuer.String(), without formatting a name whose string is
+// already known: the issuer is this CA's subject (CreateCertificate copies its RawSubject),
+// and a renewal keeps the subject of the certificate it authenticated with byte for byte
+// (template, RFC 7030 §4.2.2). Identical DER names have identical strings.
+func (a *Authority) names(cert *x509.Certificate, who identity) (subject, issuer string) {
+	if who.leaf != nil && bytes.Equal(cert.RawSubject, who.leaf.RawSubject) {
+		subject = who.subjectString()
+	} else {
+		subject = cert.Subject.String()
+	}
+	if dn, ok := a.knownDNs[string(cert.RawIssuer)]; ok {
+		issuer = dn // this CA's own subject: CreateCertificate copies it
+	} else {
+		issuer = cert.Issuer.String()
+	}
+	return subject, issuer
 }
 
 // record prepares the store row describing r (certificate fields are filled in by sign).
@@ -453,8 +499,8 @@ func (a *Authority) record(r CertRequest, who identity) *store.Cert {
 		RequesterRef: who.origin, RequesterAddr: r.Requester.Addr,
 	}
 	if who.leaf != nil {
-		c.RequesterSubject = who.leaf.Subject.String()
-		c.RequesterIssuer = who.leaf.Issuer.String()
+		c.RequesterSubject = who.subjectString()
+		c.RequesterIssuer = who.issuerString()
 		c.RequesterSerial = store.FormatSerial(who.leaf.SerialNumber)
 	}
 	return c
@@ -548,7 +594,7 @@ func (a *Authority) newSerial() (*big.Int, error) {
 // sign issues the certificate and records it in one store transaction. A serial that is
 // already taken (never expected with 128 random bits) is drawn again and the certificate
 // signed again: a serial is never reused.
-func (a *Authority) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, rec *store.Cert) (*Issued, error) {
+func (a *Authority) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, rec *store.Cert, who identity) (*Issued, error) {
 	for attempt := 0; attempt < 4; attempt++ {
 		serial, err := a.newSerial()
 		if err != nil {
@@ -564,8 +610,7 @@ func (a *Authority) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto
 			return nil, errs.Wrap(errs.Internal, err, "signed certificate does not parse")
 		}
 		rec.Serial = store.FormatSerial(serial)
-		rec.Subject = cert.Subject.String()
-		rec.Issuer = cert.Issuer.String()
+		rec.Subject, rec.Issuer = a.names(cert, who)
 		rec.NotBefore, rec.NotAfter = cert.NotBefore, cert.NotAfter
 		rec.DER = der
 		rec.IssuedAt = a.now()
@@ -612,8 +657,8 @@ func (a *Authority) decide(ctx context.Context, id string, st store.PendingStatu
 func (w identity) String() string {
 	switch {
 	case w.leaf != nil:
-		return fmt.Sprintf("%s (issuer %s, serial %s, via %s)", w.leaf.Subject, w.leaf.Issuer,
-			store.FormatSerial(w.leaf.SerialNumber), w.source)
+		return w.subjectString() + " (issuer " + w.issuerString() + ", serial " +
+			store.FormatSerial(w.leaf.SerialNumber) + ", via " + w.source + ")"
 	case w.secretRef != "":
 		return "secret " + w.secretRef
 	case w.preShared != "":
@@ -628,7 +673,7 @@ func (w identity) String() string {
 func (w identity) key() string {
 	switch {
 	case w.leaf != nil:
-		return "cert:" + w.leaf.Issuer.String() + "/" + store.FormatSerial(w.leaf.SerialNumber)
+		return "cert:" + w.issuerString() + "/" + store.FormatSerial(w.leaf.SerialNumber)
 	case w.secretRef != "":
 		return "secret:" + w.secretRef
 	case w.preShared != "":

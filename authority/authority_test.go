@@ -175,6 +175,13 @@ func checkIssued(t *testing.T, p *testPKI, s store.Store, iss *Issued, req Reque
 		rec.RequesterAddr != req.Addr || !strings.HasPrefix(rec.RequesterRef, wantRef) {
 		t.Errorf("record %+v", rec)
 	}
+	// The record describes exactly the certificate sent (the names are formatted from the
+	// requester's or the CA's identical DER where possible, Authority.names).
+	if rec.Subject != iss.Cert.Subject.String() || rec.Issuer != iss.Cert.Issuer.String() ||
+		!rec.NotBefore.Equal(iss.Cert.NotBefore) || !rec.NotAfter.Equal(iss.Cert.NotAfter) ||
+		rec.Serial != store.FormatSerial(iss.Cert.SerialNumber) || rec.Serial != iss.Serial {
+		t.Errorf("record %+v does not describe the issued certificate %s (issuer %s)", rec, iss.Cert.Subject, iss.Cert.Issuer)
+	}
 	if len(req.Chain) > 0 && (rec.RequesterSubject != req.Chain[0].Subject.String() ||
 		rec.RequesterSerial != store.FormatSerial(req.Chain[0].SerialNumber) || rec.RequesterIssuer != req.Chain[0].Issuer.String()) {
 		t.Errorf("requester identity not recorded: %+v", rec)
@@ -664,6 +671,55 @@ func TestIssueLogged(t *testing.T) {
 	}
 }
 
+// TestIssueLogLevels: the issue line names the issued certificate and the requester when the
+// logger takes Info, and is skipped (its attributes not even built) when it does not, while
+// OnIssue still sees every outcome.
+func TestIssueLogLevels(t *testing.T) {
+	for _, tc := range []struct {
+		level slog.Level
+		want  []string // in the log; nil = no issue line at all
+	}{
+		{slog.LevelInfo, []string{"msg=issue", "op=enroll", "op=reenroll", "subject=\"SERIALNUMBER=A-14,CN=levels\"",
+			"requester=\"SERIALNUMBER=A-14,CN=idevid-A-14,O=Manufacturer A (issuer CN=Manufacturer A,", "result=issued",
+			"result=pending", "result=unauthorized"}},
+		{slog.LevelWarn, nil},
+	} {
+		t.Run(tc.level.String(), func(t *testing.T) {
+			p := newPKI(t)
+			s := p.openStore(t)
+			var buf bytes.Buffer
+			var outcomes []string
+			a, err := New(p.config(), Options{Store: s, Signer: p.issuing.Key, Chain: p.issuing.Chain,
+				Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})),
+				OnIssue: func(op Op, label, protocol, result string, d time.Duration) {
+					outcomes = append(outcomes, fmt.Sprintf("%s/%s/%s", op, label, result))
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev := p.idevid(t, p.mfrA, "A-14", p.now.Add(-time.Hour), noExpiry())
+			ldev, _ := enrolled(t, a, dev, pkix.Name{CommonName: "levels"})
+			csr, _ := mkCSR(t, csrOpts{subject: pkix.Name{CommonName: "levels"}})
+			if _, err := a.Issue(ctx, CertRequest{Op: OpReenroll, CSR: csr, Requester: est(ldev.Cert)}); err != nil {
+				t.Fatal(err)
+			}
+			a.Issue(ctx, CertRequest{Op: OpEnroll, Label: "manual", CSR: csr, Requester: est(dev)})
+			a.Issue(ctx, CertRequest{Op: OpEnroll, CSR: csr, Requester: est()})
+			if got := strings.Join(outcomes, " "); got != "enroll//issued reenroll//issued enroll/manual/pending enroll//unauthorized" {
+				t.Errorf("OnIssue outcomes %q", got)
+			}
+			if tc.want == nil && strings.Contains(buf.String(), "msg=issue") {
+				t.Errorf("issue logged at level %v:\n%s", tc.level, buf.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(buf.String(), w) {
+					t.Errorf("log lacks %q:\n%s", w, buf.String())
+				}
+			}
+		})
+	}
+}
+
 func TestIssueContextCancelled(t *testing.T) {
 	p := newPKI(t)
 	s := p.openStore(t)
@@ -707,4 +763,12 @@ func TestReenrollAttributeOrder(t *testing.T) {
 	if !bytes.Equal(iss.Cert.RawSubject, old.Cert.RawSubject) {
 		t.Errorf("renewed subject %s, want the old bytes of %s", iss.Cert.Subject, old.Cert.Subject)
 	}
+	checkIssued(t, p, s, iss, est(old.Cert))
+
+	// The same attributes with one value changed are another subject, whatever the order.
+	forged := old.Cert.Subject
+	forged.CommonName = "dev-13"
+	forgedCSR, _ := mkCSR(t, csrOpts{subject: forged})
+	_, err = a.Issue(ctx, CertRequest{Op: OpReenroll, Label: "ordered", CSR: forgedCSR, Requester: est(old.Cert)})
+	wantKind(t, err, errs.Forbidden, false)
 }

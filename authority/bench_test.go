@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"coapca/internal/testpki"
+	"coapca/store/sqlite"
 )
 
 // BenchmarkIssue measures whole issuances (authorization, template, ECDSA signature, fsync'd
@@ -77,5 +78,43 @@ func BenchmarkVerifyIDevID(b *testing.B) {
 		if _, err := a.VerifyClient(raw); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkIssueCPU measures the authority's own work per issuance, one request at a time, on
+// a SQLite store without fsync (synchronous OFF), so that the CPU and allocations of
+// authorization, template, signing and recording are not hidden behind the disk:
+//
+//	go test -run '^$' -bench IssueCPU -benchmem ./authority
+func BenchmarkIssueCPU(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		op   Op
+	}{{"enroll", OpEnroll}, {"reenroll", OpReenroll}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := newPKI(b)
+			s, err := sqlite.Open(ctx, p.dbPath, sqlite.Options{Synchronous: "OFF"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			a := p.authority(b, s, p.config())
+			dev := p.idevid(b, p.mfrA, "B-3", p.now.Add(-time.Hour), noExpiry())
+			csr, _ := mkCSR(b, csrOpts{subject: pkix.Name{CommonName: "bench"}})
+			req := CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)}
+			if bc.op == OpReenroll {
+				ldev, err := a.Issue(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				req = CertRequest{Op: OpReenroll, CSR: csr, Requester: est(ldev.Cert)}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := a.Issue(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

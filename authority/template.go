@@ -1,9 +1,11 @@
 package authority
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -65,7 +67,11 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 			return nil, errs.New(errs.BadRequest, "key type %s is not accepted for label %q (accepted: %s)",
 				kt, p.Label, strings.Join(p.AcceptKeyTypes, ", "))
 		}
-		spki, err := x509.MarshalPKIXPublicKey(pub)
+		var raw []byte
+		if r.PublicKey == nil && r.CSR != nil {
+			raw = r.CSR.RawSubjectPublicKeyInfo // pub is the CSR's key
+		}
+		spki, err := subjectPublicKeyInfo(pub, raw)
 		if err != nil {
 			return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key")
 		}
@@ -110,13 +116,17 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		if r.Op != OpReenroll {
 			what = "a certificate issued by this CA enrolls only for its own identity and"
 		}
-		oldSubject, err := parseRDN(old.RawSubject)
-		if err != nil {
-			return nil, errs.Wrap(errs.Internal, err, "old certificate subject")
-		}
-		if nameKey(subject) != nameKey(oldSubject) {
-			return nil, errs.New(errs.Forbidden, "%s must keep the subject %q (CSR asks for %q)",
-				what, oldSubject.String(), subject.String())
+		// The same encoding is the same name (the usual case: a device renews with the subject it
+		// was given); otherwise compare the attributes.
+		if !bytes.Equal(rawSubject, old.RawSubject) {
+			oldSubject, err := parseRDN(old.RawSubject)
+			if err != nil {
+				return nil, errs.Wrap(errs.Internal, err, "old certificate subject")
+			}
+			if nameKey(subject) != nameKey(oldSubject) {
+				return nil, errs.New(errs.Forbidden, "%s must keep the subject %q (CSR asks for %q)",
+					what, oldSubject.String(), subject.String())
+			}
 		}
 		// The same attributes, perhaps in another order or string type: renew the old name
 		// byte for byte.
@@ -145,6 +155,27 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		EmailAddresses:        slices.Clone(csr.EmailAddresses),
 		URIs:                  slices.Clone(csr.URIs),
 	}, nil
+}
+
+// p256SPKIPrefix is the DER of a P-256 SubjectPublicKeyInfo up to its uncompressed point
+// (RFC 5480 §2.1.1, §2.2): SEQUENCE, AlgorithmIdentifier {id-ecPublicKey, secp256r1}, and the
+// BIT STRING header with no unused bits, exactly as x509.MarshalPKIXPublicKey writes it.
+var p256SPKIPrefix = []byte{0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00}
+
+// subjectPublicKeyInfo returns x509.MarshalPKIXPublicKey(pub), the SubjectPublicKeyInfo that
+// x509.CreateCertificate writes into the certificate. raw is the request's own encoding of pub
+// (a CSR's RawSubjectPublicKeyInfo), or nil: for a P-256 key it is returned as is when it is
+// byte for byte that encoding of that very point, which spares the reflection-based ASN.1
+// marshalling on every request; anything else is marshalled.
+func subjectPublicKeyInfo(pub crypto.PublicKey, raw []byte) ([]byte, error) {
+	if k, ok := pub.(*ecdsa.PublicKey); ok && k.Curve == elliptic.P256() &&
+		len(raw) == len(p256SPKIPrefix)+65 && bytes.HasPrefix(raw, p256SPKIPrefix) {
+		if pt, err := k.Bytes(); err == nil && bytes.Equal(raw[len(p256SPKIPrefix):], pt) {
+			return raw, nil
+		}
+	}
+	return x509.MarshalPKIXPublicKey(pub)
 }
 
 func parseRDN(raw []byte) (pkix.RDNSequence, error) {
@@ -285,11 +316,19 @@ func values(seq pkix.RDNSequence, oid asn1.ObjectIdentifier) []string {
 	for _, rdn := range seq {
 		for _, atv := range rdn {
 			if atv.Type.Equal(oid) {
-				out = append(out, fmt.Sprint(atv.Value))
+				out = append(out, attrValue(atv.Value))
 			}
 		}
 	}
 	return out
+}
+
+// attrValue is fmt.Sprint(v) without fmt for the usual string values of a parsed name.
+func attrValue(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
 }
 
 // nameKey is an order-independent text form of a name's attributes (type and value), so that
@@ -298,7 +337,7 @@ func nameKey(seq pkix.RDNSequence) string {
 	var all []string
 	for _, rdn := range seq {
 		for _, atv := range rdn {
-			all = append(all, atv.Type.String()+"="+fmt.Sprint(atv.Value))
+			all = append(all, atv.Type.String()+"="+attrValue(atv.Value))
 		}
 	}
 	sort.Strings(all)

@@ -26,6 +26,40 @@ type identity struct {
 	token     *tokenGrant // the grant of an ACE access token (AllowToken)
 	rule      *rule       // the requester rule that admitted an enrollment; nil for re-enrollment
 	origin    string      // the record's RequesterRef: where this certificate's lineage started
+	// leafSubject and leafIssuer are leaf.Subject.String() and leaf.Issuer.String(), once
+	// cacheNames has run: a request needs them for its record and its log line, and
+	// pkix.Name.String is not cheap.
+	leafSubject, leafIssuer string
+}
+
+// cacheNames computes the leaf's subject and issuer strings once for the request. known maps
+// the raw names of the configured CA certificates to their strings (Authority.knownDNs):
+// identical DER names have identical strings.
+func (w *identity) cacheNames(known map[string]string) {
+	if w.leaf == nil || w.leafSubject != "" {
+		return
+	}
+	w.leafSubject = w.leaf.Subject.String()
+	var ok bool
+	if w.leafIssuer, ok = known[string(w.leaf.RawIssuer)]; !ok {
+		w.leafIssuer = w.leaf.Issuer.String()
+	}
+}
+
+// subjectString is leaf.Subject.String() (the leaf must be set).
+func (w identity) subjectString() string {
+	if w.leafSubject != "" {
+		return w.leafSubject
+	}
+	return w.leaf.Subject.String()
+}
+
+// issuerString is leaf.Issuer.String() (the leaf must be set).
+func (w identity) issuerString() string {
+	if w.leafIssuer != "" {
+		return w.leafIssuer
+	}
+	return w.leaf.Issuer.String()
 }
 
 // authenticate decides who sent chain (or the shared secret ref). It checks, in order: a

@@ -38,7 +38,16 @@ func EncodeCertsOnly(certs []*x509.Certificate) ([]byte, error) {
 // OpenSSL writes certs-only answers and the RFC 9148 Appendix A examples show — and no
 // signerInfos. certs-only (RFC 7030 §4.1.3) and crls-only (RFC 8295 §4.2) are both this.
 func degenerateSignedData(certs, crls [][]byte) ([]byte, error) {
-	var b cryptobyte.Builder
+	// One buffer for the whole answer: the framing is under 64 bytes besides the length
+	// octets, so the builder never grows it (the answer to every enrollment).
+	size := 64
+	for _, c := range certs {
+		size += len(c)
+	}
+	for _, c := range crls {
+		size += len(c)
+	}
+	b := cryptobyte.NewBuilder(make([]byte, 0, size))
 	b.AddASN1(cbasn1.SEQUENCE, func(ci *cryptobyte.Builder) { // ContentInfo
 		ci.AddASN1ObjectIdentifier(oidSignedData)
 		ci.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(ex *cryptobyte.Builder) {

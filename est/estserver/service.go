@@ -344,8 +344,15 @@ func typed(err error, what string) error {
 // before reaching the authority (bad CSR, PoP linking, encrypted-key requests), and at Debug
 // otherwise.
 func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, start time.Time, reached bool, iss *authority.Issued, err error) {
+	defer s.report(string(op), r, start, err, iss != nil && iss.Cert != nil)
 	level := slog.LevelDebug
 	msg := "est request"
+	if err != nil && !reached {
+		level, msg = slog.LevelInfo, "est request refused"
+	}
+	if !s.log.Enabled(ctx, level) {
+		return // the attributes below cost a formatted name per request
+	}
 	attrs := []slog.Attr{
 		slog.String("op", string(op)), slog.String("label", r.Label), slog.String("transport", r.Requester.Transport.String()),
 		slog.String("addr", r.Requester.Addr), slog.Duration("duration", time.Since(start)),
@@ -356,14 +363,10 @@ func (s *Service) logResult(ctx context.Context, op authority.Op, r *Request, st
 	switch {
 	case err != nil:
 		attrs = append(attrs, slog.String("result", errs.KindOf(err).String()), slog.String("error", err.Error()))
-		if !reached {
-			level, msg = slog.LevelInfo, "est request refused"
-		}
 	case iss != nil && iss.Cert != nil:
 		attrs = append(attrs, slog.String("result", "issued"), slog.String("serial", iss.Serial))
 	}
 	s.log.LogAttrs(ctx, level, msg, attrs...)
-	s.report(string(op), r, start, err, iss != nil && iss.Cert != nil)
 }
 
 var (
