@@ -359,8 +359,9 @@ func TestEchoOnDualStackSocket(t *testing.T) {
 
 // TestUnprovenNeverDisplacesProven: with the session table full of peers that proved their
 // addresses, requests for the object-security layer from new, unproven (spoofed) sources —
-// the one kind of request that opens a session before the address is proven — are dropped;
-// they do not evict the proven peers, which are still served without a new challenge.
+// the one kind of request that opens a session before the address is proven — open no
+// session: they get a stateless address challenge at most (RFC 9175 §2.4 item 3) and do not
+// evict the proven peers, which are still served without a new challenge.
 func TestUnprovenNeverDisplacesProven(t *testing.T) {
 	mux := NewMux()
 	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
