@@ -197,6 +197,12 @@ func frontDoors(ctx context.Context, o ESTOptions, progress io.Writer) ([]frontD
 		if all := sessions + 4*o.Concurrency; all > 10000 { // coap.max_sessions' default
 			cfg.CoAP.MaxSessions = all
 		}
+		// Likewise the EDHOC handshakes in flight from one address (default 16): beyond it a
+		// message_1 is refused with 5.03, which the devices here do not retry.
+		if per := 2 * o.Concurrency; per > 16 {
+			cfg.EDHOC.MaxSessionsPerSource = per
+			cfg.EDHOC.MaxSessions = max(cfg.EDHOC.MaxSessions, per)
+		}
 	})
 	if err != nil {
 		return nil, nil, err
