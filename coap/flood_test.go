@@ -359,8 +359,9 @@ func TestEchoOnDualStackSocket(t *testing.T) {
 
 // TestUnprovenNeverDisplacesProven: with the session table full of peers that proved their
 // addresses, requests for the object-security layer from new, unproven (spoofed) sources —
-// the one kind of request that opens a session before the address is proven — are dropped;
-// they do not evict the proven peers, which are still served without a new challenge.
+// the one kind of request that opens a session before the address is proven — open no
+// session: they get a stateless address challenge at most (RFC 9175 §2.4 item 3) and do not
+// evict the proven peers, which are still served without a new challenge.
 func TestUnprovenNeverDisplacesProven(t *testing.T) {
 	mux := NewMux()
 	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
@@ -439,4 +440,48 @@ func testUnprovenSessionsExpire(t *testing.T) {
 	if n := srv.Stats().ActiveSessions; n != 0 {
 		t.Fatalf("%d unproven sessions never swept", n)
 	}
+}
+
+// countPC counts what the server writes and keeps none of it (benchmarks).
+type countPC struct {
+	recPC
+	writes, bytes atomic.Int64
+}
+
+func (p *countPC) WriteTo(b []byte, _ net.Addr) (int, error) {
+	p.writes.Add(1)
+	p.bytes.Add(int64(len(b)))
+	return len(b), nil
+}
+
+// BenchmarkOSCORENewcomerAtFullTable is the cost of one OSCORE request from a new, unproven
+// source when every session slot is held by a proven peer: the stateless 4.01 + Echo
+// challenge (an HMAC, no state) that lets a real device in, which is also what each spoofed
+// datagram of a flood costs.
+func BenchmarkOSCORENewcomerAtFullTable(b *testing.B) {
+	mux := NewMux()
+	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
+		return NewResponse(codes.Content, []byte("plain"))
+	})})
+	mux.SetLayer(&tagLayer{})
+	srv := NewServer(mux, Config{MaxSessions: 4, SeparateAfter: time.Hour})
+	defer srv.Close()
+	pc := &countPC{}
+	for i := range 4 {
+		ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 5683)
+		srv.HandleDatagram(pc, ap, encode(getReq(1, "p", "/plain", message.Option{ID: optEcho, Value: srv.echo.value(ap)})))
+	}
+	srv.running.Wait()
+	req := encode(getReq(7, "g", "/plain", message.Option{ID: optOSCORE, Value: []byte{0x09, 0x01, 0x77}}))
+	before := pc.writes.Load()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		srv.HandleDatagram(pc, netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)}), uint16(1024+i%60000)), req)
+	}
+	if st := srv.Stats(); st.ActiveSessions != 4 {
+		b.Fatalf("%d sessions, want the 4 proven ones", st.ActiveSessions)
+	}
+	b.ReportMetric(float64(pc.writes.Load()-before)/float64(i), "answers/op")
 }

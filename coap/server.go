@@ -235,8 +235,10 @@ func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPCon
 	}
 	write := udpWriter(ap, pc, uc)
 	verified := s.ep.cfg.TrustUDPSources
+	verdict := gateVerified
 	if !verified {
-		switch s.gate(ap, b, write) {
+		verdict = s.gate(ap, b, write)
+		switch verdict {
 		case gateDrop:
 			return nil
 		case gateVerified:
@@ -244,25 +246,43 @@ func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPCon
 		}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	sess, full := s.openUDPLocked(ap, verified, write)
+	s.mu.Unlock()
+	if full && verdict == gateUnverified {
+		// An OSCORE request from an unproven source found no room: every slot of its address
+		// (or of the server) is held by a proven peer, which an unproven newcomer never
+		// displaces. Dropped in silence it would be retransmitted in vain until those peers'
+		// sessions expire (EXCHANGE_LIFETIME after their last message), so it is asked to
+		// prove its address as a plain request is, statelessly: 4.01 + Echo (RFC 9175 §2.3,
+		// §2.4 item 3). The request sent again with the Echo value opens a proven session,
+		// which may take the slot of an idle proven peer.
+		s.statelessChallenge(ap, b, write)
+	}
+	return sess
+}
+
+// openUDPLocked creates and registers the session of ap (verified: its address is proven).
+// full reports that there was no room for it: the caps (MaxSessionsPerIP, MaxSessions) are
+// reached and no session could be evicted; a newcomer that has not proven its address never
+// displaces one that has. nil, false when the server is closed.
+func (s *Server) openUDPLocked(ap netip.AddrPort, verified bool, write func([]byte) error) (sess *session, full bool) {
 	if sess, ok := s.udp[ap]; ok { // another reader created it meanwhile
 		s.touchLocked(sess)
-		return sess
+		return sess, false
 	}
 	if s.closed {
-		return nil
+		return nil, false
 	}
 	ip := s.perIP[ap.Addr()]
-	// A newcomer that has not proven its address never displaces one that has.
 	if ip != nil && ip.sessions.Len() >= s.ep.cfg.MaxSessionsPerIP && !s.evictFromLocked(ip.sessions, verified) {
 		s.ep.stats.sessionsDropped.Add(1)
-		return nil
+		return nil, true
 	}
 	if len(s.udp)+len(s.secure) >= s.ep.cfg.MaxSessions && !s.evictFromLocked(s.unv, false) && !(verified && s.evictFromLocked(s.lru, true)) {
 		s.ep.stats.sessionsDropped.Add(1)
-		return nil
+		return nil, true
 	}
-	sess := s.ep.newSession(Peer{Addr: net.UDPAddrFromAddrPort(ap), AddressVerified: verified}, write)
+	sess = s.ep.newSession(Peer{Addr: net.UDPAddrFromAddrPort(ap), AddressVerified: verified}, write)
 	sess.verified.Store(verified)
 	s.udp[ap] = sess
 	sess.udpKey = ap
@@ -277,7 +297,7 @@ func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPCon
 	}
 	sess.ipElem = ip.sessions.PushFront(sess)
 	sess.ip = ip
-	return sess
+	return sess, false
 }
 
 func (s *Server) touchLocked(sess *session) {
@@ -386,7 +406,6 @@ func (s *Server) gate(ap netip.AddrPort, b []byte, write func([]byte) error) gat
 	}
 	typ := message.Type(b[0] >> 4 & 3)
 	code := codes.Code(b[1])
-	mid := binary.BigEndian.Uint16(b[2:4])
 	if typ == message.Acknowledgement || typ == message.Reset {
 		return gateDrop // nothing of ours is outstanding towards an unknown source
 	}
@@ -411,15 +430,28 @@ func (s *Server) gate(ap netip.AddrPort, b []byte, write func([]byte) error) gat
 		// errors until it verifies: the layer decides.
 		return gateUnverified
 	}
+	s.statelessChallenge(ap, b, write)
+	return gateDrop
+}
+
+// statelessChallenge answers the request b (its header and token already checked by gate)
+// from the unproven source ap with 4.01 + Echo, holding no state and sending no more than
+// maxAmplification times b (RFC 9175 §2.3, §2.4 item 3).
+func (s *Server) statelessChallenge(ap netip.AddrPort, b []byte, write func([]byte) error) {
+	tkl := int(b[0] & 0xf)
+	if len(b) < 4+tkl || tkl > 8 {
+		return
+	}
+	typ := message.Type(b[0] >> 4 & 3)
+	mid := binary.BigEndian.Uint16(b[2:4])
 	if typ == message.NonConfirmable {
 		mid = uint16(mrand.Uint32())
 	}
-	if c := s.echo.challenge(typ, mid, m.Token, len(b), ap); c != nil {
-		ep.stats.challenges.Add(1)
-		ep.stats.byCode[codes.Unauthorized].Add(1)
+	if c := s.echo.challenge(typ, mid, b[4:4+tkl], len(b), ap); c != nil {
+		s.ep.stats.challenges.Add(1)
+		s.ep.stats.byCode[codes.Unauthorized].Add(1)
 		_ = write(c)
 	}
-	return gateDrop
 }
 
 // addSecure registers a DTLS session; false when over MaxSessions.

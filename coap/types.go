@@ -282,7 +282,9 @@ type Config struct {
 	// treated as proven. Only for networks where source addresses cannot be spoofed.
 	// Default false: a request from a plain-UDP source that has not yet proven its address
 	// is answered with 4.01 + Echo (RFC 9175 §2.3, §2.4 item 3) and creates no session,
-	// except an OSCORE request when a Layer is installed (the layer authenticates it).
+	// except an OSCORE request when a Layer is installed (the layer authenticates it) and
+	// there is room for its session; with no room it is challenged like any other, and once
+	// proven it may take the slot of an idle proven peer.
 	TrustUDPSources bool
 	// EchoWindow is how long an Echo value handed out in a challenge is accepted. Default 30 s.
 	EchoWindow time.Duration

@@ -301,8 +301,8 @@ func printReport(w io.Writer, r Report) {
 			fmt.Fprintf(w, "  %-24s %10.0f/s\n", k, v)
 		}
 	}
-	fmt.Fprintf(w, "\n%-40s %10s %8s %-22s %9s %9s %10s %7s\n", "measure", "per s", "ratio", "floor", "p50 ms", "p99 ms", "bytes/op", "dgrams")
+	fmt.Fprintf(w, "\n%-40s %10s %8s %-22s %9s %9s %10s %7s %7s\n", "measure", "per s", "ratio", "floor", "p50 ms", "p99 ms", "bytes/op", "dgrams", "errors")
 	for _, x := range r.Results {
-		fmt.Fprintf(w, "%-40s %10.0f %8.3f %-22s %9.2f %9.2f %10.0f %7.1f\n", x.Name, x.PerSecond, x.Ratio, x.Floor, x.P50, x.P99, x.Bytes, x.Datagrams)
+		fmt.Fprintf(w, "%-40s %10.0f %8.3f %-22s %9.2f %9.2f %10.0f %7.1f %7d\n", x.Name, x.PerSecond, x.Ratio, x.Floor, x.P50, x.P99, x.Bytes, x.Datagrams, x.Errors)
 	}
 }

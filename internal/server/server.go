@@ -83,6 +83,9 @@ func Validate(cfg config.Config) error {
 // defaultMaxBody caps request bodies: a CSR or a CMP message is a few kilobytes at most.
 const defaultMaxBody = 64 << 10
 
+// coapReadBuffer is the receive buffer asked for the coap:// socket (SO_RCVBUF).
+const coapReadBuffer = 4 << 20
+
 // Start opens the house of cfg (creating the data directory on first start), registers the
 // front doors and starts the listeners that cfg.Listen enables. Close stops them.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
@@ -191,6 +194,16 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		pc, err := net.ListenPacket("udp", cfg.Listen.CoAP)
 		if err != nil {
 			return fail(fmt.Errorf("coap listener %s: %w", cfg.Listen.CoAP, err))
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			// Many devices at once (a fleet-wide renewal, EST-oscore with hundreds of devices
+			// in flight) send bursts that outrun the default socket buffer, about a hundred
+			// small datagrams on Linux, whenever the read loop is briefly descheduled: each
+			// datagram lost there costs its device an ACK_TIMEOUT, 2 to 3 s (RFC 7252 §4.2).
+			// The kernel caps the size at net.core.rmem_max.
+			if err := uc.SetReadBuffer(coapReadBuffer); err != nil {
+				log.Debug("coap listener: socket receive buffer not enlarged", "err", err)
+			}
 		}
 		s.udp = pc
 		s.coapURL = "coap://" + pc.LocalAddr().String()
