@@ -78,6 +78,9 @@ type Listener struct {
 	resumeOpts                                                                         []dtls.Option // for parked sessions (no handshake: no client auth)
 }
 
+// listenReadBuffer is the receive buffer Listen asks for its socket (SO_RCVBUF).
+const listenReadBuffer = 4 << 20
+
 // Listen opens a UDP socket on addr and serves DTLS handshakes on it.
 func Listen(network, addr string, cfg ServerConfig) (*Listener, error) {
 	if len(cfg.Certificates) == 0 {
@@ -91,6 +94,11 @@ func Listen(network, addr string, cfg ServerConfig) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dtlsconn: listen %s: %w", addr, err)
 	}
+	// Hundreds of devices handshaking at once (a factory line, a fleet-wide renewal) send
+	// bursts that outrun the default socket buffer whenever the read loop is descheduled;
+	// each flight lost there costs its device a retransmission timeout. The kernel caps the
+	// size at net.core.rmem_max; a smaller buffer is not an error.
+	_ = pc.SetReadBuffer(listenReadBuffer)
 	l, err := newListener(pc, cfg)
 	if err != nil {
 		_ = pc.Close()
