@@ -127,7 +127,11 @@ type benchResult struct {
 	signsAfter, rawHSAfter float64 // the measurements after (before = 2×mean − after)
 	// srvHS is the handshake-only rate against the server under test (mean of before and
 	// after, srvHSAfter the one after): the enrollments' own placement, without EST.
-	srvHS, srvHSAfter        float64
+	srvHS, srvHSAfter float64
+	// childHS is the raw pion floor with its server in a child process (`coapca bench
+	// pion-server`), the placement of the server under test when that runs in its own process
+	// (mean of before and after; 0 when the server under test runs in the bench process).
+	childHS, childHSAfter    float64
 	enrolls, reenrolls       float64
 	enrollLat, reenrollLat   latencies
 	enrollErrs, reenrollErrs int64
@@ -140,26 +144,39 @@ type benchResult struct {
 	// runs in its own process. On a shared machine these move less than the rates.
 	rawHSCPU                           time.Duration // bench process per raw handshake (client and server)
 	srvHSClientCPU, srvHSServerCPU     time.Duration // per handshake with the server under test
+	childHSClientCPU, childHSServerCPU time.Duration // per raw handshake with the pion child
 	enrollClientCPU, reenrollClientCPU time.Duration
 }
 
 func (r *benchResult) print(w io.Writer, o ESTOptions) {
 	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd, server %s\n\n", o.Devices, o.Concurrency, o.BlockSize, r.mode)
 	fmt.Fprintf(w, "floor (same run)      ECDSA P-256 sign %8.0f/s   verify %8.0f/s   (one goroutine)\n", r.signs, r.verifies)
-	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8)\n", r.rawHS, o.Concurrency)
-	fmt.Fprintf(w, "                      (means of before/after: signs %.0f/%.0f, handshakes %.0f/%.0f)\n\n",
-		2*r.signs-r.signsAfter, r.signsAfter, 2*r.rawHS-r.rawHSAfter, r.rawHSAfter)
+	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8; both ends in the bench process)\n", r.rawHS, o.Concurrency)
+	if r.childHS > 0 {
+		fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (the same, the pion server in a child process: the placement of the server under test)\n", r.childHS)
+	}
+	fmt.Fprintf(w, "                      (before/after: signs %.0f/%.0f, handshakes %.0f/%.0f", 2*r.signs-r.signsAfter, r.signsAfter, 2*r.rawHS-r.rawHSAfter, r.rawHSAfter)
+	if r.childHS > 0 {
+		fmt.Fprintf(w, ", child %.0f/%.0f", 2*r.childHS-r.childHSAfter, r.childHSAfter)
+	}
+	fmt.Fprintf(w, ")\n\n")
 	fmt.Fprintf(w, "not a floor           handshakes only with the server under test %8.0f/s (before/after %.0f/%.0f; %s)\n",
 		r.srvHS, 2*r.srvHS-r.srvHSAfter, r.srvHSAfter, r.mode)
 	fmt.Fprintf(w, "                      enroll ÷ these handshakes %5.1f%%: the share EST costs on top of coapca's own handshake\n\n",
 		100*r.enrolls/r.srvHS)
-	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes   p50 %v  p99 %v  errors %d\n",
-		r.enrolls, 100*r.enrolls/r.rawHS, r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
+	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes", r.enrolls, 100*r.enrolls/r.rawHS)
+	if r.childHS > 0 {
+		fmt.Fprintf(w, " (%5.1f%% of those with the server in a child process)", 100*r.enrolls/r.childHS)
+	}
+	fmt.Fprintf(w, "   p50 %v  p99 %v  errors %d\n", r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
 	fmt.Fprintf(w, "reenroll (kept session, /sren)      %8.0f/s  = %5.1f%% of ECDSA signs       p50 %v  p99 %v  errors %d\n",
 		r.reenrolls, 100*r.reenrolls/r.signs, r.reenrollLat.pct(.5).Round(10*time.Microsecond), r.reenrollLat.pct(.99).Round(10*time.Microsecond), r.reenrollErrs)
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
 	fmt.Fprintf(w, "\nCPU per operation     bench process (clients)   server\n")
 	fmt.Fprintf(w, "  raw pion handshake  %-25v (both ends in the bench process)\n", us(r.rawHSCPU))
+	if r.childHS > 0 {
+		fmt.Fprintf(w, "  raw pion, child     %-25v %v\n", us(r.childHSClientCPU), us(r.childHSServerCPU))
+	}
 	if r.enrollServerCPU > 0 {
 		fmt.Fprintf(w, "  server handshake    %-25v %v\n", us(r.srvHSClientCPU), us(r.srvHSServerCPU))
 		fmt.Fprintf(w, "  enroll              %-25v %v   (sum ÷ raw handshake %.2f)\n", us(r.enrollClientCPU), us(r.enrollServerCPU),
@@ -197,6 +214,22 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
 	rawCPU[0], _ = m.perOp(res.rawHS)
+	var child *pionChild
+	var childCPUc, childCPUs [2]time.Duration
+	if t.mode != modeInProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("raw handshake floor in a child process: %w", err)
+		}
+		if child, err = spawnPionServer(exe, t.data.Dir); err != nil {
+			return nil, err
+		}
+		defer child.stop()
+		say("measuring raw pion DTLS handshakes with the pion server in a child process (%d concurrent, %v)", o.Concurrency, o.Duration/2)
+		if res.childHS, childCPUc[0], childCPUs[0], err = childFloor(ctx, child, device0, t.data.Root, o.Concurrency, o.Duration/2); err != nil {
+			return nil, err
+		}
+	}
 	say("measuring DTLS handshakes with the server under test (%d concurrent, %v)", o.Concurrency, o.Duration/2)
 	m = startMeter(t)
 	res.srvHS, err = serverHandshakeRate(ctx, t.url, device0, t.data.Root, o.Concurrency, o.Duration/2)
@@ -346,6 +379,15 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		return nil, fmt.Errorf("raw handshake floor: %w", err)
 	}
 	rawCPU[1], _ = m.perOp(rawHS)
+	if child != nil {
+		childHS, c, sv, err := childFloor(ctx, child, device0, t.data.Root, o.Concurrency, o.Duration/2)
+		if err != nil {
+			return nil, err
+		}
+		childCPUc[1], childCPUs[1] = c, sv
+		res.childHS, res.childHSAfter = (res.childHS+childHS)/2, childHS
+		res.childHSClientCPU, res.childHSServerCPU = (childCPUc[0]+childCPUc[1])/2, (childCPUs[0]+childCPUs[1])/2
+	}
 	m = startMeter(t)
 	srvHS, err := serverHandshakeRate(ctx, t.url, device0, t.data.Root, o.Concurrency, o.Duration/2)
 	if err != nil {
@@ -429,46 +471,34 @@ func ecdsaFloor(d time.Duration) (signs, verifies float64) {
 }
 
 // rawHandshakeFloor runs full pion/dtls handshakes (the same suite, curve and mutual
-// certificate authentication as coapca) for d with conc clients and returns handshakes/s.
+// certificate authentication as coapca, rawPionListener) for d with conc clients, both ends in
+// this process, and returns handshakes/s.
 func rawHandshakeFloor(ctx context.Context, srvCert, cliCert tls.Certificate, clientCA, serverRoot *x509.Certificate, conc int, d time.Duration) (float64, error) {
-	clientRoots := x509.NewCertPool()
-	clientRoots.AddCert(clientCA)
 	serverRoots := x509.NewCertPool()
 	serverRoots.AddCert(serverRoot)
-	suite := dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8)
-	ems := dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret)
-	curve := dtls.WithEllipticCurves(pionelliptic.P256)
-	ln, err := dtls.ListenWithOptions("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)},
-		suite, ems, curve, dtls.WithCertificates(srvCert), dtls.WithClientAuth(dtls.RequireAnyClientCert),
-		// Verify the client chain as the real server does: against the manufacturer CA.
-		dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
-			leaf, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			_, err = leaf.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-			return err
-		}))
+	ln, err := rawPionListener(ctx, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, srvCert, clientCA)
 	if err != nil {
 		return 0, err
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if dc, ok := c.(*dtls.Conn); ok {
-					_ = dc.HandshakeContext(ctx)
-				}
-				_, _ = c.Read(make([]byte, 64))
-			}()
-		}
-	}()
 	return handshakeRate(ctx, ln.Addr().(*net.UDPAddr), cliCert, serverRoots, conc, d)
+}
+
+// childFloor measures raw pion handshakes/s against the pion child for d with conc clients,
+// and the CPU per handshake of this process (the clients) and of the child.
+func childFloor(ctx context.Context, c *pionChild, cliCert tls.Certificate, serverRoot *x509.Certificate, conc int, d time.Duration) (rate float64, cli, srv time.Duration, err error) {
+	roots := x509.NewCertPool()
+	roots.AddCert(serverRoot)
+	self0, child0, start := selfCPU(), c.cpu(), time.Now()
+	rate, err = handshakeRate(ctx, c.addr, cliCert, roots, conc, d)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("raw handshake floor with the pion server in a child process: %w", err)
+	}
+	if n := rate * time.Since(start).Seconds(); n >= 1 {
+		cli = time.Duration(float64(selfCPU()-self0) / n)
+		srv = time.Duration(float64(c.cpu()-child0) / n)
+	}
+	return rate, cli, srv, nil
 }
 
 // serverHandshakeRate runs full pion/dtls client handshakes (no request) against the server

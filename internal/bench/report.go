@@ -22,6 +22,9 @@ type Report struct {
 	// Floors: name → operations per second, measured in this run.
 	Floors  map[string]float64 `json:"floors"`
 	Results []Result           `json:"results"`
+	// CPU: name → CPU milliseconds per operation of one side (bench est: the bench process's
+	// "…_client" and the server's "…_server"; the raw floor's both ends together).
+	CPU map[string]float64 `json:"cpu_ms,omitempty"`
 }
 
 // Result is one measured operation.
@@ -74,13 +77,17 @@ func ratio(v, floor float64) float64 {
 }
 
 func (r *benchResult) report(o ESTOptions) Report {
-	return Report{
+	rep := Report{
 		Kind: "est", Time: time.Now().UTC(), Machine: thisMachine(), Devices: o.Devices, Concurrency: o.Concurrency, Server: r.mode,
 		// The floors are means of a measurement before and one after the phases (_after).
 		Floors: map[string]float64{"ecdsa_p256_sign": r.signs, "ecdsa_p256_verify": r.verifies, "pion_dtls_handshake": r.rawHS,
 			"ecdsa_p256_sign_after": r.signsAfter, "pion_dtls_handshake_after": r.rawHSAfter,
 			// Not a floor: handshakes only, against the server under test (where it runs).
 			"server_dtls_handshake": r.srvHS, "server_dtls_handshake_after": r.srvHSAfter},
+		CPU: map[string]float64{"pion_dtls_handshake": ms(r.rawHSCPU),
+			"server_dtls_handshake_client": ms(r.srvHSClientCPU), "server_dtls_handshake_server": ms(r.srvHSServerCPU),
+			"enroll_client": ms(r.enrollClientCPU), "enroll_server": ms(r.enrollServerCPU),
+			"reenroll_client": ms(r.reenrollClientCPU), "reenroll_server": ms(r.reenrollServerCPU)},
 		Results: []Result{
 			{Name: "enroll", PerSecond: r.enrolls, Floor: "pion_dtls_handshake", Ratio: ratio(r.enrolls, r.rawHS),
 				P50: ms(r.enrollLat.pct(.5)), P90: ms(r.enrollLat.pct(.9)), P99: ms(r.enrollLat.pct(.99)), Errors: r.enrollErrs, ServerCPU: ms(r.enrollServerCPU)},
@@ -88,6 +95,13 @@ func (r *benchResult) report(o ESTOptions) Report {
 				P50: ms(r.reenrollLat.pct(.5)), P90: ms(r.reenrollLat.pct(.9)), P99: ms(r.reenrollLat.pct(.99)), Errors: r.reenrollErrs, ServerCPU: ms(r.reenrollServerCPU)},
 		},
 	}
+	if r.childHS > 0 {
+		rep.Floors["pion_dtls_handshake_child"], rep.Floors["pion_dtls_handshake_child_after"] = r.childHS, r.childHSAfter
+		rep.CPU["pion_dtls_handshake_child_client"], rep.CPU["pion_dtls_handshake_child_server"] = ms(r.childHSClientCPU), ms(r.childHSServerCPU)
+		rep.Results = append(rep.Results, Result{Name: "enroll_vs_child_floor", PerSecond: r.enrolls, Floor: "pion_dtls_handshake_child", Ratio: ratio(r.enrolls, r.childHS),
+			P50: ms(r.enrollLat.pct(.5)), P90: ms(r.enrollLat.pct(.9)), P99: ms(r.enrollLat.pct(.99)), Errors: r.enrollErrs, ServerCPU: ms(r.enrollServerCPU)})
+	}
+	return rep
 }
 
 func writeJSON(path string, r Report) error {

@@ -23,6 +23,9 @@ import (
 	"coapca/internal/datadir"
 )
 
+// modeInProcess is estTarget.mode for a server in the bench process.
+const modeInProcess = "in-process"
+
 // estTarget is the EST-coaps server a benchmark loads: in this process, in a child process
 // the bench started, or an already running one.
 type estTarget struct {
@@ -97,7 +100,7 @@ func openTarget(ctx context.Context, o ESTOptions, say func(string, ...any)) (*e
 	if err != nil {
 		return nil, err
 	}
-	return &estTarget{url: s.CoAPSURL(), data: s.Data(), mode: "in-process", stop: stop}, nil
+	return &estTarget{url: s.CoAPSURL(), data: s.Data(), mode: modeInProcess, stop: stop}, nil
 }
 
 func concurrencyOf(o ESTOptions) int { return max(o.Concurrency, 1) }

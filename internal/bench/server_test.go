@@ -17,8 +17,10 @@ import (
 
 // TestESTAgainstRunningServer: `coapca bench est --server ADDR --data DIR` loads a server it
 // did not start (here one in this process, on its own data directory) and every enrollment
-// and re-enrollment succeeds through it.
+// and re-enrollment succeeds through it; the raw pion floor is also measured with its server
+// in a child process (`bench pion-server`, this test binary), and CPU per operation reported.
 func TestESTAgainstRunningServer(t *testing.T) {
+	t.Setenv(childEnv, "1") // the test binary is the pion-server child
 	ctx := t.Context()
 	dir := t.TempDir()
 	s, stop, err := startServer(ctx, dir, func(cfg *config.Config) {
@@ -46,7 +48,10 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if r.Kind != "est" || !strings.HasPrefix(r.Server, "external ") || r.Floors["pion_dtls_handshake"] <= 0 || r.Floors["ecdsa_p256_sign"] <= 0 || r.Floors["server_dtls_handshake"] <= 0 {
 		t.Errorf("report header = %+v", r)
 	}
-	for _, name := range []string{"enroll", "reenroll"} {
+	if r.Floors["pion_dtls_handshake_child"] <= 0 || r.CPU["pion_dtls_handshake_child_server"] <= 0 || r.CPU["enroll_client"] <= 0 {
+		t.Errorf("no raw pion floor with the server in a child process, or no CPU per operation: floors %v, cpu %v", r.Floors, r.CPU)
+	}
+	for _, name := range []string{"enroll", "reenroll", "enroll_vs_child_floor"} {
 		x := result(r, name)
 		if x.PerSecond <= 0 || x.Errors != 0 || x.Ratio <= 0 {
 			t.Errorf("%s = %+v, want successes, no errors and a ratio to its floor", name, x)

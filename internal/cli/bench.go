@@ -26,15 +26,18 @@ Run 'coapca bench est -h' (etc.) for the flags.`
 
 const benchDescription = `Measure EST-coaps enrollment throughput against an in-process server.
 
-With --server ADDR the server is one already running in its own process (coapca serve
---data DIR, with --data DIR here too), so that its CPU and the clients' are not mixed.
+With --spawn the bench starts 'coapca serve' as a child process, and with --server ADDR it loads
+one already running in its own process (coapca serve --data DIR, with --data DIR here too), so
+that its CPU and the clients' are not mixed.
 
 N simulated devices (each with its own IDevID from the demo manufacturer CA) enroll
 concurrently, each with a fresh DTLS handshake (/sen); then every device opens one session with
 its new certificate and re-enrolls over it (/sren) for --duration. Storage is the real SQLite
 database, fsync'd. Beside the results it prints floors measured in the same run on the same
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
-concurrency, and each result as a ratio to them.`
+concurrency (both ends in the bench process; with --spawn or --server also with the pion server
+in a child process, the placement of the server under test), and each result as a ratio to them,
+then the CPU per operation of the bench process (the clients) and of the server.`
 
 const benchCMPDescription = `Measure CMP enrollment throughput against an in-process server.
 
@@ -256,6 +259,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--devices and --concurrency must be positive, --abandon not negative, --idle-timeout and --interval positive")
 		}
 		return bench.Soak(ctx, o, stdout, stderr)
+	case "pion-server":
+		// The child process of 'bench est --spawn' (not for direct use): the raw pion/dtls
+		// server of the floor with the placement of a server in its own process.
+		fs := newFlagSet("bench pion-server", "coapca bench pion-server --data DIR", "The raw pion/dtls floor server of 'coapca bench est --spawn': prints its address and serves until SIGTERM.", stderr)
+		dir := fs.String("data", "", "data directory (its server certificate and demo manufacturer CA)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *dir == "" {
+			return usagef("--data is required")
+		}
+		return bench.ServeRawPion(ctx, *dir, stdout)
 	case "sessions-server":
 		// The child process of 'bench sessions' (not for direct use): the server, reporting
 		// its own memory on request.
