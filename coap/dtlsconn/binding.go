@@ -164,15 +164,40 @@ func (c *Conn) bind() {
 
 // hsMessage reassembles one handshake message from its fragments.
 type hsMessage struct {
-	typ      uint8
-	length   int
-	body     []byte
-	have     []bool // per byte; messages are small (≤ maxHandshakeMsgLen)
+	typ    uint8
+	length int
+	body   []byte
+	// While the fragments arrive in order (each starting within what came before: whole
+	// messages, pion's MTU-sized pieces, retransmissions), bytes [0, prefix) are received and
+	// have is nil. An out-of-order fragment switches to have, a mark per byte (messages are
+	// small, ≤ maxHandshakeMsgLen).
+	prefix   int
+	have     []bool
 	missing  int
 	conflict bool
 }
 
 func (m *hsMessage) add(f hsFragment) {
+	if m.have == nil {
+		if f.Offset <= m.prefix {
+			end := f.Offset + len(f.Data)
+			// Bytes received before must be repeated unchanged.
+			seen := min(end, m.prefix)
+			if !bytes.Equal(m.body[f.Offset:seen], f.Data[:seen-f.Offset]) {
+				m.conflict = true
+			}
+			if end > m.prefix {
+				copy(m.body[m.prefix:end], f.Data[m.prefix-f.Offset:])
+				m.missing -= end - m.prefix
+				m.prefix = end
+			}
+			return
+		}
+		m.have = make([]bool, m.length)
+		for i := range m.prefix {
+			m.have[i] = true
+		}
+	}
 	for i, c := range f.Data {
 		p := f.Offset + i
 		if m.have[p] {
@@ -231,8 +256,7 @@ func (t *transcript) addFragment(dir int, f hsFragment) error {
 			t.err = fmt.Errorf("dtlsconn: handshake transcript exceeds bounds (%d bytes)", t.bytes+f.Length)
 			return t.err
 		}
-		m = &hsMessage{typ: f.Type, length: f.Length, body: make([]byte, f.Length),
-			have: make([]bool, f.Length), missing: f.Length}
+		m = &hsMessage{typ: f.Type, length: f.Length, body: make([]byte, f.Length), missing: f.Length}
 		t.msgs[dir][f.Seq] = m
 		t.bytes += f.Length
 	} else if m.typ != f.Type || m.length != f.Length {
@@ -263,7 +287,7 @@ func (t *transcript) clientFinishedInput() ([]byte, error) {
 	if !found {
 		return nil, errors.New("dtlsconn: no ClientHello seen")
 	}
-	var out []byte
+	out := make([]byte, 0, t.bytes+maxTranscriptMessages*handshakeHeaderLen)
 	appendMsg := func(seq uint16, m *hsMessage) error {
 		if m.missing != 0 || m.conflict {
 			return fmt.Errorf("dtlsconn: handshake message type %d seq %d incomplete or conflicting", m.typ, seq)

@@ -69,6 +69,47 @@ func TestTranscript(t *testing.T) {
 				unfragmented(hsClientKeyExchange, 3, cke)), true)
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 0, ch1)), true) // late first hello
 		}, false},
+		{"whole-then-consistent-fragments", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:1000]), frag(hsCertificate, 2, len(cert), 999, cert[999:2000])), false)
+			tr.addDatagram(record(0, frag(hsServerHelloDone, 4, 0, 0, nil), unfragmented(hsServerKeyExchange, 3, ske)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"in-order-then-gap-then-fill", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), frag(hsCertificate, 2, len(cert), 0, cert[:1000])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 2000, cert[2000:])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 900, cert[900:2100])), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"empty-fragment-then-whole", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 100, nil)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"whole-then-conflicting-fragment", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 2000, bytes.Repeat([]byte{'X'}, 10))), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, true},
+		{"fragment-then-conflicting-whole", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, bytes.Repeat([]byte{'X'}, 10))), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, true},
 		{"missing-fragment", func(tr *transcript) {
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
 			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:600])), false)
@@ -104,6 +145,42 @@ func TestTranscript(t *testing.T) {
 				t.Fatalf("transcript differs:\n got %x\nwant %x", got, want)
 			}
 		})
+	}
+}
+
+// BenchmarkTranscript feeds the epoch-0 messages of a full handshake, as pion sends them
+// (whole messages, the certificate chain fragmented at 1200 bytes), and computes the Finished
+// input: the work the transcript adds to every handshake on either side.
+func BenchmarkTranscript(b *testing.B) {
+	cert := bytes.Repeat([]byte{'C'}, 2500)
+	var certFrags [][]byte
+	for off := 0; off < len(cert); off += 1200 {
+		certFrags = append(certFrags, frag(hsCertificate, 2, len(cert), off, cert[off:min(off+1200, len(cert))]))
+	}
+	client := [][]byte{
+		record(0, unfragmented(hsClientHello, 0, make([]byte, 120))),
+		record(0, unfragmented(hsClientHello, 1, make([]byte, 152))),
+		record(0, unfragmented(hsCertificate, 2, make([]byte, 900)), unfragmented(hsClientKeyExchange, 3, make([]byte, 66)),
+			unfragmented(hsCertificateVerify, 4, make([]byte, 74))),
+	}
+	server := [][]byte{
+		record(0, unfragmented(hsHelloVerifyRequest, 0, make([]byte, 35))),
+		record(0, append([][]byte{unfragmented(hsServerHello, 1, make([]byte, 90))}, certFrags...)...),
+		record(0, unfragmented(hsServerKeyExchange, 3, make([]byte, 140)), unfragmented(hsCertificateRequest, 4, make([]byte, 20)),
+			unfragmented(hsServerHelloDone, 5, nil)),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tr := newTranscript()
+		tr.addDatagram(client[0], true)
+		tr.addDatagram(server[0], false)
+		tr.addDatagram(client[1], true)
+		tr.addDatagram(server[1], false)
+		tr.addDatagram(server[2], false)
+		tr.addDatagram(client[2], true)
+		if _, err := tr.clientFinishedInput(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
