@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -87,7 +88,7 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	tr := pc.tr
 	pc.tr = nil
 	pc.mu.Unlock()
-	c, err := newConn(dc, tr, accepted, discardLogger(nil))
+	c, err := newConn(dc, tr, accepted, slog.New(slog.DiscardHandler))
 	if err != nil {
 		_ = dc.Close()
 		return nil, err
