@@ -6,6 +6,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"coapca/coap"
 	"coapca/est"
@@ -283,14 +286,46 @@ func (e *EST) enroll(ctx context.Context, fn string, csr []byte) (*x509.Certific
 	if err != nil {
 		return nil, err
 	}
-	req, err := x509.ParseCertificateRequest(csr)
+	pub, err := requestedKey(csr, certs[0])
 	if err != nil {
 		return nil, fmt.Errorf("est /%s: our own CSR does not parse: %w", fn, err)
 	}
-	if err := e.checkIssued(ctx, fn, certs[0], req.PublicKey, certs[1:]); err != nil {
+	if err := e.checkIssued(ctx, fn, certs[0], pub, certs[1:]); err != nil {
 		return nil, err
 	}
 	return certs[0], nil
+}
+
+// requestedKey returns the public key that csr (DER) asks to have certified, for the check
+// that issued certifies it. When the CSR's SubjectPublicKeyInfo is byte for byte the issued
+// certificate's, that key is the certificate's own, already parsed, and the CSR is not parsed
+// further; otherwise (another key, or the same key encoded differently) the whole CSR is
+// parsed and its key returned, which checkIssued then compares with the certificate's.
+func requestedKey(csr []byte, issued *x509.Certificate) (crypto.PublicKey, error) {
+	if spki, ok := csrPublicKeyInfo(csr); ok && bytes.Equal(spki, issued.RawSubjectPublicKeyInfo) {
+		return issued.PublicKey, nil
+	}
+	req, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return nil, err
+	}
+	return req.PublicKey, nil
+}
+
+// csrPublicKeyInfo returns the DER of the subjectPKInfo of a PKCS #10 request (RFC 2986 §4.1:
+// CertificationRequest ::= SEQUENCE { certificationRequestInfo SEQUENCE { version INTEGER,
+// subject Name, subjectPKInfo SubjectPublicKeyInfo, attributes [0] }, ... }).
+func csrPublicKeyInfo(der []byte) ([]byte, bool) {
+	in := cryptobyte.String(der)
+	var req, info, spki cryptobyte.String
+	if !in.ReadASN1(&req, cbasn1.SEQUENCE) || !in.Empty() ||
+		!req.ReadASN1(&info, cbasn1.SEQUENCE) ||
+		!info.SkipASN1(cbasn1.INTEGER) ||
+		!info.SkipASN1(cbasn1.SEQUENCE) ||
+		!info.ReadASN1Element(&spki, cbasn1.SEQUENCE) {
+		return nil, false
+	}
+	return spki, true
 }
 
 // checkIssued makes sure an issued certificate certifies pub and, with ESTOptions.Trust,

@@ -72,6 +72,7 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, erro
 		rd   func([]byte) (int, error)
 		peer Peer
 		wr   func([]byte) error
+		bufN = maxDatagram // a UDP datagram
 	)
 	switch u.Scheme {
 	case "coap":
@@ -101,14 +102,20 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (*Client, erro
 		rd = conn.Read
 		wr = func(b []byte) error { _, err := conn.Write(b); return err }
 		peer = p
+		bufN = maxDTLSRecord // dtlsconn reads one record's plaintext at a time
 	default:
 		return nil, fmt.Errorf("coap: dial %q: unsupported scheme", rawURL)
 	}
 	c.sess = c.ep.newSession(peer, wr)
 	c.wg.Add(1)
-	go c.readLoop(rd)
+	go c.readLoop(rd, bufN)
 	return c, nil
 }
+
+const (
+	maxDatagram   = 64 * 1024 // the largest UDP payload
+	maxDTLSRecord = 1 << 14   // RFC 6347 §4.1: a record's plaintext is at most 2^14 bytes
+)
 
 func hostPort(u *url.URL, port string) string {
 	if u.Port() != "" {
@@ -117,9 +124,10 @@ func hostPort(u *url.URL, port string) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-func (c *Client) readLoop(rd func([]byte) (int, error)) {
+// readLoop reads into a buffer of bufN bytes: a datagram, or one DTLS record's plaintext.
+func (c *Client) readLoop(rd func([]byte) (int, error), bufN int) {
 	defer c.wg.Done()
-	buf := make([]byte, 64*1024)
+	buf := make([]byte, bufN)
 	for {
 		n, err := rd(buf)
 		if err != nil {

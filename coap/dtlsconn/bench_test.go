@@ -124,6 +124,20 @@ func BenchmarkHandshake(b *testing.B) {
 			pionDial(b, addr)
 		}
 	})
+	// The same pion server with our client: the difference to pion-listen+pion-dial is what
+	// dtlsconn.Dial adds on the client side (transcript for tls-unique, Conn set-up).
+	b.Run("pion-listen+dtlsconn-dial", func(b *testing.B) {
+		addr := pionListener(b).Addr().String()
+		cfg := clientConfig(p)
+		b.ResetTimer()
+		for b.Loop() {
+			c, err := Dial(context.Background(), "udp", addr, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Close()
+		}
+	})
 	// 4 concurrent clients per CPU.
 	b.Run("parallel/dtlsconn-listener+pion-dial", func(b *testing.B) {
 		l := ourListener(b)

@@ -1,15 +1,18 @@
 package dtlsconn
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	"github.com/pion/logging"
 )
 
 // Dial opens a DTLS 1.2 session to addr ("host:port") and completes the
@@ -41,7 +44,7 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 		dtls.WithCipherSuites(suiteList(cfg.CipherSuites)...),
 		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret), // RFC 7627 §5.3
 		dtls.WithEllipticCurves(elliptic.P256),
-		dtls.WithLoggerFactory(quietLoggerFactory()),
+		dtls.WithLoggerFactory(nopLoggerFactory{}),
 	}
 	if len(cfg.Certificates) > 0 { // WithCertificates rejects an empty list
 		opts = append(opts, dtls.WithCertificates(cfg.Certificates...))
@@ -52,16 +55,23 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	if cfg.ConnectionID {
 		opts = append(opts, dtls.WithConnectionIDGenerator(dtls.OnlySendCIDGenerator()))
 	}
-	if cfg.VerifyPeer != nil {
-		opts = append(opts, dtls.WithVerifyPeerCertificate(func(raw [][]byte, _ [][]*x509.Certificate) error {
-			chain, err := cfg.VerifyPeer(raw)
-			if err != nil {
-				return err
-			}
-			accepted = chain
+	// pion calls this only after its own verification of the server's chain against RootCAs
+	// and ServerName (skipped with InsecureSkipVerify only); it adds to that check, never
+	// replaces it.
+	opts = append(opts, dtls.WithVerifyPeerCertificate(func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if cfg.VerifyPeer == nil {
+			// pion has just parsed the chain to verify it: keep its certificates rather than
+			// parse the same DER again in newConn.
+			accepted = parsedChain(raw, chains)
 			return nil
-		}))
-	}
+		}
+		chain, err := cfg.VerifyPeer(raw)
+		if err != nil {
+			return err
+		}
+		accepted = chain
+		return nil
+	}))
 	dc, err := dtls.ClientWithOptions(pc, raddr, opts...)
 	if err != nil {
 		_ = uc.Close()
@@ -78,13 +88,59 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	tr := pc.tr
 	pc.tr = nil
 	pc.mu.Unlock()
-	c, err := newConn(dc, tr, accepted, discardLogger(nil))
+	c, err := newConn(dc, tr, accepted, slog.New(slog.DiscardHandler))
 	if err != nil {
 		_ = dc.Close()
 		return nil, err
 	}
 	return c, nil
 }
+
+// parsedChain returns the certificates of raw (the chain as the server sent it, leaf first)
+// taken from pion's verified chains, which hold the very certificates pion parsed from raw
+// (leaf and intermediates) and trust anchors from RootCAs; a certificate is reused only when
+// its DER is byte-for-byte the one received. It returns nil when one is not found there
+// (InsecureSkipVerify: no chains), and newConn then parses raw itself.
+func parsedChain(raw [][]byte, chains [][]*x509.Certificate) []*x509.Certificate {
+	if len(raw) == 0 || len(chains) == 0 {
+		return nil
+	}
+	out := make([]*x509.Certificate, len(raw))
+	for i, der := range raw {
+	search:
+		for _, chain := range chains {
+			for _, c := range chain {
+				if bytes.Equal(c.Raw, der) {
+					out[i] = c
+					break search
+				}
+			}
+		}
+		if out[i] == nil {
+			return nil
+		}
+	}
+	return out
+}
+
+// nopLoggerFactory gives pion loggers that drop everything, without the environment lookups
+// of logging.NewDefaultLoggerFactory on every Dial.
+type nopLoggerFactory struct{}
+
+func (nopLoggerFactory) NewLogger(string) logging.LeveledLogger { return nopLogger{} }
+
+type nopLogger struct{}
+
+func (nopLogger) Trace(string)          {}
+func (nopLogger) Tracef(string, ...any) {}
+func (nopLogger) Debug(string)          {}
+func (nopLogger) Debugf(string, ...any) {}
+func (nopLogger) Info(string)           {}
+func (nopLogger) Infof(string, ...any)  {}
+func (nopLogger) Warn(string)           {}
+func (nopLogger) Warnf(string, ...any)  {}
+func (nopLogger) Error(string)          {}
+func (nopLogger) Errorf(string, ...any) {}
 
 // clientPC adapts a connected UDP socket to the net.PacketConn pion wants and
 // records the epoch-0 handshake for tls-unique.

@@ -83,6 +83,47 @@ func TestTranscript(t *testing.T) {
 			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
 				unfragmented(hsCertificateVerify, 4, cv)), true)
 		}, false},
+		{"whole-then-consistent-fragments", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:1000]), frag(hsCertificate, 2, len(cert), 999, cert[999:2000])), false)
+			tr.addDatagram(record(0, frag(hsServerHelloDone, 4, 0, 0, nil), unfragmented(hsServerKeyExchange, 3, ske)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"in-order-then-gap-then-fill", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), frag(hsCertificate, 2, len(cert), 0, cert[:1000])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 2000, cert[2000:])), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 900, cert[900:2100])), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"empty-fragment-then-whole", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 100, nil)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, false},
+		{"whole-then-conflicting-fragment", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 2000, bytes.Repeat([]byte{'X'}, 10))), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, true},
+		{"fragment-then-conflicting-whole", func(tr *transcript) {
+			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
+			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, bytes.Repeat([]byte{'X'}, 10))), false)
+			tr.addDatagram(record(0, unfragmented(hsServerHello, 1, sh), unfragmented(hsCertificate, 2, cert)), false)
+			tr.addDatagram(record(0, unfragmented(hsServerKeyExchange, 3, ske), unfragmented(hsServerHelloDone, 4, shd)), false)
+			tr.addDatagram(record(0, unfragmented(hsCertificate, 2, ccert), unfragmented(hsClientKeyExchange, 3, cke),
+				unfragmented(hsCertificateVerify, 4, cv)), true)
+		}, true},
 		{"missing-fragment", func(tr *transcript) {
 			tr.addDatagram(record(0, unfragmented(hsClientHello, 1, ch2)), true)
 			tr.addDatagram(record(0, frag(hsCertificate, 2, len(cert), 0, cert[:600])), false)
