@@ -164,6 +164,8 @@ func throughput(rs []bench.Report) (*plot.Plot, error) {
 	}{
 		{"enroll (handshake + /sen)", func(r bench.Report) float64 { return result(r, "enroll").PerSecond }},
 		{"raw pion handshakes (floor)", func(r bench.Report) float64 { return r.Floors["pion_dtls_handshake"] }},
+		{"0.70 × raw pion handshakes (aim)", func(r bench.Report) float64 { return 0.7 * r.Floors["pion_dtls_handshake"] }},
+		{"raw pion, server in a child process (floor)", func(r bench.Report) float64 { return r.Floors["pion_dtls_handshake_child"] }},
 		{"re-enroll (kept session)", func(r bench.Report) float64 { return result(r, "reenroll").PerSecond }},
 		{"0.10 × ECDSA signs (aim)", func(r bench.Report) float64 { return 0.1 * r.Floors["ecdsa_p256_sign"] }},
 	}
