@@ -20,12 +20,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"math/big"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Sentinel errors. Implementations wrap them (errors.Is works).
@@ -73,12 +76,89 @@ type Cert struct {
 // CertKeyRefs returns what a certificate is looked up by (CertFilter.CertSHA256Prefix and
 // KeyID): the SHA-256 of its DER, and its Subject Key Identifier (nil when der does not parse
 // or has none). Implementations store both when they record a certificate.
+//
+// The Subject Key Identifier is read by walking the DER (RFC 5280 §4.1, §4.2.1.2) rather than
+// by x509.ParseCertificate: every issued certificate passes here once more after the CA parsed
+// it, and a full parse was a visible share of the CPU of an enrollment (issue 13). A certificate
+// that x509.ParseCertificate accepts gives the same identifier (FuzzCertKeyRefs); one whose
+// outline is not a well-formed certificate gives nil.
 func CertKeyRefs(der []byte) (sum, keyID []byte) {
 	h := sha256.Sum256(der)
-	if c, err := x509.ParseCertificate(der); err == nil && len(c.SubjectKeyId) > 0 {
-		keyID = bytes.Clone(c.SubjectKeyId)
+	if ski := subjectKeyID(der); len(ski) > 0 {
+		keyID = bytes.Clone(ski)
 	}
 	return h[:], keyID
+}
+
+// oidSubjectKeyID is id-ce-subjectKeyIdentifier (RFC 5280 §4.2.1.2).
+var oidSubjectKeyID = asn1.ObjectIdentifier{2, 5, 29, 14}
+
+// subjectKeyID returns the keyIdentifier of der's Subject Key Identifier extension, or nil
+// when der is not a well-formed Certificate outline, is not version 3, has no such extension
+// or has it twice (which x509.ParseCertificate refuses).
+func subjectKeyID(der []byte) []byte {
+	input := cryptobyte.String(der)
+	var cert, tbs cryptobyte.String
+	if !input.ReadASN1(&cert, cbasn1.SEQUENCE) || !input.Empty() || !cert.ReadASN1(&tbs, cbasn1.SEQUENCE) {
+		return nil
+	}
+	version := 0
+	if tbs.PeekASN1Tag(cbasn1.Tag(0).Constructed().ContextSpecific()) {
+		var v cryptobyte.String
+		if !tbs.ReadASN1(&v, cbasn1.Tag(0).Constructed().ContextSpecific()) || !v.ReadASN1Integer(&version) || !v.Empty() {
+			return nil
+		}
+	}
+	if version != 2 { // v3: only it has extensions (RFC 5280 §4.1.2.1)
+		return nil
+	}
+	var serial cryptobyte.String
+	if !tbs.ReadASN1(&serial, cbasn1.INTEGER) {
+		return nil
+	}
+	// signature, issuer, validity, subject, subjectPublicKeyInfo
+	for _, tag := range []cbasn1.Tag{cbasn1.SEQUENCE, cbasn1.SEQUENCE, cbasn1.SEQUENCE, cbasn1.SEQUENCE, cbasn1.SEQUENCE} {
+		if !tbs.SkipASN1(tag) {
+			return nil
+		}
+	}
+	// issuerUniqueID [1], subjectUniqueID [2] (RFC 5280 §4.1.2.8)
+	for _, tag := range []cbasn1.Tag{cbasn1.Tag(1).ContextSpecific(), cbasn1.Tag(2).ContextSpecific()} {
+		if !tbs.SkipOptionalASN1(tag) {
+			return nil
+		}
+	}
+	var extsWrap, exts cryptobyte.String
+	var present bool
+	if !tbs.ReadOptionalASN1(&extsWrap, &present, cbasn1.Tag(3).Constructed().ContextSpecific()) || !tbs.Empty() || !present {
+		return nil
+	}
+	if !extsWrap.ReadASN1(&exts, cbasn1.SEQUENCE) || !extsWrap.Empty() {
+		return nil
+	}
+	var found []byte
+	for !exts.Empty() {
+		var ext, value cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1ObjectIdentifier(&oid) {
+			return nil
+		}
+		if ext.PeekASN1Tag(cbasn1.BOOLEAN) && !ext.SkipASN1(cbasn1.BOOLEAN) {
+			return nil
+		}
+		if !ext.ReadASN1(&value, cbasn1.OCTET_STRING) || !ext.Empty() {
+			return nil
+		}
+		if !oid.Equal(oidSubjectKeyID) {
+			continue
+		}
+		var ski cryptobyte.String
+		if found != nil || !value.ReadASN1(&ski, cbasn1.OCTET_STRING) {
+			return nil
+		}
+		found = ski
+	}
+	return found
 }
 
 // PrefixEnd returns the smallest byte string greater than every string that starts with
