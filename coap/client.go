@@ -124,10 +124,22 @@ func hostPort(u *url.URL, port string) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
+// recordBufs recycles coaps:// clients' record buffers (maxDTLSRecord bytes): a client made
+// per enrollment then no longer allocates and clears 16 KiB of its own. A sync.Pool holds no
+// state, only memory the GC may reclaim.
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, maxDTLSRecord); return &b }}
+
 // readLoop reads into a buffer of bufN bytes: a datagram, or one DTLS record's plaintext.
 func (c *Client) readLoop(rd func([]byte) (int, error), bufN int) {
 	defer c.wg.Done()
-	buf := make([]byte, bufN)
+	var buf []byte
+	if bufN == maxDTLSRecord {
+		bp := recordBufs.Get().(*[]byte)
+		defer recordBufs.Put(bp) // every record read is copied out before handle
+		buf = *bp
+	} else {
+		buf = make([]byte, bufN)
+	}
 	for {
 		n, err := rd(buf)
 		if err != nil {
