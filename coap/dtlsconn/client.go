@@ -88,7 +88,7 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	tr := pc.tr
 	pc.tr = nil
 	pc.mu.Unlock()
-	c, err := newConn(dc, tr, accepted, slog.New(slog.DiscardHandler))
+	c, err := newConn(dc, tr, onlySuite(cfg.CipherSuites), accepted, slog.New(slog.DiscardHandler))
 	if err != nil {
 		_ = dc.Close()
 		return nil, err
