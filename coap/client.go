@@ -124,10 +124,31 @@ func hostPort(u *url.URL, port string) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
+// readBufs recycle clients' read buffers, by size: a DTLS record's plaintext (maxDTLSRecord,
+// coaps://) or a whole datagram (maxDatagram, coap://). A client made per enrollment then no
+// longer allocates and clears 16 or 64 KiB of its own. A sync.Pool holds no state, only memory
+// the GC may reclaim.
+var (
+	recordBufs   = sync.Pool{New: func() any { b := make([]byte, maxDTLSRecord); return &b }}
+	datagramBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
+)
+
 // readLoop reads into a buffer of bufN bytes: a datagram, or one DTLS record's plaintext.
 func (c *Client) readLoop(rd func([]byte) (int, error), bufN int) {
 	defer c.wg.Done()
-	buf := make([]byte, bufN)
+	var buf []byte
+	switch bufN {
+	case maxDTLSRecord, maxDatagram:
+		pool := &recordBufs
+		if bufN == maxDatagram {
+			pool = &datagramBufs
+		}
+		bp := pool.Get().(*[]byte)
+		defer pool.Put(bp) // every datagram or record read is copied out before handle
+		buf = *bp
+	default:
+		buf = make([]byte, bufN)
+	}
 	for {
 		n, err := rd(buf)
 		if err != nil {

@@ -88,7 +88,7 @@ func Dial(ctx context.Context, network, addr string, cfg ClientConfig) (*Conn, e
 	tr := pc.tr
 	pc.tr = nil
 	pc.mu.Unlock()
-	c, err := newConn(dc, tr, accepted, slog.New(slog.DiscardHandler))
+	c, err := newConn(dc, tr, onlySuite(cfg.CipherSuites), accepted, slog.New(slog.DiscardHandler))
 	if err != nil {
 		_ = dc.Close()
 		return nil, err
@@ -149,9 +149,17 @@ type clientPC struct {
 	raddr   *net.UDPAddr
 	mu      sync.Mutex
 	tr      *transcript
-	buf     []byte   // whole datagram (64 KiB)
+	buf     *[]byte  // the datagram buffer while pending holds chunks of it (from datagramBufs)
 	pending [][]byte // chunks of the last datagram not yet handed to pion
 }
+
+// datagramBufs recycles the 64 KiB buffers client sessions read whole datagrams into (the
+// largest UDP payload, so that no datagram is truncated before splitDatagram cuts it). A
+// buffer is taken for one datagram and given back once pion has all of it (the transcript
+// copies what it keeps): a session no longer allocates and clears 64 KiB of its own, a
+// quarter of the bytes a full enrollment allocated on the client. A sync.Pool holds no
+// state, only memory the GC may reclaim.
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, 1<<16); return &b }}
 
 func (p *clientPC) sniff(b []byte, fromClient bool) {
 	p.mu.Lock()
@@ -165,18 +173,28 @@ func (p *clientPC) sniff(b []byte, fromClient bool) {
 // longer than pion's read buffer (pion reads sequentially from one goroutine).
 func (p *clientPC) ReadFrom(b []byte) (int, net.Addr, error) {
 	if len(p.pending) == 0 {
-		if p.buf == nil {
-			p.buf = make([]byte, 1<<16)
-		}
-		n, err := p.uc.Read(p.buf)
+		bp := datagramBufs.Get().(*[]byte)
+		n, err := p.uc.Read(*bp)
 		if err != nil {
+			datagramBufs.Put(bp)
 			return 0, nil, err
 		}
-		p.sniff(p.buf[:n], false)
-		p.pending = splitDatagram(p.buf[:n], min(len(b), pionInboundBuffer))
+		d := (*bp)[:n]
+		p.sniff(d, false)
+		if n <= min(len(b), pionInboundBuffer) { // the usual case: the datagram fits pion's buffer
+			n = copy(b, d)
+			datagramBufs.Put(bp)
+			return n, p.raddr, nil
+		}
+		p.buf = bp
+		p.pending = splitDatagram(d, min(len(b), pionInboundBuffer))
 	}
 	n := copy(b, p.pending[0])
 	p.pending = p.pending[1:]
+	if len(p.pending) == 0 {
+		datagramBufs.Put(p.buf)
+		p.buf = nil
+	}
 	return n, p.raddr, nil
 }
 

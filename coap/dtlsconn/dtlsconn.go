@@ -347,14 +347,31 @@ func (c *Conn) CipherSuite() dtls.CipherSuiteID { return c.suite }
 // ConnectionID reports whether an RFC 9146 connection ID is in use in either direction.
 func (c *Conn) ConnectionID() bool { c.bind(); return c.cid }
 
+// onlySuite returns the cipher suite a handshake configured with suiteList(extra) can only
+// have negotiated when that list holds one suite (pion completes no handshake on a suite it
+// was not given), else 0.
+func onlySuite(extra []dtls.CipherSuiteID) dtls.CipherSuiteID {
+	if l := suiteList(extra); len(l) == 1 {
+		return l[0]
+	}
+	return 0
+}
+
 // newConn builds a Conn after a completed handshake. The channel bindings are derived on
-// first use (bind); here only the transcript hash is kept.
-func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.Logger) (*Conn, error) {
+// first use (bind); here only the transcript hash is kept. suite is the negotiated cipher
+// suite when the configuration allowed one only (onlySuite), peer the chain accepted during
+// the handshake: when both are known, pion's state is not copied out (ConnectionState
+// serializes it and, on a fresh goroutine, grows its stack: ≈ 1 % of a server handshake).
+func newConn(dc *dtls.Conn, tr *transcript, suite dtls.CipherSuiteID, peer []*x509.Certificate, log *slog.Logger) (*Conn, error) {
+	c := &Conn{dc: dc, suite: suite, peerCerts: peer, log: log}
+	if suite != 0 && peer != nil {
+		return c.withFinishedHash(tr), nil
+	}
 	st, ok := dc.ConnectionState()
 	if !ok {
 		return nil, errors.New("dtlsconn: no connection state after handshake")
 	}
-	c := &Conn{dc: dc, suite: st.CipherSuiteID, peerCerts: peer, log: log}
+	c.suite = st.CipherSuiteID
 	if c.peerCerts == nil {
 		for _, der := range st.PeerCertificates {
 			cert, err := x509.ParseCertificate(der)
@@ -364,11 +381,17 @@ func newConn(dc *dtls.Conn, tr *transcript, peer []*x509.Certificate, log *slog.
 			c.peerCerts = append(c.peerCerts, cert)
 		}
 	}
+	return c.withFinishedHash(tr), nil
+}
+
+// withFinishedHash keeps the hash of the handshake transcript up to the client's Finished,
+// for tls-unique.
+func (c *Conn) withFinishedHash(tr *transcript) *Conn {
 	fh, err := finishedHash(tr, c.suite)
 	if err != nil {
-		log.Warn("dtls: tls-unique unavailable", "remote", dc.RemoteAddr(), "err", err)
-		return c, nil
+		c.log.Warn("dtls: tls-unique unavailable", "remote", c.dc.RemoteAddr(), "err", err)
+		return c
 	}
 	c.finishedHash = fh
-	return c, nil
+	return c
 }

@@ -380,3 +380,59 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestSuiteWithoutState: a side configured with one cipher suite knows the negotiated one
+// without copying pion's state out; a side offering several asks pion. Either way both sides
+// report the suite pion negotiated, derive the same tls-unique and tls-exporter with its PRF
+// hash, and see the other's chain.
+func TestSuiteWithoutState(t *testing.T) {
+	p := testPKI(t)
+	ccm8 := dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8
+	gcm384 := dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+	for _, tc := range []struct {
+		name           string
+		server, client []dtls.CipherSuiteID
+		want           dtls.CipherSuiteID
+	}{
+		{"both ccm8 only", nil, nil, ccm8},
+		{"server ccm8 only, client offers gcm first", nil, []dtls.CipherSuiteID{gcm384}, ccm8},
+		{"server prefers gcm, client ccm8 only", []dtls.CipherSuiteID{gcm384}, nil, ccm8},
+		{"both offer gcm first", []dtls.CipherSuiteID{gcm384}, []dtls.CipherSuiteID{gcm384}, gcm384},
+		{"both offer both, the client ccm8 first", []dtls.CipherSuiteID{gcm384},
+			[]dtls.CipherSuiteID{ccm8, gcm384}, ccm8}, // pion's server follows the client's order
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg := serverConfig(p)
+			scfg.CipherSuites = tc.server
+			l := listen(t, scfg)
+			acc := serve(t, l)
+			ccfg := clientConfig(p)
+			ccfg.CipherSuites = tc.client
+			c, err := dialOnly(t, l, ccfg, tc.want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := acceptOne(t, acc)
+			defer s.Close()
+			if c.CipherSuite() != tc.want || s.CipherSuite() != tc.want {
+				t.Fatalf("suite client %v server %v, want %v", c.CipherSuite(), s.CipherSuite(), tc.want)
+			}
+			if st, ok := c.dc.ConnectionState(); !ok || st.CipherSuiteID != c.CipherSuite() {
+				t.Fatalf("client reports %v, pion negotiated %v", c.CipherSuite(), st.CipherSuiteID)
+			}
+			if len(s.TLSUnique()) != 12 || !bytes.Equal(c.TLSUnique(), s.TLSUnique()) {
+				t.Fatalf("tls-unique client %x server %x", c.TLSUnique(), s.TLSUnique())
+			}
+			if len(s.TLSExporter()) != 32 || !bytes.Equal(c.TLSExporter(), s.TLSExporter()) {
+				t.Fatalf("tls-exporter client %x server %x", c.TLSExporter(), s.TLSExporter())
+			}
+			if pc := s.PeerCertificates(); len(pc) == 0 || pc[0].Subject.CommonName != "device-1" {
+				t.Fatalf("server sees peer %v", pc)
+			}
+			if pc := c.PeerCertificates(); len(pc) == 0 || pc[0].Subject.CommonName != "localhost" {
+				t.Fatalf("client sees peer %v", pc)
+			}
+		})
+	}
+}

@@ -603,7 +603,7 @@ func (l *Listener) handshake(s *session) {
 	tr := s.tr
 	s.tr = nil
 	s.trMu.Unlock()
-	conn, err := newConn(dc, tr, s.accepted, l.log)
+	conn, err := newConn(dc, tr, onlySuite(l.cfg.CipherSuites), s.accepted, l.log)
 	if err != nil {
 		l.failed.Add(1)
 		l.log.Warn("dtls: session setup", "remote", s.addr, "err", err)

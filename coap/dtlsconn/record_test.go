@@ -2,7 +2,9 @@ package dtlsconn
 
 import (
 	"bytes"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/pion/dtls/v3"
 )
@@ -297,4 +299,93 @@ func BenchmarkTranscript(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestClientPCReadFrom sends datagrams over a real loopback socket to a client session's
+// packet conn and checks what pion would read: each datagram whole when it fits pion's
+// buffer, else its records in chunks that fit, in order and unaltered, also when the
+// pooled datagram buffer is reused for the next datagram while the previous one is still
+// being handed over, and with the transcript seeing every datagram whole.
+func TestClientPCReadFrom(t *testing.T) {
+	r1 := record(0, bytes.Repeat([]byte{1}, 5000))
+	r2 := record(0, bytes.Repeat([]byte{2}, 5000))
+	r3 := record(0, bytes.Repeat([]byte{3}, 100))
+	hs := record(0, unfragmented(hsServerHello, 1, []byte("server hello")))
+	for _, tc := range []struct {
+		name  string
+		grams [][]byte
+		reads [][]byte // what each ReadFrom returns, in order
+	}{
+		{"one small", [][]byte{r3}, [][]byte{r3}},
+		{"small then small", [][]byte{r3, hs}, [][]byte{r3, hs}},
+		{"two records in one datagram that fits", [][]byte{cat(r3, r3)}, [][]byte{cat(r3, r3)}},
+		{"over pion's buffer: split at the record boundary", [][]byte{cat(r1, r2)}, [][]byte{r1, r2}},
+		{"split, then the next datagram reuses a buffer", [][]byte{cat(r1, r2), cat(r2, r1), r3},
+			[][]byte{r1, r2, r2, r1, r3}},
+		{"single record over pion's buffer stays whole", [][]byte{record(0, make([]byte, 9000)), r3},
+			[][]byte{record(0, make([]byte, 9000))[:pionInboundBuffer], r3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			uc, err := net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc := &clientPC{uc: uc, raddr: srv.LocalAddr().(*net.UDPAddr), tr: newTranscript()}
+			defer pc.Close()
+			for _, g := range tc.grams {
+				if _, err := srv.WriteToUDP(g, uc.LocalAddr().(*net.UDPAddr)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, pionInboundBuffer)
+			for i, want := range tc.reads {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					t.Fatalf("read %d: %v", i, err)
+				}
+				if from.String() != srv.LocalAddr().String() {
+					t.Fatalf("read %d from %v", i, from)
+				}
+				if !bytes.Equal(buf[:n], want) {
+					t.Fatalf("read %d: %d bytes, want %d (%x…)", i, n, len(want), buf[:min(n, 16)])
+				}
+			}
+			if pc.buf != nil || len(pc.pending) != 0 {
+				t.Fatalf("a buffer is still held after every datagram was read (%d chunks pending)", len(pc.pending))
+			}
+			// The server hello datagram reached the transcript.
+			wantMsgs := 0
+			for _, g := range tc.grams {
+				if bytes.Equal(g, hs) {
+					wantMsgs++
+				}
+			}
+			if got := countType(pc.tr, hsServerHello); got != wantMsgs {
+				t.Fatalf("transcript holds %d ServerHello, want %d", got, wantMsgs)
+			}
+			// After Close, ReadFrom fails rather than returning stale bytes.
+			_ = pc.Close()
+			if _, _, err := pc.ReadFrom(buf); err == nil {
+				t.Fatal("ReadFrom after Close succeeded")
+			}
+		})
+	}
+}
+
+func cat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+
+func countType(tr *transcript, typ uint8) int {
+	n := 0
+	for _, m := range tr.msgs {
+		if m.typ == typ {
+			n++
+		}
+	}
+	return n
 }
