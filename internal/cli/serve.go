@@ -39,7 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	storeFlag := fs.String("store", "", storeFlagHelp)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file at shutdown (go tool pprof)")
-	traceFile := fs.String("trace", "", "write a runtime execution trace of the server's whole run to this file at shutdown (go tool trace)")
+	traceFile := fs.String("trace", "", "write a runtime execution trace of the server's whole run to this file, complete at shutdown (go tool trace)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the server's whole run to this file at shutdown (go tool pprof)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
