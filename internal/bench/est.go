@@ -74,6 +74,7 @@ type ESTOptions struct {
 	// ServerCPUProfile and ServerMemProfile (with Spawn) make the child server write a CPU and
 	// an allocation profile of its whole run (floors against it included) at its shutdown.
 	ServerCPUProfile, ServerMemProfile string
+	ServerTrace                        string // with Spawn: the child server writes a runtime trace here
 	// FrontDoors: compare EST-oscore with pre-shared contexts (OSCORE) and/or keyed by EDHOC
 	// to EST-coaps, counting bytes on the wire over WireSamples sequential enrollments.
 	OSCORE, EDHOC bool

@@ -183,6 +183,9 @@ func (o ESTOptions) ServerProfileArgs() []string {
 	if o.ServerMemProfile != "" {
 		a = append(a, "--memprofile", o.ServerMemProfile)
 	}
+	if o.ServerTrace != "" {
+		a = append(a, "--trace", o.ServerTrace)
+	}
 	return a
 }
 

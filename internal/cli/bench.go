@@ -128,11 +128,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.StringVar(&o.JSON, "json", "", "also write the results to this JSON file (for 'coapca bench plot')")
 		fs.StringVar(&o.ServerCPUProfile, "server-cpuprofile", "", "with --spawn: the server writes a CPU profile of its whole run (the handshake measurements against it included) to this file")
 		fs.StringVar(&o.ServerMemProfile, "server-memprofile", "", "with --spawn: the server writes an allocation profile of its whole run to this file")
+		fs.StringVar(&o.ServerTrace, "server-trace", "", "with --spawn: the server writes a runtime execution trace of its whole run to this file (go tool trace)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		if (o.ServerCPUProfile != "" || o.ServerMemProfile != "") && !o.Spawn {
-			return usagef("--server-cpuprofile and --server-memprofile need --spawn")
+		if (o.ServerCPUProfile != "" || o.ServerMemProfile != "" || o.ServerTrace != "") && !o.Spawn {
+			return usagef("--server-cpuprofile, --server-memprofile and --server-trace need --spawn")
 		}
 		if o.Server != "" && (o.HTTPS || o.OSCORE || o.EDHOC) {
 			return usagef("--server loads EST-coaps only: not with --https, --oscore or --edhoc")

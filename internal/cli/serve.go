@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 
 	"coapca/internal/config"
@@ -38,6 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shutdownTimeout := fs.Duration("shutdown-timeout", 0, "on SIGINT/SIGTERM, finish and answer requests already taken for at most this long (default 30s)")
 	storeFlag := fs.String("store", "", storeFlagHelp)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file at shutdown (go tool pprof)")
+	traceFile := fs.String("trace", "", "write a runtime execution trace of the server's whole run to this file, complete at shutdown (go tool trace)")
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the server's whole run to this file at shutdown (go tool pprof)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
@@ -101,6 +103,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer stop()
 	}
+	if *traceFile != "" {
+		stop, err := startTrace(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if *memProfile != "" {
 		runtime.MemProfileRate = 64 << 10 // a sample every 64 KiB allocated (the default 512 KiB sees too little)
 		defer writeAllocProfile(*memProfile, stderr)
@@ -134,6 +143,19 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("cpu profile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// startTrace starts the runtime execution trace into path; stop ends it and closes the file.
+func startTrace(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	return func() { trace.Stop(); f.Close() }, nil
 }
 
 // writeAllocProfile writes the allocation profile (allocs: everything allocated since start)

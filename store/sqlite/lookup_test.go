@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -61,8 +62,10 @@ func TestCertLookupSeesRevocationAtOnce(t *testing.T) {
 
 // BenchmarkCertLookup: the lookup every re-enrollment makes to recognise the device's own
 // certificate (issue 13: authorization and certificate lookups).
+// A request's context can be cancelled, which the lookup must not pay for.
 func BenchmarkCertLookup(b *testing.B) {
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	s := openTemp(b, "")
 	defer s.Close()
 	for i := range 1000 {
@@ -76,5 +79,40 @@ func BenchmarkCertLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// TestCertLookupContext: the lookup ignores a cancellation that comes after it started (it
+// is one indexed row), but a request whose context has already ended is refused, found or not.
+func TestCertLookupContext(t *testing.T) {
+	s := openTemp(t, "")
+	defer s.Close()
+	if err := s.RecordIssued(context.Background(), lookupCert("c1")); err != nil {
+		t.Fatal(err)
+	}
+	live, cancelLive := context.WithCancel(context.Background())
+	defer cancelLive()
+	ended, cancelEnded := context.WithCancel(context.Background())
+	cancelEnded()
+	for _, tt := range []struct {
+		name    string
+		ctx     context.Context
+		serial  string
+		wantErr error
+	}{
+		{"live context, known serial", live, "c1", nil},
+		{"live context, unknown serial", live, "c2", store.ErrNotFound},
+		{"ended context, known serial", ended, "c1", context.Canceled},
+		{"ended context, unknown serial", ended, "c2", context.Canceled},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := s.Cert(tt.ctx, tt.serial)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Cert(%s) error = %v, want %v", tt.serial, err, tt.wantErr)
+			}
+			if tt.wantErr == nil && c.Serial != tt.serial {
+				t.Errorf("Cert(%s) = %s", tt.serial, c.Serial)
+			}
+		})
 	}
 }
