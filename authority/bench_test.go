@@ -26,16 +26,7 @@ func BenchmarkIssue(b *testing.B) {
 			p := newPKI(b)
 			s := p.openStore(b)
 			a := p.authority(b, s, p.config())
-			dev := p.idevid(b, p.mfrA, "B-1", p.now.Add(-time.Hour), noExpiry())
-			csr, _ := mkCSR(b, csrOpts{subject: pkix.Name{CommonName: "bench"}})
-			req := CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)}
-			if bc.op == OpReenroll {
-				ldev, err := a.Issue(ctx, req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				req = CertRequest{Op: OpReenroll, CSR: csr, Requester: est(ldev.Cert)}
-			}
+			req := benchRequest(b, p, a, "B-1", bc.op)
 			start := time.Now()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -49,6 +40,23 @@ func BenchmarkIssue(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "issues/s")
 		})
 	}
+}
+
+// benchRequest is the request the issuance benchmarks repeat: an enrollment by a new IDevID
+// with serial number serial, or (op OpReenroll) the re-enrollment of the certificate that
+// enrollment got.
+func benchRequest(b *testing.B, p *testPKI, a *Authority, serial string, op Op) CertRequest {
+	dev := p.idevid(b, p.mfrA, serial, p.now.Add(-time.Hour), noExpiry())
+	csr, _ := mkCSR(b, csrOpts{subject: pkix.Name{CommonName: "bench"}})
+	req := CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)}
+	if op == OpReenroll {
+		ldev, err := a.Issue(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req = CertRequest{Op: OpReenroll, CSR: csr, Requester: est(ldev.Cert)}
+	}
+	return req
 }
 
 // BenchmarkECDSASign is the crypto floor: one P-256 signature per certificate.
@@ -99,16 +107,7 @@ func BenchmarkIssueCPU(b *testing.B) {
 			}
 			b.Cleanup(func() { s.Close() })
 			a := p.authority(b, s, p.config())
-			dev := p.idevid(b, p.mfrA, "B-3", p.now.Add(-time.Hour), noExpiry())
-			csr, _ := mkCSR(b, csrOpts{subject: pkix.Name{CommonName: "bench"}})
-			req := CertRequest{Op: OpEnroll, CSR: csr, Requester: est(dev)}
-			if bc.op == OpReenroll {
-				ldev, err := a.Issue(ctx, req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				req = CertRequest{Op: OpReenroll, CSR: csr, Requester: est(ldev.Cert)}
-			}
+			req := benchRequest(b, p, a, "B-3", bc.op)
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := a.Issue(ctx, req); err != nil {
