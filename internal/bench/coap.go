@@ -45,8 +45,6 @@ func CoAP(ctx context.Context, o CoAPOptions, w, progress io.Writer) error {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(d.Root)
-	mfr := x509.NewCertPool()
-	mfr.AddCert(d.ManufacturerCA)
 
 	say("measuring ECDSA P-256 (%v each)", o.Duration/2)
 	signs, verifies := ecdsaFloor(o.Duration / 2)
@@ -56,20 +54,11 @@ func CoAP(ctx context.Context, o CoAPOptions, w, progress io.Writer) error {
 		return fmt.Errorf("raw handshakes: %w", err)
 	}
 
-	mux := coap.NewMux()
-	mux.Handle(coap.Resource{Path: "/ping", Handler: coap.HandlerFunc(func(context.Context, *coap.Request) *coap.Response {
-		return coap.NewResponse(codes.Content, []byte("pong"))
-	})})
-	srv := coap.NewServer(mux, coap.Config{MaxExchangesPerPeer: 64})
-	defer srv.Close()
-	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
-		Certificates: []tls.Certificate{d.ServerCertificate()}, ClientAuth: dtlsconn.RequireClientCert,
-		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: 4 * o.Clients,
-	})
+	srv, l, err := pingServer(d, 4*o.Clients, nil)
 	if err != nil {
 		return err
 	}
-	go func() { _ = srv.ServeDTLS(l) }()
+	defer srv.Close()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -175,4 +164,29 @@ func loop(ctx context.Context, n int, d time.Duration, f func(worker int) error)
 		return 0, fmt.Errorf("nothing completed")
 	}
 	return float64(ok.Load()) / time.Since(start).Seconds(), nil
+}
+
+// pingServer starts coapca's CoAP endpoint alone, with /ping answering 2.05 "pong", on a DTLS
+// listener at a free loopback port with the data directory's server certificate, devices
+// authenticated by its demo manufacturer CA, no per-source handshake limit (every simulated
+// device shares 127.0.0.1), maxHalfOpen half-open handshakes and the given cipher suites (nil:
+// the default). Closing srv stops both.
+func pingServer(d *datadir.Data, maxHalfOpen int, suites []dtls.CipherSuiteID) (*coap.Server, *dtlsconn.Listener, error) {
+	mux := coap.NewMux()
+	mux.Handle(coap.Resource{Path: "/ping", Handler: coap.HandlerFunc(func(context.Context, *coap.Request) *coap.Response {
+		return coap.NewResponse(codes.Content, []byte("pong"))
+	})})
+	srv := coap.NewServer(mux, coap.Config{MaxExchangesPerPeer: 64})
+	mfr := x509.NewCertPool()
+	mfr.AddCert(d.ManufacturerCA)
+	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
+		Certificates: []tls.Certificate{d.ServerCertificate()}, ClientAuth: dtlsconn.RequireClientCert,
+		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: maxHalfOpen, CipherSuites: suites,
+	})
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	go func() { _ = srv.ServeDTLS(l) }()
+	return srv, l, nil
 }

@@ -73,23 +73,11 @@ func Compare(ctx context.Context, o CompareOptions, w, progress io.Writer) error
 
 	// coapca's CoAP endpoint over DTLS, /ping answering 2.05 (the EST resources are measured
 	// below, through the whole server).
-	mux := coap.NewMux()
-	mux.Handle(coap.Resource{Path: "/ping", Handler: coap.HandlerFunc(func(context.Context, *coap.Request) *coap.Response {
-		return coap.NewResponse(codes.Content, []byte("pong"))
-	})})
-	srv := coap.NewServer(mux, coap.Config{MaxExchangesPerPeer: 64})
-	defer srv.Close()
-	mfr := x509.NewCertPool()
-	mfr.AddCert(d.ManufacturerCA)
-	l, err := dtlsconn.Listen("udp", "127.0.0.1:0", dtlsconn.ServerConfig{
-		Certificates: []tls.Certificate{d.ServerCertificate()}, ClientAuth: dtlsconn.RequireClientCert,
-		ClientCAs: mfr, HandshakesPerSourcePerSecond: -1, MaxHalfOpen: 4 * o.Concurrency,
-		CipherSuites: []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
-	})
+	srv, l, err := pingServer(d, 4*o.Concurrency, []dtls.CipherSuiteID{dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256})
 	if err != nil {
 		return err
 	}
-	go func() { _ = srv.ServeDTLS(l) }()
+	defer srv.Close()
 
 	peers := []struct{ name, addr, path string }{{"coapca", l.Addr().String(), "/ping"}}
 	lib, stopLib, err := startLibCoAP(ctx, o.LibCoAP, dir, d, say)
