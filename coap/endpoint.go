@@ -158,12 +158,13 @@ type session struct {
 
 // endpoint is the messaging layer shared by Server and Client.
 type endpoint struct {
-	cfg      Config
-	log      *slog.Logger
-	stats    counters
-	ctx      context.Context
-	cancel   context.CancelFunc
-	onReq    func(s *session, m *message.Message, e *dedupEntry, badOpt message.OptionID) // nil on a client
+	cfg    Config
+	log    *slog.Logger
+	stats  counters
+	ctx    context.Context
+	cancel context.CancelFunc
+	// onReq takes a request; offload: it came from a reader shared by many peers (nil on a client).
+	onReq    func(s *session, m *message.Message, e *dedupEntry, badOpt message.OptionID, offload bool)
 	obsClean func(s *session, o *observer)
 }
 
@@ -310,7 +311,11 @@ func (s *session) sendEmpty(typ message.Type, mid uint16) []byte {
 
 // handle processes one datagram from the session's peer. It runs on the read
 // loop and never blocks on a handler.
-func (s *session) handle(b []byte) {
+func (s *session) handle(b []byte) { s.handleDatagram(b, false) }
+
+// handleDatagram is handle; offload: the read loop serves many peers (coap://), so work that
+// may be slow for one of them (the Layer's) is handed off (Server.onRequest).
+func (s *session) handleDatagram(b []byte, offload bool) {
 	ep := s.ep
 	now := time.Now()
 	if len(b) < 4 || b[0]>>6 != 1 {
@@ -390,7 +395,7 @@ func (s *session) handle(b []byte) {
 			}
 			return
 		}
-		ep.onReq(s, &m, e, badOpt)
+		ep.onReq(s, &m, e, badOpt, offload)
 		return
 	}
 	// A response arriving in a CON or NON (separate response, notification).

@@ -52,6 +52,9 @@ type Server struct {
 	// returned its own.
 	readBufs sync.Pool
 	running  sync.WaitGroup // handler goroutines
+	// layerSlots bounds the coap:// requests whose Layer (OSCORE) work runs off the read loop
+	// at once (Config.MaxLayerWorkers).
+	layerSlots chan struct{}
 
 	obsMu     sync.Mutex
 	observers map[string]map[*observer]struct{} // by path
@@ -81,6 +84,7 @@ func NewServer(m *Mux, cfg Config) *Server {
 		done:      make(chan struct{}),
 	}
 	s.echo = newEchoMinter(s.ep.cfg.EchoWindow)
+	s.layerSlots = make(chan struct{}, s.ep.cfg.MaxLayerWorkers)
 	s.readBufs.New = func() any { b := make([]byte, 4096); return &b }
 	s.obsSeq.Store(uint32(time.Now().Unix()) & 0xffff)
 	s.ep.onReq = s.onRequest
@@ -197,7 +201,7 @@ func (s *Server) ServeUDP(pc net.PacketConn) error {
 		}
 		b := make([]byte, n)
 		copy(b, buf[:n])
-		sess.handle(b)
+		sess.handleDatagram(b, true)
 	}
 }
 
@@ -633,7 +637,9 @@ type block2State struct {
 	expires time.Time
 }
 
-func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id message.OptionID) {
+// onRequest takes a request the session's reader decoded and deduplicated. offload: the reader
+// serves many peers (coap://), so the Layer's work is handed to a worker.
+func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id message.OptionID, offload bool) {
 	ex := &exchange{s: sess, e: e, typ: m.Type, mid: uint16(m.MessageID), token: m.Token}
 	layer := s.mux.getLayer()
 	forLayer := layer != nil && m.Options.HasOption(optOSCORE) && !m.Options.HasOption(message.Block1)
@@ -666,6 +672,25 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		ex.replyCode(codes.ProxyingNotSupported, "") // RFC 7252 §5.7.2: not a proxy
 		return
 	}
+	if offload && forLayer && s.layerSlots != nil && s.admit() {
+		// The layer's work — AEAD, EDHOC message_3, a shared replay check in the database —
+		// runs off the coap:// read loop, so that one slow verification does not hold up
+		// every other peer's datagrams (the DTLS sessions have a reader each). The slots
+		// bound it: with all of them busy the read loop waits for one, as it did when this
+		// ran inline.
+		s.layerSlots <- struct{}{}
+		go func() {
+			defer func() { <-s.layerSlots; s.running.Done() }()
+			s.unprotectAndServe(sess, m, e, ex, layer)
+		}()
+		return
+	}
+	s.unprotectAndServe(sess, m, e, ex, layer)
+}
+
+// unprotectAndServe continues onRequest: the Layer (OSCORE) unprotects the request, then the
+// resource is found and its handler started.
+func (s *Server) unprotectAndServe(sess *session, m *message.Message, e *dedupEntry, ex *exchange, layer Layer) {
 	peer := sess.peer
 	peer.AddressVerified = sess.verified.Load()
 	var forward Handler

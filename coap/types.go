@@ -299,7 +299,11 @@ type Config struct {
 	// MaxTransfersPerIP caps the Block1 reassemblies in progress from one IP address;
 	// beyond it a first block gets 5.03 + Max-Age. Default 64.
 	MaxTransfersPerIP int
-	Logger            *slog.Logger
+	// MaxLayerWorkers caps the coap:// requests whose Layer work (OSCORE verification, EDHOC
+	// message_3 in a combined request, a shared replay check in the database) runs at once
+	// beside the read loop; with all busy, the read loop waits for one. Default 64.
+	MaxLayerWorkers int
+	Logger          *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -334,6 +338,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxExchangesPerPeer <= 0 {
 		c.MaxExchangesPerPeer = 16
+	}
+	if c.MaxLayerWorkers <= 0 {
+		c.MaxLayerWorkers = 64
 	}
 	if c.MaxCacheBytes <= 0 {
 		c.MaxCacheBytes = 64 << 20

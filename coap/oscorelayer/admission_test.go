@@ -288,3 +288,68 @@ func TestSpoofedOSCOREAtFullTable(t *testing.T) {
 		t.Fatalf("a proven device was challenged again after the flood: its session was displaced")
 	}
 }
+
+// stalledReplay is a shared replay window (a database shared by instances) that does not
+// answer until released: PostgreSQL failing over, a lock held elsewhere.
+type stalledReplay struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *stalledReplay) Accept(uint64) (bool, error) {
+	r.entered <- struct{}{}
+	<-r.release
+	return true, nil
+}
+
+// TestStalledReplayCheckStallsOnlyItsRequest: one device's request waits on a shared replay
+// check that does not answer. The coap:// front door serves every peer from one read loop;
+// the layer's work ran on it, so that single stalled check held up every other device's
+// requests until it returned. Now the other devices enroll meanwhile, and the stalled one is
+// answered (once) when its check returns.
+func TestStalledReplayCheckStallsOnlyItsRequest(t *testing.T) {
+	stall := &stalledReplay{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	secret := bytes.Repeat([]byte{0x5a}, 16)
+	slowSrv := mustContext(t, oscore.Params{MasterSecret: secret, SenderID: []byte{}, RecipientID: []byte{0x7f}, SharedReplay: stall})
+	slowDev := mustContext(t, oscore.Params{MasterSecret: secret, SenderID: []byte{0x7f}, RecipientID: []byte{}})
+	ctxs := []*oscore.Context{slowSrv}
+	var devs []*oscore.Context
+	for i := range 4 {
+		s, d := devicePair(t, i, false)
+		ctxs, devs = append(ctxs, s), append(devs, d)
+	}
+	a := newAdmissionServer(t, coap.Config{}, ctxs)
+	release := sync.OnceFunc(func() { close(stall.release) })
+	t.Cleanup(release) // also when a check below fails first
+
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- enrollOnce(a, slowDev, "slow") }()
+	select {
+	case <-stall.entered: // the slow device's request is in its replay check
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow device's request never reached its replay check")
+	}
+	for i, d := range devs {
+		done := make(chan error, 1)
+		go func() { done <- enrollOnce(a, d, fmt.Sprint("dev", i)) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("device %d beside a stalled replay check: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			// enrollOnce's own guard would end it later; failing here names the cause.
+			t.Fatalf("device %d not answered while another device's replay check is stalled: the read loop waits on it", i)
+		}
+	}
+	if n := a.served.Load(); n != int64(len(devs)) {
+		t.Fatalf("%d requests served beside the stalled one, want %d", n, len(devs))
+	}
+	release()
+	if err := <-slowDone; err != nil {
+		t.Fatalf("the slow device once its check returned: %v", err)
+	}
+	if n := a.served.Load(); n != int64(len(devs))+1 {
+		t.Fatalf("%d requests served in all, want %d", n, len(devs)+1)
+	}
+}
