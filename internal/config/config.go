@@ -308,6 +308,9 @@ type CoAP struct {
 	MaxObserversPerIP int `yaml:"max_observers_per_ip"`
 	// MaxTransfersPerIP caps the Block1 reassemblies in progress from one IP address. Default 64.
 	MaxTransfersPerIP int `yaml:"max_transfers_per_ip"`
+	// MaxLayerWorkers caps the coap:// OSCORE requests verified at once beside the read loop
+	// (a slow shared replay check or EDHOC message_3 holds up only its own). Default 64.
+	MaxLayerWorkers int `yaml:"max_layer_workers"`
 }
 
 // EDHOC are the EDHOC responder's limits.

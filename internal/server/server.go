@@ -131,7 +131,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, e
 		MaxSessions: cc.MaxSessions, MaxCacheBytes: cc.MaxCacheBytes,
 		TrustUDPSources: cc.TrustUDPSources, EchoWindow: cc.EchoWindow, MaxSessionsPerIP: cc.MaxSessionsPerIP,
 		MaxObservers: cc.MaxObservers, MaxObserversPerIP: cc.MaxObserversPerIP, MaxTransfersPerIP: cc.MaxTransfersPerIP,
-		Logger: log,
+		MaxLayerWorkers: cc.MaxLayerWorkers, Logger: log,
 	}
 	if cc.TrustUDPSources {
 		log.Warn("coap.trust_udp_sources: the coap:// listener answers unproven source addresses in full (no RFC 9175 Echo check)")
