@@ -49,6 +49,7 @@ type counters struct {
 	busy            atomic.Uint64
 	challenges      atomic.Uint64
 	obsEvicted      atomic.Uint64
+	orphans         atomic.Uint64
 	cacheBytes      atomic.Int64
 	reasmBytes      atomic.Int64
 }
@@ -67,6 +68,7 @@ type Stats struct {
 	SessionsDropped  uint64            // datagrams dropped because MaxSessions was reached
 	EchoChallenges   uint64            // 4.01 + Echo challenges sent to unproven addresses (RFC 9175 §2.4)
 	ObserversEvicted uint64            // observations dropped for MaxObservers / MaxObserversPerIP
+	AnswersKept      uint64            // evicted coap:// sessions whose answers were kept for retransmissions
 	ActiveSessions   int
 	Observers        int
 	CacheBytes       int64 // deduplication replies + Block2 representations held
@@ -92,6 +94,7 @@ func (c *counters) snapshot() Stats {
 		SessionsDropped:  c.sessionsDropped.Load(),
 		EchoChallenges:   c.challenges.Load(),
 		ObserversEvicted: c.obsEvicted.Load(),
+		AnswersKept:      c.orphans.Load(),
 		CacheBytes:       c.cacheBytes.Load(),
 		ReassemblyBytes:  c.reasmBytes.Load(),
 	}
@@ -151,6 +154,7 @@ type session struct {
 
 	// server side
 	exchanges int
+	layerWork int // requests of this session a Layer worker is verifying (Server.onRequest)
 	block1    map[string]*block1State
 	block2    map[string]*block2State
 	observers map[string]*observer // by token

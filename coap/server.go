@@ -45,9 +45,13 @@ type Server struct {
 	unv      *list.List // unverified UDP sessions, most recently heard first
 	perIP    map[netip.Addr]*ipEntry
 	secure   map[*session]struct{}
-	closers  []io.Closer
-	janitor  sync.Once
-	done     chan struct{}
+	// orphans are the deduplication caches of evicted UDP sessions, by address, until their
+	// answers expire (orphanQ: oldest first, for the bound); under mu.
+	orphans map[netip.AddrPort]*orphan
+	orphanQ *list.List
+	closers []io.Closer
+	janitor sync.Once
+	done    chan struct{}
 	// readBufs are the DTLS readers' record buffers: a parked session's reader has
 	// returned its own.
 	readBufs sync.Pool
@@ -78,6 +82,8 @@ func NewServer(m *Mux, cfg Config) *Server {
 		unv:       list.New(),
 		perIP:     map[netip.Addr]*ipEntry{},
 		secure:    map[*session]struct{}{},
+		orphans:   map[netip.AddrPort]*orphan{},
+		orphanQ:   list.New(),
 		observers: map[string]map[*observer]struct{}{},
 		obsAll:    list.New(),
 		obsIP:     map[netip.Addr]*list.List{},
@@ -128,6 +134,9 @@ func (s *Server) Close() error {
 	s.unv.Init()
 	s.perIP = map[netip.Addr]*ipEntry{}
 	s.secure = map[*session]struct{}{}
+	for s.orphanQ.Len() > 0 {
+		s.dropOrphanLocked(s.orphanQ.Front().Value.(*orphan))
+	}
 	close(s.done)
 	s.mu.Unlock()
 	s.ep.cancel()
@@ -233,12 +242,15 @@ func (s *Server) udpSession(ap netip.AddrPort, pc net.PacketConn, uc *net.UDPCon
 		return sess
 	}
 	closed := s.closed
+	// An address whose evicted session left answers behind had proven itself (keepDedupLocked).
+	o := s.orphans[ap]
+	proven := o != nil && o.verified
 	s.mu.Unlock()
 	if closed {
 		return nil
 	}
 	write := udpWriter(ap, pc, uc)
-	verified := s.ep.cfg.TrustUDPSources
+	verified := s.ep.cfg.TrustUDPSources || proven
 	verdict := gateVerified
 	if !verified {
 		verdict = s.gate(ap, b, write)
@@ -286,8 +298,24 @@ func (s *Server) openUDPLocked(ap netip.AddrPort, verified bool, write func([]by
 		s.ep.stats.sessionsDropped.Add(1)
 		return nil, true
 	}
+	o := s.orphans[ap]
+	if o != nil {
+		// The address's evicted session left answers behind: this session resends them to
+		// retransmissions (RFC 7252 §4.5). It had proven the address, and would still hold
+		// that proof had there been room to keep it (RFC 9175 §2.4).
+		delete(s.orphans, ap)
+		s.orphanQ.Remove(o.elem)
+		verified = verified || o.verified
+	}
 	sess = s.ep.newSession(Peer{Addr: net.UDPAddrFromAddrPort(ap), AddressVerified: verified}, write)
 	sess.verified.Store(verified)
+	if o != nil {
+		sess.dq = o.items
+		sess.dedup = make(map[uint16]*dedupEntry, len(o.items))
+		for _, it := range o.items {
+			sess.dedup[it.mid] = it.e
+		}
+	}
 	s.udp[ap] = sess
 	sess.udpKey = ap
 	if verified {
@@ -360,15 +388,89 @@ func (s *Server) evictFromLocked(l *list.List, allowVerified bool) bool {
 		return false
 	}
 	s.removeUDPLocked(idle)
+	s.keepDedupLocked(idle)
 	go idle.close()
 	return true
+}
+
+// orphan is the deduplication cache an evicted UDP session left behind (RFC 7252 §4.5): the
+// answers to its last requests, until EXCHANGE_LIFETIME after each. Its peer may still
+// retransmit one of them — its answer was lost — and must get that answer, not a second run
+// of the request (a second certificate; for OSCORE, "Replay detected").
+type orphan struct {
+	key      netip.AddrPort
+	items    []dedupItem // live, oldest first; their replies stay counted in cacheBytes
+	verified bool        // the address had proven itself (RFC 9175 §2.4)
+	elem     *list.Element
+}
+
+// keepDedupLocked takes the live answers of x, a UDP session being evicted, into the
+// orphans, to be given to the next session of x's address. Bounded: at most MaxSessions
+// orphans, the oldest dropped first; their replies count against MaxCacheBytes as before.
+func (s *Server) keepDedupLocked(x *session) {
+	items := x.takeDedup(time.Now())
+	if len(items) == 0 {
+		return
+	}
+	if old := s.orphans[x.udpKey]; old != nil {
+		s.dropOrphanLocked(old)
+	}
+	for s.orphanQ.Len() >= s.ep.cfg.MaxSessions {
+		s.dropOrphanLocked(s.orphanQ.Front().Value.(*orphan))
+	}
+	o := &orphan{key: x.udpKey, items: items, verified: x.verified.Load()}
+	o.elem = s.orphanQ.PushBack(o)
+	s.orphans[o.key] = o
+	s.ep.stats.orphans.Add(1)
+}
+
+// dropOrphanLocked forgets o and releases its replies' bytes.
+func (s *Server) dropOrphanLocked(o *orphan) {
+	if s.orphans[o.key] == o {
+		delete(s.orphans, o.key)
+	}
+	s.orphanQ.Remove(o.elem)
+	var n int64
+	for _, it := range o.items {
+		n += int64(len(it.e.reply))
+	}
+	s.ep.stats.cacheBytes.Add(-n)
+}
+
+// expireOrphansLocked drops the orphans whose every answer has expired.
+func (s *Server) expireOrphansLocked(now time.Time) {
+	for e := s.orphanQ.Front(); e != nil; {
+		next := e.Next()
+		if o := e.Value.(*orphan); now.After(o.items[len(o.items)-1].expires) {
+			s.dropOrphanLocked(o)
+		}
+		e = next
+	}
+}
+
+// takeDedup removes and returns the session's unexpired deduplication entries that hold an
+// answer (their bytes stay counted in cacheBytes: the caller owns them now).
+func (x *session) takeDedup(now time.Time) []dedupItem {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.purgeDedupLocked(now)
+	var out []dedupItem
+	for _, it := range x.dq[x.dqHead:] {
+		if len(it.e.reply) > 0 && x.dedup[it.mid] == it.e {
+			out = append(out, it)
+		} else if n := len(it.e.reply); n > 0 {
+			x.ep.stats.cacheBytes.Add(-int64(n)) // superseded: close would have released it
+		}
+	}
+	x.dq, x.dqHead, x.dedup = nil, 0, nil
+	return out
 }
 
 // busy reports whether the session holds state worth keeping.
 func (x *session) busy() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.exchanges > 0 || len(x.pending) > 0 || len(x.observers) > 0 || len(x.block1) > 0 || len(x.block2) > 0
+	return x.exchanges > 0 || x.layerWork > 0 || len(x.pending) > 0 || len(x.observers) > 0 || len(x.block1) > 0 || len(x.block2) > 0
 }
 
 func (s *Server) removeUDPLocked(x *session) {
@@ -490,6 +592,7 @@ func (s *Server) sweepLoop() {
 			return
 		case now := <-t.C:
 			s.mu.Lock()
+			s.expireOrphansLocked(now)
 			all := make([]*session, 0, len(s.udp)+len(s.secure))
 			for _, x := range s.udp {
 				all = append(all, x)
@@ -525,7 +628,7 @@ func (s *Server) sweepLoop() {
 func (x *session) quiet() bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return !x.closed && x.exchanges == 0 && len(x.pending) == 0 && len(x.observers) == 0 &&
+	return !x.closed && x.exchanges == 0 && x.layerWork == 0 && len(x.pending) == 0 && len(x.observers) == 0 &&
 		len(x.block1) == 0 && len(x.block2) == 0 && len(x.waiters) == 0
 }
 
@@ -548,7 +651,7 @@ func (x *session) sweep(now time.Time) bool {
 			x.ep.stats.cacheBytes.Add(-int64(len(st.body)))
 		}
 	}
-	return len(x.dedup) == 0 && len(x.pending) == 0 && len(x.observers) == 0 && x.exchanges == 0 &&
+	return len(x.dedup) == 0 && len(x.pending) == 0 && len(x.observers) == 0 && x.exchanges == 0 && x.layerWork == 0 &&
 		len(x.block1) == 0 && len(x.block2) == 0 && now.Sub(x.lastSeen) > x.ep.cfg.ExchangeLifetime
 }
 
@@ -679,8 +782,17 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		// bound it: with all of them busy the read loop waits for one, as it did when this
 		// ran inline.
 		s.layerSlots <- struct{}{}
+		sess.mu.Lock()
+		sess.layerWork++ // the session is not idle meanwhile (busy, quiet, sweep)
+		sess.mu.Unlock()
 		go func() {
-			defer func() { <-s.layerSlots; s.running.Done() }()
+			defer func() {
+				sess.mu.Lock()
+				sess.layerWork--
+				sess.mu.Unlock()
+				<-s.layerSlots
+				s.running.Done()
+			}()
 			s.unprotectAndServe(sess, m, e, ex, layer)
 		}()
 		return

@@ -290,6 +290,7 @@ func (s *Server) registerMetrics() {
 	m.CounterFunc("coap_busy_total", "Requests refused because the peer had too many in progress.", cs(func(st coap.Stats) float64 { return float64(st.Busy) }))
 	m.CounterFunc("coap_echo_challenges_total", "4.01 + Echo address checks sent to unproven sources (RFC 9175 §2.4).", cs(func(st coap.Stats) float64 { return float64(st.EchoChallenges) }))
 	m.CounterFunc("coap_observers_evicted_total", "Observe registrations evicted by max_observers / max_observers_per_ip.", cs(func(st coap.Stats) float64 { return float64(st.ObserversEvicted) }))
+	m.CounterFunc("coap_answers_kept_total", "Evicted coap:// sessions whose answers were kept for their retransmissions (RFC 7252 §4.5).", cs(func(st coap.Stats) float64 { return float64(st.AnswersKept) }))
 	m.GaugeFunc("coap_sessions", "Active CoAP sessions (UDP peers and DTLS sessions).", cs(func(st coap.Stats) float64 { return float64(st.ActiveSessions) }))
 	m.GaugeFunc("coap_observers", "Registered observers.", cs(func(st coap.Stats) float64 { return float64(st.Observers) }))
 	m.GaugeFunc("coap_cache_bytes", "Bytes held by response caches.", cs(func(st coap.Stats) float64 { return float64(st.CacheBytes) }))
