@@ -144,17 +144,19 @@ type session struct {
 	mu       sync.Mutex
 	lastSeen time.Time
 	closed   bool
-	dedup    map[uint16]*dedupEntry
-	dq       []dedupItem
-	dqHead   int
-	pending  map[uint16]*outCon
-	nextMID  uint16
-	nstart   chan struct{}
-	waiters  map[string]chan *message.Message // client side, by token
+	// layerWork counts this session's requests a Layer worker is verifying (Server.onRequest);
+	// int32 beside the bool so that the session stays in its allocation size class.
+	layerWork int32
+	dedup     map[uint16]*dedupEntry
+	dq        []dedupItem
+	dqHead    int
+	pending   map[uint16]*outCon
+	nextMID   uint16
+	nstart    chan struct{}
+	waiters   map[string]chan *message.Message // client side, by token
 
 	// server side
 	exchanges int
-	layerWork int // requests of this session a Layer worker is verifying (Server.onRequest)
 	block1    map[string]*block1State
 	block2    map[string]*block2State
 	observers map[string]*observer // by token
