@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -20,6 +21,11 @@ type observer struct {
 	path  string
 	query []string
 	szx   uint8
+
+	// sendMu serialises this observer's notifications from taking their Observe number to
+	// handing them to the socket: a client drops a notification that arrives after one with a
+	// newer number (RFC 7641 §3.4), so one overtaken between the two would be lost.
+	sendMu sync.Mutex
 
 	// guarded by Server.obsMu
 	ip       netip.Addr
@@ -189,6 +195,8 @@ func (s *Server) Notify(path string, r *Response) {
 }
 
 func (s *Server) notifyOne(o *observer, r *Response) {
+	o.sendMu.Lock()
+	defer o.sendMu.Unlock()
 	now := time.Now()
 	s.obsMu.Lock()
 	if o.inFlight {
