@@ -292,6 +292,9 @@ func TestLibcoapServerObserve(t *testing.T) {
 func TestLibcoapServerDTLS(t *testing.T) {
 	p := newTestPKI(t)
 	port := startLibcoapServer(t, "-d", "10", "-c", p.serverCertPEM, "-j", p.serverKeyPEM, "-C", p.caPEM)
+	// libcoap binds its DTLS port after the plain one (startLibcoapServer waited for that):
+	// dialing before it is bound was refused (seen once in CI).
+	waitUDPBound(t, port+1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := Dial(ctx, fmt.Sprintf("coaps://127.0.0.1:%d", port+1), ClientOptions{BlockSize: 256,
