@@ -357,18 +357,24 @@ func TestEchoOnDualStackSocket(t *testing.T) {
 	}
 }
 
+// fullTableServer serves /plain with an object-security layer (tagLayer) and room for four
+// sessions, for the tests and benchmarks that fill its table with proven peers.
+func fullTableServer() *Server {
+	mux := NewMux()
+	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
+		return NewResponse(codes.Content, []byte("plain"))
+	})})
+	mux.SetLayer(&tagLayer{})
+	return NewServer(mux, Config{MaxSessions: 4, SeparateAfter: time.Hour})
+}
+
 // TestUnprovenNeverDisplacesProven: with the session table full of peers that proved their
 // addresses, requests for the object-security layer from new, unproven (spoofed) sources —
 // the one kind of request that opens a session before the address is proven — open no
 // session: they get a stateless address challenge at most (RFC 9175 §2.4 item 3) and do not
 // evict the proven peers, which are still served without a new challenge.
 func TestUnprovenNeverDisplacesProven(t *testing.T) {
-	mux := NewMux()
-	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
-		return NewResponse(codes.Content, []byte("plain"))
-	})})
-	mux.SetLayer(&tagLayer{})
-	srv := NewServer(mux, Config{MaxSessions: 4, SeparateAfter: time.Hour})
+	srv := fullTableServer()
 	defer srv.Close()
 	pc := newRecPC()
 	proven := func(i int) netip.AddrPort {
@@ -459,12 +465,7 @@ func (p *countPC) WriteTo(b []byte, _ net.Addr) (int, error) {
 // challenge (an HMAC, no state) that lets a real device in, which is also what each spoofed
 // datagram of a flood costs.
 func BenchmarkOSCORENewcomerAtFullTable(b *testing.B) {
-	mux := NewMux()
-	mux.Handle(Resource{Path: "/plain", Handler: HandlerFunc(func(context.Context, *Request) *Response {
-		return NewResponse(codes.Content, []byte("plain"))
-	})})
-	mux.SetLayer(&tagLayer{})
-	srv := NewServer(mux, Config{MaxSessions: 4, SeparateAfter: time.Hour})
+	srv := fullTableServer()
 	defer srv.Close()
 	pc := &countPC{}
 	for i := range 4 {
