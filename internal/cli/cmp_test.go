@@ -327,12 +327,7 @@ func TestCMPClientAgainstOpenSSLMock(t *testing.T) {
 			for _, c := range tc.client {
 				fmt.Fprintf(&script, "COAPCA_CLI_HELPER=1 %q -test.run='^TestCMPCLIHelper$' -- %s --server http://127.0.0.1:$PORT/pkix/ --timeout 20s\n", self, c)
 			}
-			script.WriteString("kill %1 2>/dev/null || true\n")
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", script.String())
-			cmd.Dir = work
-			out, err := cmd.CombinedOutput()
+			out, err := runInNetns(work, 60*time.Second, script.String())
 			if err != nil {
 				log, _ := os.ReadFile(filepath.Join(work, "mock.log"))
 				t.Fatalf("%v\n%s\nmock server:\n%s", err, out, log)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,12 +123,7 @@ func TestCMPRegistrarTransparentOpenSSLMock(t *testing.T) {
 				buildRequest(t, work, r, tc.mock)
 				fmt.Fprintf(&script, "coap-client-notls -m post -t 259 -A 259 -b 1024 -f %s.req.der -o %s.rsp.der coap://127.0.0.1/.well-known/cmp\n", r.name, r.name)
 			}
-			script.WriteString("kill %2 %1 2>/dev/null || true\n")
-			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", script.String())
-			cmd.Dir = work
-			if out, err := cmd.CombinedOutput(); err != nil {
+			if out, err := runInNetns(work, 120*time.Second, script.String()); err != nil {
 				mock, _ := os.ReadFile(filepath.Join(work, "mock.log"))
 				serve, _ := os.ReadFile(filepath.Join(work, "serve.log"))
 				t.Fatalf("%v\n%s\nmock server:\n%s\nregistrar:\n%s", err, out, mock, serve)
@@ -140,6 +136,25 @@ func TestCMPRegistrarTransparentOpenSSLMock(t *testing.T) {
 			}
 		})
 	}
+}
+
+// runInNetns runs script with sh in a new network namespace with only loopback (unshare -n),
+// in dir and in a process group of its own, and returns its combined output. Every process the
+// script started in the background (a mock server, a registrar) is killed when the script
+// ends or its timeout does: a non-interactive sh has no job control, so `kill %1` at the end
+// of a script did nothing and left them running in their namespace after every run.
+func runInNetns(dir string, timeout time.Duration, script string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", script)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what the script left in the background
+	}
+	return out, err
 }
 
 // shellJoin quotes args for sh.
