@@ -775,7 +775,7 @@ func (s *Server) onRequest(sess *session, m *message.Message, e *dedupEntry, id 
 		ex.replyCode(codes.ProxyingNotSupported, "") // RFC 7252 §5.7.2: not a proxy
 		return
 	}
-	if offload && forLayer && s.layerSlots != nil && s.admit() {
+	if offload && forLayer && s.admit() {
 		// The layer's work — AEAD, EDHOC message_3, a shared replay check in the database —
 		// runs off the coap:// read loop, so that one slow verification does not hold up
 		// every other peer's datagrams (the DTLS sessions have a reader each). The slots
