@@ -184,9 +184,13 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 			float64(r.enrollClientCPU+r.enrollServerCPU)/float64(max(r.rawHSCPU, 1)))
 		fmt.Fprintf(w, "  reenroll            %-25v %v\n", us(r.reenrollClientCPU), us(r.reenrollServerCPU))
 	} else {
-		fmt.Fprintf(w, "  server handshake    %-25v (server in the bench process: included)\n", us(r.srvHSClientCPU))
-		fmt.Fprintf(w, "  enroll              %-25v (server in the bench process: included)\n", us(r.enrollClientCPU))
-		fmt.Fprintf(w, "  reenroll            %-25v (server in the bench process: included)\n", us(r.reenrollClientCPU))
+		note := "(server in the bench process: included)"
+		if r.mode != modeInProcess {
+			note = "(server in another process: its CPU is not known here)"
+		}
+		fmt.Fprintf(w, "  server handshake    %-25v %s\n", us(r.srvHSClientCPU), note)
+		fmt.Fprintf(w, "  enroll              %-25v %s\n", us(r.enrollClientCPU), note)
+		fmt.Fprintf(w, "  reenroll            %-25v %s\n", us(r.reenrollClientCPU), note)
 	}
 }
 

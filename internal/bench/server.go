@@ -68,6 +68,12 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * (time.Second / 100)
 }
 
+// procReadable reports whether /proc/PID/stat, where procCPU reads, can be read.
+func procReadable(pid int) bool {
+	_, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	return err == nil
+}
+
 // openTarget picks the server of o: the running one at o.Server (with its data directory
 // o.DataDir), a child `coapca serve` (o.Spawn), or one in this process.
 func openTarget(ctx context.Context, o ESTOptions, say func(string, ...any)) (*estTarget, error) {
@@ -84,7 +90,22 @@ func openTarget(ctx context.Context, o ESTOptions, say func(string, ...any)) (*e
 			return nil, fmt.Errorf("bench: data directory of the server: %w", err)
 		}
 		say("loading the running server at %s (its data directory %s)", o.Server, o.DataDir)
-		return &estTarget{url: "coaps://" + o.Server, data: d, mode: "external " + o.Server, stop: func() {}}, nil
+		t := &estTarget{url: "coaps://" + o.Server, data: d, mode: "external " + o.Server, stop: func() {}}
+		// The server holds its data directory's lock and wrote its PID there: on this machine,
+		// its CPU time can be read beside the bench's own.
+		switch pid, err := datadir.LockHolder(o.DataDir); {
+		case err != nil:
+			say("the server's CPU will not be measured: %v", err)
+		case pid == 0:
+			say("the server's CPU will not be measured: no process holds %s (is the server running on it?)", o.DataDir)
+		case !procReadable(pid):
+			say("the server's CPU will not be measured: process %d (the holder of %s) is not readable in /proc", pid, o.DataDir)
+		default:
+			t.pid = pid
+			t.mode = fmt.Sprintf("external %s, pid %d", o.Server, pid)
+			say("the server is process %d (it holds %s): its CPU time is read from /proc", pid, o.DataDir)
+		}
+		return t, nil
 	case o.Spawn:
 		exe, err := os.Executable()
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,12 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "server external "+u.Host) {
 		t.Errorf("printout does not say which server it loaded:\n%s", out.String())
+	}
+	// The server's PID is found from the lock of its data directory and its CPU read from
+	// /proc. Here that process is this one, so the figure includes the clients too: the check
+	// is that the server was found and read, not the figure.
+	if !strings.Contains(out.String(), "pid "+strconv.Itoa(os.Getpid())) || r.CPU["enroll_server"] <= 0 || r.CPU["reenroll_server"] <= 0 {
+		t.Errorf("the server's process was not found from its data directory, or its CPU not read: cpu %v\n%s", r.CPU, out.String())
 	}
 }
 

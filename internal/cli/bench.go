@@ -28,7 +28,8 @@ const benchDescription = `Measure EST-coaps enrollment throughput against an in-
 
 With --spawn the bench starts 'coapca serve' as a child process, and with --server ADDR it loads
 one already running in its own process (coapca serve --data DIR, with --data DIR here too), so
-that its CPU and the clients' are not mixed.
+that its CPU and the clients' are not mixed. The server's CPU is read from /proc: the PID of a
+spawned server is known, that of a running one is in DIR/coapca.lock (the lock it holds).
 
 N simulated devices (each with its own IDevID from the demo manufacturer CA) enroll
 concurrently, each with a fresh DTLS handshake (/sen); then every device opens one session with

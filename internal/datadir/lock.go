@@ -68,3 +68,34 @@ func (l *DirLock) Unlock() error {
 	l.f = nil
 	return err
 }
+
+// LockHolder returns the PID of the process that holds the lock of the data directory dir (a
+// running `coapca serve`, see Lock), or 0 when no process holds it. It probes with a shared
+// flock that it releases at once, so it never keeps a server from starting; a server that
+// starts during that instant is refused, as when another holds the directory.
+func LockHolder(dir string) (int, error) {
+	path := filepath.Join(dir, LockFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("datadir: lock holder: %w", err)
+	}
+	defer f.Close()
+	switch err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
+	case err == nil:
+		return 0, nil // nobody holds it (closing the file releases the probe)
+	case !errors.Is(err, syscall.EWOULDBLOCK):
+		return 0, fmt.Errorf("datadir: lock holder: %w", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("datadir: lock holder: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("datadir: lock holder: %s does not hold a PID", path)
+	}
+	return pid, nil
+}
