@@ -45,33 +45,34 @@ func (t *estTarget) cpu() time.Duration {
 	return procCPU(t.pid)
 }
 
-// procCPU reads utime+stime of pid from /proc (Linux; clock ticks of 1/100 s, USER_HZ).
+// procCPU reads utime+stime of pid from /proc (Linux; clock ticks of 1/100 s, USER_HZ); 0 when
+// it cannot.
 func procCPU(pid int) time.Duration {
+	d, _ := procStatCPU(pid)
+	return d
+}
+
+// procStatCPU is procCPU with the reason when /proc/PID/stat cannot be read or parsed.
+func procStatCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	// The command name (field 2) may hold spaces: fields are counted after its ")".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	return time.Duration(utime+stime) * (time.Second / 100)
-}
-
-// procReadable reports whether /proc/PID/stat, where procCPU reads, can be read.
-func procReadable(pid int) bool {
-	_, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	return err == nil
+	return time.Duration(utime+stime) * (time.Second / 100), nil
 }
 
 // openTarget picks the server of o: the running one at o.Server (with its data directory
@@ -98,9 +99,11 @@ func openTarget(ctx context.Context, o ESTOptions, say func(string, ...any)) (*e
 			say("the server's CPU will not be measured: %v", err)
 		case pid == 0:
 			say("the server's CPU will not be measured: no process holds %s (is the server running on it?)", o.DataDir)
-		case !procReadable(pid):
-			say("the server's CPU will not be measured: process %d (the holder of %s) is not readable in /proc", pid, o.DataDir)
 		default:
+			if _, err := procStatCPU(pid); err != nil {
+				say("the server's CPU will not be measured: process %d holds %s, but: %v", pid, o.DataDir, err)
+				break
+			}
 			t.pid = pid
 			t.mode = fmt.Sprintf("external %s, pid %d", o.Server, pid)
 			say("the server is process %d (it holds %s): its CPU time is read from /proc", pid, o.DataDir)

@@ -39,9 +39,8 @@ func Lock(dir string) (*DirLock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			b, _ := os.ReadFile(path)
 			who := "another process"
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+			if pid, ok := lockPID(path); ok {
 				who = "process " + strconv.Itoa(pid)
 			}
 			return nil, fmt.Errorf("datadir: %s is locked by %s (another 'coapca serve' on the same data directory): %w", dir, who, ErrLocked)
@@ -89,13 +88,19 @@ func LockHolder(dir string) (int, error) {
 	case !errors.Is(err, syscall.EWOULDBLOCK):
 		return 0, fmt.Errorf("datadir: lock holder: %w", err)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, fmt.Errorf("datadir: lock holder: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
+	pid, ok := lockPID(path)
+	if !ok {
 		return 0, fmt.Errorf("datadir: lock holder: %s does not hold a PID", path)
 	}
 	return pid, nil
+}
+
+// lockPID reads the PID that Lock wrote into the lock file at path.
+func lockPID(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid, err == nil && pid > 0
 }
