@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,6 +187,33 @@ func TestGroupCommitWait(t *testing.T) {
 			}
 		})
 	}
+	// The other reason: goroutines waiting for a CPU.
+	for _, tc := range []struct {
+		name  string
+		bound time.Duration
+		busy  func() bool
+		batch int
+		wait  bool
+	}{
+		{name: "CPUs busy", bound: bound, busy: func() bool { return true }, batch: 1, wait: true},
+		{name: "a CPU free", bound: bound, busy: func() bool { return false }, batch: 1},
+		{name: "CPUs busy, batch full", bound: bound, busy: func() bool { return true }, batch: maxBatch},
+		{name: "CPUs busy, disabled", bound: -1, busy: func() bool { return true }, batch: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := groupCommit{busy: tc.busy} // no previous commit: the other reason says no
+			if w := g.wait(bound, batchOf(tc.batch)); w != 0 {
+				t.Fatalf("wait = %v without a previous commit", w)
+			}
+			w := g.busyWait(tc.bound, batchOf(tc.batch))
+			if (w > 0) != tc.wait {
+				t.Errorf("busyWait = %v, want waiting %v", w, tc.wait)
+			}
+			if w > max(tc.bound, 0) {
+				t.Errorf("busyWait = %v, longer than the bound %v", w, tc.bound)
+			}
+		})
+	}
 	// The moving average follows the arrivals: one at a time, 20 ms apart, it ends above a
 	// 1 ms bound; eight at once, it falls below it.
 	var g groupCommit
@@ -261,5 +289,68 @@ func TestCloseWhileGroupCommitWaits(t *testing.T) {
 	}
 	if len(ok) == callers*each {
 		t.Logf("every record finished before Close (%d in %d commits)", records, commits)
+	}
+}
+
+// TestGroupCommitWaitsWhileCPUsBusy: while goroutines wait for a CPU, a commit waits for more
+// records (up to Options.GroupCommitBusyWait) and they share its fsync; as soon as a CPU is
+// free it commits. With the CPUs idle a lone record is committed at once.
+func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
+	ctx := context.Background()
+	var busy atomic.Bool
+	busy.Store(true)
+	// The other reason to wait is off; the bound is far beyond the test's own waits, so that
+	// only the probe can end the wait.
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1,
+		GroupCommitBusyWait: time.Minute, busy: busy.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	record := func(sn string) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
+		return done
+	}
+	first := record("b1")
+	select {
+	case err := <-first:
+		t.Fatalf("RecordIssued returned (%v) while the CPUs were busy: the commit did not wait", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// The second record is queued as RecordIssued queues it, so that the test knows when the
+	// waiting committer has taken it into its batch: when the queue is empty again.
+	second := &recordReq{c: lookupCert("b2"), at: time.Now(), done: make(chan error, 1)}
+	second.sum, second.keyID = store.CertKeyRefs(second.c.DER)
+	s.recq <- second
+	for len(s.recq) > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	busy.Store(false)
+	for _, done := range []<-chan error{first, second.done} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("RecordIssued did not return after a CPU became free")
+		}
+	}
+	if commits, records := s.commitStats(); commits != 1 || records != 2 {
+		t.Errorf("%d commits carried %d records, want both records in one commit", commits, records)
+	}
+
+	// CPUs idle: a lone record does not wait (the bound is a minute).
+	select {
+	case err := <-record("b3"):
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lone record waited with the CPUs idle")
+	}
+	if commits, records := s.commitStats(); commits != 2 || records != 3 {
+		t.Errorf("%d commits carried %d records, want the third alone", commits, records)
 	}
 }
