@@ -493,10 +493,11 @@ const maxBatch = 256
 // in the wrong state) leaves the others intact: a record without a pending request is one
 // INSERT, which a constraint violation backs out alone; one with a pending request has its
 // own SAVEPOINT; any other failure commits the batch's records one by one (recordInBatch). A
-// lone call is committed at once; under load, calls that arrive during an fsync share the
-// next, and while several callers record at once a commit waits up to
-// Options.GroupCommitWait for more (groupCommit). RecordIssued returns only after its record
-// is durable (or failed).
+// lone call with the CPUs idle is committed at once; under load, calls that arrive during an
+// fsync share the next, and while several callers record at once, or goroutines wait for a
+// CPU, a commit waits up to Options.GroupCommitWait or Options.GroupCommitBusyWait for more
+// (groupCommit).
+// RecordIssued returns only after its record is durable (or failed).
 func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sqlite: record %s: %w", c.Serial, err)
