@@ -250,6 +250,8 @@ func TestFloodFromProvenPorts(t *testing.T) {
 		ap2 := src(2, port)
 		fs.srv.HandleDatagram(pc, ap2, withEcho(firstBlock(port), ap2))
 	}
+	// The handlers run on goroutines of their own; the counts below are of their outcome.
+	fs.srv.running.Wait()
 	st := fs.srv.Stats()
 	if st.Observers > cfg.MaxObserversPerIP {
 		t.Errorf("%d observers from one address, cap %d", st.Observers, cfg.MaxObserversPerIP)
@@ -267,6 +269,7 @@ func TestFloodFromProvenPorts(t *testing.T) {
 			fs.srv.HandleDatagram(pc, ap, withEcho(observeGET(port), ap))
 		}
 	}
+	fs.srv.running.Wait()
 	if st := fs.srv.Stats(); st.Observers > cfg.MaxObservers || st.ObserversEvicted == 0 {
 		t.Errorf("%d observers (cap %d), %d evicted", st.Observers, cfg.MaxObservers, st.ObserversEvicted)
 	}
