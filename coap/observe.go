@@ -61,7 +61,11 @@ func ipOf(a net.Addr) netip.Addr {
 // returns the Observe value for the response. A new observation over MaxObserversPerIP or
 // MaxObservers evicts the oldest one of the same address, or the oldest of all: the list of
 // observers is bounded whoever fills it.
-func (s *Server) register(sess *session, token []byte, path string, query []string, szx uint8) uint32 {
+//
+// The observer is returned with its sendMu held: the caller releases it once the registration
+// response has been handed to the socket, so that no notification — an eviction's included —
+// overtakes the response that starts the observation.
+func (s *Server) register(sess *session, token []byte, path string, query []string, szx uint8) (uint32, *observer) {
 	ip := ipOf(sess.peer.Addr)
 	var evicted []*observer
 	s.obsMu.Lock()
@@ -71,6 +75,7 @@ func (s *Server) register(sess *session, token []byte, path string, query []stri
 		s.unlinkObserverLocked(old)
 	}
 	o := &observer{s: sess, token: append([]byte(nil), token...), path: path, query: query, szx: szx, lastCON: time.Now(), ip: ip}
+	o.sendMu.Lock() // released by the caller after the registration response (serve)
 	closed := sess.closed
 	if !closed {
 		if sess.observers == nil {
@@ -106,7 +111,7 @@ func (s *Server) register(sess *session, token []byte, path string, query []stri
 	for _, e := range evicted {
 		s.evictObserver(e)
 	}
-	return s.obsSeq.Add(1) & 0xffffff
+	return s.obsSeq.Add(1) & 0xffffff, o
 }
 
 // unlinkObserverLocked takes o out of the server's lists (obsMu held); false when it was
@@ -135,7 +140,12 @@ func (s *Server) unlinkObserverLocked(o *observer) bool {
 
 // evictObserver ends an observation the server cannot keep: it leaves the session, and the
 // client is told with a non-2.xx notification, which ends an observation (RFC 7641 §3.2).
+//
+// The notice waits for o's sendMu: an observation registered a moment ago is told only after
+// its registration response went out (register), and no notification of it is in between.
 func (s *Server) evictObserver(o *observer) {
+	o.sendMu.Lock()
+	defer o.sendMu.Unlock()
 	sess := o.s
 	sess.mu.Lock()
 	if sess.observers[string(o.token)] == o {

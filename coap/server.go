@@ -1050,11 +1050,20 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 	ex.mu.Unlock()
 
 	obs := int64(-1)
+	var registered *observer // its sendMu is held until the response has gone out (register)
+	release := func() {
+		if registered != nil {
+			registered.sendMu.Unlock()
+			registered = nil
+		}
+	}
+	defer release()
 	if req.Method == codes.GET {
 		// Observations under OSCORE are not kept: notifications would need the exchange's
 		// security state (RFC 8613 §4.1.3.5); the request is answered as a plain GET.
 		if req.Observe == ObserveRegister && res.Observable && resp.Code>>5 == 2 && ex.protect == nil && sess.canObserve(ex.token) {
-			obs = int64(s.register(sess, ex.token, req.Path, req.Query, b2.SZX))
+			seq, o := s.register(sess, ex.token, req.Path, req.Query, b2.SZX)
+			obs, registered = int64(seq), o
 		} else {
 			s.deregister(sess, ex.token) // RFC 7641 §3.6: GET without Observe (or 1) cancels
 		}
@@ -1065,8 +1074,12 @@ func (s *Server) serve(ex *exchange, res Resource, req *Request, key2 string, b2
 	}
 	if !sep {
 		ex.reply(m)
+		release()
 		return
 	}
+	// A separate response first waits for NSTART and then for its ACK: notifications do not
+	// wait that long for it.
+	release()
 	m = ex.seal(m)
 	m.Token = ex.token
 	s.ep.stats.byCode[m.Code].Add(1)
