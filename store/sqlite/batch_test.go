@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"coapca/store"
@@ -294,63 +295,65 @@ func TestCloseWhileGroupCommitWaits(t *testing.T) {
 
 // TestGroupCommitWaitsWhileCPUsBusy: while goroutines wait for a CPU, a commit waits for more
 // records (up to Options.GroupCommitBusyWait) and they share its fsync; as soon as a CPU is
-// free it commits. With the CPUs idle a lone record is committed at once.
+// free it commits. With the CPUs idle a lone record is committed at once. It runs in a
+// synctest bubble: time is the bubble's, and synctest.Wait returns once the committer and the
+// callers are blocked, so "not committed yet" is a fact, not a guess after a sleep.
 func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
-	ctx := context.Background()
-	var busy atomic.Bool
-	busy.Store(true)
-	// The other reason to wait is off; the bound is far beyond the test's own waits, so that
-	// only the probe can end the wait.
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1,
-		GroupCommitBusyWait: time.Minute, busy: busy.Load})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	record := func(sn string) <-chan error {
-		done := make(chan error, 1)
-		go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
-		return done
-	}
-	first := record("b1")
-	select {
-	case err := <-first:
-		t.Fatalf("RecordIssued returned (%v) while the CPUs were busy: the commit did not wait", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	// The second record is queued as RecordIssued queues it, so that the test knows when the
-	// waiting committer has taken it into its batch: when the queue is empty again.
-	second := &recordReq{c: lookupCert("b2"), at: time.Now(), done: make(chan error, 1)}
-	second.sum, second.keyID = store.CertKeyRefs(second.c.DER)
-	s.recq <- second
-	for len(s.recq) > 0 {
-		time.Sleep(time.Millisecond)
-	}
-	busy.Store(false)
-	for _, done := range []<-chan error{first, second.done} {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("RecordIssued did not return after a CPU became free")
-		}
-	}
-	if commits, records := s.commitStats(); commits != 1 || records != 2 {
-		t.Errorf("%d commits carried %d records, want both records in one commit", commits, records)
-	}
-
-	// CPUs idle: a lone record does not wait (the bound is a minute).
-	select {
-	case err := <-record("b3"):
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		var busy atomic.Bool
+		busy.Store(true)
+		const bound = time.Minute                                                            // far beyond the steps below: only the probe ends the wait
+		s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1, // the other reason is off
+			GroupCommitBusyWait: bound, busy: busy.Load})
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a lone record waited with the CPUs idle")
-	}
-	if commits, records := s.commitStats(); commits != 2 || records != 3 {
-		t.Errorf("%d commits carried %d records, want the third alone", commits, records)
-	}
+		defer s.Close()
+		record := func(sn string) <-chan error {
+			done := make(chan error, 1)
+			go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
+			return done
+		}
+		pending := func(done <-chan error) bool {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				return false
+			default:
+				return true
+			}
+		}
+
+		first := record("b1")
+		synctest.Wait() // the committer holds b1 and waits
+		time.Sleep(10 * busyRecheck)
+		synctest.Wait()
+		if !pending(first) {
+			t.Fatal("RecordIssued returned while the CPUs were busy: the commit did not wait")
+		}
+		second := record("b2")
+		synctest.Wait() // b2 joined the waiting batch
+		busy.Store(false)
+		time.Sleep(busyRecheck) // the next look finds a CPU free
+		synctest.Wait()
+		if pending(first) || pending(second) {
+			t.Fatal("RecordIssued did not return after a CPU became free")
+		}
+		if commits, records := s.commitStats(); commits != 1 || records != 2 {
+			t.Errorf("%d commits carried %d records, want both records in one commit", commits, records)
+		}
+
+		// CPUs idle: a lone record does not wait, not even one recheck.
+		third := record("b3")
+		synctest.Wait()
+		if pending(third) {
+			t.Fatal("a lone record waited with the CPUs idle")
+		}
+		if commits, records := s.commitStats(); commits != 2 || records != 3 {
+			t.Errorf("%d commits carried %d records, want the third alone", commits, records)
+		}
+	})
 }

@@ -61,7 +61,6 @@ type Store struct {
 	recq      chan *recordReq // RecordIssued → committer
 	lingerMax time.Duration   // Options.GroupCommitWait
 	busyMax   time.Duration   // Options.GroupCommitBusyWait
-	busy      func() bool     // cpuBusy, or Options.busy
 	stop      chan struct{}   // closed by Close
 	exited    chan struct{}   // closed when the committer has returned
 	closeOnce sync.Once
@@ -136,7 +135,7 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(0)
 	s := &Store{db: db, log: log, recq: make(chan *recordReq, maxBatch), lingerMax: opts.GroupCommitWait,
-		busyMax: opts.GroupCommitBusyWait, busy: opts.busy, stop: make(chan struct{}), exited: make(chan struct{})}
+		busyMax: opts.GroupCommitBusyWait, stop: make(chan struct{}), exited: make(chan struct{})}
 	if err := s.migrate(ctx, target); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
@@ -158,7 +157,7 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 			return nil, fmt.Errorf("sqlite: %s: preparing the pending update: %w", path, err)
 		}
 	}
-	go s.committer()
+	go s.committer(opts.busy)
 	return s, nil
 }
 
@@ -527,9 +526,10 @@ func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	}
 }
 
-func (s *Store) committer() {
+// committer runs the group commits; busy tells whether goroutines wait for a CPU (cpuBusy).
+func (s *Store) committer(busy func() bool) {
 	defer close(s.exited)
-	gc := groupCommit{busy: s.busy}
+	gc := groupCommit{busy: busy}
 	var timer *time.Timer
 	for {
 		var batch []*recordReq
