@@ -2,7 +2,9 @@ package bench
 
 import (
 	"bytes"
+	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -136,5 +138,49 @@ func TestFrontDoorsACE(t *testing.T) {
 	// /sen alone under a pre-shared context.
 	if ace.datagrams <= psk.datagrams || ace.bytes <= psk.bytes {
 		t.Fatalf("ace %v bytes / %v datagrams vs pre-shared %v / %v", ace.bytes, ace.datagrams, psk.bytes, psk.datagrams)
+	}
+}
+
+// TestCPUUse checks the arithmetic that says whether a phase was bound by CPU or by latency,
+// and the printout that shows it next to each phase's floor.
+func TestCPUUse(t *testing.T) {
+	tests := []struct {
+		name          string
+		rate          float64
+		perOp         time.Duration
+		cpus          int
+		busy, ceiling float64
+	}{
+		{"half of two CPUs", 1000, time.Millisecond, 2, 0.5, 2000},
+		{"saturated", 4000, 500 * time.Microsecond, 2, 1, 4000},
+		{"one CPU", 100, 2 * time.Millisecond, 1, 0.2, 500},
+		{"CPU per operation unknown", 1000, 0, 2, 0, 0},
+		{"no CPUs reported", 1000, time.Millisecond, 0, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := cpuUseAt(tt.rate, tt.perOp, tt.cpus)
+			if math.Abs(got.busy-tt.busy) > 1e-9 || math.Abs(got.ceiling-tt.ceiling) > 1e-6 {
+				t.Errorf("cpuUseAt(%v, %v, %d) = %+v, want busy %v ceiling %v", tt.rate, tt.perOp, tt.cpus, got, tt.busy, tt.ceiling)
+			}
+		})
+	}
+
+	r := &benchResult{signs: 40000, rawHS: 1500, rawHSCPU: time.Millisecond, childHS: 1400,
+		childHSClientCPU: 600 * time.Microsecond, childHSServerCPU: 700 * time.Microsecond,
+		srvHS: 1300, srvHSClientCPU: 600 * time.Microsecond, srvHSServerCPU: 800 * time.Microsecond,
+		enrolls: 1000, enrollClientCPU: 700 * time.Microsecond, enrollServerCPU: 1300 * time.Microsecond,
+		reenrolls: 3000, reenrollClientCPU: 100 * time.Microsecond, reenrollServerCPU: 400 * time.Microsecond}
+	var out bytes.Buffer
+	r.printCPUUse(&out, Machine{NumCPU: 2, CPU: "test CPU"})
+	for _, want := range []string{
+		"CPUs (2 × test CPU)",
+		"  enroll             100.0%       1000/s  =  71.4% of raw handshakes (child)", // 2 CPUs ÷ 2 ms
+		"  reenroll            75.0%       4000/s  =  10.0% of ECDSA signs",            // 2 CPUs ÷ 0.5 ms
+		"  raw pion, child     91.0%       1538/s",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printout lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -183,6 +183,7 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 		fmt.Fprintf(w, "  enroll              %-25v %v   (sum ÷ raw handshake %.2f)\n", us(r.enrollClientCPU), us(r.enrollServerCPU),
 			float64(r.enrollClientCPU+r.enrollServerCPU)/float64(max(r.rawHSCPU, 1)))
 		fmt.Fprintf(w, "  reenroll            %-25v %v\n", us(r.reenrollClientCPU), us(r.reenrollServerCPU))
+		r.printCPUUse(w, thisMachine())
 	} else {
 		note := "(server in the bench process: included)"
 		if r.mode != modeInProcess {
@@ -192,6 +193,65 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 		fmt.Fprintf(w, "  enroll              %-25v %s\n", us(r.enrollClientCPU), note)
 		fmt.Fprintf(w, "  reenroll            %-25v %s\n", us(r.reenrollClientCPU), note)
 	}
+}
+
+// cpuUse relates a measured rate to the CPUs it kept busy: busy is the share of the machine's
+// CPUs the rate used (rate × CPU per operation of both processes ÷ CPUs), ceiling the rate the
+// same CPU per operation would allow if the CPUs were never idle (CPUs ÷ CPU per operation).
+// A phase whose busy share is well below 1 was bound by latency (round trips, fsync, waiting
+// for a peer), not by CPU; one near 1 can only go faster by spending less CPU per operation.
+type cpuUse struct{ busy, ceiling float64 }
+
+func cpuUseAt(rate float64, perOp time.Duration, cpus int) cpuUse {
+	if perOp <= 0 || cpus <= 0 {
+		return cpuUse{}
+	}
+	return cpuUse{busy: rate * perOp.Seconds() / float64(cpus), ceiling: float64(cpus) / perOp.Seconds()}
+}
+
+// cpuUses is cpuUseAt for every phase whose CPU per operation is known on both sides, by
+// the names of Report.CPU.
+func (r *benchResult) cpuUses(cpus int) map[string]cpuUse {
+	u := map[string]cpuUse{"pion_dtls_handshake": cpuUseAt(r.rawHS, r.rawHSCPU, cpus)}
+	if r.childHS > 0 {
+		u["pion_dtls_handshake_child"] = cpuUseAt(r.childHS, r.childHSClientCPU+r.childHSServerCPU, cpus)
+	}
+	if r.enrollServerCPU > 0 {
+		u["server_dtls_handshake"] = cpuUseAt(r.srvHS, r.srvHSClientCPU+r.srvHSServerCPU, cpus)
+		u["enroll"] = cpuUseAt(r.enrolls, r.enrollClientCPU+r.enrollServerCPU, cpus)
+		u["reenroll"] = cpuUseAt(r.reenrolls, r.reenrollClientCPU+r.reenrollServerCPU, cpus)
+	}
+	return u
+}
+
+// printCPUUse says, per phase, how busy the CPUs were and what rate they would allow if never
+// idle, with that ceiling as a share of the phase's floor: a ratio below its aim only because
+// the CPUs idled can be raised by concurrency, one whose ceiling is below the aim only by
+// spending less CPU per operation.
+func (r *benchResult) printCPUUse(w io.Writer, m Machine) {
+	u := r.cpuUses(m.NumCPU)
+	fmt.Fprintf(w, "\nCPUs (%d × %s)\n", m.NumCPU, m.CPU)
+	fmt.Fprintf(w, "  phase              busy      rate if never idle (CPUs ÷ CPU per operation)\n")
+	line := func(label, name, floorName string, floor float64) {
+		c, ok := u[name]
+		if !ok || c.ceiling == 0 {
+			return
+		}
+		fmt.Fprintf(w, "  %-18s %5.1f%%   %8.0f/s", label, 100*c.busy, c.ceiling)
+		if floorName != "" && floor > 0 {
+			fmt.Fprintf(w, "  = %5.1f%% of %s", 100*c.ceiling/floor, floorName)
+		}
+		fmt.Fprintln(w)
+	}
+	line("raw pion handshake", "pion_dtls_handshake", "", 0)
+	line("raw pion, child", "pion_dtls_handshake_child", "", 0)
+	line("server handshake", "server_dtls_handshake", "", 0)
+	floor, floorName := r.rawHS, "raw handshakes"
+	if r.childHS > 0 {
+		floor, floorName = r.childHS, "raw handshakes (child)"
+	}
+	line("enroll", "enroll", floorName, floor)
+	line("reenroll", "reenroll", "ECDSA signs", r.signs)
 }
 
 func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResult, error) {

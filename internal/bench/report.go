@@ -25,6 +25,10 @@ type Report struct {
 	// CPU: name → CPU milliseconds per operation of one side (bench est: the bench process's
 	// "…_client" and the server's "…_server"; the raw floor's both ends together).
 	CPU map[string]float64 `json:"cpu_ms,omitempty"`
+	// CPUBusy: name → the share of the machine's CPUs (0–1) both processes kept busy during
+	// that phase (rate × CPU per operation ÷ CPUs), for the phases whose CPU is known on both
+	// sides. Below 1 the phase was bound by latency, not CPU.
+	CPUBusy map[string]float64 `json:"cpu_busy,omitempty"`
 }
 
 // Result is one measured operation.
@@ -94,6 +98,12 @@ func (r *benchResult) report(o ESTOptions) Report {
 			{Name: "reenroll", PerSecond: r.reenrolls, Floor: "ecdsa_p256_sign", Ratio: ratio(r.reenrolls, r.signs),
 				P50: ms(r.reenrollLat.pct(.5)), P90: ms(r.reenrollLat.pct(.9)), P99: ms(r.reenrollLat.pct(.99)), Errors: r.reenrollErrs, ServerCPU: ms(r.reenrollServerCPU)},
 		},
+	}
+	for name, u := range r.cpuUses(rep.Machine.NumCPU) {
+		if rep.CPUBusy == nil {
+			rep.CPUBusy = map[string]float64{}
+		}
+		rep.CPUBusy[name] = u.busy
 	}
 	if r.childHS > 0 {
 		rep.Floors["pion_dtls_handshake_child"], rep.Floors["pion_dtls_handshake_child_after"] = r.childHS, r.childHSAfter

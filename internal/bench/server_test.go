@@ -67,6 +67,14 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if !strings.Contains(out.String(), "pid "+strconv.Itoa(os.Getpid())) || r.CPU["enroll_server"] <= 0 || r.CPU["reenroll_server"] <= 0 {
 		t.Errorf("the server's process was not found from its data directory, or its CPU not read: cpu %v\n%s", r.CPU, out.String())
 	}
+	for _, name := range []string{"pion_dtls_handshake", "pion_dtls_handshake_child", "enroll", "reenroll"} {
+		if r.CPUBusy[name] <= 0 {
+			t.Errorf("no CPU busy share for %s: %v", name, r.CPUBusy)
+		}
+	}
+	if !strings.Contains(out.String(), "rate if never idle") {
+		t.Errorf("printout does not say how busy the CPUs were:\n%s", out.String())
+	}
 }
 
 func result(r Report, name string) Result {
