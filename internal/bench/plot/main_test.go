@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,5 +95,40 @@ func TestPlotSkipsSessionsOfAnotherShape(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "memory-per-session.png")); !os.IsNotExist(err) {
 		t.Errorf("a memory figure was drawn from nothing: %v", err)
+	}
+}
+
+// TestThroughputCeilings: the throughput plot draws what each phase would reach if the CPUs
+// never idled (CPUs ÷ both sides' CPU per operation) only when every run knows both sides.
+func TestThroughputCeilings(t *testing.T) {
+	run := func(c int, serverCPU bool) bench.Report {
+		r := bench.Report{Kind: "est", Concurrency: c, Machine: bench.Machine{NumCPU: 2},
+			Floors:  map[string]float64{"pion_dtls_handshake": 200, "pion_dtls_handshake_child": 180, "ecdsa_p256_sign": 9000},
+			Results: []bench.Result{{Name: "enroll", PerSecond: 100}, {Name: "reenroll", PerSecond: 500}},
+			CPU:     map[string]float64{"enroll_client": 1, "reenroll_client": 0.1}}
+		if serverCPU {
+			r.CPU["enroll_server"], r.CPU["reenroll_server"] = 1.5, 0.4
+		}
+		return r
+	}
+	tests := []struct {
+		name    string
+		runs    []bench.Report
+		wantMax float64 // the highest line: 0.10 × signs (900), or the re-enrollment ceiling 2 ÷ 0.5 ms
+	}{
+		{"both sides known in every run", []bench.Report{run(1, true), run(8, true)}, 4000},
+		{"no server CPU", []bench.Report{run(1, false), run(8, false)}, 900},
+		{"one run without server CPU", []bench.Report{run(1, true), run(8, false)}, 900},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := throughput(tt.runs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Y.Max / 1.6; math.Abs(got-tt.wantMax) > 1e-9 { // addLines leaves 60 % above for the legend
+				t.Errorf("highest line = %v, want %v", got, tt.wantMax)
+			}
+		})
 	}
 }
