@@ -38,7 +38,10 @@ database, fsync'd. Beside the results it prints floors measured in the same run 
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
 concurrency (both ends in the bench process; with --spawn or --server also with the pion server
 in a child process, the placement of the server under test), and each result as a ratio to them,
-then the CPU per operation of the bench process (the clients) and of the server.`
+then the CPU per operation of the bench process (the clients) and of the server. When both are
+known it also prints how busy the machine's CPUs were in each phase and the rate the same CPU
+per operation would allow if they never idled: a phase near 100 % busy can only go faster by
+spending less CPU per operation, one well below it was bound by latency.`
 
 const benchCMPDescription = `Measure CMP enrollment throughput against an in-process server.
 
