@@ -31,6 +31,18 @@ type Report struct {
 	CPUBusy map[string]float64 `json:"cpu_busy,omitempty"`
 }
 
+// RateIfNeverIdle is the rate of phase op ("enroll", "reenroll") that its CPU per operation on
+// both sides would allow with the machine's CPUs always busy; 0 when the server's CPU is
+// unknown (a server in the bench process).
+func (r Report) RateIfNeverIdle(op string) float64 {
+	server := r.CPU[op+"_server"]
+	if server <= 0 {
+		return 0
+	}
+	perOp := time.Duration((r.CPU[op+"_client"] + server) * float64(time.Millisecond))
+	return cpuUseAt(0, perOp, r.Machine.NumCPU).ceiling
+}
+
 // Result is one measured operation.
 type Result struct {
 	Name      string  `json:"name"`
@@ -99,10 +111,8 @@ func (r *benchResult) report(o ESTOptions) Report {
 				P50: ms(r.reenrollLat.pct(.5)), P90: ms(r.reenrollLat.pct(.9)), P99: ms(r.reenrollLat.pct(.99)), Errors: r.reenrollErrs, ServerCPU: ms(r.reenrollServerCPU)},
 		},
 	}
+	rep.CPUBusy = map[string]float64{}
 	for name, u := range r.cpuUses(rep.Machine.NumCPU) {
-		if rep.CPUBusy == nil {
-			rep.CPUBusy = map[string]float64{}
-		}
 		rep.CPUBusy[name] = u.busy
 	}
 	if r.childHS > 0 {

@@ -171,20 +171,11 @@ func throughput(rs []bench.Report) (*plot.Plot, error) {
 	}
 	// What each phase would reach if the CPUs never idled (CPUs ÷ both sides' CPU per
 	// operation): drawn only when every run knows both sides' CPU (a server in its own process).
-	ceiling := func(op string) func(bench.Report) float64 {
-		return func(r bench.Report) float64 {
-			perOp := r.CPU[op+"_client"] + r.CPU[op+"_server"]
-			if r.CPU[op+"_server"] <= 0 || r.Machine.NumCPU <= 0 {
-				return 0
-			}
-			return float64(r.Machine.NumCPU) * 1000 / perOp
-		}
-	}
 	for _, c := range []struct{ name, op string }{
 		{"enroll if the CPUs never idled", "enroll"},
 		{"re-enroll if the CPUs never idled", "reenroll"},
 	} {
-		y := ceiling(c.op)
+		y := func(r bench.Report) float64 { return r.RateIfNeverIdle(c.op) }
 		if !slices.ContainsFunc(rs, func(r bench.Report) bool { return y(r) == 0 }) {
 			series = append(series, struct {
 				name string
