@@ -601,7 +601,7 @@ func (a *Authority) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto
 			return nil, errs.Wrap(errs.Internal, err, "serial number")
 		}
 		tmpl.SerialNumber = serial
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, a.issuer, pub, a.signer)
+		der, err := a.createCertificate(tmpl, pub)
 		if err != nil {
 			return nil, errs.Wrap(errs.Internal, err, "signing failed")
 		}

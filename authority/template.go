@@ -57,7 +57,7 @@ func keyType(pub crypto.PublicKey) (string, error) {
 func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto.PublicKey) (*x509.Certificate, error) {
 	// pub is nil only when Authorize checks a registrar's relayed server-side key generation,
 	// whose key the upstream CA makes: the names are checked, the key cannot be.
-	var ski []byte
+	var ski, spki []byte
 	if pub != nil {
 		kt, err := keyType(pub)
 		if err != nil {
@@ -71,7 +71,7 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		if r.PublicKey == nil && r.CSR != nil {
 			raw = r.CSR.RawSubjectPublicKeyInfo // pub is the CSR's key
 		}
-		spki, err := subjectPublicKeyInfo(pub, raw)
+		spki, err = subjectPublicKeyInfo(pub, raw)
 		if err != nil {
 			return nil, errs.Wrap(errs.BadRequest, err, "unacceptable public key")
 		}
@@ -150,10 +150,12 @@ func (a *Authority) template(p *Profile, r CertRequest, who identity, pub crypto
 		ExtKeyUsage:           slices.Clone(p.ExtKeyUsage),
 		BasicConstraintsValid: true,
 		SubjectKeyId:          ski,
-		DNSNames:              slices.Clone(csr.DNSNames),
-		IPAddresses:           slices.Clone(csr.IPAddresses),
-		EmailAddresses:        slices.Clone(csr.EmailAddresses),
-		URIs:                  slices.Clone(csr.URIs),
+		// x509.CreateCertificate marshals pub itself; encodeTBS writes this, the same bytes.
+		RawSubjectPublicKeyInfo: spki,
+		DNSNames:                slices.Clone(csr.DNSNames),
+		IPAddresses:             slices.Clone(csr.IPAddresses),
+		EmailAddresses:          slices.Clone(csr.EmailAddresses),
+		URIs:                    slices.Clone(csr.URIs),
 	}, nil
 }
 
