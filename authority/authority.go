@@ -135,7 +135,6 @@ type Authority struct {
 	onIssue   func(Op, string, string, string, time.Duration)
 	onRevoke  func(string, int)
 	now       func() time.Time
-	serialMax *big.Int
 }
 
 type trustStore struct {
@@ -160,23 +159,22 @@ func New(pol Policy, opts Options) (*Authority, error) {
 		return nil, errors.New("authority: Store, Signer and Chain are required")
 	}
 	a := &Authority{
-		store:     opts.Store,
-		signer:    opts.Signer,
-		issuer:    opts.Chain[0],
-		chain:     slices.Clone(opts.Chain),
-		issuerDN:  opts.Chain[0].Subject.String(),
-		caRoots:   x509.NewCertPool(),
-		caInter:   x509.NewCertPool(),
-		profiles:  map[string]*Profile{},
-		secrets:   map[string]*macSecret{},
-		users:     map[string][]byte{},
-		crlValid:  pol.CRLValidity,
-		backdate:  pol.Backdate,
-		log:       opts.Logger,
-		onIssue:   opts.OnIssue,
-		onRevoke:  opts.OnRevoke,
-		now:       opts.Now,
-		serialMax: new(big.Int).Lsh(big.NewInt(1), 128),
+		store:    opts.Store,
+		signer:   opts.Signer,
+		issuer:   opts.Chain[0],
+		chain:    slices.Clone(opts.Chain),
+		issuerDN: opts.Chain[0].Subject.String(),
+		caRoots:  x509.NewCertPool(),
+		caInter:  x509.NewCertPool(),
+		profiles: map[string]*Profile{},
+		secrets:  map[string]*macSecret{},
+		users:    map[string][]byte{},
+		crlValid: pol.CRLValidity,
+		backdate: pol.Backdate,
+		log:      opts.Logger,
+		onIssue:  opts.OnIssue,
+		onRevoke: opts.OnRevoke,
+		now:      opts.Now,
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -577,22 +575,26 @@ func (a *Authority) pending(ctx context.Context, r CertRequest, p *Profile, who 
 	return nil, nil, errs.New(errs.Internal, "pending request %s has unknown status %q", pend.ID, pend.Status)
 }
 
-// newSerial returns a positive 128-bit random serial (RFC 5280 §4.1.2.2: positive, at most
-// 20 octets, unique; CA/Browser Forum practice: at least 64 random bits).
+// newSerial returns a positive 128-bit serial (RFC 5280 §4.1.2.2: positive, at most 20
+// octets, unique): the top bit set, then the issuance time in microseconds (63 bits), then 64
+// bits from crypto/rand — the CA/Browser Forum's minimum of CSPRNG output, and what makes the
+// serial unpredictable; the top bit keeps every serial 32 hex digits long.
+//
+// The time in front makes serials issued together sort together, so the store's serial index
+// grows at its end instead of at a random page per certificate: a group commit of n
+// certificates writes one or two index pages instead of n (BenchmarkRecordIssuedCPU,
+// serials=time-ordered vs serials=random, issue 13).
 func (a *Authority) newSerial() (*big.Int, error) {
-	for {
-		n, err := rand.Int(rand.Reader, a.serialMax)
-		if err != nil {
-			return nil, err
-		}
-		if n.Sign() > 0 {
-			return n, nil
-		}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], 1<<63|uint64(max(a.now().UnixMicro(), 0)))
+	if _, err := rand.Read(b[8:]); err != nil {
+		return nil, err
 	}
+	return new(big.Int).SetBytes(b[:]), nil
 }
 
 // sign issues the certificate and records it in one store transaction. A serial that is
-// already taken (never expected with 128 random bits) is drawn again and the certificate
+// already taken (never expected with 64 random bits per microsecond) is drawn again and the certificate
 // signed again: a serial is never reused.
 func (a *Authority) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, rec *store.Cert, who identity) (*Issued, error) {
 	for attempt := 0; attempt < 4; attempt++ {
