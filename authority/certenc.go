@@ -83,8 +83,9 @@ func encodable(tmpl, parent *x509.Certificate) bool {
 
 // encodeTBS returns the DER TBSCertificate (RFC 5280 §4.1) that x509.CreateCertificate signs
 // for tmpl, parent and pub with a P-256 key, or ok false when tmpl uses a field it does not
-// write. The public key is tmpl.RawSubjectPublicKeyInfo when template set it (the
-// SubjectPublicKeyInfo of pub it computed for the key identifier), else marshalled.
+// write. The public key is pub, encoded as x509.MarshalPKIXPublicKey does; template leaves
+// that encoding in tmpl.RawSubjectPublicKeyInfo (it hashed it for the key identifier), which
+// spares marshalling it again when it is pub's.
 func encodeTBS(tmpl, parent *x509.Certificate, pub crypto.PublicKey) (tbs []byte, ok bool, err error) {
 	if !encodable(tmpl, parent) {
 		return nil, false, nil
@@ -94,11 +95,11 @@ func encodeTBS(tmpl, parent *x509.Certificate, pub crypto.PublicKey) (tbs []byte
 			return nil, false, nil
 		}
 	}
-	spki := tmpl.RawSubjectPublicKeyInfo
-	if len(spki) == 0 {
-		if spki, err = x509.MarshalPKIXPublicKey(pub); err != nil {
-			return nil, false, fmt.Errorf("x509: %w", err)
-		}
+	// The key written is pub's, whatever the template carries: tmpl.RawSubjectPublicKeyInfo is
+	// taken only when it is that very key's encoding.
+	spki, err := subjectPublicKeyInfo(pub, tmpl.RawSubjectPublicKeyInfo)
+	if err != nil {
+		return nil, false, fmt.Errorf("x509: %w", err)
 	}
 	// Validity times: UTCTime for 1950 through 2049, GeneralizedTime otherwise (§4.1.2.5).
 	notBefore, notAfter := tmpl.NotBefore.UTC(), tmpl.NotAfter.UTC()

@@ -94,6 +94,9 @@ func TestEncodeTBSMatchesX509(t *testing.T) {
 		{"spki given", ca, &devKey.PublicKey, func(c *x509.Certificate) {
 			c.RawSubjectPublicKeyInfo, _ = x509.MarshalPKIXPublicKey(&devKey.PublicKey)
 		}},
+		{"spki of another key: pub's is written", ca, &devKey.PublicKey, func(c *x509.Certificate) {
+			c.RawSubjectPublicKeyInfo, _ = x509.MarshalPKIXPublicKey(&testpki.NewKey(t).PublicKey)
+		}},
 		{"small serial", ca, &devKey.PublicKey, func(c *x509.Certificate) { c.SerialNumber = big.NewInt(1) }},
 		{"Ed25519 key", ca, edPub, nil},
 		{"RSA key", ca, &rsaKey.PublicKey, nil},
