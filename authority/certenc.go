@@ -40,6 +40,13 @@ var (
 	oidExtSubjectAltName        = asn1.ObjectIdentifier{2, 5, 29, 17}
 )
 
+// ExtKeyUsageOID returns the OID of an extendedKeyUsage purpose a profile can name (RFC 5280
+// §4.2.1.12), or false for another one.
+func ExtKeyUsageOID(u x509.ExtKeyUsage) (asn1.ObjectIdentifier, bool) {
+	o, ok := extKeyUsageOIDs[u]
+	return o, ok
+}
+
 // extKeyUsageOIDs are the extendedKeyUsage purposes profiles can name (RFC 5280 §4.2.1.12).
 var extKeyUsageOIDs = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
 	x509.ExtKeyUsageAny:             {2, 5, 29, 37, 0},

@@ -374,20 +374,10 @@ var (
 	oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37} // RFC 5280 §4.2.1.12
 )
 
-var oidExtKeyUsages = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
-	x509.ExtKeyUsageAny:             {2, 5, 29, 37, 0},
-	x509.ExtKeyUsageServerAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 1},
-	x509.ExtKeyUsageClientAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 2},
-	x509.ExtKeyUsageCodeSigning:     {1, 3, 6, 1, 5, 5, 7, 3, 3},
-	x509.ExtKeyUsageEmailProtection: {1, 3, 6, 1, 5, 5, 7, 3, 4},
-	x509.ExtKeyUsageTimeStamping:    {1, 3, 6, 1, 5, 5, 7, 3, 8},
-	x509.ExtKeyUsageOCSPSigning:     {1, 3, 6, 1, 5, 5, 7, 3, 9},
-}
-
 func extKeyUsageExtension(ekus []x509.ExtKeyUsage) (pkix.Extension, error) {
 	var oids []asn1.ObjectIdentifier
 	for _, u := range ekus {
-		o, ok := oidExtKeyUsages[u]
+		o, ok := authority.ExtKeyUsageOID(u)
 		if !ok {
 			return pkix.Extension{}, fmt.Errorf("unknown extended key usage %v", u)
 		}
