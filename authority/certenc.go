@@ -59,7 +59,7 @@ var extKeyUsageOIDs = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
 }
 
 // createCertificate signs tmpl for pub under this CA: x509.CreateCertificate(rand.Reader,
-// tmpl, a.issuer, pub, a.signer), by encodeCertificate where it applies.
+// tmpl, a.issuer, pub, a.signer), by encodeTBS and signTBS where they apply.
 func (a *Authority) createCertificate(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
 	if k, ok := a.signer.(*ecdsa.PrivateKey); ok && k.Curve == elliptic.P256() {
 		if tbs, ok, err := encodeTBS(tmpl, a.issuer, pub); err != nil {
