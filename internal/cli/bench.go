@@ -41,7 +41,8 @@ in a child process, the placement of the server under test), and each result as 
 then the CPU per operation of the bench process (the clients) and of the server. When both are
 known it also prints how busy the machine's CPUs were in each phase and the rate the same CPU
 per operation would allow if they never idled: a phase near 100 % busy can only go faster by
-spending less CPU per operation, one well below it was bound by latency.`
+spending less CPU per operation, one well below it was bound by latency. The share counts the
+two processes' CPU only, not the kernel's work for the loopback datagrams, so it reads low.`
 
 const benchCMPDescription = `Measure CMP enrollment throughput against an in-process server.
 
