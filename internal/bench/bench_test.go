@@ -43,6 +43,30 @@ func TestLatencyPercentiles(t *testing.T) {
 	}
 }
 
+// TestAutoDevices: --devices 0 sizes the enrollment phase to about --duration at the measured
+// handshake rate, within bounds.
+func TestAutoDevices(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		rate        float64
+		d           time.Duration
+		concurrency int
+		want        int
+	}{
+		{"rate times duration", 1000, 4 * time.Second, 8, 4000},
+		{"rounded up", 333.3, time.Second, 8, 334},
+		{"at least four per concurrent device", 10, time.Second, 8, 32},
+		{"no rate measured", 0, time.Second, 2, 8},
+		{"at most 100,000", 5000, time.Minute, 8, 100000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := autoDevices(tt.rate, tt.d, tt.concurrency); got != tt.want {
+				t.Errorf("autoDevices(%v, %v, %d) = %d, want %d", tt.rate, tt.d, tt.concurrency, got, tt.want)
+			}
+		})
+	}
+}
+
 // TestUDPRelayCounts: the relay behind `coapca bench est --oscore/--edhoc` forwards both ways
 // and counts every UDP payload byte and datagram of both directions.
 func TestUDPRelayCounts(t *testing.T) {

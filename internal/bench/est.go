@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/big"
 	"net"
 	"os"
@@ -139,6 +140,7 @@ type benchResult struct {
 	// mode says where the server ran; the server CPU per operation is known only when it ran
 	// in its own process (0 otherwise).
 	mode                               string
+	devices                            int // devices that enrolled in phase 1 (ESTOptions.Devices, or the automatic count)
 	enrollServerCPU, reenrollServerCPU time.Duration
 	// CPU per operation (means over the before and after measurements for the floors): the
 	// bench process's own (the clients, and both ends of the raw floor) and the server's when it
@@ -150,7 +152,7 @@ type benchResult struct {
 }
 
 func (r *benchResult) print(w io.Writer, o ESTOptions) {
-	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd, server %s\n\n", o.Devices, o.Concurrency, o.BlockSize, r.mode)
+	fmt.Fprintf(w, "coapca bench est: %d devices, %d at a time, block size %d, SQLite fsync'd, server %s\n\n", r.devices, o.Concurrency, o.BlockSize, r.mode)
 	fmt.Fprintf(w, "floor (same run)      ECDSA P-256 sign %8.0f/s   verify %8.0f/s   (one goroutine)\n", r.signs, r.verifies)
 	fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%d concurrent, both chains verified, CCM_8; both ends in the bench process)\n", r.rawHS, o.Concurrency)
 	if r.childHS > 0 {
@@ -303,8 +305,14 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	}
 	srvCPUc[0], srvCPUs[0] = m.perOp(res.srvHS)
 
-	say("preparing %d device identities and CSRs", o.Devices)
-	devs, err := makeDevices(t.data, o.Devices)
+	res.devices = o.Devices
+	if res.devices == 0 {
+		res.devices = autoDevices(res.srvHS, o.Duration, o.Concurrency)
+		say("preparing %d device identities and CSRs (--devices 0: as many as the server completed handshakes in --duration, so that phase 1 measures the steady state)", res.devices)
+	} else {
+		say("preparing %d device identities and CSRs", res.devices)
+	}
+	devs, err := makeDevices(t.data, res.devices)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +334,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		}
 		defer pprof.StopCPUProfile() // on early returns; stopped before the second floors below
 	}
-	say("phase 1: %d enrollments, each over a new DTLS session", o.Devices)
+	say("phase 1: %d enrollments, each over a new DTLS session", res.devices)
 	self0 := selfCPU()
 	cpu0 := t.cpu()
 	var mu sync.Mutex
@@ -472,6 +480,17 @@ type benchDevice struct {
 	key    *ecdsa.PrivateKey
 	csr    []byte
 	ldevid tls.Certificate
+}
+
+// autoDevices is the number of devices for an enrollment phase of about d (somewhat longer,
+// as an enrollment costs more than a handshake): hsRate, the server's handshakes/s measured
+// just before, times d, with at least four devices per concurrent one and at most 100,000.
+// A phase of a few hundred enrollments lasts a fraction of a second and measures the server
+// warming up (heap growth, first GC cycles, cold database pages) more than its steady state,
+// while the floors beside it run for seconds.
+func autoDevices(hsRate float64, d time.Duration, concurrency int) int {
+	n := int(math.Ceil(hsRate * d.Seconds()))
+	return min(max(n, 4*concurrency), 100000)
 }
 
 // makeDevices issues n IDevIDs from the demo manufacturer CA and a CSR for each.

@@ -94,7 +94,7 @@ func ratio(v, floor float64) float64 {
 
 func (r *benchResult) report(o ESTOptions) Report {
 	rep := Report{
-		Kind: "est", Time: time.Now().UTC(), Machine: thisMachine(), Devices: o.Devices, Concurrency: o.Concurrency, Server: r.mode,
+		Kind: "est", Time: time.Now().UTC(), Machine: thisMachine(), Devices: r.devices, Concurrency: o.Concurrency, Server: r.mode,
 		// The floors are means of a measurement before and one after the phases (_after).
 		Floors: map[string]float64{"ecdsa_p256_sign": r.signs, "ecdsa_p256_verify": r.verifies, "pion_dtls_handshake": r.rawHS,
 			"ecdsa_p256_sign_after": r.signsAfter, "pion_dtls_handshake_after": r.rawHSAfter,

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/url"
 	"os"
@@ -36,7 +37,8 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := ESTOptions{Devices: 4, Concurrency: 2, Duration: 200 * time.Millisecond, BlockSize: 1024,
+	// Devices 0: as many as the server completed handshakes in Duration (autoDevices).
+	o := ESTOptions{Devices: 0, Concurrency: 2, Duration: 200 * time.Millisecond, BlockSize: 1024,
 		Server: u.Host, DataDir: dir, JSON: filepath.Join(t.TempDir(), "est.json")}
 	var out bytes.Buffer
 	if err := EST(ctx, o, &out, io.Discard); err != nil {
@@ -57,6 +59,9 @@ func TestESTAgainstRunningServer(t *testing.T) {
 		if x.PerSecond <= 0 || x.Errors != 0 || x.Ratio <= 0 {
 			t.Errorf("%s = %+v, want successes, no errors and a ratio to its floor", name, x)
 		}
+	}
+	if r.Devices < 4*o.Concurrency || !strings.Contains(out.String(), fmt.Sprintf("coapca bench est: %d devices,", r.Devices)) {
+		t.Errorf("--devices 0 enrolled %d devices, want at least %d, and the printout to say so:\n%s", r.Devices, 4*o.Concurrency, out.String())
 	}
 	if !strings.Contains(out.String(), "server external "+u.Host) {
 		t.Errorf("printout does not say which server it loaded:\n%s", out.String())

@@ -32,8 +32,11 @@ that its CPU and the clients' are not mixed. The server's CPU is read from /proc
 spawned server is known, that of a running one is in DIR/coapca.lock (the lock it holds).
 
 N simulated devices (each with its own IDevID from the demo manufacturer CA) enroll
-concurrently, each with a fresh DTLS handshake (/sen); then every device opens one session with
-its new certificate and re-enrolls over it (/sren) for --duration. Storage is the real SQLite
+concurrently, each with a fresh DTLS handshake (/sen). By default N is as many as the server
+completes handshakes in --duration, measured just before: the enrollment phase then lasts about as
+long as the floors and measures the steady state, not the server warming up (a few hundred
+enrollments take a fraction of a second). Then --concurrency of the enrolled devices each open
+one session with the new certificate and re-enroll over it (/sren) for --duration. Storage is the real SQLite
 database, fsync'd. Beside the results it prints floors measured in the same run on the same
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
 concurrency (both ends in the bench process; with --spawn or --server also with the pion server
@@ -117,7 +120,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "est":
 		var o bench.ESTOptions
 		fs := newFlagSet("bench est", "coapca bench est [flags]", benchDescription, stderr)
-		fs.IntVar(&o.Devices, "devices", 200, "number of devices that enroll (each with a fresh DTLS handshake)")
+		fs.IntVar(&o.Devices, "devices", 0, "number of devices that enroll (each with a fresh DTLS handshake); 0: as many as the server completes handshakes in --duration, so that the enrollment phase lasts about as long as the floors (200 with --https, --oscore, --edhoc, --ace)")
 		fs.IntVar(&o.Concurrency, "concurrency", 8, "devices working at once")
 		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long the re-enrollment phase and each floor measurement run")
 		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
@@ -146,8 +149,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if o.Server != "" && o.DataDir == "" {
 			return usagef("--server needs --data, the running server's data directory")
 		}
-		if o.Devices < 1 || o.Concurrency < 1 || o.Duration <= 0 {
-			return usagef("--devices, --concurrency and --duration must be positive")
+		if o.Devices < 0 || o.Concurrency < 1 || o.Duration <= 0 {
+			return usagef("--devices must not be negative, --concurrency and --duration must be positive")
+		}
+		if o.Devices == 0 && (o.HTTPS || o.OSCORE || o.EDHOC || o.ACE) {
+			o.Devices = 200
 		}
 		if o.Server != "" && o.Spawn {
 			return usagef("--server and --spawn exclude each other")
