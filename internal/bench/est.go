@@ -148,6 +148,11 @@ type benchResult struct {
 	rawHSCPU                           time.Duration // bench process per raw handshake (client and server)
 	srvHSClientCPU, srvHSServerCPU     time.Duration // per handshake with the server under test
 	childHSClientCPU, childHSServerCPU time.Duration // per raw handshake with the pion child
+	// ilHS is the raw handshake floor measured in the slices between phase 1's slices of
+	// enrollments, in the placement of the server under test (the pion child, or in-process),
+	// with its CPU per handshake (bench process; the child's, 0 in-process).
+	ilHS                               float64
+	ilHSClientCPU, ilHSServerCPU       time.Duration
 	enrollClientCPU, reenrollClientCPU time.Duration
 }
 
@@ -162,7 +167,11 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 	if r.childHS > 0 {
 		fmt.Fprintf(w, ", child %.0f/%.0f", 2*r.childHS-r.childHSAfter, r.childHSAfter)
 	}
-	fmt.Fprintf(w, ")\n\n")
+	fmt.Fprintf(w, ")\n")
+	if r.ilHS > 0 {
+		fmt.Fprintf(w, "                      raw pion DTLS handshakes %8.0f/s   (%s, in slices between phase 1's slices of enrollments)\n", r.ilHS, r.ilPlacement())
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "not a floor           handshakes only with the server under test %8.0f/s (before/after %.0f/%.0f; %s)\n",
 		r.srvHS, 2*r.srvHS-r.srvHSAfter, r.srvHSAfter, r.mode)
 	fmt.Fprintf(w, "                      enroll ÷ these handshakes %5.1f%%: the share EST costs on top of coapca's own handshake\n\n",
@@ -170,6 +179,9 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 	fmt.Fprintf(w, "enroll   (new DTLS session + /sen)  %8.0f/s  = %5.1f%% of raw handshakes", r.enrolls, 100*r.enrolls/r.rawHS)
 	if r.childHS > 0 {
 		fmt.Fprintf(w, " (%5.1f%% of those with the server in a child process)", 100*r.enrolls/r.childHS)
+	}
+	if r.ilHS > 0 {
+		fmt.Fprintf(w, "\n                                              = %5.1f%% of the raw handshakes between its slices", 100*r.enrolls/r.ilHS)
 	}
 	fmt.Fprintf(w, "   p50 %v  p99 %v  errors %d\n", r.enrollLat.pct(.5).Round(10*time.Microsecond), r.enrollLat.pct(.99).Round(10*time.Microsecond), r.enrollErrs)
 	fmt.Fprintf(w, "reenroll (kept session, /sren)      %8.0f/s  = %5.1f%% of ECDSA signs       p50 %v  p99 %v  errors %d\n",
@@ -179,6 +191,12 @@ func (r *benchResult) print(w io.Writer, o ESTOptions) {
 	fmt.Fprintf(w, "  raw pion handshake  %-25v (both ends in the bench process)\n", us(r.rawHSCPU))
 	if r.childHS > 0 {
 		fmt.Fprintf(w, "  raw pion, child     %-25v %v\n", us(r.childHSClientCPU), us(r.childHSServerCPU))
+	}
+	switch {
+	case r.ilHS > 0 && r.childHS > 0:
+		fmt.Fprintf(w, "  raw pion, between   %-25v %v\n", us(r.ilHSClientCPU), us(r.ilHSServerCPU))
+	case r.ilHS > 0:
+		fmt.Fprintf(w, "  raw pion, between   %-25v (both ends in the bench process)\n", us(r.ilHSClientCPU))
 	}
 	if r.enrollServerCPU > 0 {
 		fmt.Fprintf(w, "  server handshake    %-25v %v\n", us(r.srvHSClientCPU), us(r.srvHSServerCPU))
@@ -218,6 +236,9 @@ func (r *benchResult) cpuUses(cpus int) map[string]cpuUse {
 	if r.childHS > 0 {
 		u["pion_dtls_handshake_child"] = cpuUseAt(r.childHS, r.childHSClientCPU+r.childHSServerCPU, cpus)
 	}
+	if r.ilHS > 0 {
+		u["pion_dtls_handshake_interleaved"] = cpuUseAt(r.ilHS, r.ilHSClientCPU+r.ilHSServerCPU, cpus)
+	}
 	if r.enrollServerCPU > 0 {
 		u["server_dtls_handshake"] = cpuUseAt(r.srvHS, r.srvHSClientCPU+r.srvHSServerCPU, cpus)
 		u["enroll"] = cpuUseAt(r.enrolls, r.enrollClientCPU+r.enrollServerCPU, cpus)
@@ -247,13 +268,25 @@ func (r *benchResult) printCPUUse(w io.Writer, m Machine) {
 	}
 	line("raw pion handshake", "pion_dtls_handshake", "", 0)
 	line("raw pion, child", "pion_dtls_handshake_child", "", 0)
+	line("raw pion, between", "pion_dtls_handshake_interleaved", "", 0)
 	line("server handshake", "server_dtls_handshake", "", 0)
 	floor, floorName := r.rawHS, "raw handshakes"
-	if r.childHS > 0 {
+	switch {
+	case r.ilHS > 0:
+		floor, floorName = r.ilHS, "raw handshakes (between)"
+	case r.childHS > 0:
 		floor, floorName = r.childHS, "raw handshakes (child)"
 	}
 	line("enroll", "enroll", floorName, floor)
 	line("reenroll", "reenroll", "ECDSA signs", r.signs)
+}
+
+// ilPlacement says where the interleaved floor's pion server ran.
+func (r *benchResult) ilPlacement() string {
+	if r.childHS > 0 {
+		return "the pion server in a child process"
+	}
+	return "both ends in the bench process"
 }
 
 func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResult, error) {
@@ -334,59 +367,77 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		}
 		defer pprof.StopCPUProfile() // on early returns; stopped before the second floors below
 	}
-	say("phase 1: %d enrollments, each over a new DTLS session", res.devices)
-	self0 := selfCPU()
-	cpu0 := t.cpu()
+	// Phase 1 alternates slices of enrollments with slices of the raw handshake floor in the
+	// placement of the server under test (the pion child with --spawn/--server, in-process
+	// otherwise): on a shared machine the floor measured seconds before or after the phase may
+	// have run at another speed, the slices beside it ran at the same one.
+	slice := interleaveSlice(o.Duration)
+	say("phase 1: %d enrollments, each over a new DTLS session, in slices of %v alternating with the raw handshake floor", res.devices, slice)
+	var self0, cpu0 time.Duration // CPU of the enrollment slices: bench process, server
+	var enrollTime time.Duration
+	var il interleaved
 	var mu sync.Mutex
 	var next atomic.Int64
-	start := time.Now()
 	var wg sync.WaitGroup
-	for range o.Concurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(devs) || ctx.Err() != nil {
-					return
-				}
-				d := devs[i]
-				t0 := time.Now()
-				err := func() error {
-					c, err := dial(ctx, d.idevid)
+	enrollUntil := func(until time.Time) {
+		for range o.Concurrency {
+			wg.Go(func() {
+				for time.Now().Before(until) {
+					i := int(next.Add(1)) - 1
+					if i >= len(devs) || ctx.Err() != nil {
+						return
+					}
+					d := devs[i]
+					t0 := time.Now()
+					err := func() error {
+						c, err := dial(ctx, d.idevid)
+						if err != nil {
+							return err
+						}
+						defer c.Close()
+						cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
+						if err != nil {
+							return err
+						}
+						d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
+						return nil
+					}()
+					mu.Lock()
 					if err != nil {
-						return err
+						res.enrollErrs++
+						if res.enrollErrs == 1 {
+							say("first enroll error: %v", err)
+						}
+					} else {
+						res.enrollLat = append(res.enrollLat, time.Since(t0))
 					}
-					defer c.Close()
-					cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
-					if err != nil {
-						return err
-					}
-					d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
-					return nil
-				}()
-				mu.Lock()
-				if err != nil {
-					res.enrollErrs++
-					if res.enrollErrs == 1 {
-						say("first enroll error: %v", err)
-					}
-				} else {
-					res.enrollLat = append(res.enrollLat, time.Since(t0))
+					mu.Unlock()
 				}
-				mu.Unlock()
-			}
-		})
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	res.enrolls = float64(len(res.enrollLat)) / time.Since(start).Seconds()
-	if cpu1 := t.cpu(); cpu1 > 0 && len(res.enrollLat) > 0 {
-		res.enrollServerCPU = (cpu1 - cpu0) / time.Duration(len(res.enrollLat))
-	}
-	if len(res.enrollLat) > 0 {
-		res.enrollClientCPU = (selfCPU() - self0) / time.Duration(len(res.enrollLat))
+	for int(next.Load()) < len(devs) && ctx.Err() == nil {
+		s0, c0, t0 := selfCPU(), t.cpu(), time.Now()
+		enrollUntil(t0.Add(slice))
+		enrollTime += time.Since(t0)
+		self0, cpu0 = self0+selfCPU()-s0, cpu0+t.cpu()-c0
+		if int(next.Load()) >= len(devs) {
+			break
+		}
+		if err := il.floorSlice(ctx, t, child, device0, o.Concurrency, slice); err != nil {
+			return nil, err
+		}
 	}
 	if len(res.enrollLat) == 0 {
 		return nil, errors.New("no enrollment succeeded")
 	}
+	res.enrolls = float64(len(res.enrollLat)) / enrollTime.Seconds()
+	if cpu0 > 0 {
+		res.enrollServerCPU = cpu0 / time.Duration(len(res.enrollLat))
+	}
+	res.enrollClientCPU = self0 / time.Duration(len(res.enrollLat))
+	res.ilHS, res.ilHSClientCPU, res.ilHSServerCPU = il.result()
 
 	say("phase 2: re-enrollments over %d kept sessions for %v", o.Concurrency, o.Duration)
 	var ready []*benchDevice
@@ -408,7 +459,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 		sessions[i] = client.NewEST(c, client.ESTOptions{})
 	}
 	deadline := time.Now().Add(o.Duration)
-	start = time.Now()
+	start := time.Now()
 	self0 = selfCPU()
 	cpu0 = t.cpu()
 	for i, e := range sessions {
@@ -480,6 +531,59 @@ type benchDevice struct {
 	key    *ecdsa.PrivateKey
 	csr    []byte
 	ldevid tls.Certificate
+}
+
+// interleaveSlice is the length of phase 1's slices: a quarter of d, between 500 ms and 1 s.
+// A slice starts a fresh set of clients (and, for the in-process floor, a fresh pion
+// listener) and ends by letting the enrollments or handshakes in flight finish with no new
+// one started: long slices make that share small, short ones follow the machine's changes of
+// speed more closely. (At 100 ms slices the in-process floor read half its usual rate.)
+func interleaveSlice(d time.Duration) time.Duration {
+	return min(max(d/4, 500*time.Millisecond), time.Second)
+}
+
+// interleaved sums the floor slices of phase 1.
+type interleaved struct {
+	handshakes    float64       // completed, over all slices
+	elapsed       time.Duration // wall time of the slices
+	self, srv     time.Duration // CPU of the bench process and of the pion child in the slices
+	childCPUKnown bool
+}
+
+// floorSlice measures the raw handshake floor for d in the placement of the server under
+// test: against the pion child when there is one, else both ends in this process.
+func (il *interleaved) floorSlice(ctx context.Context, t *estTarget, child *pionChild, device tls.Certificate, conc int, d time.Duration) error {
+	s0, t0 := selfCPU(), time.Now()
+	var rate float64
+	var err error
+	if child != nil {
+		c0 := child.cpu()
+		if rate, _, _, err = childFloor(ctx, child, device, t.data.Root, conc, d); err != nil {
+			return err
+		}
+		il.srv += child.cpu() - c0
+		il.childCPUKnown = true
+	} else if rate, err = rawHandshakeFloor(ctx, t.data.ServerCertificate(), device, t.data.ManufacturerCA, t.data.Root, conc, d); err != nil {
+		return fmt.Errorf("raw handshake floor: %w", err)
+	}
+	el := time.Since(t0)
+	il.handshakes += rate * el.Seconds()
+	il.elapsed += el
+	il.self += selfCPU() - s0
+	return nil
+}
+
+// result is the floor's rate over all slices and its CPU per handshake (bench process, child).
+func (il *interleaved) result() (rate float64, self, srv time.Duration) {
+	if il.elapsed <= 0 || il.handshakes < 1 {
+		return 0, 0, 0
+	}
+	rate = il.handshakes / il.elapsed.Seconds()
+	self = time.Duration(float64(il.self) / il.handshakes)
+	if il.childCPUKnown {
+		srv = time.Duration(float64(il.srv) / il.handshakes)
+	}
+	return rate, self, srv
 }
 
 // autoDevices is the number of devices for an enrollment phase of about d (somewhat longer,

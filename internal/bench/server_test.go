@@ -54,7 +54,10 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if r.Floors["pion_dtls_handshake_child"] <= 0 || r.CPU["pion_dtls_handshake_child_server"] <= 0 || r.CPU["enroll_client"] <= 0 {
 		t.Errorf("no raw pion floor with the server in a child process, or no CPU per operation: floors %v, cpu %v", r.Floors, r.CPU)
 	}
-	for _, name := range []string{"enroll", "reenroll", "enroll_vs_child_floor"} {
+	if r.Floors["pion_dtls_handshake_interleaved"] <= 0 || r.CPU["pion_dtls_handshake_interleaved_server"] <= 0 {
+		t.Errorf("no raw handshake floor measured between the enrollment slices: floors %v, cpu %v", r.Floors, r.CPU)
+	}
+	for _, name := range []string{"enroll", "reenroll", "enroll_vs_child_floor", "enroll_vs_interleaved_floor"} {
 		x := result(r, name)
 		if x.PerSecond <= 0 || x.Errors != 0 || x.Ratio <= 0 {
 			t.Errorf("%s = %+v, want successes, no errors and a ratio to its floor", name, x)

@@ -35,8 +35,11 @@ N simulated devices (each with its own IDevID from the demo manufacturer CA) enr
 concurrently, each with a fresh DTLS handshake (/sen). By default N is as many as the server
 completes handshakes in --duration, measured just before: the enrollment phase then lasts about as
 long as the floors and measures the steady state, not the server warming up (a few hundred
-enrollments take a fraction of a second). Then --concurrency of the enrolled devices each open
-one session with the new certificate and re-enroll over it (/sren) for --duration. Storage is the real SQLite
+enrollments take a fraction of a second). The enrollments run in slices (a quarter of
+--duration, 0.5-1 s) that alternate with slices of the raw pion handshake floor in the server's
+placement, so that the two are compared at the same speed of a shared machine. Then
+--concurrency of the enrolled devices each open one session with the new certificate and
+re-enroll over it (/sren) for --duration. Storage is the real SQLite
 database, fsync'd. Beside the results it prints floors measured in the same run on the same
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
 concurrency (both ends in the bench process; with --spawn or --server also with the pion server
@@ -125,7 +128,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.DurationVar(&o.Duration, "duration", 5*time.Second, "how long the re-enrollment phase and each floor measurement run")
 		fs.IntVar(&o.BlockSize, "block-size", 1024, "CoAP block size the devices use")
 		fs.StringVar(&o.DataDir, "data", "", "data directory for the server (default: a temporary one, removed afterwards)")
-		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases to this file (go tool pprof)")
+		fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the enrollment phases (with phase 1's floor slices) to this file (go tool pprof)")
 		fs.BoolVar(&o.OSCORE, "oscore", false, "compare EST-oscore with pre-shared contexts to EST-coaps: enrollments/s and bytes on the wire")
 		fs.BoolVar(&o.EDHOC, "edhoc", false, "compare EST-oscore keyed by EDHOC (combined request) to EST-coaps: enrollments/s and bytes on the wire")
 		fs.BoolVar(&o.ACE, "ace", false, "compare EST-oscore keyed by an ACE access token (RFC 9203: in-process AS, /authz-info, /sen) to EST-coaps: enrollments/s and bytes on the wire, AS traffic included")
