@@ -132,3 +132,24 @@ func TestThroughputCeilings(t *testing.T) {
 		})
 	}
 }
+
+// TestPlacedFloor: the aim line follows the floor measured closest to the enrollments in the
+// server's placement: between the slices, else the pion child's, else in-process.
+func TestPlacedFloor(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		floors map[string]float64
+		want   float64
+	}{
+		{"interleaved", map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200, "pion_dtls_handshake_interleaved": 210}, 210},
+		{"child", map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200}, 200},
+		{"in-process", map[string]float64{"pion_dtls_handshake": 300}, 300},
+		{"none", nil, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := placedFloor(bench.Report{Floors: tt.floors}); got != tt.want {
+				t.Errorf("placedFloor = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
