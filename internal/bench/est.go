@@ -402,16 +402,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 						d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
 						return nil
 					}()
-					mu.Lock()
-					if err != nil {
-						res.enrollErrs++
-						if res.enrollErrs == 1 {
-							say("first enroll error: %v", err)
-						}
-					} else {
-						res.enrollLat = append(res.enrollLat, time.Since(t0))
-					}
-					mu.Unlock()
+					outcome(&mu, &res.enrollErrs, &res.enrollLat, err, t0, func(err error) { say("first enroll error: %v", err) })
 				}
 			})
 		}
@@ -468,16 +459,7 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
 				_, err := e.Reenroll(ctx, csr)
-				mu.Lock()
-				if err != nil {
-					res.reenrollErrs++
-					if res.reenrollErrs == 1 {
-						say("first reenroll error: %v", err)
-					}
-				} else {
-					res.reenrollLat = append(res.reenrollLat, time.Since(t0))
-				}
-				mu.Unlock()
+				outcome(&mu, &res.reenrollErrs, &res.reenrollLat, err, t0, func(err error) { say("first reenroll error: %v", err) })
 			}
 		})
 	}
@@ -531,6 +513,20 @@ type benchDevice struct {
 	key    *ecdsa.PrivateKey
 	csr    []byte
 	ldevid tls.Certificate
+}
+
+// outcome counts one operation started at t0, under mu: its latency, or its error (first
+// is told about the first one).
+func outcome(mu *sync.Mutex, errs *int64, lat *latencies, err error, t0 time.Time, first func(error)) {
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil {
+		if *errs++; *errs == 1 {
+			first(err)
+		}
+		return
+	}
+	*lat = append(*lat, time.Since(t0))
 }
 
 // interleaveSlice is the length of phase 1's slices: a quarter of d, between 500 ms and 1 s.
