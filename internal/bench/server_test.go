@@ -57,7 +57,10 @@ func TestESTAgainstRunningServer(t *testing.T) {
 	if r.Floors["pion_dtls_handshake_interleaved"] <= 0 || r.CPU["pion_dtls_handshake_interleaved_server"] <= 0 {
 		t.Errorf("no raw handshake floor measured between the enrollment slices: floors %v, cpu %v", r.Floors, r.CPU)
 	}
-	for _, name := range []string{"enroll", "reenroll", "enroll_vs_child_floor", "enroll_vs_interleaved_floor"} {
+	if r.Floors["ecdsa_p256_sign_interleaved"] <= 0 {
+		t.Errorf("no ECDSA sign floor measured between the re-enrollment slices: floors %v", r.Floors)
+	}
+	for _, name := range []string{"enroll", "reenroll", "enroll_vs_child_floor", "enroll_vs_interleaved_floor", "reenroll_vs_interleaved_floor"} {
 		x := result(r, name)
 		if x.PerSecond <= 0 || x.Errors != 0 || x.Ratio <= 0 {
 			t.Errorf("%s = %+v, want successes, no errors and a ratio to its floor", name, x)

@@ -39,7 +39,8 @@ enrollments take a fraction of a second). The enrollments run in slices (a quart
 --duration, 0.5-1 s) that alternate with slices of the raw pion handshake floor in the server's
 placement, so that the two are compared at the same speed of a shared machine. Then
 --concurrency of the enrolled devices each open one session with the new certificate and
-re-enroll over it (/sren) for --duration. Storage is the real SQLite
+re-enroll over it (/sren) for --duration, in slices alternating with half-slices of the ECDSA
+sign floor. Storage is the real SQLite
 database, fsync'd. Beside the results it prints floors measured in the same run on the same
 machine: ECDSA P-256 sign/verify per second and raw pion/dtls handshakes per second at the same
 concurrency (both ends in the bench process; with --spawn or --server also with the pion server

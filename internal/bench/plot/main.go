@@ -154,6 +154,15 @@ func placedFloor(r bench.Report) float64 {
 	return 0
 }
 
+// signFloor is the ECDSA sign floor a run measured most closely to its re-enrollments: the
+// one between phase 2's slices, else the mean of the ones before and after.
+func signFloor(r bench.Report) float64 {
+	if v := r.Floors["ecdsa_p256_sign_interleaved"]; v > 0 {
+		return v
+	}
+	return r.Floors["ecdsa_p256_sign"]
+}
+
 func result(r bench.Report, name string) bench.Result {
 	for _, x := range r.Results {
 		if x.Name == name {
@@ -179,7 +188,7 @@ func throughput(rs []bench.Report) (*plot.Plot, error) {
 		{"raw pion, server in a child process (floor)", func(r bench.Report) float64 { return r.Floors["pion_dtls_handshake_child"] }},
 		{"0.70 × raw pion in the server's placement (aim)", func(r bench.Report) float64 { return 0.7 * placedFloor(r) }},
 		{"re-enroll (kept session)", func(r bench.Report) float64 { return result(r, "reenroll").PerSecond }},
-		{"0.10 × ECDSA signs (aim)", func(r bench.Report) float64 { return 0.1 * r.Floors["ecdsa_p256_sign"] }},
+		{"0.10 × ECDSA signs (aim)", func(r bench.Report) float64 { return 0.1 * signFloor(r) }},
 	}
 	if !slices.ContainsFunc(rs, func(r bench.Report) bool { return r.Floors["pion_dtls_handshake_interleaved"] == 0 }) {
 		series = slices.Insert(series, 3, struct {

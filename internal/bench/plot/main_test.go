@@ -153,3 +153,22 @@ func TestPlacedFloor(t *testing.T) {
 		})
 	}
 }
+
+// TestSignFloor: the re-enrollment aim line follows the sign floor measured between the
+// re-enrollment slices when the run has one.
+func TestSignFloor(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		floors map[string]float64
+		want   float64
+	}{
+		{"interleaved", map[string]float64{"ecdsa_p256_sign": 30000, "ecdsa_p256_sign_interleaved": 28000}, 28000},
+		{"before and after", map[string]float64{"ecdsa_p256_sign": 30000}, 30000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := signFloor(bench.Report{Floors: tt.floors}); got != tt.want {
+				t.Errorf("signFloor = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
