@@ -133,41 +133,26 @@ func TestThroughputCeilings(t *testing.T) {
 	}
 }
 
-// TestPlacedFloor: the aim line follows the floor measured closest to the enrollments in the
-// server's placement: between the slices, else the pion child's, else in-process.
-func TestPlacedFloor(t *testing.T) {
+// TestAimFloors: the aim lines follow the floor measured closest to the phase in the server's
+// placement — for enrollments the raw handshakes between the slices, else the pion child's,
+// else in-process; for re-enrollments the signs between the slices, else before and after.
+func TestAimFloors(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
+		floor  func(bench.Report) float64
 		floors map[string]float64
 		want   float64
 	}{
-		{"interleaved", map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200, "pion_dtls_handshake_interleaved": 210}, 210},
-		{"child", map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200}, 200},
-		{"in-process", map[string]float64{"pion_dtls_handshake": 300}, 300},
-		{"none", nil, 0},
+		{"handshakes between the slices", placedFloor, map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200, "pion_dtls_handshake_interleaved": 210}, 210},
+		{"handshakes, child", placedFloor, map[string]float64{"pion_dtls_handshake": 300, "pion_dtls_handshake_child": 200}, 200},
+		{"handshakes, in-process", placedFloor, map[string]float64{"pion_dtls_handshake": 300}, 300},
+		{"no handshakes", placedFloor, nil, 0},
+		{"signs between the slices", signFloor, map[string]float64{"ecdsa_p256_sign": 30000, "ecdsa_p256_sign_interleaved": 28000}, 28000},
+		{"signs before and after", signFloor, map[string]float64{"ecdsa_p256_sign": 30000}, 30000},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := placedFloor(bench.Report{Floors: tt.floors}); got != tt.want {
-				t.Errorf("placedFloor = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-// TestSignFloor: the re-enrollment aim line follows the sign floor measured between the
-// re-enrollment slices when the run has one.
-func TestSignFloor(t *testing.T) {
-	for _, tt := range []struct {
-		name   string
-		floors map[string]float64
-		want   float64
-	}{
-		{"interleaved", map[string]float64{"ecdsa_p256_sign": 30000, "ecdsa_p256_sign_interleaved": 28000}, 28000},
-		{"before and after", map[string]float64{"ecdsa_p256_sign": 30000}, 30000},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := signFloor(bench.Report{Floors: tt.floors}); got != tt.want {
-				t.Errorf("signFloor = %v, want %v", got, tt.want)
+			if got := tt.floor(bench.Report{Floors: tt.floors}); got != tt.want {
+				t.Errorf("floor = %v, want %v", got, tt.want)
 			}
 		})
 	}
