@@ -561,14 +561,9 @@ type signSlices struct {
 
 // measure signs with one goroutine for d (the floor of ecdsaFloor) and adds to the sums.
 func (s *signSlices) measure(d time.Duration) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := sha256.Sum256([]byte("coapca"))
-	start := time.Now()
-	for time.Since(start) < d {
-		_, _ = ecdsa.SignASN1(rand.Reader, key, h[:])
-		s.n++
-	}
-	s.elapsed += time.Since(start)
+	n, el, _ := signFor(d)
+	s.n += n
+	s.elapsed += el
 }
 
 // rate is signs/s over all slices (0 before any).
@@ -579,7 +574,7 @@ func (s *signSlices) rate() float64 {
 	return float64(s.n) / s.elapsed.Seconds()
 }
 
-// interleaveSlice is the length of phase 1's slices: a quarter of d, between 500 ms and 1 s.
+// interleaveSlice is the length of the phases' slices: a quarter of d, between 500 ms and 1 s.
 // A slice starts a fresh set of clients (and, for the in-process floor, a fresh pion
 // listener) and ends by letting the enrollments or handshakes in flight finish with no new
 // one started: long slices make that share small, short ones follow the machine's changes of
@@ -590,10 +585,9 @@ func interleaveSlice(d time.Duration) time.Duration {
 
 // interleaved sums the floor slices of phase 1.
 type interleaved struct {
-	handshakes    float64       // completed, over all slices
-	elapsed       time.Duration // wall time of the slices
-	self, srv     time.Duration // CPU of the bench process and of the pion child in the slices
-	childCPUKnown bool
+	handshakes float64       // completed, over all slices
+	elapsed    time.Duration // wall time of the slices
+	self, srv  time.Duration // CPU of the bench process and of the pion child (0 without one) in the slices
 }
 
 // floorSlice measures the raw handshake floor for d in the placement of the server under
@@ -608,7 +602,6 @@ func (il *interleaved) floorSlice(ctx context.Context, t *estTarget, child *pion
 			return err
 		}
 		il.srv += child.cpu() - c0
-		il.childCPUKnown = true
 	} else if rate, err = rawHandshakeFloor(ctx, t.data.ServerCertificate(), device, t.data.ManufacturerCA, t.data.Root, conc, d); err != nil {
 		return fmt.Errorf("raw handshake floor: %w", err)
 	}
@@ -625,11 +618,7 @@ func (il *interleaved) result() (rate float64, self, srv time.Duration) {
 		return 0, 0, 0
 	}
 	rate = il.handshakes / il.elapsed.Seconds()
-	self = time.Duration(float64(il.self) / il.handshakes)
-	if il.childCPUKnown {
-		srv = time.Duration(float64(il.srv) / il.handshakes)
-	}
-	return rate, self, srv
+	return rate, time.Duration(float64(il.self) / il.handshakes), time.Duration(float64(il.srv) / il.handshakes)
 }
 
 // autoDevices is the number of devices for an enrollment phase of about d (somewhat longer,
@@ -687,21 +676,37 @@ func makeDevice(d *datadir.Data, i int) (*benchDevice, error) {
 
 // ecdsaFloor measures P-256 signatures and verifications per second on one goroutine.
 func ecdsaFloor(d time.Duration) (signs, verifies float64) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := sha256.Sum256([]byte("coapca"))
-	var sig []byte
+	n, el, v := signFor(d)
+	signs = float64(n) / el.Seconds()
 	n, start := 0, time.Now()
 	for time.Since(start) < d {
-		sig, _ = ecdsa.SignASN1(rand.Reader, key, h[:])
-		n++
-	}
-	signs = float64(n) / time.Since(start).Seconds()
-	n, start = 0, time.Now()
-	for time.Since(start) < d {
-		ecdsa.VerifyASN1(&key.PublicKey, h[:], sig)
+		v.verify()
 		n++
 	}
 	return signs, float64(n) / time.Since(start).Seconds()
+}
+
+// signed is one P-256 signature with what verifies it.
+type signed struct {
+	pub  *ecdsa.PublicKey
+	hash []byte
+	sig  []byte
+}
+
+func (v signed) verify() bool { return ecdsa.VerifyASN1(v.pub, v.hash, v.sig) }
+
+// signFor signs with one goroutine and a fresh P-256 key for d: the signatures made, the time
+// they took, and the last of them.
+func signFor(d time.Duration) (n int, elapsed time.Duration, last signed) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := sha256.Sum256([]byte("coapca"))
+	last = signed{pub: &key.PublicKey, hash: h[:]}
+	start := time.Now()
+	for time.Since(start) < d {
+		last.sig, _ = ecdsa.SignASN1(rand.Reader, key, h[:])
+		n++
+	}
+	return n, time.Since(start), last
 }
 
 // rawHandshakeFloor runs full pion/dtls handshakes (the same suite, curve and mutual
