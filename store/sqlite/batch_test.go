@@ -165,20 +165,24 @@ func TestGroupCommitWait(t *testing.T) {
 		name     string
 		bound    time.Duration
 		prevSize int
+		peak     int // the largest recent commit
 		gap      time.Duration
 		batch    int
 		wait     bool
 	}{
 		{name: "concurrent callers, close arrivals", bound: bound, prevSize: 3, gap: time.Millisecond, batch: 1, wait: true},
-		{name: "concurrent callers, batch not full", bound: bound, prevSize: 2, gap: time.Millisecond, batch: maxBatch - 1, wait: true},
+		{name: "concurrent callers, batch not full", bound: bound, prevSize: maxBatch, gap: time.Millisecond, batch: maxBatch - 1, wait: true},
 		{name: "previous commit alone", bound: bound, prevSize: 1, gap: time.Millisecond, batch: 1},
 		{name: "first commit", bound: bound, prevSize: 0, gap: 0, batch: 3},
 		{name: "arrivals further apart than the bound", bound: bound, prevSize: 4, gap: bound, batch: 1},
 		{name: "batch full", bound: bound, prevSize: 4, gap: time.Millisecond, batch: maxBatch},
 		{name: "disabled", bound: -1, prevSize: 4, gap: time.Millisecond, batch: 1},
+		{name: "as large as the largest recent commit", bound: bound, prevSize: 3, peak: 3, gap: time.Millisecond, batch: 3},
+		{name: "smaller than the largest recent commit", bound: bound, prevSize: 3, peak: 5, gap: time.Millisecond, batch: 3, wait: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := groupCommit{gap: tc.gap, prevSize: tc.prevSize}
+			g.recent[0] = tc.peak
 			w := g.wait(tc.bound, batchOf(tc.batch))
 			if (w > 0) != tc.wait {
 				t.Errorf("wait = %v, want waiting %v", w, tc.wait)
@@ -193,6 +197,7 @@ func TestGroupCommitWait(t *testing.T) {
 		name  string
 		bound time.Duration
 		busy  func() bool
+		peak  int // the largest recent commit
 		batch int
 		wait  bool
 	}{
@@ -200,11 +205,16 @@ func TestGroupCommitWait(t *testing.T) {
 		{name: "a CPU free", bound: bound, busy: func() bool { return false }, batch: 1},
 		{name: "CPUs busy, batch full", bound: bound, busy: func() bool { return true }, batch: maxBatch},
 		{name: "CPUs busy, disabled", bound: -1, busy: func() bool { return true }, batch: 1},
+		{name: "CPUs busy, as large as the largest recent commit", bound: bound, busy: func() bool { return true }, peak: 2, batch: 2},
+		{name: "CPUs busy, smaller than the largest recent commit", bound: bound, busy: func() bool { return true }, peak: 3, batch: 2, wait: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := groupCommit{busy: tc.busy} // no previous commit: the other reason says no
+			// The previous commit, if any, came from one caller at a time (a wide gap): the
+			// other reason says no.
+			g := groupCommit{busy: tc.busy, prevSize: tc.peak, gap: time.Hour}
+			g.recent[0] = tc.peak
 			if w := g.wait(bound, batchOf(tc.batch)); w != 0 {
-				t.Fatalf("wait = %v without a previous commit", w)
+				t.Fatalf("wait = %v for callers one at a time", w)
 			}
 			w := g.busyWait(tc.bound, batchOf(tc.batch))
 			if (w > 0) != tc.wait {
@@ -234,6 +244,19 @@ func TestGroupCommitWait(t *testing.T) {
 	}
 	if g.gap >= time.Millisecond || g.prevSize != 8 {
 		t.Errorf("eight callers at once: gap %v, prevSize %d; want a gap below 1 ms", g.gap, g.prevSize)
+	}
+	// A batch of eight split in two (5 + 3) still completes at eight, until recentCommits
+	// smaller commits have pushed the eight out.
+	g.committed(batchOf(5))
+	g.committed(batchOf(3))
+	if g.complete(batchOf(5)) || !g.complete(batchOf(8)) {
+		t.Errorf("after commits of 8, 5 and 3: a batch of 5 complete %v, of 8 %v; want false, true", g.complete(batchOf(5)), g.complete(batchOf(8)))
+	}
+	for range recentCommits {
+		g.committed(batchOf(3))
+	}
+	if !g.complete(batchOf(3)) {
+		t.Error("after recentCommits commits of 3: a batch of 3 is not complete")
 	}
 }
 
@@ -354,6 +377,82 @@ func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
 		}
 		if commits, records := s.commitStats(); commits != 2 || records != 3 {
 			t.Errorf("%d commits carried %d records, want the third alone", commits, records)
+		}
+	})
+}
+
+// TestGroupCommitEndsWhenCallersAreBack: a commit waiting while the CPUs are busy commits as
+// soon as its batch is as large as the largest recent commit (here the previous one) — the callers that recorded together
+// last time are all back, and with each waiting for its answer nobody else is coming — instead
+// of waiting for a CPU to be free (issue 13: devices re-enrolling at once). A smaller batch
+// still waits. Synctest bubble, as TestGroupCommitWaitsWhileCPUsBusy.
+func TestGroupCommitEndsWhenCallersAreBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		var busy atomic.Bool
+		busy.Store(true)
+		s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1,
+			GroupCommitBusyWait: time.Minute, busy: busy.Load})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		record := func(sn string) <-chan error {
+			done := make(chan error, 1)
+			go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
+			return done
+		}
+		returned := func(done <-chan error) bool {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				return true
+			default:
+				return false
+			}
+		}
+
+		// The first commit carries three records; it ends when a CPU is free.
+		var first []<-chan error
+		for _, sn := range []string{"c1", "c2", "c3"} {
+			first = append(first, record(sn))
+			synctest.Wait()
+		}
+		busy.Store(false)
+		time.Sleep(busyRecheck)
+		synctest.Wait()
+		for i, done := range first {
+			if !returned(done) {
+				t.Fatalf("record %d of the first commit did not return once a CPU was free", i)
+			}
+		}
+
+		// The CPUs are busy again. Two records of three wait; the third completes the batch
+		// and all three are committed without any time passing.
+		busy.Store(true)
+		start := time.Now()
+		d1, d2 := record("d1"), record("d2")
+		synctest.Wait()
+		time.Sleep(10 * busyRecheck)
+		synctest.Wait()
+		if returned(d1) || returned(d2) {
+			t.Fatal("a batch smaller than the largest recent commit did not wait while the CPUs were busy")
+		}
+		waited := time.Since(start)
+		d3 := record("d3")
+		synctest.Wait()
+		for i, done := range []<-chan error{d1, d2, d3} {
+			if !returned(done) {
+				t.Fatalf("record d%d did not return once the batch was as large as the largest recent commit", i+1)
+			}
+		}
+		if d := time.Since(start); d != waited {
+			t.Errorf("the complete batch waited %v more", d-waited)
+		}
+		if commits, records := s.commitStats(); commits != 2 || records != 6 {
+			t.Errorf("%d commits carried %d records, want 2 commits of 3", commits, records)
 		}
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -570,6 +571,9 @@ func (s *Store) committer(busy func() bool) {
 				select {
 				case r := <-s.recq:
 					batch = append(batch, r)
+					if gc.complete(batch) {
+						break linger
+					}
 				case <-timer.C:
 					elapsed := time.Since(start)
 					if busyWait > elapsed && !gc.busy() {
@@ -612,22 +616,26 @@ const busyRecheck = 500 * time.Microsecond
 //     BenchmarkRecordIssuedCPU, 355 µs per record alone, 107 µs eight at a time). The wait
 //     ends as soon as a CPU is free. Under a load of fresh DTLS handshakes, whose records are
 //     further apart than GroupCommitWait, this is what makes records share commits.
+//
+// Either wait ends early once the batch is as large as the largest recent commit (complete).
 type groupCommit struct {
-	gap      time.Duration // moving average of the time between two records' arrivals
-	last     time.Time     // arrival of the last record seen
-	prevSize int           // records in the previous commit
-	busy     func() bool   // whether goroutines are waiting for a CPU (cpuBusy)
+	gap      time.Duration      // moving average of the time between two records' arrivals
+	last     time.Time          // arrival of the last record seen
+	prevSize int                // records in the previous commit
+	busy     func() bool        // whether goroutines are waiting for a CPU (cpuBusy)
+	recent   [recentCommits]int // records in each of the last commits (complete)
+	commits  int                // commits noted, for recent's ring
 }
 
 func (g *groupCommit) wait(bound time.Duration, batch []*recordReq) time.Duration {
-	if bound <= 0 || g.prevSize < 2 || g.gap >= bound || len(batch) >= maxBatch {
+	if bound <= 0 || g.prevSize < 2 || g.gap >= bound || len(batch) >= maxBatch || g.complete(batch) {
 		return 0
 	}
 	return bound - time.Since(batch[0].at)
 }
 
 func (g *groupCommit) busyWait(bound time.Duration, batch []*recordReq) time.Duration {
-	if bound <= 0 || len(batch) >= maxBatch || g.busy == nil || !g.busy() {
+	if bound <= 0 || len(batch) >= maxBatch || g.complete(batch) || g.busy == nil || !g.busy() {
 		return 0
 	}
 	return bound - time.Since(batch[0].at)
@@ -643,6 +651,25 @@ func cpuBusy() func() bool {
 	}
 }
 
+// complete reports whether batch holds as many records as the largest of the last
+// recentCommits commits, when that one carried several: as many callers as have recently
+// recorded together have recorded again. With a fixed set of callers that each wait for their
+// answer before the next request (a few devices re-enrolling at once), nobody else is coming
+// before this commit, and waiting on only delays them all. Either wait ends there; later
+// records start the next batch, which grows when more callers than before record at once.
+// The largest recent commit, not the previous one: when a batch has been split (a CPU was free
+// at a recheck before all the callers were in), its two parts come back apart, and completing
+// each at the other's size would keep splitting them. Without this, 8 devices re-enrolling at
+// once had each batch wait on for the busy-CPU recheck after its last record, and the CPUs
+// idled meanwhile (issue 13: 60 % busy).
+func (g *groupCommit) complete(batch []*recordReq) bool {
+	peak := slices.Max(g.recent[:])
+	return peak >= 2 && len(batch) >= peak
+}
+
+// recentCommits is how many commits' sizes complete looks back on.
+const recentCommits = 16
+
 // committed notes the arrivals of a batch about to be committed.
 func (g *groupCommit) committed(batch []*recordReq) {
 	for _, r := range batch {
@@ -653,6 +680,8 @@ func (g *groupCommit) committed(batch []*recordReq) {
 		g.last = r.at
 	}
 	g.prevSize = len(batch)
+	g.recent[g.commits%recentCommits] = len(batch)
+	g.commits++
 }
 
 func (s *Store) commitBatch(batch []*recordReq) {
