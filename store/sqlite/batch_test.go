@@ -323,32 +323,10 @@ func TestCloseWhileGroupCommitWaits(t *testing.T) {
 // callers are blocked, so "not committed yet" is a fact, not a guess after a sleep.
 func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
 		var busy atomic.Bool
 		busy.Store(true)
-		const bound = time.Minute                                                            // far beyond the steps below: only the probe ends the wait
-		s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1, // the other reason is off
-			GroupCommitBusyWait: bound, busy: busy.Load})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		record := func(sn string) <-chan error {
-			done := make(chan error, 1)
-			go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
-			return done
-		}
-		pending := func(done <-chan error) bool {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-				return false
-			default:
-				return true
-			}
-		}
+		s, record, returned := busyStore(t, &busy)
+		pending := func(done <-chan error) bool { return !returned(done) }
 
 		first := record("b1")
 		synctest.Wait() // the committer holds b1 and waits
@@ -388,31 +366,9 @@ func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
 // still waits. Synctest bubble, as TestGroupCommitWaitsWhileCPUsBusy.
 func TestGroupCommitEndsWhenCallersAreBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
 		var busy atomic.Bool
 		busy.Store(true)
-		s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1,
-			GroupCommitBusyWait: time.Minute, busy: busy.Load})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		record := func(sn string) <-chan error {
-			done := make(chan error, 1)
-			go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
-			return done
-		}
-		returned := func(done <-chan error) bool {
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Fatal(err)
-				}
-				return true
-			default:
-				return false
-			}
-		}
+		s, record, returned := busyStore(t, &busy)
 
 		// The first commit carries three records; it ends when a CPU is free.
 		var first []<-chan error
@@ -455,4 +411,36 @@ func TestGroupCommitEndsWhenCallersAreBack(t *testing.T) {
 			t.Errorf("%d commits carried %d records, want 2 commits of 3", commits, records)
 		}
 	})
+}
+
+// busyStore opens a store, for a synctest bubble, whose commits wait for more records only
+// while busy says the CPUs are busy (up to a minute: far beyond the tests' steps, so that only
+// the probe, or a complete batch, ends the wait). record starts a RecordIssued call; returned
+// reports whether that call has returned, failing the test if it failed.
+func busyStore(t *testing.T, busy *atomic.Bool) (s *Store, record func(sn string) <-chan error, returned func(<-chan error) bool) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "x.db"), Options{GroupCommitWait: -1, // the other reason is off
+		GroupCommitBusyWait: time.Minute, busy: busy.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	record = func(sn string) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- s.RecordIssued(ctx, lookupCert(sn)) }()
+		return done
+	}
+	returned = func(done <-chan error) bool {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return true
+		default:
+			return false
+		}
+	}
+	return s, record, returned
 }
