@@ -360,10 +360,11 @@ func TestGroupCommitWaitsWhileCPUsBusy(t *testing.T) {
 }
 
 // TestGroupCommitEndsWhenCallersAreBack: a commit waiting while the CPUs are busy commits as
-// soon as its batch is as large as the largest recent commit (here the previous one) — the callers that recorded together
-// last time are all back, and with each waiting for its answer nobody else is coming — instead
-// of waiting for a CPU to be free (issue 13: devices re-enrolling at once). A smaller batch
-// still waits. Synctest bubble, as TestGroupCommitWaitsWhileCPUsBusy.
+// soon as its batch is as large as the largest recent commit (here the previous one) — the
+// callers that recorded together last time are all back, and with each waiting for its answer
+// nobody else is coming — instead of waiting for a CPU to be free (issue 13: devices
+// re-enrolling at once). A smaller batch still waits. Synctest bubble, as
+// TestGroupCommitWaitsWhileCPUsBusy.
 func TestGroupCommitEndsWhenCallersAreBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var busy atomic.Bool
