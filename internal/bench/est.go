@@ -392,33 +392,24 @@ func benchEST(ctx context.Context, o ESTOptions, progress io.Writer) (*benchResu
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	enrollUntil := func(until time.Time) {
-		for range o.Concurrency {
-			wg.Go(func() {
-				for time.Now().Before(until) {
-					i := int(next.Add(1)) - 1
-					if i >= len(devs) || ctx.Err() != nil {
-						return
-					}
-					d := devs[i]
-					t0 := time.Now()
-					err := func() error {
-						c, err := dial(ctx, d.idevid)
-						if err != nil {
-							return err
-						}
-						defer c.Close()
-						cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
-						if err != nil {
-							return err
-						}
-						d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
-						return nil
-					}()
-					outcome(&mu, &res.enrollErrs, &res.enrollLat, err, t0, func(err error) { say("first enroll error: %v", err) })
+		eachDevice(ctx, o.Concurrency, len(devs), &next, until, func(i int) {
+			d := devs[i]
+			t0 := time.Now()
+			err := func() error {
+				c, err := dial(ctx, d.idevid)
+				if err != nil {
+					return err
 				}
-			})
-		}
-		wg.Wait()
+				defer c.Close()
+				cert, err := client.NewEST(c, client.ESTOptions{}).Enroll(ctx, d.csr)
+				if err != nil {
+					return err
+				}
+				d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
+				return nil
+			}()
+			outcome(&mu, &res.enrollErrs, &res.enrollLat, err, t0, func(err error) { say("first enroll error: %v", err) })
+		})
 	}
 	// A floor slice before the first slice of enrollments and after every one: the floor is
 	// measured around the enrollments, however few slices they take.
@@ -537,6 +528,25 @@ type benchDevice struct {
 	key    *ecdsa.PrivateKey
 	csr    []byte
 	ldevid tls.Certificate
+}
+
+// eachDevice runs conc workers that take the next device index from next and call do with
+// it, until n indices are taken, ctx ends or until passes (the zero time: no bound); it
+// returns when every worker has. next is shared, so later calls go on where this one stopped.
+func eachDevice(ctx context.Context, conc, n int, next *atomic.Int64, until time.Time, do func(i int)) {
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for until.IsZero() || time.Now().Before(until) {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				do(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // outcome counts one operation started at t0, under mu: its latency, or its error (first

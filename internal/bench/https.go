@@ -56,41 +56,24 @@ func ESTHTTPS(ctx context.Context, o ESTOptions, stdout, progress io.Writer) err
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range o.Concurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(devs) || ctx.Err() != nil {
-					return
-				}
-				d := devs[i]
-				t0 := time.Now()
-				err := func() error {
-					c, err := newClient(d.idevid)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					cert, err := c.Enroll(ctx, d.csr)
-					if err != nil {
-						return err
-					}
-					d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
-					return nil
-				}()
-				mu.Lock()
-				if err != nil {
-					if enrollErrs++; enrollErrs == 1 {
-						say("first enroll error: %v", err)
-					}
-				} else {
-					enrollLat = append(enrollLat, time.Since(t0))
-				}
-				mu.Unlock()
+	eachDevice(ctx, o.Concurrency, len(devs), &next, time.Time{}, func(i int) {
+		d := devs[i]
+		t0 := time.Now()
+		err := func() error {
+			c, err := newClient(d.idevid)
+			if err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
+			defer c.Close()
+			cert, err := c.Enroll(ctx, d.csr)
+			if err != nil {
+				return err
+			}
+			d.ldevid = tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: d.key, Leaf: cert}
+			return nil
+		}()
+		outcome(&mu, &enrollErrs, &enrollLat, err, t0, func(err error) { say("first enroll error: %v", err) })
+	})
 	enrolls := float64(len(enrollLat)) / time.Since(start).Seconds()
 	if len(enrollLat) == 0 {
 		return errors.New("no enrollment succeeded")
@@ -120,15 +103,7 @@ func ESTHTTPS(ctx context.Context, o ESTOptions, stdout, progress io.Writer) err
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
 				_, err := c.Reenroll(ctx, csrs[i])
-				mu.Lock()
-				if err != nil {
-					if reenrollErrs++; reenrollErrs == 1 {
-						say("first reenroll error: %v", err)
-					}
-				} else {
-					reenrollLat = append(reenrollLat, time.Since(t0))
-				}
-				mu.Unlock()
+				outcome(&mu, &reenrollErrs, &reenrollLat, err, t0, func(err error) { say("first reenroll error: %v", err) })
 			}
 		})
 	}
