@@ -91,6 +91,7 @@ var layers = map[string]layer{
 	"internal/config":     layerComposition,
 	"internal/datadir":    layerComposition,
 	"internal/metrics":    layerComposition,
+	"internal/gcpace":     layerComposition, // GC pacing of the serve process
 	"internal/server":     layerComposition, // the composition root: wires front doors, services, authority and store
 	"internal/cli":        layerComposition,
 	"internal/bench":      layerComposition, // `coapca bench`: runs a server and its clients

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"coapca/internal/config"
+	"coapca/internal/gcpace"
 	"coapca/internal/server"
 )
 
@@ -40,6 +41,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	storeFlag := fs.String("store", "", storeFlagHelp)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file at shutdown (go tool pprof)")
 	traceFile := fs.String("trace", "", "write a runtime execution trace of the server's whole run to this file, complete at shutdown (go tool trace)")
+	gcHeadroom := fs.Int("gc-headroom-mib", 0, fmt.Sprintf("let the Go heap grow by at least this many MiB between garbage collections (less GC CPU while the live heap is smaller; Go's own pacing above it); negative: Go's default pacing; ignored when GOGC is set (default %d)", config.DefaultGCHeadroomMiB))
 	memProfile := fs.String("memprofile", "", "write an allocation profile of the server's whole run to this file at shutdown (go tool pprof)")
 	var names, oscoreCtx stringList
 	fs.Var(&oscoreCtx, "oscore-context", "pre-shared OSCORE context file (YAML, server's side) for EST-oscore on --coap (repeatable)")
@@ -88,6 +90,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case cfg.ShutdownTimeout == 0:
 		cfg.ShutdownTimeout = config.DefaultShutdownTimeout
 	}
+	if *gcHeadroom != 0 {
+		cfg.GCHeadroomMiB = *gcHeadroom
+	}
+	if cfg.GCHeadroomMiB == 0 {
+		cfg.GCHeadroomMiB = config.DefaultGCHeadroomMiB
+	}
 	applyUpstream(&cfg)
 	cfg.ServerNames = append(cfg.ServerNames, names...)
 	cfg.OSCOREContexts = append(cfg.OSCOREContexts, oscoreCtx...)
@@ -113,6 +121,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *memProfile != "" {
 		runtime.MemProfileRate = 64 << 10 // a sample every 64 KiB allocated (the default 512 KiB sees too little)
 		defer writeAllocProfile(*memProfile, stderr)
+	}
+
+	if cfg.GCHeadroomMiB > 0 {
+		pacer := gcpace.Start(uint64(cfg.GCHeadroomMiB)<<20, os.Getenv("GOGC"), log)
+		defer pacer.Stop()
 	}
 
 	// The server outlives ctx (the signal): it must keep answering what it took after SIGINT.

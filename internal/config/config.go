@@ -63,7 +63,16 @@ type Config struct {
 	// finished and answered for at most this long, then the server exits. Default 30s; also
 	// `coapca serve --shutdown-timeout`.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// GCHeadroomMiB is how far, in MiB, the server's Go heap may grow between garbage
+	// collections at least (internal/gcpace): while the live heap is smaller, collections are
+	// that much rarer than under Go's default pacing, above it the pacing is Go's. 0 (unset)
+	// is DefaultGCHeadroomMiB; negative leaves Go's default pacing. A GOGC environment variable
+	// wins over it. Also `coapca serve --gc-headroom-mib`.
+	GCHeadroomMiB int `yaml:"gc_headroom_mib"`
 }
+
+// DefaultGCHeadroomMiB is GCHeadroomMiB's default.
+const DefaultGCHeadroomMiB = 64
 
 // DefaultShutdownTimeout is ShutdownTimeout's default.
 const DefaultShutdownTimeout = 30 * time.Second
