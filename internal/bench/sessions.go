@@ -31,6 +31,7 @@ import (
 
 	"coapca/internal/config"
 	"coapca/internal/datadir"
+	"coapca/internal/gcpace"
 )
 
 // SessionsOptions configure Sessions.
@@ -523,10 +524,12 @@ type SessionsServerOptions struct {
 }
 
 // SessionsServer is the child process of Sessions: the server that `coapca serve` runs
-// (EST-coaps listener only, on 127.0.0.1), with the session caps raised to MaxSessions and
-// the idle timeout at 1 h. It prints "ready ADDR", then answers every "measure" line on in
-// with a JSON memSample taken after a forced GC; it stops at the end of in.
+// (EST-coaps listener only, on 127.0.0.1, its garbage collector paced as `coapca serve`
+// paces it by default), with the session caps raised to MaxSessions and the idle timeout at
+// 1 h. It prints "ready ADDR", then answers every "measure" line on in with a JSON memSample
+// taken after a forced GC; it stops at the end of in.
 func SessionsServer(ctx context.Context, o SessionsServerOptions, in io.Reader, out io.Writer) error {
+	defer gcpace.Start(config.DefaultGCHeadroomMiB<<20, os.Getenv("GOGC"), nil).Stop()
 	s, stop, err := startServer(ctx, o.DataDir, func(cfg *config.Config) {
 		cfg.Listen.CoAPS = "127.0.0.1:0"
 		cfg.DTLS.HandshakesPerSourcePerSecond = -1
