@@ -93,7 +93,8 @@ func Start(headroom uint64, gogcEnv string, log *slog.Logger) *Pacer {
 	return p
 }
 
-// Percent is the GC percent the pacer set last (BasePercent before its first collection).
+// Percent is the GC percent the pacer set last (at Start, for the live heap of the last
+// collection before it; the prior percent after Stop).
 func (p *Pacer) Percent() int { return int(p.percent.Load()) }
 
 // Stop ends the pacing and restores the GC percent found at Start.
