@@ -181,8 +181,8 @@ func TestGroupCommitWait(t *testing.T) {
 		{name: "smaller than the largest recent commit", bound: bound, prevSize: 3, peak: 5, gap: time.Millisecond, batch: 3, wait: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := groupCommit{gap: tc.gap, prevSize: tc.prevSize}
-			g.recent[0] = tc.peak
+			g := groupCommit{gap: tc.gap}
+			g.recent[0], g.recent[1], g.commits = tc.peak, tc.prevSize, 2 // prev: the later one
 			w := g.wait(tc.bound, batchOf(tc.batch))
 			if (w > 0) != tc.wait {
 				t.Errorf("wait = %v, want waiting %v", w, tc.wait)
@@ -211,8 +211,8 @@ func TestGroupCommitWait(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// The previous commit, if any, came from one caller at a time (a wide gap): the
 			// other reason says no.
-			g := groupCommit{busy: tc.busy, prevSize: tc.peak, gap: time.Hour}
-			g.recent[0] = tc.peak
+			g := groupCommit{busy: tc.busy, gap: time.Hour}
+			g.recent[0], g.commits = tc.peak, 1
 			if w := g.wait(bound, batchOf(tc.batch)); w != 0 {
 				t.Fatalf("wait = %v for callers one at a time", w)
 			}
@@ -232,7 +232,7 @@ func TestGroupCommitWait(t *testing.T) {
 		g.committed([]*recordReq{{at: now.Add(time.Duration(i) * 20 * time.Millisecond)}})
 	}
 	if g.wait(time.Millisecond, batchOf(1)) != 0 || g.gap < time.Millisecond {
-		t.Errorf("one caller every 20 ms: gap %v, prevSize %d; want no wait", g.gap, g.prevSize)
+		t.Errorf("one caller every 20 ms: gap %v, previous commit %d; want no wait", g.gap, g.prev())
 	}
 	later := now.Add(time.Second)
 	for i := range 30 {
@@ -242,8 +242,8 @@ func TestGroupCommitWait(t *testing.T) {
 		}
 		g.committed(batch)
 	}
-	if g.gap >= time.Millisecond || g.prevSize != 8 {
-		t.Errorf("eight callers at once: gap %v, prevSize %d; want a gap below 1 ms", g.gap, g.prevSize)
+	if g.gap >= time.Millisecond || g.prev() != 8 {
+		t.Errorf("eight callers at once: gap %v, previous commit %d; want a gap below 1 ms", g.gap, g.prev())
 	}
 	// A batch of eight split in two (5 + 3) still completes at eight, until recentCommits
 	// smaller commits have pushed the eight out.

@@ -619,16 +619,23 @@ const busyRecheck = 500 * time.Microsecond
 //
 // Either wait ends early once the batch is as large as the largest recent commit (complete).
 type groupCommit struct {
-	gap      time.Duration      // moving average of the time between two records' arrivals
-	last     time.Time          // arrival of the last record seen
-	prevSize int                // records in the previous commit
-	busy     func() bool        // whether goroutines are waiting for a CPU (cpuBusy)
-	recent   [recentCommits]int // records in each of the last commits (complete)
-	commits  int                // commits noted, for recent's ring
+	gap     time.Duration      // moving average of the time between two records' arrivals
+	last    time.Time          // arrival of the last record seen
+	busy    func() bool        // whether goroutines are waiting for a CPU (cpuBusy)
+	recent  [recentCommits]int // records in each of the last commits, a ring (prev, complete)
+	commits int                // commits noted, for recent's ring
+}
+
+// prev is how many records the previous commit carried (0 before the first).
+func (g *groupCommit) prev() int {
+	if g.commits == 0 {
+		return 0
+	}
+	return g.recent[(g.commits-1)%recentCommits]
 }
 
 func (g *groupCommit) wait(bound time.Duration, batch []*recordReq) time.Duration {
-	if bound <= 0 || g.prevSize < 2 || g.gap >= bound || len(batch) >= maxBatch || g.complete(batch) {
+	if bound <= 0 || g.prev() < 2 || g.gap >= bound || len(batch) >= maxBatch || g.complete(batch) {
 		return 0
 	}
 	return bound - time.Since(batch[0].at)
@@ -679,7 +686,6 @@ func (g *groupCommit) committed(batch []*recordReq) {
 		}
 		g.last = r.at
 	}
-	g.prevSize = len(batch)
 	g.recent[g.commits%recentCommits] = len(batch)
 	g.commits++
 }
