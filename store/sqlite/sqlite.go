@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,7 +58,15 @@ type Options struct {
 type Store struct {
 	db  *sql.DB
 	wmu sync.Mutex // serialises this process's write transactions
-	log *slog.Logger
+	// wconn is the connection every write transaction of this process runs on (under wmu),
+	// once the schema is migrated. SQLite keeps a connection's page cache from one
+	// transaction to the next unless another connection has written meanwhile, so the
+	// committer finds the pages of its previous commit (the ends of the serial and issued_at
+	// indexes, the interior pages of the others) still in memory; a connection from the pool,
+	// which the readers share, has had its cache emptied by the last commit made on another
+	// one, and read them again first.
+	wconn *sql.Conn
+	log   *slog.Logger
 
 	recq      chan *recordReq // RecordIssued → committer
 	lingerMax time.Duration   // Options.GroupCommitWait
@@ -158,6 +167,15 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 			return nil, fmt.Errorf("sqlite: %s: preparing the pending update: %w", path, err)
 		}
 	}
+	if s.wconn, err = db.Conn(ctx); err != nil {
+		for _, st := range []*sql.Stmt{s.certBySerial, s.insertCert, s.markIssued} {
+			if st != nil {
+				st.Close()
+			}
+		}
+		db.Close()
+		return nil, fmt.Errorf("sqlite: %s: the write connection: %w", path, err)
+	}
 	go s.committer(opts.busy)
 	return s, nil
 }
@@ -239,6 +257,9 @@ func (s *Store) Close() error {
 			if st != nil {
 				st.Close()
 			}
+		}
+		if s.wconn != nil {
+			s.wconn.Close()
 		}
 		err = s.db.Close()
 	})
@@ -441,7 +462,7 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.beginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -453,6 +474,26 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// beginWrite begins a write transaction on wconn (the caller holds wmu), or on the pool while
+// the schema is migrated (before wconn is taken). If database/sql has given up on wconn's
+// connection (the driver reported it bad), a fresh one is taken from the pool.
+func (s *Store) beginWrite(ctx context.Context) (*sql.Tx, error) {
+	if s.wconn == nil {
+		return s.db.BeginTx(ctx, nil)
+	}
+	tx, err := s.wconn.BeginTx(ctx, nil)
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+		c, cerr := s.db.Conn(ctx)
+		if cerr != nil {
+			return nil, fmt.Errorf("%w; taking a new write connection: %w", err, cerr)
+		}
+		s.wconn.Close()
+		s.wconn = c
+		tx, err = c.BeginTx(ctx, nil)
+	}
+	return tx, err
 }
 
 func unix(t time.Time) int64 {

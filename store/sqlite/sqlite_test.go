@@ -296,3 +296,49 @@ func BenchmarkAdvanceCounter(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteConnection: every write of the store runs on its one write connection (held, so
+// that its page cache survives from one commit to the next), the pool's connections see what
+// it committed, and a write connection that database/sql has given up on is replaced: the
+// next write takes a fresh connection from the pool and succeeds.
+func TestWriteConnection(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, "")
+	defer s.Close()
+	for _, serial := range []string{"01", "02"} {
+		if err := s.RecordIssued(ctx, lookupCert(serial)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.db.Stats(); st.InUse != 1 {
+		t.Errorf("%d connections in use between writes, want 1 (the write connection)", st.InUse)
+	}
+	if _, err := s.Cert(ctx, "02"); err != nil {
+		t.Fatalf("a reader does not see the write connection's commit: %v", err)
+	}
+
+	// database/sql closes a connection whose driver reported it bad; Conn.Close does the same
+	// to the write connection (under wmu, as the committer would see it between writes).
+	s.wmu.Lock()
+	s.wconn.Close()
+	s.wmu.Unlock()
+	if err := s.RecordIssued(ctx, lookupCert("03")); err != nil {
+		t.Fatalf("record after the write connection closed: %v", err)
+	}
+	if err := s.RevokeCert(ctx, "01", 1, time.Now()); err != nil {
+		t.Fatalf("revoke on the new write connection: %v", err)
+	}
+	c, err := s.Cert(ctx, "03")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "CN=dev-03" {
+		t.Errorf("subject %q", c.Subject)
+	}
+	if c, err := s.Cert(ctx, "01"); err != nil || !c.Revoked() {
+		t.Errorf("01 after revocation: %+v, %v", c, err)
+	}
+	if st := s.db.Stats(); st.InUse != 1 {
+		t.Errorf("%d connections in use after the replacement, want 1", st.InUse)
+	}
+}
