@@ -90,10 +90,7 @@ func benchRecord(b *testing.B, par int, wait, pace time.Duration, random bool) {
 		})
 	}
 	b.StopTimer()
-	c1, r1 := s.commitStats()
-	recs := float64(r1 - r0)
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/recs, "cpu-ns/record")
-	b.ReportMetric(recs/float64(c1-c0), "records/commit")
+	recs := reportCommits(b, s, c0, r0, cpu0, "cpu-ns/record")
 	b.ReportMetric(float64(waited.Load())/recs, "ns-latency/record")
 	slices.Sort(lats)
 	b.ReportMetric(float64(lats[len(lats)*99/100]), "ns-p99-latency")
@@ -184,8 +181,15 @@ func BenchmarkLookupThenRecord(b *testing.B) {
 		}
 	})
 	b.StopTimer()
+	reportCommits(b, s, c0, r0, cpu0, "cpu-ns/op")
+}
+
+// reportCommits reports the process CPU per record since cpu0 (as unit) and the records per
+// commit since the commit stats c0, r0, and returns the records committed since.
+func reportCommits(b *testing.B, s *Store, c0, r0 int64, cpu0 time.Duration, unit string) float64 {
 	c1, r1 := s.commitStats()
 	recs := float64(r1 - r0)
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/recs, "cpu-ns/op")
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/recs, unit)
 	b.ReportMetric(recs/float64(c1-c0), "records/commit")
+	return recs
 }
