@@ -258,9 +258,11 @@ func (s *Store) Close() error {
 				st.Close()
 			}
 		}
+		s.wmu.Lock() // a write still running finishes on wconn first; beginWrite may replace it
 		if s.wconn != nil {
 			s.wconn.Close()
 		}
+		s.wmu.Unlock()
 		err = s.db.Close()
 	})
 	return err
