@@ -88,15 +88,16 @@ var layers = map[string]layer{
 	"internal/testtool": layerTestKit,
 	"internal/archtest": layerTestKit,
 
-	"internal/config":     layerComposition,
-	"internal/datadir":    layerComposition,
-	"internal/metrics":    layerComposition,
-	"internal/gcpace":     layerComposition, // GC pacing of the serve process
-	"internal/server":     layerComposition, // the composition root: wires front doors, services, authority and store
-	"internal/cli":        layerComposition,
-	"internal/bench":      layerComposition, // `coapca bench`: runs a server and its clients
-	"internal/bench/plot": layerComposition, // draws docs/benchmarks from the JSON of `coapca bench`
-	"cmd/coapca":          layerComposition,
+	"internal/config":          layerComposition,
+	"internal/datadir":         layerComposition,
+	"internal/metrics":         layerComposition,
+	"internal/gcpace":          layerComposition, // GC pacing of the serve process
+	"internal/server":          layerComposition, // the composition root: wires front doors, services, authority and store
+	"internal/cli":             layerComposition,
+	"internal/bench":           layerComposition, // `coapca bench`: runs a server and its clients
+	"internal/bench/plot":      layerComposition, // draws docs/benchmarks from the JSON of `coapca bench`
+	"internal/bench/tracewait": layerComposition, // reads a server's runtime trace: CPUs used, where goroutines block
+	"cmd/coapca":               layerComposition,
 }
 
 // compositionRoot is the one package that wires a store back end into the house; the command

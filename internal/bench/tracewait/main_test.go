@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"runtime/trace"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+//go:noinline
+func spinForTest(stop <-chan struct{}) {
+	var sum [32]byte
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+			sum = sha256.Sum256(sum[:])
+		}
+	}
+}
+
+//go:noinline
+func waitForTest(ch <-chan struct{}) { <-ch }
+
+// TestTraceWait records a real runtime trace of a goroutine that computes and one that waits
+// on a channel, and reads it back: the computing goroutine is the one of interest and shows
+// up in the timeline, the waiting one's place is named by its function in the blocked table.
+func TestTraceWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.out")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := trace.Start(f); err != nil {
+		t.Fatal(err)
+	}
+	stop, wake := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { spinForTest(stop) })
+	wg.Go(func() { waitForTest(wake) })
+	time.Sleep(50 * time.Millisecond)
+	close(wake)
+	close(stop)
+	wg.Wait()
+	trace.Stop()
+	window := time.Since(t0)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var out bytes.Buffer
+	if err := run([]string{"-bucket", "10ms", "-focus", `spinForTest`, "-to", window.String(), path}, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	var focusedCPU float64
+	var waited float64 = -1
+	sc := bufio.NewScanner(&out)
+	blockedTable := false
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		switch {
+		case strings.HasPrefix(line, "blocked from"):
+			blockedTable = true
+		case blockedTable && strings.Contains(line, "waitForTest"):
+			if waited, err = strconv.ParseFloat(fields[0], 64); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+		case !blockedTable && len(fields) == 3:
+			v, err := strconv.ParseFloat(fields[2], 64)
+			if err != nil {
+				continue // the header
+			}
+			focusedCPU += v
+		}
+	}
+	if focusedCPU <= 0 {
+		t.Errorf("the computing goroutine used no CPU in the timeline")
+	}
+	if waited <= 0 {
+		t.Errorf("the waiting goroutine's place is not in the blocked table (%v)", waited)
+	}
+}
+
+func TestTraceWaitUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"a", "b"},
+		{"-from", "2s", "-to", "1s", "f"},
+		{"-focus", "(", "f"},
+		{filepath.Join(t.TempDir(), "missing")},
+	} {
+		if err := run(args, &bytes.Buffer{}); err == nil {
+			t.Errorf("run(%q) succeeded", args)
+		}
+	}
+	// Not a trace: an error, not a panic.
+	notTrace := filepath.Join(t.TempDir(), "not-a-trace")
+	if err := os.WriteFile(notTrace, []byte("go 1.26 trace\x00\x00\x00garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run([]string{notTrace}, &bytes.Buffer{}); err == nil {
+		t.Error("a file that is not a trace was read")
+	}
+}
