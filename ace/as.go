@@ -231,7 +231,14 @@ func ParseTokenResponse(b []byte) (*TokenResponse, error) {
 	if !ok {
 		return nil, errors.New("ace: token response without cnf (RFC 9203 §3.2)")
 	}
-	c, err := ParseClaims(marshal(map[int]any{claimCnf: cnf}))
+	// cnf is the sender's bytes, well-formed CBOR but not necessarily valid (a bignum tag
+	// around an integer): re-encoding it can fail, and must not panic as marshal does on
+	// this package's own values.
+	claims, err := wire.enc.Marshal(map[int]any{claimCnf: cnf})
+	if err != nil {
+		return nil, fmt.Errorf("ace: cnf: %w", err)
+	}
+	c, err := ParseClaims(claims)
 	if err != nil || c.OSCORE == nil {
 		return nil, fmt.Errorf("ace: cnf: %v", err)
 	}
