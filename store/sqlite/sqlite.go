@@ -156,23 +156,18 @@ func open(ctx context.Context, path string, opts Options, target int) (*Store, e
 			return nil, fmt.Errorf("sqlite: %s: preparing the certificate lookup: %w", path, err)
 		}
 		if s.insertCert, err = db.PrepareContext(ctx, insertCertSQL); err != nil {
-			s.certBySerial.Close()
+			s.closeStatements()
 			db.Close()
 			return nil, fmt.Errorf("sqlite: %s: preparing the certificate insert: %w", path, err)
 		}
 		if s.markIssued, err = db.PrepareContext(ctx, markIssuedSQL); err != nil {
-			s.certBySerial.Close()
-			s.insertCert.Close()
+			s.closeStatements()
 			db.Close()
 			return nil, fmt.Errorf("sqlite: %s: preparing the pending update: %w", path, err)
 		}
 	}
 	if s.wconn, err = db.Conn(ctx); err != nil {
-		for _, st := range []*sql.Stmt{s.certBySerial, s.insertCert, s.markIssued} {
-			if st != nil {
-				st.Close()
-			}
-		}
+		s.closeStatements()
 		db.Close()
 		return nil, fmt.Errorf("sqlite: %s: the write connection: %w", path, err)
 	}
@@ -253,11 +248,7 @@ func (s *Store) Close() error {
 		<-s.exited
 		commits, records := s.commitStats()
 		s.log.Info("store: closed", "certificate_commits", commits, "certificates_recorded", records)
-		for _, st := range []*sql.Stmt{s.certBySerial, s.insertCert, s.markIssued} {
-			if st != nil {
-				st.Close()
-			}
-		}
+		s.closeStatements()
 		s.wmu.Lock() // a write still running finishes on wconn first; beginWrite may replace it
 		if s.wconn != nil {
 			s.wconn.Close()
@@ -266,6 +257,15 @@ func (s *Store) Close() error {
 		err = s.db.Close()
 	})
 	return err
+}
+
+// closeStatements closes the prepared statements that were prepared.
+func (s *Store) closeStatements() {
+	for _, st := range []*sql.Stmt{s.certBySerial, s.insertCert, s.markIssued} {
+		if st != nil {
+			st.Close()
+		}
+	}
 }
 
 // migrations[i] brings the schema from version i to i+1. Never edit a released entry; append.
