@@ -10,7 +10,10 @@
 //	go run ./internal/bench/tracewait -from 16.6s -to 20.7s F
 //
 // A goroutine counts as of interest (-focus) once any stack it shows in the trace has a frame
-// whose function name matches the expression. Blocked time is attributed to the first
+// whose function name matches the expression: its start function (at its creation), or where
+// it blocked, was preempted or made a syscall. A goroutine that only passes through the
+// function while running uninterrupted is not seen there (a trace has no stacks in between
+// unless CPU profiling ran with it); the committer of a server blocks often enough. Blocked time is attributed to the first
 // frames outside the runtime of the stack at which the goroutine blocked; goroutines blocked
 // for the whole window (listeners, timers) are counted like any other.
 package main

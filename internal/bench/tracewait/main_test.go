@@ -11,20 +11,20 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
+// spinForTest is the start function of the computing goroutine, so that its creation names
+// it even if it never blocks or is preempted inside it.
+//
 //go:noinline
-func spinForTest(stop <-chan struct{}) {
+func spinForTest(done chan<- [32]byte) {
 	var sum [32]byte
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-			sum = sha256.Sum256(sum[:])
-		}
+	for range 200_000 {
+		sum = sha256.Sum256(sum[:])
 	}
+	done <- sum
 }
 
 //go:noinline
@@ -33,6 +33,7 @@ func waitForTest(ch <-chan struct{}) { <-ch }
 // TestTraceWait records a real runtime trace of a goroutine that computes and one that waits
 // on a channel, and reads it back: the computing goroutine is the one of interest and shows
 // up in the timeline, the waiting one's place is named by its function in the blocked table.
+// synctest.Wait makes sure the waiter has blocked before it is woken.
 func TestTraceWait(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "trace.out")
 	f, err := os.Create(path)
@@ -43,14 +44,16 @@ func TestTraceWait(t *testing.T) {
 	if err := trace.Start(f); err != nil {
 		t.Fatal(err)
 	}
-	stop, wake := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { spinForTest(stop) })
-	wg.Go(func() { waitForTest(wake) })
-	time.Sleep(50 * time.Millisecond)
-	close(wake)
-	close(stop)
-	wg.Wait()
+	synctest.Test(t, func(t *testing.T) {
+		wake, done := make(chan struct{}), make(chan [32]byte, 1)
+		var wg sync.WaitGroup
+		go spinForTest(done)
+		wg.Go(func() { waitForTest(wake) })
+		<-done
+		synctest.Wait() // the waiter has blocked
+		close(wake)
+		wg.Wait()
+	})
 	trace.Stop()
 	window := time.Since(t0)
 	if err := f.Close(); err != nil {
@@ -63,7 +66,7 @@ func TestTraceWait(t *testing.T) {
 	}
 	t.Log(out.String())
 	var focusedCPU float64
-	var waited float64 = -1
+	waited := false
 	sc := bufio.NewScanner(&out)
 	blockedTable := false
 	for sc.Scan() {
@@ -73,9 +76,10 @@ func TestTraceWait(t *testing.T) {
 		case strings.HasPrefix(line, "blocked from"):
 			blockedTable = true
 		case blockedTable && strings.Contains(line, "waitForTest"):
-			if waited, err = strconv.ParseFloat(fields[0], 64); err != nil {
+			if _, err := strconv.ParseFloat(fields[0], 64); err != nil {
 				t.Fatalf("line %q: %v", line, err)
 			}
+			waited = true
 		case !blockedTable && len(fields) == 3:
 			v, err := strconv.ParseFloat(fields[2], 64)
 			if err != nil {
@@ -87,8 +91,8 @@ func TestTraceWait(t *testing.T) {
 	if focusedCPU <= 0 {
 		t.Errorf("the computing goroutine used no CPU in the timeline")
 	}
-	if waited <= 0 {
-		t.Errorf("the waiting goroutine's place is not in the blocked table (%v)", waited)
+	if !waited {
+		t.Errorf("the waiting goroutine's place is not in the blocked table")
 	}
 }
 
