@@ -79,7 +79,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	// Make it a schema-1 database, as the previous release left it.
 	if _, err := s.db.Exec(`DROP TABLE cmp_transactions; DROP TABLE package_deliveries; DROP TABLE packages;
-		DROP TABLE key_package_returns; DROP TABLE unconfirmed; DROP INDEX certificates_sha256; DROP INDEX certificates_key_id;
+		DROP TABLE key_package_returns; DROP TABLE unconfirmed;
 		ALTER TABLE certificates DROP COLUMN cert_sha256; ALTER TABLE certificates DROP COLUMN key_id; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
