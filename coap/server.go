@@ -56,6 +56,7 @@ type Server struct {
 	// returned its own.
 	readBufs sync.Pool
 	running  sync.WaitGroup // handler goroutines
+	handlers workers        // the goroutines the handlers run on
 	// layerSlots bounds the coap:// requests whose Layer (OSCORE) work runs off the read loop
 	// at once (Config.MaxLayerWorkers).
 	layerSlots chan struct{}
@@ -88,6 +89,7 @@ func NewServer(m *Mux, cfg Config) *Server {
 		obsAll:    list.New(),
 		obsIP:     map[netip.Addr]*list.List{},
 		done:      make(chan struct{}),
+		handlers:  workers{idleFor: handlerIdle},
 	}
 	s.echo = newEchoMinter(s.ep.cfg.EchoWindow)
 	s.layerSlots = make(chan struct{}, s.ep.cfg.MaxLayerWorkers)
@@ -140,6 +142,7 @@ func (s *Server) Close() error {
 	close(s.done)
 	s.mu.Unlock()
 	s.ep.cancel()
+	s.handlers.close()
 	var errsOut []error
 	for _, c := range closers {
 		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
@@ -952,11 +955,14 @@ func (s *Server) unprotectAndServe(sess *session, m *message.Message, e *dedupEn
 	if !has2 {
 		b2 = block{SZX: maxSZX}
 	}
-	go func() {
+	s.handlers.run(func() {
 		defer s.running.Done() // admitted above
 		s.serve(ex, res, req, key2, b2, b1echo)
-	}()
+	})
 }
+
+// handlerIdle is how long a handler goroutine waits for the next request before it ends.
+const handlerIdle = 2 * time.Second
 
 // challenge answers a request from an unproven address with 4.01 + Echo (RFC 9175 §2.4 item 3).
 func (s *Server) challenge(sess *session, m *message.Message, e *dedupEntry) {
