@@ -61,8 +61,8 @@ type Store struct {
 	// wconn is the connection every write transaction of this process runs on (under wmu),
 	// once the schema is migrated. SQLite keeps a connection's page cache from one
 	// transaction to the next unless another connection has written meanwhile, so the
-	// committer finds the pages of its previous commit (the ends of the serial and issued_at
-	// indexes, the interior pages of the others) still in memory; a connection from the pool,
+	// committer finds the pages of its previous commit (the ends of the table and of its serial
+	// and issued_at indexes) still in memory; a connection from the pool,
 	// which the readers share, has had its cache emptied by the last commit made on another
 	// one, and read them again first.
 	wconn *sql.Conn
