@@ -181,3 +181,47 @@ func TestRefIndexManyCandidates(t *testing.T) {
 		t.Fatalf("newest 16 by kid: %d, %v", len(newest), err)
 	}
 }
+
+// TestRefQueryPlan: a lookup by x5t or kid reads the candidate rows by rowid, not the whole
+// table (with ORDER BY issued_at and a LIMIT, SQLite could otherwise walk the issued_at index
+// and test every row against the list), whatever the other filters.
+func TestRefQueryPlan(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, "")
+	defer s.Close()
+	der, err := storetest.CertDER(1, []byte("kid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordIssued(ctx, &store.Cert{Serial: "01", DER: der}); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	for _, f := range []store.CertFilter{
+		{CertSHA256Prefix: sum[:8], Limit: 2},
+		{KeyID: []byte("kid"), Revocation: store.NotRevoked, Limit: 16},
+		{KeyID: []byte("kid"), Label: "", LabelSet: true, Issuer: "CN=x"},
+	} {
+		q, args, none, err := s.listQuery(ctx, f)
+		if err != nil || none {
+			t.Fatalf("%+v: %v, none %v", f, err, none)
+		}
+		rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		if !slices.Contains(plan, "SEARCH certificates USING INTEGER PRIMARY KEY (rowid=?)") {
+			t.Errorf("%+v: plan %q does not look the candidates up by rowid", f, plan)
+		}
+	}
+}

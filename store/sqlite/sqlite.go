@@ -954,8 +954,33 @@ func (s *Store) Cert(ctx context.Context, serial string) (*store.Cert, error) {
 
 // ListCerts implements store.Store.
 func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cert, error) {
+	q, args, none, err := s.listQuery(ctx, f)
+	if err != nil || none {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Cert
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+	}
+	return out, nil
+}
+
+// listQuery is ListCerts' query; none reports that no certificate can match (a reference
+// refIndex knows no candidate for).
+func (s *Store) listQuery(ctx context.Context, f store.CertFilter) (q string, args []any, none bool, err error) {
 	var where []string
-	var args []any
 	if f.Label != "" || f.LabelSet {
 		where, args = append(where, "label = ?"), append(args, f.Label)
 	}
@@ -981,11 +1006,11 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	// memcmp, so a prefix is a range).
 	rowids, narrowed, err := s.refs.candidates(ctx, s.db, s.log, f.CertSHA256Prefix, f.KeyID)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
+		return "", nil, false, fmt.Errorf("sqlite: list certificates: %w", err)
 	}
 	if narrowed {
 		if len(rowids) == 0 {
-			return nil, nil
+			return "", nil, true, nil
 		}
 		where, args = append(where, "rowid IN (SELECT value FROM json_each(?))"), append(args, rowidList(rowids))
 	}
@@ -1004,28 +1029,12 @@ func (s *Store) ListCerts(ctx context.Context, f store.CertFilter) ([]*store.Cer
 	case store.NotRevoked:
 		where = append(where, "revoked_at IS NULL")
 	}
-	q := "SELECT " + certColumns + " FROM certificates"
+	q = "SELECT " + certColumns + " FROM certificates"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY issued_at DESC, rowid DESC" + limit(f.Limit, f.Offset)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
-	}
-	defer rows.Close()
-	var out []*store.Cert
-	for rows.Next() {
-		c, err := scanCert(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: list certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: list certificates: %w", err)
-	}
-	return out, nil
+	return q, args, false, nil
 }
 
 func limit(n, off int) string {
