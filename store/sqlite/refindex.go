@@ -23,19 +23,19 @@ import (
 // certificate: each group commit wrote one more WAL frame per record for each (two write(2)
 // calls a frame) and inserted into two B-trees, on the issuance path, for lookups that only
 // EDHOC by reference makes. Interleaved runs of bench est (the server in its own process, 8
-// devices at once) with and without those two indexes: 340–399 against 392–425 µs of server
-// CPU per re-enrollment (issue 13).
+// devices at once) of an experiment build without those two indexes and of the build with
+// them: 340–399 against 392–425 µs of server CPU per re-enrollment (issue 13).
 //
 // The index holds the first 8 bytes of each key with the certificate's rowid, 16 bytes a
 // certificate and key kind; a lookup narrows the rows to those candidates and SQL compares the
-// full columns, so a collision on 8 bytes costs a row read, never a wrong answer. It is
-// built on the first lookup from the columns cert_sha256 and key_id (every RecordIssued
-// writes them), and every lookup first reads the rows recorded since the previous one
-// (rowid above the highest read: certificates are never deleted, and SQLite gives a new row
-// a rowid above every committed one), so a certificate recorded by any connection or process
-// is found by the next lookup; the two columns of a row are written with it and never
-// changed (only the schema-6 migration fills them in, before any lookup). It decides nothing: the rows come from the database, with
-// their revocation as it is then.
+// full columns, so a collision on 8 bytes costs a row read, never a wrong answer. It is built
+// on the first lookup from the columns cert_sha256 and key_id (every RecordIssued writes
+// them), and every lookup first reads the rows recorded since the previous one (rowid above
+// the highest read: certificates are never deleted, and SQLite gives a new row a rowid above
+// every committed one), so a certificate recorded by any connection or process is found by the
+// next lookup. The two columns of a row are written with it and never changed (the schema-6
+// migration fills them in for older rows, before any lookup). The index decides nothing: the
+// rows come from the database, with their revocation as it is then.
 type refIndex struct {
 	mu   sync.Mutex
 	upTo int64 // the highest certificates.rowid read into the lists
@@ -67,7 +67,8 @@ func (l *refList) add(key []byte, rowid int64) {
 		return
 	}
 	l.recent = append(l.recent, refEntry{refKey(key), rowid})
-	// Merged when the unsorted tail would cost a lookup more than a sort does.
+	// A lookup scans the unsorted tail: it is sorted into the rest once it holds 1024 entries
+	// and a sixteenth as many as the sorted part (so merges cost O(1) an entry on average).
 	if len(l.recent) >= 1024 && len(l.recent) >= len(l.sorted)/16 {
 		l.merge()
 	}
