@@ -22,8 +22,18 @@ import (
 // without a pending request, committed without a SAVEPOINT (a constraint violation backs out
 // its statement alone), the ones with a pending request (SAVEPOINT), and a failure that undoes
 // the whole transaction (a trigger's RAISE(ROLLBACK)), after which the batch is committed
-// record by record.
+// record by record. Each batch is committed both ways the committer does: whole
+// (commitBatch), and with its transaction open while the records arrive one by one (beginBatch,
+// addToBatch, endBatch: a commit that waits for more), where no record may be visible to a
+// reader before endBatch and records that arrive after a failure of the transaction are
+// committed one by one with the others.
 func TestBatchFailureIsolated(t *testing.T) {
+	for _, mode := range []string{"whole", "as they arrive"} {
+		t.Run(mode, func(t *testing.T) { testBatchFailureIsolated(t, mode == "whole") })
+	}
+}
+
+func testBatchFailureIsolated(t *testing.T, whole bool) {
 	ctx := context.Background()
 	const existing = "e0"
 	for _, tc := range []struct {
@@ -92,7 +102,26 @@ func TestBatchFailureIsolated(t *testing.T) {
 				batch = append(batch, req)
 			}
 			c0, _ := s.commitStats()
-			s.commitBatch(batch)
+			if whole {
+				s.commitBatch(batch)
+			} else {
+				b := s.beginBatch()
+				for i, r := range batch {
+					s.addToBatch(b, r)
+					if tc.recs[i].serial == existing {
+						continue
+					}
+					if got, err := s.Cert(ctx, tc.recs[i].serial); !errors.Is(err, store.ErrNotFound) {
+						t.Fatalf("record %d (%s) readable before its batch is committed: %+v, %v", i, tc.recs[i].serial, got, err)
+					}
+					select {
+					case err := <-r.done:
+						t.Fatalf("record %d (%s) answered before its batch is committed: %v", i, tc.recs[i].serial, err)
+					default:
+					}
+				}
+				s.endBatch(b, batch)
+			}
 			if c1, _ := s.commitStats(); c1-c0 != tc.wantCommits {
 				t.Errorf("%d transactions, want %d", c1-c0, tc.wantCommits)
 			}

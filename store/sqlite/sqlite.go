@@ -546,7 +546,9 @@ const maxBatch = 256
 // lone call with the CPUs idle is committed at once; under load, calls that arrive during an
 // fsync share the next, and while several callers record at once, or goroutines wait for a
 // CPU, a commit waits up to Options.GroupCommitWait or Options.GroupCommitBusyWait for more
-// (groupCommit).
+// (groupCommit). A waiting commit has its transaction open and inserts each record as it
+// arrives, so that only the COMMIT is left when the batch is complete; the store's other
+// writes wait for it (at most those bounds).
 // RecordIssued returns only after its record is durable (or failed).
 func (s *Store) RecordIssued(ctx context.Context, c *store.Cert) error {
 	if err := ctx.Err(); err != nil {
@@ -600,50 +602,61 @@ func (s *Store) committer(busy func() bool) {
 			}
 		}
 		wait, busyWait := gc.wait(s.lingerMax, batch), gc.busyWait(s.busyMax, batch)
-		if wait > 0 || busyWait > 0 {
-			// More records are expected soon: let them share this commit's fsync. While the
-			// CPUs are busy the commit looks again every busyRecheck whether they still are.
-			start := time.Now()
-			next := func() time.Duration {
-				elapsed := time.Since(start)
-				if busyWait > elapsed {
-					return min(busyRecheck, busyWait-elapsed)
-				}
-				return wait - elapsed
+		if wait == 0 && busyWait == 0 {
+			gc.committed(batch)
+			s.commitBatch(batch)
+			continue
+		}
+		// More records are expected soon: let them share this commit's fsync. The
+		// transaction begins now and each record is inserted as it arrives, while the CPUs
+		// have other work, so that only the COMMIT (WAL frames and fsync) is left once the
+		// batch is complete: the part during which every caller of the batch waits. While
+		// the CPUs are busy the commit looks again every busyRecheck whether they still are.
+		start := time.Now()
+		b := s.beginBatch()
+		for _, r := range batch {
+			s.addToBatch(b, r)
+		}
+		next := func() time.Duration {
+			elapsed := time.Since(start)
+			if busyWait > elapsed {
+				return min(busyRecheck, busyWait-elapsed)
 			}
-			if timer == nil {
-				timer = time.NewTimer(next())
-			} else {
-				timer.Reset(next())
-			}
-		linger:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-s.recq:
-					batch = append(batch, r)
-					if gc.complete(batch) {
-						break linger
-					}
-				case <-timer.C:
-					elapsed := time.Since(start)
-					if busyWait > elapsed && !gc.busy() {
-						busyWait = 0 // a CPU is free: waiting would now cost throughput
-					}
-					if elapsed >= wait && elapsed >= busyWait {
-						break linger
-					}
-					timer.Reset(next())
-				case <-s.stop:
-					timer.Stop()
+			return wait - elapsed
+		}
+		if timer == nil {
+			timer = time.NewTimer(next())
+		} else {
+			timer.Reset(next())
+		}
+	linger:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.recq:
+				batch = append(batch, r)
+				s.addToBatch(b, r)
+				if gc.complete(batch) {
 					break linger
 				}
-			}
-			if len(batch) == maxBatch {
+			case <-timer.C:
+				elapsed := time.Since(start)
+				if busyWait > elapsed && !gc.busy() {
+					busyWait = 0 // a CPU is free: waiting would now cost throughput
+				}
+				if elapsed >= wait && elapsed >= busyWait {
+					break linger
+				}
+				timer.Reset(next())
+			case <-s.stop:
 				timer.Stop()
+				break linger
 			}
 		}
+		if len(batch) == maxBatch {
+			timer.Stop()
+		}
 		gc.committed(batch)
-		s.commitBatch(batch)
+		s.endBatch(b, batch)
 	}
 }
 
@@ -741,31 +754,74 @@ func (g *groupCommit) committed(batch []*recordReq) {
 }
 
 func (s *Store) commitBatch(batch []*recordReq) {
-	ctx := context.Background() // one caller's cancellation must not abort the others' records
 	if len(batch) == 1 {
 		// Alone: the transaction itself undoes a failed record.
-		batch[0].done <- s.commitAlone(ctx, batch[0])
+		batch[0].done <- s.commitAlone(context.Background(), batch[0])
 		return
 	}
-	results := make([]error, len(batch))
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		for i, r := range batch {
-			var err error
-			if results[i], err = s.recordInBatch(ctx, tx, r); err != nil {
-				return &batchAbort{err}
-			}
+	b := s.beginBatch()
+	for _, r := range batch {
+		s.addToBatch(b, r)
+	}
+	s.endBatch(b, batch)
+}
+
+// batchTx is the transaction of a group commit, open from beginBatch to endBatch, which hold
+// wmu in between: records are added one at a time (addToBatch), each undoing only its own
+// failure, and endBatch commits them together and answers their callers.
+type batchTx struct {
+	tx      *sql.Tx
+	err     error   // begin failed, or a record left the transaction unusable (abort)
+	abort   bool    // err is a record's: the batch is committed one by one instead
+	results []error // each added record's own outcome, in batch order
+}
+
+// beginBatch locks wmu and begins a group commit's transaction; endBatch unlocks.
+func (s *Store) beginBatch() *batchTx {
+	s.wmu.Lock()
+	// One caller's cancellation must not abort the others' records.
+	tx, err := s.beginWrite(context.Background())
+	if err != nil {
+		return &batchTx{err: fmt.Errorf("begin: %w", err)}
+	}
+	return &batchTx{tx: tx}
+}
+
+// addToBatch writes r in b's transaction (recordInBatch). After a failure of the transaction
+// itself, records are only noted: endBatch then gives them the transaction's outcome, or
+// commits them one by one.
+func (s *Store) addToBatch(b *batchTx, r *recordReq) {
+	if b.err != nil {
+		b.results = append(b.results, nil)
+		return
+	}
+	res, fatal := s.recordInBatch(context.Background(), b.tx, r)
+	b.results = append(b.results, res)
+	if fatal != nil {
+		// The transaction may have undone more than this record's statement: roll it back
+		// whole; nothing of the batch is written.
+		b.tx.Rollback()
+		b.err, b.abort = fatal, true
+	}
+}
+
+// endBatch commits b, unlocks wmu and answers the callers of batch, the records added to b
+// in that order.
+func (s *Store) endBatch(b *batchTx, batch []*recordReq) {
+	err := b.err
+	if err == nil {
+		if err = b.tx.Commit(); err != nil {
+			err = fmt.Errorf("commit: %w", err)
 		}
-		return nil
-	})
-	var abort *batchAbort
-	if errors.As(err, &abort) {
-		// A record failed in a way that may have undone more than its own statement: the
-		// transaction was rolled back whole, nothing of the batch is written. Each record
-		// gets its own transaction instead, so that the failing one fails alone.
+	}
+	s.wmu.Unlock()
+	if b.abort {
+		// A record failed in a way that may have undone more than its own statement. Each
+		// record gets its own transaction instead, so that the failing one fails alone.
 		s.log.Warn("store: group commit abandoned; committing its records one by one",
-			"records", len(batch), "error", abort.err)
+			"records", len(batch), "error", err)
 		for _, r := range batch {
-			r.done <- s.commitAlone(ctx, r)
+			r.done <- s.commitAlone(context.Background(), r)
 		}
 		return
 	}
@@ -773,17 +829,13 @@ func (s *Store) commitBatch(batch []*recordReq) {
 	s.committed.Add(int64(len(batch)))
 	for i, r := range batch {
 		if err != nil {
-			results[i] = err // the transaction failed: nothing of the batch was written
+			r.done <- err // the transaction failed: nothing of the batch was written
+		} else {
+			r.done <- b.results[i]
 		}
-		r.done <- results[i]
 	}
 	s.log.Debug("store: group commit", "records", len(batch), "error", err)
 }
-
-// batchAbort carries the error of a record that leaves the batch's transaction unusable.
-type batchAbort struct{ err error }
-
-func (e *batchAbort) Error() string { return e.err.Error() }
 
 // commitAlone records r in a transaction of its own.
 func (s *Store) commitAlone(ctx context.Context, r *recordReq) error {
