@@ -8,11 +8,17 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"net"
+	"runtime/metrics"
 	"testing"
 
 	"github.com/pion/dtls/v3"
 	pionelliptic "github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	"github.com/pion/transport/v5/netctx"
 )
+
+// pion's record layer writes a session's datagrams through netctx; sessionPC lets it write
+// without a goroutine watching the write's context.
+var _ netctx.NonBlockWritePacketConn = (*sessionPC)(nil)
 
 // Full handshakes (ECDHE-ECDSA P-256, mutual certificates, CCM_8, EMS), one
 // at a time, through our Listener and through raw pion (dtls.ListenWithOptions +
@@ -186,7 +192,7 @@ func BenchmarkECDSAP256(b *testing.B) {
 // BenchmarkRecordRoundTrip: one small record from a dtlsconn client to a Listener's session and
 // its echo back, over an established session (the path of every CoAP request after the
 // handshake: demultiplexer, virtual socket, pion's record layer, both directions). allocs/op
-// counts both ends.
+// and goroutines/op (goroutines started) count both ends.
 func BenchmarkRecordRoundTrip(b *testing.B) {
 	p := testPKI(b)
 	cfg := serverConfig(p)
@@ -200,6 +206,9 @@ func BenchmarkRecordRoundTrip(b *testing.B) {
 	b.Cleanup(func() { _ = c.Close() })
 	req := []byte{0x40, 0x01, 0x12, 0x34, 0xb3, 'e', 's', 't'}
 	buf := make([]byte, 2048)
+	created := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(created)
+	g0 := created[0].Value.Uint64()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.Write(req); err != nil {
@@ -209,4 +218,6 @@ func BenchmarkRecordRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	metrics.Read(created)
+	b.ReportMetric(float64(created[0].Value.Uint64()-g0)/float64(b.N), "goroutines/op")
 }

@@ -945,6 +945,16 @@ func (p *sessionPC) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return s.l.pc.WriteToUDPAddrPort(b, to)
 }
 
+// WriteToNonBlock is WriteTo for pion's netctx (netctx.NonBlockWritePacketConn): netctx then
+// writes at once instead of arming a watch of the write's context around it, which for pion's
+// write contexts starts a goroutine per datagram. The watch could never interrupt a write
+// here: a session's writes go to the listener's socket without a deadline (SetWriteDeadline
+// does nothing), so the outcome is WriteTo's either way.
+func (p *sessionPC) WriteToNonBlock(b []byte, addr net.Addr) (int, bool, error) {
+	n, err := p.WriteTo(b, addr)
+	return n, true, err
+}
+
 func (p *sessionPC) Close() error {
 	if p.detached.Load() {
 		p.once.Do(func() { close(p.done) })
