@@ -131,7 +131,9 @@ func (a *analysis) read(r io.Reader) error {
 			a.gs[id] = g
 		}
 		if a.focus != nil && !g.focused {
-			g.focused = a.matches(ev.Stack()) || a.matches(st.Stack)
+			// ev.Stack is the stack of the goroutine that emitted the event, which is not
+			// the one changing state when one goroutine wakes another (a channel send).
+			g.focused = a.matches(st.Stack) || (ev.Goroutine() == id && a.matches(ev.Stack()))
 		}
 		switch g.state {
 		case trace.GoRunning:

@@ -96,6 +96,62 @@ func TestTraceWait(t *testing.T) {
 	}
 }
 
+//go:noinline
+func wakerForTest(wake chan<- struct{}) { wake <- struct{}{} }
+
+// TestTraceWaitFocusNotInherited: a goroutine of interest that wakes another (a channel send,
+// an event on its own stack about the other goroutine) does not make the woken one a
+// goroutine of interest: the woken goroutine's computing stays out of the focused column.
+func TestTraceWaitFocusNotInherited(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace.out")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trace.Start(f); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Test(t, func(t *testing.T) {
+		wake, done := make(chan struct{}), make(chan [32]byte, 1)
+		go func() {
+			<-wake
+			spinForTest(done)
+		}()
+		synctest.Wait() // the computing goroutine waits for its wake-up
+		go wakerForTest(wake)
+		<-done
+	})
+	trace.Stop()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run([]string{"-bucket", "10ms", "-focus", `wakerForTest`, path}, &out); err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	var all, focused float64
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 3 {
+			continue
+		}
+		a, err1 := strconv.ParseFloat(fields[1], 64)
+		v, err2 := strconv.ParseFloat(fields[2], 64)
+		if err1 != nil || err2 != nil {
+			continue // the header
+		}
+		all, focused = all+a, focused+v
+	}
+	if all <= 0 {
+		t.Fatal("no CPU in the timeline")
+	}
+	if focused > all/2 {
+		t.Errorf("focused CPU %.2f of %.2f: the woken goroutine's computing was counted as the waker's", focused, all)
+	}
+}
+
 func TestTraceWaitUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{},
