@@ -753,6 +753,8 @@ func (g *groupCommit) committed(batch []*recordReq) {
 	g.commits++
 }
 
+// commitBatch commits batch, records the committer did not wait for, in one transaction (a
+// lone record in its own, commitAlone) and answers their callers.
 func (s *Store) commitBatch(batch []*recordReq) {
 	if len(batch) == 1 {
 		// Alone: the transaction itself undoes a failed record.
