@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -179,19 +177,4 @@ func (x *refIndex) candidates(ctx context.Context, db *sql.DB, log *slog.Logger,
 		}
 	}
 	return rowids, true, nil
-}
-
-// rowidList is rowids as a JSON array, for "rowid IN (SELECT value FROM json_each(?))": one
-// bound parameter however many candidates there are.
-func rowidList(rowids []int64) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, r := range rowids {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(r, 10))
-	}
-	b.WriteByte(']')
-	return b.String()
 }

@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1066,7 +1067,13 @@ func (s *Store) listQuery(ctx context.Context, f store.CertFilter) (q string, ar
 		if len(rowids) == 0 {
 			return "", nil, true, nil
 		}
-		where, args = append(where, "rowid IN (SELECT value FROM json_each(?))"), append(args, rowidList(rowids))
+		// One bound parameter however many candidates: the rowids as a JSON array, bound as
+		// TEXT (a BLOB would be read as JSONB).
+		list, err := json.Marshal(rowids)
+		if err != nil {
+			return "", nil, false, fmt.Errorf("sqlite: list certificates: %w", err)
+		}
+		where, args = append(where, "rowid IN (SELECT value FROM json_each(?))"), append(args, string(list))
 	}
 	if len(f.CertSHA256Prefix) > 0 {
 		where, args = append(where, "cert_sha256 >= ?"), append(args, f.CertSHA256Prefix)
