@@ -146,7 +146,10 @@ func subjectKeyID(der []byte) []byte {
 		if ext.PeekASN1Tag(cbasn1.BOOLEAN) && !ext.SkipASN1(cbasn1.BOOLEAN) {
 			return nil
 		}
-		if !ext.ReadASN1(&value, cbasn1.OCTET_STRING) || !ext.Empty() {
+		// Bytes after extnValue inside the Extension are left unread, as x509.ParseCertificate
+		// leaves them (its parseExtension does not check for them): the walk must find the key
+		// identifier x509 finds, or a certificate x509 accepts would not be found by its kid.
+		if !ext.ReadASN1(&value, cbasn1.OCTET_STRING) {
 			return nil
 		}
 		if !oid.Equal(oidSubjectKeyID) {
