@@ -95,6 +95,10 @@ type ESTOptions struct {
 	Spawn  bool
 	// JSON, when set, also writes the results to this file for `coapca bench plot`.
 	JSON string
+	// Runs repeats the whole measurement (floors included) this many times and ends with a
+	// summary of the series (seriesSummary); 0 or 1: one run. With --spawn and no DataDir,
+	// each run starts its own server on a fresh data directory.
+	Runs int
 }
 
 // EST measures EST-coaps enrollments (a new DTLS session each, /sen) and re-enrollments over
@@ -108,15 +112,34 @@ func EST(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
 	// default pacing, half of it in idle-time mark workers). The floors measured from this
 	// process (its ends of the raw handshakes, the ECDSA signs) run under the same pacing.
 	defer gcpace.Start(config.DefaultGCHeadroomMiB<<20, os.Getenv("GOGC"), nil).Stop()
-	res, err := benchEST(ctx, o, progress)
-	if err != nil {
-		return err
-	}
-	res.print(w, o)
-	if o.JSON != "" {
-		if err := writeJSON(o.JSON, res.report(o)); err != nil {
+	runs := max(o.Runs, 1)
+	var series []seriesRun
+	for i := range runs {
+		start := time.Now().UTC()
+		if runs > 1 {
+			fmt.Fprintf(progress, "bench: run %d of %d\n", i+1, runs)
+			fmt.Fprintf(w, "=== run %d of %d, started %s\n\n", i+1, runs, start.Format("2006-01-02 15:04:05 UTC"))
+		}
+		res, err := benchEST(ctx, o, progress)
+		if err != nil {
+			if runs > 1 {
+				return fmt.Errorf("run %d of %d: %w", i+1, runs, err)
+			}
 			return err
 		}
+		res.print(w, o)
+		if o.JSON != "" {
+			if err := writeJSON(o.JSON, res.report(o)); err != nil {
+				return err
+			}
+		}
+		series = append(series, res.seriesRun(start))
+		if runs > 1 {
+			fmt.Fprintln(w)
+		}
+	}
+	if runs > 1 {
+		printSeries(w, o, series)
 	}
 	return nil
 }
@@ -286,18 +309,9 @@ func (r *benchResult) printCPUUse(w io.Writer, m Machine) {
 	line("raw pion, child", "pion_dtls_handshake_child", "", 0)
 	line("raw pion, between", "pion_dtls_handshake_interleaved", "", 0)
 	line("server handshake", "server_dtls_handshake", "", 0)
-	floor, floorName := r.rawHS, "raw handshakes"
-	switch {
-	case r.ilHS > 0:
-		floor, floorName = r.ilHS, "raw handshakes (between)"
-	case r.childHS > 0:
-		floor, floorName = r.childHS, "raw handshakes (child)"
-	}
+	floor, floorName := r.enrollFloor()
 	line("enroll", "enroll", floorName, floor)
-	signs, signsName := r.signs, "ECDSA signs"
-	if r.ilSigns > 0 {
-		signs, signsName = r.ilSigns, "ECDSA signs (between)"
-	}
+	signs, signsName := r.reenrollFloor()
 	line("reenroll", "reenroll", signsName, signs)
 }
 
