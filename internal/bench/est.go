@@ -96,7 +96,7 @@ type ESTOptions struct {
 	// JSON, when set, also writes the results to this file for `coapca bench plot`.
 	JSON string
 	// Runs repeats the whole measurement (floors included) this many times and ends with a
-	// summary of the series (seriesSummary); 0 or 1: one run. With --spawn and no DataDir,
+	// summary of the series (printSeries); 0 or 1: one run. With --spawn and no DataDir,
 	// each run starts its own server on a fresh data directory.
 	Runs int
 }
