@@ -48,6 +48,9 @@ type seriesRun struct {
 	enrollRatio, reenrollRatio float64
 	errors                     int64
 	busyEnroll, busyReenroll   float64 // share of the CPUs kept busy (0: unknown, server CPU not read)
+	// The server's CPU per enrollment and re-enrollment (0: unknown, the server ran in the bench
+	// process): the figure that moves least with the machine's speed, to compare builds by.
+	enrollCPU, reenrollCPU time.Duration
 }
 
 func (r *benchResult) seriesRun(start time.Time) seriesRun {
@@ -64,6 +67,7 @@ func (r *benchResult) seriesRun(start time.Time) seriesRun {
 	if r.enrollServerCPU > 0 {
 		u := r.cpuUses(thisMachine().NumCPU)
 		s.busyEnroll, s.busyReenroll = u["enroll"].busy, u["reenroll"].busy
+		s.enrollCPU, s.reenrollCPU = r.enrollServerCPU, r.reenrollServerCPU
 	}
 	return s
 }
@@ -96,16 +100,23 @@ func statsOf(runs []seriesRun, ratio func(seriesRun) float64, target float64) se
 // about whether a target is met: the floors and the server move with the neighbours' load.
 func printSeries(w io.Writer, o ESTOptions, runs []seriesRun) {
 	fmt.Fprintf(w, "=== series: %d runs, %d at a time, --duration %v\n\n", len(runs), o.Concurrency, o.Duration)
-	fmt.Fprintf(w, "run  started (UTC)  raw handshakes/s  enroll/s  ratio   busy   ECDSA signs/s  reenroll/s  ratio   busy   errors\n")
+	fmt.Fprintf(w, "run  started (UTC)  raw handshakes/s  enroll/s  ratio   busy  server µs  ECDSA signs/s  reenroll/s  ratio   busy  server µs  errors\n")
 	pct := func(x float64) string {
 		if x <= 0 {
 			return "    -"
 		}
 		return fmt.Sprintf("%4.0f%%", 100*x)
 	}
+	us := func(d time.Duration) string {
+		if d <= 0 {
+			return "        -"
+		}
+		return fmt.Sprintf("%9.0f", float64(d)/float64(time.Microsecond))
+	}
 	for i, r := range runs {
-		fmt.Fprintf(w, "%3d  %-13s  %16.0f  %8.0f  %5.3f  %s  %13.0f  %10.0f  %5.3f  %s  %6d\n", i+1, r.start.Format("15:04:05"),
-			r.hsFloor, r.enrolls, r.enrollRatio, pct(r.busyEnroll), r.signFloor, r.reenrolls, r.reenrollRatio, pct(r.busyReenroll), r.errors)
+		fmt.Fprintf(w, "%3d  %-13s  %16.0f  %8.0f  %5.3f  %s  %s  %13.0f  %10.0f  %5.3f  %s  %s  %6d\n", i+1, r.start.Format("15:04:05"),
+			r.hsFloor, r.enrolls, r.enrollRatio, pct(r.busyEnroll), us(r.enrollCPU),
+			r.signFloor, r.reenrolls, r.reenrollRatio, pct(r.busyReenroll), us(r.reenrollCPU), r.errors)
 	}
 	e := statsOf(runs, func(r seriesRun) float64 { return r.enrollRatio }, TargetEnrollRatio)
 	re := statsOf(runs, func(r seriesRun) float64 { return r.reenrollRatio }, TargetReenrollRatio)

@@ -17,7 +17,8 @@ func TestSeriesSummary(t *testing.T) {
 	results := []*benchResult{
 		// Both targets: 840/1200 = 0.70, 4000/40000 = 0.10 (the floors between the slices;
 		// the others would give other ratios).
-		{ilHS: 1200, childHS: 2000, rawHS: 3000, ilSigns: 40000, signs: 20000, enrolls: 840, reenrolls: 4000},
+		{ilHS: 1200, childHS: 2000, rawHS: 3000, ilSigns: 40000, signs: 20000, enrolls: 840, reenrolls: 4000,
+			enrollServerCPU: 906 * time.Microsecond, reenrollServerCPU: 251 * time.Microsecond},
 		// Neither: 0.60 and 0.09.
 		{ilHS: 1000, ilSigns: 30000, enrolls: 600, reenrolls: 2700, enrollErrs: 1, reenrollErrs: 2},
 		// No floor between the slices: the child floor (0.80) and the signs before and after
@@ -47,6 +48,10 @@ func TestSeriesSummary(t *testing.T) {
 	for _, want := range []string{
 		"=== series: 3 runs, 8 at a time, --duration 5s",
 		"  1  06:33:00",
+		"0.700   ",       // run 1's enrollment ratio, then its busy share and server CPU
+		"906  ",          // run 1's server µs per enrollment
+		"251       0\n",  // run 1's server µs per re-enrollment, no errors
+		"      -       ", // run 2: the server's CPU was not read
 		"  3  06:35:00",
 		"enroll ÷ raw handshakes:  min 0.600  mean 0.700  max 0.800   ≥ 0.70 in 2 of 3 runs",
 		"reenroll ÷ ECDSA signs:   min 0.050  mean 0.080  max 0.100   ≥ 0.10 in 1 of 3 runs",
