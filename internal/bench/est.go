@@ -123,6 +123,11 @@ func EST(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
 		res, err := benchEST(ctx, o, progress)
 		if err != nil {
 			if runs > 1 {
+				// The runs done so far still make a series (an interrupted long series, a
+				// server that stopped): their summary, then the error.
+				if len(series) > 0 {
+					printSeries(w, o, series, runs)
+				}
 				return fmt.Errorf("run %d of %d: %w", i+1, runs, err)
 			}
 			return err
@@ -139,7 +144,7 @@ func EST(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
 		}
 	}
 	if runs > 1 {
-		printSeries(w, o, series)
+		printSeries(w, o, series, runs)
 	}
 	return nil
 }

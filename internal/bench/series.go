@@ -98,8 +98,13 @@ func statsOf(runs []seriesRun, ratio func(seriesRun) float64, target float64) se
 // printSeries ends a series of runs: one line per run, then each ratio's minimum, mean and
 // maximum and how many runs reached the targets. On a shared machine a single run says little
 // about whether a target is met: the floors and the server move with the neighbours' load.
-func printSeries(w io.Writer, o ESTOptions, runs []seriesRun) {
-	fmt.Fprintf(w, "=== series: %d runs, %d at a time, --duration %v\n\n", len(runs), o.Concurrency, o.Duration)
+// planned is the number of runs asked for: when fewer completed, the heading says so.
+func printSeries(w io.Writer, o ESTOptions, runs []seriesRun, planned int) {
+	done := fmt.Sprintf("%d runs", len(runs))
+	if len(runs) < planned {
+		done = fmt.Sprintf("%d of %d runs (the series stopped early)", len(runs), planned)
+	}
+	fmt.Fprintf(w, "=== series: %s, %d at a time, --duration %v\n\n", done, o.Concurrency, o.Duration)
 	fmt.Fprintf(w, "run  started (UTC)  raw handshakes/s  enroll/s  ratio   busy  server µs  ECDSA signs/s  reenroll/s  ratio   busy  server µs  errors\n")
 	pct := func(x float64) string {
 		if x <= 0 {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"math"
 	"strings"
@@ -44,7 +45,7 @@ func TestSeriesSummary(t *testing.T) {
 		t.Errorf("enroll stats = %+v, want min 0.60 mean 0.70 max 0.80 reached 2", e)
 	}
 	var out bytes.Buffer
-	printSeries(&out, ESTOptions{Concurrency: 8, Duration: 5 * time.Second}, runs)
+	printSeries(&out, ESTOptions{Concurrency: 8, Duration: 5 * time.Second}, runs, 3)
 	for _, want := range []string{
 		"=== series: 3 runs, 8 at a time, --duration 5s",
 		"  1  06:33:00",
@@ -91,5 +92,37 @@ func TestESTRuns(t *testing.T) {
 		if len(f) == 0 || f[len(f)-1] != "0" {
 			t.Errorf("run row %q: want no errors", line)
 		}
+	}
+}
+
+// cancelAt is a writer that cancels a context once what was written contains marker.
+type cancelAt struct {
+	bytes.Buffer
+	marker string
+	cancel context.CancelFunc
+}
+
+func (c *cancelAt) Write(p []byte) (int, error) {
+	n, err := c.Buffer.Write(p)
+	if strings.Contains(c.String(), c.marker) {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestESTRunsInterrupted: a series interrupted after its first run (the context ends, as on
+// Ctrl-C) returns the error and still prints the summary of the run it completed.
+func TestESTRunsInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := &cancelAt{marker: "=== run 2 of 3", cancel: cancel}
+	o := ESTOptions{Devices: 16, Concurrency: 2, Duration: 200 * time.Millisecond, BlockSize: 1024, Runs: 3}
+	err := EST(ctx, o, out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "run 2 of 3") {
+		t.Fatalf("EST = %v, want the error of run 2 of 3", err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "=== series: 1 of 3 runs (the series stopped early)") || !strings.Contains(s, "\n  1  ") {
+		t.Errorf("no summary of the completed run:\n%s", s)
 	}
 }
