@@ -128,6 +128,9 @@ func EST(ctx context.Context, o ESTOptions, w, progress io.Writer) error {
 				if len(series) > 0 {
 					printSeries(w, o, series, runs)
 				}
+				if ctx.Err() != nil { // interrupted: what failed first is only a consequence
+					return fmt.Errorf("run %d of %d: interrupted: %w", i+1, runs, ctx.Err())
+				}
 				return fmt.Errorf("run %d of %d: %w", i+1, runs, err)
 			}
 			return err

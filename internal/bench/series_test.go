@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math"
 	"strings"
@@ -118,8 +119,8 @@ func TestESTRunsInterrupted(t *testing.T) {
 	out := &cancelAt{marker: "=== run 2 of 3", cancel: cancel}
 	o := ESTOptions{Devices: 16, Concurrency: 2, Duration: 200 * time.Millisecond, BlockSize: 1024, Runs: 3}
 	err := EST(ctx, o, out, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "run 2 of 3") {
-		t.Fatalf("EST = %v, want the error of run 2 of 3", err)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "run 2 of 3: interrupted") {
+		t.Fatalf("EST = %v, want run 2 of 3 interrupted", err)
 	}
 	s := out.String()
 	if !strings.Contains(s, "=== series: 1 of 3 runs (the series stopped early)") || !strings.Contains(s, "\n  1  ") {
