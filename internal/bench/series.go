@@ -57,13 +57,8 @@ func (r *benchResult) seriesRun(start time.Time) seriesRun {
 	hs, _ := r.enrollFloor()
 	signs, _ := r.reenrollFloor()
 	s := seriesRun{start: start, hsFloor: hs, signFloor: signs, enrolls: r.enrolls, reenrolls: r.reenrolls,
+		enrollRatio: ratio(r.enrolls, hs), reenrollRatio: ratio(r.reenrolls, signs),
 		errors: r.enrollErrs + r.reenrollErrs}
-	if hs > 0 {
-		s.enrollRatio = r.enrolls / hs
-	}
-	if signs > 0 {
-		s.reenrollRatio = r.reenrolls / signs
-	}
 	if r.enrollServerCPU > 0 {
 		u := r.cpuUses(thisMachine().NumCPU)
 		s.busyEnroll, s.busyReenroll = u["enroll"].busy, u["reenroll"].busy
