@@ -282,15 +282,31 @@ func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Mess
 	if err != nil {
 		return nil, err
 	}
+	got := func(r *message.Message) (*message.Message, error) {
+		c.sess.cancelCON(mid)
+		if id := unknownCritical(r.Options); id != 0 {
+			return nil, fmt.Errorf("coap: response carries unrecognised critical option %d", id)
+		}
+		return r, nil
+	}
+	// arrived is the response the read loop has already handed over, if any. The read loop
+	// hands a response to its waiter before it reads what follows it, such as the close_notify
+	// of a server that answers its in-flight requests and then closes every session (Shutdown):
+	// when the session's end and the response are both there, the response counts. (A select
+	// with several ready cases picks one at random.)
+	arrived := func() (*message.Message, bool) {
+		select {
+		case r := <-ch:
+			return r, true
+		default:
+			return nil, false
+		}
+	}
 	for {
 		select {
 		case r := <-ch:
 			// A separate response may overtake the empty ACK (RFC 7252 §5.2.2).
-			c.sess.cancelCON(mid)
-			if id := unknownCritical(r.Options); id != 0 {
-				return nil, fmt.Errorf("coap: response carries unrecognised critical option %d", id)
-			}
-			return r, nil
+			return got(r)
 		case err := <-ackc:
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return nil, fmt.Errorf("coap: %s %s: %w", m.Code, pathOf(m.Options), err)
@@ -301,8 +317,14 @@ func (c *Client) rawOnce(ctx context.Context, m *message.Message) (*message.Mess
 			c.sess.cancelCON(mid)
 			return nil, ctx.Err()
 		case <-c.ep.ctx.Done():
+			if r, ok := arrived(); ok {
+				return got(r)
+			}
 			return nil, ErrClosed
 		case <-c.gone:
+			if r, ok := arrived(); ok {
+				return got(r)
+			}
 			c.sess.cancelCON(mid)
 			return nil, ErrSessionClosed
 		}

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"testing"
+	"testing/synctest"
 
 	"coapca/coap/dtlsconn"
 
+	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 )
 
@@ -127,4 +129,50 @@ func TestShutdownDeadline(t *testing.T) {
 	if !ts.srv.isClosed() {
 		t.Fatal("server not closed after the deadline")
 	}
+}
+
+// TestResponseBeforeSessionEndWins is the client's side of the case above: the read loop hands
+// the in-flight answer to its waiter, then reads the close_notify that follows it and ends the
+// session. A request that finds both its response and the session's end when it looks must
+// return the response, not ErrSessionClosed (a select with both ready picks one at random: CI
+// once lost TestShutdownDeliversInFlightAnswers that way). The request is held at NSTART so that
+// both are there before it waits; 64 rounds leave a random choice no chance to pass.
+func TestResponseBeforeSessionEndWins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ts := startLinkServer(t, fastConfig())
+		for round := range 64 {
+			c := dialTest(t, ts, 0)
+			c.sess.nstart <- struct{}{} // the NSTART slot is taken: the request waits before it is sent
+			type result struct {
+				r   *Response
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				r, err := c.Do(context.Background(), &ClientRequest{Method: codes.GET, Path: "/small"})
+				done <- result{r, err}
+			}()
+			synctest.Wait() // Do has registered its token and waits for the slot
+			c.sess.mu.Lock()
+			if len(c.sess.waiters) != 1 {
+				c.sess.mu.Unlock()
+				t.Fatalf("round %d: %d waiters, want the request's one", round, len(c.sess.waiters))
+			}
+			var token string
+			for k := range c.sess.waiters {
+				token = k
+			}
+			c.sess.mu.Unlock()
+			// What the read loop does: the answer first, then the close_notify.
+			if !c.sess.deliver(&message.Message{Type: message.Acknowledgement, Code: codes.Content, Token: []byte(token), Payload: []byte("answer")}) {
+				t.Fatalf("round %d: the request's waiter is gone", round)
+			}
+			c.goneOnce.Do(func() { close(c.gone) })
+			<-c.sess.nstart // the request goes on: it finds the answer and the session's end
+			res := <-done
+			if res.err != nil || res.r == nil || string(res.r.Payload) != "answer" {
+				t.Fatalf("round %d: got %+v, %v; want the answer that arrived before the session ended", round, res.r, res.err)
+			}
+		}
+	})
 }
